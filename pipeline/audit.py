@@ -1,0 +1,269 @@
+"""Stage `audit`: decode every file with the training decoder and report what would hurt training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.decode import DecodeError, decode_image
+from pipeline.files import Issue, list_dataset
+from pipeline.outputs import write_json, write_lines
+from pipeline.params import AuditParams, DataParams, load_params
+from pipeline.progress import progress
+
+# The severity a kind has when the policy does not make it an error. Conversions the
+# pipeline applies are info; things that are suspicious but trainable are warnings.
+DEFAULT_SEVERITY = {
+    "unreadable": "error",
+    "empty_file": "error",
+    "not_an_image": "error",
+    "corrupt": "error",
+    "truncated": "error",
+    "too_large": "error",
+    "nan": "error",
+    "inf": "error",
+    "label_conflict": "error",
+    "symlink_outside": "error",
+    "extension_mismatch": "warning",
+    "too_small": "warning",
+    "constant": "warning",
+    "exact_duplicate": "warning",
+    "unknown_class": "warning",
+    "missing_class": "warning",
+    "stray_file": "warning",
+    "grayscale": "info",
+    "alpha": "info",
+    "cmyk": "info",
+    "high_bit_depth": "info",
+    "palette": "info",
+    "animated": "info",
+}
+
+
+@dataclass
+class FileResult:
+    """What decoding one file found: its issues (kind, detail) and a hash of its decoded pixels."""
+
+    path: str
+    label: str
+    findings: list[tuple[str, str]] = field(default_factory=list)
+    pixel_hash: str | None = None
+
+
+@dataclass
+class AuditReport:
+    """Everything the audit found, plus which files the later stages must leave out."""
+
+    root: str
+    classes: list[str]
+    files_scanned: int
+    issues: list[Issue]
+    quarantined: list[str]
+    class_counts: dict[str, int]
+    violations: list[Issue]
+
+    @property
+    def policy_holds(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> dict:
+        by_kind = Counter(issue.kind for issue in self.issues)
+        by_severity = Counter(issue.severity for issue in self.issues)
+        return {
+            "files_scanned": self.files_scanned,
+            "files_quarantined": len(self.quarantined),
+            "issues_by_kind": dict(sorted(by_kind.items())),
+            "issues_by_severity": {key: by_severity.get(key, 0) for key in ("error", "warning", "info")},
+            "class_counts": self.class_counts,
+            "policy_holds": self.policy_holds,
+        }
+
+    def as_dict(self) -> dict:
+        return {
+            "root": self.root,
+            "classes": self.classes,
+            "files_scanned": self.files_scanned,
+            "issues": [issue.as_dict() for issue in self.issues],
+            "quarantined": self.quarantined,
+            "summary": self.summary(),
+        }
+
+
+def check_file(*, root: Path, path: str, label: str, max_pixels: int, min_side: int) -> FileResult:
+    """Read and fully decode one file; never raises for a bad file, records why it is bad instead."""
+    result = FileResult(path=path, label=label)
+    full_path = root / path
+    try:
+        data = full_path.read_bytes()
+    except OSError as exc:
+        result.findings.append(("unreadable", f"could not read the file: {exc.strerror or exc}"))
+        return result
+    try:
+        decoded = decode_image(data, suffix=full_path.suffix, max_pixels=max_pixels)
+    except DecodeError as exc:
+        result.findings.append((exc.kind, exc.detail))
+        return result
+    result.findings.extend(decoded.notes)
+    image = decoded.image
+    height, width = image.shape[:2]
+    if min(height, width) < min_side:
+        result.findings.append(("too_small", f"{width}x{height}; shorter side below {min_side} pixels"))
+    if int(image.max()) == int(image.min()):
+        result.findings.append(("constant", f"every pixel has the value {int(image.max())}"))
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(image.shape).encode())
+    digest.update(image.tobytes())
+    result.pixel_hash = digest.hexdigest()
+    return result
+
+
+def _duplicate_findings(results: list[FileResult]) -> list[Issue]:
+    """Same pixels within a class are duplicates; same pixels under two classes is a label conflict."""
+    groups: dict[str, list[FileResult]] = defaultdict(list)
+    for result in results:
+        if result.pixel_hash is not None:
+            groups[result.pixel_hash].append(result)
+    issues = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        labels = sorted({member.label for member in members})
+        paths = [member.path for member in members]
+        for member in members:
+            others = ", ".join(path for path in paths if path != member.path)
+            if len(labels) > 1:
+                issues.append(
+                    Issue(member.path, "label_conflict", "", f"same pixels appear under classes {labels}: {others}")
+                )
+            else:
+                issues.append(Issue(member.path, "exact_duplicate", "", f"same pixels as {others}"))
+    return issues
+
+
+def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) -> AuditReport:
+    """Audit a folder-per-class dataset against a policy. Reads files; never writes or moves them."""
+    root = Path(root)
+    listing = list_dataset(root, classes=data.classes, extensions=data.extensions)
+    workers = policy.workers or os.cpu_count() or 1
+
+    def check(item: tuple[str, str]) -> FileResult:
+        path, label = item
+        return check_file(root=root, path=path, label=label, max_pixels=policy.max_pixels, min_side=policy.min_side)
+
+    # Threads suffice: Pillow and numpy release the GIL while decoding and hashing.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(
+            progress(pool.map(check, listing.files), total=len(listing.files), description="audit")
+        )
+
+    raw: list[Issue] = list(listing.issues)
+    for result in results:
+        raw.extend(Issue(result.path, kind, "", detail) for kind, detail in result.findings)
+    raw.extend(_duplicate_findings(results))
+
+    fail_on = set(policy.fail_on)
+    issues = []
+    for issue in raw:
+        if issue.kind in fail_on:
+            severity = "error"
+        else:
+            severity = DEFAULT_SEVERITY.get(issue.kind, "warning")
+            # A kind the policy does not fail on is at most a warning.
+            severity = "warning" if severity == "error" else severity
+        issues.append(Issue(issue.path, issue.kind, severity, issue.detail))
+    issues.sort(key=lambda issue: (issue.path, issue.kind))
+
+    listed = {path for path, _ in listing.files}
+    quarantine_kinds = set(policy.quarantine)
+    quarantined = sorted({issue.path for issue in issues if issue.kind in quarantine_kinds and issue.path in listed})
+    class_counts = Counter(label for path, label in listing.files if path not in set(quarantined))
+    return AuditReport(
+        root=str(root),
+        classes=listing.classes,
+        files_scanned=len(listing.files),
+        issues=issues,
+        quarantined=quarantined,
+        class_counts={label: class_counts.get(label, 0) for label in listing.classes},
+        violations=[issue for issue in issues if issue.kind in fail_on],
+    )
+
+
+def format_text(report: AuditReport) -> str:
+    """Human-readable report: one line per finding, then a summary and what to do next."""
+    lines = []
+    for issue in report.issues:
+        lines.append(f"{issue.severity.upper():7} {issue.kind:18} {issue.path}: {issue.detail}")
+    summary = report.summary()
+    counts = ", ".join(f"{label} {count}" for label, count in report.class_counts.items())
+    lines.append(
+        f"audited {report.files_scanned} files in {report.root}: "
+        f"{summary['issues_by_severity']['error']} errors, {summary['issues_by_severity']['warning']} warnings, "
+        f"{summary['issues_by_severity']['info']} info; {len(report.quarantined)} quarantined"
+    )
+    lines.append(f"usable images per class: {counts}")
+    if report.policy_holds:
+        lines.append("policy holds: the dataset may be trained on")
+    else:
+        kinds = sorted({issue.kind for issue in report.violations})
+        lines.append(
+            f"policy violated by {len(report.violations)} finding(s) of kind {', '.join(kinds)}: fix or remove "
+            "those files, or drop the kinds from audit.fail_on in params.yaml to train without them "
+            "(quarantined files are always left out)"
+        )
+    return "\n".join(lines)
+
+
+def format_github(report: AuditReport) -> str:
+    """GitHub Actions workflow commands, one annotation per finding (info findings are notices)."""
+    level = {"error": "error", "warning": "warning", "info": "notice"}
+    lines = []
+    for issue in report.issues:
+        path = (Path(report.root) / issue.path).as_posix()
+        detail = issue.detail.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        lines.append(f"::{level[issue.severity]} file={path},title={issue.kind}::{detail}")
+    return "\n".join(lines)
+
+
+def render(report: AuditReport, *, output_format: str) -> str:
+    if output_format == "json":
+        return json.dumps(report.as_dict(), indent=2)
+    if output_format == "github":
+        return format_github(report)
+    return format_text(report)
+
+
+def metrics_for(report: AuditReport) -> dict:
+    """The small numeric summary DVC tracks as metrics."""
+    summary = report.summary()
+    return {
+        "files_scanned": report.files_scanned,
+        "files_quarantined": len(report.quarantined),
+        "errors": summary["issues_by_severity"]["error"],
+        "warnings": summary["issues_by_severity"]["warning"],
+        "issues_by_kind": summary["issues_by_kind"],
+    }
+
+
+def main(*, params_file: str = "params.yaml", path: str | None = None, output_format: str = "text") -> int:
+    """Stage entry point (no PATH: params' data.dir, writes reports) or standalone audit of PATH."""
+    params = load_params(params_file)
+    root = path if path is not None else params.data.dir
+    report = audit_dataset(root=root, data=params.data, policy=params.audit)
+    print(render(report, output_format=output_format))
+    if path is None:
+        write_json(params.paths.audit_report, report.as_dict())
+        write_json(params.paths.audit_metrics, metrics_for(report))
+        write_lines(
+            params.paths.quarantine,
+            report.quarantined,
+            header="files the audit excluded from split and build (paths relative to data.dir); see the audit report",
+        )
+    if not report.policy_holds:
+        print("audit: policy violated (see above)", file=sys.stderr)
+    return 0 if report.policy_holds else 1

@@ -1,0 +1,138 @@
+"""Stage `build`: decode and resize every split image once into uint8 shards plus a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.decode import DecodeError, decode_image, resize_image
+from pipeline.errors import DataError
+from pipeline.files import read_lines
+from pipeline.outputs import write_json
+from pipeline.params import load_params
+from pipeline.progress import progress
+from pipeline.split import CLASSES_FILE, SPLITS, read_split_csv
+
+MANIFEST = "manifest.json"
+CACHE_FORMAT = 1
+
+
+def _decode_one(root: Path, path: str, size: int, max_pixels: int) -> np.ndarray | str:
+    """The resized image, or the reason it could not be decoded (never raises for a bad file)."""
+    try:
+        decoded = decode_image((root / path).read_bytes(), suffix=Path(path).suffix, max_pixels=max_pixels)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    except DecodeError as exc:
+        return str(exc)
+    return resize_image(decoded.image, size=size)
+
+
+def build_split(
+    *,
+    root: Path,
+    rows: list[tuple[str, str]],
+    classes: list[str],
+    image_size: int,
+    shard_size: int,
+    out_dir: Path,
+    workers: int,
+    max_pixels: int,
+) -> dict:
+    """Write rows as shards out_dir/images-NNNNN.npy + labels-NNNNN.npy; return this split's manifest entry.
+
+    A file that fails to decode here (changed since the audit) is skipped and named in the
+    manifest's `skipped` list, never cached as a grey or black image.
+    """
+    index = {label: position for position, label in enumerate(classes)}
+    unknown = sorted({label for _, label in rows if label not in index})
+    if unknown:
+        raise DataError(f"labels {unknown} are not in the class list {classes}; re-run `dvc repro split`")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards, skipped, paths = [], [], []
+    counts: Counter[str] = Counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(rows), shard_size):
+            chunk = rows[start : start + shard_size]
+            results = pool.map(lambda row: _decode_one(root, row[0], image_size, max_pixels), chunk)
+            images, labels = [], []
+            for (path, label), result in zip(chunk, progress(results, total=len(chunk), description=f"build {out_dir.name}")):
+                if isinstance(result, str):
+                    skipped.append({"path": path, "reason": result})
+                    continue
+                images.append(result)
+                labels.append(index[label])
+                paths.append(path)
+                counts[label] += 1
+            if not images:
+                continue
+            number = len(shards)
+            image_array = np.stack(images).astype(np.uint8, copy=False)
+            label_array = np.asarray(labels, dtype=np.int32)
+            image_file, label_file = f"images-{number:05d}.npy", f"labels-{number:05d}.npy"
+            np.save(out_dir / image_file, image_array, allow_pickle=False)
+            np.save(out_dir / label_file, label_array, allow_pickle=False)
+            digest = hashlib.sha256(image_array.tobytes())
+            digest.update(label_array.tobytes())
+            shards.append({"images": image_file, "labels": label_file, "count": len(images), "sha256": digest.hexdigest()})
+    (out_dir / "paths.txt").write_text("".join(f"{path}\n" for path in paths))
+    return {
+        "count": sum(shard["count"] for shard in shards),
+        "per_class": {label: counts.get(label, 0) for label in classes},
+        "shards": shards,
+        "skipped": skipped,
+    }
+
+
+def build_cache(
+    *, data_dir: str, splits_dir: str, cache_dir: str, image_size: int, shard_size: int, workers: int, max_pixels: int
+) -> dict:
+    """Build every split's shards and write cache_dir/manifest.json; return the manifest."""
+    classes = read_lines(Path(splits_dir) / CLASSES_FILE)
+    if not classes:
+        raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
+    cache = Path(cache_dir)
+    # The cache folder is this stage's DVC output, never user data: rebuild it whole.
+    if cache.exists():
+        shutil.rmtree(cache)
+    manifest = {"format": CACHE_FORMAT, "classes": classes, "image_shape": [image_size, image_size, 3], "splits": {}}
+    for name in SPLITS:
+        rows = read_split_csv(Path(splits_dir) / f"{name}.csv")
+        manifest["splits"][name] = build_split(
+            root=Path(data_dir),
+            rows=rows,
+            classes=classes,
+            image_size=image_size,
+            shard_size=shard_size,
+            out_dir=cache / name,
+            workers=workers,
+            max_pixels=max_pixels,
+        )
+    write_json(cache / MANIFEST, manifest)
+    return manifest
+
+
+def main(*, params_file: str = "params.yaml") -> int:
+    params = load_params(params_file)
+    manifest = build_cache(
+        data_dir=params.data.dir,
+        splits_dir=params.paths.splits_dir,
+        cache_dir=params.paths.cache_dir,
+        image_size=params.data.image_size,
+        shard_size=params.build.shard_size,
+        workers=params.build.workers or os.cpu_count() or 1,
+        max_pixels=params.audit.max_pixels,
+    )
+    for name, entry in manifest["splits"].items():
+        for skipped in entry["skipped"]:
+            print(f"build: WARNING skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
+    sizes = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())
+    print(f"build: cached {sizes} images at {params.data.image_size}x{params.data.image_size} in {params.paths.cache_dir}")
+    return 0

@@ -1,0 +1,76 @@
+"""The `trainwell` command: one subcommand per pipeline stage, plus a standalone audit and doctor."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pipeline.errors import TrainwellError
+
+DESCRIPTION = """\
+trainwell: audited data, a GPU-feeding input pipeline and a classifier that cannot silently diverge.
+
+Inside a DVC project the stages run in order with `dvc repro`; each subcommand here is one
+stage and reads its settings from params.yaml (see --params). Exit codes: 0 success,
+1 a policy or check failed (the message says what to fix), 2 bad usage or params.
+"""
+
+STAGES = {
+    "demo-data": ("pipeline.demo_data", "write the deterministic synthetic five-class demo set"),
+    "split": ("pipeline.split", "seeded, stratified train/val/test lists, leaving quarantined files out"),
+    "build": ("pipeline.build", "decode and resize every image once into the uint8 training cache"),
+    "train": ("pipeline.train", "check the model contract, then train; never saves a model with NaN weights"),
+    "evaluate": ("pipeline.evaluate", "test-split accuracy, per-class precision/recall/F1, confusion matrix"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainwell", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=description or help_text)
+        command.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+        return command
+
+    audit = add(
+        "audit",
+        "decode every image with the training decoder and report problems",
+        "Audit a folder with one sub-folder per class. Without PATH this is the DVC stage: it audits "
+        "data.dir from params and writes the report, metrics and quarantine list. With PATH it only "
+        "prints. Exit 0 when the policy in params (audit.fail_on) holds, 1 when it is violated.",
+    )
+    audit.add_argument("path", nargs="?", help="dataset folder to audit on its own (no files written)")
+    audit.add_argument("--format", choices=["text", "json", "github"], default="text",
+                       help="text for people, json for tools, github for Actions annotations (default: %(default)s)")
+    for name, (_, help_text) in STAGES.items():
+        add(name, help_text)
+    doctor = add("doctor", "check that model head, loss and labels agree, without training",
+                 "Run the model contract check against the labels in the build cache: catches a sigmoid "
+                 "head with categorical_crossentropy, width/class mismatches, from_logits mistakes.")
+    doctor.add_argument("--model", dest="model_file", help="a compiled .keras file of your own (default: the model params describe)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter (CUDA probes on a CPU machine) buries the messages that
+    # matter; real failures still reach Python as exceptions. Set the variable to see it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "audit":
+            from pipeline import audit
+
+            return audit.main(params_file=args.params, path=args.path, output_format=args.format)
+        if args.command == "doctor":
+            from pipeline import doctor
+
+            return doctor.main(params_file=args.params, model_file=args.model_file)
+        module_name = STAGES[args.command][0]
+        module = __import__(module_name, fromlist=["main"])
+        return module.main(params_file=args.params)
+    except TrainwellError as exc:
+        print(f"trainwell {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+

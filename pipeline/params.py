@@ -1,0 +1,208 @@
+"""Typed models for params.yaml: every section is validated when a stage loads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ParamsError
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+# Kinds of audit finding the skeleton audit can produce; issue kinds are stable names
+# that also appear in reports and in the policy lists below.
+AUDIT_KINDS = (
+    "unreadable",
+    "empty_file",
+    "not_an_image",
+    "extension_mismatch",
+    "corrupt",
+    "truncated",
+    "too_large",
+    "too_small",
+    "nan",
+    "inf",
+    "grayscale",
+    "alpha",
+    "cmyk",
+    "high_bit_depth",
+    "palette",
+    "animated",
+    "constant",
+    "exact_duplicate",
+    "label_conflict",
+    "unknown_class",
+    "missing_class",
+    "stray_file",
+    "symlink_outside",
+)
+AuditKind = Literal[AUDIT_KINDS]  # type: ignore[valid-type]
+
+BLOCKING_KINDS = [
+    "unreadable",
+    "empty_file",
+    "not_an_image",
+    "corrupt",
+    "truncated",
+    "too_large",
+    "nan",
+    "inf",
+    "label_conflict",
+    "symlink_outside",
+]
+
+
+class _Section(BaseModel):
+    # extra="forbid" turns a typo such as `learning_rat` into an error naming the key.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsParams(_Section):
+    """Every generated path, declared once; dvc.yaml interpolates these with ${paths.*}."""
+
+    demo_dir: str = "data/demo"
+    quarantine: str = "data/audit/quarantine.txt"
+    audit_report: str = "reports/audit/audit.json"
+    audit_metrics: str = "metrics/audit.json"
+    splits_dir: str = "data/splits"
+    split_metrics: str = "metrics/split.json"
+    cache_dir: str = "data/cache"
+    model: str = "models/model.keras"
+    train_log_dir: str = "dvclive"
+    train_report_dir: str = "reports/train"
+    eval_metrics: str = "metrics/eval.json"
+    eval_report_dir: str = "reports/eval"
+
+
+class DemoParams(_Section):
+    classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross", "ring"])
+    images_per_class: int = Field(400, ge=1)
+    image_size: int = Field(75, ge=16, le=1024)
+    seed: int = 0
+    # Write one deliberately corrupt file into the set, to demonstrate the audit.
+    inject_corrupt: bool = False
+
+
+class DataParams(_Section):
+    dir: str = "data/demo"
+    # None: the class list is the sorted set of sub-folders of `dir`.
+    classes: list[str] | None = None
+    image_size: int = Field(75, ge=8, le=1024)
+    extensions: list[str] = Field(
+        default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy"]
+    )
+
+    @field_validator("extensions")
+    @classmethod
+    def _lowercase_with_dot(cls, value: list[str]) -> list[str]:
+        bad = [ext for ext in value if not ext.startswith(".")]
+        if bad:
+            raise ValueError(f"extensions must start with a dot, got {bad}")
+        return [ext.lower() for ext in value]
+
+
+class AuditParams(_Section):
+    # Kinds that make the stage exit 1 (after writing its reports).
+    fail_on: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
+    # Kinds whose files are listed in the quarantine file and excluded from split/build.
+    quarantine: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
+    # Decompression-bomb guard, in pixels, checked from the header before decoding.
+    max_pixels: int = Field(40_000_000, ge=1)
+    # Images whose shorter side is below this many pixels are reported.
+    min_side: int = Field(16, ge=1)
+    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
+
+
+class SplitParams(_Section):
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> "SplitParams":
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 so something is left to train on, "
+                f"got {self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+
+class BuildParams(_Section):
+    # Images per cache shard; a shard is the unit of streaming and shuffling for large sets.
+    shard_size: int = Field(4096, ge=1)
+    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
+
+
+class TrainParams(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    # Adam's step size. The story used 1e-4; short name kept out of params on purpose.
+    learning_rate: float = Field(1e-4, gt=0.0)
+    seed: int = 0
+    conv_filters: list[int] = Field(default_factory=lambda: [16, 16, 32])
+    kernel_size: int = Field(2, ge=1)
+    dense_units: int = Field(128, ge=1)
+    output_activation: Literal["softmax", "sigmoid", "linear"] = "softmax"
+    loss: Literal["categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy"] = (
+        "categorical_crossentropy"
+    )
+    from_logits: bool = False
+    shuffle_buffer: int = Field(0, ge=0, description="0 = shuffle the whole split every epoch")
+
+
+class EvaluateParams(_Section):
+    batch_size: int = Field(256, ge=1)
+
+
+class Params(_Section):
+    paths: PathsParams = Field(default_factory=PathsParams)
+    demo: DemoParams = Field(default_factory=DemoParams)
+    data: DataParams = Field(default_factory=DataParams)
+    audit: AuditParams = Field(default_factory=AuditParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    build: BuildParams = Field(default_factory=BuildParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+
+def _describe_error(error: dict, root: type[BaseModel]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        # Name the keys that are allowed at that level, so a typo is a one-look fix.
+        model: type[BaseModel] = root
+        for part in error["loc"][:-1]:
+            annotation = model.model_fields[str(part)].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+        allowed = ", ".join(model.model_fields)
+        return f"unknown key '{key}'; allowed here: {allowed}"
+    if error["type"] == "literal_error":
+        return f"'{key}': {error['msg']} (got {error['input']!r})"
+    return f"'{key}': {error['msg']} (got {error['input']!r})"
+
+
+def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Params:
+    """Validate a params mapping; raise ParamsError naming each bad key and what is allowed."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe_error(error, Params) for error in exc.errors())
+        raise ParamsError(f"{source} is invalid:\n  {problems}") from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; a missing file means all defaults."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping of sections (demo, data, audit, ...), got {type(raw).__name__}")
+    return parse_params(raw, source=str(path))
