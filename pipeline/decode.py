@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,8 +126,29 @@ def _decode_npy(data: bytes) -> Decoded:
     return Decoded(image=_to_rgb_uint8(array, notes), format="npy", notes=notes)
 
 
+def _check_png_chunks(data: bytes) -> None:
+    """Verify every PNG chunk's CRC-32: Pillow skips the check for image data, and a flipped
+    bit in IDAT would otherwise decode to silently wrong pixels."""
+    position = 8
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        end = position + 8 + length
+        if end + 4 > len(data):
+            raise DecodeError("truncated", f"png chunk {kind!r} at byte {position} runs past the end of the file")
+        stored = int.from_bytes(data[end : end + 4], "big")
+        if zlib.crc32(data[position + 4 : end]) & 0xFFFFFFFF != stored:
+            raise DecodeError("corrupt", f"png chunk {kind.decode('latin-1')} at byte {position} fails its CRC check")
+        if kind == b"IEND":
+            return
+        position = end + 4
+    raise DecodeError("truncated", "png ends before its IEND chunk")
+
+
 def _decode_pillow(data: bytes, *, fmt: str, max_pixels: int) -> Decoded:
     notes: list[tuple[str, str]] = []
+    if fmt == "png":
+        _check_png_chunks(data)
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

@@ -79,7 +79,7 @@ class PathsParams(_Section):
 
 class DemoParams(_Section):
     classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross", "ring"])
-    images_per_class: int = Field(400, ge=1)
+    images_per_class: int = Field(1000, ge=1)
     image_size: int = Field(75, ge=16, le=1024)
     seed: int = 0
     # Write one deliberately corrupt file into the set, to demonstrate the audit.
@@ -138,7 +138,7 @@ class BuildParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
     # Adam's step size. The story used 1e-4; short name kept out of params on purpose.
     learning_rate: float = Field(1e-4, gt=0.0)
@@ -151,7 +151,6 @@ class TrainParams(_Section):
         "categorical_crossentropy"
     )
     from_logits: bool = False
-    shuffle_buffer: int = Field(0, ge=0, description="0 = shuffle the whole split every epoch")
 
 
 class EvaluateParams(_Section):

@@ -1,0 +1,1 @@
+"""trainwell test suite."""

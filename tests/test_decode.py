@@ -1,0 +1,116 @@
+"""The shared decoder: strict on damage, explicit about every conversion it applies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.decode import DecodeError, decode_image, resize_image
+from tests import faults
+
+
+def kind_of_failure(data: bytes, suffix: str = ".jpg", **options) -> str:
+    with pytest.raises(DecodeError) as error:
+        decode_image(data, suffix=suffix, **options)
+    return error.value.kind
+
+
+def note_kinds(data: bytes, suffix: str) -> set[str]:
+    return {kind for kind, _ in decode_image(data, suffix=suffix).notes}
+
+
+def test_jpeg_decodes_to_rgb_uint8():
+    decoded = decode_image(faults.jpeg_bytes(), suffix=".jpg")
+    assert decoded.image.shape == (32, 32, 3)
+    assert decoded.image.dtype == np.uint8
+    assert decoded.format == "jpeg"
+    assert decoded.notes == []
+
+
+def test_png_is_lossless():
+    array = faults.image_array(3)
+    assert np.array_equal(decode_image(faults.png_bytes(3), suffix=".png").image, array)
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"", "empty_file"),
+        (b"hello, I am a text file\n", "not_an_image"),
+        (faults.truncated_jpeg(), "truncated"),
+        (faults.broken_crc_png(), "corrupt"),
+        (faults.npy_with_nan(), "nan"),
+    ],
+    ids=["empty", "text", "truncated-jpeg", "broken-crc-png", "nan-npy"],
+)
+def test_damaged_files_fail_with_their_kind(data, kind):
+    assert kind_of_failure(data) == kind
+
+
+def test_nan_detail_counts_bad_values():
+    with pytest.raises(DecodeError, match="2 of 3072 values are NaN"):
+        decode_image(faults.npy_with_nan(), suffix=".npy")
+
+
+def test_inf_is_reported():
+    array = np.zeros((8, 8, 3), dtype=np.float64)
+    array[0, 0, 0] = np.inf
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    assert kind_of_failure(buffer.getvalue(), ".npy") == "inf"
+
+
+def test_decompression_bomb_is_refused_from_the_header():
+    assert kind_of_failure(faults.bomb_png_header(), ".png", max_pixels=40_000_000) == "too_large"
+
+
+def test_extension_mismatch_is_a_note_not_a_failure():
+    decoded = decode_image(faults.png_bytes(), suffix=".jpg")
+    assert ("extension_mismatch", "png content named .jpg") in decoded.notes
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "expected"),
+    [("L", "PNG", {"grayscale"}), ("RGBA", "PNG", {"alpha"}), ("CMYK", "JPEG", {"cmyk"}), ("P", "PNG", {"palette"})],
+)
+def test_conversions_are_recorded(mode, fmt, expected):
+    image = Image.fromarray(faults.image_array()).convert(mode)
+    decoded = decode_image(faults.encode(image, fmt), suffix=".png" if fmt == "PNG" else ".jpg")
+    assert decoded.image.shape == (32, 32, 3)
+    assert expected <= {kind for kind, _ in decoded.notes}
+
+
+def test_sixteen_bit_png_is_scaled_and_recorded():
+    array = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 64).astype(np.uint16)
+    data = faults.encode(Image.fromarray(array), "PNG")
+    decoded = decode_image(data, suffix=".png")
+    assert {"high_bit_depth", "grayscale"} <= {kind for kind, _ in decoded.notes}
+    assert decoded.image.max() > 200  # scaled to the 8-bit range, not clipped to black/white
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.fromarray(faults.image_array(seed)).convert("P") for seed in range(3)]
+    import io
+
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    assert "animated" in note_kinds(buffer.getvalue(), ".gif")
+
+
+def test_float_npy_in_unit_range_becomes_uint8():
+    import io
+
+    array = np.full((4, 4, 3), 0.5, dtype=np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    assert decode_image(buffer.getvalue(), suffix=".npy").image[0, 0, 0] == 128
+
+
+def test_resize_to_square():
+    resized = resize_image(faults.image_array(size=64), size=32)
+    assert resized.shape == (32, 32, 3) and resized.dtype == np.uint8
+    same = faults.image_array(size=32)
+    assert resize_image(same, size=32) is same

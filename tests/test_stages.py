@@ -1,0 +1,135 @@
+"""One end-to-end test per stage, run in-process on tiny data under tmp_path."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import audit, build, demo_data, split
+from pipeline.params import DemoParams, load_params
+from tests import faults
+from tests.conftest import CLASSES, snapshot
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_demo_data_is_deterministic_and_complete(tmp_path):
+    params = DemoParams(classes=CLASSES, images_per_class=6, image_size=40, seed=3)
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert demo_data.generate(out_dir=first, demo=params) == 30
+    demo_data.generate(out_dir=second, demo=params)
+    assert snapshot(first) == snapshot(second)  # same seed, same bytes
+    assert sorted(p.name for p in first.iterdir()) == sorted(CLASSES)
+    other = tmp_path / "c"
+    demo_data.generate(out_dir=other, demo=params.model_copy(update={"seed": 4}))
+    assert snapshot(first) != snapshot(other)
+
+
+def test_demo_data_rejects_unknown_shape(tmp_path):
+    with pytest.raises(ValueError, match="hexagon"):
+        demo_data.generate(out_dir=tmp_path / "x", demo=DemoParams(classes=["hexagon"], images_per_class=1))
+
+
+def test_audit_stage_on_clean_data_passes_and_writes_reports(demo_copy, workdir, capsys):
+    assert audit.main() == 0
+    params = load_params()
+    report = json.loads(Path(params.paths.audit_report).read_text())
+    assert report["files_scanned"] == 60
+    assert report["quarantined"] == []
+    metrics = json.loads(Path(params.paths.audit_metrics).read_text())
+    assert metrics["files_scanned"] == 60 and metrics["errors"] == 0
+    assert "policy holds" in capsys.readouterr().out
+
+
+def test_audit_stage_names_bad_files_quarantines_them_and_fails(demo_copy, workdir, capsys):
+    faults.write(demo_copy / "circle" / "cut.jpg", faults.truncated_jpeg())
+    faults.write(demo_copy / "square" / "notes.jpg", b"not an image at all")
+    faults.write(demo_copy / "ring" / "empty.png", b"")
+    before = snapshot(demo_copy)
+
+    assert audit.main() == 1
+    output = capsys.readouterr().out
+    assert "circle/cut.jpg" in output and "truncated" in output
+    assert "square/notes.jpg" in output and "not_an_image" in output
+    assert "ring/empty.png" in output and "empty_file" in output
+    assert "policy violated" in output
+    quarantine = Path(load_params().paths.quarantine).read_text().splitlines()
+    assert [line for line in quarantine if not line.startswith("#")] == [
+        "circle/cut.jpg",
+        "ring/empty.png",
+        "square/notes.jpg",
+    ]
+    assert snapshot(demo_copy) == before  # the audit never touches user files
+
+
+def test_audit_finds_duplicates_and_label_conflicts(demo_copy, workdir):
+    source = sorted((demo_copy / "circle").iterdir())[0]
+    faults.write(demo_copy / "circle" / "copy.jpg", source.read_bytes())
+    faults.write(demo_copy / "square" / "stolen.jpg", source.read_bytes())
+    report = audit.audit_dataset(root=demo_copy, data=load_params().data, policy=load_params().audit)
+    kinds = {(issue.path, issue.kind) for issue in report.issues}
+    assert ("square/stolen.jpg", "label_conflict") in kinds
+    assert (f"circle/{source.name}", "label_conflict") in kinds
+    assert "square/stolen.jpg" in report.quarantined
+    assert not report.policy_holds
+
+
+def test_audit_layout_problems(demo_copy, workdir, tmp_path):
+    faults.write(demo_copy / "README.txt", b"stray")
+    faults.write(demo_copy / "hexagon" / "h.png", faults.png_bytes())
+    (demo_copy / "triangle" / "passwd.jpg").symlink_to("/etc/passwd")
+    data = load_params().data.model_copy(update={"classes": CLASSES})
+    report = audit.audit_dataset(root=demo_copy, data=data, policy=load_params().audit)
+    kinds = {(issue.path, issue.kind, issue.severity) for issue in report.issues}
+    assert ("README.txt", "stray_file", "warning") in kinds
+    assert ("hexagon", "unknown_class", "warning") in kinds
+    assert ("triangle/passwd.jpg", "symlink_outside", "error") in kinds
+    assert report.files_scanned == 60  # the link was never read
+
+
+def test_split_is_stratified_seeded_and_honours_quarantine(demo_copy, workdir):
+    faults.write(demo_copy / "circle" / "cut.jpg", faults.truncated_jpeg())
+    assert audit.main() == 1
+    assert split.main() == 0
+    params = load_params()
+    splits_dir = Path(params.paths.splits_dir)
+    rows = {name: read_csv(splits_dir / f"{name}.csv") for name in split.SPLITS}
+    all_paths = [row["path"] for name in rows for row in rows[name]]
+    assert "circle/cut.jpg" not in all_paths
+    assert len(all_paths) == len(set(all_paths)) == 60
+    for label in CLASSES:  # 12 per class, 25% val, 25% test
+        assert [sum(row["label"] == label for row in rows[name]) for name in split.SPLITS] == [6, 3, 3]
+    receipt = json.loads(Path(params.paths.split_metrics).read_text())
+    assert receipt["files_excluded_by_audit"] == 1
+    assert receipt["train"]["total"] == 30
+    first = (splits_dir / "train.csv").read_text()
+    assert split.main() == 0
+    assert (splits_dir / "train.csv").read_text() == first  # deterministic
+
+
+def test_build_caches_uint8_shards_and_skips_undecodable(demo_copy, workdir, capsys):
+    assert audit.main() == 0 and split.main() == 0
+    params = load_params()
+    # A file damaged after the audit: build must name it and leave it out, not cache garbage.
+    victim = read_csv(Path(params.paths.splits_dir) / "train.csv")[0]["path"]
+    (demo_copy / victim).write_bytes(faults.truncated_jpeg())
+    assert build.main() == 0
+    assert victim in capsys.readouterr().err
+    manifest = json.loads((Path(params.paths.cache_dir) / build.MANIFEST).read_text())
+    assert manifest["classes"] == sorted(CLASSES)
+    assert manifest["image_shape"] == [32, 32, 3]
+    train = manifest["splits"]["train"]
+    assert train["count"] == 29 and [entry["path"] for entry in train["skipped"]] == [victim]
+    # shard_size 16 over 30 rows: the first shard lost the damaged file.
+    assert [shard["count"] for shard in train["shards"]] == [15, 14]
+    images = np.load(Path(params.paths.cache_dir) / "train" / train["shards"][0]["images"])
+    assert images.dtype == np.uint8 and images.shape == (15, 32, 32, 3)
+    paths = (Path(params.paths.cache_dir) / "train" / "paths.txt").read_text().splitlines()
+    assert len(paths) == 29 and victim not in paths
