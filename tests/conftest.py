@@ -18,15 +18,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def tiny_params(*, images_per_class: int = 12, image_size: int = 32, epochs: int = 2) -> dict:
-    """A params mapping small enough that every stage runs in seconds."""
-    return {
-        "demo": {"classes": CLASSES, "images_per_class": images_per_class, "image_size": image_size, "seed": 0},
-        "data": {"dir": "data/demo", "image_size": image_size},
-        "split": {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 0},
+    """A complete params mapping (DVC needs every key a stage declares) with tiny sizes: seconds per stage."""
+    from pipeline.params import Params
+
+    params = Params().model_dump(mode="json")
+    overrides = {
+        "demo": {"images_per_class": images_per_class, "image_size": image_size},
+        "data": {"image_size": image_size},
+        "split": {"val_fraction": 0.25, "test_fraction": 0.25},
         "build": {"shard_size": 16},
-        "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 0.001, "seed": 0},
+        "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 0.001},
         "evaluate": {"batch_size": 16},
     }
+    for section, values in overrides.items():
+        params[section].update(values)
+    return params
 
 
 def write_params(folder: Path, params: dict) -> Path:

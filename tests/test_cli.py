@@ -1,0 +1,100 @@
+"""The `trainwell` command as a CI step: help text, output formats and honest exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import audit, build, split
+from pipeline.cli import STAGES, main
+from tests import faults
+from tests.conftest import run, snapshot, tiny_params, write_params
+
+
+@pytest.mark.parametrize("command", ["audit", "doctor", *STAGES])
+def test_every_subcommand_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert "--params" in capsys.readouterr().out
+
+
+def test_top_level_help_lists_stages(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ["audit", "doctor", *STAGES]:
+        assert command in out
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["audit", "--format", "yaml"])
+    assert done.value.code == 2
+
+
+def test_bad_params_exit_2_naming_the_key(workdir, capsys):
+    params = tiny_params()
+    params["train"]["epochz"] = 3
+    write_params(workdir, params)
+    assert main(["split"]) == 2
+    assert "train.epochz" in capsys.readouterr().err
+
+
+def test_missing_data_dir_says_what_to_do(workdir, capsys):
+    assert main(["audit", "nowhere"]) == 1
+    err = capsys.readouterr().err
+    assert "'nowhere' does not exist" in err and "data.dir" in err
+
+
+def test_standalone_audit_json_and_exit_codes(demo_copy, workdir, capsys):
+    assert main(["audit", str(demo_copy), "--format", "json"]) == 0
+    clean = json.loads(capsys.readouterr().out)
+    assert clean["files_scanned"] == 60 and clean["issues"] == []
+    faults.write(demo_copy / "cross" / "half.jpg", faults.truncated_jpeg())
+    before = snapshot(workdir)
+    assert main(["audit", str(demo_copy), "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert {"path": "cross/half.jpg", "kind": "truncated", "severity": "error"} == {
+        key: report["issues"][0][key] for key in ("path", "kind", "severity")
+    }
+    assert report["summary"]["policy_holds"] is False
+    assert snapshot(workdir) == before  # standalone mode writes nothing at all
+
+
+def test_standalone_audit_github_annotations(demo_copy, workdir, capsys):
+    faults.write(demo_copy / "cross" / "half.jpg", faults.truncated_jpeg())
+    faults.write(demo_copy / "ring" / "really_png.jpg", faults.png_bytes())
+    assert main(["audit", str(demo_copy), "--format", "github"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"::error file={demo_copy.as_posix()}/cross/half.jpg,title=truncated::") for line in lines)
+    assert any(line.startswith("::warning") and "extension_mismatch" in line for line in lines)
+
+
+def test_console_script_runs_as_a_subprocess(demo_copy, workdir):
+    result = run(["trainwell", "audit", str(demo_copy)], workdir)
+    assert "policy holds" in result.stdout
+    module = run(["python", "-m", "pipeline", "audit", str(demo_copy), "--format", "json"], workdir)
+    assert json.loads(module.stdout)["files_scanned"] == 60
+
+
+def test_doctor_passes_our_model_and_rejects_the_story_model(demo_copy, workdir, tmp_path, capsys):
+    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    assert main(["doctor"]) == 0
+    assert "agree" in capsys.readouterr().out
+
+    from tests.test_contract import story_model
+
+    bad = tmp_path / "story.keras"
+    story_model("sigmoid").save(bad)
+    params = tiny_params(image_size=32)
+    write_params(workdir, params)
+    assert main(["doctor", "--model", str(bad)]) == 1
+    assert "softmax" in capsys.readouterr().err
+
+    params["train"]["output_activation"] = "sigmoid"
+    write_params(workdir, params)
+    assert main(["doctor"]) == 1
+    assert "sigmoid" in capsys.readouterr().err

@@ -1,0 +1,106 @@
+"""The real thing: `dvc repro` end to end in a temporary git repository, with tiny params."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, run, tiny_params, write_params
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["demo_data", "audit", "split", "build", "train", "evaluate"]
+
+
+def make_project(folder: Path, params: dict) -> Path:
+    """A git + DVC project holding this repo's pipeline definition and stage code."""
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO_ROOT / name, folder / name)
+    for package in ("pipeline", "model"):
+        shutil.copytree(REPO_ROOT / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "data").mkdir()
+    (folder / "data" / ".gitkeep").touch()
+    write_params(folder, params)
+    run(["git", "init", "-q", "-b", "main"], folder)
+    run(["git", "config", "user.email", "ci@example.invalid"], folder)
+    run(["git", "config", "user.name", "trainwell tests"], folder)
+    run(["dvc", "init", "-q"], folder)
+    run(["dvc", "config", "core.analytics", "false"], folder)
+    run(["git", "add", "-A"], folder)
+    run(["git", "commit", "-q", "-m", "project"], folder)
+    return folder
+
+
+def ran_stages(output: str) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+
+
+def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path):
+    project = make_project(tmp_path, tiny_params())
+    first = run(["dvc", "repro"], project)
+    assert ran_stages(first.stdout) == STAGES
+    assert (project / "models" / "model.keras").is_file()
+    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    assert evaluation["test_images"] == 15
+
+    # Git sees only what DVC means it to track: the lock file, small metrics, .gitignore entries.
+    changed = [line[3:] for line in run(["git", "status", "--porcelain", "-uall"], project).stdout.splitlines()]
+    assert "dvc.lock" in changed
+    allowed = {"dvc.lock", "metrics/audit.json", "metrics/split.json", "metrics/eval.json", "dvclive/metrics.json",
+               "reports/train/incidents.json"}
+    assert [path for path in changed if path not in allowed and not path.endswith(".gitignore")] == []
+
+    second = run(["dvc", "repro"], project)
+    assert ran_stages(second.stdout) == []
+
+    params = tiny_params()
+    params["evaluate"]["batch_size"] = 7
+    write_params(project, params)
+    third = run(["dvc", "repro"], project)
+    assert ran_stages(third.stdout) == ["evaluate"]
+
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert {"metrics/audit.json", "metrics/split.json", "dvclive/metrics.json", "metrics/eval.json"} <= set(files)
+
+    plots = run(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], project)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "predictions.csv" in html and "metrics" in html, plots.stdout
+
+    # Experiments: `dvc exp run -S` needs the results committed as a baseline.
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "baseline"], project)
+    experiment = run(["dvc", "exp", "run", "-S", "train.epochs=1"], project)
+    assert ran_stages(experiment.stdout) == ["train", "evaluate"]
+    assert json.loads((project / "dvclive" / "metrics.json").read_text())["step"] == 0
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 1
+
+
+def test_undecodable_file_stops_repro_at_audit_and_is_named(tmp_path):
+    params = tiny_params()
+    params["demo"]["inject_corrupt"] = True
+    project = make_project(tmp_path, params)
+    result = run(["dvc", "repro"], project, check=False)
+    assert result.returncode != 0
+    assert "circle/injected_truncated.jpg" in result.stdout
+    assert "truncated" in result.stdout
+    assert ran_stages(result.stdout) == ["demo_data", "audit"]
+    assert not (project / "models" / "model.keras").exists()
+
+
+def test_quarantined_file_never_reaches_training_when_policy_allows_it(tmp_path):
+    params = tiny_params()
+    params["demo"]["inject_corrupt"] = True
+    params["audit"]["fail_on"] = []  # report and quarantine, but let the pipeline go on
+    project = make_project(tmp_path, params)
+    run(["dvc", "repro", "build"], project)
+    quarantine = (project / "data" / "audit" / "quarantine.txt").read_text()
+    assert "circle/injected_truncated.jpg" in quarantine
+    for split in ("train", "val", "test"):
+        assert "injected_truncated" not in (project / "data" / "splits" / f"{split}.csv").read_text()
+    manifest = json.loads((project / "data" / "cache" / "manifest.json").read_text())
+    assert sum(entry["count"] for entry in manifest["splits"].values()) == 60
