@@ -104,3 +104,14 @@ def test_quarantined_file_never_reaches_training_when_policy_allows_it(tmp_path)
         assert "injected_truncated" not in (project / "data" / "splits" / f"{split}.csv").read_text()
     manifest = json.loads((project / "data" / "cache" / "manifest.json").read_text())
     assert sum(entry["count"] for entry in manifest["splits"].values()) == 60
+
+
+def test_shipped_params_reach_the_accuracy_bar(tmp_path):
+    """The README's promise: `dvc repro` on the embedded demo set gives test accuracy >= 0.95."""
+    project = make_project(tmp_path, yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+    run(["dvc", "repro"], project)
+    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    assert evaluation["test_images"] == 750  # 15% of 5 x 1000, every one evaluated
+    assert evaluation["accuracy"] >= 0.95
+    split_receipt = json.loads((project / "metrics" / "split.json").read_text())
+    assert split_receipt["train"]["total"] == 3500 and split_receipt["val"]["total"] == 750

@@ -83,3 +83,15 @@ def test_metric_classification_report_is_exact():
     assert metrics["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
     assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_two_runs_give_bit_identical_weights(built):
+    train_params = load_params().train
+    first, _ = train.train_model(cache_dir=load_params().paths.cache_dir, train=train_params, log_dir=None)
+    second, _ = train.train_model(cache_dir=load_params().paths.cache_dir, train=train_params, log_dir=None)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        assert np.array_equal(a, b)
+    other, _ = train.train_model(
+        cache_dir=load_params().paths.cache_dir, train=train_params.model_copy(update={"seed": 1}), log_dir=None
+    )
+    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights()))
