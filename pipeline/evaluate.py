@@ -55,18 +55,13 @@ def write_predictions(path: str | Path, *, paths: list[str], labels: np.ndarray,
 def main(*, params_file: str = "params.yaml") -> int:
     import keras
 
-    from pipeline.dataset import load_split, make_dataset
+    from pipeline.dataset import load_split, make_eval_dataset
 
     params = load_params(params_file)
     test = load_split(cache_dir=params.paths.cache_dir, split="test")
     model = keras.models.load_model(params.paths.model)
-    data = make_dataset(
-        images=test.images,
-        labels=test.labels,
-        num_classes=test.num_classes,
-        batch_size=params.evaluate.batch_size,
-        shuffle=False,
-        seed=0,
+    data = make_eval_dataset(
+        images=test.images, labels=test.labels, num_classes=test.num_classes, batch_size=params.evaluate.batch_size
     )
     probabilities = model.predict(data.map(lambda images, labels: images), verbose=0)
     predictions = np.argmax(probabilities, axis=1) if len(test.labels) else np.zeros((0,), dtype=np.int64)

@@ -71,6 +71,7 @@ class PathsParams(_Section):
     split_metrics: str = "metrics/split.json"
     cache_dir: str = "data/cache"
     model: str = "models/model.keras"
+    train_backup_dir: str = "data/train_backup"
     train_log_dir: str = "dvclive"
     train_report_dir: str = "reports/train"
     eval_metrics: str = "metrics/eval.json"
@@ -137,6 +138,20 @@ class BuildParams(_Section):
     workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
 
 
+class GuardParams(_Section):
+    """The divergence guard (pipeline/guard.py); on by default."""
+
+    enabled: bool = True
+    # Steps between weight checks and in-memory snapshots: a rollback loses at most this many.
+    check_every: int = Field(10, ge=1)
+    # A batch loss this many times the recent median and above chance level (ln N) is a spike:
+    # the story's collapse went from 0.33 to 1.54 (4.7x), to ln 5 = 1.61.
+    spike_factor: float = Field(4.0, gt=1.0)
+    spike_window: int = Field(50, ge=5, description="batches in the running median")
+    lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="learning-rate multiplier after each rollback")
+    max_rollbacks: int = Field(5, ge=0)
+
+
 class TrainParams(_Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -151,6 +166,9 @@ class TrainParams(_Section):
         "categorical_crossentropy"
     )
     from_logits: bool = False
+    guard: GuardParams = Field(default_factory=GuardParams)
+    # Resume an interrupted run from its last completed epoch (same params and data only).
+    resume: bool = True
 
 
 class EvaluateParams(_Section):
@@ -179,8 +197,6 @@ def _describe_error(error: dict, root: type[BaseModel]) -> str:
                 model = annotation
         allowed = ", ".join(model.model_fields)
         return f"unknown key '{key}'; allowed here: {allowed}"
-    if error["type"] == "literal_error":
-        return f"'{key}': {error['msg']} (got {error['input']!r})"
     return f"'{key}': {error['msg']} (got {error['input']!r})"
 
 

@@ -1,9 +1,12 @@
-"""Stage `train`: contract check, then fit the CNN on the cache with full epochs; never save a NaN model."""
+"""Stage `train`: contract check, then fit with the divergence guard; resume after a kill; never save a NaN model."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,36 +16,15 @@ import tensorflow as tf
 
 from model.contract import check_contract, check_coverage, raise_on_errors
 from model.network import build_model
-from pipeline.dataset import load_split, make_dataset
-from pipeline.errors import TrainwellError
+from pipeline.dataset import batch_indices, load_split, make_eval_dataset, make_train_dataset, read_manifest, steps_per_epoch
+from pipeline.guard import DivergenceGuard, TrainingDiverged, all_finite
 from pipeline.outputs import write_json
 from pipeline.params import TrainParams, load_params
 
+__all__ = ["TrainingDiverged", "train_model", "main"]
 
-class TrainingDiverged(TrainwellError):
-    """Training produced a non-finite loss or weights; nothing was saved."""
-
-
-class NonFiniteStop(keras.callbacks.Callback):
-    """Stop at the first non-finite batch loss and record where it happened.
-
-    Unlike Keras' TerminateOnNaN it keeps the incident (epoch, step, loss) so the stage
-    can report it and write reports/train/incidents.json.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.incidents: list[dict] = []
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.incidents.append({"epoch": self._epoch, "step": batch, "loss": str(float(loss)), "action": "stopped"})
-            self.model.stop_training = True
+BACKUP_STATE = "state.npz"
+BACKUP_META = "meta.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -52,7 +34,7 @@ def seed_everything(seed: int) -> None:
 
 
 def weights_are_finite(model: keras.Model) -> bool:
-    return all(np.isfinite(np.asarray(weight)).all() for weight in model.get_weights())
+    return all_finite(model.weights)
 
 
 def compile_model(*, model: keras.Model, train: TrainParams) -> None:
@@ -68,43 +50,125 @@ def compile_model(*, model: keras.Model, train: TrainParams) -> None:
     )
 
 
-def train_model(*, cache_dir: str, train: TrainParams, log_dir: str | None) -> tuple[keras.Model, dict]:
+def run_fingerprint(*, train: TrainParams, manifest: dict) -> str:
+    """Identifies a run by its params and cached data: a backup is only resumed by the same run."""
+    payload = json.dumps({"train": train.model_dump(mode="json"), "data": manifest}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """After each completed epoch, write weights, optimizer state and guard incidents atomically.
+
+    Written only at epoch ends, where the data order restarts from (seed, epoch), so a resumed
+    run replays exactly the batches an uninterrupted one would see. A failed run keeps its
+    backup; the stage deletes it only after the final model is saved.
+    """
+
+    def __init__(self, *, folder: Path, fingerprint: str, guard: DivergenceGuard | None) -> None:
+        super().__init__()
+        self.folder = folder
+        self.fingerprint = fingerprint
+        self.guard = guard
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arrays = [np.asarray(v) for v in self.model.weights] + [np.asarray(v) for v in self.model.optimizer.variables]
+        temporary = self.folder / f".{BACKUP_STATE}.tmp"
+        with temporary.open("wb") as handle:
+            np.savez(handle, *arrays)
+        os.replace(temporary, self.folder / BACKUP_STATE)
+        meta = {"epoch": epoch, "fingerprint": self.fingerprint, "incidents": self.guard.incidents if self.guard else []}
+        write_json(self.folder / f".{BACKUP_META}.tmp", meta)
+        os.replace(self.folder / f".{BACKUP_META}.tmp", self.folder / BACKUP_META)
+
+
+def restore_backup(*, model: keras.Model, folder: Path, fingerprint: str) -> dict | None:
+    """Load a matching backup into model and optimizer; return its meta, or None to start fresh."""
+    meta_path, state_path = folder / BACKUP_META, folder / BACKUP_STATE
+    if not (meta_path.exists() and state_path.exists()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("fingerprint") != fingerprint:
+        print(f"train: ignoring the backup in {folder}: it belongs to other params or data", file=sys.stderr)
+        return None
+    model.optimizer.build(model.trainable_variables)
+    targets = list(model.weights) + list(model.optimizer.variables)
+    with np.load(state_path) as state:
+        arrays = [state[f"arr_{index}"] for index in range(len(state.files))]
+    if len(arrays) != len(targets):
+        print(f"train: ignoring the backup in {folder}: it does not match this model", file=sys.stderr)
+        return None
+    for variable, value in zip(targets, arrays):
+        variable.assign(value)
+    return meta
+
+
+def train_model(
+    *, cache_dir: str, train: TrainParams, log_dir: str | None, backup_dir: str | None = None
+) -> tuple[keras.Model, dict]:
     """Build, check and fit; return the model and a summary. Raises ContractError before any step."""
     seed_everything(train.seed)
     train_split = load_split(cache_dir=cache_dir, split="train")
     val_split = load_split(cache_dir=cache_dir, split="val")
     one_hot = train.loss != "sparse_categorical_crossentropy"
-    image_size = train_split.images.shape[1]
+    num_classes, train_count = train_split.num_classes, len(train_split.labels)
     model = build_model(
-        num_classes=train_split.num_classes,
-        image_size=image_size,
+        num_classes=num_classes,
+        image_size=train_split.images.shape[1],
         conv_filters=train.conv_filters,
         kernel_size=train.kernel_size,
         dense_units=train.dense_units,
         output_activation=train.output_activation,
     )
     compile_model(model=model, train=train)
+    steps = steps_per_epoch(count=train_count, batch_size=train.batch_size)
     problems = check_contract(
         model=model,
         loss=train.loss,
         from_logits=train.from_logits,
-        num_classes=train_split.num_classes,
+        num_classes=num_classes,
         label_encoding="one_hot" if one_hot else "sparse",
     )
-    # No steps_per_epoch / validation_steps are ever passed to fit(): the datasets are finite
-    # and every epoch covers both splits completely. The check documents and enforces that.
+    # validation_steps is never passed: the validation set is finite and used whole.
     problems += check_coverage(
-        train_count=len(train_split.labels), val_count=len(val_split.labels), batch_size=train.batch_size
+        train_count=train_count, val_count=len(val_split.labels), batch_size=train.batch_size, steps_per_epoch=steps
     )
     for warning in raise_on_errors(problems):
         print(f"train: WARNING {warning.message}", file=sys.stderr)
 
-    common = dict(num_classes=train_split.num_classes, batch_size=train.batch_size, seed=train.seed, one_hot=one_hot)
-    train_data = make_dataset(images=train_split.images, labels=train_split.labels, shuffle=True, **common)
-    val_data = make_dataset(images=val_split.images, labels=val_split.labels, shuffle=False, **common)
+    fingerprint = run_fingerprint(train=train, manifest=read_manifest(cache_dir))
+    first_epoch, earlier_incidents = 0, []
+    if backup_dir is not None and train.resume:
+        meta = restore_backup(model=model, folder=Path(backup_dir), fingerprint=fingerprint)
+        if meta is not None:
+            first_epoch, earlier_incidents = meta["epoch"] + 1, meta["incidents"]
+            print(f"train: resuming after epoch {first_epoch} from the backup in {backup_dir}")
 
-    guard = NonFiniteStop()
-    callbacks: list[keras.callbacks.Callback] = [guard]
+    def paths_for_batch(epoch: int, step: int) -> list[str]:
+        indices = batch_indices(seed=train.seed, epoch=epoch, step=step, count=train_count, batch_size=train.batch_size)
+        return [train_split.paths[int(index)] for index in indices]
+
+    guard_params = train.guard
+    guard = None
+    callbacks: list[keras.callbacks.Callback] = []
+    if guard_params.enabled:
+        guard = DivergenceGuard(
+            check_every=guard_params.check_every,
+            spike_factor=guard_params.spike_factor,
+            spike_window=guard_params.spike_window,
+            lr_factor=guard_params.lr_factor,
+            max_rollbacks=guard_params.max_rollbacks,
+            chance_loss=math.log(num_classes),
+            batch_size=train.batch_size,
+            train_count=train_count,
+            paths_for_batch=paths_for_batch,
+        )
+        guard.incidents.extend(earlier_incidents)
+        callbacks.append(guard)
+    else:
+        callbacks.append(keras.callbacks.TerminateOnNaN())
+    if backup_dir is not None:
+        callbacks.append(EpochBackup(folder=Path(backup_dir), fingerprint=fingerprint, guard=guard))
     if log_dir is not None:
         from dvclive import Live
         from dvclive.keras import DVCLiveCallback
@@ -113,13 +177,33 @@ def train_model(*, cache_dir: str, train: TrainParams, log_dir: str | None) -> t
         # letting dvclive rewrite dvc.yaml would change a file the user owns.
         live = Live(dir=log_dir, dvcyaml=None, save_dvc_exp=False, report=None)
         callbacks.append(DVCLiveCallback(live=live))
+
+    common = dict(num_classes=num_classes, batch_size=train.batch_size, one_hot=one_hot)
+    train_data = make_train_dataset(
+        images=train_split.images,
+        labels=train_split.labels,
+        seed=train.seed,
+        first_epoch=first_epoch,
+        epochs=train.epochs,
+        **common,
+    )
+    val_data = make_eval_dataset(images=val_split.images, labels=val_split.labels, **common)
     verbose = 2 if not sys.stdout.isatty() else "auto"
-    history = model.fit(train_data, validation_data=val_data, epochs=train.epochs, callbacks=callbacks, verbose=verbose)
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=train.epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
     summary = {
-        "train_images": int(len(train_split.labels)),
+        "train_images": int(train_count),
         "val_images": int(len(val_split.labels)),
+        "first_epoch": first_epoch,
         "epochs_run": len(history.history.get("loss", [])),
-        "incidents": guard.incidents,
+        "incidents": guard.incidents if guard else [],
     }
     return model, summary
 
@@ -127,21 +211,28 @@ def train_model(*, cache_dir: str, train: TrainParams, log_dir: str | None) -> t
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
     paths = params.paths
-    model, summary = train_model(cache_dir=paths.cache_dir, train=params.train, log_dir=paths.train_log_dir)
-    write_json(Path(paths.train_report_dir) / "incidents.json", summary["incidents"])
-    if summary["incidents"] or not weights_are_finite(model):
-        where = summary["incidents"][0] if summary["incidents"] else {}
+    incidents_file = Path(paths.train_report_dir) / "incidents.json"
+    try:
+        model, summary = train_model(
+            cache_dir=paths.cache_dir, train=params.train, log_dir=paths.train_log_dir, backup_dir=paths.train_backup_dir
+        )
+    except TrainingDiverged as diverged:
+        write_json(incidents_file, diverged.incidents)
+        raise
+    write_json(incidents_file, summary["incidents"])
+    if not weights_are_finite(model):
         raise TrainingDiverged(
-            f"training diverged (non-finite loss at epoch {where.get('epoch', '?')}, step {where.get('step', '?')}); "
-            f"the model was NOT saved. Lower train.learning_rate, check the audit report, and see "
-            f"{Path(paths.train_report_dir) / 'incidents.json'}"
+            f"the trained weights contain NaN or Inf; the model was NOT saved. Lower train.learning_rate, "
+            f"check the audit report, and see {incidents_file}"
         )
     Path(paths.model).parent.mkdir(parents=True, exist_ok=True)
     model.save(paths.model)
+    # The backup is trainwell's own scratch state, never user data: drop it once the model is safe.
+    shutil.rmtree(paths.train_backup_dir, ignore_errors=True)
+    incidents = len(summary["incidents"])
     print(
-        f"train: {summary['epochs_run']} epochs over {summary['train_images']} training and "
-        f"{summary['val_images']} validation images; model saved to {paths.model}"
+        f"train: epochs {summary['first_epoch'] + 1}-{summary['first_epoch'] + summary['epochs_run']} over "
+        f"{summary['train_images']} training and {summary['val_images']} validation images; "
+        f"{incidents} guard incident(s); model saved to {paths.model}"
     )
     return 0
-
-

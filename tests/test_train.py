@@ -39,7 +39,8 @@ def test_train_then_evaluate(built, capsys):
     assert logged["step"] == 1  # two epochs, both logged by dvclive
     assert {"accuracy", "loss"} <= set(logged["train"]) and {"accuracy", "loss"} <= set(logged["eval"])
     assert json.loads((Path(paths.train_report_dir) / "incidents.json").read_text()) == []
-    assert "2 epochs over 30 training and 15 validation images" in capsys.readouterr().out
+    assert "epochs 1-2 over 30 training and 15 validation images; 0 guard incident(s)" in capsys.readouterr().out
+    assert not Path(paths.train_backup_dir).exists()  # scratch state removed once the model is safe
 
     assert evaluate.main() == 0
     metrics = json.loads(Path(paths.eval_metrics).read_text())
@@ -63,15 +64,41 @@ def test_sigmoid_head_is_refused_before_any_training_step(built):
     assert not Path(paths.train_log_dir).exists()  # fit() never started
 
 
-def test_diverged_training_saves_no_model(built):
-    # A step size this large overflows float32 weights within a few steps.
-    with_train(built, learning_rate=1e30, epochs=2)
-    with pytest.raises(train.TrainingDiverged, match="NOT saved"):
+def test_hopeless_divergence_gives_up_and_saves_no_model(built):
+    # A step size this large overflows float32 weights within a step; halving it 3 times cannot help.
+    params = tiny_params()
+    params["train"].update(learning_rate=1e30, epochs=2)
+    params["train"]["guard"].update(max_rollbacks=3)
+    write_params(built, params)
+    with pytest.raises(train.TrainingDiverged, match="nothing was saved"):
         train.main()
     paths = load_params().paths
     assert not Path(paths.model).exists()
     incidents = json.loads((Path(paths.train_report_dir) / "incidents.json").read_text())
-    assert incidents and incidents[0]["action"] == "stopped"
+    assert len(incidents) == 4
+    assert {incident["kind"] for incident in incidents} <= {"nan_loss", "inf_loss", "loss_explosion", "loss_spike", "nonfinite_weights"}
+    # The whole offending batch, by path: 30 images in batches of 8, 8, 8, 6.
+    assert all(len(incident["files"]) == min(8, 30 - 8 * incident["step"]) for incident in incidents)
+
+
+def test_guard_recovers_from_a_diverging_learning_rate(built):
+    # 1e30 sends the weights to Inf at once; each rollback divides the rate by 1e8 until
+    # 1e-2, which trains. The stage must finish, record every incident, and save finite weights.
+    params = tiny_params(epochs=12)
+    params["train"].update(learning_rate=1e30)
+    params["train"]["guard"].update(lr_factor=1e-8, max_rollbacks=6)
+    write_params(built, params)
+    assert train.main() == 0
+    paths = load_params().paths
+    incidents = json.loads((Path(paths.train_report_dir) / "incidents.json").read_text())
+    assert len(incidents) == 4
+    known = set((built / "data" / "cache" / "train" / "paths.txt").read_text().split())
+    assert all(set(incident["files"]) <= known and incident["files"] for incident in incidents)
+    model = keras.models.load_model(paths.model)
+    assert train.weights_are_finite(model)
+    assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(0.01)  # 1e30 lowered 4 times
+    final = json.loads((Path(paths.train_log_dir) / "metrics.json").read_text())
+    assert final["train"]["accuracy"] > 0.4  # chance is 0.2: it learned after the incidents
 
 
 def test_metric_classification_report_is_exact():
