@@ -161,6 +161,9 @@ class DivergenceGuard(keras.callbacks.Callback):
             "loss": loss if math.isfinite(loss) else str(loss),
             "action": f"rolled back to epoch {self._snapshot_at[0] + 1} step {self._snapshot_at[1]}, "
             f"learning rate {old_rate:.3g} -> {new_rate:.3g}, batch skipped",
+            # With check_every > 1 the damage may come from any batch after the snapshot:
+            # steps since_step+1 .. step of this epoch. `files` is the batch at `step`.
+            "since_step": self._snapshot_at[1] if self._snapshot_at[0] == self._epoch else -1,
             "files": files,
         }
         self.incidents.append(incident)
