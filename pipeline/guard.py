@@ -29,6 +29,10 @@ def all_finite(variables: list) -> bool:
     return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in variables]))
 
 
+def _values(variables: list) -> list:
+    return [v.value if hasattr(v, "value") else v for v in variables]
+
+
 class DivergenceGuard(keras.callbacks.Callback):
     """Watch every batch; on a non-finite loss or weights, or a loss spike, roll back and go on.
 
@@ -82,10 +86,23 @@ class DivergenceGuard(keras.callbacks.Callback):
     def _take_snapshot(self, step: int) -> None:
         tracked = self._tracked()
         if self._shadow is None or len(self._shadow) != len(tracked):
-            self._shadow = [tf.Variable(v.value if hasattr(v, "value") else v, trainable=False) for v in tracked]
-        else:
-            for shadow, variable in zip(self._shadow, tracked):
-                shadow.assign(variable)
+            self._shadow = [tf.Variable(value, trainable=False) for value in _values(tracked)]
+            weights = _values(self.model.weights)
+            shadow = self._shadow
+
+            # Compiled once: checking and copying ~20 variables eagerly costs ~20 op dispatches
+            # each; as one graph call they cost one, which keeps the guard's overhead small.
+            @tf.function
+            def check_and_copy() -> tf.Tensor:
+                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(w, tf.float32))) for w in weights])
+                if finite:
+                    for target, source in zip(shadow, _values(tracked)):
+                        target.assign(source)
+                return finite
+
+            self._check_and_copy = check_and_copy
+        elif not bool(self._check_and_copy()):
+            return
         self._snapshot_at = (self._epoch, step)
 
     def _restore_snapshot(self) -> None:
@@ -126,15 +143,17 @@ class DivergenceGuard(keras.callbacks.Callback):
             # the recent history says (a run can diverge before the running median is warm).
             problem = "loss_explosion"
         elif (
-            len(self._recent) >= max(5, (self._recent.maxlen or 1) // 2)
+            # Cheap test first: the median is only computed for losses above chance level.
+            batch_loss > self.chance_loss
+            and len(self._recent) >= max(5, (self._recent.maxlen or 1) // 2)
             and batch_loss > self.spike_factor * float(np.median(self._recent))
-            and batch_loss > self.chance_loss
         ):
             problem = "loss_spike"
         elif (batch + 1) % self.check_every == 0:
-            if all_finite(self.model.weights):
-                self._take_snapshot(batch)
-            else:
+            # Checks the weights and, only when they are finite, copies them as the new snapshot.
+            before = self._snapshot_at
+            self._take_snapshot(batch)
+            if self._snapshot_at == before:
                 problem = "nonfinite_weights"
         if problem is None:
             self._seen += size

@@ -110,9 +110,17 @@ def test_sigkill_mid_training_resumes_to_identical_weights(demo_copy, workdir, t
     assert f"resuming after epoch {killed_after}" in resumed.stdout
     resumed_weights = keras.models.load_model(workdir / params["paths"]["model"]).get_weights()
 
-    os.remove(workdir / params["paths"]["model"])
-    fresh = subprocess.run(["trainwell", "train"], cwd=workdir, env=tool_env(), capture_output=True, text=True)
-    assert fresh.returncode == 0 and "resuming" not in fresh.stdout
-    fresh_weights = keras.models.load_model(workdir / params["paths"]["model"]).get_weights()
-    for a, b in zip(resumed_weights, fresh_weights):
+    def fresh_run() -> tuple[list[np.ndarray], str]:
+        os.remove(workdir / params["paths"]["model"])
+        fresh = subprocess.run(["trainwell", "train"], cwd=workdir, env=tool_env(), capture_output=True, text=True)
+        assert fresh.returncode == 0 and "resuming" not in fresh.stdout, fresh.stderr
+        weights = keras.models.load_model(workdir / params["paths"]["model"]).get_weights()
+        return weights, (workdir / params["paths"]["train_log_dir"] / "metrics.json").read_text()
+
+    first_weights, first_metrics = fresh_run()
+    for a, b in zip(resumed_weights, first_weights):
         assert np.array_equal(a, b)
+    # Two fresh processes: bit-identical weights and identical logged metrics.
+    second_weights, second_metrics = fresh_run()
+    assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights))
+    assert first_metrics == second_metrics
