@@ -182,7 +182,8 @@ def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) ->
     listed = {path for path, _ in listing.files}
     quarantine_kinds = set(policy.quarantine)
     quarantined = sorted({issue.path for issue in issues if issue.kind in quarantine_kinds and issue.path in listed})
-    class_counts = Counter(label for path, label in listing.files if path not in set(quarantined))
+    excluded = set(quarantined)
+    class_counts = Counter(label for path, label in listing.files if path not in excluded)
     return AuditReport(
         root=str(root),
         classes=listing.classes,

@@ -130,7 +130,7 @@ def main(*, params_file: str = "params.yaml") -> int:
         workers=params.build.workers or os.cpu_count() or 1,
         max_pixels=params.audit.max_pixels,
     )
-    for name, entry in manifest["splits"].items():
+    for entry in manifest["splits"].values():
         for skipped in entry["skipped"]:
             print(f"build: WARNING skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
     sizes = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())

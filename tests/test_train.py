@@ -74,6 +74,9 @@ def test_hopeless_divergence_gives_up_and_saves_no_model(built):
         train.main()
     paths = load_params().paths
     assert not Path(paths.model).exists()
+    # Giving up raises instead of stop_training, so the epoch-1 backup survives for a retry
+    # (the Keras pitfall: TerminateOnNaN + BackupAndRestore deletes the backup on the way out).
+    assert json.loads((Path(paths.train_backup_dir) / "meta.json").read_text())["epoch"] == 0
     incidents = json.loads((Path(paths.train_report_dir) / "incidents.json").read_text())
     assert len(incidents) == 4
     assert {incident["kind"] for incident in incidents} <= {"nan_loss", "inf_loss", "loss_explosion", "loss_spike", "nonfinite_weights"}
