@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.decode import DecodeError, decode_image
 from pipeline.files import Issue, list_dataset
 from pipeline.outputs import write_json, write_lines
@@ -33,6 +35,10 @@ DEFAULT_SEVERITY = {
     "extension_mismatch": "warning",
     "too_small": "warning",
     "constant": "warning",
+    "odd_aspect_ratio": "warning",
+    "dark": "warning",
+    "light": "warning",
+    "low_information": "warning",
     "exact_duplicate": "warning",
     "unknown_class": "warning",
     "missing_class": "warning",
@@ -95,7 +101,35 @@ class AuditReport:
         }
 
 
-def check_file(*, root: Path, path: str, label: str, max_pixels: int, min_side: int) -> FileResult:
+def content_findings(image: np.ndarray, *, policy: AuditParams) -> list[tuple[str, str]]:
+    """Shape and content problems of a decoded RGB uint8 image (cheap statistics, no model)."""
+    findings = []
+    height, width = image.shape[:2]
+    if min(height, width) < policy.min_side:
+        findings.append(("too_small", f"{width}x{height}; shorter side below {policy.min_side} pixels"))
+    aspect = max(height, width) / max(1, min(height, width))
+    if aspect > policy.max_aspect_ratio:
+        findings.append(("odd_aspect_ratio", f"{width}x{height} (ratio {aspect:.1f} > {policy.max_aspect_ratio}); "
+                         "a square resize will distort it"))
+    if int(image.max()) == int(image.min()):
+        findings.append(("constant", f"every pixel has the value {int(image.max())}"))
+        return findings
+    # ITU-R BT.601 luma, 0-255.
+    luma = image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
+    mean = float(luma.mean())
+    if mean < policy.dark_below:
+        findings.append(("dark", f"mean brightness {mean:.1f} of 255 is below {policy.dark_below}"))
+    elif mean > policy.light_above:
+        findings.append(("light", f"mean brightness {mean:.1f} of 255 is above {policy.light_above}"))
+    histogram = np.bincount(luma.astype(np.uint8).ravel(), minlength=256) / luma.size
+    nonzero = histogram[histogram > 0]
+    entropy = float(-(nonzero * np.log2(nonzero)).sum())
+    if entropy < policy.min_entropy:
+        findings.append(("low_information", f"brightness entropy {entropy:.2f} bits is below {policy.min_entropy}"))
+    return findings
+
+
+def check_file(*, root: Path, path: str, label: str, policy: AuditParams) -> FileResult:
     """Read and fully decode one file; never raises for a bad file, records why it is bad instead."""
     result = FileResult(path=path, label=label)
     full_path = root / path
@@ -105,17 +139,13 @@ def check_file(*, root: Path, path: str, label: str, max_pixels: int, min_side: 
         result.findings.append(("unreadable", f"could not read the file: {exc.strerror or exc}"))
         return result
     try:
-        decoded = decode_image(data, suffix=full_path.suffix, max_pixels=max_pixels)
+        decoded = decode_image(data, suffix=full_path.suffix, max_pixels=policy.max_pixels)
     except DecodeError as exc:
         result.findings.append((exc.kind, exc.detail))
         return result
     result.findings.extend(decoded.notes)
     image = decoded.image
-    height, width = image.shape[:2]
-    if min(height, width) < min_side:
-        result.findings.append(("too_small", f"{width}x{height}; shorter side below {min_side} pixels"))
-    if int(image.max()) == int(image.min()):
-        result.findings.append(("constant", f"every pixel has the value {int(image.max())}"))
+    result.findings.extend(content_findings(image, policy=policy))
     digest = hashlib.blake2b(digest_size=16)
     digest.update(str(image.shape).encode())
     digest.update(image.tobytes())
@@ -154,7 +184,7 @@ def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) ->
 
     def check(item: tuple[str, str]) -> FileResult:
         path, label = item
-        return check_file(root=root, path=path, label=label, max_pixels=policy.max_pixels, min_side=policy.min_side)
+        return check_file(root=root, path=path, label=label, policy=policy)
 
     # Threads suffice: Pillow and numpy release the GIL while decoding and hashing.
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -32,6 +32,10 @@ AUDIT_KINDS = (
     "palette",
     "animated",
     "constant",
+    "odd_aspect_ratio",
+    "dark",
+    "light",
+    "low_information",
     "exact_duplicate",
     "label_conflict",
     "unknown_class",
@@ -114,6 +118,13 @@ class AuditParams(_Section):
     max_pixels: int = Field(40_000_000, ge=1)
     # Images whose shorter side is below this many pixels are reported.
     min_side: int = Field(16, ge=1)
+    # Longer side / shorter side above this is reported: a square resize would distort it.
+    max_aspect_ratio: float = Field(4.0, ge=1.0)
+    # Mean brightness (luma, 0-255) below / above these is reported as dark / light.
+    dark_below: float = Field(25.0, ge=0.0, le=255.0)
+    light_above: float = Field(230.0, ge=0.0, le=255.0)
+    # Brightness-histogram entropy in bits (0-8); below this the image carries little information.
+    min_entropy: float = Field(1.0, ge=0.0, le=8.0)
     workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
 
 

@@ -133,3 +133,20 @@ def test_build_caches_uint8_shards_and_skips_undecodable(demo_copy, workdir, cap
     assert images.dtype == np.uint8 and images.shape == (15, 32, 32, 3)
     paths = (Path(params.paths.cache_dir) / "train" / "paths.txt").read_text().splitlines()
     assert len(paths) == 29 and victim not in paths
+
+
+def test_content_checks_flag_dark_light_flat_and_stretched_images(tmp_path):
+    from pipeline.params import AuditParams
+
+    policy = AuditParams()
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+    assert audit.content_findings(noisy, policy=policy) == []
+    kinds = lambda image: {kind for kind, _ in audit.content_findings(image, policy=policy)}  # noqa: E731
+    assert kinds(rng.integers(0, 12, size=(40, 40, 3), dtype=np.uint8)) >= {"dark"}
+    assert kinds(rng.integers(245, 256, size=(40, 40, 3), dtype=np.uint8)) >= {"light"}
+    two_tone = np.zeros((40, 40, 3), dtype=np.uint8)
+    two_tone[:2] = 128  # all but 5% of pixels the same: almost no information
+    assert "low_information" in kinds(two_tone)
+    assert kinds(np.full((40, 40, 3), 7, dtype=np.uint8)) == {"constant"}
+    assert "odd_aspect_ratio" in kinds(rng.integers(0, 256, size=(20, 200, 3), dtype=np.uint8))
