@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ import numpy as np
 from pipeline.decode import DecodeError, decode_image, resize_image
 from pipeline.errors import DataError
 from pipeline.files import read_lines
-from pipeline.outputs import write_json
+from pipeline.outputs import clear_generated_dir, write_json
 from pipeline.params import load_params
 from pipeline.progress import progress
 from pipeline.split import CLASSES_FILE, SPLITS, read_split_csv
@@ -99,9 +98,8 @@ def build_cache(
     if not classes:
         raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
     cache = Path(cache_dir)
-    # The cache folder is this stage's DVC output, never user data: rebuild it whole.
-    if cache.exists():
-        shutil.rmtree(cache)
+    # Rebuilt whole, but only when an earlier build made it (its manifest is the marker).
+    clear_generated_dir(cache, marker=MANIFEST)
     manifest = {"format": CACHE_FORMAT, "classes": classes, "image_shape": [image_size, image_size, 3], "splits": {}}
     for name in SPLITS:
         rows = read_split_csv(Path(splits_dir) / f"{name}.csv")

@@ -26,7 +26,7 @@ def test_demo_data_is_deterministic_and_complete(tmp_path):
     assert demo_data.generate(out_dir=first, demo=params) == 30
     demo_data.generate(out_dir=second, demo=params)
     assert snapshot(first) == snapshot(second)  # same seed, same bytes
-    assert sorted(p.name for p in first.iterdir()) == sorted(CLASSES)
+    assert sorted(p.name for p in first.iterdir() if p.is_dir()) == sorted(CLASSES)
     other = tmp_path / "c"
     demo_data.generate(out_dir=other, demo=params.model_copy(update={"seed": 4}))
     assert snapshot(first) != snapshot(other)
@@ -150,3 +150,23 @@ def test_content_checks_flag_dark_light_flat_and_stretched_images(tmp_path):
     assert "low_information" in kinds(two_tone)
     assert kinds(np.full((40, 40, 3), 7, dtype=np.uint8)) == {"constant"}
     assert "odd_aspect_ratio" in kinds(rng.integers(0, 256, size=(20, 200, 3), dtype=np.uint8))
+
+
+def test_generated_folders_never_replace_user_files(tmp_path):
+    from pipeline.errors import DataError
+
+    mine = tmp_path / "mine"
+    faults.write(mine / "cat" / "precious.jpg", faults.jpeg_bytes())
+    before = snapshot(mine)
+    with pytest.raises(DataError, match="refusing to overwrite"):
+        demo_data.generate(out_dir=mine, demo=DemoParams(classes=CLASSES, images_per_class=1, image_size=32))
+    splits = tmp_path / "splits"
+    faults.write(splits / "classes.txt", b"cat\n")
+    with pytest.raises(DataError, match="refusing to overwrite"):
+        build.build_cache(data_dir=str(tmp_path), splits_dir=str(splits), cache_dir=str(mine),
+                          image_size=32, shard_size=4, workers=1, max_pixels=10**6)
+    assert snapshot(mine) == before
+    # A folder the stage made itself is replaced on the next run.
+    generated = tmp_path / "demo"
+    demo_data.generate(out_dir=generated, demo=DemoParams(classes=CLASSES, images_per_class=1, image_size=32))
+    assert demo_data.generate(out_dir=generated, demo=DemoParams(classes=CLASSES, images_per_class=2, image_size=32)) == 10
