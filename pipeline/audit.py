@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pipeline.decode import DecodeError, decode_image
@@ -18,6 +19,7 @@ from pipeline.files import Issue, list_dataset
 from pipeline.outputs import write_json, write_lines
 from pipeline.params import AuditParams, DataParams, load_params
 from pipeline.progress import progress
+from pipeline.similarity import near_duplicate_groups, perceptual_hash
 
 # The severity a kind has when the policy does not make it an error. Conversions the
 # pipeline applies are info; things that are suspicious but trainable are warnings.
@@ -39,6 +41,9 @@ DEFAULT_SEVERITY = {
     "dark": "warning",
     "light": "warning",
     "low_information": "warning",
+    "blurry": "warning",
+    "near_duplicate": "warning",
+    "class_imbalance": "warning",
     "exact_duplicate": "warning",
     "unknown_class": "warning",
     "missing_class": "warning",
@@ -60,6 +65,8 @@ class FileResult:
     label: str
     findings: list[tuple[str, str]] = field(default_factory=list)
     pixel_hash: str | None = None
+    perceptual_hash: np.ndarray | None = None  # 8 packed bytes
+    mean_colour: np.ndarray | None = None  # mean R, G, B in 0-255
 
 
 @dataclass
@@ -73,6 +80,7 @@ class AuditReport:
     quarantined: list[str]
     class_counts: dict[str, int]
     violations: list[Issue]
+    near_duplicate_groups: list[list[str]] = field(default_factory=list)
 
     @property
     def policy_holds(self) -> bool:
@@ -97,6 +105,7 @@ class AuditReport:
             "files_scanned": self.files_scanned,
             "issues": [issue.as_dict() for issue in self.issues],
             "quarantined": self.quarantined,
+            "near_duplicate_groups": self.near_duplicate_groups,
             "summary": self.summary(),
         }
 
@@ -121,7 +130,11 @@ def content_findings(image: np.ndarray, *, policy: AuditParams) -> list[tuple[st
         findings.append(("dark", f"mean brightness {mean:.1f} of 255 is below {policy.dark_below}"))
     elif mean > policy.light_above:
         findings.append(("light", f"mean brightness {mean:.1f} of 255 is above {policy.light_above}"))
-    histogram = np.bincount(luma.astype(np.uint8).ravel(), minlength=256) / luma.size
+    grey = luma.astype(np.uint8)
+    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    if sharpness < policy.blurry_below:
+        findings.append(("blurry", f"variance of the Laplacian {sharpness:.1f} is below {policy.blurry_below}"))
+    histogram = np.bincount(grey.ravel(), minlength=256) / luma.size
     nonzero = histogram[histogram > 0]
     entropy = float(-(nonzero * np.log2(nonzero)).sum())
     if entropy < policy.min_entropy:
@@ -150,6 +163,8 @@ def check_file(*, root: Path, path: str, label: str, policy: AuditParams) -> Fil
     digest.update(str(image.shape).encode())
     digest.update(image.tobytes())
     result.pixel_hash = digest.hexdigest()
+    result.perceptual_hash = perceptual_hash(image)
+    result.mean_colour = image.reshape(-1, 3).mean(axis=0)
     return result
 
 
@@ -176,6 +191,45 @@ def _duplicate_findings(results: list[FileResult]) -> list[Issue]:
     return issues
 
 
+def _near_duplicate_findings(results: list[FileResult], *, policy: AuditParams) -> tuple[list[Issue], list[list[str]]]:
+    """Near-duplicate groups (pHash + colour), leaving out groups that are only exact copies."""
+    hashed = [result for result in results if result.perceptual_hash is not None]
+    if len(hashed) < 2:
+        return [], []
+    groups = near_duplicate_groups(
+        hashes=np.stack([result.perceptual_hash for result in hashed]),
+        colours=np.stack([result.mean_colour for result in hashed]),
+        max_distance=policy.near_duplicate_distance,
+        max_colour_difference=policy.near_duplicate_colour,
+    )
+    issues, path_groups = [], []
+    for group in groups:
+        members = [hashed[index] for index in group]
+        if len({member.pixel_hash for member in members}) == 1:
+            continue  # identical pixels: already reported as exact_duplicate or label_conflict
+        paths = [member.path for member in members]
+        path_groups.append(paths)
+        labels = sorted({member.label for member in members})
+        for member in members:
+            others = ", ".join(path for path in paths if path != member.path)
+            where = f" across classes {labels}" if len(labels) > 1 else ""
+            issues.append(Issue(member.path, "near_duplicate", "", f"looks like {others}{where}"))
+    return issues, path_groups
+
+
+def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) -> list[Issue]:
+    present = {label: count for label, count in class_counts.items() if count > 0}
+    if len(present) < 2:
+        return []
+    largest = max(present, key=present.get)
+    smallest = min(present, key=present.get)
+    ratio = present[largest] / present[smallest]
+    if ratio <= policy.max_class_imbalance:
+        return []
+    return [Issue(smallest, "class_imbalance", "", f"{present[largest]} images in '{largest}' vs {present[smallest]} "
+                  f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); consider class weights")]
+
+
 def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) -> AuditReport:
     """Audit a folder-per-class dataset against a policy. Reads files; never writes or moves them."""
     root = Path(root)
@@ -196,6 +250,8 @@ def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) ->
     for result in results:
         raw.extend(Issue(result.path, kind, "", detail) for kind, detail in result.findings)
     raw.extend(_duplicate_findings(results))
+    near_issues, near_groups = _near_duplicate_findings(results, policy=policy)
+    raw.extend(near_issues)
 
     fail_on = set(policy.fail_on)
     issues = []
@@ -214,14 +270,20 @@ def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) ->
     quarantined = sorted({issue.path for issue in issues if issue.kind in quarantine_kinds and issue.path in listed})
     excluded = set(quarantined)
     class_counts = Counter(label for path, label in listing.files if path not in excluded)
+    counts = {label: class_counts.get(label, 0) for label in listing.classes}
+    for issue in _imbalance_findings(counts, policy=policy):
+        severity = "error" if issue.kind in fail_on else "warning"
+        issues.append(Issue(issue.path, issue.kind, severity, issue.detail))
+    issues.sort(key=lambda issue: (issue.path, issue.kind))
     return AuditReport(
         root=str(root),
         classes=listing.classes,
         files_scanned=len(listing.files),
         issues=issues,
         quarantined=quarantined,
-        class_counts={label: class_counts.get(label, 0) for label in listing.classes},
+        class_counts=counts,
         violations=[issue for issue in issues if issue.kind in fail_on],
+        near_duplicate_groups=near_groups,
     )
 
 

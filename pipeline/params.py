@@ -36,6 +36,9 @@ AUDIT_KINDS = (
     "dark",
     "light",
     "low_information",
+    "blurry",
+    "near_duplicate",
+    "class_imbalance",
     "exact_duplicate",
     "label_conflict",
     "unknown_class",
@@ -125,6 +128,13 @@ class AuditParams(_Section):
     light_above: float = Field(230.0, ge=0.0, le=255.0)
     # Brightness-histogram entropy in bits (0-8); below this the image carries little information.
     min_entropy: float = Field(1.0, ge=0.0, le=8.0)
+    # Variance of the Laplacian of the grey image below this is blurry (sharp photos: hundreds+).
+    blurry_below: float = Field(20.0, ge=0.0)
+    # Near-duplicates: pHash (64 bits) within this many bits AND mean colour within this (0-255).
+    near_duplicate_distance: int = Field(5, ge=0, le=20)
+    near_duplicate_colour: float = Field(6.0, ge=0.0, le=255.0)
+    # Largest class / smallest class above this is reported.
+    max_class_imbalance: float = Field(10.0, ge=1.0)
     workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
 
 

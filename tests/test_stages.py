@@ -170,3 +170,42 @@ def test_generated_folders_never_replace_user_files(tmp_path):
     generated = tmp_path / "demo"
     demo_data.generate(out_dir=generated, demo=DemoParams(classes=CLASSES, images_per_class=1, image_size=32))
     assert demo_data.generate(out_dir=generated, demo=DemoParams(classes=CLASSES, images_per_class=2, image_size=32)) == 10
+
+
+def test_audit_groups_near_duplicates_and_flags_blur_and_imbalance(demo_copy, workdir):
+    import io
+
+    from PIL import Image, ImageFilter
+
+    source = sorted((demo_copy / "ring").iterdir())[0]
+    original = Image.open(source)
+    # The same picture re-encoded, and a resized copy saved as PNG in another class.
+    buffer = io.BytesIO()
+    original.save(buffer, format="JPEG", quality=75)
+    faults.write(demo_copy / "ring" / "recompressed.jpg", buffer.getvalue())
+    faults.write(demo_copy / "cross" / "resized.png", faults.encode(original.resize((64, 64)).resize((32, 32)), "PNG"))
+    faults.write(demo_copy / "square" / "soft.png", faults.encode(
+        Image.fromarray(faults.image_array(5, size=48)).filter(ImageFilter.GaussianBlur(4)), "PNG"))
+    for index in range(120):  # one class ten times bigger than another
+        faults.write(demo_copy / "triangle" / f"extra_{index}.png", faults.png_bytes(100 + index))
+
+    report = audit.audit_dataset(root=demo_copy, data=load_params().data, policy=load_params().audit)
+    group = next(g for g in report.near_duplicate_groups if "ring/recompressed.jpg" in g)
+    assert {f"ring/{source.name}", "ring/recompressed.jpg", "cross/resized.png"} <= set(group)
+    kinds = {(issue.path, issue.kind) for issue in report.issues}
+    assert ("cross/resized.png", "near_duplicate") in kinds
+    assert ("square/soft.png", "blurry") in kinds
+    imbalance = [issue for issue in report.issues if issue.kind == "class_imbalance"]
+    assert len(imbalance) == 1 and "'triangle'" in imbalance[0].detail
+    assert report.policy_holds  # all warnings by default
+    assert report.as_dict()["near_duplicate_groups"] == report.near_duplicate_groups
+
+
+def test_near_duplicate_groups_link_transitively_and_need_close_colour():
+    from pipeline.similarity import near_duplicate_groups
+
+    hashes = np.array([[0] * 8, [0] * 7 + [0b111], [0] * 7 + [0b111111], [255] * 8, [0] * 8], dtype=np.uint8)
+    colours = np.array([[10, 10, 10], [12, 10, 10], [14, 10, 10], [10, 10, 10], [100, 10, 10]], dtype=float)
+    groups = near_duplicate_groups(hashes=hashes, colours=colours, max_distance=3, max_colour_difference=5)
+    # 0-1 differ by 3 bits, 1-2 by 3 bits (0-2 by 6): one chain. 3 is far; 4 has another colour.
+    assert groups == [[0, 1, 2]]
