@@ -7,7 +7,9 @@ import json
 import os
 import sys
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
+import functools
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from pipeline.files import Issue, list_dataset
 from pipeline.outputs import write_json, write_lines
 from pipeline.params import AuditParams, DataParams, load_params
 from pipeline.progress import progress
-from pipeline.similarity import near_duplicate_groups, perceptual_hash
+from pipeline.similarity import grey_of, near_duplicate_groups, perceptual_hash, tiny_thumbnail
 
 # The severity a kind has when the policy does not make it an error. Conversions the
 # pipeline applies are info; things that are suspicious but trainable are warnings.
@@ -66,7 +68,7 @@ class FileResult:
     findings: list[tuple[str, str]] = field(default_factory=list)
     pixel_hash: str | None = None
     perceptual_hash: np.ndarray | None = None  # 8 packed bytes
-    mean_colour: np.ndarray | None = None  # mean R, G, B in 0-255
+    thumbnail: np.ndarray | None = None  # 8x8 RGB, 192 uint8 values
 
 
 @dataclass
@@ -110,8 +112,8 @@ class AuditReport:
         }
 
 
-def content_findings(image: np.ndarray, *, policy: AuditParams) -> list[tuple[str, str]]:
-    """Shape and content problems of a decoded RGB uint8 image (cheap statistics, no model)."""
+def content_findings(image: np.ndarray, grey: np.ndarray, *, policy: AuditParams) -> list[tuple[str, str]]:
+    """Shape and content problems of a decoded RGB uint8 image and its luma (cheap statistics, no model)."""
     findings = []
     height, width = image.shape[:2]
     if min(height, width) < policy.min_side:
@@ -123,18 +125,15 @@ def content_findings(image: np.ndarray, *, policy: AuditParams) -> list[tuple[st
     if int(image.max()) == int(image.min()):
         findings.append(("constant", f"every pixel has the value {int(image.max())}"))
         return findings
-    # ITU-R BT.601 luma, 0-255.
-    luma = image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
-    mean = float(luma.mean())
+    mean = float(grey.mean())
     if mean < policy.dark_below:
         findings.append(("dark", f"mean brightness {mean:.1f} of 255 is below {policy.dark_below}"))
     elif mean > policy.light_above:
         findings.append(("light", f"mean brightness {mean:.1f} of 255 is above {policy.light_above}"))
-    grey = luma.astype(np.uint8)
-    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    sharpness = float(cv2.Laplacian(grey, cv2.CV_32F).var())
     if sharpness < policy.blurry_below:
         findings.append(("blurry", f"variance of the Laplacian {sharpness:.1f} is below {policy.blurry_below}"))
-    histogram = np.bincount(grey.ravel(), minlength=256) / luma.size
+    histogram = np.bincount(grey.ravel(), minlength=256) / grey.size
     nonzero = histogram[histogram > 0]
     entropy = float(-(nonzero * np.log2(nonzero)).sum())
     if entropy < policy.min_entropy:
@@ -158,13 +157,14 @@ def check_file(*, root: Path, path: str, label: str, policy: AuditParams) -> Fil
         return result
     result.findings.extend(decoded.notes)
     image = decoded.image
-    result.findings.extend(content_findings(image, policy=policy))
+    grey = grey_of(image)
+    result.findings.extend(content_findings(image, grey, policy=policy))
     digest = hashlib.blake2b(digest_size=16)
     digest.update(str(image.shape).encode())
     digest.update(image.tobytes())
     result.pixel_hash = digest.hexdigest()
-    result.perceptual_hash = perceptual_hash(image)
-    result.mean_colour = image.reshape(-1, 3).mean(axis=0)
+    result.perceptual_hash = perceptual_hash(grey)
+    result.thumbnail = tiny_thumbnail(image)
     return result
 
 
@@ -192,15 +192,15 @@ def _duplicate_findings(results: list[FileResult]) -> list[Issue]:
 
 
 def _near_duplicate_findings(results: list[FileResult], *, policy: AuditParams) -> tuple[list[Issue], list[list[str]]]:
-    """Near-duplicate groups (pHash + colour), leaving out groups that are only exact copies."""
+    """Near-duplicate groups (pHash + tiny thumbnail), leaving out groups that are only exact copies."""
     hashed = [result for result in results if result.perceptual_hash is not None]
     if len(hashed) < 2:
         return [], []
     groups = near_duplicate_groups(
         hashes=np.stack([result.perceptual_hash for result in hashed]),
-        colours=np.stack([result.mean_colour for result in hashed]),
+        thumbnails=np.stack([result.thumbnail for result in hashed]),
         max_distance=policy.near_duplicate_distance,
-        max_colour_difference=policy.near_duplicate_colour,
+        max_pixel_difference=policy.near_duplicate_pixel_difference,
     )
     issues, path_groups = [], []
     for group in groups:
@@ -230,21 +230,26 @@ def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) ->
                   f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); consider class weights")]
 
 
+def _check_item(item: tuple[str, str], *, root: Path, policy: AuditParams) -> FileResult:
+    path, label = item
+    return check_file(root=root, path=path, label=label, policy=policy)
+
+
 def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) -> AuditReport:
     """Audit a folder-per-class dataset against a policy. Reads files; never writes or moves them."""
     root = Path(root)
     listing = list_dataset(root, classes=data.classes, extensions=data.extensions)
     workers = policy.workers or os.cpu_count() or 1
-
-    def check(item: tuple[str, str]) -> FileResult:
-        path, label = item
-        return check_file(root=root, path=path, label=label, policy=policy)
-
-    # Threads suffice: Pillow and numpy release the GIL while decoding and hashing.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(
-            progress(pool.map(check, listing.files), total=len(listing.files), description="audit")
-        )
+    check = functools.partial(_check_item, root=root, policy=policy)
+    if workers == 1 or len(listing.files) < 64:
+        results = [check(item) for item in progress(listing.files, total=len(listing.files), description="audit")]
+    else:
+        # Processes, not threads: per-file work is ~1 ms of mostly Python and small numpy calls,
+        # so threads serialise on the GIL. Chunks amortise the pickling of each result.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            chunk = max(1, min(256, len(listing.files) // (workers * 8)))
+            results = list(progress(pool.map(check, listing.files, chunksize=chunk),
+                                    total=len(listing.files), description="audit"))
 
     raw: list[Issue] = list(listing.issues)
     for result in results:
@@ -343,8 +348,12 @@ def metrics_for(report: AuditReport) -> dict:
     }
 
 
-def main(*, params_file: str = "params.yaml", path: str | None = None, output_format: str = "text") -> int:
+def main(
+    *, params_file: str = "params.yaml", path: str | None = None, output_format: str = "text", html_file: str | None = None
+) -> int:
     """Stage entry point (no PATH: params' data.dir, writes reports) or standalone audit of PATH."""
+    from pipeline.audit_html import render_html
+
     params = load_params(params_file)
     root = path if path is not None else params.data.dir
     report = audit_dataset(root=root, data=params.data, policy=params.audit)
@@ -357,6 +366,12 @@ def main(*, params_file: str = "params.yaml", path: str | None = None, output_fo
             report.quarantined,
             header="files the audit excluded from split and build (paths relative to data.dir); see the audit report",
         )
+        html_file = html_file or params.paths.audit_html
+    if html_file is not None:
+        page = Path(html_file)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(render_html(report.as_dict(), root=root, max_pixels=params.audit.max_pixels))
+        print(f"audit: HTML report written to {page}", file=sys.stderr)
     if not report.policy_holds:
         print("audit: policy violated (see above)", file=sys.stderr)
     return 0 if report.policy_holds else 1

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("path", nargs="?", help="dataset folder to audit on its own (no files written)")
     audit.add_argument("--format", choices=["text", "json", "github"], default="text",
                        help="text for people, json for tools, github for Actions annotations (default: %(default)s)")
+    audit.add_argument("--html", dest="html_file", metavar="FILE",
+                       help="also write a self-contained HTML page with thumbnails of flagged files "
+                            "(the DVC stage always writes paths.audit_html)")
     for name, (_, help_text) in STAGES.items():
         add(name, help_text)
     doctor = add("doctor", "check that model head, loss and labels agree, without training",
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "audit":
             from pipeline import audit
 
-            return audit.main(params_file=args.params, path=args.path, output_format=args.format)
+            return audit.main(params_file=args.params, path=args.path, output_format=args.format, html_file=args.html_file)
         if args.command == "doctor":
             from pipeline import doctor
 

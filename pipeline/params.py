@@ -73,6 +73,7 @@ class PathsParams(_Section):
     demo_dir: str = "data/demo"
     quarantine: str = "data/audit/quarantine.txt"
     audit_report: str = "reports/audit/audit.json"
+    audit_html: str = "reports/audit/index.html"
     audit_metrics: str = "metrics/audit.json"
     splits_dir: str = "data/splits"
     split_metrics: str = "metrics/split.json"
@@ -130,9 +131,10 @@ class AuditParams(_Section):
     min_entropy: float = Field(1.0, ge=0.0, le=8.0)
     # Variance of the Laplacian of the grey image below this is blurry (sharp photos: hundreds+).
     blurry_below: float = Field(20.0, ge=0.0)
-    # Near-duplicates: pHash (64 bits) within this many bits AND mean colour within this (0-255).
+    # Near-duplicates: pHash (64 bits) within this many bits AND 8x8 RGB thumbnails within this
+    # mean absolute difference (0-255; re-encoded or resized copies measure about 1).
     near_duplicate_distance: int = Field(5, ge=0, le=20)
-    near_duplicate_colour: float = Field(6.0, ge=0.0, le=255.0)
+    near_duplicate_pixel_difference: float = Field(4.0, ge=0.0, le=255.0)
     # Largest class / smallest class above this is reported.
     max_class_imbalance: float = Field(10.0, ge=1.0)
     workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,32 @@ def test_doctor_passes_our_model_and_rejects_the_story_model(demo_copy, workdir,
     write_params(workdir, params)
     assert main(["doctor"]) == 1
     assert "sigmoid" in capsys.readouterr().err
+
+
+def test_html_report_is_self_contained_and_groups_findings(demo_copy, workdir, tmp_path):
+    import re
+
+    faults.write(demo_copy / "circle" / "cut.jpg", faults.truncated_jpeg())
+    faults.write(demo_copy / "ring" / "really_png.jpg", faults.png_bytes())
+    (demo_copy / "triangle" / "passwd.jpg").symlink_to("/etc/passwd")
+    page = tmp_path / "out" / "audit.html"
+    assert main(["audit", str(demo_copy), "--html", str(page)]) == 1
+    text = page.read_text()
+    # Renders with no network: no scripts, no external stylesheets, images inline.
+    assert "<script" not in text and "<link" not in text
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", text)
+    sources = re.findall(r'<img alt="" src="([^"]+)"', text)
+    assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
+    for kind in ("truncated", "extension_mismatch", "symlink_outside"):
+        assert f'id="{kind}"' in text
+    assert "62 files scanned" in text and "Class balance" in text
+    # The truncated file and the escaping link get a placeholder, never a decoded picture.
+    assert text.count('<div class="missing">no image</div>') == 2
+    assert "root:" not in text  # /etc/passwd was never read
+
+
+def test_audit_stage_writes_the_html_page(demo_copy, workdir):
+    from pipeline.params import load_params
+
+    assert main(["audit"]) == 0
+    assert "No findings" in Path(load_params().paths.audit_html).read_text()

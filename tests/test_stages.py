@@ -141,8 +141,10 @@ def test_content_checks_flag_dark_light_flat_and_stretched_images(tmp_path):
     policy = AuditParams()
     rng = np.random.default_rng(0)
     noisy = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
-    assert audit.content_findings(noisy, policy=policy) == []
-    kinds = lambda image: {kind for kind, _ in audit.content_findings(image, policy=policy)}  # noqa: E731
+    from pipeline.similarity import grey_of
+
+    assert audit.content_findings(noisy, grey_of(noisy), policy=policy) == []
+    kinds = lambda image: {kind for kind, _ in audit.content_findings(image, grey_of(image), policy=policy)}  # noqa: E731
     assert kinds(rng.integers(0, 12, size=(40, 40, 3), dtype=np.uint8)) >= {"dark"}
     assert kinds(rng.integers(245, 256, size=(40, 40, 3), dtype=np.uint8)) >= {"light"}
     two_tone = np.zeros((40, 40, 3), dtype=np.uint8)
@@ -201,11 +203,14 @@ def test_audit_groups_near_duplicates_and_flags_blur_and_imbalance(demo_copy, wo
     assert report.as_dict()["near_duplicate_groups"] == report.near_duplicate_groups
 
 
-def test_near_duplicate_groups_link_transitively_and_need_close_colour():
+def test_near_duplicate_groups_link_transitively_and_need_close_thumbnails():
     from pipeline.similarity import near_duplicate_groups
 
     hashes = np.array([[0] * 8, [0] * 7 + [0b111], [0] * 7 + [0b111111], [255] * 8, [0] * 8], dtype=np.uint8)
-    colours = np.array([[10, 10, 10], [12, 10, 10], [14, 10, 10], [10, 10, 10], [100, 10, 10]], dtype=float)
-    groups = near_duplicate_groups(hashes=hashes, colours=colours, max_distance=3, max_colour_difference=5)
-    # 0-1 differ by 3 bits, 1-2 by 3 bits (0-2 by 6): one chain. 3 is far; 4 has another colour.
+    thumbnails = np.full((5, 192), 10, dtype=np.uint8)
+    thumbnails[1] += 2
+    thumbnails[2] += 4
+    thumbnails[4, :96] = 200  # same grey structure, different colours in half the picture
+    groups = near_duplicate_groups(hashes=hashes, thumbnails=thumbnails, max_distance=3, max_pixel_difference=3)
+    # 0-1 differ by 3 bits, 1-2 by 3 bits (0-2 by 6): one chain. 3 is far; 4 has other colours.
     assert groups == [[0, 1, 2]]

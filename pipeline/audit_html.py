@@ -1,0 +1,107 @@
+"""The audit's HTML page: counts and class balance, then thumbnails of flagged files grouped by kind."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from pathlib import Path
+
+from PIL import Image
+
+from pipeline.decode import DecodeError, decode_image
+
+THUMBNAIL_PIXELS = 96
+# Per kind: enough to see the pattern, bounded so a dataset with 10,000 findings stays a small page.
+MAX_THUMBNAILS_PER_KIND = 120
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
+h1{margin:0 0 4px}h2{margin:28px 0 8px;border-bottom:1px solid #ddd}
+.summary span{display:inline-block;margin-right:18px}.error{color:#b00020}.warning{color:#a15c00}.info{color:#555}
+table{border-collapse:collapse}td{padding:2px 10px 2px 0}.bar{background:#4a7bd0;height:10px}
+.cards{display:flex;flex-wrap:wrap;gap:10px}.card{width:180px;background:#fff;border:1px solid #ddd;padding:6px;
+font-size:12px;word-break:break-all}.card img,.missing{width:96px;height:96px;image-rendering:pixelated;display:block;
+margin-bottom:4px}.missing{background:repeating-linear-gradient(45deg,#eee,#eee 6px,#ddd 6px,#ddd 12px);
+display:flex;align-items:center;justify-content:center;color:#b00020;font-weight:bold}
+.group{display:flex;gap:10px;background:#fff;border:1px solid #ddd;padding:6px;margin-bottom:8px;overflow-x:auto}
+"""
+
+
+def thumbnail(path: Path, *, max_pixels: int) -> str | None:
+    """A data: URI PNG thumbnail of an image file, or None when it cannot be decoded."""
+    try:
+        image = decode_image(path.read_bytes(), suffix=path.suffix, max_pixels=max_pixels).image
+    except (OSError, DecodeError):
+        return None
+    picture = Image.fromarray(image)
+    picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _card(root: Path, path: str, caption: str, *, max_pixels: int, cache: dict[str, str | None]) -> str:
+    full = root / path
+    if path not in cache:
+        # Never follow a link that leaves the dataset, even to draw a picture.
+        safe = full.is_file() and (not full.is_symlink() or full.resolve().is_relative_to(root.resolve()))
+        cache[path] = thumbnail(full, max_pixels=max_pixels) if safe else None
+    uri = cache[path]
+    picture = f'<img alt="" src="{uri}">' if uri else '<div class="missing">no image</div>'
+    return f'<div class="card">{picture}<b>{html.escape(path)}</b><br>{html.escape(caption)}</div>'
+
+
+def render_html(report: dict, *, root: str | Path, max_pixels: int) -> str:
+    """A self-contained page (inline CSS and data: images, no scripts, no network) for an audit report."""
+    root = Path(root)
+    summary = report["summary"]
+    severity = summary["issues_by_severity"]
+    cache: dict[str, str | None] = {}
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>trainwell audit</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>Dataset audit: {html.escape(str(report['root']))}</h1>",
+        '<p class="summary">'
+        f"<span>{report['files_scanned']} files scanned</span>"
+        f'<span class="error">{severity["error"]} errors</span>'
+        f'<span class="warning">{severity["warning"]} warnings</span>'
+        f'<span class="info">{severity["info"]} info</span>'
+        f"<span>{len(report['quarantined'])} quarantined</span>"
+        f"<span>policy {'holds' if summary['policy_holds'] else '<b class=error>violated</b>'}</span></p>",
+        "<h2>Class balance (usable images)</h2><table>",
+    ]
+    largest = max(summary["class_counts"].values(), default=0) or 1
+    for label, count in summary["class_counts"].items():
+        width = int(240 * count / largest)
+        parts.append(f'<tr><td>{html.escape(label)}</td><td>{count}</td><td><div class="bar" style="width:{width}px">'
+                     "</div></td></tr>")
+    parts.append("</table>")
+
+    groups = report.get("near_duplicate_groups", [])
+    if groups:
+        parts.append(f"<h2>Near-duplicate groups ({len(groups)})</h2>")
+        for group in groups[:MAX_THUMBNAILS_PER_KIND]:
+            cards = "".join(_card(root, path, path.split("/")[0], max_pixels=max_pixels, cache=cache) for path in group)
+            parts.append(f'<div class="group">{cards}</div>')
+        if len(groups) > MAX_THUMBNAILS_PER_KIND:
+            parts.append(f"<p>... and {len(groups) - MAX_THUMBNAILS_PER_KIND} more groups in the JSON report.</p>")
+
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for issue in report["issues"]:
+        if issue["kind"] != "near_duplicate":
+            by_kind[issue["kind"]].append(issue)
+    order = {"error": 0, "warning": 1, "info": 2}
+    for kind, issues in sorted(by_kind.items(), key=lambda item: (order[item[1][0]["severity"]], item[0])):
+        level = issues[0]["severity"]
+        parts.append(f'<h2 class="{level}" id="{kind}">{html.escape(kind)} ({len(issues)}, {level})</h2><div class="cards">')
+        for issue in issues[:MAX_THUMBNAILS_PER_KIND]:
+            parts.append(_card(root, issue["path"], issue["detail"], max_pixels=max_pixels, cache=cache))
+        parts.append("</div>")
+        if len(issues) > MAX_THUMBNAILS_PER_KIND:
+            parts.append(f"<p>... and {len(issues) - MAX_THUMBNAILS_PER_KIND} more in the JSON report.</p>")
+    if not report["issues"]:
+        parts.append("<h2>No findings</h2><p>Every file decoded cleanly.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
