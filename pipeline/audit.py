@@ -16,12 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.audit_cache import AuditCache, decode_result
 from pipeline.decode import DecodeError, decode_image
 from pipeline.files import Issue, list_dataset
 from pipeline.outputs import write_json, write_lines
 from pipeline.params import AuditParams, DataParams, load_params
 from pipeline.progress import progress
-from pipeline.similarity import grey_of, near_duplicate_groups, perceptual_hash, tiny_thumbnail
+from pipeline.similarity import grey_of, groups_from_pairs, near_duplicate_pairs, perceptual_hash, tiny_thumbnail
 
 # The severity a kind has when the policy does not make it an error. Conversions the
 # pipeline applies are info; things that are suspicious but trainable are warnings.
@@ -83,6 +84,7 @@ class AuditReport:
     class_counts: dict[str, int]
     violations: list[Issue]
     near_duplicate_groups: list[list[str]] = field(default_factory=list)
+    files_decoded: int = 0  # how many were decoded this run (the rest came from the cache)
 
     @property
     def policy_holds(self) -> bool:
@@ -105,6 +107,7 @@ class AuditReport:
             "root": self.root,
             "classes": self.classes,
             "files_scanned": self.files_scanned,
+            "files_decoded": self.files_decoded,
             "issues": [issue.as_dict() for issue in self.issues],
             "quarantined": self.quarantined,
             "near_duplicate_groups": self.near_duplicate_groups,
@@ -191,17 +194,34 @@ def _duplicate_findings(results: list[FileResult]) -> list[Issue]:
     return issues
 
 
-def _near_duplicate_findings(results: list[FileResult], *, policy: AuditParams) -> tuple[list[Issue], list[list[str]]]:
-    """Near-duplicate groups (pHash + tiny thumbnail), leaving out groups that are only exact copies."""
+def _near_duplicate_findings(
+    results: list[FileResult], *, policy: AuditParams, cache: AuditCache
+) -> tuple[list[Issue], list[list[str]]]:
+    """Near-duplicate groups (pHash + tiny thumbnail), leaving out groups that are only exact copies.
+
+    Pairs between two unchanged files are taken from the cache; only files that are new or
+    changed are compared against the rest, so a re-audit after a small change stays cheap.
+    """
     hashed = [result for result in results if result.perceptual_hash is not None]
     if len(hashed) < 2:
+        cache.near_pairs = []
         return [], []
-    groups = near_duplicate_groups(
-        hashes=np.stack([result.perceptual_hash for result in hashed]),
-        thumbnails=np.stack([result.thumbnail for result in hashed]),
-        max_distance=policy.near_duplicate_distance,
-        max_pixel_difference=policy.near_duplicate_pixel_difference,
-    )
+    index = {result.path: position for position, result in enumerate(hashed)}
+    hashes = np.stack([result.perceptual_hash for result in hashed])
+    thumbnails = np.stack([result.thumbnail for result in hashed])
+    settings = dict(max_distance=policy.near_duplicate_distance, max_pixel_difference=policy.near_duplicate_pixel_difference)
+    stable = cache.stable if cache.near_valid else set()
+    changed = [position for position, result in enumerate(hashed) if result.path not in stable]
+    if len(changed) == len(hashed):
+        pairs = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, **settings)
+    else:
+        kept = [(index[a], index[b]) for a, b in cache.previous_near_pairs if a in stable and b in stable
+                and a in index and b in index]
+        fresh = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, rows=np.array(changed, dtype=np.int64),
+                                     **settings) if changed else np.zeros((0, 2), dtype=np.int64)
+        pairs = np.concatenate([np.array(kept, dtype=np.int64).reshape(-1, 2), fresh])
+    cache.near_pairs = [[hashed[a].path, hashed[b].path] for a, b in pairs.tolist()]
+    groups = groups_from_pairs(len(hashed), pairs)
     issues, path_groups = [], []
     for group in groups:
         members = [hashed[index] for index in group]
@@ -235,28 +255,48 @@ def _check_item(item: tuple[str, str], *, root: Path, policy: AuditParams) -> Fi
     return check_file(root=root, path=path, label=label, policy=policy)
 
 
-def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) -> AuditReport:
-    """Audit a folder-per-class dataset against a policy. Reads files; never writes or moves them."""
-    root = Path(root)
-    listing = list_dataset(root, classes=data.classes, extensions=data.extensions)
+def _check_all(items: list[tuple[str, str]], *, root: Path, policy: AuditParams) -> list[FileResult]:
     workers = policy.workers or os.cpu_count() or 1
     check = functools.partial(_check_item, root=root, policy=policy)
-    if workers == 1 or len(listing.files) < 64:
-        results = [check(item) for item in progress(listing.files, total=len(listing.files), description="audit")]
-    else:
-        # Processes, not threads: per-file work is ~1 ms of mostly Python and small numpy calls,
-        # so threads serialise on the GIL. Chunks amortise the pickling of each result.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            chunk = max(1, min(256, len(listing.files) // (workers * 8)))
-            results = list(progress(pool.map(check, listing.files, chunksize=chunk),
-                                    total=len(listing.files), description="audit"))
+    if workers == 1 or len(items) < 64:
+        return [check(item) for item in progress(items, total=len(items), description="audit")]
+    # Processes, not threads: per-file work is ~1 ms of mostly Python and small numpy calls,
+    # so threads serialise on the GIL. Chunks amortise the pickling of each result.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        chunk = max(1, min(256, len(items) // (workers * 8)))
+        return list(progress(pool.map(check, items, chunksize=chunk), total=len(items), description="audit"))
+
+
+def audit_dataset(
+    *, root: str | Path, data: DataParams, policy: AuditParams, cache_file: str | Path | None = None
+) -> AuditReport:
+    """Audit a folder-per-class dataset against a policy. Reads files; never writes or moves them.
+
+    With `cache_file`, per-file results are reused for files whose bytes were audited before
+    under the same thresholds and code; only new or changed files are decoded.
+    """
+    root = Path(root)
+    listing = list_dataset(root, classes=data.classes, extensions=data.extensions)
+    cache = AuditCache(cache_file, policy)
+    known: dict[str, FileResult] = {}
+    for path, label in listing.files:
+        entry = cache.lookup(root, path)
+        if entry is not None:
+            known[path] = decode_result(entry, path=path, label=label, result_type=FileResult)
+    todo = [item for item in listing.files if item[0] not in known]
+    for result in _check_all(todo, root=root, policy=policy):
+        cache.store(root, result.path, result)
+        known[result.path] = result
+    results = [known[path] for path, _ in listing.files]
+    decoded_now = len(todo)
 
     raw: list[Issue] = list(listing.issues)
     for result in results:
         raw.extend(Issue(result.path, kind, "", detail) for kind, detail in result.findings)
     raw.extend(_duplicate_findings(results))
-    near_issues, near_groups = _near_duplicate_findings(results, policy=policy)
+    near_issues, near_groups = _near_duplicate_findings(results, policy=policy, cache=cache)
     raw.extend(near_issues)
+    cache.save()
 
     fail_on = set(policy.fail_on)
     issues = []
@@ -289,6 +329,7 @@ def audit_dataset(*, root: str | Path, data: DataParams, policy: AuditParams) ->
         class_counts=counts,
         violations=[issue for issue in issues if issue.kind in fail_on],
         near_duplicate_groups=near_groups,
+        files_decoded=decoded_now,
     )
 
 
@@ -302,7 +343,8 @@ def format_text(report: AuditReport) -> str:
     lines.append(
         f"audited {report.files_scanned} files in {report.root}: "
         f"{summary['issues_by_severity']['error']} errors, {summary['issues_by_severity']['warning']} warnings, "
-        f"{summary['issues_by_severity']['info']} info; {len(report.quarantined)} quarantined"
+        f"{summary['issues_by_severity']['info']} info; {len(report.quarantined)} quarantined; "
+        f"{report.files_decoded} decoded, {report.files_scanned - report.files_decoded} unchanged since the last audit"
     )
     lines.append(f"usable images per class: {counts}")
     if report.policy_holds:
@@ -349,14 +391,20 @@ def metrics_for(report: AuditReport) -> dict:
 
 
 def main(
-    *, params_file: str = "params.yaml", path: str | None = None, output_format: str = "text", html_file: str | None = None
+    *,
+    params_file: str = "params.yaml",
+    path: str | None = None,
+    output_format: str = "text",
+    html_file: str | None = None,
+    cache_file: str | None = None,
 ) -> int:
     """Stage entry point (no PATH: params' data.dir, writes reports) or standalone audit of PATH."""
     from pipeline.audit_html import render_html
 
     params = load_params(params_file)
     root = path if path is not None else params.data.dir
-    report = audit_dataset(root=root, data=params.data, policy=params.audit)
+    cache_file = params.paths.audit_cache if path is None else cache_file
+    report = audit_dataset(root=root, data=params.data, policy=params.audit, cache_file=cache_file)
     print(render(report, output_format=output_format))
     if path is None:
         write_json(params.paths.audit_report, report.as_dict())

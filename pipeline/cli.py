@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--html", dest="html_file", metavar="FILE",
                        help="also write a self-contained HTML page with thumbnails of flagged files "
                             "(the DVC stage always writes paths.audit_html)")
+    audit.add_argument("--cache", dest="cache_file", metavar="FILE",
+                       help="reuse per-file results stored in FILE from an earlier audit, so only new or "
+                            "changed files are decoded (the DVC stage uses paths.audit_cache)")
     for name, (_, help_text) in STAGES.items():
         add(name, help_text)
     doctor = add("doctor", "check that model head, loss and labels agree, without training",
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "audit":
             from pipeline import audit
 
-            return audit.main(params_file=args.params, path=args.path, output_format=args.format, html_file=args.html_file)
+            return audit.main(params_file=args.params, path=args.path, output_format=args.format, html_file=args.html_file,
+                              cache_file=args.cache_file)
         if args.command == "doctor":
             from pipeline import doctor
 

@@ -72,6 +72,7 @@ class PathsParams(_Section):
 
     demo_dir: str = "data/demo"
     quarantine: str = "data/audit/quarantine.txt"
+    audit_cache: str = "data/audit/cache.json"
     audit_report: str = "reports/audit/audit.json"
     audit_html: str = "reports/audit/index.html"
     audit_metrics: str = "metrics/audit.json"

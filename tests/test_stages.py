@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import json
 from pathlib import Path
 
@@ -214,3 +215,45 @@ def test_near_duplicate_groups_link_transitively_and_need_close_thumbnails():
     groups = near_duplicate_groups(hashes=hashes, thumbnails=thumbnails, max_distance=3, max_pixel_difference=3)
     # 0-1 differ by 3 bits, 1-2 by 3 bits (0-2 by 6): one chain. 3 is far; 4 has other colours.
     assert groups == [[0, 1, 2]]
+
+
+def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir):
+    cache = workdir / "audit-cache.json"
+    params = load_params()
+    first = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    assert first.files_decoded == 60
+
+    unchanged = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    assert unchanged.files_decoded == 0
+    assert unchanged.as_dict()["issues"] == first.as_dict()["issues"]
+
+    files = sorted((demo_copy / "cross").iterdir())
+    files[0].write_bytes(faults.truncated_jpeg())  # changed: must be re-checked
+    files[1].unlink()  # removed: drops out
+    faults.write(demo_copy / "cross" / "new.png", faults.png_bytes(9))  # added
+    os.utime(files[2], ns=(1, 1))  # touched only: same bytes, reused without decoding
+    again = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    assert again.files_decoded == 2
+    assert again.files_scanned == 60
+    fresh = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit)
+    assert again.as_dict()["issues"] == fresh.as_dict()["issues"]
+    assert (f"cross/{files[0].name}", "truncated") in {(i.path, i.kind) for i in again.issues}
+    stored = json.loads(cache.read_text())["files"]
+    assert f"cross/{files[1].name}" not in stored and "cross/new.png" in stored
+
+    # Near-duplicate pairs are reused for unchanged files and found for changed ones.
+    copy_source = sorted((demo_copy / "ring").iterdir())[0]
+    faults.write(demo_copy / "circle" / "lookalike.png", faults.encode(
+        __import__("PIL.Image").Image.open(copy_source).resize((64, 64)).resize((32, 32)), "PNG"))
+    with_copy = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    assert with_copy.files_decoded == 1
+    assert any("circle/lookalike.png" in group for group in with_copy.near_duplicate_groups)
+    unchanged_again = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    assert unchanged_again.files_decoded == 0
+    assert unchanged_again.near_duplicate_groups == with_copy.near_duplicate_groups
+    looser = params.audit.model_copy(update={"near_duplicate_distance": 12})
+    assert audit.audit_dataset(root=demo_copy, data=params.data, policy=looser, cache_file=cache).as_dict() == \
+        audit.audit_dataset(root=demo_copy, data=params.data, policy=looser).as_dict() | {"files_decoded": 0}
+
+    stricter = params.audit.model_copy(update={"dark_below": 200.0})  # a per-file threshold changed
+    assert audit.audit_dataset(root=demo_copy, data=params.data, policy=stricter, cache_file=cache).files_decoded == 61

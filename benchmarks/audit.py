@@ -1,0 +1,144 @@
+"""Benchmark: `trainwell audit` images/s beside cleanvision's Imagelab.find_issues() on the same folder.
+
+Usage: python benchmarks/audit.py [--images 3000] [--repeats 3]
+Needs the bench extra (pip install -e '.[bench]') for cleanvision 0.3.7.
+
+Prints, from one run on one freshly generated folder of clean 75x75 JPEGs (cleanvision 0.3.7
+crashes on a truncated JPEG, so the comparison folder is clean):
+- full audit: trainwell vs cleanvision images/s and their ratio (bar: trainwell >= 10x);
+- incremental re-audit after changing 1% of the files, as a share of the full audit time (bar: < 5%);
+- which problem kinds each tool can detect (trainwell must cover a superset);
+- peak memory of a trainwell audit at 1x and 4x the folder size (should stay flat).
+Both tools use every core; runs are interleaved and the median is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# cleanvision draws tqdm bars on stderr even with verbose=False.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pipeline.audit import DEFAULT_SEVERITY, audit_dataset  # noqa: E402
+from pipeline.demo_data import SHAPES, draw_shape, encode_jpeg  # noqa: E402
+from pipeline.params import AuditParams, DataParams  # noqa: E402
+
+# cleanvision 0.3.7's issue types and the trainwell kind that covers each.
+CLEANVISION_TO_TRAINWELL = {
+    "dark": "dark",
+    "light": "light",
+    "odd_aspect_ratio": "odd_aspect_ratio",
+    "low_information": "low_information",
+    "exact_duplicates": "exact_duplicate",
+    "near_duplicates": "near_duplicate",
+    "blurry": "blurry",
+    "grayscale": "grayscale",
+    "odd_size": "too_small",
+}
+
+
+def make_folder(root: Path, images: int, *, seed: int = 0) -> None:
+    per_class = images // len(SHAPES)
+    for label in SHAPES:
+        for index in range(per_class):
+            image = draw_shape(shape=label, size=75, rng=np.random.default_rng([seed, SHAPES.index(label), index]))
+            path = root / label / f"{label}_{index:05d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode_jpeg(image))
+
+
+def time_trainwell(root: Path, cache: Path | None = None) -> float:
+    start = time.perf_counter()
+    audit_dataset(root=root, data=DataParams(dir=str(root)), policy=AuditParams(), cache_file=cache)
+    return time.perf_counter() - start
+
+
+def time_cleanvision(root: Path) -> float:
+    from cleanvision import Imagelab
+
+    start = time.perf_counter()
+    Imagelab(data_path=str(root), verbose=False).find_issues(verbose=False)
+    return time.perf_counter() - start
+
+
+def peak_memory_mib(root: Path) -> float:
+    """Peak RSS of a fresh process auditing root (trainwell CLI, standalone mode)."""
+    code = (
+        "import resource, sys; from pipeline.cli import main; main(['audit', sys.argv[1], '--format', 'json']); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
+        " file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=False)
+    own, children = (int(value) for value in done.stderr.strip().splitlines()[-1].split())
+    return max(own, children) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    workspace = Path(tempfile.mkdtemp(prefix="trainwell-bench-audit-"))
+    try:
+        root = workspace / "images"
+        make_folder(root, args.images)
+        count = sum(1 for _ in root.rglob("*.jpg"))
+        ours, theirs = [], []
+        for _ in range(args.repeats):
+            ours.append(time_trainwell(root))
+            theirs.append(time_cleanvision(root))
+        ours_rate, theirs_rate = count / statistics.median(ours), count / statistics.median(theirs)
+        print(f"folder: {count} JPEGs, 75x75")
+        print(f"trainwell audit:            {ours_rate:9.0f} images/s (median of {args.repeats})")
+        print(f"cleanvision find_issues():  {theirs_rate:9.0f} images/s (median of {args.repeats})")
+        ratio = ours_rate / theirs_rate
+        print(f"ratio trainwell/cleanvision: {ratio:.1f}x (bar: >= 10x) {'PASS' if ratio >= 10 else 'FAIL'}")
+
+        cache = workspace / "cache.json"
+        full = time_trainwell(root, cache)
+        changed = sorted(root.rglob("*.jpg"))[:: 100]
+        for index, path in enumerate(changed):
+            path.write_bytes(encode_jpeg(draw_shape(shape="ring", size=75, rng=np.random.default_rng([99, index]))))
+        incremental = time_trainwell(root, cache)
+        share = incremental / full
+        print(f"incremental re-audit after changing {len(changed)} files ({len(changed) / count:.0%}): "
+              f"{incremental:.3f} s vs {full:.3f} s full = {share:.1%} (bar: < 5%) {'PASS' if share < 0.05 else 'FAIL'}")
+
+        theirs_kinds = set(CLEANVISION_TO_TRAINWELL)
+        ours_kinds = set(DEFAULT_SEVERITY)
+        missing = sorted(kind for kind in theirs_kinds if CLEANVISION_TO_TRAINWELL[kind] not in ours_kinds)
+        print(f"problem kinds: cleanvision {len(theirs_kinds)}, trainwell {len(ours_kinds)}; cleanvision kinds "
+              f"trainwell lacks: {missing or 'none'}; trainwell only: "
+              f"{sorted(ours_kinds - set(CLEANVISION_TO_TRAINWELL.values()))}")
+
+        bigger = workspace / "bigger"
+        for copy in range(4):
+            shutil.copytree(root, bigger / f"part{copy}", dirs_exist_ok=True)
+        # Sub-folders of a class are part of it: move the copies under the class folders.
+        flat = workspace / "flat"
+        for copy in range(4):
+            for label_dir in (bigger / f"part{copy}").iterdir():
+                shutil.copytree(label_dir, flat / label_dir.name / f"copy{copy}", dirs_exist_ok=True)
+        small_peak, large_peak = peak_memory_mib(root), peak_memory_mib(flat)
+        print(f"peak RSS: {small_peak:.0f} MiB at {count} files, {large_peak:.0f} MiB at {4 * count} files "
+              f"(x{large_peak / small_peak:.2f} for 4x the files)")
+        print(json.dumps({"trainwell_images_per_s": round(ours_rate), "cleanvision_images_per_s": round(theirs_rate),
+                          "ratio": round(ratio, 2), "incremental_share": round(share, 4),
+                          "peak_rss_mib": [round(small_peak), round(large_peak)]}))
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
