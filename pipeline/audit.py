@@ -84,6 +84,7 @@ class AuditReport:
     class_counts: dict[str, int]
     violations: list[Issue]
     near_duplicate_groups: list[list[str]] = field(default_factory=list)
+    duplicate_groups: list[list[str]] = field(default_factory=list)  # pixel-identical files
     files_decoded: int = 0  # how many were decoded this run (the rest came from the cache)
 
     @property
@@ -111,6 +112,7 @@ class AuditReport:
             "issues": [issue.as_dict() for issue in self.issues],
             "quarantined": self.quarantined,
             "near_duplicate_groups": self.near_duplicate_groups,
+            "duplicate_groups": self.duplicate_groups,
             "summary": self.summary(),
         }
 
@@ -171,18 +173,21 @@ def check_file(*, root: Path, path: str, label: str, policy: AuditParams) -> Fil
     return result
 
 
-def _duplicate_findings(results: list[FileResult]) -> list[Issue]:
-    """Same pixels within a class are duplicates; same pixels under two classes is a label conflict."""
+def _duplicate_findings(results: list[FileResult]) -> tuple[list[Issue], list[list[str]]]:
+    """Same pixels within a class are duplicates; same pixels under two classes is a label conflict.
+
+    Also returns the groups of pixel-identical files, which `split` keeps in one split."""
     groups: dict[str, list[FileResult]] = defaultdict(list)
     for result in results:
         if result.pixel_hash is not None:
             groups[result.pixel_hash].append(result)
-    issues = []
+    issues, path_groups = [], []
     for members in groups.values():
         if len(members) < 2:
             continue
         labels = sorted({member.label for member in members})
         paths = [member.path for member in members]
+        path_groups.append(paths)
         for member in members:
             others = ", ".join(path for path in paths if path != member.path)
             if len(labels) > 1:
@@ -191,7 +196,7 @@ def _duplicate_findings(results: list[FileResult]) -> list[Issue]:
                 )
             else:
                 issues.append(Issue(member.path, "exact_duplicate", "", f"same pixels as {others}"))
-    return issues
+    return issues, sorted(path_groups)
 
 
 def _near_duplicate_findings(
@@ -293,7 +298,8 @@ def audit_dataset(
     raw: list[Issue] = list(listing.issues)
     for result in results:
         raw.extend(Issue(result.path, kind, "", detail) for kind, detail in result.findings)
-    raw.extend(_duplicate_findings(results))
+    duplicate_issues, duplicate_groups = _duplicate_findings(results)
+    raw.extend(duplicate_issues)
     near_issues, near_groups = _near_duplicate_findings(results, policy=policy, cache=cache)
     raw.extend(near_issues)
     cache.save()
@@ -329,6 +335,7 @@ def audit_dataset(
         class_counts=counts,
         violations=[issue for issue in issues if issue.kind in fail_on],
         near_duplicate_groups=near_groups,
+        duplicate_groups=duplicate_groups,
         files_decoded=decoded_now,
     )
 

@@ -1,8 +1,9 @@
-"""Stage `split`: seeded, stratified train/val/test lists that leave quarantined files out."""
+"""Stage `split`: seeded, stratified train/val/test lists; quarantined files out, duplicate groups together."""
 
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -17,28 +18,61 @@ SPLITS = ("train", "val", "test")
 CLASSES_FILE = "classes.txt"
 
 
+def group_units(files: list[tuple[str, str]], groups: list[list[str]]) -> list[list[tuple[str, str]]]:
+    """Files joined into units that must share a split: a file and all its (near-)duplicates.
+
+    Groups are merged transitively; members that are not among `files` (quarantined) are ignored.
+    Every unit is sorted, and units are ordered by their first file.
+    """
+    parent = {path: path for path, _ in files}
+
+    def find(path: str) -> str:
+        while parent[path] != path:
+            parent[path] = parent[parent[path]]
+            path = parent[path]
+        return path
+
+    for group in groups:
+        present = [path for path in group if path in parent]
+        for other in present[1:]:
+            parent[find(other)] = find(present[0])
+    units: dict[str, list[tuple[str, str]]] = {}
+    for path, label in sorted(files):
+        units.setdefault(find(path), []).append((path, label))
+    return sorted(units.values())
+
+
 def stratified_split(
-    *, files: list[tuple[str, str]], val_fraction: float, test_fraction: float, seed: int
+    *,
+    files: list[tuple[str, str]],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    groups: list[list[str]] | None = None,
 ) -> dict[str, list[tuple[str, str]]]:
     """Split (path, label) pairs per class with the given fractions; the same seed gives the same split.
 
-    Each class is shuffled with its own generator seeded by (seed, class name), so adding a
-    class does not reshuffle the others.
+    Files in one of `groups` (duplicates and near-duplicates from the audit) move as one unit,
+    so no picture is trained on and then tested on in another copy. A unit is stratified under
+    the class of its first file. Each class is shuffled with its own generator seeded by
+    (seed, class name), so adding a class does not reshuffle the others.
     """
-    by_class: dict[str, list[tuple[str, str]]] = {}
-    for path, label in sorted(files):
-        by_class.setdefault(label, []).append((path, label))
+    by_class: dict[str, list[list[tuple[str, str]]]] = {}
+    for unit in group_units(files, groups or []):
+        by_class.setdefault(unit[0][1], []).append(unit)
     splits: dict[str, list[tuple[str, str]]] = {name: [] for name in SPLITS}
-    for label, members in sorted(by_class.items()):
+    for label, units in sorted(by_class.items()):
         class_seed = [seed, *label.encode()]
-        order = np.random.default_rng(class_seed).permutation(len(members))
-        count = len(members)
-        n_test = int(round(count * test_fraction))
-        n_val = int(round(count * val_fraction))
-        shuffled = [members[i] for i in order]
-        splits["test"].extend(shuffled[:n_test])
-        splits["val"].extend(shuffled[n_test : n_test + n_val])
-        splits["train"].extend(shuffled[n_test + n_val :])
+        order = np.random.default_rng(class_seed).permutation(len(units))
+        count = sum(len(unit) for unit in units)
+        targets = {"test": int(round(count * test_fraction)), "val": int(round(count * val_fraction))}
+        filled = {"test": 0, "val": 0}
+        for position in order:
+            unit = units[position]
+            name = next((name for name in ("test", "val") if filled[name] < targets[name]), "train")
+            if name != "train":
+                filled[name] += len(unit)
+            splits[name].extend(unit)
     return {name: sorted(items) for name, items in splits.items()}
 
 
@@ -69,12 +103,31 @@ def split_receipt(splits: dict[str, list[tuple[str, str]]], *, classes: list[str
     return receipt
 
 
-def run(*, data_dir: str, classes: list[str] | None, extensions: list[str], quarantine_file: str, split: SplitParams, out_dir: str) -> dict:
+def read_groups(audit_report: str | Path) -> list[list[str]]:
+    """Duplicate and near-duplicate groups from the audit report (none when there is no report)."""
+    path = Path(audit_report)
+    if not path.exists():
+        return []
+    report = json.loads(path.read_text())
+    return list(report.get("duplicate_groups", [])) + list(report.get("near_duplicate_groups", []))
+
+
+def run(
+    *,
+    data_dir: str,
+    classes: list[str] | None,
+    extensions: list[str],
+    quarantine_file: str,
+    audit_report: str,
+    split: SplitParams,
+    out_dir: str,
+) -> dict:
     listing = list_dataset(data_dir, classes=classes, extensions=extensions)
     quarantined = set(read_lines(quarantine_file))
     usable = [(path, label) for path, label in listing.files if path not in quarantined]
+    groups = read_groups(audit_report)
     splits = stratified_split(
-        files=usable, val_fraction=split.val_fraction, test_fraction=split.test_fraction, seed=split.seed
+        files=usable, val_fraction=split.val_fraction, test_fraction=split.test_fraction, seed=split.seed, groups=groups
     )
     for name in SPLITS:
         # An empty train split would only surface later as a confusing TensorFlow error.
@@ -83,7 +136,9 @@ def run(*, data_dir: str, classes: list[str] | None, extensions: list[str], quar
         write_split_csv(Path(out_dir) / f"{name}.csv", splits[name])
     # The class order fixes label indices for build, train and evaluate alike.
     write_lines(Path(out_dir) / CLASSES_FILE, listing.classes)
-    return split_receipt(splits, classes=listing.classes, excluded=len(listing.files) - len(usable))
+    receipt = split_receipt(splits, classes=listing.classes, excluded=len(listing.files) - len(usable))
+    receipt["groups_kept_together"] = sum(1 for unit in group_units(usable, groups) if len(unit) > 1)
+    return receipt
 
 
 def main(*, params_file: str = "params.yaml") -> int:
@@ -93,10 +148,14 @@ def main(*, params_file: str = "params.yaml") -> int:
         classes=params.data.classes,
         extensions=params.data.extensions,
         quarantine_file=params.paths.quarantine,
+        audit_report=params.paths.audit_report,
         split=params.split,
         out_dir=params.paths.splits_dir,
     )
     write_json(params.paths.split_metrics, receipt)
     sizes = ", ".join(f"{name} {receipt[name]['total']}" for name in SPLITS)
-    print(f"split: {sizes}; {receipt['files_excluded_by_audit']} quarantined files left out")
+    print(
+        f"split: {sizes}; {receipt['files_excluded_by_audit']} quarantined files left out; "
+        f"{receipt['groups_kept_together']} duplicate groups kept within one split"
+    )
     return 0

@@ -257,3 +257,31 @@ def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir
 
     stricter = params.audit.model_copy(update={"dark_below": 200.0})  # a per-file threshold changed
     assert audit.audit_dataset(root=demo_copy, data=params.data, policy=stricter, cache_file=cache).files_decoded == 61
+
+
+def test_split_keeps_duplicate_and_near_duplicate_groups_in_one_split(demo_copy, workdir):
+    from PIL import Image
+
+    # Ten pictures, each with a resized near-copy and an exact copy in its own class.
+    for index, source in enumerate(sorted((demo_copy / "circle").iterdir())[:10]):
+        picture = Image.open(source)
+        faults.write(demo_copy / "circle" / f"near_{index}.png", faults.encode(picture.resize((64, 64)).resize((32, 32)), "PNG"))
+        faults.write(demo_copy / "circle" / f"exact_{index}.jpg", source.read_bytes())
+    assert audit.main() == 0
+    assert split.main() == 0
+    params = load_params()
+    where = {row["path"]: name for name in split.SPLITS
+             for row in read_csv(Path(params.paths.splits_dir) / f"{name}.csv")}
+    for index, source in enumerate(sorted(p for p in (demo_copy / "circle").iterdir() if p.name.startswith("circle_"))[:10]):
+        members = {f"circle/{source.name}", f"circle/near_{index}.png", f"circle/exact_{index}.jpg"}
+        assert len({where[member] for member in members}) == 1, members  # never straddles splits
+    receipt = json.loads(Path(params.paths.split_metrics).read_text())
+    assert receipt["groups_kept_together"] == 10
+    assert sum(receipt[name]["total"] for name in split.SPLITS) == 80
+
+
+def test_group_units_merge_transitively_and_ignore_quarantined():
+    files = [("a", "x"), ("b", "x"), ("c", "y"), ("d", "y"), ("e", "y")]
+    # q is quarantined: it links nothing. b-c and c-e chain into one unit across classes.
+    units = split.group_units(files, [["a", "q"], ["q", "b"], ["b", "c"], ["e", "c"]])
+    assert units == [[("a", "x")], [("b", "x"), ("c", "y"), ("e", "y")], [("d", "y")]]
