@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.audit_cache import AuditCache, decode_result
 from pipeline.decode import DecodeError, decode_image
-from pipeline.files import Issue, list_dataset
+from pipeline.files import Issue, list_sources
 from pipeline.outputs import write_json, write_lines
 from pipeline.params import AuditParams, DataParams, load_params
 from pipeline.progress import progress
@@ -37,6 +37,10 @@ DEFAULT_SEVERITY = {
     "inf": "error",
     "label_conflict": "error",
     "symlink_outside": "error",
+    "path_outside_root": "error",
+    "missing_file": "warning",
+    "unknown_label": "warning",
+    "conflicting_rows": "warning",
     "extension_mismatch": "warning",
     "too_small": "warning",
     "constant": "warning",
@@ -127,8 +131,8 @@ def content_findings(image: np.ndarray, grey: np.ndarray, *, policy: AuditParams
     if aspect > policy.max_aspect_ratio:
         findings.append(("odd_aspect_ratio", f"{width}x{height} (ratio {aspect:.1f} > {policy.max_aspect_ratio}); "
                          "a square resize will distort it"))
-    if int(image.max()) == int(image.min()):
-        findings.append(("constant", f"every pixel has the value {int(image.max())}"))
+    if (image == image[0, 0]).all():
+        findings.append(("constant", f"every pixel has the colour {tuple(int(v) for v in image[0, 0])}"))
         return findings
     mean = float(grey.mean())
     if mean < policy.dark_below:
@@ -281,7 +285,7 @@ def audit_dataset(
     under the same thresholds and code; only new or changed files are decoded.
     """
     root = Path(root)
-    listing = list_dataset(root, classes=data.classes, extensions=data.extensions)
+    listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
     cache = AuditCache(cache_file, policy)
     known: dict[str, FileResult] = {}
     for path, label in listing.files:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.errors import DataError
 
@@ -123,3 +124,70 @@ def read_lines(path: str | Path) -> list[str]:
     if not path.exists():
         return []
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def list_manifest(
+    root: str | Path, *, manifest: str | Path, classes: list[str] | None, extensions: list[str]
+) -> Listing:
+    """List the files a labels manifest (CSV with `path,label` columns, paths relative to root) names.
+
+    Rows that cannot be trusted are reported and left out: `path_outside_root` (absolute or
+    `..` paths; never opened), `missing_file`, `unknown_label` (not in `classes`),
+    `conflicting_rows` (one path, two labels), and links leaving the root (`symlink_outside`).
+    """
+    root, manifest = Path(root), Path(manifest)
+    if not manifest.is_file():
+        raise DataError(f"labels manifest '{manifest}' does not exist; set data.manifest in params.yaml or remove it")
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise DataError(f"labels manifest '{manifest}' needs a header row with columns path,label; "
+                            f"found {reader.fieldnames}")
+        rows = [(row["path"].strip(), row["label"].strip()) for row in reader]
+    labels_seen = sorted({label for _, label in rows if label})
+    wanted = sorted(labels_seen) if classes is None else list(classes)
+    listing = Listing(root=root, classes=wanted)
+    by_path: dict[str, set[str]] = {}
+    for path, label in rows:
+        by_path.setdefault(path, set()).add(label)
+    allowed = set(extensions)
+    counts = dict.fromkeys(wanted, 0)
+    for path in sorted(by_path):
+        labels = sorted(by_path[path])
+        pure = PurePosixPath(path)
+        if pure.is_absolute() or ".." in pure.parts or not path:
+            listing.issues.append(Issue(path, "path_outside_root", "error",
+                                        "manifest path is absolute or climbs out with '..'; never opened"))
+            continue
+        if len(labels) > 1:
+            listing.issues.append(Issue(path, "conflicting_rows", "warning",
+                                        f"listed with labels {labels}; left out until the manifest agrees"))
+            continue
+        label = labels[0]
+        if label not in counts:
+            listing.issues.append(Issue(path, "unknown_label", "warning",
+                                        f"label '{label}' is not in the class list {wanted}; left out"))
+            continue
+        full = root / path
+        if full.is_symlink() and not _report_link(listing, root, full):
+            continue
+        if not full.is_file():
+            listing.issues.append(Issue(path, "missing_file", "warning", "named in the manifest but not on disk"))
+            continue
+        if full.suffix.lower() not in allowed:
+            listing.issues.append(Issue(path, "stray_file", "warning",
+                                        f"extension '{full.suffix}' is not in data.extensions"))
+            continue
+        listing.files.append((path, label))
+        counts[label] += 1
+    for label, count in counts.items():
+        if count == 0:
+            listing.issues.append(Issue(label, "missing_class", "warning", "configured class has no images"))
+    return listing
+
+
+def list_sources(root: str | Path, *, manifest: str | None, classes: list[str] | None, extensions: list[str]) -> Listing:
+    """The dataset's labelled files: from the labels manifest when one is configured, else from folders."""
+    if manifest:
+        return list_manifest(root, manifest=manifest, classes=classes, extensions=extensions)
+    return list_dataset(root, classes=classes, extensions=extensions)

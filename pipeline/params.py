@@ -45,10 +45,15 @@ AUDIT_KINDS = (
     "missing_class",
     "stray_file",
     "symlink_outside",
+    "missing_file",
+    "unknown_label",
+    "path_outside_root",
+    "conflicting_rows",
 )
 AuditKind = Literal[AUDIT_KINDS]  # type: ignore[valid-type]
 
 BLOCKING_KINDS = [
+    "path_outside_root",
     "unreadable",
     "empty_file",
     "not_an_image",
@@ -98,8 +103,11 @@ class DemoParams(_Section):
 
 class DataParams(_Section):
     dir: str = "data/demo"
-    # None: the class list is the sorted set of sub-folders of `dir`.
+    # None: the class list is the sorted set of sub-folders of `dir` (or of manifest labels).
     classes: list[str] | None = None
+    # Optional CSV with columns path,label (paths relative to `dir`) instead of class folders.
+    # Keep it inside `dir` so DVC sees it change.
+    manifest: str | None = None
     image_size: int = Field(75, ge=8, le=1024)
     extensions: list[str] = Field(
         default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.files import list_dataset, read_lines
+from pipeline.files import list_sources, read_lines
 from pipeline.outputs import write_json, write_lines
 from pipeline.params import SplitParams, load_params
 
@@ -116,13 +116,14 @@ def run(
     *,
     data_dir: str,
     classes: list[str] | None,
+    manifest: str | None,
     extensions: list[str],
     quarantine_file: str,
     audit_report: str,
     split: SplitParams,
     out_dir: str,
 ) -> dict:
-    listing = list_dataset(data_dir, classes=classes, extensions=extensions)
+    listing = list_sources(data_dir, manifest=manifest, classes=classes, extensions=extensions)
     quarantined = set(read_lines(quarantine_file))
     usable = [(path, label) for path, label in listing.files if path not in quarantined]
     groups = read_groups(audit_report)
@@ -146,6 +147,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     receipt = run(
         data_dir=params.data.dir,
         classes=params.data.classes,
+        manifest=params.data.manifest,
         extensions=params.data.extensions,
         quarantine_file=params.paths.quarantine,
         audit_report=params.paths.audit_report,

@@ -13,7 +13,7 @@ import pytest
 from pipeline import audit, build, demo_data, split
 from pipeline.params import DemoParams, load_params
 from tests import faults
-from tests.conftest import CLASSES, snapshot
+from tests.conftest import CLASSES, snapshot, tiny_params, write_params
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -285,3 +285,25 @@ def test_group_units_merge_transitively_and_ignore_quarantined():
     # q is quarantined: it links nothing. b-c and c-e chain into one unit across classes.
     units = split.group_units(files, [["a", "q"], ["q", "b"], ["b", "c"], ["e", "c"]])
     assert units == [[("a", "x")], [("b", "x"), ("c", "y"), ("e", "y")], [("d", "y")]]
+
+
+def test_manifest_dataset_flows_through_split_and_build(demo_set, workdir):
+    # The demo images, labelled by a manifest instead of by their folders.
+    root = workdir / "data" / "demo"
+    rows = []
+    for source in sorted(demo_set.rglob("*.jpg")):
+        target = root / "all" / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        rows.append(f"all/{source.name},{source.parent.name}")
+    (root / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    params = tiny_params()
+    params["data"]["manifest"] = "data/demo/labels.csv"
+    write_params(workdir, params)
+    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    manifest = json.loads((Path(load_params().paths.cache_dir) / build.MANIFEST).read_text())
+    assert manifest["classes"] == sorted(CLASSES)
+    assert sum(entry["count"] for entry in manifest["splits"].values()) == 60
+    train_rows = read_csv(Path(load_params().paths.splits_dir) / "train.csv")
+    assert all(row["path"].startswith("all/") for row in train_rows)
+    assert {row["label"] for row in train_rows} == set(CLASSES)
