@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = add("doctor", "check that model head, loss and labels agree, without training",
                  "Run the model contract check against the labels in the build cache: catches a sigmoid "
                  "head with categorical_crossentropy, width/class mismatches, from_logits mistakes.")
+    gate = add("gate", "compare metrics with thresholds and a git revision; exit 1 on a miss",
+               "Check metrics/*.json against gate.checks in params.yaml: absolute bars (min/max) and, with a "
+               "baseline revision, how far each metric may drop or rise compared with that revision "
+               "(e.g. --baseline main in a pull request). Prints a table; exit 1 when any check fails.")
+    gate.add_argument("--baseline", metavar="REV", help="git revision to compare with (default: gate.baseline)")
+    gate.add_argument("--format", choices=["text", "json"], default="text", help="(default: %(default)s)")
     doctor.add_argument("--model", dest="model_file", help="a compiled .keras file of your own (default: the model params describe)")
     return parser
 
@@ -70,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return audit.main(params_file=args.params, path=args.path, output_format=args.format, html_file=args.html_file,
                               cache_file=args.cache_file)
+        if args.command == "gate":
+            from pipeline import gate
+
+            return gate.main(params_file=args.params, baseline=args.baseline, output_format=args.format)
         if args.command == "doctor":
             from pipeline import doctor
 

@@ -207,6 +207,29 @@ class EvaluateParams(_Section):
     batch_size: int = Field(256, ge=1)
 
 
+class GateCheck(_Section):
+    """One metric rule for `trainwell gate`."""
+
+    metric: str = Field(description="FILE:KEY, e.g. metrics/eval.json:accuracy (dots reach nested keys)")
+    min: float | None = None
+    max: float | None = None
+    # Against the baseline revision: how far the metric may fall (or rise, for losses).
+    max_drop: float | None = Field(None, ge=0.0)
+    max_rise: float | None = Field(None, ge=0.0)
+
+
+class GateParams(_Section):
+    # A git revision to compare against (e.g. main); null compares with thresholds only.
+    baseline: str | None = None
+    checks: list[GateCheck] = Field(
+        default_factory=lambda: [
+            GateCheck(metric="metrics/eval.json:accuracy", min=0.95, max_drop=0.01),
+            GateCheck(metric="metrics/eval.json:macro_f1", min=0.9, max_drop=0.02),
+            GateCheck(metric="metrics/audit.json:errors", max=0),
+        ]
+    )
+
+
 class Params(_Section):
     paths: PathsParams = Field(default_factory=PathsParams)
     demo: DemoParams = Field(default_factory=DemoParams)
@@ -216,6 +239,7 @@ class Params(_Section):
     build: BuildParams = Field(default_factory=BuildParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    gate: GateParams = Field(default_factory=GateParams)
 
 
 def _describe_error(error: dict, root: type[BaseModel]) -> str:

@@ -13,7 +13,7 @@ from tests import faults
 from tests.conftest import run, snapshot, tiny_params, write_params
 
 
-@pytest.mark.parametrize("command", ["audit", "doctor", *STAGES])
+@pytest.mark.parametrize("command", ["audit", "doctor", "gate", *STAGES])
 def test_every_subcommand_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
@@ -25,7 +25,7 @@ def test_top_level_help_lists_stages(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ["audit", "doctor", *STAGES]:
+    for command in ["audit", "doctor", "gate", *STAGES]:
         assert command in out
 
 
