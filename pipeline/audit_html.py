@@ -29,17 +29,22 @@ display:flex;align-items:center;justify-content:center;color:#b00020;font-weight
 """
 
 
+def png_data_uri(image, *, size: int = THUMBNAIL_PIXELS) -> str:
+    """An RGB uint8 array as an inline PNG thumbnail (data: URI), so pages need no network."""
+    picture = Image.fromarray(image)
+    picture.thumbnail((size, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def thumbnail(path: Path, *, max_pixels: int) -> str | None:
     """A data: URI PNG thumbnail of an image file, or None when it cannot be decoded."""
     try:
         image = decode_image(path.read_bytes(), suffix=path.suffix, max_pixels=max_pixels).image
     except (OSError, DecodeError):
         return None
-    picture = Image.fromarray(image)
-    picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_data_uri(image)
 
 
 def _card(root: Path, path: str, caption: str, *, max_pixels: int, cache: dict[str, str | None]) -> str:

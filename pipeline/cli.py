@@ -22,6 +22,8 @@ STAGES = {
     "build": ("pipeline.build", "decode and resize every image once into the uint8 training cache"),
     "train": ("pipeline.train", "check the model contract, then train; never saves a model with NaN weights"),
     "evaluate": ("pipeline.evaluate", "test-split accuracy, per-class precision/recall/F1, confusion matrix"),
+    "label-review": ("pipeline.label_review", "k-fold out-of-fold predictions ranked by cleanlab into likely "
+                     "label errors; never relabels a file"),
 }
 
 

@@ -11,6 +11,47 @@ from pipeline.outputs import write_json
 from pipeline.params import load_params
 
 PREDICTIONS_FILE = "predictions.csv"
+RELIABILITY_FILE = "reliability.csv"
+PER_CLASS_FILE = "per_class.csv"
+CALIBRATION_BINS = 15
+
+
+def calibration(*, probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[float, list[dict]]:
+    """Expected calibration error (confidence = top probability, equal-width bins) and the
+    reliability table behind it: per non-empty bin, mean confidence, accuracy and count."""
+    if len(labels) == 0:
+        return 0.0, []
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    error, table = 0.0, []
+    for index in range(bins):
+        members = which == index
+        count = int(members.sum())
+        if not count:
+            continue
+        mean_confidence, accuracy = float(confidence[members].mean()), float(correct[members].mean())
+        error += abs(accuracy - mean_confidence) * count / len(labels)
+        table.append({"bin": index, "confidence": mean_confidence, "accuracy": accuracy, "count": count})
+    return float(error), table
+
+
+def top_k_accuracy(*, probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of examples whose true class is among the k most probable."""
+    if len(labels) == 0:
+        return 0.0
+    top = np.argsort(-probabilities, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
+def write_rows(path: str | Path, rows: list[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def classification_metrics(*, labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:
@@ -66,7 +107,13 @@ def main(*, params_file: str = "params.yaml") -> int:
     probabilities = model.predict(data.map(lambda images, labels: images), verbose=0)
     predictions = np.argmax(probabilities, axis=1) if len(test.labels) else np.zeros((0,), dtype=np.int64)
     metrics = classification_metrics(labels=test.labels, predictions=predictions, classes=test.classes)
+    metrics["expected_calibration_error"], reliability = calibration(probabilities=probabilities, labels=test.labels)
+    if test.num_classes > 5:
+        metrics["top_5_accuracy"] = top_k_accuracy(probabilities=probabilities, labels=test.labels, k=5)
     write_json(params.paths.eval_metrics, metrics)
+    report_dir = Path(params.paths.eval_report_dir)
+    write_rows(report_dir / RELIABILITY_FILE, reliability)
+    write_rows(report_dir / PER_CLASS_FILE, [{"class": name, **values} for name, values in metrics["per_class"].items()])
     write_predictions(
         Path(params.paths.eval_report_dir) / PREDICTIONS_FILE,
         paths=test.paths,
@@ -74,5 +121,8 @@ def main(*, params_file: str = "params.yaml") -> int:
         predictions=predictions,
         classes=test.classes,
     )
-    print(f"evaluate: accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} test images")
+    print(
+        f"evaluate: accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} test images; "
+        f"expected calibration error {metrics['expected_calibration_error']:.4f}"
+    )
     return 0

@@ -13,7 +13,7 @@ from tests.conftest import REPO_ROOT, run, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["demo_data", "audit", "split", "build", "train", "evaluate"]
+STAGES = ["demo_data", "audit", "split", "build", "label_review", "train", "evaluate"]
 
 
 def make_project(folder: Path, params: dict) -> Path:
@@ -51,7 +51,7 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path):
     changed = [line[3:] for line in run(["git", "status", "--porcelain", "-uall"], project).stdout.splitlines()]
     assert "dvc.lock" in changed
     allowed = {"dvc.lock", "metrics/audit.json", "metrics/split.json", "metrics/eval.json", "dvclive/metrics.json",
-               "reports/train/incidents.json"}
+               "metrics/labels.json", "reports/train/incidents.json"}
     assert [path for path in changed if path not in allowed and not path.endswith(".gitignore")] == []
 
     second = run(["dvc", "repro"], project)
@@ -65,7 +65,8 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path):
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = next(iter(shown.values()))["data"]
-    assert {"metrics/audit.json", "metrics/split.json", "dvclive/metrics.json", "metrics/eval.json"} <= set(files)
+    assert {"metrics/audit.json", "metrics/split.json", "dvclive/metrics.json", "metrics/eval.json",
+            "metrics/labels.json"} <= set(files)
 
     plots = run(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], project)
     html = (tmp_path / "plots" / "index.html").read_text()
@@ -75,7 +76,7 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path):
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "-m", "baseline"], project)
     experiment = run(["dvc", "exp", "run", "-S", "train.epochs=1"], project)
-    assert ran_stages(experiment.stdout) == ["train", "evaluate"]
+    assert ran_stages(experiment.stdout) == ["train", "evaluate"]  # label_review does not depend on epochs
     assert json.loads((project / "dvclive" / "metrics.json").read_text())["step"] == 0
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 1
 

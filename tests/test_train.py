@@ -53,6 +53,11 @@ def test_train_then_evaluate(built, capsys):
     assert len(rows) == 15 and set(rows[0]) == {"path", "actual", "predicted"}
     accuracy = np.mean([row["actual"] == row["predicted"] for row in rows])
     assert accuracy == pytest.approx(metrics["accuracy"])
+    assert 0.0 <= metrics["expected_calibration_error"] <= 1.0
+    with (Path(paths.eval_report_dir) / evaluate.RELIABILITY_FILE).open() as handle:
+        assert sum(int(row["count"]) for row in csv.DictReader(handle)) == 15
+    with (Path(paths.eval_report_dir) / evaluate.PER_CLASS_FILE).open() as handle:
+        assert len(list(csv.DictReader(handle))) == 5
 
 
 def test_sigmoid_head_is_refused_before_any_training_step(built):
@@ -125,3 +130,14 @@ def test_two_runs_give_bit_identical_weights(built):
         cache_dir=load_params().paths.cache_dir, train=train_params.model_copy(update={"seed": 1}), log_dir=None
     )
     assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights()))
+
+
+def test_calibration_and_top_k_are_exact():
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.05, 0.05, 0.9]])
+    labels = np.array([0, 1, 1, 2])
+    error, table = evaluate.calibration(probabilities=probabilities, labels=labels, bins=10)
+    # Bins: 0.9 (right, x2: 0.9 and 0.9 -> conf 0.9, acc 1.0), 0.6 (wrong), 0.5 (right).
+    assert [(row["count"], row["accuracy"]) for row in table] == [(1, 1.0), (1, 0.0), (2, 1.0)]
+    assert error == pytest.approx((0.5 * 1 + 0.6 * 1 + 0.1 * 2) / 4)
+    assert evaluate.top_k_accuracy(probabilities=probabilities, labels=labels, k=1) == 0.75
+    assert evaluate.top_k_accuracy(probabilities=probabilities, labels=labels, k=2) == 1.0

@@ -1,0 +1,117 @@
+"""Stage `label_review`: out-of-fold predictions on train+val, ranked by cleanlab into likely label errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from model.network import build_model
+from pipeline.dataset import load_split, make_eval_dataset, make_train_dataset, steps_per_epoch
+from pipeline.outputs import write_json
+from pipeline.params import LabelReviewParams, TrainParams, load_params
+
+SUSPECTS_FILE = "suspects.csv"
+SUGGESTED_FILE = "suggested_labels.csv"
+
+
+def stratified_folds(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
+    """A fold number per example: each class dealt round-robin over the folds after a seeded shuffle."""
+    assignment = np.empty(len(labels), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        assignment[members] = np.arange(len(members)) % folds
+    return assignment
+
+
+def out_of_fold_probabilities(
+    *, images: np.ndarray, labels: np.ndarray, num_classes: int, review: LabelReviewParams, train: TrainParams
+) -> np.ndarray:
+    """(N, num_classes) probabilities, each row from a model that never saw that example.
+
+    Columns follow the label indices (class order of the cache manifest), as cleanlab requires.
+    """
+    folds = stratified_folds(labels, folds=review.folds, seed=review.seed)
+    probabilities = np.zeros((len(labels), num_classes), dtype=np.float32)
+    for fold in range(review.folds):
+        keras.utils.set_random_seed(review.seed + fold)
+        held_out, kept = folds == fold, folds != fold
+        model = build_model(
+            num_classes=num_classes,
+            image_size=images.shape[1],
+            conv_filters=train.conv_filters,
+            kernel_size=train.kernel_size,
+            dense_units=train.dense_units,
+            output_activation="softmax",
+        )
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=review.learning_rate),
+                      loss="categorical_crossentropy")
+        count = int(kept.sum())
+        data = make_train_dataset(images=images[kept], labels=labels[kept], num_classes=num_classes,
+                                  batch_size=review.batch_size, seed=review.seed + fold, first_epoch=0,
+                                  epochs=review.epochs_per_fold)
+        model.fit(data, epochs=review.epochs_per_fold,
+                  steps_per_epoch=steps_per_epoch(count=count, batch_size=review.batch_size), verbose=0)
+        evaluation = make_eval_dataset(images=images[held_out], labels=labels[held_out], num_classes=num_classes,
+                                       batch_size=256)
+        probabilities[held_out] = model.predict(evaluation.map(lambda x, y: x), verbose=0)
+        print(f"label_review: fold {fold + 1}/{review.folds} done ({int(held_out.sum())} held-out images)",
+              file=sys.stderr)
+    return probabilities
+
+
+def rank_label_issues(
+    *, labels: np.ndarray, probabilities: np.ndarray, filter_by: str = "low_self_confidence"
+) -> list[tuple[int, float]]:
+    """(index, self-confidence) of likely label errors, most suspicious first, by confident learning."""
+    from cleanlab.filter import find_label_issues
+
+    ranked = find_label_issues(labels=labels, pred_probs=probabilities, filter_by=filter_by,
+                               return_indices_ranked_by="self_confidence")
+    return [(int(index), float(probabilities[index, labels[index]])) for index in ranked]
+
+
+def main(*, params_file: str = "params.yaml") -> int:
+    params = load_params(params_file)
+    paths, review = params.paths, params.label_review
+    parts = [load_split(cache_dir=paths.cache_dir, split=name) for name in ("train", "val")]
+    images = np.concatenate([part.images for part in parts])
+    labels = np.concatenate([part.labels for part in parts]).astype(np.int64)
+    file_paths = [path for part in parts for path in part.paths]
+    classes = parts[0].classes
+    probabilities = out_of_fold_probabilities(images=images, labels=labels, num_classes=len(classes),
+                                              review=review, train=params.train)
+    suspects = rank_label_issues(labels=labels, probabilities=probabilities, filter_by=review.filter_by)
+    report_dir = Path(paths.label_report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    # Kept for anyone who wants to re-rank with other cleanlab settings without retraining.
+    np.save(report_dir / "out_of_fold_probabilities.npy", probabilities)
+    suggested = probabilities.argmax(axis=1)
+    with (report_dir / SUSPECTS_FILE).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "given_label", "suggested_label", "score"])
+        for index, score in suspects:
+            writer.writerow([file_paths[index], classes[labels[index]], classes[suggested[index]], f"{score:.6f}"])
+    # A manifest a user may adopt (data.manifest): every file, flagged ones relabelled. Never applied here.
+    flagged = {index for index, _ in suspects}
+    with (report_dir / SUGGESTED_FILE).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        for index, path in enumerate(file_paths):
+            writer.writerow([path, classes[suggested[index] if index in flagged else labels[index]]])
+    from pipeline.label_html import render_suspects
+
+    (report_dir / "index.html").write_text(render_suspects(
+        suspects=[(file_paths[i], classes[labels[i]], classes[suggested[i]], score, images[i]) for i, score in suspects],
+        reviewed=len(labels)))
+    accuracy = float((suggested == labels).mean()) if len(labels) else math.nan
+    write_json(paths.label_metrics, {"files_reviewed": len(labels), "suspects": len(suspects),
+                                     "out_of_fold_accuracy": accuracy})
+    print(f"label_review: {len(suspects)} likely label errors among {len(labels)} train+val images "
+          f"(out-of-fold accuracy {accuracy:.4f}); see {report_dir / SUSPECTS_FILE}")
+    return 0
