@@ -13,6 +13,7 @@ from pipeline.params import load_params
 PREDICTIONS_FILE = "predictions.csv"
 RELIABILITY_FILE = "reliability.csv"
 PER_CLASS_FILE = "per_class.csv"
+HTML_FILE = "index.html"
 CALIBRATION_BINS = 15
 
 
@@ -114,6 +115,11 @@ def main(*, params_file: str = "params.yaml") -> int:
     report_dir = Path(params.paths.eval_report_dir)
     write_rows(report_dir / RELIABILITY_FILE, reliability)
     write_rows(report_dir / PER_CLASS_FILE, [{"class": name, **values} for name, values in metrics["per_class"].items()])
+    from pipeline.eval_html import render_evaluation
+
+    (report_dir / HTML_FILE).write_text(render_evaluation(
+        images=test.images, labels=test.labels, probabilities=probabilities, paths=test.paths, classes=test.classes,
+        metrics=metrics))
     write_predictions(
         Path(params.paths.eval_report_dir) / PREDICTIONS_FILE,
         paths=test.paths,

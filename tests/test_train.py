@@ -58,6 +58,19 @@ def test_train_then_evaluate(built, capsys):
         assert sum(int(row["count"]) for row in csv.DictReader(handle)) == 15
     with (Path(paths.eval_report_dir) / evaluate.PER_CLASS_FILE).open() as handle:
         assert len(list(csv.DictReader(handle))) == 5
+    page = (Path(paths.eval_report_dir) / evaluate.HTML_FILE).read_text()
+    assert "Most confident mistakes" in page and "Least confident correct" in page
+    assert "<script" not in page and page.count('src="data:image/png;base64,') >= 1
+
+
+def test_examples_are_picked_by_confidence():
+    from pipeline.eval_html import pick_examples
+
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55], [0.7, 0.3]])
+    labels = np.array([1, 1, 1, 1, 0])
+    mistakes, unsure = pick_examples(probabilities=probabilities, labels=labels, count=2)
+    assert mistakes == [0, 1]  # wrong with 0.9, then 0.6
+    assert unsure == [3, 4]  # right with 0.55, then 0.7
 
 
 def test_sigmoid_head_is_refused_before_any_training_step(built):
