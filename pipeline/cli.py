@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                "Check metrics/*.json against gate.checks in params.yaml: absolute bars (min/max) and, with a "
                "baseline revision, how far each metric may drop or rise compared with that revision "
                "(e.g. --baseline main in a pull request). Prints a table; exit 1 when any check fails.")
+    plots = add("plots", "dvc plots show as a page that renders offline (vega inlined)",
+                "Run `dvc plots show` with an HTML template that inlines vega, vega-lite and vega-embed "
+                "(fetched once from the npm registry with `npm pack` and cached), so the page renders "
+                "in a browser with no network.")
+    plots.add_argument("--out", default="dvc_plots", help="output folder (default: %(default)s)")
     gate.add_argument("--baseline", metavar="REV", help="git revision to compare with (default: gate.baseline)")
     gate.add_argument("--format", choices=["text", "json"], default="text", help="(default: %(default)s)")
     doctor.add_argument("--model", dest="model_file", help="a compiled .keras file of your own (default: the model params describe)")
@@ -78,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return audit.main(params_file=args.params, path=args.path, output_format=args.format, html_file=args.html_file,
                               cache_file=args.cache_file)
+        if args.command == "plots":
+            from pipeline import plots as plots_module
+
+            return plots_module.main(out=args.out)
         if args.command == "gate":
             from pipeline import gate
 
