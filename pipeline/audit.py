@@ -257,7 +257,8 @@ def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) ->
     if ratio <= policy.max_class_imbalance:
         return []
     return [Issue(smallest, "class_imbalance", "", f"{present[largest]} images in '{largest}' vs {present[smallest]} "
-                  f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); consider class weights")]
+                  f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); consider "
+                  "train.class_weight: balanced")]
 
 
 def _check_item(item: tuple[str, str], *, root: Path, policy: AuditParams) -> FileResult:

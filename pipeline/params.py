@@ -200,6 +200,8 @@ class TrainParams(_Section):
         "categorical_crossentropy"
     )
     from_logits: bool = False
+    # "balanced" weights each class's loss by n / (classes x count), for imbalanced data.
+    class_weight: Literal["none", "balanced"] = "none"
     guard: GuardParams = Field(default_factory=GuardParams)
     # Resume an interrupted run from its last completed epoch (same params and data only).
     resume: bool = True

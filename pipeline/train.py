@@ -50,6 +50,16 @@ def compile_model(*, model: keras.Model, train: TrainParams) -> None:
     )
 
 
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """n / (classes x count) per class, so every class contributes equally to the loss.
+
+    A class with no training images keeps weight 1.0 (it never occurs, but Keras wants a key).
+    """
+    counts = np.bincount(labels, minlength=num_classes)
+    total, present = counts.sum(), max(1, int((counts > 0).sum()))
+    return {index: float(total / (present * count)) if count else 1.0 for index, count in enumerate(counts)}
+
+
 def run_fingerprint(*, train: TrainParams, manifest: dict) -> str:
     """Identifies a run by its params and cached data: a backup is only resumed by the same run."""
     payload = json.dumps({"train": train.model_dump(mode="json"), "data": manifest}, sort_keys=True)
@@ -189,6 +199,11 @@ def train_model(
     )
     val_data = make_eval_dataset(images=val_split.images, labels=val_split.labels, **common)
     verbose = 2 if not sys.stdout.isatty() else "auto"
+    class_weight = None
+    if train.class_weight == "balanced":
+        class_weight = balanced_class_weights(train_split.labels, num_classes)
+        print("train: class weights " + ", ".join(
+            f"{train_split.classes[index]} {weight:.3f}" for index, weight in class_weight.items()))
     history = model.fit(
         train_data,
         validation_data=val_data,
@@ -196,6 +211,7 @@ def train_model(
         initial_epoch=first_epoch,
         steps_per_epoch=steps,
         callbacks=callbacks,
+        class_weight=class_weight,
         verbose=verbose,
     )
     summary = {

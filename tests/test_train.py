@@ -154,3 +154,16 @@ def test_calibration_and_top_k_are_exact():
     assert error == pytest.approx((0.5 * 1 + 0.6 * 1 + 0.1 * 2) / 4)
     assert evaluate.top_k_accuracy(probabilities=probabilities, labels=labels, k=1) == 0.75
     assert evaluate.top_k_accuracy(probabilities=probabilities, labels=labels, k=2) == 1.0
+
+
+def test_balanced_class_weights():
+    weights = train.balanced_class_weights(np.array([0, 0, 0, 1, 2, 2]), 4)
+    assert weights == {0: pytest.approx(6 / 9), 1: pytest.approx(2.0), 2: pytest.approx(1.0), 3: 1.0}
+
+
+def test_training_with_balanced_class_weights(built, capsys):
+    with_train(built, class_weight="balanced")
+    assert train.main() == 0
+    out = capsys.readouterr().out
+    assert "train: class weights circle 1.000" in out  # 6 images in each of 5 classes: all weights 1
+    assert train.weights_are_finite(keras.models.load_model(load_params().paths.model))
