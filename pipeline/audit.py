@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.audit_cache import AuditCache, decode_result
+from pipeline.audit_cache import AuditCache
 from pipeline.decode import DecodeError, decode_image
 from pipeline.files import Issue, list_sources
 from pipeline.outputs import write_json, write_lines
@@ -291,9 +291,9 @@ def audit_dataset(
     cache = AuditCache(cache_file, policy)
     known: dict[str, FileResult] = {}
     for path, label in listing.files:
-        entry = cache.lookup(root, path)
-        if entry is not None:
-            known[path] = decode_result(entry, path=path, label=label, result_type=FileResult)
+        row = cache.lookup(root, path)
+        if row is not None:
+            known[path] = cache.result_for(row, path=path, label=label, result_type=FileResult)
     todo = [item for item in listing.files if item[0] not in known]
     for result in _check_all(todo, root=root, policy=policy):
         cache.store(root, result.path, result)

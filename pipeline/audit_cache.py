@@ -30,40 +30,30 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def encode_result(result) -> dict:
-    return {
-        "findings": [list(finding) for finding in result.findings],
-        "pixel_hash": result.pixel_hash,
-        "perceptual_hash": None if result.perceptual_hash is None else result.perceptual_hash.tobytes().hex(),
-        "thumbnail": None if result.thumbnail is None else result.thumbnail.tobytes().hex(),
-    }
-
-
-def decode_result(entry: dict, *, path: str, label: str, result_type):
-    result = result_type(path=path, label=label)
-    result.findings = [tuple(finding) for finding in entry["findings"]]
-    result.pixel_hash = entry["pixel_hash"]
-    if entry["perceptual_hash"] is not None:
-        result.perceptual_hash = np.frombuffer(bytes.fromhex(entry["perceptual_hash"]), dtype=np.uint8)
-    if entry["thumbnail"] is not None:
-        result.thumbnail = np.frombuffer(bytes.fromhex(entry["thumbnail"]), dtype=np.uint8)
-    return result
-
-
 class AuditCache:
-    """{relative path: (size, mtime_ns, content hash, result)} in one JSON file.
+    """Per-file audit results from earlier runs, stored column-wise for a fast reload.
+
+    `cache.json` holds the fingerprint, the file paths, the findings of files that have any and
+    the near-duplicate pairs; the `cache.json.npz` sidecar holds, row by row, each file's size,
+    mtime, content hash, pixel hash, pHash and 8x8 thumbnail. (Per-file JSON objects took longer
+    to parse than the rest of a re-audit.)
 
     Lookup by (size, mtime) skips reading an unchanged file at all; a file whose stat changed is
     read and hashed, and reuses the result of any file with the same bytes (moved or touched).
-    Files no longer in the dataset drop out when the cache is saved. It is trainwell's own
-    scratch file, never the user's data.
+    Files no longer in the dataset drop out when the cache is saved, and nothing is written when
+    nothing changed. It is trainwell's own scratch state, never the user's data.
     """
 
     def __init__(self, path: str | Path | None, policy: AuditParams) -> None:
         self.path = Path(path) if path else None
         self.fingerprint = fingerprint(policy)
-        self.entries: dict[str, dict] = {}
-        self.fresh: dict[str, dict] = {}
+        self.index: dict[str, int] = {}  # path -> row of the stored columns
+        self.columns: dict[str, np.ndarray] = {}
+        self.sizes: list[int] = []
+        self.mtimes: list[int] = []
+        self.findings: dict[str, list] = {}
+        self.fresh: dict[str, tuple] = {}  # path -> ("row", row, size, mtime) | ("new", result, size, mtime, content)
+        self.dirty = False
         # Paths whose bytes are unchanged since the last run (matched by size and mtime).
         self.stable: set[str] = set()
         self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_pixel_difference]
@@ -73,18 +63,45 @@ class AuditCache:
         if self.path and self.path.exists():
             try:
                 stored = json.loads(self.path.read_text())
-            except (OSError, ValueError):
-                stored = {}
-            if stored.get("fingerprint") == self.fingerprint:
-                self.entries = stored.get("files", {})
+                with np.load(self._sidecar()) as sidecar:
+                    columns = {name: sidecar[name] for name in sidecar.files}
+            except (OSError, ValueError, KeyError):
+                stored, columns = {}, {}
+            if stored.get("fingerprint") == self.fingerprint and len(stored.get("paths", [])) == len(columns.get("size", [])):
+                self.index = {path: row for row, path in enumerate(stored["paths"])}
+                self.columns = columns
+                self.sizes, self.mtimes = columns["size"].tolist(), columns["mtime_ns"].tolist()
+                self.findings = stored.get("findings", {})
                 near = stored.get("near_duplicates", {})
                 if near.get("settings") == self.near_settings:
                     self.previous_near_pairs = near.get("pairs", [])
                     self.near_valid = True
-        self.by_content = {entry["content"]: entry for entry in self.entries.values()}
+        self.by_content = {digest: row for row, digest in enumerate(self.columns["content"].tolist())} \
+            if self.columns else {}
+        self.paths_by_row = {row: path for path, row in self.index.items()}
+        # Per-row Python values prepared once: rebuilding 3,000 results must cost microseconds each.
+        self.pixel_hex = [digest.hex() for digest in self.columns["pixel_hash"].tolist()] if self.columns else []
+        self.hash_rows = list(self.columns["perceptual_hash"]) if self.columns else []
+        self.thumb_rows = list(self.columns["thumbnail"]) if self.columns else []
 
-    def lookup(self, root: Path, path: str) -> dict | None:
-        """The cached result for root/path if its bytes are known, else None (must be decoded)."""
+    def _sidecar(self) -> Path:
+        assert self.path is not None
+        return self.path.with_name(self.path.name + ".npz")
+
+    def result_for(self, row: int, *, path: str, label: str, result_type):
+        """A FileResult rebuilt from stored row `row` (array rows are views, not copies)."""
+        result = result_type(path=path, label=label)
+        stored = self.findings.get(self.paths_by_row[row])
+        if stored:
+            result.findings = [tuple(finding) for finding in stored]
+        if self.pixel_hex[row]:
+            result.pixel_hash = self.pixel_hex[row]
+            result.perceptual_hash = self.hash_rows[row]
+            result.thumbnail = self.thumb_rows[row]
+        return result
+
+    def lookup(self, root: Path, path: str) -> int | None:
+        """The stored row for root/path if its bytes are known, else None (must be decoded)."""
         if not self.path:
             return None
         full = os.path.join(root, path)
@@ -92,21 +109,22 @@ class AuditCache:
             stat = os.stat(full, follow_symlinks=False)
         except OSError:
             return None
-        entry = self.entries.get(path)
-        if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
-            self.fresh[path] = entry
+        row = self.index.get(path)
+        if row is not None and self.sizes[row] == stat.st_size and self.mtimes[row] == stat.st_mtime_ns:
+            self.fresh[path] = ("row", row, stat.st_size, stat.st_mtime_ns)
             self.stable.add(path)
-            return entry["result"]
+            return row
         try:
             with open(full, "rb") as handle:
                 digest = content_hash(handle.read())
         except OSError:
             return None
-        known = self.by_content.get(digest)
+        known = self.by_content.get(bytes.fromhex(digest))  # S16 columns come back as bytes
         if known is None:
             return None
-        self.fresh[path] = {**known, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        return known["result"]
+        self.fresh[path] = ("row", known, stat.st_size, stat.st_mtime_ns)
+        self.dirty = True
+        return known
 
     def store(self, root: Path, path: str, result) -> None:
         if not self.path or any(kind == "unreadable" for kind, _ in result.findings):
@@ -116,15 +134,67 @@ class AuditCache:
             digest = content_hash((root / path).read_bytes())
         except OSError:
             return
-        self.fresh[path] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "content": digest,
-                            "result": encode_result(result)}
+        self.fresh[path] = ("new", result, stat.st_size, stat.st_mtime_ns, digest)
+        self.dirty = True
 
     def save(self) -> None:
-        """Write only this run's files, atomically."""
+        """Write this run's files (JSON + sidecar) atomically; skip when nothing changed."""
         if not self.path:
             return
+        if (not self.dirty and len(self.fresh) == len(self.index) and self.near_valid
+                and self.near_pairs == self.previous_near_pairs):
+            return
+        findings: dict[str, list] = {}
+        old_rows, new_results = [], []
+        for path, record in self.fresh.items():
+            if record[0] == "row":
+                old_rows.append(record[1])
+                stored = self.findings.get(self.paths_by_row[record[1]])
+                if stored:
+                    findings[path] = stored
+            else:
+                new_results.append(record)
+                if record[1].findings:
+                    findings[path] = [list(finding) for finding in record[1].findings]
+        # Reused rows are copied with one fancy-indexing gather per column; only new results
+        # are assembled one by one. Rows stay in `paths` order: reused first, then new.
+        paths = [path for path, record in self.fresh.items() if record[0] == "row"]
+        paths += [path for path, record in self.fresh.items() if record[0] == "new"]
+        reused = np.array(old_rows, dtype=np.int64)
+        order = [self.fresh[path] for path in paths]
+        size = [record[2] for record in order]
+        mtime = [record[3] for record in order]
+
+        def column(name: str, make, empty: np.ndarray) -> np.ndarray:
+            parts = [self.columns[name][reused]] if len(reused) else []
+            if new_results:
+                parts.append(np.array([make(record) for record in new_results], dtype=empty.dtype).reshape(
+                    (len(new_results), *empty.shape[1:])))
+            return np.concatenate(parts) if parts else empty
+
+        def vector(value, width: int) -> np.ndarray:
+            return value if value is not None else np.zeros(width, np.uint8)
+
+        content = column("content", lambda record: bytes.fromhex(record[4]), np.zeros(0, "S16"))
+        pixel = column("pixel_hash", lambda record: bytes.fromhex(record[1].pixel_hash) if record[1].pixel_hash
+                       else b"", np.zeros(0, "S16"))
+        phash = column("perceptual_hash", lambda record: vector(record[1].perceptual_hash, 8), np.zeros((0, 8), np.uint8))
+        thumb = column("thumbnail", lambda record: vector(record[1].thumbnail, 192), np.zeros((0, 192), np.uint8))
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        sidecar = self._sidecar()
+        temporary = sidecar.with_name(sidecar.name + ".tmp.npz")
+        np.savez(
+            temporary,
+            size=np.array(size, dtype=np.int64),
+            mtime_ns=np.array(mtime, dtype=np.int64),
+            content=content,
+            pixel_hash=pixel,
+            perceptual_hash=phash,
+            thumbnail=thumb,
+        )
+        os.replace(temporary, sidecar)
+        document = {"fingerprint": self.fingerprint, "paths": paths, "findings": findings,
+                    "near_duplicates": {"settings": self.near_settings, "pairs": self.near_pairs}}
         temporary = self.path.with_name(self.path.name + ".tmp")
-        near = {"settings": self.near_settings, "pairs": self.near_pairs}
-        temporary.write_text(json.dumps({"fingerprint": self.fingerprint, "files": self.fresh, "near_duplicates": near}))
+        temporary.write_text(json.dumps(document))
         os.replace(temporary, self.path)

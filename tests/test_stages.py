@@ -238,7 +238,7 @@ def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir
     fresh = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit)
     assert again.as_dict()["issues"] == fresh.as_dict()["issues"]
     assert (f"cross/{files[0].name}", "truncated") in {(i.path, i.kind) for i in again.issues}
-    stored = json.loads(cache.read_text())["files"]
+    stored = json.loads(cache.read_text())["paths"]
     assert f"cross/{files[1].name}" not in stored and "cross/new.png" in stored
 
     # Near-duplicate pairs are reused for unchanged files and found for changed ones.
