@@ -30,8 +30,9 @@ import numpy as np
 # cleanvision draws tqdm bars on stderr even with verbose=False.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from pipeline.audit import DEFAULT_SEVERITY, audit_dataset  # noqa: E402
+from pipeline.audit import audit_dataset  # noqa: E402
 from pipeline.demo_data import SHAPES, draw_shape, encode_jpeg  # noqa: E402
+from pipeline.kinds import DEFAULT_SEVERITY  # noqa: E402
 from pipeline.params import AuditParams, DataParams  # noqa: E402
 
 # cleanvision 0.3.7's issue types and the trainwell kind that covers each.

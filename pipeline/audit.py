@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 from collections import Counter, defaultdict
-import functools
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,49 +19,11 @@ import numpy as np
 from pipeline.audit_cache import AuditCache
 from pipeline.decode import DecodeError, decode_image
 from pipeline.files import Issue, list_sources
+from pipeline.kinds import DEFAULT_SEVERITY
 from pipeline.outputs import write_json, write_lines
 from pipeline.params import AuditParams, DataParams, load_params
 from pipeline.progress import progress
 from pipeline.similarity import grey_of, groups_from_pairs, near_duplicate_pairs, perceptual_hash, tiny_thumbnail
-
-# The severity a kind has when the policy does not make it an error. Conversions the
-# pipeline applies are info; things that are suspicious but trainable are warnings.
-DEFAULT_SEVERITY = {
-    "unreadable": "error",
-    "empty_file": "error",
-    "not_an_image": "error",
-    "corrupt": "error",
-    "truncated": "error",
-    "too_large": "error",
-    "nan": "error",
-    "inf": "error",
-    "label_conflict": "error",
-    "symlink_outside": "error",
-    "path_outside_root": "error",
-    "missing_file": "warning",
-    "unknown_label": "warning",
-    "conflicting_rows": "warning",
-    "extension_mismatch": "warning",
-    "too_small": "warning",
-    "constant": "warning",
-    "odd_aspect_ratio": "warning",
-    "dark": "warning",
-    "light": "warning",
-    "low_information": "warning",
-    "blurry": "warning",
-    "near_duplicate": "warning",
-    "class_imbalance": "warning",
-    "exact_duplicate": "warning",
-    "unknown_class": "warning",
-    "missing_class": "warning",
-    "stray_file": "warning",
-    "grayscale": "info",
-    "alpha": "info",
-    "cmyk": "info",
-    "high_bit_depth": "info",
-    "palette": "info",
-    "animated": "info",
-}
 
 
 @dataclass

@@ -9,62 +9,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ParamsError
+from pipeline.kinds import AUDIT_KINDS, BLOCKING_KINDS
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
-# Kinds of audit finding the skeleton audit can produce; issue kinds are stable names
-# that also appear in reports and in the policy lists below.
-AUDIT_KINDS = (
-    "unreadable",
-    "empty_file",
-    "not_an_image",
-    "extension_mismatch",
-    "corrupt",
-    "truncated",
-    "too_large",
-    "too_small",
-    "nan",
-    "inf",
-    "grayscale",
-    "alpha",
-    "cmyk",
-    "high_bit_depth",
-    "palette",
-    "animated",
-    "constant",
-    "odd_aspect_ratio",
-    "dark",
-    "light",
-    "low_information",
-    "blurry",
-    "near_duplicate",
-    "class_imbalance",
-    "exact_duplicate",
-    "label_conflict",
-    "unknown_class",
-    "missing_class",
-    "stray_file",
-    "symlink_outside",
-    "missing_file",
-    "unknown_label",
-    "path_outside_root",
-    "conflicting_rows",
-)
 AuditKind = Literal[AUDIT_KINDS]  # type: ignore[valid-type]
-
-BLOCKING_KINDS = [
-    "path_outside_root",
-    "unreadable",
-    "empty_file",
-    "not_an_image",
-    "corrupt",
-    "truncated",
-    "too_large",
-    "nan",
-    "inf",
-    "label_conflict",
-    "symlink_outside",
-]
 
 
 class _Section(BaseModel):
