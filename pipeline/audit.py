@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.audit_cache import AuditCache
+from pipeline.audit_cache import AuditCache, content_hash
 from pipeline.decode import DecodeError, decode_image
 from pipeline.files import Issue, list_sources
 from pipeline.kinds import DEFAULT_SEVERITY
@@ -33,6 +33,7 @@ class FileResult:
     path: str
     label: str
     findings: list[tuple[str, str]] = field(default_factory=list)
+    content_hash: str | None = None  # of the file's bytes, for the incremental cache
     pixel_hash: str | None = None
     perceptual_hash: np.ndarray | None = None  # 8 packed bytes
     thumbnail: np.ndarray | None = None  # 8x8 RGB, 192 uint8 values
@@ -122,6 +123,7 @@ def check_file(*, root: Path, path: str, label: str, policy: AuditParams) -> Fil
     except OSError as exc:
         result.findings.append(("unreadable", f"could not read the file: {exc.strerror or exc}"))
         return result
+    result.content_hash = content_hash(data)
     try:
         decoded = decode_image(data, suffix=full_path.suffix, max_pixels=policy.max_pixels)
     except DecodeError as exc:

@@ -127,14 +127,14 @@ class AuditCache:
         return known
 
     def store(self, root: Path, path: str, result) -> None:
-        if not self.path or any(kind == "unreadable" for kind, _ in result.findings):
-            return
+        """Remember a freshly checked file under the content hash check_file computed from its bytes."""
+        if not self.path or result.content_hash is None:
+            return  # unreadable: nothing to remember, it is checked again next time
         try:
-            stat = os.stat(root / path, follow_symlinks=False)
-            digest = content_hash((root / path).read_bytes())
+            stat = os.stat(os.path.join(root, path), follow_symlinks=False)
         except OSError:
             return
-        self.fresh[path] = ("new", result, stat.st_size, stat.st_mtime_ns, digest)
+        self.fresh[path] = ("new", result, stat.st_size, stat.st_mtime_ns, result.content_hash)
         self.dirty = True
 
     def save(self) -> None:
