@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
+
+if TYPE_CHECKING:
+    from pipeline.params import TrainParams
 
 
 def build_model(
@@ -31,3 +36,18 @@ def build_model(
     x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
     outputs = keras.layers.Dense(num_classes, activation=output_activation, dtype="float32", name="class_scores")(x)
     return keras.Model(inputs, outputs, name="trainwell_cnn")
+
+
+def model_for(
+    train: TrainParams, *, num_classes: int, image_size: int, output_activation: str | None = None
+) -> keras.Model:
+    """The network params' train section describes (output activation overridable, e.g. softmax
+    for the label-review fold models)."""
+    return build_model(
+        num_classes=num_classes,
+        image_size=image_size,
+        conv_filters=train.conv_filters,
+        kernel_size=train.kernel_size,
+        dense_units=train.dense_units,
+        output_activation=output_activation or train.output_activation,
+    )

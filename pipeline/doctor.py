@@ -13,7 +13,7 @@ from pipeline.params import load_params
 def main(*, params_file: str = "params.yaml", model_file: str | None = None) -> int:
     import keras
 
-    from model.network import build_model
+    from model.network import model_for
     from pipeline.train import compile_model
 
     params = load_params(params_file)
@@ -21,14 +21,7 @@ def main(*, params_file: str = "params.yaml", model_file: str | None = None) -> 
     num_classes = len(manifest["classes"])
     train = params.train
     if model_file is None:
-        model = build_model(
-            num_classes=num_classes,
-            image_size=manifest["image_shape"][0],
-            conv_filters=train.conv_filters,
-            kernel_size=train.kernel_size,
-            dense_units=train.dense_units,
-            output_activation=train.output_activation,
-        )
+        model = model_for(train, num_classes=num_classes, image_size=manifest["image_shape"][0])
         compile_model(model=model, train=train)
         loss, from_logits = train.loss, train.from_logits
         label_encoding = "sparse" if train.loss == "sparse_categorical_crossentropy" else "one_hot"

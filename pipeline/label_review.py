@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model.network import build_model
+from model.network import model_for
 from pipeline.dataset import load_split, make_eval_dataset, make_train_dataset, steps_per_epoch
 from pipeline.outputs import write_json
 from pipeline.params import LabelReviewParams, TrainParams, load_params
@@ -41,14 +41,7 @@ def out_of_fold_probabilities(
     for fold in range(review.folds):
         keras.utils.set_random_seed(review.seed + fold)
         held_out, kept = folds == fold, folds != fold
-        model = build_model(
-            num_classes=num_classes,
-            image_size=images.shape[1],
-            conv_filters=train.conv_filters,
-            kernel_size=train.kernel_size,
-            dense_units=train.dense_units,
-            output_activation="softmax",
-        )
+        model = model_for(train, num_classes=num_classes, image_size=images.shape[1], output_activation="softmax")
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=review.learning_rate),
                       loss="categorical_crossentropy")
         count = int(kept.sum())

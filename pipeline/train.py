@@ -15,8 +15,15 @@ import numpy as np
 import tensorflow as tf
 
 from model.contract import check_contract, check_coverage, raise_on_errors
-from model.network import build_model
-from pipeline.dataset import batch_indices, load_split, make_eval_dataset, make_train_dataset, read_manifest, steps_per_epoch
+from model.network import model_for
+from pipeline.dataset import (
+    batch_indices,
+    load_split,
+    make_eval_dataset,
+    make_train_dataset,
+    read_manifest,
+    steps_per_epoch,
+)
 from pipeline.guard import DivergenceGuard, TrainingDiverged, all_finite
 from pipeline.outputs import write_json
 from pipeline.params import TrainParams, load_params
@@ -122,14 +129,7 @@ def train_model(
     val_split = load_split(cache_dir=cache_dir, split="val")
     one_hot = train.loss != "sparse_categorical_crossentropy"
     num_classes, train_count = train_split.num_classes, len(train_split.labels)
-    model = build_model(
-        num_classes=num_classes,
-        image_size=train_split.images.shape[1],
-        conv_filters=train.conv_filters,
-        kernel_size=train.kernel_size,
-        dense_units=train.dense_units,
-        output_activation=train.output_activation,
-    )
+    model = model_for(train, num_classes=num_classes, image_size=train_split.images.shape[1])
     compile_model(model=model, train=train)
     steps = steps_per_epoch(count=train_count, batch_size=train.batch_size)
     problems = check_contract(
