@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from model.contract import check_contract, raise_on_errors
 from pipeline.dataset import read_manifest
@@ -26,6 +27,8 @@ def main(*, params_file: str = "params.yaml", model_file: str | None = None) -> 
         loss, from_logits = train.loss, train.from_logits
         label_encoding = "sparse" if train.loss == "sparse_categorical_crossentropy" else "one_hot"
     else:
+        if not Path(model_file).is_file():
+            raise ContractError(f"model file '{model_file}' does not exist; pass the path of a saved .keras model")
         model = keras.models.load_model(model_file)
         if getattr(model, "loss", None) is None:
             raise ContractError(f"'{model_file}' was saved without a compiled loss; compile it before saving")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import DataError
 from pipeline.outputs import write_json
 from pipeline.params import load_params
 
@@ -46,11 +47,12 @@ def top_k_accuracy(*, probabilities: np.ndarray, labels: np.ndarray, k: int) -> 
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-def write_rows(path: str | Path, rows: list[dict]) -> None:
+def write_rows(path: str | Path, rows: list[dict], *, fields: list[str] | None = None) -> None:
+    """A CSV with a header row (`fields`, else the first row's keys), creating parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer = csv.DictWriter(handle, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
         writer.writeheader()
         writer.writerows(rows)
 
@@ -83,17 +85,6 @@ def classification_metrics(*, labels: np.ndarray, predictions: np.ndarray, class
     }
 
 
-def write_predictions(path: str | Path, *, paths: list[str], labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> None:
-    """One row per test image: the table DVC's confusion template draws from."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "actual", "predicted"])
-        for file_path, label, prediction in zip(paths, labels, predictions):
-            writer.writerow([file_path, classes[label], classes[prediction]])
-
-
 def main(*, params_file: str = "params.yaml") -> int:
     import keras
 
@@ -101,6 +92,8 @@ def main(*, params_file: str = "params.yaml") -> int:
 
     params = load_params(params_file)
     test = load_split(cache_dir=params.paths.cache_dir, split="test")
+    if not Path(params.paths.model).exists():
+        raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
     model = keras.models.load_model(params.paths.model)
     data = make_eval_dataset(
         images=test.images, labels=test.labels, num_classes=test.num_classes, batch_size=params.evaluate.batch_size
@@ -120,13 +113,11 @@ def main(*, params_file: str = "params.yaml") -> int:
     (report_dir / HTML_FILE).write_text(render_evaluation(
         images=test.images, labels=test.labels, probabilities=probabilities, paths=test.paths, classes=test.classes,
         metrics=metrics))
-    write_predictions(
-        Path(params.paths.eval_report_dir) / PREDICTIONS_FILE,
-        paths=test.paths,
-        labels=test.labels,
-        predictions=predictions,
-        classes=test.classes,
-    )
+    # One row per test image: the table DVC's confusion template draws from.
+    write_rows(report_dir / PREDICTIONS_FILE, [
+        {"path": path, "actual": test.classes[label], "predicted": test.classes[prediction]}
+        for path, label, prediction in zip(test.paths, test.labels, predictions)
+    ], fields=["path", "actual", "predicted"])
     print(
         f"evaluate: accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} test images; "
         f"expected calibration error {metrics['expected_calibration_error']:.4f}"

@@ -127,3 +127,11 @@ def test_audit_stage_writes_the_html_page(demo_copy, workdir):
 
     assert main(["audit"]) == 0
     assert "No findings" in Path(load_params().paths.audit_html).read_text()
+
+
+def test_missing_model_files_say_what_to_do(demo_copy, workdir, capsys):
+    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    assert main(["evaluate"]) == 1
+    assert "run `dvc repro train` first" in capsys.readouterr().err
+    assert main(["doctor", "--model", "nowhere.keras"]) == 1
+    assert "'nowhere.keras' does not exist" in capsys.readouterr().err
