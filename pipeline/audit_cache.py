@@ -144,26 +144,26 @@ class AuditCache:
         if (not self.dirty and len(self.fresh) == len(self.index) and self.near_valid
                 and self.near_pairs == self.previous_near_pairs):
             return
+        # Rows are written reused-first, then new: reused rows are copied with one fancy-index
+        # gather per column, only new results are assembled one by one.
         findings: dict[str, list] = {}
-        old_rows, new_results = [], []
+        reused_paths, old_rows, new_paths, new_results = [], [], [], []
         for path, record in self.fresh.items():
             if record[0] == "row":
+                reused_paths.append(path)
                 old_rows.append(record[1])
                 stored = self.findings.get(self.paths_by_row[record[1]])
                 if stored:
                     findings[path] = stored
             else:
+                new_paths.append(path)
                 new_results.append(record)
                 if record[1].findings:
                     findings[path] = [list(finding) for finding in record[1].findings]
-        # Reused rows are copied with one fancy-indexing gather per column; only new results
-        # are assembled one by one. Rows stay in `paths` order: reused first, then new.
-        paths = [path for path, record in self.fresh.items() if record[0] == "row"]
-        paths += [path for path, record in self.fresh.items() if record[0] == "new"]
+        paths = reused_paths + new_paths
         reused = np.array(old_rows, dtype=np.int64)
-        order = [self.fresh[path] for path in paths]
-        size = [record[2] for record in order]
-        mtime = [record[3] for record in order]
+        size = [self.fresh[path][2] for path in paths]
+        mtime = [self.fresh[path][3] for path in paths]
 
         def column(name: str, make, empty: np.ndarray) -> np.ndarray:
             parts = [self.columns[name][reused]] if len(reused) else []
