@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.outputs import write_json
+from pipeline.outputs import write_json, write_rows
 from pipeline.params import load_params
 
 PREDICTIONS_FILE = "predictions.csv"
@@ -45,16 +44,6 @@ def top_k_accuracy(*, probabilities: np.ndarray, labels: np.ndarray, k: int) -> 
         return 0.0
     top = np.argsort(-probabilities, axis=1)[:, :k]
     return float((top == labels[:, None]).any(axis=1).mean())
-
-
-def write_rows(path: str | Path, rows: list[dict], *, fields: list[str] | None = None) -> None:
-    """A CSV with a header row (`fields`, else the first row's keys), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def classification_metrics(*, labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 
 from model.network import model_for
 from pipeline.dataset import load_split, make_eval_dataset, make_train_dataset, steps_per_epoch
-from pipeline.outputs import write_json
+from pipeline.outputs import write_json, write_rows
 from pipeline.params import LabelReviewParams, TrainParams, load_params
 
 SUSPECTS_FILE = "suspects.csv"
@@ -85,18 +84,17 @@ def main(*, params_file: str = "params.yaml") -> int:
     # Kept for anyone who wants to re-rank with other cleanlab settings without retraining.
     np.save(report_dir / "out_of_fold_probabilities.npy", probabilities)
     suggested = probabilities.argmax(axis=1)
-    with (report_dir / SUSPECTS_FILE).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "given_label", "suggested_label", "score"])
-        for index, score in suspects:
-            writer.writerow([file_paths[index], classes[labels[index]], classes[suggested[index]], f"{score:.6f}"])
+    write_rows(report_dir / SUSPECTS_FILE, [
+        {"path": file_paths[index], "given_label": classes[labels[index]],
+         "suggested_label": classes[suggested[index]], "score": f"{score:.6f}"}
+        for index, score in suspects
+    ], fields=["path", "given_label", "suggested_label", "score"])
     # A manifest a user may adopt (data.manifest): every file, flagged ones relabelled. Never applied here.
     flagged = {index for index, _ in suspects}
-    with (report_dir / SUGGESTED_FILE).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for index, path in enumerate(file_paths):
-            writer.writerow([path, classes[suggested[index] if index in flagged else labels[index]]])
+    write_rows(report_dir / SUGGESTED_FILE, [
+        {"path": path, "label": classes[suggested[index] if index in flagged else labels[index]]}
+        for index, path in enumerate(file_paths)
+    ], fields=["path", "label"])
     from pipeline.label_html import render_suspects
 
     (report_dir / "index.html").write_text(render_suspects(

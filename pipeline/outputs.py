@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -38,3 +39,13 @@ def clear_generated_dir(path: str | Path, *, marker: str) -> None:
             "Move it away or point the path in params.yaml `paths:` somewhere else"
         )
     shutil.rmtree(path)
+
+
+def write_rows(path: str | Path, rows: list[dict], *, fields: list[str] | None = None) -> None:
+    """A CSV with a header row (`fields`, else the first row's keys), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
+        writer.writeheader()
+        writer.writerows(rows)

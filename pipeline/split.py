@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.files import list_sources, read_lines
-from pipeline.outputs import write_json, write_lines
+from pipeline.outputs import write_json, write_lines, write_rows
 from pipeline.params import SplitParams, load_params
 
 SPLITS = ("train", "val", "test")
@@ -77,12 +77,7 @@ def stratified_split(
 
 
 def write_split_csv(path: str | Path, rows: list[tuple[str, str]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
+    write_rows(path, [{"path": file, "label": label} for file, label in rows], fields=["path", "label"])
 
 
 def read_split_csv(path: str | Path) -> list[tuple[str, str]]:
