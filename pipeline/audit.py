@@ -9,13 +9,14 @@ import multiprocessing
 import os
 import sys
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pipeline import storage
 from pipeline.audit_cache import AuditCache, content_hash
 from pipeline.decode import DecodeError, decode_image
 from pipeline.files import Issue, list_sources
@@ -114,18 +115,17 @@ def content_findings(image: np.ndarray, grey: np.ndarray, *, policy: AuditParams
     return findings
 
 
-def check_file(*, root: Path, path: str, label: str, policy: AuditParams) -> FileResult:
+def check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) -> FileResult:
     """Read and fully decode one file; never raises for a bad file, records why it is bad instead."""
     result = FileResult(path=path, label=label)
-    full_path = root / path
     try:
-        data = full_path.read_bytes()
+        data = storage.read_bytes(storage.join(root, path))
     except OSError as exc:
         result.findings.append(("unreadable", f"could not read the file: {exc.strerror or exc}"))
         return result
     result.content_hash = content_hash(data)
     try:
-        decoded = decode_image(data, suffix=full_path.suffix, max_pixels=policy.max_pixels)
+        decoded = decode_image(data, suffix=os.path.splitext(path)[1], max_pixels=policy.max_pixels)
     except DecodeError as exc:
         result.findings.append((exc.kind, exc.detail))
         return result
@@ -225,16 +225,21 @@ def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) ->
                   "train.class_weight: balanced")]
 
 
-def _check_item(item: tuple[str, str], *, root: Path, policy: AuditParams) -> FileResult:
+def _check_item(item: tuple[str, str], *, root: Path | str, policy: AuditParams) -> FileResult:
     path, label = item
     return check_file(root=root, path=path, label=label, policy=policy)
 
 
-def _check_all(items: list[tuple[str, str]], *, root: Path, policy: AuditParams) -> list[FileResult]:
+def _check_all(items: list[tuple[str, str]], *, root: Path | str, policy: AuditParams) -> list[FileResult]:
     workers = policy.workers or os.cpu_count() or 1
     check = functools.partial(_check_item, root=root, policy=policy)
     if workers == 1 or len(items) < 64:
         return [check(item) for item in progress(items, total=len(items), description="audit")]
+    if storage.is_remote(root):
+        # Object-store reads wait on the network, so threads overlap them; forked processes would
+        # each start tensorflow-io's S3 client (and its abort at exit, see storage.exit_process).
+        with ThreadPoolExecutor(max_workers=4 * workers) as pool:
+            return list(progress(pool.map(check, items), total=len(items), description="audit"))
     # Processes, not threads: per-file work is ~1 ms of mostly Python and small numpy calls,
     # so threads serialise on the GIL. Chunks amortise the pickling of each result.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
@@ -250,9 +255,10 @@ def audit_dataset(
     With `cache_file`, per-file results are reused for files whose bytes were audited before
     under the same thresholds and code; only new or changed files are decoded.
     """
-    root = Path(root)
+    root = str(root) if storage.is_remote(root) else Path(root)
     listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
-    cache = AuditCache(cache_file, policy)
+    # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
+    cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
     known: dict[str, FileResult] = {}
     for path, label in listing.files:
         row = cache.lookup(root, path)
@@ -341,7 +347,8 @@ def format_github(report: AuditReport) -> str:
     level = {"error": "error", "warning": "warning", "info": "notice"}
     lines = []
     for issue in report.issues:
-        path = (Path(report.root) / issue.path).as_posix()
+        path = storage.join(report.root, issue.path) if storage.is_remote(report.root) else (
+            Path(report.root) / issue.path).as_posix()
         detail = issue.detail.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         lines.append(f"::{level[issue.severity]} file={path},title={issue.kind}::{detail}")
     return "\n".join(lines)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from collections import defaultdict
 from pathlib import Path
 
 from PIL import Image
 
+from pipeline import storage
 from pipeline.decode import DecodeError, decode_image
 
 THUMBNAIL_PIXELS = 96
@@ -38,21 +40,24 @@ def png_data_uri(image, *, size: int = THUMBNAIL_PIXELS) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def thumbnail(path: Path, *, max_pixels: int) -> str | None:
+def thumbnail(path: Path | str, *, max_pixels: int) -> str | None:
     """A data: URI PNG thumbnail of an image file, or None when it cannot be decoded."""
     try:
-        image = decode_image(path.read_bytes(), suffix=path.suffix, max_pixels=max_pixels).image
+        image = decode_image(storage.read_bytes(path), suffix=os.path.splitext(str(path))[1], max_pixels=max_pixels).image
     except (OSError, DecodeError):
         return None
     return png_data_uri(image)
 
 
-def _card(root: Path, path: str, caption: str, *, max_pixels: int, cache: dict[str, str | None]) -> str:
-    full = root / path
+def _card(root: Path | str, path: str, caption: str, *, max_pixels: int, cache: dict[str, str | None]) -> str:
     if path not in cache:
-        # Never follow a link that leaves the dataset, even to draw a picture.
-        safe = full.is_file() and (not full.is_symlink() or full.resolve().is_relative_to(root.resolve()))
-        cache[path] = thumbnail(full, max_pixels=max_pixels) if safe else None
+        if storage.is_remote(root):
+            cache[path] = thumbnail(storage.join(root, path), max_pixels=max_pixels)
+        else:
+            full = root / path
+            # Never follow a link that leaves the dataset, even to draw a picture.
+            safe = full.is_file() and (not full.is_symlink() or full.resolve().is_relative_to(root.resolve()))
+            cache[path] = thumbnail(full, max_pixels=max_pixels) if safe else None
     uri = cache[path]
     picture = f'<img alt="" src="{uri}">' if uri else '<div class="missing">no image</div>'
     return f'<div class="card">{picture}<b>{html.escape(path)}</b><br>{html.escape(caption)}</div>'
@@ -60,7 +65,7 @@ def _card(root: Path, path: str, caption: str, *, max_pixels: int, cache: dict[s
 
 def render_html(report: dict, *, root: str | Path, max_pixels: int) -> str:
     """A self-contained page (inline CSS and data: images, no scripts, no network) for an audit report."""
-    root = Path(root)
+    root = root if storage.is_remote(root) else Path(root)
     summary = report["summary"]
     severity = summary["issues_by_severity"]
     cache: dict[str, str | None] = {}

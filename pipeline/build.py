@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from collections import Counter
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import storage
 from pipeline.decode import DecodeError, decode_image, resize_image
 from pipeline.errors import DataError
 from pipeline.files import read_lines
-from pipeline.outputs import clear_generated_dir, write_json
+from pipeline.outputs import clear_generated_dir
 from pipeline.params import load_params
 from pipeline.progress import progress
 from pipeline.split import CLASSES_FILE, SPLITS, read_split_csv
@@ -23,10 +25,11 @@ MANIFEST = "manifest.json"
 CACHE_FORMAT = 1
 
 
-def _decode_one(root: Path, path: str, size: int, max_pixels: int) -> np.ndarray | str:
+def _decode_one(root: Path | str, path: str, size: int, max_pixels: int) -> np.ndarray | str:
     """The resized image, or the reason it could not be decoded (never raises for a bad file)."""
     try:
-        decoded = decode_image((root / path).read_bytes(), suffix=Path(path).suffix, max_pixels=max_pixels)
+        decoded = decode_image(storage.read_bytes(storage.join(root, path)), suffix=os.path.splitext(path)[1],
+                               max_pixels=max_pixels)
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
     except DecodeError as exc:
@@ -36,12 +39,12 @@ def _decode_one(root: Path, path: str, size: int, max_pixels: int) -> np.ndarray
 
 def build_split(
     *,
-    root: Path,
+    root: Path | str,
     rows: list[tuple[str, str]],
     classes: list[str],
     image_size: int,
     shard_size: int,
-    out_dir: Path,
+    out_dir: Path | str,
     workers: int,
     max_pixels: int,
 ) -> dict:
@@ -54,7 +57,9 @@ def build_split(
     unknown = sorted({label for _, label in rows if label not in index})
     if unknown:
         raise DataError(f"labels {unknown} are not in the class list {classes}; re-run `dvc repro split`")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not storage.is_remote(out_dir):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    name = str(out_dir).rstrip("/").rsplit("/", 1)[-1]
     shards, skipped, paths = [], [], []
     counts: Counter[str] = Counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -62,7 +67,7 @@ def build_split(
             chunk = rows[start : start + shard_size]
             results = pool.map(lambda row: _decode_one(root, row[0], image_size, max_pixels), chunk)
             images, labels = [], []
-            for (path, label), result in zip(chunk, progress(results, total=len(chunk), description=f"build {out_dir.name}")):
+            for (path, label), result in zip(chunk, progress(results, total=len(chunk), description=f"build {name}")):
                 if isinstance(result, str):
                     skipped.append({"path": path, "reason": result})
                     continue
@@ -76,12 +81,12 @@ def build_split(
             image_array = np.stack(images).astype(np.uint8, copy=False)
             label_array = np.asarray(labels, dtype=np.int32)
             image_file, label_file = f"images-{number:05d}.npy", f"labels-{number:05d}.npy"
-            np.save(out_dir / image_file, image_array, allow_pickle=False)
-            np.save(out_dir / label_file, label_array, allow_pickle=False)
+            storage.save_npy(storage.join(out_dir, image_file), image_array)
+            storage.save_npy(storage.join(out_dir, label_file), label_array)
             digest = hashlib.sha256(image_array.tobytes())
             digest.update(label_array.tobytes())
             shards.append({"images": image_file, "labels": label_file, "count": len(images), "sha256": digest.hexdigest()})
-    (out_dir / "paths.txt").write_text("".join(f"{path}\n" for path in paths))
+    storage.write_bytes(storage.join(out_dir, "paths.txt"), "".join(f"{path}\n" for path in paths).encode())
     return {
         "count": sum(shard["count"] for shard in shards),
         "per_class": {label: counts.get(label, 0) for label in classes},
@@ -97,23 +102,24 @@ def build_cache(
     classes = read_lines(Path(splits_dir) / CLASSES_FILE)
     if not classes:
         raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
-    cache = Path(cache_dir)
-    # Rebuilt whole, but only when an earlier build made it (its manifest is the marker).
-    clear_generated_dir(cache, marker=MANIFEST)
+    if not storage.is_remote(cache_dir):
+        # Rebuilt whole, but only when an earlier build made it (its manifest is the marker).
+        # An object-store cache is overwritten shard by shard; the manifest names the live ones.
+        clear_generated_dir(Path(cache_dir), marker=MANIFEST)
     manifest = {"format": CACHE_FORMAT, "classes": classes, "image_shape": [image_size, image_size, 3], "splits": {}}
     for name in SPLITS:
         rows = read_split_csv(Path(splits_dir) / f"{name}.csv")
         manifest["splits"][name] = build_split(
-            root=Path(data_dir),
+            root=data_dir if storage.is_remote(data_dir) else Path(data_dir),
             rows=rows,
             classes=classes,
             image_size=image_size,
             shard_size=shard_size,
-            out_dir=cache / name,
+            out_dir=storage.join(cache_dir, name),
             workers=workers,
             max_pixels=max_pixels,
         )
-    write_json(cache / MANIFEST, manifest)
+    storage.write_bytes(storage.join(cache_dir, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
 
 

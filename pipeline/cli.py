@@ -102,3 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainwell {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
 
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point: main()'s status as the exit code, safely after object-store I/O."""
+    from pipeline.storage import exit_process
+
+    exit_process(main(argv))
+

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from pipeline import storage
 from pipeline.errors import DataError
 
 
@@ -27,7 +28,7 @@ class Issue:
 class Listing:
     """Files found under a dataset root, with the problems visible from the layout alone."""
 
-    root: Path
+    root: Path | str  # a str for object-store URLs
     classes: list[str]
     files: list[tuple[str, str]] = field(default_factory=list)  # (relative path, class)
     issues: list[Issue] = field(default_factory=list)
@@ -47,6 +48,8 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
     With `classes=None` every sub-folder is a class. Files are returned in sorted order so
     every later stage sees the same sequence on every machine.
     """
+    if storage.is_remote(root):
+        return list_remote_dataset(str(root), classes=classes, extensions=extensions)
     root = Path(root)
     if not root.is_dir():
         raise DataError(
@@ -83,6 +86,38 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
                     continue
                 listing.files.append((relative, label))
                 count += 1
+        if count == 0:
+            listing.issues.append(Issue(label, "missing_class", "warning", "configured class has no images"))
+    return listing
+
+
+def list_remote_dataset(root: str, *, classes: list[str] | None, extensions: list[str]) -> Listing:
+    """list_dataset for an object store (s3://bucket/prefix): same checks, no links to follow there."""
+    by_class: dict[str, list[str]] = {}
+    listing = Listing(root=root, classes=[])
+    for relative in storage.walk_files(root):
+        if "/" not in relative:
+            listing.issues.append(Issue(relative, "stray_file", "warning", "file outside any class folder is ignored"))
+            continue
+        by_class.setdefault(relative.split("/", 1)[0], []).append(relative)
+    wanted = sorted(by_class) if classes is None else list(classes)
+    listing.classes = wanted
+    allowed = set(extensions)
+    for name in sorted(set(by_class) - set(wanted)):
+        listing.issues.append(
+            Issue(name, "unknown_class", "warning", f"folder is not in the class list {wanted}; its files are ignored")
+        )
+    for label in wanted:
+        count = 0
+        for relative in by_class.get(label, []):
+            suffix = os.path.splitext(relative)[1]
+            if suffix.lower() not in allowed:
+                listing.issues.append(
+                    Issue(relative, "stray_file", "warning", f"extension '{suffix}' is not in data.extensions")
+                )
+                continue
+            listing.files.append((relative, label))
+            count += 1
         if count == 0:
             listing.issues.append(Issue(label, "missing_class", "warning", "configured class has no images"))
     return listing
@@ -135,6 +170,8 @@ def list_manifest(
     `..` paths; never opened), `missing_file`, `unknown_label` (not in `classes`),
     `conflicting_rows` (one path, two labels), and links leaving the root (`symlink_outside`).
     """
+    if storage.is_remote(root):
+        raise DataError(f"data.manifest is supported for local folders only, not '{root}'; use class folders there")
     root, manifest = Path(root), Path(manifest)
     if not manifest.is_file():
         raise DataError(f"labels manifest '{manifest}' does not exist; set data.manifest in params.yaml or remove it")
