@@ -59,6 +59,8 @@ class DivergenceGuard(keras.callbacks.Callback):
         batch_size: int,
         train_count: int,
         paths_for_batch: Callable[[int, int], list[str]] | None = None,
+        batch_sizes: Callable[[int], list[int]] | None = None,
+        steps_per_execution: int = 1,
     ) -> None:
         super().__init__()
         self.check_every = check_every
@@ -71,6 +73,11 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.batch_size = batch_size
         self.train_count = train_count
         self.paths_for_batch = paths_for_batch
+        # epoch -> examples in each of its steps, when batches are not all batch_size (see
+        # dataset.batch_bounds); with steps_per_execution > 1 Keras reports once per call.
+        self.batch_sizes = batch_sizes
+        self._sizes: list[int] | None = None
+        self.steps_per_execution = steps_per_execution
         self.incidents: list[dict] = []
         self._recent: deque[float] = deque(maxlen=spike_window)
         self._shadow: list[tf.Variable] | None = None
@@ -125,14 +132,14 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
+        self._sizes = self.batch_sizes(epoch) if self.batch_sizes is not None else None
         self._seen, self._mean = 0, 0.0
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         running = (logs or {}).get("loss")
         if running is None:
             return
-        size = min(self.batch_size, self.train_count - batch * self.batch_size)
-        size = size if size > 0 else self.batch_size
+        size = self._examples_in_call(batch)
         running = float(running)
         batch_loss = (running * (self._seen + size) - self._mean * self._seen) / size if math.isfinite(running) else running
         problem = None
@@ -149,7 +156,7 @@ class DivergenceGuard(keras.callbacks.Callback):
             and batch_loss > self.spike_factor * float(np.median(self._recent))
         ):
             problem = "loss_spike"
-        elif (batch + 1) % self.check_every == 0:
+        elif (batch // self.steps_per_execution + 1) % self.check_every == 0:
             # Checks the weights and, only when they are finite, copies them as the new snapshot.
             before = self._snapshot_at
             self._take_snapshot(batch)
@@ -162,6 +169,15 @@ class DivergenceGuard(keras.callbacks.Callback):
             return
         self._roll_back(step=batch, kind=problem, loss=batch_loss)
 
+    def _examples_in_call(self, batch: int) -> int:
+        """Examples behind the loss Keras just reported: one batch, or one compiled call's batches."""
+        steps = range(batch, batch + self.steps_per_execution)
+        if self._sizes is not None:
+            size = sum(self._sizes[step] for step in steps if step < len(self._sizes))
+        else:
+            size = sum(max(0, min(self.batch_size, self.train_count - step * self.batch_size)) for step in steps)
+        return size if size > 0 else self.batch_size
+
     def _roll_back(self, *, step: int, kind: str, loss: float) -> None:
         learning_rate = self.model.optimizer.learning_rate
         old_rate = float(np.asarray(learning_rate))
@@ -172,7 +188,10 @@ class DivergenceGuard(keras.callbacks.Callback):
         # The running means now include the bad batch; start them again.
         self.model.reset_metrics()
         self._seen, self._mean = 0, 0.0
-        files = self.paths_for_batch(self._epoch, step) if self.paths_for_batch else []
+        files = []
+        if self.paths_for_batch:
+            for offset in range(self.steps_per_execution):
+                files += self.paths_for_batch(self._epoch, step + offset)
         incident = {
             "epoch": self._epoch + 1,  # 1-based, as Keras prints "Epoch 5/40"
             "step": step,
