@@ -70,6 +70,13 @@ def check_contract(
             Problem("error", f"the model outputs {width} scores but the data has {num_classes} classes; "
                     f"make the last Dense layer {num_classes} units wide")
         )
+    output_dtype = getattr(model.outputs[0], "dtype", "float32") if model.outputs else "float32"
+    if str(output_dtype) not in ("float32", "float64"):
+        problems.append(
+            Problem("error", f"the model outputs {output_dtype} scores; under mixed precision the last layer must "
+                    "compute in float32 (Dense(..., dtype='float32')), or softmax rounds small probabilities to 0 "
+                    "and the loss to Inf")
+        )
     if loss_name not in PROBABILITY_LOSSES:
         problems.append(Problem("warning", f"loss '{loss_name}' is not a classification loss trainwell knows; "
                                 "checks on it are skipped"))

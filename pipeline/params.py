@@ -154,6 +154,26 @@ class TrainParams(_Section):
     guard: GuardParams = Field(default_factory=GuardParams)
     # Resume an interrupted run from its last completed epoch (same params and data only).
     resume: bool = True
+    # Where the steps run (README "Scaling out"). batch_size is the GLOBAL batch, split evenly
+    # over all replicas, so results do not depend on the device count; when you raise it for
+    # more devices, scale learning_rate with it yourself (linear scaling is a starting point).
+    # default: one device (the first GPU if any); mirrored: every local GPU, or every logical
+    # CPU device when there is no GPU; multi_worker: MultiWorkerMirroredStrategy over TF_CONFIG.
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    # Peak memory (MiB) the training input may take. A split is held in memory (fastest) while
+    # about 4x its decoded size fits (train first, then val); the rest streams from the cache one
+    # shard (build.shard_size images) at a time. 4096 keeps splits up to ~1 GiB decoded in memory.
+    memory_budget_mb: int = Field(4096, ge=0)
+    # Split the CPU into this many logical devices before TensorFlow starts (0: leave it), so
+    # the mirrored code path runs and is tested on a machine without GPUs.
+    cpu_devices: int = Field(0, ge=0, le=64)
+    # GPU speed switches, off by default and harmless on CPU. The softmax head stays float32.
+    # float32, or a Keras mixed policy by name ("off" is avoided: YAML 1.1 reads it as false).
+    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit_compile: bool = False  # XLA
+    # Batches per compiled call: fewer host round trips on fast accelerators. The guard then
+    # sees one loss per call and rolls back whole calls.
+    steps_per_execution: int = Field(1, ge=1)
 
 
 class EvaluateParams(_Section):

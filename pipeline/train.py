@@ -16,14 +16,8 @@ import tensorflow as tf
 
 from model.contract import check_contract, check_coverage, raise_on_errors
 from model.network import model_for
-from pipeline.dataset import (
-    batch_indices,
-    load_split,
-    make_eval_dataset,
-    make_train_dataset,
-    read_manifest,
-    steps_per_epoch,
-)
+from pipeline.dataset import plan_inputs, read_manifest
+from pipeline.distribute import build_from_local_batch, configure_cpu_devices, distribute_dataset, make_strategy
 from pipeline.guard import DivergenceGuard, TrainingDiverged, all_finite
 from pipeline.outputs import write_json
 from pipeline.params import TrainParams, load_params
@@ -34,17 +28,35 @@ BACKUP_STATE = "state.npz"
 BACKUP_META = "meta.json"
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, *, deterministic_ops: bool = True) -> None:
     """Python, numpy and TF seeds plus deterministic TF ops: same inputs, same weights, bit for bit."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        # The switch is process-wide and TF exports no public way back (an earlier run in the
+        # same process, e.g. a test, may have turned it on).
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
+
+
+def fitting_steps_per_execution(requested: int, *step_counts: int) -> int:
+    """The largest value <= requested that divides every epoch's step count.
+
+    Keras runs a compiled call of steps_per_execution batches whole, so a count that does not
+    divide the epoch would pull batches of the next epoch into this one (and, for validation,
+    count some images twice).
+    """
+    common = math.gcd(*step_counts) if step_counts else 1
+    return max(value for value in range(1, requested + 1) if common % value == 0)
 
 
 def weights_are_finite(model: keras.Model) -> bool:
     return all_finite(model.weights)
 
 
-def compile_model(*, model: keras.Model, train: TrainParams) -> None:
+def compile_model(*, model: keras.Model, train: TrainParams, steps_per_execution: int = 1) -> None:
     loss_classes = {
         "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
         "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
@@ -54,7 +66,20 @@ def compile_model(*, model: keras.Model, train: TrainParams) -> None:
         optimizer=keras.optimizers.Adam(learning_rate=train.learning_rate),
         loss=loss_classes[train.loss](from_logits=train.from_logits),
         metrics=["accuracy"],
+        jit_compile=train.jit_compile,
+        steps_per_execution=steps_per_execution,
     )
+
+
+def build_network(*, train: TrainParams, num_classes: int, image_size: int) -> keras.Model:
+    """The network under train.mixed_precision; the global dtype policy is restored afterwards."""
+    previous = keras.mixed_precision.dtype_policy()
+    if train.mixed_precision != "float32":
+        keras.mixed_precision.set_dtype_policy(train.mixed_precision)
+    try:
+        return model_for(train, num_classes=num_classes, image_size=image_size)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -124,14 +149,43 @@ def train_model(
     *, cache_dir: str, train: TrainParams, log_dir: str | None, backup_dir: str | None = None
 ) -> tuple[keras.Model, dict]:
     """Build, check and fit; return the model and a summary. Raises ContractError before any step."""
-    seed_everything(train.seed)
-    train_split = load_split(cache_dir=cache_dir, split="train")
-    val_split = load_split(cache_dir=cache_dir, split="val")
+    # Devices and the strategy come first: TF must not have started, and multi-worker collectives
+    # must be set up before any other op.
+    configure_cpu_devices(train.cpu_devices)
+    strategy = make_strategy(train.strategy)
+    replicas = strategy.num_replicas_in_sync
+    # Keras turns XLA off while op determinism is on (not every XLA kernel is deterministic):
+    # jit_compile trades bit-exact reruns for speed.
+    seed_everything(train.seed, deterministic_ops=not train.jit_compile)
+    if train.jit_compile:
+        print("train: XLA on; TF op determinism off, so reruns may differ in the last bits")
+    inputs = plan_inputs(cache_dir=cache_dir, splits=["train", "val"], memory_budget_bytes=train.memory_budget_mb << 20)
+    train_input, val_input = inputs["train"], inputs["val"]
+    train_split, val_split = train_input.split, val_input.split
+    for name, plan in inputs.items():
+        if plan.streaming:
+            print(f"train: streaming the {name} split from {len(plan.split.counts)} shards "
+                  f"({plan.split.image_bytes / 2**20:.0f} MiB > train.memory_budget_mb)")
     one_hot = train.loss != "sparse_categorical_crossentropy"
     num_classes, train_count = train_split.num_classes, len(train_split.labels)
-    model = model_for(train, num_classes=num_classes, image_size=train_split.images.shape[1])
-    compile_model(model=model, train=train)
-    steps = steps_per_epoch(count=train_count, batch_size=train.batch_size)
+    layout = dict(batch_size=train.batch_size, replicas=replicas)
+    steps = train_input.steps(**layout)
+    validation_steps = val_input.steps(batch_size=train.batch_size, replicas=min(replicas, len(val_split.labels)))
+    steps_per_execution = fitting_steps_per_execution(
+        train.steps_per_execution, steps, *([validation_steps] if validation_steps else [])
+    )
+    if steps_per_execution != train.steps_per_execution:
+        print(f"train: steps_per_execution {steps_per_execution} instead of {train.steps_per_execution}, to divide "
+              f"the {steps} training and {validation_steps} validation steps of an epoch")
+    with strategy.scope():
+        model = build_network(train=train, num_classes=num_classes, image_size=train_split.image_shape[0])
+        compile_model(model=model, train=train, steps_per_execution=steps_per_execution)
+        # Adam's slots are built now, inside the scope, so they mirror like the weights do
+        # (the guard snapshots them and a resumed run restores them).
+        model.optimizer.build(model.trainable_variables)
+    build_from_local_batch(model, strategy)
+    if replicas > 1:
+        print(f"train: {train.strategy} strategy over {replicas} replicas; global batch {train.batch_size}")
     problems = check_contract(
         model=model,
         loss=train.loss,
@@ -149,13 +203,16 @@ def train_model(
     fingerprint = run_fingerprint(train=train, manifest=read_manifest(cache_dir))
     first_epoch, earlier_incidents = 0, []
     if backup_dir is not None and train.resume:
-        meta = restore_backup(model=model, folder=Path(backup_dir), fingerprint=fingerprint)
+        with strategy.scope():
+            meta = restore_backup(model=model, folder=Path(backup_dir), fingerprint=fingerprint)
         if meta is not None:
             first_epoch, earlier_incidents = meta["epoch"] + 1, meta["incidents"]
             print(f"train: resuming after epoch {first_epoch} from the backup in {backup_dir}")
 
     def paths_for_batch(epoch: int, step: int) -> list[str]:
-        indices = batch_indices(seed=train.seed, epoch=epoch, step=step, count=train_count, batch_size=train.batch_size)
+        if step >= steps:
+            return []
+        indices = train_input.epoch_batches(seed=train.seed, epoch=epoch, **layout)[step]
         return [train_split.paths[int(index)] for index in indices]
 
     guard_params = train.guard
@@ -172,6 +229,8 @@ def train_model(
             batch_size=train.batch_size,
             train_count=train_count,
             paths_for_batch=paths_for_batch,
+            batch_sizes=lambda epoch: train_input.step_sizes(seed=train.seed, epoch=epoch, **layout),
+            steps_per_execution=steps_per_execution,
         )
         guard.incidents.extend(earlier_incidents)
         callbacks.append(guard)
@@ -188,30 +247,28 @@ def train_model(
         live = Live(dir=log_dir, dvcyaml=None, save_dvc_exp=False, report=None)
         callbacks.append(DVCLiveCallback(live=live))
 
-    common = dict(num_classes=num_classes, batch_size=train.batch_size, one_hot=one_hot)
-    train_data = make_train_dataset(
-        images=train_split.images,
-        labels=train_split.labels,
-        seed=train.seed,
-        first_epoch=first_epoch,
-        epochs=train.epochs,
-        **common,
-    )
-    val_data = make_eval_dataset(images=val_split.images, labels=val_split.labels, **common)
-    verbose = 2 if not sys.stdout.isatty() else "auto"
-    class_weight = None
+    class_weights = None
     if train.class_weight == "balanced":
-        class_weight = balanced_class_weights(train_split.labels, num_classes)
+        class_weights = balanced_class_weights(train_split.labels, num_classes)
         print("train: class weights " + ", ".join(
-            f"{train_split.classes[index]} {weight:.3f}" for index, weight in class_weight.items()))
+            f"{train_split.classes[index]} {weight:.3f}" for index, weight in class_weights.items()))
+    common = dict(num_classes=num_classes, batch_size=train.batch_size, one_hot=one_hot)
+    train_data = distribute_dataset(strategy, lambda **shard: train_input.train_dataset(
+        seed=train.seed, first_epoch=first_epoch, epochs=train.epochs, class_weights=class_weights, **common, **shard))
+    # Repeated, with validation_steps = one full pass: Keras keeps one validation iterator
+    # across epochs when validation_steps is given.
+    val_data = distribute_dataset(strategy, lambda **shard: val_input.eval_dataset(**common, **shard).repeat())
+    verbose = 2 if not sys.stdout.isatty() else "auto"
     history = model.fit(
         train_data,
         validation_data=val_data,
         epochs=train.epochs,
         initial_epoch=first_epoch,
         steps_per_epoch=steps,
+        # The exact number of validation batches (all of them): a distributed dataset has no
+        # length Keras can read, and guessing would end on an "ran out of data" warning.
+        validation_steps=validation_steps or None,
         callbacks=callbacks,
-        class_weight=class_weight,
         verbose=verbose,
     )
     summary = {

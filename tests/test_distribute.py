@@ -1,0 +1,212 @@
+"""tf.distribute on a CPU-only machine: mirrored on virtual CPU devices, two localhost workers, speed switches."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import audit, build, demo_data, split, train
+from pipeline.dataset import batch_bounds, make_eval_dataset, make_train_dataset
+from pipeline.params import load_params
+from tests.conftest import run, tiny_params, tool_env, write_params
+
+# Every distributed run happens in a fresh `trainwell train` process: devices and
+# MultiWorkerMirroredStrategy must be configured before TensorFlow starts.
+
+
+def _train_params(**train_overrides) -> dict:
+    params = tiny_params(images_per_class=80, image_size=32, epochs=10)
+    params["data"]["dir"] = params["paths"]["demo_dir"]
+    params["train"].update({"batch_size": 32, "learning_rate": 0.002, **train_overrides})
+    return params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with 400 demo images (32x32) audited, split and cached; copy it before writing."""
+    root = tmp_path_factory.mktemp("distribute")
+    write_params(root, _train_params())
+    before = Path.cwd()
+    os.chdir(root)
+    try:
+        assert demo_data.main() == 0 and audit.main() == 0 and split.main() == 0 and build.main() == 0
+    finally:
+        os.chdir(before)
+    return root
+
+
+def _copy_project(project: Path, target: Path, **train_overrides) -> Path:
+    shutil.copytree(project, target)
+    write_params(target, _train_params(**train_overrides))
+    return target
+
+
+def _weights(folder: Path) -> list[np.ndarray]:
+    return keras.models.load_model(folder / load_params(folder / "params.yaml").paths.model).get_weights()
+
+
+def _eval_accuracy(folder: Path) -> float:
+    run(["trainwell", "evaluate"], cwd=folder)
+    return json.loads((folder / "metrics" / "eval.json").read_text())["accuracy"]
+
+
+def test_replica_slices_partition_every_global_batch():
+    images = np.arange(70, dtype=np.uint8).reshape(70, 1, 1, 1).repeat(3, axis=3)
+    labels = np.arange(70) % 5
+    common = dict(images=images, labels=labels, num_classes=5, batch_size=16, seed=1, first_epoch=0, epochs=2)
+    single = [batch[0][:, 0, 0, 0].numpy().tolist() for batch in make_train_dataset(**common)]
+    # Two workers with two replicas each: worker p yields slices 2p and 2p+1 of each global batch.
+    workers = [
+        [batch[0][:, 0, 0, 0].numpy().tolist() for batch in make_train_dataset(**common, replicas=4, pipeline=p,
+                                                                              pipelines=2)]
+        for p in (0, 1)
+    ]
+    assert len(single) == 2 * 5  # 70 = 4 x 16 + 6 per epoch; 6 >= 4 replicas, so kept as its own batch
+    for step, batch in enumerate(single):
+        slices = workers[0][2 * step : 2 * step + 2] + workers[1][2 * step : 2 * step + 2]
+        assert sum(slices, []) == batch
+        assert all(slices) and max(map(len, slices)) - min(map(len, slices)) <= 1
+
+
+def test_small_remainder_joins_the_batch_before():
+    assert batch_bounds(count=66, batch_size=16, replicas=1).tolist() == [0, 16, 32, 48, 64, 66]
+    # 2 left over cannot feed 4 replicas (an empty replica batch is a 0/0 NaN loss in Keras).
+    assert batch_bounds(count=66, batch_size=16, replicas=4).tolist() == [0, 16, 32, 48, 66]
+    with pytest.raises(Exception, match="cannot give each of 4 replicas"):
+        batch_bounds(count=3, batch_size=16, replicas=4)
+
+
+def test_eval_slices_cover_the_split_once():
+    images = np.arange(21, dtype=np.uint8).reshape(21, 1, 1, 1).repeat(3, axis=3)
+    seen = []
+    for pipeline in (0, 1):
+        dataset = make_eval_dataset(images=images, labels=np.zeros(21, int), num_classes=5, batch_size=8, replicas=2,
+                                    pipeline=pipeline, pipelines=2)
+        assert dataset.cardinality().numpy() == 3
+        seen += [value for batch in dataset for value in batch[0][:, 0, 0, 0].numpy().tolist()]
+    assert sorted(seen) == list(range(21))
+
+
+def test_mirrored_on_two_cpu_devices_trains_like_default(project, tmp_path):
+    default = _copy_project(project, tmp_path / "default")
+    mirrored = _copy_project(project, tmp_path / "mirrored", strategy="mirrored", cpu_devices=2)
+    run(["trainwell", "train"], cwd=default)
+    result = run(["trainwell", "train"], cwd=mirrored)
+    assert "mirrored strategy over 2 replicas; global batch 32" in result.stdout
+    assert "ran out of data" not in result.stderr
+    # Same global batches, gradients averaged over the two replicas: the same training up to
+    # float summation order, not merely a similar accuracy.
+    for a, b in zip(_weights(default), _weights(mirrored)):
+        np.testing.assert_allclose(a, b, atol=2e-3)
+    accuracy_default, accuracy_mirrored = _eval_accuracy(default), _eval_accuracy(mirrored)
+    assert accuracy_default >= 0.6 and abs(accuracy_default - accuracy_mirrored) <= 0.03
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for handle in sockets:
+        handle.bind(("127.0.0.1", 0))
+    ports = [handle.getsockname()[1] for handle in sockets]
+    for handle in sockets:
+        handle.close()
+    return ports
+
+
+def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path):
+    # Each worker gets its own copy of the project, as two machines would have.
+    folders = [_copy_project(project, tmp_path / f"worker{index}", strategy="multi_worker", epochs=2)
+               for index in (0, 1)]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = []
+    for index, folder in enumerate(folders):
+        env = tool_env()
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen([sys.executable, "-m", "pipeline", "train"], cwd=folder, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=240))
+        finally:
+            process.kill()
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, f"worker exited {process.returncode}\n{stdout}\n{stderr}"
+        assert "multi_worker strategy over 2 replicas; global batch 32" in stdout
+    for a, b in zip(_weights(folders[0]), _weights(folders[1])):
+        np.testing.assert_array_equal(a, b)
+    # Two workers of one replica each split every global batch in two: the same training as
+    # one device on whole batches, up to float summation order.
+    single = _copy_project(project, tmp_path / "single", epochs=2)
+    run(["trainwell", "train"], cwd=single)
+    for a, b in zip(_weights(single), _weights(folders[0])):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
+    folder = _copy_project(project, tmp_path / "alone", strategy="multi_worker")
+    env = tool_env()
+    env.pop("TF_CONFIG", None)
+    result = subprocess.run(["trainwell", "train"], cwd=folder, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "TF_CONFIG" in result.stderr and "Scaling out" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"mixed_precision": "mixed_float16"},
+        {"mixed_precision": "mixed_bfloat16", "jit_compile": True},
+        {"steps_per_execution": 3},
+    ],
+    ids=["mixed_float16", "bfloat16+xla", "steps_per_execution"],
+)
+def test_speed_switches_train_on_cpu_with_a_float32_softmax(built_tiny, switches, capsys):
+    params = tiny_params()
+    params["train"].update(switches)
+    write_params(built_tiny, params)
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train.main() == 0
+    output = capsys.readouterr().out
+    # Keras silently drops XLA while op determinism is on; train turns determinism off for it.
+    assert not [warning for warning in caught if "jit_compile" in str(warning.message)]
+    if switches.get("steps_per_execution"):
+        # 30 training images in batches of 8 = 4 steps, 15 validation = 2: 3 would straddle epochs.
+        assert "steps_per_execution 2 instead of 3" in output
+        assert not [warning for warning in caught if "ran out of data" in str(warning.message)]
+    # The global policy is left as it was for whatever runs next in this process.
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    model = keras.models.load_model(load_params().paths.model)
+    assert model.outputs[0].dtype == "float32" and model.layers[-1].compute_dtype == "float32"
+    if "mixed_precision" in switches:
+        assert model.get_layer("conv1").compute_dtype == switches["mixed_precision"].split("_")[1]
+    assert train.weights_are_finite(model)
+    assert "0 guard incident(s)" in output
+
+
+@pytest.fixture
+def built_tiny(demo_copy: Path, workdir: Path) -> Path:
+    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    return workdir
+
+
+def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
+    from pipeline.distribute import configure_cpu_devices
+    from pipeline.errors import ParamsError
+
+    tf.constant(1.0)  # TensorFlow is running in this process now
+    with pytest.raises(ParamsError, match="fresh process"):
+        configure_cpu_devices(len(tf.config.list_logical_devices("CPU")) + 1)
+
