@@ -6,6 +6,8 @@ Contenders, on the same freshly generated folder of 75x75 JPEGs and its build ca
 - trainwell: build-cache shards -> make_train_dataset (uint8 batches; the model normalises);
 - keras.utils.image_dataset_from_directory (float32 batches, decodes JPEG every epoch);
 - legacy ImageDataGenerator.flow_from_directory (float32 batches, Python iterator).
+With albumentations: trainwell's augmented pipeline beside albumentations' own loop on the same
+images and transforms (bar: >= 80%).
 Each epoch is checked for honesty before it counts: every contender must deliver every image
 exactly once per epoch (same multiset, compared by content) in an order that changes between
 epochs, at 75x75x3 and the requested batch size. Contenders run interleaved, `repeats` times;
@@ -29,10 +31,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from pipeline.augment import BatchAugmenter  # noqa: E402
 from pipeline.build import build_cache  # noqa: E402
 from pipeline.dataset import load_split, make_train_dataset, steps_per_epoch  # noqa: E402
 from pipeline.demo_data import SHAPES, draw_shape, encode_jpeg  # noqa: E402
 from pipeline.outputs import write_lines  # noqa: E402
+from pipeline.params import AugmentStep  # noqa: E402
 from pipeline.split import write_split_csv  # noqa: E402
 
 
@@ -89,6 +93,47 @@ def run_epochs(batches_per_epoch, epochs: int, count: int, batch_size: int, name
             delivered += len(images)
             dtype = str(images.dtype)
     return delivered / (time.perf_counter() - start), dtype, np.sort(np.array(means))
+
+
+AUGMENT = [
+    AugmentStep(name="HorizontalFlip", params={"p": 0.5}),
+    AugmentStep(name="Affine", params={"rotate": [-15, 15], "p": 1.0}),
+    AugmentStep(name="RandomBrightnessContrast", params={"p": 0.5}),
+]
+
+
+def compare_augmentation(train, *, batch: int, repeats: int) -> None:
+    """trainwell's augmented pipeline (batch per Python call, per-example seeds) beside
+    albumentations' own loop over the same images with the same transforms, in this process."""
+    import albumentations
+
+    bare = albumentations.Compose([getattr(albumentations, step.name)(**step.params) for step in AUGMENT])
+    count = len(train.labels)
+    steps = steps_per_epoch(count=count, batch_size=batch)
+    dataset = make_train_dataset(images=train.images, labels=train.labels, num_classes=5, batch_size=batch, seed=0,
+                                 first_epoch=0, epochs=1 + repeats, augmenter=BatchAugmenter(AUGMENT))
+    iterator = iter(dataset)
+    first = [next(iterator)[0].numpy() for _ in range(steps)]  # warm-up epoch, checked below
+    delivered = np.concatenate(first)
+    if delivered.shape != train.images.shape or np.array_equal(np.sort(delivered, axis=None),
+                                                               np.sort(train.images, axis=None)):
+        raise AssertionError("the augmented pipeline did not deliver one augmented image per training image")
+    ours, loop = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for image in train.images:
+            bare(image=image)
+        loop.append(count / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(iterator)[0].numpy()
+        ours.append(count / (time.perf_counter() - start))
+    ours_rate, loop_rate = statistics.median(ours), statistics.median(loop)
+    share = ours_rate / loop_rate
+    print(f"with albumentations ({', '.join(step.name for step in AUGMENT)}), {repeats} interleaved repeats:")
+    print(f"  {'trainwell pipeline, batch ' + str(batch):40s} {ours_rate:10.0f} images/s")
+    print(f"  {'albumentations bare loop, one process':40s} {loop_rate:10.0f} images/s")
+    print(f"trainwell / bare loop = {share:.2f}; bar: >= 0.80: {'PASS' if share >= 0.8 else 'FAIL'}")
 
 
 def main() -> None:
@@ -171,6 +216,7 @@ def main() -> None:
         verdict = "PASS" if ours_rate >= 150_000 and ratio >= 10 else "FAIL"
         print(f"trainwell / image_dataset_from_directory = {ratio:.1f}x, / flow_from_directory = {legacy:.1f}x; "
               f"bar: >= 150k images/s and >= 10x: {verdict}")
+        compare_augmentation(train, batch=batch, repeats=args.repeats)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import storage
+from pipeline.augment import BatchAugmenter, example_seeds
 from pipeline.build import MANIFEST
 from pipeline.errors import DataError
 
@@ -109,32 +110,44 @@ def steps_per_epoch(*, count: int, batch_size: int, replicas: int = 1) -> int:
     return len(batch_bounds(count=count, batch_size=batch_size, replicas=replicas)) - 1
 
 
-def _gatherer(
-    images: np.ndarray,
-    labels: np.ndarray,
+def _batch_finisher(
     *,
     num_classes: int,
     one_hot: bool,
     class_weights: dict[int, float] | None = None,
+    augmenter: BatchAugmenter | None = None,
+    seed: int = 0,
 ):
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    image_tensor = tf.convert_to_tensor(images)
-    label_tensor = tf.convert_to_tensor(labels.astype(np.int32))
+    """Gathered uint8 images and class indices -> what fit() takes: labels encoded, images
+    augmented (per-example seeds from seed, epoch and example index), class weights as sample weights."""
     weight_table = None
     if class_weights is not None:
         weight_table = tf.constant([class_weights.get(index, 1.0) for index in range(num_classes)], tf.float32)
 
-    def gather(batch_indices: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        # One gather per batch: a per-element map is several times slower.
-        class_indices = tf.gather(label_tensor, batch_indices)
+    def finish(images: tf.Tensor, class_indices: tf.Tensor, epoch: tf.Tensor, example_indices: tf.Tensor):
         batch_labels = tf.one_hot(class_indices, num_classes, dtype=tf.float32) if one_hot else class_indices
-        batch_images = tf.gather(image_tensor, batch_indices)
+        if augmenter is not None:
+            images = augmenter.apply(images, example_seeds(seed=seed, epoch=epoch, indices=example_indices))
         if weight_table is None:
-            return batch_images, batch_labels
+            return images, batch_labels
         # Class weights as per-example sample weights: works under every tf.distribute
         # strategy, where Keras' own class_weight (a Dataset.map) cannot reach.
-        return batch_images, batch_labels, tf.gather(weight_table, class_indices)
+        return images, batch_labels, tf.gather(weight_table, class_indices)
+
+    return finish
+
+
+def _gatherer(images: np.ndarray, labels: np.ndarray, **finishing):
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    image_tensor = tf.convert_to_tensor(images)
+    label_tensor = tf.convert_to_tensor(labels.astype(np.int32))
+    finish = _batch_finisher(**finishing)
+
+    def gather(batch_indices: tf.Tensor, epoch: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        # One gather per batch: a per-element map is several times slower.
+        return finish(tf.gather(image_tensor, batch_indices), tf.gather(label_tensor, batch_indices), epoch,
+                      batch_indices)
 
     return gather
 
@@ -159,12 +172,13 @@ def _replica_batches(
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
         order = order_for(epoch)
         if replicas == 1:
-            return tf.data.Dataset.range(steps).map(lambda step: order[bound_tensor[step] : bound_tensor[step + 1]])
+            return tf.data.Dataset.range(steps).map(
+                lambda step: (order[bound_tensor[step] : bound_tensor[step + 1]], epoch))
 
         def replica_slice(position: tf.Tensor) -> tf.Tensor:
             step, part = position // local, pipeline * local + position % local
             start, size = bound_tensor[step], bound_tensor[step + 1] - bound_tensor[step]
-            return order[start + part * size // replicas : start + (part + 1) * size // replicas]
+            return order[start + part * size // replicas : start + (part + 1) * size // replicas], epoch
 
         return tf.data.Dataset.range(steps * local).map(replica_slice)
 
@@ -182,6 +196,7 @@ def make_train_dataset(
     epochs: int,
     one_hot: bool = True,
     class_weights: dict[int, float] | None = None,
+    augmenter: BatchAugmenter | None = None,
     replicas: int = 1,
     pipeline: int = 0,
     pipelines: int = 1,
@@ -194,7 +209,8 @@ def make_train_dataset(
     (see distribute.distribute_dataset) with the global batch_size.
     """
     count = len(images)
-    gather = _gatherer(images, labels, num_classes=num_classes, one_hot=one_hot, class_weights=class_weights)
+    gather = _gatherer(images, labels, num_classes=num_classes, one_hot=one_hot, class_weights=class_weights,
+                       augmenter=augmenter, seed=seed)
     indices = _replica_batches(
         epochs=tf.data.Dataset.range(first_epoch, epochs),
         order_for=lambda epoch: epoch_order(seed=seed, epoch=epoch, count=count),
@@ -342,6 +358,7 @@ def make_streaming_dataset(
     epochs: int = 1,
     one_hot: bool = True,
     class_weights: dict[int, float] | None = None,
+    augmenter: BatchAugmenter | None = None,
     replicas: int = 1,
     pipeline: int = 0,
     pipelines: int = 1,
@@ -365,9 +382,9 @@ def make_streaming_dataset(
     steps_table = tf.constant([len(bounds) - 1 for bounds in shard_bounds], tf.int64)
     count_table = tf.constant(split.counts, tf.int64)
     image_files, label_files = tf.constant(split.image_files), tf.constant(split.label_files)
-    weight_table = None
-    if class_weights is not None:
-        weight_table = tf.constant([class_weights.get(index, 1.0) for index in range(num_classes)], tf.float32)
+    offset_table = tf.constant(np.concatenate([[0], np.cumsum(split.counts)])[:-1], tf.int64)
+    finish = _batch_finisher(num_classes=num_classes, one_hot=one_hot, class_weights=class_weights,
+                             augmenter=augmenter, seed=seed or 0)
 
     def shard_batches(epoch: tf.Tensor, shard: tf.Tensor) -> tf.data.Dataset:
         images = read_npy_tensor(image_files[shard], dtype=tf.uint8, tail_shape=split.image_shape)
@@ -381,11 +398,7 @@ def make_streaming_dataset(
             step, part = position // local, pipeline * local + position % local
             start, size = bounds_table[shard, step], bounds_table[shard, step + 1] - bounds_table[shard, step]
             indices = order[start + part * size // replicas : start + (part + 1) * size // replicas]
-            class_indices = tf.gather(labels, indices)
-            batch_labels = tf.one_hot(class_indices, num_classes, dtype=tf.float32) if one_hot else class_indices
-            if weight_table is None:
-                return tf.gather(images, indices), batch_labels
-            return tf.gather(images, indices), batch_labels, tf.gather(weight_table, class_indices)
+            return finish(tf.gather(images, indices), tf.gather(labels, indices), epoch, offset_table[shard] + indices)
 
         return tf.data.Dataset.range(steps_table[shard] * local).map(
             replica_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -135,6 +135,13 @@ class GuardParams(_Section):
     max_rollbacks: int = Field(5, ge=0)
 
 
+class AugmentStep(_Section):
+    """One albumentations transform: its class name and keyword arguments."""
+
+    name: str = Field(description="an albumentations transform class, e.g. HorizontalFlip")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrainParams(_Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -152,6 +159,10 @@ class TrainParams(_Section):
     # "balanced" weights each class's loss by n / (classes x count), for imbalanced data.
     class_weight: Literal["none", "balanced"] = "none"
     guard: GuardParams = Field(default_factory=GuardParams)
+    # Training-time augmentation with albumentations, in order, on uint8 images on the CPU:
+    # e.g. [{name: HorizontalFlip, params: {p: 0.5}}, {name: Affine, params: {rotate: [-15, 15]}}].
+    # Each image's randomness comes from (seed, epoch, its index): reproducible at any parallelism.
+    augment: list[AugmentStep] = Field(default_factory=list)
     # Resume an interrupted run from its last completed epoch (same params and data only).
     resume: bool = True
     # Where the steps run (README "Scaling out"). batch_size is the GLOBAL batch, split evenly

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from model.contract import check_contract, check_coverage, raise_on_errors
 from model.network import model_for
+from pipeline.augment import BatchAugmenter
 from pipeline.dataset import plan_inputs, read_manifest
 from pipeline.distribute import build_from_local_batch, configure_cpu_devices, distribute_dataset, make_strategy
 from pipeline.guard import DivergenceGuard, TrainingDiverged, all_finite
@@ -253,8 +254,11 @@ def train_model(
         print("train: class weights " + ", ".join(
             f"{train_split.classes[index]} {weight:.3f}" for index, weight in class_weights.items()))
     common = dict(num_classes=num_classes, batch_size=train.batch_size, one_hot=one_hot)
+    # Built here so a bad transform name or argument stops the stage before the first step.
+    augmenter = BatchAugmenter(train.augment) if train.augment else None
     train_data = distribute_dataset(strategy, lambda **shard: train_input.train_dataset(
-        seed=train.seed, first_epoch=first_epoch, epochs=train.epochs, class_weights=class_weights, **common, **shard))
+        seed=train.seed, first_epoch=first_epoch, epochs=train.epochs, class_weights=class_weights,
+        augmenter=augmenter, **common, **shard))
     # Repeated, with validation_steps = one full pass: Keras keeps one validation iterator
     # across epochs when validation_steps is given.
     val_data = distribute_dataset(strategy, lambda **shard: val_input.eval_dataset(**common, **shard).repeat())
