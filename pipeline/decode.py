@@ -189,6 +189,60 @@ def _decode_pillow(data: bytes, *, fmt: str, max_pixels: int) -> Decoded:
     return Decoded(image=_to_rgb_uint8(array, notes), format=fmt, notes=notes)
 
 
+def _tensorflow_io_tiff(data: bytes, *, samples: int = 4) -> np.ndarray:
+    """libtiff through tensorflow-io: compressions tifffile needs imagecodecs for (LZW, JPEG, ...).
+
+    libtiff hands every image over as RGBA; the channels the file does not have are dropped
+    again, so an RGB file is not reported as carrying alpha."""
+    import tensorflow as tf
+    import tensorflow_io as tfio
+
+    try:
+        rgba = tfio.experimental.image.decode_tiff(data).numpy()
+        return {1: rgba[..., :1], 2: rgba[..., [0, 3]], 3: rgba[..., :3]}.get(samples, rgba)
+    except tf.errors.OpError as exc:
+        raise DecodeError("corrupt", f"tiff could not be decoded: {exc.message.splitlines()[0]}") from None
+
+
+def _decode_tiff(data: bytes, *, max_pixels: int) -> Decoded:
+    """TIFF samples as stored: float (NaN/Inf checked), 16-bit, grey or RGB(A).
+
+    tifffile reads what Pillow cannot (RGB float) or narrows silently (16-bit RGB to 8 bits);
+    palette, CMYK and other colour models go through Pillow's conversions; compressions
+    tifffile cannot decode without imagecodecs go through tensorflow-io's libtiff decoder.
+    """
+    import tifffile
+
+    notes: list[tuple[str, str]] = []
+    try:
+        tiff = tifffile.TiffFile(io.BytesIO(data))
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct errors for bad headers
+        raise DecodeError("corrupt", f"tiff header is not readable: {exc}") from None
+    with tiff:
+        page = tiff.pages.first
+        width, height = page.imagewidth, page.imagelength
+        # Checked on the header alone so a decompression bomb never allocates its pixels.
+        if width * height > max_pixels:
+            raise DecodeError("too_large", f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+        if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
+            return _decode_pillow(data, fmt="tiff", max_pixels=max_pixels)
+        if len(tiff.pages) > 1:
+            notes.append(("animated", f"{len(tiff.pages)} pages; only the first is used"))
+        try:
+            array = page.asarray()
+        except Exception as exc:  # short strips, broken compressed data, or a codec tifffile lacks
+            message = str(exc)
+            if "imagecodecs" in message:  # "<COMPRESSION.LZW: 5> requires the 'imagecodecs' package"
+                array = _tensorflow_io_tiff(data, samples=page.samplesperpixel)
+                return Decoded(image=_to_rgb_uint8(array, notes), format="tiff", notes=notes)
+            needed = max((offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)), default=0)
+            kind = "truncated" if len(data) < needed else "corrupt"
+            raise DecodeError(kind, f"tiff could not be decoded in full: {message}") from None
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 2, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar (C, H, W) storage
+    return Decoded(image=_to_rgb_uint8(array, notes), format="tiff", notes=notes)
+
+
 def decode_image(data: bytes, *, suffix: str = "", max_pixels: int = 40_000_000) -> Decoded:
     """Decode a whole file's bytes to RGB uint8, or raise DecodeError with the audit kind.
 
@@ -199,7 +253,12 @@ def decode_image(data: bytes, *, suffix: str = "", max_pixels: int = 40_000_000)
     fmt = sniff_format(data)
     if fmt is None:
         raise DecodeError("not_an_image", "content matches no supported image format")
-    decoded = _decode_npy(data) if fmt == "npy" else _decode_pillow(data, fmt=fmt, max_pixels=max_pixels)
+    if fmt == "npy":
+        decoded = _decode_npy(data)
+    elif fmt == "tiff":
+        decoded = _decode_tiff(data, max_pixels=max_pixels)
+    else:
+        decoded = _decode_pillow(data, fmt=fmt, max_pixels=max_pixels)
     expected = format_for_extension(suffix) if suffix else None
     if expected is not None and expected != fmt:
         decoded.notes.append(("extension_mismatch", f"{fmt} content named {suffix}"))
