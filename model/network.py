@@ -18,6 +18,7 @@ def build_model(
     kernel_size: int,
     dense_units: int,
     output_activation: str = "softmax",
+    augment_layers: list[keras.layers.Layer] | None = None,
 ) -> keras.Model:
     """Conv2D/MaxPool blocks, Dense, and a num_classes-wide head; takes uint8 images.
 
@@ -29,6 +30,10 @@ def build_model(
         raise ValueError(f"need at least 2 classes to train a classifier, got {num_classes}")
     inputs = keras.Input(shape=(image_size, image_size, 3), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
+    # Keras preprocessing layers augment on the accelerator during fit() and pass images
+    # through unchanged at inference.
+    for layer in augment_layers or []:
+        x = layer(x)
     for block, filters in enumerate(conv_filters):
         x = keras.layers.Conv2D(filters, kernel_size, activation="relu", name=f"conv{block + 1}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
@@ -38,12 +43,37 @@ def build_model(
     return keras.Model(inputs, outputs, name="trainwell_cnn")
 
 
+def augment_layers_for(train: TrainParams) -> list[keras.layers.Layer]:
+    """train.augment_layers as Keras layers, each seeded from train.seed and its position."""
+    from pipeline.errors import ParamsError
+
+    layers = []
+    for number, step in enumerate(train.augment_layers, start=1):
+        layer_class = getattr(keras.layers, step.name, None)
+        if not step.name.startswith("Random") or not isinstance(layer_class, type):
+            allowed = ", ".join(name for name in dir(keras.layers) if name.startswith("Random"))
+            raise ParamsError(f"train.augment_layers step {number}: '{step.name}' is not a Keras random "
+                              f"preprocessing layer; use one of {allowed}")
+        try:
+            layers.append(layer_class(**step.params, seed=train.seed + number, name=f"augment{number}"))
+        except (TypeError, ValueError) as exc:
+            raise ParamsError(f"train.augment_layers step {number} ({step.name}): invalid params {step.params}: "
+                              f"{exc}") from None
+    return layers
+
+
 def model_for(
-    train: TrainParams, *, num_classes: int, image_size: int, output_activation: str | None = None
+    train: TrainParams,
+    *,
+    num_classes: int,
+    image_size: int,
+    output_activation: str | None = None,
+    augment: bool = True,
 ) -> keras.Model:
     """The network params' train section describes (output activation overridable, e.g. softmax
-    for the label-review fold models)."""
+    for the label-review fold models, which also leave out the augmentation layers)."""
     return build_model(
+        augment_layers=augment_layers_for(train) if augment else [],
         num_classes=num_classes,
         image_size=image_size,
         conv_filters=train.conv_filters,

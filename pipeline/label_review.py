@@ -40,7 +40,8 @@ def out_of_fold_probabilities(
     for fold in range(review.folds):
         keras.utils.set_random_seed(review.seed + fold)
         held_out, kept = folds == fold, folds != fold
-        model = model_for(train, num_classes=num_classes, image_size=images.shape[1], output_activation="softmax")
+        model = model_for(train, num_classes=num_classes, image_size=images.shape[1], output_activation="softmax",
+                          augment=False)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=review.learning_rate),
                       loss="categorical_crossentropy")
         count = int(kept.sum())

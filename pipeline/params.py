@@ -136,9 +136,9 @@ class GuardParams(_Section):
 
 
 class AugmentStep(_Section):
-    """One albumentations transform: its class name and keyword arguments."""
+    """One augmentation step: a class name (albumentations transform or Keras layer) and its arguments."""
 
-    name: str = Field(description="an albumentations transform class, e.g. HorizontalFlip")
+    name: str = Field(description="e.g. HorizontalFlip (albumentations) or RandomFlip (Keras)")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -163,6 +163,10 @@ class TrainParams(_Section):
     # e.g. [{name: HorizontalFlip, params: {p: 0.5}}, {name: Affine, params: {rotate: [-15, 15]}}].
     # Each image's randomness comes from (seed, epoch, its index): reproducible at any parallelism.
     augment: list[AugmentStep] = Field(default_factory=list)
+    # Or (and) augmentation on the accelerator: Keras random preprocessing layers placed in the
+    # model after the uint8 -> [0, 1] rescaling, active only in fit(), e.g.
+    # [{name: RandomFlip, params: {mode: horizontal}}, {name: RandomRotation, params: {factor: 0.04}}].
+    augment_layers: list[AugmentStep] = Field(default_factory=list)
     # Resume an interrupted run from its last completed epoch (same params and data only).
     resume: bool = True
     # Where the steps run (README "Scaling out"). batch_size is the GLOBAL batch, split evenly

@@ -77,3 +77,40 @@ def test_training_with_augmentation(demo_copy, workdir, capsys):
     assert audit.main() == 0 and split.main() == 0 and build.main() == 0
     assert train.main() == 0
     assert "0 guard incident(s)" in capsys.readouterr().out
+
+
+LAYERS = [{"name": "RandomFlip", "params": {"mode": "horizontal"}},
+          {"name": "RandomRotation", "params": {"factor": 0.05}}]
+
+
+def test_keras_augmentation_layers_act_in_training_only():
+    import keras
+
+    from model.network import model_for
+    from pipeline.params import TrainParams
+
+    model = model_for(TrainParams(augment_layers=LAYERS), num_classes=5, image_size=16)
+    augmented = keras.Model(model.input, model.get_layer("augment2").output)
+    batch = images(4)
+    np.testing.assert_allclose(augmented(batch, training=False).numpy(), batch / 255.0, atol=1e-6)
+    assert not np.allclose(augmented(batch, training=True).numpy(), batch / 255.0, atol=1e-3)
+    with pytest.raises(ParamsError, match="'Flip' is not a Keras random preprocessing layer; use one of .*RandomFlip"):
+        model_for(TrainParams(augment_layers=[{"name": "Flip"}]), num_classes=5, image_size=16)
+    with pytest.raises(ParamsError, match=r"step 1 \(RandomFlip\): invalid params"):
+        model_for(TrainParams(augment_layers=[{"name": "RandomFlip", "params": {"modes": "horizontal"}}]),
+                  num_classes=5, image_size=16)
+
+
+def test_training_with_keras_augmentation_layers_is_reproducible(demo_copy, workdir):
+    import keras
+
+    params = tiny_params()
+    params["train"]["augment_layers"] = LAYERS
+    write_params(workdir, params)
+    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    runs = []
+    for _ in range(2):
+        assert train.main() == 0
+        runs.append(keras.models.load_model("models/model.keras").get_weights())
+    for first, second in zip(*runs):
+        np.testing.assert_array_equal(first, second)
