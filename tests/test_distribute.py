@@ -210,3 +210,24 @@ def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
     with pytest.raises(ParamsError, match="fresh process"):
         configure_cpu_devices(len(tf.config.list_logical_devices("CPU")) + 1)
 
+
+
+def test_one_device_strategy_path_runs_on_cpu():
+    """The path `default` takes on a GPU (OneDeviceStrategy: batches prefetched onto the device),
+    pointed at the CPU so it runs here: fit() consumes the per-device dataset and trains."""
+    from pipeline.distribute import distribute_dataset
+    from pipeline.params import TrainParams
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    data = np.random.default_rng(0).integers(0, 255, size=(40, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(40) % 5
+    with strategy.scope():
+        model = train.build_network(train=TrainParams(), num_classes=5, image_size=16)
+        train.compile_model(model=model, train=TrainParams(learning_rate=0.01))
+    dataset = distribute_dataset(strategy, lambda **shard: make_train_dataset(
+        images=data, labels=labels, num_classes=5, batch_size=8, seed=0, first_epoch=0, epochs=2, **shard))
+    assert isinstance(dataset, tf.distribute.DistributedDataset)
+    before = [weight.copy() for weight in model.get_weights()]
+    history = model.fit(dataset, epochs=2, steps_per_epoch=5, verbose=0)
+    assert len(history.history["loss"]) == 2 and all(np.isfinite(history.history["loss"]))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
