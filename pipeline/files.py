@@ -73,22 +73,26 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
             )
     for label in wanted:
         class_dir = root / label
-        count = 0
+        relatives = []
         if class_dir.is_dir() and not class_dir.is_symlink():
-            for relative, entry in _walk(str(class_dir), label):
-                if entry.is_symlink() and not _report_link(listing, root, Path(entry.path)):
-                    continue
-                suffix = os.path.splitext(entry.name)[1]
-                if suffix.lower() not in allowed:
-                    listing.issues.append(
-                        Issue(relative, "stray_file", "warning", f"extension '{suffix}' is not in data.extensions")
-                    )
-                    continue
-                listing.files.append((relative, label))
-                count += 1
-        if count == 0:
-            listing.issues.append(Issue(label, "missing_class", "warning", "configured class has no images"))
+            relatives = [relative for relative, entry in _walk(str(class_dir), label)
+                         if not entry.is_symlink() or _report_link(listing, root, Path(entry.path))]
+        _add_class_files(listing, label, relatives, allowed)
     return listing
+
+
+def _add_class_files(listing: Listing, label: str, relatives: list[str], allowed: set[str]) -> None:
+    """List a class's files with an allowed extension; report the others and an empty class."""
+    count = 0
+    for relative in relatives:
+        suffix = os.path.splitext(relative)[1]
+        if suffix.lower() not in allowed:
+            listing.issues.append(Issue(relative, "stray_file", "warning", f"extension '{suffix}' is not in data.extensions"))
+            continue
+        listing.files.append((relative, label))
+        count += 1
+    if count == 0:
+        listing.issues.append(Issue(label, "missing_class", "warning", "configured class has no images"))
 
 
 def list_remote_dataset(root: str, *, classes: list[str] | None, extensions: list[str]) -> Listing:
@@ -108,18 +112,7 @@ def list_remote_dataset(root: str, *, classes: list[str] | None, extensions: lis
             Issue(name, "unknown_class", "warning", f"folder is not in the class list {wanted}; its files are ignored")
         )
     for label in wanted:
-        count = 0
-        for relative in by_class.get(label, []):
-            suffix = os.path.splitext(relative)[1]
-            if suffix.lower() not in allowed:
-                listing.issues.append(
-                    Issue(relative, "stray_file", "warning", f"extension '{suffix}' is not in data.extensions")
-                )
-                continue
-            listing.files.append((relative, label))
-            count += 1
-        if count == 0:
-            listing.issues.append(Issue(label, "missing_class", "warning", "configured class has no images"))
+        _add_class_files(listing, label, by_class.get(label, []), allowed)
     return listing
 
 
