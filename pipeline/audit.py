@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import hashlib
 import json
 import multiprocessing
@@ -235,13 +233,8 @@ def _check_item(item: tuple[str, str], *, root: Path | str, policy: AuditParams)
 def _check_all(items: list[tuple[str, str]], *, root: Path | str, policy: AuditParams) -> list[FileResult]:
     workers = policy.workers or os.cpu_count() or 1
     check = functools.partial(_check_item, root=root, policy=policy)
-    if workers == 1 or len(items) < 2:
+    if workers == 1 or len(items) < 64:
         return [check(item) for item in progress(items, total=len(items), description="audit")]
-    if len(items) < 64:
-        # Too few files to pay for starting processes (an incremental re-audit): threads still
-        # overlap the decoding, which runs without the GIL.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(progress(pool.map(check, items), total=len(items), description="audit"))
     if storage.is_remote(root):
         # Object-store reads wait on the network, so threads overlap them; forked processes would
         # each start tensorflow-io's S3 client (and its abort at exit, see storage.exit_process).
@@ -254,23 +247,6 @@ def _check_all(items: list[tuple[str, str]], *, root: Path | str, policy: AuditP
         return list(progress(pool.map(check, items, chunksize=chunk), total=len(items), description="audit"))
 
 
-@contextlib.contextmanager
-def _no_cycle_collection():
-    """Pause Python's cyclic garbage collector while results are assembled.
-
-    An audit allocates a few objects per file and makes no reference cycles worth chasing; the
-    collector's passes over them were a third of an incremental re-audit (about 28 of 95 ms
-    for 3,000 files). Reference counting still frees everything; cycles wait for the next pass.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def audit_dataset(
     *, root: str | Path, data: DataParams, policy: AuditParams, cache_file: str | Path | None = None
 ) -> AuditReport:
@@ -279,13 +255,6 @@ def audit_dataset(
     With `cache_file`, per-file results are reused for files whose bytes were audited before
     under the same thresholds and code; only new or changed files are decoded.
     """
-    with _no_cycle_collection():
-        return _audit_dataset(root=root, data=data, policy=policy, cache_file=cache_file)
-
-
-def _audit_dataset(
-    *, root: str | Path, data: DataParams, policy: AuditParams, cache_file: str | Path | None
-) -> AuditReport:
     root = str(root) if storage.is_remote(root) else Path(root)
     listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
     # The cache keys files by local stat (size, mtime); remote objects are always read afresh.

@@ -104,7 +104,7 @@ class AuditCache:
         """The stored row for root/path if its bytes are known, else None (must be decoded)."""
         if not self.path:
             return None
-        full = f"{root}{os.sep}{path}"  # os.path.join costs as much as the stat, 3,000 times over
+        full = os.path.join(root, path)
         try:
             stat = os.stat(full, follow_symlinks=False)
         except OSError:
