@@ -125,16 +125,28 @@ def _batch_finisher(
         weight_table = tf.constant([class_weights.get(index, 1.0) for index in range(num_classes)], tf.float32)
 
     def finish(images: tf.Tensor, class_indices: tf.Tensor, epoch: tf.Tensor, example_indices: tf.Tensor):
-        batch_labels = tf.one_hot(class_indices, num_classes, dtype=tf.float32) if one_hot else class_indices
+        batch = (images, tf.one_hot(class_indices, num_classes, dtype=tf.float32) if one_hot else class_indices)
+        if weight_table is not None:
+            # Class weights as per-example sample weights: works under every tf.distribute
+            # strategy, where Keras' own class_weight (a Dataset.map) cannot reach.
+            batch += (tf.gather(weight_table, class_indices),)
         if augmenter is not None:
-            images = augmenter.apply(images, example_seeds(seed=seed, epoch=epoch, indices=example_indices))
-        if weight_table is None:
-            return images, batch_labels
-        # Class weights as per-example sample weights: works under every tf.distribute
-        # strategy, where Keras' own class_weight (a Dataset.map) cannot reach.
-        return images, batch_labels, tf.gather(weight_table, class_indices)
+            batch += (example_seeds(seed=seed, epoch=epoch, indices=example_indices),)
+        return batch
 
     return finish
+
+
+def _augmented(dataset: tf.data.Dataset, augmenter: BatchAugmenter | None) -> tf.data.Dataset:
+    """Apply the augmenter to gathered batches (which then carry per-example seeds last), one
+    batch at a time: see BatchAugmenter for why not in parallel."""
+    if augmenter is None:
+        return dataset
+
+    def augment(images: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return (augmenter.apply(images, rest[-1]), *rest[:-1])
+
+    return dataset.map(augment, num_parallel_calls=1, deterministic=True)
 
 
 def _gatherer(images: np.ndarray, labels: np.ndarray, **finishing):
@@ -219,7 +231,10 @@ def make_train_dataset(
         pipeline=pipeline,
         pipelines=pipelines,
     )
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    # With augmentation the Python stage is the bottleneck; more gather threads only compete with it.
+    parallel = 1 if augmenter is not None else tf.data.AUTOTUNE
+    gathered = indices.map(gather, num_parallel_calls=parallel, deterministic=True)
+    return _augmented(gathered, augmenter).prefetch(tf.data.AUTOTUNE)
 
 
 def make_eval_dataset(
@@ -408,7 +423,7 @@ def make_streaming_dataset(
         order = tf.range(shards, dtype=tf.int64) if seed is None else _shard_order(seed=seed, epoch=epoch, shards=shards)
         return tf.data.Dataset.from_tensor_slices(order).flat_map(lambda shard: shard_batches(epoch, shard))
 
-    dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+    dataset = _augmented(tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches), augmenter)
     if seed is None:
         steps = streaming_steps(split=split, batch_size=batch_size, replicas=replicas) * local
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps * (epochs - first_epoch)))
