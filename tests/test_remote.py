@@ -88,14 +88,19 @@ def test_s3_data_dir_audits_builds_and_trains(s3_endpoint, demo_set, tmp_path):
     assert upload(s3_endpoint, demo_set, f"{prefix}/demo") == 61  # 60 images + the demo marker
     params = tiny_params()
     params["data"]["dir"] = f"s3://{BUCKET}/{prefix}/demo"
-    # The decoded cache lives in the bucket too: train and evaluate read it back through gfile.
+    # The decoded cache lives in the bucket too: train streams it shard by shard inside tf.data
+    # (tf.io.read_file on s3://), evaluate reads the test split back whole through gfile.
     params["paths"]["cache_dir"] = f"s3://{BUCKET}/{prefix}/cache"
+    params["train"]["memory_budget_mb"] = 0
     write_params(tmp_path, params)
 
+    outputs = {}
     for stage in ("audit", "split", "build", "train", "evaluate"):
         result = trainwell([stage], tmp_path, s3_endpoint)
         # tensorflow-io aborts at interpreter exit after S3 use (exit 134); trainwell must not.
         assert result.returncode == 0, f"trainwell {stage} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        outputs[stage] = result.stdout
+    assert "streaming the train split from 2 shards" in outputs["train"]
     report = json.loads((tmp_path / "reports" / "audit" / "audit.json").read_text())
     assert report["root"] == params["data"]["dir"] and report["files_scanned"] == 60
     cache = objects(s3_endpoint, f"{prefix}/cache/")
