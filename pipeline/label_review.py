@@ -8,6 +8,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from model.network import model_for
 from pipeline.dataset import load_split, make_eval_dataset, make_train_dataset, steps_per_epoch
@@ -52,7 +53,15 @@ def out_of_fold_probabilities(
                   steps_per_epoch=steps_per_epoch(count=count, batch_size=review.batch_size), verbose=0)
         evaluation = make_eval_dataset(images=images[held_out], labels=labels[held_out], num_classes=num_classes,
                                        batch_size=256)
-        probabilities[held_out] = model.predict(evaluation.map(lambda x, y: x), verbose=0)
+        # Every fold is a new model with a new predict function, which TensorFlow's retracing
+        # heuristic reports as "excessive retracing" from the third fold on: expected, not a problem.
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")
+        try:
+            probabilities[held_out] = model.predict(evaluation.map(lambda x, y: x), verbose=0)
+        finally:
+            logger.setLevel(level)
         print(f"label_review: fold {fold + 1}/{review.folds} done ({int(held_out.sum())} held-out images)",
               file=sys.stderr)
     return probabilities
