@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pipeline.augment import BatchAugmenter  # noqa: E402
+from pipeline.augment import BatchAugmenter, default_processes  # noqa: E402
 from pipeline.build import build_cache  # noqa: E402
 from pipeline.dataset import load_split, make_train_dataset, steps_per_epoch  # noqa: E402
 from pipeline.demo_data import SHAPES, draw_shape, encode_jpeg  # noqa: E402
@@ -109,7 +109,7 @@ def compare_augmentation(train, *, batch: int, repeats: int) -> None:
 
     bare = albumentations.Compose([getattr(albumentations, step.name)(**step.params) for step in AUGMENT])
     count = len(train.labels)
-    augmenter = BatchAugmenter(AUGMENT)
+    augmenter = BatchAugmenter(AUGMENT, processes=default_processes())
 
     def epoch(number: int) -> tuple[list[np.ndarray], float]:
         """One epoch from a fresh iterator, timed from its first batch on (a running training
@@ -136,7 +136,8 @@ def compare_augmentation(train, *, batch: int, repeats: int) -> None:
         ours.append(epoch(repeat + 1)[1])
     ours_rate, loop_rate = statistics.median(ours), statistics.median(loop)
     share = ours_rate / loop_rate
-    print(f"with albumentations ({', '.join(step.name for step in AUGMENT)}), {repeats} interleaved repeats:")
+    print(f"with albumentations ({', '.join(step.name for step in AUGMENT)}), {repeats} interleaved repeats, "
+          f"{augmenter.processes} worker process(es) beside the pipeline thread:")
     print(f"  {'trainwell pipeline, batch ' + str(batch):40s} {ours_rate:10.0f} images/s")
     print(f"  {'albumentations bare loop, one process':40s} {loop_rate:10.0f} images/s")
     print(f"trainwell / bare loop = {share:.2f}; bar: >= 0.80: {'PASS' if share >= 0.8 else 'FAIL'}")

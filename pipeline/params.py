@@ -163,6 +163,9 @@ class TrainParams(_Section):
     # e.g. [{name: HorizontalFlip, params: {p: 0.5}}, {name: Affine, params: {rotate: [-15, 15]}}].
     # Each image's randomness comes from (seed, epoch, its index): reproducible at any parallelism.
     augment: list[AugmentStep] = Field(default_factory=list)
+    # Processes that share each batch's augmentation with the pipeline thread (null: one per
+    # CPU core beyond the first; 0: the pipeline thread alone). Results are the same for any value.
+    augment_processes: int | None = Field(None, ge=0)
     # Or (and) augmentation on the accelerator: Keras random preprocessing layers placed in the
     # model after the uint8 -> [0, 1] rescaling, active only in fit(), e.g.
     # [{name: RandomFlip, params: {mode: horizontal}}, {name: RandomRotation, params: {factor: 0.04}}].

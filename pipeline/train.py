@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from model.contract import check_contract, check_coverage, raise_on_errors
 from model.network import model_for
-from pipeline.augment import BatchAugmenter
+from pipeline.augment import BatchAugmenter, default_processes
 from pipeline.dataset import plan_inputs, read_manifest
 from pipeline.distribute import build_from_local_batch, configure_cpu_devices, distribute_dataset, make_strategy
 from pipeline.guard import DivergenceGuard, TrainingDiverged, all_finite
@@ -255,7 +255,10 @@ def train_model(
             f"{train_split.classes[index]} {weight:.3f}" for index, weight in class_weights.items()))
     common = dict(num_classes=num_classes, batch_size=train.batch_size, one_hot=one_hot)
     # Built here so a bad transform name or argument stops the stage before the first step.
-    augmenter = BatchAugmenter(train.augment) if train.augment else None
+    augmenter = None
+    if train.augment:
+        processes = default_processes() if train.augment_processes is None else train.augment_processes
+        augmenter = BatchAugmenter(train.augment, processes=processes)
     train_data = distribute_dataset(strategy, lambda **shard: train_input.train_dataset(
         seed=train.seed, first_epoch=first_epoch, epochs=train.epochs, class_weights=class_weights,
         augmenter=augmenter, **common, **shard))

@@ -114,3 +114,12 @@ def test_training_with_keras_augmentation_layers_is_reproducible(demo_copy, work
         runs.append(keras.models.load_model("models/model.keras").get_weights())
     for first, second in zip(*runs):
         np.testing.assert_array_equal(first, second)
+
+
+def test_worker_processes_change_nothing_but_speed():
+    data = images(40)
+    seeds = example_seeds(seed=2, epoch=tf.constant(1, tf.int64), indices=tf.range(40, dtype=tf.int64)).numpy()
+    alone = BatchAugmenter(STEPS, processes=0)(data, seeds)
+    shared = BatchAugmenter(STEPS, processes=1)
+    np.testing.assert_array_equal(shared(data, seeds), alone)
+    np.testing.assert_array_equal(shared(data[:30], seeds[:30]), alone[:30])  # the shared block is reused
