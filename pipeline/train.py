@@ -17,7 +17,7 @@ import tensorflow as tf
 from model.contract import check_contract, check_coverage, raise_on_errors
 from model.network import model_for
 from pipeline.augment import BatchAugmenter, default_processes
-from pipeline.dataset import plan_inputs, read_manifest
+from pipeline.dataset import SplitInput, plan_inputs, read_manifest
 from pipeline.distribute import build_from_local_batch, configure_cpu_devices, distribute_dataset, make_strategy
 from pipeline.guard import DivergenceGuard, TrainingDiverged, all_finite
 from pipeline.outputs import write_json
@@ -194,10 +194,20 @@ def train_model(
         num_classes=num_classes,
         label_encoding="one_hot" if one_hot else "sparse",
     )
-    # validation_steps is never passed: the validation set is finite and used whole.
-    problems += check_coverage(
-        train_count=train_count, val_count=len(val_split.labels), batch_size=train.batch_size, steps_per_epoch=steps
-    )
+    # Both step counts are what fit() gets: the check confirms that no image is left out of an
+    # epoch (the story's validation_steps=25 over 800 images). Measured against the largest batch
+    # the plan really holds: a remainder too small for every replica joins the batch before it.
+    def largest_batch(plan: SplitInput, replicas: int) -> int:
+        return max(plan.step_sizes(seed=train.seed, epoch=0, batch_size=train.batch_size, replicas=replicas),
+                   default=train.batch_size)
+
+    problems += check_coverage(train_count=train_count, val_count=0, batch_size=largest_batch(train_input, replicas),
+                               steps_per_epoch=steps)
+    if validation_steps:
+        problems += check_coverage(
+            train_count=0, val_count=len(val_split.labels), validation_steps=validation_steps,
+            batch_size=largest_batch(val_input, min(replicas, len(val_split.labels))),
+        )
     for warning in raise_on_errors(problems):
         print(f"train: WARNING {warning.message}", file=sys.stderr)
 

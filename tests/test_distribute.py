@@ -231,3 +231,13 @@ def test_one_device_strategy_path_runs_on_cpu():
     history = model.fit(dataset, epochs=2, steps_per_epoch=5, verbose=0)
     assert len(history.history["loss"]) == 2 and all(np.isfinite(history.history["loss"]))
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_a_remainder_too_small_for_every_replica_still_trains(project, tmp_path):
+    # 200 training images in global batches of 199 on 2 replicas: the last image cannot feed both
+    # replicas, so it joins the first batch (one step of 200). The coverage check must count that
+    # batch as it is, not as 1 x 199, which would report an image dropped.
+    folder = _copy_project(project, tmp_path / "remainder", strategy="mirrored", cpu_devices=2, batch_size=199,
+                           epochs=1)
+    result = run(["trainwell", "train"], cwd=folder)
+    assert "epochs 1-1 over 200 training and 100 validation images" in result.stdout
