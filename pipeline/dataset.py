@@ -38,35 +38,9 @@ def read_manifest(cache_dir: str | Path) -> dict:
 
 def load_split(*, cache_dir: str | Path, split: str) -> CachedSplit:
     """Load a split's shards into memory (the fast path for sets that fit the memory budget)."""
-    manifest = read_manifest(cache_dir)
-    if split not in manifest["splits"]:
-        raise DataError(f"split '{split}' is not in the cache at '{cache_dir}'; have {sorted(manifest['splits'])}")
-    entry = manifest["splits"][split]
-    folder = storage.join(cache_dir, split)
-    height, width, channels = manifest["image_shape"]
-    if not entry["shards"]:
-        images = np.zeros((0, height, width, channels), dtype=np.uint8)
-        labels = np.zeros((0,), dtype=np.int32)
-    else:
-        images = _load_images([storage.join(folder, shard["images"]) for shard in entry["shards"]],
-                              count=sum(shard["count"] for shard in entry["shards"]), shape=(height, width, channels))
-        labels = np.concatenate([storage.load_npy(storage.join(folder, shard["labels"])) for shard in entry["shards"]])
-    paths = storage.read_bytes(storage.join(folder, "paths.txt")).decode().splitlines()
-    return CachedSplit(images=images, labels=labels, paths=paths, classes=manifest["classes"])
-
-
-def _load_images(files: list[str], *, count: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Shards read into one preallocated array: peak memory is the split plus one shard, not twice the split."""
-    images = np.empty((count, *shape), dtype=np.uint8)
-    start = 0
-    for path in files:
-        shard = storage.load_npy(path)
-        images[start : start + len(shard)] = shard
-        start += len(shard)
-    if start != count:
-        raise DataError(f"the cache manifest promises {count} images but its shards hold {start}; "
-                        "run `dvc repro build` again")
-    return images
+    sharded = open_split(cache_dir=cache_dir, split=split)
+    return CachedSplit(images=sharded.load_images(), labels=sharded.labels, paths=sharded.paths,
+                       classes=sharded.classes)
 
 
 def epoch_order(*, seed: int, epoch: int | tf.Tensor, count: int) -> tf.Tensor:
@@ -98,11 +72,11 @@ def batch_bounds(*, count: int, batch_size: int, replicas: int = 1) -> np.ndarra
     return np.asarray(bounds, dtype=np.int64)
 
 
-def batch_indices(*, seed: int, epoch: int, step: int, count: int, batch_size: int, replicas: int = 1) -> np.ndarray:
-    """Example indices that made up training batch `step` of `epoch` (for incident reports)."""
+def epoch_batches(*, seed: int, epoch: int, count: int, batch_size: int, replicas: int = 1) -> list[np.ndarray]:
+    """Example indices of every training batch of `epoch`, in order (for incident reports)."""
     order = epoch_order(seed=seed, epoch=epoch, count=count).numpy()
     bounds = batch_bounds(count=count, batch_size=batch_size, replicas=replicas)
-    return order[bounds[step] : bounds[step + 1]]
+    return [order[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 def steps_per_epoch(*, count: int, batch_size: int, replicas: int = 1) -> int:
@@ -164,6 +138,23 @@ def _gatherer(images: np.ndarray, labels: np.ndarray, **finishing):
     return gather
 
 
+def _local_replicas(replicas: int, pipelines: int) -> int:
+    """Replicas fed by each input pipeline (one pipeline per worker)."""
+    if replicas % pipelines:
+        raise ValueError(f"{replicas} replicas do not divide evenly over {pipelines} input pipelines")
+    return replicas // pipelines
+
+
+def _replica_slice(order: tf.Tensor, position: tf.Tensor, bounds_of, *, local: int, pipeline: int, replicas: int):
+    """Element `position` of one input pipeline's stream: the slice of `order` for replica
+    pipeline*local + position % local of global batch position // local, where bounds_of(step)
+    gives that batch's (start, end) in `order`."""
+    step, part = position // local, pipeline * local + position % local
+    start, end = bounds_of(step)
+    size = end - start
+    return order[start + part * size // replicas : start + (part + 1) * size // replicas]
+
+
 def _replica_batches(
     *, epochs: tf.data.Dataset, order_for, bounds: np.ndarray, replicas: int, pipeline: int, pipelines: int
 ) -> tf.data.Dataset:
@@ -175,26 +166,17 @@ def _replica_batches(
     gathers only its own examples (sharding by batch slice, not by dropping elements), and
     the union over replicas is exactly the single-device batch, whatever the device count.
     """
-    if replicas % pipelines:
-        raise ValueError(f"{replicas} replicas do not divide evenly over {pipelines} input pipelines")
-    local = replicas // pipelines
+    local = _local_replicas(replicas, pipelines)
     steps = len(bounds) - 1
     bound_tensor = tf.constant(bounds, tf.int64)
 
-    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+    def batches_of_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         order = order_for(epoch)
-        if replicas == 1:
-            return tf.data.Dataset.range(steps).map(
-                lambda step: (order[bound_tensor[step] : bound_tensor[step + 1]], epoch))
+        return tf.data.Dataset.range(steps * local).map(lambda position: (_replica_slice(
+            order, position, lambda step: (bound_tensor[step], bound_tensor[step + 1]),
+            local=local, pipeline=pipeline, replicas=replicas), epoch))
 
-        def replica_slice(position: tf.Tensor) -> tf.Tensor:
-            step, part = position // local, pipeline * local + position % local
-            start, size = bound_tensor[step], bound_tensor[step + 1] - bound_tensor[step]
-            return order[start + part * size // replicas : start + (part + 1) * size // replicas], epoch
-
-        return tf.data.Dataset.range(steps * local).map(replica_slice)
-
-    return epochs.flat_map(epoch_batches)
+    return epochs.flat_map(batches_of_epoch)
 
 
 def make_train_dataset(
@@ -296,6 +278,26 @@ class ShardedSplit:
         """Bytes the decoded images would take in memory (what the memory budget is compared with)."""
         return int(sum(self.counts) * np.prod(self.image_shape))
 
+    @property
+    def offsets(self) -> np.ndarray:
+        """Index of each shard's first example in the split."""
+        return np.concatenate([[0], np.cumsum(self.counts)])[:-1].astype(np.int64)
+
+    def load_images(self) -> np.ndarray:
+        """Every shard read into one preallocated array: peak memory is the split plus one shard,
+        not twice the split as concatenating would take."""
+        count = sum(self.counts)
+        images = np.empty((count, *self.image_shape), dtype=np.uint8)
+        start = 0
+        for path in self.image_files:
+            shard = storage.load_npy(path)
+            images[start : start + len(shard)] = shard
+            start += len(shard)
+        if start != count:
+            raise DataError(f"the cache manifest promises {count} images in '{self.folder}' but its shards hold "
+                            f"{start}; run `dvc repro build` again")
+        return images
+
 
 def open_split(*, cache_dir: str | Path, split: str) -> ShardedSplit:
     manifest = read_manifest(cache_dir)
@@ -345,7 +347,7 @@ def streaming_epoch_batches(*, split: ShardedSplit, seed: int | None, epoch: int
                             replicas: int = 1) -> list[np.ndarray]:
     """The example indices of every batch of one streamed epoch, in order (for the guard's
     incident reports and for tests). seed=None is the evaluation order: shards and examples in file order."""
-    offsets = np.concatenate([[0], np.cumsum(split.counts)])[:-1]
+    offsets = split.offsets
     shard_sequence = (range(len(split.counts)) if seed is None
                       else _shard_order(seed=seed, epoch=epoch, shards=len(split.counts)).numpy())
     batches = []
@@ -386,9 +388,7 @@ def make_streaming_dataset(
     (validation, test). Batches are cut within a shard and split over replicas exactly like
     make_train_dataset's.
     """
-    if replicas % pipelines:
-        raise ValueError(f"{replicas} replicas do not divide evenly over {pipelines} input pipelines")
-    local = replicas // pipelines
+    local = _local_replicas(replicas, pipelines)
     shard_bounds = [batch_bounds(count=count, batch_size=batch_size, replicas=replicas) for count in split.counts]
     width = max((len(bounds) for bounds in shard_bounds), default=1)
     padded = np.stack([np.pad(bounds, (0, width - len(bounds))) for bounds in shard_bounds]) if shard_bounds else \
@@ -397,7 +397,7 @@ def make_streaming_dataset(
     steps_table = tf.constant([len(bounds) - 1 for bounds in shard_bounds], tf.int64)
     count_table = tf.constant(split.counts, tf.int64)
     image_files, label_files = tf.constant(split.image_files), tf.constant(split.label_files)
-    offset_table = tf.constant(np.concatenate([[0], np.cumsum(split.counts)])[:-1], tf.int64)
+    offset_table = tf.constant(split.offsets, tf.int64)
     finish = _batch_finisher(num_classes=num_classes, one_hot=one_hot, class_weights=class_weights,
                              augmenter=augmenter, seed=seed or 0)
 
@@ -410,20 +410,19 @@ def make_streaming_dataset(
             order = _within_shard_order(seed=seed, epoch=epoch, shard=shard, count=count_table[shard])
 
         def replica_batch(position: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            step, part = position // local, pipeline * local + position % local
-            start, size = bounds_table[shard, step], bounds_table[shard, step + 1] - bounds_table[shard, step]
-            indices = order[start + part * size // replicas : start + (part + 1) * size // replicas]
+            indices = _replica_slice(order, position, lambda step: (bounds_table[shard, step], bounds_table[shard, step + 1]),
+                                     local=local, pipeline=pipeline, replicas=replicas)
             return finish(tf.gather(images, indices), tf.gather(labels, indices), epoch, offset_table[shard] + indices)
 
         return tf.data.Dataset.range(steps_table[shard] * local).map(
             replica_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+    def batches_of_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         shards = len(split.counts)
         order = tf.range(shards, dtype=tf.int64) if seed is None else _shard_order(seed=seed, epoch=epoch, shards=shards)
         return tf.data.Dataset.from_tensor_slices(order).flat_map(lambda shard: shard_batches(epoch, shard))
 
-    dataset = _augmented(tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches), augmenter)
+    dataset = _augmented(tf.data.Dataset.range(first_epoch, epochs).flat_map(batches_of_epoch), augmenter)
     if seed is None:
         steps = streaming_steps(split=split, batch_size=batch_size, replicas=replicas) * local
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps * (epochs - first_epoch)))
@@ -444,17 +443,15 @@ class SplitInput:
     def steps(self, *, batch_size: int, replicas: int = 1) -> int:
         if self.streaming:
             return streaming_steps(split=self.split, batch_size=batch_size, replicas=replicas)
-        return len(batch_bounds(count=len(self.split.labels), batch_size=batch_size, replicas=replicas)) - 1
+        return steps_per_epoch(count=len(self.split.labels), batch_size=batch_size, replicas=replicas)
 
     def epoch_batches(self, *, seed: int, epoch: int, batch_size: int, replicas: int = 1) -> list[np.ndarray]:
         """Example indices of each batch of a training epoch, in the order fit() sees them."""
         if self.streaming:
             return streaming_epoch_batches(split=self.split, seed=seed, epoch=epoch, batch_size=batch_size,
                                            replicas=replicas)
-        count = len(self.split.labels)
-        order = epoch_order(seed=seed, epoch=epoch, count=count).numpy()
-        bounds = batch_bounds(count=count, batch_size=batch_size, replicas=replicas)
-        return [order[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+        return epoch_batches(seed=seed, epoch=epoch, count=len(self.split.labels), batch_size=batch_size,
+                             replicas=replicas)
 
     def step_sizes(self, *, seed: int, epoch: int, batch_size: int, replicas: int = 1) -> list[int]:
         if not self.streaming:
@@ -488,7 +485,7 @@ def plan_inputs(*, cache_dir: str | Path, splits: list[str], memory_budget_bytes
     for name in splits:
         split = open_split(cache_dir=cache_dir, split=name)
         if used + IN_MEMORY_COST * split.image_bytes <= memory_budget_bytes:
-            stacked = _load_images(split.image_files, count=sum(split.counts), shape=split.image_shape)
+            stacked = split.load_images()
             plans[name], used = SplitInput(split=split, images=stacked), used + IN_MEMORY_COST * split.image_bytes
         else:
             plans[name] = SplitInput(split=split, images=None)

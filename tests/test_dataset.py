@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from pipeline.dataset import batch_indices, epoch_order, make_eval_dataset, make_train_dataset, steps_per_epoch
+from pipeline.dataset import epoch_batches, epoch_order, make_eval_dataset, make_train_dataset, steps_per_epoch
 
 COUNT, BATCH = 37, 8
 
@@ -52,12 +52,12 @@ def test_same_seed_same_batches_other_seed_differs():
     assert [b.tolist() for b in train_batches(7)] != [b.tolist() for b in train_batches(8)]
 
 
-def test_batch_indices_name_the_examples_of_a_step():
+def test_epoch_batches_name_the_examples_of_each_step():
     batches = train_batches(seed=3)
     steps = steps_per_epoch(count=COUNT, batch_size=BATCH)
     for epoch, step in [(0, 0), (1, 4), (2, 2)]:
         expected = batches[epoch * steps + step].tolist()
-        assert batch_indices(seed=3, epoch=epoch, step=step, count=COUNT, batch_size=BATCH).tolist() == expected
+        assert epoch_batches(seed=3, epoch=epoch, count=COUNT, batch_size=BATCH)[step].tolist() == expected
 
 
 def test_epoch_order_is_the_same_eagerly_and_inside_dataset_map():
