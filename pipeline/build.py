@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from collections import Counter
@@ -16,7 +15,7 @@ from pipeline import storage
 from pipeline.decode import DecodeError, decode_image, resize_image
 from pipeline.errors import DataError
 from pipeline.files import read_lines
-from pipeline.outputs import clear_generated_dir
+from pipeline.outputs import clear_generated_dir, write_json
 from pipeline.params import load_params
 from pipeline.progress import progress
 from pipeline.split import CLASSES_FILE, SPLITS, read_split_csv
@@ -119,7 +118,7 @@ def build_cache(
             workers=workers,
             max_pixels=max_pixels,
         )
-    storage.write_bytes(storage.join(cache_dir, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
+    write_json(storage.join(cache_dir, MANIFEST), manifest)
     return manifest
 
 

@@ -7,14 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+from pipeline import storage
 from pipeline.errors import DataError
 
 
 def write_json(path: str | Path, payload: dict | list) -> None:
-    """Write pretty JSON (DVC metrics files are read by people too), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    """Write pretty JSON (DVC metrics files are read by people too), creating parent folders;
+    object-store URLs work too (the build cache's manifest)."""
+    storage.write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def write_lines(path: str | Path, lines: list[str], *, header: str | None = None) -> None:
