@@ -47,6 +47,8 @@ class BatchAugmenter:
         self._local = threading.local()
         self._pool: ProcessPoolExecutor | None = None
         self._shared: shared_memory.SharedMemory | None = None
+        # The pool and its one shared block serve one batch at a time, whichever thread calls.
+        self._lock = threading.Lock()
         self._state()  # build once now: a bad transform name or argument fails before training
 
     def _build(self):
@@ -86,6 +88,10 @@ class BatchAugmenter:
         """Augment a batch: a share in each worker process, the first share in this thread."""
         if not self.processes or len(images) < 2 * (self.processes + 1):
             return self.augment_here(images, seeds)
+        with self._lock:
+            return self._augment_shared(images, seeds)
+
+    def _augment_shared(self, images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         if self._pool is None:
             # spawn, not fork: the parent runs TensorFlow's threads, which a fork would copy mid-flight.
             self._pool = ProcessPoolExecutor(max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),

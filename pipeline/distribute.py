@@ -61,7 +61,7 @@ def distribute_dataset(
     """
     if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
         return build(replicas=1, pipeline=0, pipelines=1)
-    _let_fit_accept_distributed_datasets()
+    _backport_keras_distribution_fixes()
     replicas = strategy.num_replicas_in_sync
 
     def for_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -74,7 +74,7 @@ def distribute_dataset(
     return strategy.distribute_datasets_from_function(for_pipeline)
 
 
-def _let_fit_accept_distributed_datasets() -> None:
+def _backport_keras_distribution_fixes() -> None:
     """Two backports from later Keras into Keras 3.8 (the newest that runs on TF 2.16), applied
     once and only when a real strategy is in use:
 
