@@ -103,8 +103,14 @@ def build_cache(
         raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
     if not storage.is_remote(cache_dir):
         # Rebuilt whole, but only when an earlier build made it (its manifest is the marker).
-        # An object-store cache is overwritten shard by shard; the manifest names the live ones.
         clear_generated_dir(Path(cache_dir), marker=MANIFEST)
+    elif storage.exists(cache_dir) and not storage.exists(storage.join(cache_dir, MANIFEST)):
+        # An object-store cache is overwritten shard by shard (the manifest names the live ones),
+        # so the same marker rule decides whether those objects may be written over.
+        raise DataError(
+            f"'{cache_dir}' holds objects that trainwell did not write (no {MANIFEST}); refusing to write over "
+            "them. Point paths.cache_dir in params.yaml at an empty prefix"
+        )
     manifest = {"format": CACHE_FORMAT, "classes": classes, "image_shape": [image_size, image_size, 3], "splits": {}}
     for name in SPLITS:
         rows = read_split_csv(Path(splits_dir) / f"{name}.csv")

@@ -126,6 +126,24 @@ def test_s3_audit_names_a_broken_object_and_exits_1(s3_endpoint, demo_set, tmp_p
     assert re.search(rf"::error file={re.escape(url)}/circle/{victim.name},title=(corrupt|truncated)::", result.stdout)
 
 
+def test_build_never_writes_over_objects_it_did_not_make(s3_endpoint, demo_set, tmp_path):
+    prefix = f"foreign-{tmp_path.name}"
+    upload(s3_endpoint, demo_set, f"{prefix}/demo")
+    _client(s3_endpoint).put_object(Bucket=BUCKET, Key=f"{prefix}/cache/train/paths.txt", Body=b"the user's own file")
+    params = tiny_params()
+    params["data"]["dir"] = f"s3://{BUCKET}/{prefix}/demo"
+    params["paths"]["cache_dir"] = f"s3://{BUCKET}/{prefix}/cache"
+    write_params(tmp_path, params)
+    for stage in ("audit", "split"):
+        assert trainwell([stage], tmp_path, s3_endpoint).returncode == 0
+    result = trainwell(["build"], tmp_path, s3_endpoint)
+    assert result.returncode == 1
+    assert "holds objects that trainwell did not write" in result.stderr and "paths.cache_dir" in result.stderr
+    assert objects(s3_endpoint, f"{prefix}/cache/") == [f"{prefix}/cache/train/paths.txt"]
+    body = _client(s3_endpoint).get_object(Bucket=BUCKET, Key=f"{prefix}/cache/train/paths.txt")["Body"].read()
+    assert body == b"the user's own file"
+
+
 def test_unreachable_bucket_is_a_clear_error(s3_endpoint, tmp_path):
     write_params(tmp_path, tiny_params())
     result = trainwell(["audit", f"s3://no-such-bucket-{tmp_path.name}/data"], tmp_path, s3_endpoint)
