@@ -6,6 +6,7 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from pipeline import storage
 from pipeline.errors import DataError
@@ -32,6 +33,9 @@ class Listing:
     classes: list[str]
     files: list[tuple[str, str]] = field(default_factory=list)  # (relative path, class)
     issues: list[Issue] = field(default_factory=list)
+    # (size in bytes, mtime in ns) of each file, taken from the directory walk (lstat, links not
+    # followed); (-1, -1) when the file vanished. None when the listing did not walk a local folder.
+    stats: list[tuple[int, int]] | None = None
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -58,7 +62,7 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
         )
     subdirs = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
     wanted = sorted(subdirs) if classes is None else list(classes)
-    listing = Listing(root=root, classes=wanted)
+    listing = Listing(root=root, classes=wanted, stats=[])
     allowed = set(extensions)
 
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
@@ -73,26 +77,44 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
             )
     for label in wanted:
         class_dir = root / label
-        relatives = []
+        relatives: list[str] = []
+        stats: list[tuple[int, int]] = []
+        links: list[int] = []
         if class_dir.is_dir() and not class_dir.is_symlink():
-            relatives = [relative for relative, entry in _walk(str(class_dir), label)
-                         if not entry.is_symlink() or _report_link(listing, root, Path(entry.path))]
-        _add_class_files(listing, label, relatives, allowed)
+            _scan(str(class_dir), label, relatives=relatives, stats=stats, links=links, listing=listing)
+        if links:
+            escaping = {position for position in links if not _report_link(listing, root, root / relatives[position])}
+            relatives = [relative for position, relative in enumerate(relatives) if position not in escaping]
+            stats = [stat for position, stat in enumerate(stats) if position not in escaping]
+        accepted = _add_class_files(listing, label, relatives, allowed)
+        listing.stats.extend(stats if len(accepted) == len(stats) else [stats[position] for position in accepted])
     return listing
 
 
-def _add_class_files(listing: Listing, label: str, relatives: list[str], allowed: set[str]) -> None:
-    """List a class's files with an allowed extension; report the others and an empty class."""
-    count = 0
-    for relative in relatives:
-        suffix = os.path.splitext(relative)[1]
-        if suffix.lower() not in allowed:
-            listing.issues.append(Issue(relative, "stray_file", "warning", f"extension '{suffix}' is not in data.extensions"))
-            continue
-        listing.files.append((relative, label))
-        count += 1
-    if count == 0:
+def _suffix(relative: str) -> str:
+    """os.path.splitext(relative)[1] at a third of its cost (it runs once per listed file)."""
+    base = relative.rfind("/") + 1
+    if relative.startswith(".", base):
+        return os.path.splitext(relative)[1]  # leading dots of a name are not an extension
+    dot = relative.rfind(".")
+    return relative[dot:] if dot > base else ""
+
+
+def _add_class_files(listing: Listing, label: str, relatives: list[str], allowed: set[str]) -> list[int]:
+    """List a class's files with an allowed extension; report the others and an empty class.
+
+    Returns the positions in `relatives` of the files listed."""
+    accepted = [position for position, relative in enumerate(relatives) if _suffix(relative).lower() in allowed]
+    if len(accepted) < len(relatives):
+        taken = set(accepted)
+        for position, relative in enumerate(relatives):
+            if position not in taken:
+                listing.issues.append(Issue(relative, "stray_file", "warning",
+                                            f"extension '{_suffix(relative)}' is not in data.extensions"))
+    listing.files.extend((relatives[position], label) for position in accepted)
+    if not accepted:
         listing.issues.append(Issue(label, "missing_class", "warning", "configured class has no images"))
+    return accepted
 
 
 def list_remote_dataset(root: str, *, classes: list[str] | None, extensions: list[str]) -> Listing:
@@ -116,19 +138,48 @@ def list_remote_dataset(root: str, *, classes: list[str] | None, extensions: lis
     return listing
 
 
-def _walk(folder: str, relative: str):
-    """(relative posix path, DirEntry) of every non-hidden file below folder, sorted, links not followed.
+def _scan(folder: str, relative: str, *, relatives: list[str], stats: list[tuple[int, int]], links: list[int],
+          listing: Listing) -> None:
+    """Append every non-hidden file or link below folder, sorted, to relatives (posix paths) and
+    stats ((size in bytes, mtime in ns), links not followed); positions of links go to `links`.
 
-    os.scandir's DirEntry answers is_symlink/is_dir from the directory listing itself, so a
-    100,000-file tree is walked without one stat per file (pathlib costs ~35 us a file here).
+    One lstat per name, relative to the open folder, gives the type, size and mtime at once: a
+    re-audit of an unchanged tree is mostly this loop (scandir plus a stat per entry cost 25%
+    more). A file that cannot be stat'ed gets (-1, -1) (the audit reports it unreadable); a
+    folder that cannot be listed is reported here.
     """
-    entries = sorted((entry for entry in os.scandir(folder) if not entry.name.startswith(".")), key=lambda e: e.name)
-    for entry in entries:
-        child = f"{relative}/{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(entry.path, child)
-        elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
-            yield child, entry
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        listing.issues.append(Issue(relative, "unreadable", "error", f"folder could not be listed: {exc.strerror or exc}"))
+        return
+    try:
+        for name in sorted(os.listdir(handle)):
+            if name.startswith("."):
+                continue
+            try:
+                stat = os.stat(name, dir_fd=handle, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed while listing
+            except OSError:
+                relatives.append(f"{relative}/{name}")
+                stats.append((-1, -1))
+                continue
+            mode = stat.st_mode
+            if S_ISDIR(mode):
+                _scan(os.path.join(folder, name), f"{relative}/{name}", relatives=relatives, stats=stats, links=links,
+                      listing=listing)
+                continue
+            if S_ISLNK(mode):
+                links.append(len(relatives))
+            elif not S_ISREG(mode):
+                continue  # sockets, pipes, devices
+            relatives.append(f"{relative}/{name}")
+            stats.append((stat.st_size, stat.st_mtime_ns))
+    except OSError as exc:
+        listing.issues.append(Issue(relative, "unreadable", "error", f"folder could not be listed: {exc.strerror or exc}"))
+    finally:
+        os.close(handle)
 
 
 def _report_link(listing: Listing, root: Path, path: Path) -> bool:

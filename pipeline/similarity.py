@@ -17,7 +17,8 @@ def perceptual_hash(grey: np.ndarray) -> np.ndarray:
     small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     low = cv2.dct(small)[:8, :8].ravel()
     # The DC term is the mean brightness: left out of the median so brightness does not bias it.
-    return np.packbits(low > np.median(low[1:]))
+    # The median of the other 63 terms is the 32nd smallest (np.median costs 10x a partition here).
+    return np.packbits(low > np.partition(low[1:], 31)[31])
 
 
 def tiny_thumbnail(image: np.ndarray) -> np.ndarray:
@@ -77,10 +78,11 @@ def groups_from_pairs(count: int, pairs: np.ndarray) -> list[list[int]]:
             index = parent[index]
         return index
 
-    for left, right in np.asarray(pairs).tolist():
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    for left, right in pairs.tolist():
         parent[find(left)] = find(right)
     groups: dict[int, list[int]] = {}
-    for index in range(count):
+    for index in np.unique(pairs).tolist():  # only linked indices can be in a group of 2+
         groups.setdefault(find(index), []).append(index)
     return sorted((members for members in groups.values() if len(members) > 1), key=lambda group: group[0])
 

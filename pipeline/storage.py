@@ -50,7 +50,8 @@ def _remote_error(path: str, exc: Exception) -> DataError:
 def read_bytes(path: str | Path) -> bytes:
     """A file's bytes. Local errors stay OSError, so callers can name the file and go on."""
     if not is_remote(path):
-        return Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            return handle.read()
     gfile = _gfile()
     try:
         with gfile.GFile(str(path), "rb") as handle:

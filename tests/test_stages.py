@@ -232,9 +232,11 @@ def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir
     files[1].unlink()  # removed: drops out
     faults.write(demo_copy / "cross" / "new.png", faults.png_bytes(9))  # added
     os.utime(files[2], ns=(1, 1))  # touched only: same bytes, reused without decoding
+    (demo_copy / "cross" / "copy.png").write_bytes(files[3].read_bytes())  # known bytes, but named .png
     again = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
-    assert again.files_decoded == 2
-    assert again.files_scanned == 60
+    assert again.files_decoded == 3
+    assert again.files_scanned == 61
+    assert ("cross/copy.png", "extension_mismatch") in {(i.path, i.kind) for i in again.issues}
     fresh = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit)
     assert again.as_dict()["issues"] == fresh.as_dict()["issues"]
     assert (f"cross/{files[0].name}", "truncated") in {(i.path, i.kind) for i in again.issues}
@@ -247,16 +249,54 @@ def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir
         __import__("PIL.Image").Image.open(copy_source).resize((64, 64)).resize((32, 32)), "PNG"))
     with_copy = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert with_copy.files_decoded == 1
+    (demo_copy / "cross" / "copy.png").unlink()
     assert any("circle/lookalike.png" in group for group in with_copy.near_duplicate_groups)
     unchanged_again = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert unchanged_again.files_decoded == 0
     assert unchanged_again.near_duplicate_groups == with_copy.near_duplicate_groups
+    assert unchanged_again.as_dict() == audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit).as_dict()
     looser = params.audit.model_copy(update={"near_duplicate_distance": 12})
     assert audit.audit_dataset(root=demo_copy, data=params.data, policy=looser, cache_file=cache).as_dict() == \
         audit.audit_dataset(root=demo_copy, data=params.data, policy=looser).as_dict()
 
     stricter = params.audit.model_copy(update={"dark_below": 200.0})  # a per-file threshold changed
     assert audit.audit_dataset(root=demo_copy, data=params.data, policy=stricter, cache_file=cache).files_decoded == 61
+
+
+def test_incremental_audit_matches_digests_that_end_in_zero_bytes(workdir):
+    # numpy's S16 items drop trailing NUL bytes: a cached digest ending in 00 once failed to equal
+    # the same digest computed afresh, so a cached file and its new re-encoded copy went unpaired.
+    from pipeline.params import AuditParams, DataParams
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from pipeline.audit_cache import content_hash
+
+    root = workdir / "images"
+    for seed in range(3000):  # pixels whose digest ends in a zero byte (1 in 256)
+        pixels = faults.image_array(seed, 24)
+        probe = faults.write(root / "pets" / "original.png", faults.encode(pixels, "PNG"))
+        pixel_hash = audit.check_file(root=root, path="pets/original.png", label="pets", policy=AuditParams()).pixel_hash
+        if pixel_hash[-2:] == "00":
+            break
+    for number in range(3000):  # and bytes whose digest does too: a text chunk changes the bytes only
+        info = PngInfo()
+        info.add_text("n", str(number))
+        encoded = faults.encode(pixels, "PNG", pnginfo=info)
+        if content_hash(encoded)[-2:] == "00":
+            break
+    assert pixel_hash[-2:] == "00" and content_hash(encoded)[-2:] == "00" and probe.exists()
+    original = faults.write(root / "pets" / "original.png", encoded)
+    faults.write(root / "dogs" / "other.png", faults.png_bytes(3))
+    data, cache = DataParams(dir=str(root)), workdir / "cache.json"
+    audit.audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
+    # The same pixels in other bytes (decoded now), and the same bytes under another name (reused).
+    faults.write(root / "pets" / "recompressed.png", faults.encode(pixels, "PNG", compress_level=1))
+    faults.write(root / "pets" / "copied.png", original.read_bytes())
+    report = audit.audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
+    assert report.files_decoded == 1
+    assert report.duplicate_groups == [["pets/copied.png", "pets/original.png", "pets/recompressed.png"]]
+    assert report.as_dict() == audit.audit_dataset(root=root, data=data, policy=AuditParams()).as_dict()
 
 
 def test_split_keeps_duplicate_and_near_duplicate_groups_in_one_split(demo_copy, workdir):
