@@ -343,26 +343,67 @@ def _within_shard_order(*, seed: int, epoch: int | tf.Tensor, shard: int | tf.Te
     return tf.random.experimental.stateless_shuffle(tf.range(tf.cast(count, tf.int64)), seed=seed_pair)
 
 
+def _worker_batch(batch_size: int, workers: int) -> int:
+    """Examples each worker takes per step when the training split streams (shard-level sharding)."""
+    if batch_size % workers:
+        raise DataError(
+            f"train.batch_size {batch_size} is not a multiple of the {workers} workers: a streamed training split "
+            f"is sharded by shard, so each worker takes batch_size / workers examples per step; use "
+            f"{batch_size - batch_size % workers or workers} or {batch_size + workers - batch_size % workers}"
+        )
+    return batch_size // workers
+
+
+def _shard_batch_bounds(split: ShardedSplit, *, batch_size: int, replicas: int, workers: int) -> list[np.ndarray]:
+    """Per shard, the bounds of its worker batches (see batch_bounds; never straddling shards)."""
+    size, local = _worker_batch(batch_size, workers), _local_replicas(replicas, workers)
+    return [batch_bounds(count=count, batch_size=size, replicas=local) for count in split.counts]
+
+
+def streaming_steps(*, split: ShardedSplit, batch_size: int, replicas: int = 1, workers: int = 1) -> int:
+    """Training steps in one streamed epoch: the epoch's worker batches dealt out in equal
+    contiguous blocks, one per worker (the last total % workers are left for that epoch)."""
+    bounds = _shard_batch_bounds(split, batch_size=batch_size, replicas=replicas, workers=workers)
+    return sum(len(shard) - 1 for shard in bounds) // workers
+
+
 def streaming_epoch_batches(*, split: ShardedSplit, seed: int | None, epoch: int, batch_size: int,
-                            replicas: int = 1) -> list[np.ndarray]:
-    """The example indices of every batch of one streamed epoch, in order (for the guard's
-    incident reports and for tests). seed=None is the evaluation order: shards and examples in file order."""
+                            replicas: int = 1, workers: int = 1) -> list[np.ndarray]:
+    """The example indices of every global batch of one streamed epoch, in order (for the guard's
+    incident reports and for tests). seed=None is the evaluation order: shards and examples in
+    file order, every example once, whatever the worker count.
+
+    With several workers the training epoch is sharded by shard: the epoch's worker batches (in
+    shard order, batch_size / workers each) are dealt out in contiguous blocks, so each worker
+    reads only its own stretch of shards, and global batch t is the t-th batch of every block.
+    """
+    if seed is None:
+        workers = 1
     offsets = split.offsets
     shard_sequence = (range(len(split.counts)) if seed is None
                       else _shard_order(seed=seed, epoch=epoch, shards=len(split.counts)).numpy())
-    batches = []
+    shard_bounds = _shard_batch_bounds(split, batch_size=batch_size, replicas=replicas, workers=workers)
+    worker_batches = []
     for shard in shard_sequence:
         count = split.counts[shard]
         within = (np.arange(count) if seed is None
                   else _within_shard_order(seed=seed, epoch=epoch, shard=int(shard), count=count).numpy())
-        bounds = batch_bounds(count=count, batch_size=batch_size, replicas=replicas)
-        batches += [offsets[shard] + within[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
-    return batches
+        bounds = shard_bounds[shard]
+        worker_batches += [offsets[shard] + within[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    steps = len(worker_batches) // workers
+    return [np.concatenate([worker_batches[worker * steps + step] for worker in range(workers)])
+            for step in range(steps)]
 
 
-def streaming_steps(*, split: ShardedSplit, batch_size: int, replicas: int = 1) -> int:
-    """Batches in one streamed epoch: batches never straddle two shards."""
-    return sum(len(batch_bounds(count=count, batch_size=batch_size, replicas=replicas)) - 1 for count in split.counts)
+def streaming_step_sizes(*, split: ShardedSplit, seed: int, epoch: int, batch_size: int, replicas: int = 1,
+                         workers: int = 1) -> list[int]:
+    """Examples in each global batch of a streamed training epoch (streaming_epoch_batches' lengths,
+    from the shard order alone)."""
+    shard_bounds = _shard_batch_bounds(split, batch_size=batch_size, replicas=replicas, workers=workers)
+    shards = _shard_order(seed=seed, epoch=epoch, shards=len(split.counts)).numpy()
+    sizes = np.concatenate([np.diff(shard_bounds[shard]) for shard in shards]) if len(shards) else np.zeros(0, int)
+    steps = len(sizes) // workers
+    return sizes[: steps * workers].reshape(workers, steps).sum(axis=0).astype(int).tolist()
 
 
 def make_streaming_dataset(
@@ -385,11 +426,17 @@ def make_streaming_dataset(
     Per epoch the shard order is a stateless permutation of (seed, epoch) and each shard's
     examples a permutation of (seed, shard, epoch), so the stream is as reproducible and
     resumable as the in-memory one. seed=None streams every example once in file order
-    (validation, test). Batches are cut within a shard and split over replicas exactly like
-    make_train_dataset's.
+    (validation, test), each global batch split over the replicas like make_eval_dataset's.
+    Training batches are cut within a shard; over several pipelines (workers) each pipeline
+    streams only its own block of the epoch's batches, so it reads only its own shards (see
+    streaming_epoch_batches).
     """
     local = _local_replicas(replicas, pipelines)
-    shard_bounds = [batch_bounds(count=count, batch_size=batch_size, replicas=replicas) for count in split.counts]
+    # Training shards by shard across workers (each reads only its stretch of shards; see
+    # streaming_epoch_batches); evaluation slices every batch across replicas, so it sees every
+    # example exactly once.
+    workers = pipelines if seed is not None else 1
+    shard_bounds = _shard_batch_bounds(split, batch_size=batch_size, replicas=replicas, workers=workers)
     width = max((len(bounds) for bounds in shard_bounds), default=1)
     padded = np.stack([np.pad(bounds, (0, width - len(bounds))) for bounds in shard_bounds]) if shard_bounds else \
         np.zeros((0, 1), np.int64)
@@ -398,10 +445,16 @@ def make_streaming_dataset(
     count_table = tf.constant(split.counts, tf.int64)
     image_files, label_files = tf.constant(split.image_files), tf.constant(split.label_files)
     offset_table = tf.constant(split.offsets, tf.int64)
+    # Per worker and epoch: this many consecutive worker batches, starting at block_start.
+    block = sum(len(bounds) - 1 for bounds in shard_bounds) // workers
+    block_start = pipeline * block if workers > 1 else 0
+    # A training worker batch is this worker's alone: cut into its local replicas' slices. An
+    # evaluation batch is global: this pipeline takes its replicas' slices of it.
+    slicing = {"local": local, "pipeline": pipeline if workers == 1 else 0, "replicas": replicas // workers}
     finish = _batch_finisher(num_classes=num_classes, one_hot=one_hot, class_weights=class_weights,
                              augmenter=augmenter, seed=seed or 0)
 
-    def shard_batches(epoch: tf.Tensor, shard: tf.Tensor) -> tf.data.Dataset:
+    def shard_batches(epoch: tf.Tensor, shard: tf.Tensor, first: tf.Tensor, last: tf.Tensor) -> tf.data.Dataset:
         images = read_npy_tensor(image_files[shard], dtype=tf.uint8, tail_shape=split.image_shape)
         labels = read_npy_tensor(label_files[shard], dtype=tf.int32, tail_shape=())
         if seed is None:
@@ -411,20 +464,28 @@ def make_streaming_dataset(
 
         def replica_batch(position: tf.Tensor) -> tuple[tf.Tensor, ...]:
             indices = _replica_slice(order, position, lambda step: (bounds_table[shard, step], bounds_table[shard, step + 1]),
-                                     local=local, pipeline=pipeline, replicas=replicas)
+                                     **slicing)
             return finish(tf.gather(images, indices), tf.gather(labels, indices), epoch, offset_table[shard] + indices)
 
-        return tf.data.Dataset.range(steps_table[shard] * local).map(
+        return tf.data.Dataset.range(first * local, last * local).map(
             replica_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def batches_of_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         shards = len(split.counts)
         order = tf.range(shards, dtype=tf.int64) if seed is None else _shard_order(seed=seed, epoch=epoch, shards=shards)
-        return tf.data.Dataset.from_tensor_slices(order).flat_map(lambda shard: shard_batches(epoch, shard))
+        steps = tf.gather(steps_table, order)
+        starts = tf.cumsum(steps, exclusive=True)
+        # This worker's block of the epoch's worker batches, as a (first, last) step range per shard;
+        # shards outside the block are never read.
+        first = tf.clip_by_value(block_start - starts, 0, steps)
+        last = tf.clip_by_value(block_start + block - starts, 0, steps)
+        return (tf.data.Dataset.from_tensor_slices((order, first, last))
+                .filter(lambda shard, first, last: last > first)
+                .flat_map(lambda shard, first, last: shard_batches(epoch, shard, first, last)))
 
     dataset = _augmented(tf.data.Dataset.range(first_epoch, epochs).flat_map(batches_of_epoch), augmenter)
     if seed is None:
-        steps = streaming_steps(split=split, batch_size=batch_size, replicas=replicas) * local
+        steps = block * local
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps * (epochs - first_epoch)))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -440,27 +501,33 @@ class SplitInput:
     def streaming(self) -> bool:
         return self.images is None
 
-    def steps(self, *, batch_size: int, replicas: int = 1) -> int:
+    def steps(self, *, batch_size: int, replicas: int = 1, workers: int = 1) -> int:
+        """Steps of one epoch: of training over `workers` input pipelines, or with workers=1 of
+        evaluation (which every worker runs over the whole split)."""
         if self.streaming:
-            return streaming_steps(split=self.split, batch_size=batch_size, replicas=replicas)
+            return streaming_steps(split=self.split, batch_size=batch_size, replicas=replicas, workers=workers)
         return steps_per_epoch(count=len(self.split.labels), batch_size=batch_size, replicas=replicas)
 
-    def epoch_batches(self, *, seed: int, epoch: int, batch_size: int, replicas: int = 1) -> list[np.ndarray]:
-        """Example indices of each batch of a training epoch, in the order fit() sees them."""
+    def shards_by_worker(self, workers: int) -> bool:
+        """Whether training over `workers` workers shards this split by shard (each worker reads
+        its own shards; up to workers - 1 worker batches sit out each epoch). In memory, every
+        worker holds the split and takes its slice of every global batch instead: exact coverage."""
+        return self.streaming and workers > 1
+
+    def epoch_batches(self, *, seed: int, epoch: int, batch_size: int, replicas: int = 1,
+                      workers: int = 1) -> list[np.ndarray]:
+        """Example indices of each global batch of a training epoch, in the order fit() sees them."""
         if self.streaming:
             return streaming_epoch_batches(split=self.split, seed=seed, epoch=epoch, batch_size=batch_size,
-                                           replicas=replicas)
+                                           replicas=replicas, workers=workers)
         return epoch_batches(seed=seed, epoch=epoch, count=len(self.split.labels), batch_size=batch_size,
                              replicas=replicas)
 
-    def step_sizes(self, *, seed: int, epoch: int, batch_size: int, replicas: int = 1) -> list[int]:
-        if not self.streaming:
-            bounds = batch_bounds(count=len(self.split.labels), batch_size=batch_size, replicas=replicas)
-            return np.diff(bounds).tolist()
-        shards = _shard_order(seed=seed, epoch=epoch, shards=len(self.split.counts)).numpy()
-        return [int(size) for shard in shards
-                for size in np.diff(batch_bounds(count=self.split.counts[shard], batch_size=batch_size,
-                                                 replicas=replicas))]
+    def step_sizes(self, *, seed: int, epoch: int, batch_size: int, replicas: int = 1, workers: int = 1) -> list[int]:
+        if self.streaming:
+            return streaming_step_sizes(split=self.split, seed=seed, epoch=epoch, batch_size=batch_size,
+                                        replicas=replicas, workers=workers)
+        return np.diff(batch_bounds(count=len(self.split.labels), batch_size=batch_size, replicas=replicas)).tolist()
 
     def train_dataset(self, *, seed: int, **options) -> tf.data.Dataset:
         if self.streaming:

@@ -51,6 +51,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ParamsError(f"train.strategy '{name}' is not one of default, mirrored, multi_worker")
 
 
+def input_pipelines(strategy: tf.distribute.Strategy) -> int:
+    """How many input pipelines distribute_dataset builds: one per worker of a multi-worker cluster."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        spec = strategy.cluster_resolver.cluster_spec()
+        return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs) or 1
+    return 1
+
+
 def distribute_dataset(
     strategy: tf.distribute.Strategy, build: Callable[..., tf.data.Dataset]
 ) -> tf.data.Dataset | tf.distribute.DistributedDataset:
@@ -62,12 +70,16 @@ def distribute_dataset(
     if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
         return build(replicas=1, pipeline=0, pipelines=1)
     _backport_keras_distribution_fixes()
-    replicas = strategy.num_replicas_in_sync
+    replicas, planned = strategy.num_replicas_in_sync, input_pipelines(strategy)
 
     def for_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        if context.num_input_pipelines != planned:  # the step counts fit() gets were planned for `planned`
+            raise RuntimeError(f"tf.distribute asks for {context.num_input_pipelines} input pipelines; "
+                               f"trainwell planned {planned}")
         dataset = build(replicas=replicas, pipeline=context.input_pipeline_id, pipelines=context.num_input_pipelines)
         options = tf.data.Options()
-        # Sharding is done by build (per batch slice); TF must not shard again by element.
+        # Sharding is done by build (by batch slice, or by shard for a streamed training split);
+        # TF must not shard again by element.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)
 

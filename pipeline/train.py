@@ -18,7 +18,13 @@ from model.contract import check_contract, check_coverage, raise_on_errors
 from model.network import model_for
 from pipeline.augment import BatchAugmenter, default_processes
 from pipeline.dataset import SplitInput, plan_inputs, read_manifest
-from pipeline.distribute import build_from_local_batch, configure_cpu_devices, distribute_dataset, make_strategy
+from pipeline.distribute import (
+    build_from_local_batch,
+    configure_cpu_devices,
+    distribute_dataset,
+    input_pipelines,
+    make_strategy,
+)
 from pipeline.guard import DivergenceGuard, TrainingDiverged, all_finite
 from pipeline.outputs import write_json
 from pipeline.params import TrainParams, load_params
@@ -169,8 +175,15 @@ def train_model(
                   f"({plan.split.image_bytes / 2**20:.0f} MiB > train.memory_budget_mb)")
     one_hot = train.loss != "sparse_categorical_crossentropy"
     num_classes, train_count = train_split.num_classes, len(train_split.labels)
-    layout = dict(batch_size=train.batch_size, replicas=replicas)
+    workers = input_pipelines(strategy)
+    layout = dict(batch_size=train.batch_size, replicas=replicas, workers=workers)
     steps = train_input.steps(**layout)
+    if train_input.shards_by_worker(workers):
+        left_out = train_count - sum(train_input.step_sizes(seed=train.seed, epoch=0, **layout))
+        print(f"train: {workers} workers shard the streamed training split by shard: each reads only its own "
+              f"stretch of the {len(train_split.counts)} shards per epoch, {train.batch_size // workers} images a "
+              f"step; the epoch's last worker batches that do not fill a step sit out ({left_out} of {train_count} "
+              "images in epoch 1), a different set every epoch")
     validation_steps = val_input.steps(batch_size=train.batch_size, replicas=min(replicas, len(val_split.labels)))
     steps_per_execution = fitting_steps_per_execution(
         train.steps_per_execution, steps, *([validation_steps] if validation_steps else [])
@@ -201,8 +214,9 @@ def train_model(
         return max(plan.step_sizes(seed=train.seed, epoch=0, batch_size=train.batch_size, replicas=replicas),
                    default=train.batch_size)
 
-    problems += check_coverage(train_count=train_count, val_count=0, batch_size=largest_batch(train_input, replicas),
-                               steps_per_epoch=steps)
+    if not train_input.shards_by_worker(workers):  # that plan's rotating remainder is by design (printed above)
+        problems += check_coverage(train_count=train_count, val_count=0,
+                                   batch_size=largest_batch(train_input, replicas), steps_per_epoch=steps)
     if validation_steps:
         problems += check_coverage(
             train_count=0, val_count=len(val_split.labels), validation_steps=validation_steps,

@@ -18,8 +18,10 @@ from pipeline.dataset import (
     plan_inputs,
     read_npy_tensor,
     streaming_epoch_batches,
+    streaming_step_sizes,
     streaming_steps,
 )
+from pipeline.errors import DataError
 from tests.conftest import REPO_ROOT, tiny_params, write_params
 
 
@@ -75,6 +77,51 @@ def test_streamed_batches_are_the_planned_ones_and_cover_each_epoch_once(tmp_pat
         assert seen[0] != sorted(seen[0])
     for (images, labels), indices in zip(batches, seen):
         assert np.argmax(labels.numpy(), axis=1).tolist() == [index % 5 for index in indices]
+
+
+def _shard_of(split_data, index: int) -> int:
+    return int(np.searchsorted(split_data.offsets, index, side="right")) - 1
+
+
+def test_streamed_training_shards_by_shard_across_workers(tmp_path):
+    # Five shards (40, 40, 40, 40, 23 images), two workers with two replicas each, global batch 16:
+    # each worker takes 8 images a step, cut into two replica slices of 4.
+    split_data = open_split(cache_dir=write_cache(tmp_path, counts=[40, 40, 40, 40, 23]), split="train")
+    layout = {"batch_size": 16, "replicas": 4, "workers": 2}
+    steps = streaming_steps(split=split_data, **layout)
+    assert steps == (4 * 5 + 3) // 2  # 23 worker batches of 8 (the 23-image shard: 8, 8, 7) over 2 workers
+    streams = []
+    for worker in (0, 1):
+        dataset = make_streaming_dataset(split=split_data, num_classes=5, batch_size=16, seed=7, first_epoch=0,
+                                         epochs=3, replicas=4, pipeline=worker, pipelines=2)
+        streams.append([indices_of(images) for images, _ in dataset])
+        assert len(streams[worker]) == 3 * steps * 2  # two replica slices per step
+    seen_over_epochs: set[int] = set()
+    for epoch in range(3):
+        planned = streaming_epoch_batches(split=split_data, seed=7, epoch=epoch, **layout)
+        assert len(planned) == steps
+        assert [len(batch) for batch in planned] == streaming_step_sizes(split=split_data, seed=7, epoch=epoch, **layout)
+        epoch_indices, shards_read = [], []
+        for worker in (0, 1):
+            slices = streams[worker][epoch * steps * 2 : (epoch + 1) * steps * 2]
+            assert all(1 <= len(piece) <= 4 for piece in slices)  # replica slices of a worker batch of <= 8
+            shards_read.append({_shard_of(split_data, index) for piece in slices for index in piece})
+            epoch_indices.append([sum(slices[2 * step : 2 * step + 2], []) for step in range(steps)])
+        # Global batch t is worker 0's t-th batch then worker 1's: what the guard names files from.
+        assert [a + b for a, b in zip(*epoch_indices)] == [batch.tolist() for batch in planned]
+        # Each worker reads its own stretch of shards: at most one shard (the boundary) is read by both.
+        assert len(shards_read[0] & shards_read[1]) <= 1 and len(shards_read[0] | shards_read[1]) == 5
+        flat = [index for batch in planned for index in batch.tolist()]
+        assert len(flat) == len(set(flat)) and 183 - len(flat) <= 8  # at most one worker batch sits out
+        seen_over_epochs |= set(flat)
+    assert seen_over_epochs == set(range(183))  # what sits out rotates
+    # One worker is the plain single-pipeline stream.
+    single = layout | {"workers": 1, "replicas": 1}
+    assert [b.tolist() for b in streaming_epoch_batches(split=split_data, seed=7, epoch=0, **single)] == [
+        indices_of(images) for images, _ in make_streaming_dataset(
+            split=split_data, num_classes=5, batch_size=16, seed=7, first_epoch=0, epochs=1)]
+    with pytest.raises(DataError, match="not a multiple of the 2 workers.*use 14 or 16"):
+        streaming_steps(split=split_data, batch_size=15, replicas=2, workers=2)
 
 
 def test_the_memory_budget_decides_what_streams(tmp_path):
