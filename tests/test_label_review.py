@@ -1,4 +1,4 @@
-"""Label review on the demo set: flipped labels are found, a clean set is left alone."""
+"""Label review on the demo set: flipped labels are found, right labels are left alone."""
 
 from __future__ import annotations
 
@@ -53,14 +53,21 @@ def review(workdir: Path) -> tuple[list[dict], set[str]]:
     return suspects, reviewed
 
 
-def test_flipped_labels_are_found(workdir):
+def test_flipped_labels_are_found_and_right_labels_left_alone(workdir):
+    # One review serves both claims (a second 5,000-image review cost 85 s of the suite): it
+    # finds the flipped labels, and it almost never flags a file whose label is right, even
+    # though its models learned from the 5% of wrong labels too.
     flipped = prepare(workdir, flip_fraction=0.05)
     suspects, reviewed = review(workdir)
     flagged = {row["path"] for row in suspects}
     truth = set(flipped) & reviewed  # flipped files that landed in the test split are not reviewed
     precision = len(flagged & truth) / len(flagged)
     recall = len(flagged & truth) / len(truth)
+    false_alarms = len(flagged - truth) / len(reviewed - truth)
+    print(f"label review: precision {precision:.3f}, recall {recall:.3f}, {len(flagged - truth)} of "
+          f"{len(reviewed - truth)} correctly labelled files flagged")
     assert precision >= 0.8 and recall >= 0.8, (precision, recall, len(flagged), len(truth))
+    assert false_alarms < 0.01, (len(flagged - truth), len(reviewed - truth))
     # Suggestions name the true class (the folder the file was moved out of), and the
     # suggested-labels manifest carries them for flagged files only.
     found = [row for row in suspects if row["path"] in truth]
@@ -73,9 +80,3 @@ def test_flipped_labels_are_found(workdir):
     assert all(adopted[path] == path.split("/")[0] for path in unflagged)
     scores = [float(row["score"]) for row in suspects]
     assert scores == sorted(scores)  # most suspicious first
-
-
-def test_clean_set_is_left_almost_alone(workdir):
-    prepare(workdir, flip_fraction=0.0)
-    suspects, reviewed = review(workdir)
-    assert len(suspects) < 0.01 * len(reviewed)
