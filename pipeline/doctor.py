@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from model.contract import check_contract, raise_on_errors
@@ -29,7 +30,11 @@ def main(*, params_file: str = "params.yaml", model_file: str | None = None) -> 
     else:
         if not Path(model_file).is_file():
             raise ContractError(f"model file '{model_file}' does not exist; pass the path of a saved .keras model")
-        model = keras.models.load_model(model_file)
+        with warnings.catch_warnings():
+            # Loading restores the optimizer too; doctor never trains, so a saved optimizer that was
+            # never built (or one wrapped for mixed precision) is no concern of its.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = keras.models.load_model(model_file)
         if getattr(model, "loss", None) is None:
             raise ContractError(f"'{model_file}' was saved without a compiled loss; compile it before saving")
         loss, from_logits = model.loss, None

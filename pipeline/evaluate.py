@@ -83,7 +83,9 @@ def main(*, params_file: str = "params.yaml") -> int:
     test = load_split(cache_dir=params.paths.cache_dir, split="test")
     if not Path(params.paths.model).exists():
         raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
-    model = keras.models.load_model(params.paths.model)
+    # Inference only: compile=False skips restoring the optimizer, whose state a mixed-precision
+    # run saves in a form plain loading warns about ("Skipping variable loading for optimizer").
+    model = keras.models.load_model(params.paths.model, compile=False)
     data = make_eval_dataset(
         images=test.images, labels=test.labels, num_classes=test.num_classes, batch_size=params.evaluate.batch_size
     )
