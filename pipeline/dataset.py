@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +268,7 @@ class ShardedSplit:
     labels: np.ndarray
     paths: list[str]
     classes: list[str]
+    _held: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)  # see image()
 
     @property
     def num_classes(self) -> int:
@@ -282,6 +283,14 @@ class ShardedSplit:
     def offsets(self) -> np.ndarray:
         """Index of each shard's first example in the split."""
         return np.concatenate([[0], np.cumsum(self.counts)])[:-1].astype(np.int64)
+
+    def image(self, index: int) -> np.ndarray:
+        """One image, read from its shard. The last shard read is kept, so reading images in
+        index order reads each shard once."""
+        shard = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        if self._held is None or self._held[0] != shard:
+            self._held = (shard, storage.load_npy(self.image_files[shard]))
+        return self._held[1][index - self.offsets[shard]]
 
     def load_images(self) -> np.ndarray:
         """Every shard read into one preallocated array: peak memory is the split plus one shard,

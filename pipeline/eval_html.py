@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,18 +24,20 @@ def pick_examples(*, probabilities: np.ndarray, labels: np.ndarray, count: int =
     return mistakes.tolist(), unsure.tolist()
 
 
-def render_evaluation(*, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, paths: list[str],
-                      classes: list[str], metrics: dict) -> str:
-    """Self-contained page (inline CSS and images, no scripts, no network)."""
+def render_evaluation(*, image: Callable[[int], np.ndarray], labels: np.ndarray, probabilities: np.ndarray,
+                      paths: list[str], classes: list[str], metrics: dict) -> str:
+    """Self-contained page (inline CSS and images, no scripts, no network); image(index) gives a
+    test image (only the few shown are read, so the split need not be in memory)."""
     mistakes, unsure = pick_examples(probabilities=probabilities, labels=labels)
     predictions = probabilities.argmax(axis=1)
+    pictures = {index: image(index) for index in sorted({*mistakes, *unsure})}  # in file order: each shard read once
 
     def cards(indices: list[int]) -> str:
         out = []
         for index in indices:
             true, predicted = classes[labels[index]], classes[predictions[index]]
             out.append(
-                f'<div class="card"><img alt="" src="{png_data_uri(images[index])}"><b>{html.escape(paths[index])}</b>'
+                f'<div class="card"><img alt="" src="{png_data_uri(pictures[index])}"><b>{html.escape(paths[index])}</b>'
                 f"<br>true <b>{html.escape(true)}</b>, predicted <b>{html.escape(predicted)}</b>"
                 f"<br>p(predicted) = {probabilities[index, predictions[index]]:.3f}, "
                 f"p(true) = {probabilities[index, labels[index]]:.3f}</div>"

@@ -77,18 +77,22 @@ def classification_metrics(*, labels: np.ndarray, predictions: np.ndarray, class
 def main(*, params_file: str = "params.yaml") -> int:
     import keras
 
-    from pipeline.dataset import load_split, make_eval_dataset
+    from pipeline.dataset import plan_inputs
 
     params = load_params(params_file)
-    test = load_split(cache_dir=params.paths.cache_dir, split="test")
+    # Held in memory within train.memory_budget_mb, streamed shard by shard past it.
+    test_input = plan_inputs(cache_dir=params.paths.cache_dir, splits=["test"],
+                             memory_budget_bytes=params.train.memory_budget_mb << 20)["test"]
+    test = test_input.split
     if not Path(params.paths.model).exists():
         raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
     # Inference only: compile=False skips restoring the optimizer, whose state a mixed-precision
     # run saves in a form plain loading warns about ("Skipping variable loading for optimizer").
     model = keras.models.load_model(params.paths.model, compile=False)
-    data = make_eval_dataset(
-        images=test.images, labels=test.labels, num_classes=test.num_classes, batch_size=params.evaluate.batch_size
-    )
+    if test_input.streaming:
+        print(f"evaluate: streaming the test split from {len(test.counts)} shards "
+              f"({test.image_bytes / 2**20:.0f} MiB > train.memory_budget_mb)")
+    data = test_input.eval_dataset(num_classes=test.num_classes, batch_size=params.evaluate.batch_size)
     probabilities = model.predict(data.map(lambda images, labels: images), verbose=0)
     predictions = np.argmax(probabilities, axis=1) if len(test.labels) else np.zeros((0,), dtype=np.int64)
     metrics = classification_metrics(labels=test.labels, predictions=predictions, classes=test.classes)
@@ -102,7 +106,8 @@ def main(*, params_file: str = "params.yaml") -> int:
     from pipeline.eval_html import render_evaluation
 
     (report_dir / HTML_FILE).write_text(render_evaluation(
-        images=test.images, labels=test.labels, probabilities=probabilities, paths=test.paths, classes=test.classes,
+        image=test.image if test_input.streaming else test_input.images.__getitem__, labels=test.labels,
+        probabilities=probabilities, paths=test.paths, classes=test.classes,
         metrics=metrics))
     # One row per test image: the table DVC's confusion template draws from.
     write_rows(report_dir / PREDICTIONS_FILE, [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import audit, build, split, train
+from pipeline import audit, build, evaluate, split, train
 from pipeline.dataset import (
     make_streaming_dataset,
     open_split,
@@ -22,6 +22,7 @@ from pipeline.dataset import (
     streaming_steps,
 )
 from pipeline.errors import DataError
+from pipeline.params import load_params
 from tests.conftest import REPO_ROOT, tiny_params, write_params
 
 
@@ -182,3 +183,17 @@ def test_training_streams_when_the_split_exceeds_the_budget(demo_copy, workdir, 
     output = capsys.readouterr().out
     assert "streaming the train split from 4 shards" in output and "streaming the val split" in output
     assert "epochs 1-2 over 30 training and 15 validation images" in output
+
+    # evaluate streams past the budget too, with the same results as in memory.
+    paths = load_params().paths
+    assert evaluate.main() == 0
+    assert "streaming the test split" in capsys.readouterr().out
+    streamed = [Path(paths.eval_metrics).read_text(), (Path(paths.eval_report_dir) / "predictions.csv").read_text(),
+                (Path(paths.eval_report_dir) / "index.html").read_text()]
+    params["train"]["memory_budget_mb"] = 4096
+    write_params(workdir, params)
+    assert evaluate.main() == 0
+    assert "streaming" not in capsys.readouterr().out
+    assert streamed == [Path(paths.eval_metrics).read_text(), (Path(paths.eval_report_dir) / "predictions.csv").read_text(),
+                        (Path(paths.eval_report_dir) / "index.html").read_text()]
+    assert streamed[2].count("<img") >= 1
