@@ -373,7 +373,13 @@ def streaming_steps(*, split: ShardedSplit, batch_size: int, replicas: int = 1, 
     """Training steps in one streamed epoch: the epoch's worker batches dealt out in equal
     contiguous blocks, one per worker (the last total % workers are left for that epoch)."""
     bounds = _shard_batch_bounds(split, batch_size=batch_size, replicas=replicas, workers=workers)
-    return sum(len(shard) - 1 for shard in bounds) // workers
+    total = sum(len(shard) - 1 for shard in bounds)
+    if total < workers:
+        raise DataError(
+            f"the streamed training split holds {total} worker batch(es) of {batch_size // workers} images per epoch, "
+            f"fewer than the {workers} workers; lower train.batch_size or use fewer workers"
+        )
+    return total // workers
 
 
 def streaming_epoch_batches(*, split: ShardedSplit, seed: int | None, epoch: int, batch_size: int,

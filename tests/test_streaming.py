@@ -123,6 +123,9 @@ def test_streamed_training_shards_by_shard_across_workers(tmp_path):
             split=split_data, num_classes=5, batch_size=16, seed=7, first_epoch=0, epochs=1)]
     with pytest.raises(DataError, match="not a multiple of the 2 workers.*use 14 or 16"):
         streaming_steps(split=split_data, batch_size=15, replicas=2, workers=2)
+    one_shard = open_split(cache_dir=write_cache(tmp_path / "small", counts=[10]), split="train")
+    with pytest.raises(DataError, match=r"1 worker batch\(es\) of 16 images per epoch, fewer than the 2 workers"):
+        streaming_steps(split=one_shard, batch_size=32, replicas=2, workers=2)
 
 
 def test_the_memory_budget_decides_what_streams(tmp_path):
