@@ -286,14 +286,6 @@ def _check_all(items: list[tuple[str, str]], *, root: Path | str, policy: AuditP
         yield from progress(pool.map(check, items, chunksize=chunk), total=len(items), description="audit")
 
 
-def _lstat(root: Path | str, path: str) -> tuple[int, int]:
-    try:
-        stat = os.stat(os.path.join(root, path), follow_symlinks=False)
-    except OSError:
-        return -1, -1
-    return stat.st_size, stat.st_mtime_ns
-
-
 def audit_dataset(
     *, root: str | Path, data: DataParams, policy: AuditParams, cache_file: str | Path | None = None
 ) -> AuditReport:
@@ -307,19 +299,14 @@ def audit_dataset(
     table = FileTable.empty(listing.files)
     # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
     cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
-    stats = listing.stats if listing.stats is not None else [_lstat(root, path) for path, _ in listing.files] \
-        if cache.path else [(-1, -1)] * len(listing.files)
+    stats = listing.stats if listing.stats is not None else [(-1, -1)] * len(listing.files)
     sizes, mtimes = np.array(stats, dtype=np.int64).reshape(-1, 2).T
     rows, unchanged = cache.match(root=root, paths=table.paths, sizes=sizes, mtimes=mtimes)
     reused = np.flatnonzero(rows >= 0)
     for name in COLUMNS:
         table.columns[name][reused] = cache.columns[name][rows[reused]] if len(reused) else 0
-    if cache.findings:
-        stored_findings = cache.findings_by_row()
-        holders = np.zeros(len(cache.paths), dtype=bool)
-        holders[list(stored_findings)] = True
-        for position in reused[holders[rows[reused]]].tolist():
-            table.findings[table.paths[position]] = [tuple(item) for item in stored_findings[rows[position]]]
+    for position, found in cache.reused_findings(rows).items():
+        table.findings[table.paths[position]] = found
     todo = np.flatnonzero(rows < 0).tolist()
     for position, result in zip(todo, _check_all([listing.files[position] for position in todo], root=root,
                                                  policy=policy)):

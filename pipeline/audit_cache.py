@@ -136,12 +136,16 @@ class AuditCache:
                                        if _promised_format(self.paths[row]) == promised), -1)
         return rows, unchanged
 
-    def findings_by_row(self) -> dict[int, list]:
-        """Stored findings keyed by stored row."""
+    def reused_findings(self, rows: np.ndarray) -> dict[int, list[tuple[str, str]]]:
+        """{position: stored findings} for the files reusing a stored row (rows from match) that has any."""
         if not self.findings:
             return {}
         index = {path: row for row, path in enumerate(self.paths)}
-        return {index[path]: found for path, found in self.findings.items() if path in index}
+        by_row = {index[path]: found for path, found in self.findings.items() if path in index}
+        holders = np.zeros(len(self.paths) + 1, dtype=bool)  # the extra last entry stands for row -1
+        holders[list(by_row)] = True
+        return {position: [tuple(item) for item in by_row[rows[position]]]
+                for position in np.flatnonzero(holders[rows]).tolist()}
 
     def save(self, *, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray, columns: dict[str, np.ndarray],
              findings: dict[str, list], near_pairs: list[list[str]], unchanged: bool) -> None:

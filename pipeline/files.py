@@ -33,8 +33,8 @@ class Listing:
     classes: list[str]
     files: list[tuple[str, str]] = field(default_factory=list)  # (relative path, class)
     issues: list[Issue] = field(default_factory=list)
-    # (size in bytes, mtime in ns) of each file, taken from the directory walk (lstat, links not
-    # followed); (-1, -1) when the file vanished. None when the listing did not walk a local folder.
+    # (size in bytes, mtime in ns) of each local file (lstat, links not followed; (-1, -1) when
+    # it could not be stat'ed), taken while listing. None for object stores.
     stats: list[tuple[int, int]] | None = None
 
 
@@ -91,26 +91,17 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
     return listing
 
 
-def _suffix(relative: str) -> str:
-    """os.path.splitext(relative)[1] at a third of its cost (it runs once per listed file)."""
-    base = relative.rfind("/") + 1
-    if relative.startswith(".", base):
-        return os.path.splitext(relative)[1]  # leading dots of a name are not an extension
-    dot = relative.rfind(".")
-    return relative[dot:] if dot > base else ""
-
-
 def _add_class_files(listing: Listing, label: str, relatives: list[str], allowed: set[str]) -> list[int]:
     """List a class's files with an allowed extension; report the others and an empty class.
 
     Returns the positions in `relatives` of the files listed."""
-    accepted = [position for position, relative in enumerate(relatives) if _suffix(relative).lower() in allowed]
+    accepted = [position for position, relative in enumerate(relatives) if os.path.splitext(relative)[1].lower() in allowed]
     if len(accepted) < len(relatives):
         taken = set(accepted)
         for position, relative in enumerate(relatives):
             if position not in taken:
                 listing.issues.append(Issue(relative, "stray_file", "warning",
-                                            f"extension '{_suffix(relative)}' is not in data.extensions"))
+                                            f"extension '{os.path.splitext(relative)[1]}' is not in data.extensions"))
     listing.files.extend((relatives[position], label) for position in accepted)
     if not accepted:
         listing.issues.append(Issue(label, "missing_class", "warning", "configured class has no images"))
@@ -150,11 +141,17 @@ def _scan(folder: str, relative: str, *, relatives: list[str], stats: list[tuple
     """
     try:
         handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            names = sorted(os.listdir(handle))
+        except OSError:
+            os.close(handle)
+            raise
     except OSError as exc:
-        listing.issues.append(Issue(relative, "unreadable", "error", f"folder could not be listed: {exc.strerror or exc}"))
+        listing.issues.append(Issue(relative, "unreadable", "error", f"folder could not be listed "
+                                    f"({exc.strerror or exc}), so its files are not audited; check its permissions"))
         return
     try:
-        for name in sorted(os.listdir(handle)):
+        for name in names:
             if name.startswith("."):
                 continue
             try:
@@ -176,10 +173,16 @@ def _scan(folder: str, relative: str, *, relatives: list[str], stats: list[tuple
                 continue  # sockets, pipes, devices
             relatives.append(f"{relative}/{name}")
             stats.append((stat.st_size, stat.st_mtime_ns))
-    except OSError as exc:
-        listing.issues.append(Issue(relative, "unreadable", "error", f"folder could not be listed: {exc.strerror or exc}"))
     finally:
         os.close(handle)
+
+
+def _lstat(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.lstat()
+    except OSError:
+        return -1, -1  # vanished since the listing: the audit reports it unreadable
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _report_link(listing: Listing, root: Path, path: Path) -> bool:
@@ -227,7 +230,7 @@ def list_manifest(
         rows = [(row["path"].strip(), row["label"].strip()) for row in reader]
     labels_seen = sorted({label for _, label in rows if label})
     wanted = sorted(labels_seen) if classes is None else list(classes)
-    listing = Listing(root=root, classes=wanted)
+    listing = Listing(root=root, classes=wanted, stats=[])
     by_path: dict[str, set[str]] = {}
     for path, label in rows:
         by_path.setdefault(path, set()).add(label)
@@ -260,6 +263,7 @@ def list_manifest(
                                         f"extension '{full.suffix}' is not in data.extensions"))
             continue
         listing.files.append((path, label))
+        listing.stats.append(_lstat(full))
         counts[label] += 1
     for label, count in counts.items():
         if count == 0:
