@@ -374,7 +374,7 @@ def streaming_steps(*, split: ShardedSplit, batch_size: int, replicas: int = 1, 
     contiguous blocks, one per worker (the last total % workers are left for that epoch)."""
     bounds = _shard_batch_bounds(split, batch_size=batch_size, replicas=replicas, workers=workers)
     total = sum(len(shard) - 1 for shard in bounds)
-    if total < workers:
+    if workers > 1 and total < workers:
         raise DataError(
             f"the streamed training split holds {total} worker batch(es) of {batch_size // workers} images per epoch, "
             f"fewer than the {workers} workers; lower train.batch_size or use fewer workers"
@@ -405,9 +405,14 @@ def streaming_epoch_batches(*, split: ShardedSplit, seed: int | None, epoch: int
                   else _within_shard_order(seed=seed, epoch=epoch, shard=int(shard), count=count).numpy())
         bounds = shard_bounds[shard]
         worker_batches += [offsets[shard] + within[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    return [np.concatenate(parts) for parts in _deal(worker_batches, workers)]
+
+
+def _deal(worker_batches: list, workers: int) -> list[list]:
+    """The worker batches of each global step: step t takes the t-th of each worker's equal
+    contiguous block of the epoch's worker batches (the last len % workers sit out)."""
     steps = len(worker_batches) // workers
-    return [np.concatenate([worker_batches[worker * steps + step] for worker in range(workers)])
-            for step in range(steps)]
+    return [[worker_batches[worker * steps + step] for worker in range(workers)] for step in range(steps)]
 
 
 def streaming_step_sizes(*, split: ShardedSplit, seed: int, epoch: int, batch_size: int, replicas: int = 1,
@@ -416,9 +421,8 @@ def streaming_step_sizes(*, split: ShardedSplit, seed: int, epoch: int, batch_si
     from the shard order alone)."""
     shard_bounds = _shard_batch_bounds(split, batch_size=batch_size, replicas=replicas, workers=workers)
     shards = _shard_order(seed=seed, epoch=epoch, shards=len(split.counts)).numpy()
-    sizes = np.concatenate([np.diff(shard_bounds[shard]) for shard in shards]) if len(shards) else np.zeros(0, int)
-    steps = len(sizes) // workers
-    return sizes[: steps * workers].reshape(workers, steps).sum(axis=0).astype(int).tolist()
+    sizes = [int(size) for shard in shards for size in np.diff(shard_bounds[shard])]
+    return [sum(parts) for parts in _deal(sizes, workers)]
 
 
 def make_streaming_dataset(
@@ -460,8 +464,8 @@ def make_streaming_dataset(
     count_table = tf.constant(split.counts, tf.int64)
     image_files, label_files = tf.constant(split.image_files), tf.constant(split.label_files)
     offset_table = tf.constant(split.offsets, tf.int64)
-    # Per worker and epoch: this many consecutive worker batches, starting at block_start.
-    block = sum(len(bounds) - 1 for bounds in shard_bounds) // workers
+    # Per worker and epoch: this many consecutive worker batches, starting at block_start (see _deal).
+    block = streaming_steps(split=split, batch_size=batch_size, replicas=replicas, workers=workers)
     block_start = pipeline * block if workers > 1 else 0
     # A training worker batch is this worker's alone: cut into its local replicas' slices. An
     # evaluation batch is global: this pipeline takes its replicas' slices of it.
