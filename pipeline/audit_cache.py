@@ -167,7 +167,6 @@ class AuditCache:
         temporary = sidecar.with_name(sidecar.name + ".tmp.npy")
         np.save(temporary, records, allow_pickle=False)
         os.replace(temporary, sidecar)
-        self.path.with_name(self.path.name + ".npz").unlink(missing_ok=True)  # the sidecar this cache used before (npz)
         kept_set = set(kept_paths) if not keep.all() else None
         document = {
             "fingerprint": self.fingerprint,
