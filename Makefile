@@ -1,33 +1,47 @@
-# Two entry points do all set-up on a fresh machine with only Python 3.11:
-#   make repro   create .venv, install trainwell, run the whole DVC pipeline
-#   make test    create .venv, install trainwell with its dev extra, run the test suite
-# Both re-install only when pyproject.toml changes (the .venv/.installed stamp).
+# Two entry points do all set-up on a fresh machine with Python 3.10, 3.11 or 3.12:
+#   make repro   create .venv, install trainwell (runtime only), run the whole DVC pipeline
+#   make test    create .venv, install trainwell with its dev extra, run lint and the test suite
+# Each re-installs only when pyproject.toml changes (the stamps in .venv). Another interpreter:
+#   make repro PYTHON=/path/to/python3.12
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
 # dvc runs each stage's `trainwell ...` command through the shell: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast clean-venv
+.PHONY: install install-dev repro test test-fast lint clean-venv
 
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "trainwell needs Python 3.11 (TensorFlow 2.16); set PYTHON=/path/to/python3.11")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else "trainwell needs Python 3.10, 3.11 or 3.12 (TensorFlow 2.16); set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(RUNTIME_STAMP)
 
-install: $(STAMP)
+install: $(RUNTIME_STAMP)
 
-repro: $(STAMP)
+install-dev: $(DEV_STAMP)
+
+repro: $(RUNTIME_STAMP)
 	$(BIN)/dvc repro
 
-test: $(STAMP)
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
 
 clean-venv:

@@ -31,10 +31,10 @@ import numpy as np
 # cleanvision draws tqdm bars on stderr even with verbose=False.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from pipeline.audit import audit_dataset  # noqa: E402
-from pipeline.demo_data import SHAPES, draw_shape, encode_jpeg  # noqa: E402
-from pipeline.kinds import DEFAULT_SEVERITY  # noqa: E402
-from pipeline.params import AuditParams, DataParams  # noqa: E402
+from trainwell.audit.dataset import audit_dataset
+from trainwell.data.demo import SHAPES, draw_shape, encode_jpeg
+from trainwell.kinds import DEFAULT_SEVERITY
+from trainwell.params import AuditParams, DataParams
 
 # cleanvision 0.3.7's issue types and the trainwell kind that covers each.
 CLEANVISION_TO_TRAINWELL = {
@@ -81,7 +81,7 @@ def peak_memory_mib(root: Path) -> float:
     exec, so a child of this large benchmark process would report this process's peak instead.
     """
     code = (
-        "import sys; from pipeline.cli import main; main(['audit', sys.argv[1], '--format', 'json'])\n"
+        "import sys; from trainwell.cli import main; main(['audit', sys.argv[1], '--format', 'json'])\n"
         "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')), "
         "file=sys.stderr)"
     )

@@ -11,20 +11,19 @@ printed too.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from model.network import build_model  # noqa: E402
-from pipeline.dataset import make_train_dataset, steps_per_epoch  # noqa: E402
-from pipeline.guard import DivergenceGuard  # noqa: E402
-from pipeline.params import GuardParams  # noqa: E402
+from trainwell.params import GuardParams
+from trainwell.training.guard import DivergenceGuard
+from trainwell.training.inputs import make_train_dataset, steps_per_epoch
+from trainwell.training.network import build_model
 
 
 def one_run(*, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int, guard: bool) -> float:
@@ -38,11 +37,7 @@ def one_run(*, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: 
                               first_epoch=0, epochs=epochs + 1)
     callbacks = []
     if guard:
-        defaults = GuardParams()
-        callbacks.append(DivergenceGuard(
-            check_every=defaults.check_every, spike_factor=defaults.spike_factor, spike_window=defaults.spike_window,
-            lr_factor=defaults.lr_factor, max_rollbacks=defaults.max_rollbacks, chance_loss=math.log(5),
-            batch_size=batch_size, train_count=len(images)))
+        callbacks.append(DivergenceGuard(num_classes=5, policy=GuardParams()))
     clock = EpochClock()
     model.fit(data, epochs=epochs + 1, steps_per_epoch=steps, callbacks=[*callbacks, clock], verbose=0)
     return len(images) * epochs / (clock.end - clock.start)

@@ -28,16 +28,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from pipeline.augment import BatchAugmenter, default_processes  # noqa: E402
-from pipeline.build import build_cache  # noqa: E402
-from pipeline.dataset import load_split, make_train_dataset, steps_per_epoch  # noqa: E402
-from pipeline.demo_data import SHAPES, draw_shape, encode_jpeg  # noqa: E402
-from pipeline.outputs import write_lines  # noqa: E402
-from pipeline.params import AugmentStep  # noqa: E402
-from pipeline.split import write_split_csv  # noqa: E402
+from trainwell.data.cache import build_cache
+from trainwell.data.demo import SHAPES, draw_shape, encode_jpeg
+from trainwell.data.splits import write_split_csv
+from trainwell.outputs import write_lines
+from trainwell.params import AugmentStep
+from trainwell.training.augment import BatchAugmenter, default_processes
+from trainwell.training.inputs import load_split, make_train_dataset, steps_per_epoch
 
 
 def make_folder(root: Path, images: int) -> list[tuple[str, str]]:

@@ -4,44 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ["circle", "square", "triangle", "cross", "ring"]
+from tests.helpers import CLASSES, tiny_params, write_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def tiny_params(*, images_per_class: int = 12, image_size: int = 32, epochs: int = 2) -> dict:
-    """A complete params mapping (DVC needs every key a stage declares) with tiny sizes: seconds per stage."""
-    from pipeline.params import Params
-
-    params = Params().model_dump(mode="json")
-    overrides = {
-        "demo": {"images_per_class": images_per_class, "image_size": image_size},
-        "data": {"image_size": image_size},
-        "split": {"val_fraction": 0.25, "test_fraction": 0.25},
-        "build": {"shard_size": 16},
-        "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 0.001},
-        "evaluate": {"batch_size": 16},
-        # Two epochs on 30 images prove the plumbing, not the model: gate on what they can reach.
-        "gate": {"checks": [{"metric": "metrics/eval.json:accuracy", "min": 0.0},
-                            {"metric": "metrics/audit.json:errors", "max": 0}]},
-    }
-    for section, values in overrides.items():
-        params[section].update(values)
-    return params
-
-
-def write_params(folder: Path, params: dict) -> Path:
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
 
 
 @pytest.fixture
@@ -55,8 +24,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def demo_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny demo dataset (12 images a class, 32x32), generated once per session; treat as read-only."""
-    from pipeline.demo_data import generate
-    from pipeline.params import DemoParams
+    from trainwell.data.demo import generate
+    from trainwell.params import DemoParams
 
     root = tmp_path_factory.mktemp("demo") / "demo"
     generate(out_dir=root, demo=DemoParams(classes=CLASSES, images_per_class=12, image_size=32, seed=0))
@@ -69,33 +38,3 @@ def demo_copy(demo_set: Path, workdir: Path) -> Path:
     target = workdir / "data" / "demo"
     shutil.copytree(demo_set, target)
     return target
-
-
-def tool_env() -> dict[str, str]:
-    """Environment for subprocesses: this interpreter's bin folder first, so `trainwell` and `dvc` resolve."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env.pop("DVC_EXP_NAME", None)
-    return env
-
-
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command, capturing output; on an unexpected failure show everything it printed."""
-    result = subprocess.run(command, cwd=cwd, env=tool_env(), capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(command)} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    """Every file's bytes and mode under a folder, to prove a stage changed nothing there."""
-    state = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink():
-            state[str(path.relative_to(folder))] = (0, os.readlink(path).encode())
-        elif path.is_file():
-            state[str(path.relative_to(folder))] = (path.stat().st_mode, path.read_bytes())
-    return state

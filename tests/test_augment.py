@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import audit, build, split, train
-from pipeline.augment import BatchAugmenter, example_seeds
-from pipeline.dataset import make_train_dataset
-from pipeline.errors import ParamsError
-from pipeline.params import AugmentStep
-from tests.conftest import tiny_params, write_params
+from tests.helpers import tiny_params, write_params
+from trainwell.errors import ParamsError
+from trainwell.params import AugmentStep
+from trainwell.stages import audit, build, split, train
+from trainwell.training.augment import BatchAugmenter, example_seeds
+from trainwell.training.inputs import make_train_dataset
 
 STEPS = [
     AugmentStep(name="HorizontalFlip", params={"p": 0.5}),
@@ -86,15 +86,15 @@ LAYERS = [{"name": "RandomFlip", "params": {"mode": "horizontal"}},
 def test_keras_augmentation_layers_act_in_training_only():
     import keras
 
-    from model.network import model_for
-    from pipeline.params import TrainParams
+    from trainwell.params import TrainParams
+    from trainwell.training.network import model_for
 
     model = model_for(TrainParams(augment_layers=LAYERS), num_classes=5, image_size=16)
     augmented = keras.Model(model.input, model.get_layer("augment2").output)
     batch = images(4)
     np.testing.assert_allclose(augmented(batch, training=False).numpy(), batch / 255.0, atol=1e-6)
     assert not np.allclose(augmented(batch, training=True).numpy(), batch / 255.0, atol=1e-3)
-    with pytest.raises(ParamsError, match="'Flip' is not a Keras random preprocessing layer; use one of .*RandomFlip"):
+    with pytest.raises(ParamsError, match=r"'Flip' is not a Keras random preprocessing layer; use one of .*RandomFlip"):
         model_for(TrainParams(augment_layers=[{"name": "Flip"}]), num_classes=5, image_size=16)
     with pytest.raises(ParamsError, match=r"step 1 \(RandomFlip\): invalid params"):
         model_for(TrainParams(augment_layers=[{"name": "RandomFlip", "params": {"modes": "horizontal"}}]),

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import audit, build, split
-from pipeline.cli import STAGES, main
 from tests import faults
-from tests.conftest import run, snapshot, tiny_params, write_params
+from tests.helpers import run, snapshot, tiny_params, write_params
+from trainwell.cli import STAGES, main
+from trainwell.stages import audit, build, split
 
 
 @pytest.mark.parametrize("command", ["audit", "doctor", "gate", *STAGES])
@@ -57,9 +57,9 @@ def test_standalone_audit_json_and_exit_codes(demo_copy, workdir, capsys):
     before = snapshot(workdir)
     assert main(["audit", str(demo_copy), "--format", "json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert {"path": "cross/half.jpg", "kind": "truncated", "severity": "error"} == {
+    assert {
         key: report["issues"][0][key] for key in ("path", "kind", "severity")
-    }
+    } == {"path": "cross/half.jpg", "kind": "truncated", "severity": "error"}
     assert report["summary"]["policy_holds"] is False
     assert snapshot(workdir) == before  # standalone mode writes nothing at all
 
@@ -76,7 +76,7 @@ def test_standalone_audit_github_annotations(demo_copy, workdir, capsys):
 def test_console_script_runs_as_a_subprocess(demo_copy, workdir):
     result = run(["trainwell", "audit", str(demo_copy)], workdir)
     assert "policy holds" in result.stdout
-    module = run(["python", "-m", "pipeline", "audit", str(demo_copy), "--format", "json"], workdir)
+    module = run(["python", "-m", "trainwell", "audit", str(demo_copy), "--format", "json"], workdir)
     assert json.loads(module.stdout)["files_scanned"] == 60
 
 
@@ -123,7 +123,7 @@ def test_html_report_is_self_contained_and_groups_findings(demo_copy, workdir, t
 
 
 def test_audit_stage_writes_the_html_page(demo_copy, workdir):
-    from pipeline.params import load_params
+    from trainwell.params import load_params
 
     assert main(["audit"]) == 0
     assert "No findings" in Path(load_params().paths.audit_html).read_text()

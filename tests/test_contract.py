@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import pytest
 
-from model.contract import check_contract, check_coverage, output_activation, raise_on_errors
-from model.network import build_model
-from pipeline.errors import ContractError
+from trainwell.errors import ContractError
+from trainwell.training.contract import check_contract, check_coverage, output_activation, raise_on_errors
+from trainwell.training.network import build_model
 
 
 def story_model(activation: str) -> keras.Model:

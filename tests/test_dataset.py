@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from pipeline.dataset import epoch_batches, epoch_order, make_eval_dataset, make_train_dataset, steps_per_epoch
+from trainwell.training.inputs import epoch_batches, epoch_order, make_eval_dataset, make_train_dataset, steps_per_epoch
 
 COUNT, BATCH = 37, 8
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.decode import DecodeError, decode_image, resize_image
 from tests import faults
+from trainwell.data.decode import DecodeError, decode_image, resize_image
 
 
 def kind_of_failure(data: bytes, suffix: str = ".jpg", **options) -> str:

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import audit, build, demo_data, split, train
-from pipeline.dataset import batch_bounds, make_eval_dataset, make_train_dataset
-from pipeline.params import load_params
-from tests.conftest import run, tiny_params, tool_env, write_params
+from tests.helpers import run, tiny_params, tool_env, write_params
+from trainwell.params import load_params
+from trainwell.stages import audit, build, demo_data, split, train
+from trainwell.training import fit, network
+from trainwell.training.inputs import batch_bounds, make_eval_dataset, make_train_dataset
 
 # Every distributed run happens in a fresh `trainwell train` process: devices and
 # MultiWorkerMirroredStrategy must be configured before TensorFlow starts.
@@ -133,7 +134,7 @@ def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memo
     for index, folder in enumerate(folders):
         env = tool_env()
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen([sys.executable, "-m", "pipeline", "train"], cwd=folder, env=env,
+        processes.append(subprocess.Popen([sys.executable, "-m", "trainwell", "train"], cwd=folder, env=env,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     for process in processes:
@@ -201,7 +202,7 @@ def test_speed_switches_train_on_cpu_with_a_float32_softmax(built_tiny, switches
     assert model.outputs[0].dtype == "float32" and model.layers[-1].compute_dtype == "float32"
     if "mixed_precision" in switches:
         assert model.get_layer("conv1").compute_dtype == switches["mixed_precision"].split("_")[1]
-    assert train.weights_are_finite(model)
+    assert fit.weights_are_finite(model)
     assert "0 guard incident(s)" in output
 
 
@@ -212,8 +213,8 @@ def built_tiny(demo_copy: Path, workdir: Path) -> Path:
 
 
 def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
-    from pipeline.distribute import configure_cpu_devices
-    from pipeline.errors import ParamsError
+    from trainwell.errors import ParamsError
+    from trainwell.training.distribute import configure_cpu_devices
 
     tf.constant(1.0)  # TensorFlow is running in this process now
     with pytest.raises(ParamsError, match="fresh process"):
@@ -224,15 +225,15 @@ def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
 def test_one_device_strategy_path_runs_on_cpu():
     """The path `default` takes on a GPU (OneDeviceStrategy: batches prefetched onto the device),
     pointed at the CPU so it runs here: fit() consumes the per-device dataset and trains."""
-    from pipeline.distribute import distribute_dataset
-    from pipeline.params import TrainParams
+    from trainwell.params import TrainParams
+    from trainwell.training.distribute import distribute_dataset
 
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     data = np.random.default_rng(0).integers(0, 255, size=(40, 16, 16, 3), dtype=np.uint8)
     labels = np.arange(40) % 5
     with strategy.scope():
-        model = train.build_network(train=TrainParams(), num_classes=5, image_size=16)
-        train.compile_model(model=model, train=TrainParams(learning_rate=0.01))
+        model = network.build_network(train=TrainParams(), num_classes=5, image_size=16)
+        network.compile_model(model=model, train=TrainParams(learning_rate=0.01))
     dataset = distribute_dataset(strategy, lambda **shard: make_train_dataset(
         images=data, labels=labels, num_classes=5, batch_size=8, seed=0, first_epoch=0, epochs=2, **shard))
     assert isinstance(dataset, tf.distribute.DistributedDataset)

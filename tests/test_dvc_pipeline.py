@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, run, tiny_params, write_params
+from tests.helpers import REPO_ROOT, run, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -17,19 +16,12 @@ STAGES = ["demo_data", "audit", "split", "build", "label_review", "train", "eval
 
 
 def make_project(folder: Path, params: dict) -> Path:
-    """A git + DVC project holding this repo's pipeline definition and stage code."""
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(REPO_ROOT / name, folder / name)
-    for package in ("pipeline", "model"):
-        shutil.copytree(REPO_ROOT / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "data").mkdir()
-    (folder / "data" / ".gitkeep").touch()
-    write_params(folder, params)
+    """A git repository made a trainwell project by `trainwell init`, with the given params."""
     run(["git", "init", "-q", "-b", "main"], folder)
     run(["git", "config", "user.email", "ci@example.invalid"], folder)
     run(["git", "config", "user.name", "trainwell tests"], folder)
-    run(["dvc", "init", "-q"], folder)
-    run(["dvc", "config", "core.analytics", "false"], folder)
+    run(["trainwell", "init"], folder)
+    write_params(folder, params)
     run(["git", "add", "-A"], folder)
     run(["git", "commit", "-q", "-m", "project"], folder)
     return folder
@@ -50,7 +42,7 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path):
     # Git sees only what DVC means it to track: the lock file, small metrics, .gitignore entries.
     changed = [line[3:] for line in run(["git", "status", "--porcelain", "-uall"], project).stdout.splitlines()]
     assert "dvc.lock" in changed
-    allowed = {"dvc.lock", "metrics/audit.json", "metrics/split.json", "metrics/eval.json", "dvclive/metrics.json",
+    allowed = {"dvc.lock", ".trainwell/versions.json", "metrics/audit.json", "metrics/split.json", "metrics/eval.json", "dvclive/metrics.json",
                "metrics/labels.json", "reports/train/incidents.json"}
     assert [path for path in changed if path not in allowed and not path.endswith(".gitignore")] == []
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.cli import main
 from tests import faults
-from tests.conftest import snapshot
+from tests.helpers import snapshot
+from trainwell.cli import main
 
 
 def build_corpus(root):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from pipeline.cli import main
-from pipeline.gate import evaluate_checks, format_table
-from pipeline.params import GateCheck
-from tests.conftest import run, tiny_params, write_params
+from tests.helpers import run, tiny_params, write_params
+from trainwell.cli import main
+from trainwell.params import GateCheck
+from trainwell.reports.gate import evaluate_checks, format_table
 
 
 def metrics(folder, *, accuracy: float, errors: int = 0) -> None:

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import audit, build, split
-from pipeline.guard import DivergenceGuard, all_finite
-from tests.conftest import tiny_params, tool_env, write_params
+from tests.helpers import tiny_params, tool_env, write_params
+from trainwell.params import GuardParams
+from trainwell.stages import audit, build, split
+from trainwell.training.guard import BatchTrace, DivergenceGuard, LossWatch, RunningMean, all_finite
 
 
 def separable_data(count: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +46,10 @@ def test_nan_batch_is_rolled_back_skipped_and_named():
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4, activation="softmax")])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
     guard = DivergenceGuard(
-        check_every=1, spike_factor=4.0, spike_window=20, lr_factor=0.5, max_rollbacks=3, chance_loss=math.log(4),
-        batch_size=batch_size, train_count=len(features),
-        paths_for_batch=lambda epoch, step: [f"epoch{epoch}/step{step}/example{i}" for i in range(batch_size)],
+        num_classes=4,
+        policy=GuardParams(check_every=1, spike_factor=4.0, spike_window=20, lr_factor=0.5, max_rollbacks=3),
+        trace=BatchTrace(sizes=lambda epoch: [batch_size] * steps,
+                         files=lambda epoch, step: [f"epoch{epoch}/step{step}/example{i}" for i in range(batch_size)]),
     )
     history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[guard], verbose=0)
 
@@ -75,14 +77,38 @@ def test_untouched_run_has_no_incidents_and_same_weights_as_without_guard():
         model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
         callbacks = []
         if with_guard:
-            callbacks.append(DivergenceGuard(check_every=3, spike_factor=4.0, spike_window=10, lr_factor=0.5,
-                                             max_rollbacks=3, chance_loss=math.log(4), batch_size=32, train_count=256))
+            callbacks.append(DivergenceGuard(num_classes=4, policy=GuardParams(check_every=3, spike_window=10,
+                                                                              max_rollbacks=3)))
         model.fit(features, labels, batch_size=32, epochs=3, shuffle=False, callbacks=callbacks, verbose=0)
         assert not with_guard or callbacks[0].incidents == []
         return model.get_weights()
 
     for a, b in zip(fit(True), fit(False)):
         assert np.array_equal(a, b)  # watching costs no change in the result
+
+
+def test_loss_watch_classifies_without_keras():
+    """The classifier alone: non-finite, far above chance, a spike against a warm median, else healthy."""
+    watch = LossWatch(spike_factor=4.0, spike_window=10, chance_loss=math.log(5))
+    assert watch.classify(float("nan")) == "nan_loss"
+    assert watch.classify(float("inf")) == "inf_loss"
+    assert watch.classify(4.0 * math.log(5) + 0.01) == "loss_explosion"
+    assert watch.classify(1.7) is None  # above chance, but no history yet: not a spike
+    for _ in range(5):
+        watch.accept(0.3)
+    assert watch.classify(1.7) == "loss_spike"  # 5.7x the median and above ln 5 (the story's collapse)
+    assert watch.classify(1.0) is None  # 3.3x the median: below spike_factor
+    assert watch.classify(1.5) is None  # 5x the median but below chance level: ordinary late-training noise
+
+
+def test_running_mean_recovers_each_batch_loss_from_keras_running_average():
+    running, losses, sizes = RunningMean(), [0.9, 0.5, 2.0, 0.1], [32, 32, 32, 7]
+    total = seen = 0.0
+    for loss, size in zip(losses, sizes):
+        total, seen = total + loss * size, seen + size
+        reported = total / seen  # what Keras logs: the size-weighted mean so far
+        assert running.batch_loss(reported, size) == pytest.approx(loss)
+        running.accept(reported, size)
 
 
 @pytest.mark.slow

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import audit, build, label_review, split
-from pipeline.demo_data import generate
-from pipeline.params import DemoParams, load_params
-from tests.conftest import CLASSES, snapshot, tiny_params, write_params
+from tests.helpers import CLASSES, snapshot, tiny_params, write_params
+from trainwell.data.demo import generate
+from trainwell.params import DemoParams, load_params
+from trainwell.stages import audit, build, label_review, split
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def prepare(workdir: Path, *, flip_fraction: float) -> dict[str, str]:
     files = sorted(root.rglob("*.jpg"))
     rng = np.random.default_rng(123)
     flipped = {}  # new path -> the true class
-    for index in rng.choice(len(files), size=int(round(flip_fraction * len(files))), replace=False):
+    for index in rng.choice(len(files), size=round(flip_fraction * len(files)), replace=False):
         source = files[index]
         wrong = rng.choice([label for label in CLASSES if label != source.parent.name])
         target = root / wrong / f"flipped_{source.name}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import ParamsError
-from pipeline.params import Params, load_params, parse_params
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
+from trainwell.errors import ParamsError
+from trainwell.params import Params, load_params, parse_params
 
 
 def test_shipped_params_file_is_valid_and_matches_defaults():
@@ -45,7 +45,7 @@ def test_literal_choice_lists_allowed_values():
 
 
 def test_unknown_audit_kind_is_rejected():
-    with pytest.raises(ParamsError, match="audit.fail_on"):
+    with pytest.raises(ParamsError, match=r"audit\.fail_on"):
         parse_params({"audit": {"fail_on": ["corupt"]}})
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run, tiny_params, tool_env, write_params
+from tests.helpers import run, tiny_params, tool_env, write_params
 from tests.test_dvc_pipeline import make_project
 
 BUCKET = "trainwell-tests"
@@ -186,7 +186,7 @@ def test_dvc_push_then_pull_restores_data_and_cache_bit_for_bit(s3_endpoint, tmp
 
 
 def test_object_store_paths_keep_their_double_slash():
-    from pipeline import storage
+    from trainwell import storage
 
     assert storage.join("s3://bucket/data", "circle", "a.jpg") == "s3://bucket/data/circle/a.jpg"
     assert storage.join("s3://bucket/data/", "/x") == "s3://bucket/data/x"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run, tiny_params
+from tests.helpers import run, tiny_params
 from tests.test_dvc_pipeline import make_project
 
 pytestmark = pytest.mark.slow

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import csv
-import os
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline import audit, build, demo_data, split
-from pipeline.params import DemoParams, load_params
 from tests import faults
-from tests.conftest import CLASSES, snapshot, tiny_params, write_params
+from tests.helpers import CLASSES, snapshot, tiny_params, write_params
+from trainwell.audit import checks as audit_checks
+from trainwell.audit import dataset as audit_data
+from trainwell.data import cache as data_cache
+from trainwell.data import demo
+from trainwell.data.splits import SPLITS
+from trainwell.params import DemoParams, load_params
+from trainwell.stages import audit, build, split
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -24,18 +29,18 @@ def read_csv(path: Path) -> list[dict]:
 def test_demo_data_is_deterministic_and_complete(tmp_path):
     params = DemoParams(classes=CLASSES, images_per_class=6, image_size=40, seed=3)
     first, second = tmp_path / "a", tmp_path / "b"
-    assert demo_data.generate(out_dir=first, demo=params) == 30
-    demo_data.generate(out_dir=second, demo=params)
+    assert demo.generate(out_dir=first, demo=params) == 30
+    demo.generate(out_dir=second, demo=params)
     assert snapshot(first) == snapshot(second)  # same seed, same bytes
     assert sorted(p.name for p in first.iterdir() if p.is_dir()) == sorted(CLASSES)
     other = tmp_path / "c"
-    demo_data.generate(out_dir=other, demo=params.model_copy(update={"seed": 4}))
+    demo.generate(out_dir=other, demo=params.model_copy(update={"seed": 4}))
     assert snapshot(first) != snapshot(other)
 
 
 def test_demo_data_rejects_unknown_shape(tmp_path):
     with pytest.raises(ValueError, match="hexagon"):
-        demo_data.generate(out_dir=tmp_path / "x", demo=DemoParams(classes=["hexagon"], images_per_class=1))
+        demo.generate(out_dir=tmp_path / "x", demo=DemoParams(classes=["hexagon"], images_per_class=1))
 
 
 def test_audit_stage_on_clean_data_passes_and_writes_reports(demo_copy, workdir, capsys):
@@ -74,7 +79,7 @@ def test_audit_finds_duplicates_and_label_conflicts(demo_copy, workdir):
     source = sorted((demo_copy / "circle").iterdir())[0]
     faults.write(demo_copy / "circle" / "copy.jpg", source.read_bytes())
     faults.write(demo_copy / "square" / "stolen.jpg", source.read_bytes())
-    report = audit.audit_dataset(root=demo_copy, data=load_params().data, policy=load_params().audit)
+    report = audit_data.audit_dataset(root=demo_copy, data=load_params().data, policy=load_params().audit)
     kinds = {(issue.path, issue.kind) for issue in report.issues}
     assert ("square/stolen.jpg", "label_conflict") in kinds
     assert (f"circle/{source.name}", "label_conflict") in kinds
@@ -87,7 +92,7 @@ def test_audit_layout_problems(demo_copy, workdir, tmp_path):
     faults.write(demo_copy / "hexagon" / "h.png", faults.png_bytes())
     (demo_copy / "triangle" / "passwd.jpg").symlink_to("/etc/passwd")
     data = load_params().data.model_copy(update={"classes": CLASSES})
-    report = audit.audit_dataset(root=demo_copy, data=data, policy=load_params().audit)
+    report = audit_data.audit_dataset(root=demo_copy, data=data, policy=load_params().audit)
     kinds = {(issue.path, issue.kind, issue.severity) for issue in report.issues}
     assert ("README.txt", "stray_file", "warning") in kinds
     assert ("hexagon", "unknown_class", "warning") in kinds
@@ -101,12 +106,12 @@ def test_split_is_stratified_seeded_and_honours_quarantine(demo_copy, workdir):
     assert split.main() == 0
     params = load_params()
     splits_dir = Path(params.paths.splits_dir)
-    rows = {name: read_csv(splits_dir / f"{name}.csv") for name in split.SPLITS}
+    rows = {name: read_csv(splits_dir / f"{name}.csv") for name in SPLITS}
     all_paths = [row["path"] for name in rows for row in rows[name]]
     assert "circle/cut.jpg" not in all_paths
     assert len(all_paths) == len(set(all_paths)) == 60
     for label in CLASSES:  # 12 per class, 25% val, 25% test
-        assert [sum(row["label"] == label for row in rows[name]) for name in split.SPLITS] == [6, 3, 3]
+        assert [sum(row["label"] == label for row in rows[name]) for name in SPLITS] == [6, 3, 3]
     receipt = json.loads(Path(params.paths.split_metrics).read_text())
     assert receipt["files_excluded_by_audit"] == 1
     assert receipt["train"]["total"] == 30
@@ -123,7 +128,7 @@ def test_build_caches_uint8_shards_and_skips_undecodable(demo_copy, workdir, cap
     (demo_copy / victim).write_bytes(faults.truncated_jpeg())
     assert build.main() == 0
     assert victim in capsys.readouterr().err
-    manifest = json.loads((Path(params.paths.cache_dir) / build.MANIFEST).read_text())
+    manifest = json.loads((Path(params.paths.cache_dir) / data_cache.MANIFEST).read_text())
     assert manifest["classes"] == sorted(CLASSES)
     assert manifest["image_shape"] == [32, 32, 3]
     train = manifest["splits"]["train"]
@@ -137,15 +142,15 @@ def test_build_caches_uint8_shards_and_skips_undecodable(demo_copy, workdir, cap
 
 
 def test_content_checks_flag_dark_light_flat_and_stretched_images(tmp_path):
-    from pipeline.params import AuditParams
+    from trainwell.params import AuditParams
 
     policy = AuditParams()
     rng = np.random.default_rng(0)
     noisy = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
-    from pipeline.similarity import grey_of
+    from trainwell.audit.similarity import grey_of
 
-    assert audit.content_findings(noisy, grey_of(noisy), policy=policy) == []
-    kinds = lambda image: {kind for kind, _ in audit.content_findings(image, grey_of(image), policy=policy)}  # noqa: E731
+    assert audit_checks.content_findings(noisy, grey_of(noisy), policy=policy) == []
+    kinds = lambda image: {kind for kind, _ in audit_checks.content_findings(image, grey_of(image), policy=policy)}  # noqa: E731
     assert kinds(rng.integers(0, 12, size=(40, 40, 3), dtype=np.uint8)) >= {"dark"}
     assert kinds(rng.integers(245, 256, size=(40, 40, 3), dtype=np.uint8)) >= {"light"}
     two_tone = np.zeros((40, 40, 3), dtype=np.uint8)
@@ -156,23 +161,23 @@ def test_content_checks_flag_dark_light_flat_and_stretched_images(tmp_path):
 
 
 def test_generated_folders_never_replace_user_files(tmp_path):
-    from pipeline.errors import DataError
+    from trainwell.errors import DataError
 
     mine = tmp_path / "mine"
     faults.write(mine / "cat" / "precious.jpg", faults.jpeg_bytes())
     before = snapshot(mine)
     with pytest.raises(DataError, match="refusing to overwrite"):
-        demo_data.generate(out_dir=mine, demo=DemoParams(classes=CLASSES, images_per_class=1, image_size=32))
+        demo.generate(out_dir=mine, demo=DemoParams(classes=CLASSES, images_per_class=1, image_size=32))
     splits = tmp_path / "splits"
     faults.write(splits / "classes.txt", b"cat\n")
     with pytest.raises(DataError, match="refusing to overwrite"):
-        build.build_cache(data_dir=str(tmp_path), splits_dir=str(splits), cache_dir=str(mine),
+        data_cache.build_cache(data_dir=str(tmp_path), splits_dir=str(splits), cache_dir=str(mine),
                           image_size=32, shard_size=4, workers=1, max_pixels=10**6)
     assert snapshot(mine) == before
     # A folder the stage made itself is replaced on the next run.
     generated = tmp_path / "demo"
-    demo_data.generate(out_dir=generated, demo=DemoParams(classes=CLASSES, images_per_class=1, image_size=32))
-    assert demo_data.generate(out_dir=generated, demo=DemoParams(classes=CLASSES, images_per_class=2, image_size=32)) == 10
+    demo.generate(out_dir=generated, demo=DemoParams(classes=CLASSES, images_per_class=1, image_size=32))
+    assert demo.generate(out_dir=generated, demo=DemoParams(classes=CLASSES, images_per_class=2, image_size=32)) == 10
 
 
 def test_audit_groups_near_duplicates_and_flags_blur_and_imbalance(demo_copy, workdir):
@@ -192,7 +197,7 @@ def test_audit_groups_near_duplicates_and_flags_blur_and_imbalance(demo_copy, wo
     for index in range(120):  # one class ten times bigger than another
         faults.write(demo_copy / "triangle" / f"extra_{index}.png", faults.png_bytes(100 + index))
 
-    report = audit.audit_dataset(root=demo_copy, data=load_params().data, policy=load_params().audit)
+    report = audit_data.audit_dataset(root=demo_copy, data=load_params().data, policy=load_params().audit)
     group = next(g for g in report.near_duplicate_groups if "ring/recompressed.jpg" in g)
     assert {f"ring/{source.name}", "ring/recompressed.jpg", "cross/resized.png"} <= set(group)
     kinds = {(issue.path, issue.kind) for issue in report.issues}
@@ -205,7 +210,7 @@ def test_audit_groups_near_duplicates_and_flags_blur_and_imbalance(demo_copy, wo
 
 
 def test_near_duplicate_groups_link_transitively_and_need_close_thumbnails():
-    from pipeline.similarity import near_duplicate_groups
+    from trainwell.audit.similarity import near_duplicate_groups
 
     hashes = np.array([[0] * 8, [0] * 7 + [0b111], [0] * 7 + [0b111111], [255] * 8, [0] * 8], dtype=np.uint8)
     thumbnails = np.full((5, 192), 10, dtype=np.uint8)
@@ -220,10 +225,10 @@ def test_near_duplicate_groups_link_transitively_and_need_close_thumbnails():
 def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir):
     cache = workdir / "audit-cache.json"
     params = load_params()
-    first = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    first = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert first.files_decoded == 60
 
-    unchanged = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    unchanged = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert unchanged.files_decoded == 0
     assert unchanged.as_dict()["issues"] == first.as_dict()["issues"]
 
@@ -233,11 +238,11 @@ def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir
     faults.write(demo_copy / "cross" / "new.png", faults.png_bytes(9))  # added
     os.utime(files[2], ns=(1, 1))  # touched only: same bytes, reused without decoding
     (demo_copy / "cross" / "copy.png").write_bytes(files[3].read_bytes())  # known bytes, but named .png
-    again = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    again = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert again.files_decoded == 3
     assert again.files_scanned == 61
     assert ("cross/copy.png", "extension_mismatch") in {(i.path, i.kind) for i in again.issues}
-    fresh = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit)
+    fresh = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit)
     assert again.as_dict()["issues"] == fresh.as_dict()["issues"]
     assert (f"cross/{files[0].name}", "truncated") in {(i.path, i.kind) for i in again.issues}
     stored = json.loads(cache.read_text())["paths"]
@@ -247,36 +252,35 @@ def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir
     copy_source = sorted((demo_copy / "ring").iterdir())[0]
     faults.write(demo_copy / "circle" / "lookalike.png", faults.encode(
         __import__("PIL.Image").Image.open(copy_source).resize((64, 64)).resize((32, 32)), "PNG"))
-    with_copy = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    with_copy = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert with_copy.files_decoded == 1
     (demo_copy / "cross" / "copy.png").unlink()
     assert any("circle/lookalike.png" in group for group in with_copy.near_duplicate_groups)
-    unchanged_again = audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
+    unchanged_again = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert unchanged_again.files_decoded == 0
     assert unchanged_again.near_duplicate_groups == with_copy.near_duplicate_groups
-    assert unchanged_again.as_dict() == audit.audit_dataset(root=demo_copy, data=params.data, policy=params.audit).as_dict()
+    assert unchanged_again.as_dict() == audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit).as_dict()
     looser = params.audit.model_copy(update={"near_duplicate_distance": 12})
-    assert audit.audit_dataset(root=demo_copy, data=params.data, policy=looser, cache_file=cache).as_dict() == \
-        audit.audit_dataset(root=demo_copy, data=params.data, policy=looser).as_dict()
+    assert audit_data.audit_dataset(root=demo_copy, data=params.data, policy=looser, cache_file=cache).as_dict() == \
+        audit_data.audit_dataset(root=demo_copy, data=params.data, policy=looser).as_dict()
 
     stricter = params.audit.model_copy(update={"dark_below": 200.0})  # a per-file threshold changed
-    assert audit.audit_dataset(root=demo_copy, data=params.data, policy=stricter, cache_file=cache).files_decoded == 61
+    assert audit_data.audit_dataset(root=demo_copy, data=params.data, policy=stricter, cache_file=cache).files_decoded == 61
 
 
 def test_incremental_audit_matches_digests_that_end_in_zero_bytes(workdir):
     # numpy's S16 items drop trailing NUL bytes: a cached digest ending in 00 once failed to equal
     # the same digest computed afresh, so a cached file and its new re-encoded copy went unpaired.
-    from pipeline.params import AuditParams, DataParams
-
     from PIL.PngImagePlugin import PngInfo
 
-    from pipeline.audit_cache import content_hash
+    from trainwell.audit.cache import content_hash
+    from trainwell.params import AuditParams, DataParams
 
     root = workdir / "images"
     for seed in range(3000):  # pixels whose digest ends in a zero byte (1 in 256)
         pixels = faults.image_array(seed, 24)
         probe = faults.write(root / "pets" / "original.png", faults.encode(pixels, "PNG"))
-        pixel_hash = audit.check_file(root=root, path="pets/original.png", label="pets", policy=AuditParams()).pixel_hash
+        pixel_hash = audit_checks.check_file(root=root, path="pets/original.png", label="pets", policy=AuditParams()).pixel_hash
         if pixel_hash[-2:] == "00":
             break
     for number in range(3000):  # and bytes whose digest does too: a text chunk changes the bytes only
@@ -289,14 +293,14 @@ def test_incremental_audit_matches_digests_that_end_in_zero_bytes(workdir):
     original = faults.write(root / "pets" / "original.png", encoded)
     faults.write(root / "dogs" / "other.png", faults.png_bytes(3))
     data, cache = DataParams(dir=str(root)), workdir / "cache.json"
-    audit.audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
+    audit_data.audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
     # The same pixels in other bytes (decoded now), and the same bytes under another name (reused).
     faults.write(root / "pets" / "recompressed.png", faults.encode(pixels, "PNG", compress_level=1))
     faults.write(root / "pets" / "copied.png", original.read_bytes())
-    report = audit.audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
+    report = audit_data.audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
     assert report.files_decoded == 1
     assert report.duplicate_groups == [["pets/copied.png", "pets/original.png", "pets/recompressed.png"]]
-    assert report.as_dict() == audit.audit_dataset(root=root, data=data, policy=AuditParams()).as_dict()
+    assert report.as_dict() == audit_data.audit_dataset(root=root, data=data, policy=AuditParams()).as_dict()
 
 
 def test_split_keeps_duplicate_and_near_duplicate_groups_in_one_split(demo_copy, workdir):
@@ -310,14 +314,14 @@ def test_split_keeps_duplicate_and_near_duplicate_groups_in_one_split(demo_copy,
     assert audit.main() == 0
     assert split.main() == 0
     params = load_params()
-    where = {row["path"]: name for name in split.SPLITS
+    where = {row["path"]: name for name in SPLITS
              for row in read_csv(Path(params.paths.splits_dir) / f"{name}.csv")}
     for index, source in enumerate(sorted(p for p in (demo_copy / "circle").iterdir() if p.name.startswith("circle_"))[:10]):
         members = {f"circle/{source.name}", f"circle/near_{index}.png", f"circle/exact_{index}.jpg"}
         assert len({where[member] for member in members}) == 1, members  # never straddles splits
     receipt = json.loads(Path(params.paths.split_metrics).read_text())
     assert receipt["groups_kept_together"] == 10
-    assert sum(receipt[name]["total"] for name in split.SPLITS) == 80
+    assert sum(receipt[name]["total"] for name in SPLITS) == 80
 
 
 def test_group_units_merge_transitively_and_ignore_quarantined():
@@ -341,7 +345,7 @@ def test_manifest_dataset_flows_through_split_and_build(demo_set, workdir):
     params["data"]["manifest"] = "data/demo/labels.csv"
     write_params(workdir, params)
     assert audit.main() == 0 and split.main() == 0 and build.main() == 0
-    manifest = json.loads((Path(load_params().paths.cache_dir) / build.MANIFEST).read_text())
+    manifest = json.loads((Path(load_params().paths.cache_dir) / data_cache.MANIFEST).read_text())
     assert manifest["classes"] == sorted(CLASSES)
     assert sum(entry["count"] for entry in manifest["splits"].values()) == 60
     train_rows = read_csv(Path(load_params().paths.splits_dir) / "train.csv")

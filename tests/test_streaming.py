@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import audit, build, evaluate, split, train
-from pipeline.dataset import (
+from tests.helpers import REPO_ROOT, tiny_params, write_params
+from trainwell.data.cache import open_split
+from trainwell.errors import DataError
+from trainwell.params import load_params
+from trainwell.stages import audit, build, evaluate, split, train
+from trainwell.training.inputs import (
     make_streaming_dataset,
-    open_split,
     plan_inputs,
     read_npy_tensor,
     streaming_epoch_batches,
     streaming_step_sizes,
     streaming_steps,
 )
-from pipeline.errors import DataError
-from pipeline.params import load_params
-from tests.conftest import REPO_ROOT, tiny_params, write_params
 
 
 def write_cache(root: Path, *, counts: list[int], size: int = 4) -> Path:
@@ -76,7 +76,7 @@ def test_streamed_batches_are_the_planned_ones_and_cover_each_epoch_once(tmp_pat
     if seed is not None:
         assert seen[:10] != seen[10:]  # a new order every epoch
         assert seen[0] != sorted(seen[0])
-    for (images, labels), indices in zip(batches, seen):
+    for (_images, labels), indices in zip(batches, seen):
         assert np.argmax(labels.numpy(), axis=1).tolist() == [index % 5 for index in indices]
 
 
@@ -121,7 +121,7 @@ def test_streamed_training_shards_by_shard_across_workers(tmp_path):
     assert [b.tolist() for b in streaming_epoch_batches(split=split_data, seed=7, epoch=0, **single)] == [
         indices_of(images) for images, _ in make_streaming_dataset(
             split=split_data, num_classes=5, batch_size=16, seed=7, first_epoch=0, epochs=1)]
-    with pytest.raises(DataError, match="not a multiple of the 2 workers.*use 14 or 16"):
+    with pytest.raises(DataError, match=r"not a multiple of the 2 workers.*use 14 or 16"):
         streaming_steps(split=split_data, batch_size=15, replicas=2, workers=2)
     one_shard = open_split(cache_dir=write_cache(tmp_path / "small", counts=[10]), split="train")
     with pytest.raises(DataError, match=r"1 worker batch\(es\) of 16 images per epoch, fewer than the 2 workers"):
@@ -139,7 +139,7 @@ def test_the_memory_budget_decides_what_streams(tmp_path):
 PEAK_SCRIPT = """
 import sys
 import tensorflow as tf
-from pipeline.dataset import plan_inputs
+from trainwell.training.inputs import plan_inputs
 
 def peak_kib():
     with open("/proc/self/status") as status:

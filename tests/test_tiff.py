@@ -10,8 +10,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from pipeline import audit, build, split, train
-from pipeline.decode import DecodeError, _tensorflow_io_tiff, decode_image
+from trainwell.data.decode import DecodeError, _tensorflow_io_tiff, decode_image
+from trainwell.stages import audit, build, split, train
 
 
 def tiff_bytes(array: np.ndarray, **options) -> bytes:

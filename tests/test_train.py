@@ -10,10 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import audit, build, evaluate, split, train
-from pipeline.errors import ContractError
-from pipeline.params import load_params
-from tests.conftest import tiny_params, write_params
+from tests.helpers import tiny_params, write_params
+from trainwell.errors import ContractError
+from trainwell.params import load_params
+from trainwell.stages import audit, build, evaluate, split, train
+from trainwell.training import evaluation, fit
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def test_train_then_evaluate(built, capsys):
     assert train.main() == 0
     paths = load_params().paths
     model = keras.models.load_model(paths.model)
-    assert train.weights_are_finite(model)
+    assert fit.weights_are_finite(model)
     assert model.output_shape == (None, 5)
     logged = json.loads((Path(paths.train_log_dir) / "metrics.json").read_text())
     assert logged["step"] == 1  # two epochs, both logged by dvclive
@@ -64,7 +65,7 @@ def test_train_then_evaluate(built, capsys):
 
 
 def test_examples_are_picked_by_confidence():
-    from pipeline.eval_html import pick_examples
+    from trainwell.reports.evaluation_page import pick_examples
 
     probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55], [0.7, 0.3]])
     labels = np.array([1, 1, 1, 1, 0])
@@ -116,14 +117,14 @@ def test_guard_recovers_from_a_diverging_learning_rate(built):
     known = set((built / "data" / "cache" / "train" / "paths.txt").read_text().split())
     assert all(set(incident["files"]) <= known and incident["files"] for incident in incidents)
     model = keras.models.load_model(paths.model)
-    assert train.weights_are_finite(model)
+    assert fit.weights_are_finite(model)
     assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(0.01)  # 1e30 lowered 4 times
     final = json.loads((Path(paths.train_log_dir) / "metrics.json").read_text())
     assert final["train"]["accuracy"] > 0.4  # chance is 0.2: it learned after the incidents
 
 
 def test_metric_classification_report_is_exact():
-    metrics = evaluate.classification_metrics(
+    metrics = evaluation.classification_metrics(
         labels=np.array([0, 0, 1, 1, 2]), predictions=np.array([0, 1, 1, 1, 0]), classes=["a", "b", "c"]
     )
     assert metrics["accuracy"] == pytest.approx(0.6)
@@ -135,11 +136,11 @@ def test_metric_classification_report_is_exact():
 
 def test_two_runs_give_bit_identical_weights(built):
     train_params = load_params().train
-    first, _ = train.train_model(cache_dir=load_params().paths.cache_dir, train=train_params, log_dir=None)
-    second, _ = train.train_model(cache_dir=load_params().paths.cache_dir, train=train_params, log_dir=None)
+    first, _ = fit.train_model(cache_dir=load_params().paths.cache_dir, train=train_params, log_dir=None)
+    second, _ = fit.train_model(cache_dir=load_params().paths.cache_dir, train=train_params, log_dir=None)
     for a, b in zip(first.get_weights(), second.get_weights()):
         assert np.array_equal(a, b)
-    other, _ = train.train_model(
+    other, _ = fit.train_model(
         cache_dir=load_params().paths.cache_dir, train=train_params.model_copy(update={"seed": 1}), log_dir=None
     )
     assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights()))
@@ -148,16 +149,16 @@ def test_two_runs_give_bit_identical_weights(built):
 def test_calibration_and_top_k_are_exact():
     probabilities = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.05, 0.05, 0.9]])
     labels = np.array([0, 1, 1, 2])
-    error, table = evaluate.calibration(probabilities=probabilities, labels=labels, bins=10)
+    error, table = evaluation.calibration(probabilities=probabilities, labels=labels, bins=10)
     # Bins: 0.9 (right, x2: 0.9 and 0.9 -> conf 0.9, acc 1.0), 0.6 (wrong), 0.5 (right).
     assert [(row["count"], row["accuracy"]) for row in table] == [(1, 1.0), (1, 0.0), (2, 1.0)]
     assert error == pytest.approx((0.5 * 1 + 0.6 * 1 + 0.1 * 2) / 4)
-    assert evaluate.top_k_accuracy(probabilities=probabilities, labels=labels, k=1) == 0.75
-    assert evaluate.top_k_accuracy(probabilities=probabilities, labels=labels, k=2) == 1.0
+    assert evaluation.top_k_accuracy(probabilities=probabilities, labels=labels, k=1) == 0.75
+    assert evaluation.top_k_accuracy(probabilities=probabilities, labels=labels, k=2) == 1.0
 
 
 def test_balanced_class_weights():
-    weights = train.balanced_class_weights(np.array([0, 0, 0, 1, 2, 2]), 4)
+    weights = fit.balanced_class_weights(np.array([0, 0, 0, 1, 2, 2]), 4)
     assert weights == {0: pytest.approx(6 / 9), 1: pytest.approx(2.0), 2: pytest.approx(1.0), 3: 1.0}
 
 
@@ -166,4 +167,4 @@ def test_training_with_balanced_class_weights(built, capsys):
     assert train.main() == 0
     out = capsys.readouterr().out
     assert "train: class weights circle 1.000" in out  # 6 images in each of 5 classes: all weights 1
-    assert train.weights_are_finite(keras.models.load_model(load_params().paths.model))
+    assert fit.weights_are_finite(keras.models.load_model(load_params().paths.model))

@@ -1,5 +1,0 @@
-"""`python -m pipeline` is the same as the `trainwell` command."""
-
-from pipeline.cli import run
-
-run()

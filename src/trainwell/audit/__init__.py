@@ -1,0 +1,1 @@
+"""The dataset audit: finding kinds checked per file, similarity, the incremental cache and the report object."""

@@ -1,0 +1,183 @@
+"""Per-file audit results cached by content, so a re-audit decodes only new or changed files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from trainwell.data.decode import format_for_extension
+from trainwell.params import AuditParams
+
+# Per-file checks depend on these policy fields; the dataset-level ones (duplicates, balance)
+# are recomputed from cached per-file results on every run.
+_PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "dark_below", "light_above", "min_entropy",
+                    "blurry_below")
+# The modules whose code decides a per-file result, relative to the package folder.
+_CODE = ("data/decode.py", "audit/checks.py", "audit/similarity.py")
+
+
+def fingerprint(policy: AuditParams) -> str:
+    """Changes whenever a cached result could be stale: the per-file thresholds or the checking code."""
+    digest = hashlib.sha256(json.dumps({name: getattr(policy, name) for name in _PER_FILE_FIELDS}).encode())
+    for name in _CODE:
+        digest.update((Path(__file__).parents[1] / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _promised_format(path: str) -> str | None:
+    return format_for_extension(os.path.splitext(path)[1])
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+# The stored columns, row i describing paths[i]. `content` and `pixel_hash` are blake2b-128
+# digests (pixel_hash empty for a file that did not decode); perceptual_hash is 8 packed bytes and
+# thumbnail an 8x8 RGB box filter (see similarity.py).
+COLUMNS = {
+    "content": np.zeros(0, "S16"),
+    "pixel_hash": np.zeros(0, "S16"),
+    "perceptual_hash": np.zeros((0, 8), np.uint8),
+    "thumbnail": np.zeros((0, 192), np.uint8),
+}
+# One record per file in the sidecar: its lstat (bytes, ns) and the columns above.
+_RECORD = np.dtype([("size", np.int64), ("mtime_ns", np.int64),
+                    *((name, empty.dtype, empty.shape[1:]) for name, empty in COLUMNS.items())])
+
+
+class AuditCache:
+    """Per-file audit results from earlier runs, stored column-wise for a fast reload.
+
+    `cache.json` holds the fingerprint, the file paths, the findings of files that have any and
+    the near-duplicate pairs; the `cache.json.npy` sidecar holds one fixed-size record per file:
+    its size, mtime and the COLUMNS above. (Per-file JSON objects took longer to parse than the
+    rest of a re-audit, and so did rebuilding one Python object per unchanged file: a re-audit
+    works on whole columns and touches Python objects only for the files that changed.)
+
+    A file with the stored path, size and mtime is not read at all; a file whose stat changed is
+    read and hashed, and reuses the row of any file with the same bytes (moved or touched).
+    Files no longer in the dataset drop out when the cache is saved, and nothing is written when
+    nothing changed. It is trainwell's own scratch state, never the user's data.
+    """
+
+    def __init__(self, path: str | Path | None, policy: AuditParams) -> None:
+        self.path = Path(path) if path else None
+        self.fingerprint = fingerprint(policy)
+        self.paths: list[str] = []
+        self.columns: dict[str, np.ndarray] = {}
+        self.findings: dict[str, list] = {}  # stored path -> [[kind, detail], ...], files with findings only
+        self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_pixel_difference]
+        self.previous_near_pairs: list[list[str]] = []
+        self.near_valid = False  # previous_near_pairs were computed with today's settings
+        if self.path and self.path.exists():
+            try:
+                stored = json.loads(self.path.read_text())
+                records = np.load(self._sidecar(), allow_pickle=False)
+            except (OSError, ValueError):
+                stored, records = {}, np.zeros(0)
+            if not isinstance(stored, dict):  # valid JSON of the wrong shape is a cache miss too
+                stored = {}
+            if (stored.get("fingerprint") == self.fingerprint and records.dtype == _RECORD
+                    and len(stored.get("paths", [])) == len(records)):
+                columns = {name: records[name] for name in _RECORD.names or ()}
+                self.paths = stored["paths"]
+                self.columns = columns
+                self.findings = stored.get("findings", {})
+                near = stored.get("near_duplicates", {})
+                if near.get("settings") == self.near_settings:
+                    self.previous_near_pairs = near.get("pairs", [])
+                    self.near_valid = True
+
+    def _sidecar(self) -> Path:
+        assert self.path is not None
+        return self.path.with_name(self.path.name + ".npy")
+
+    def match(self, *, root: Path, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, unchanged) for the files at root/paths with the given lstat sizes and mtimes (ns).
+
+        rows[i] is the stored row holding file i's results, -1 when it must be decoded;
+        unchanged[i] says file i has the stored path, size and mtime (its bytes are the ones audited).
+        """
+        count = len(paths)
+        rows = np.full(count, -1, dtype=np.int64)
+        if not self.paths:
+            return rows, np.zeros(count, dtype=bool)
+        if paths == self.paths:  # no file added, removed or renamed: one C-level list comparison
+            stored = np.arange(count, dtype=np.int64)
+        else:
+            index = {path: row for row, path in enumerate(self.paths)}
+            stored = np.fromiter((index.get(path, -1) for path in paths), dtype=np.int64, count=count)
+        known = stored >= 0
+        safe = np.where(known, stored, 0)
+        unchanged = known & (sizes >= 0) & (self.columns["size"][safe] == sizes) & (self.columns["mtime_ns"][safe] == mtimes)
+        rows[unchanged] = stored[unchanged]
+        changed = np.flatnonzero(~unchanged & (sizes >= 0))
+        digests: dict[int, bytes] = {}
+        for position in changed.tolist():
+            try:
+                with open(os.path.join(root, paths[position]), "rb") as handle:
+                    digests[position] = bytes.fromhex(content_hash(handle.read()))
+            except OSError:
+                continue
+        if digests:
+            # Rows holding any of these bytes, found with one vectorised search (not a dict of every row).
+            candidates = np.flatnonzero(np.isin(self.columns["content"], list(digests.values())))
+            by_content: dict[bytes, list[int]] = {}
+            for row in candidates.tolist():
+                by_content.setdefault(bytes(self.columns["content"][row]), []).append(row)
+            for position, digest in digests.items():
+                # Same bytes under an extension promising another format would miss its
+                # extension_mismatch finding: reuse only a file whose extension promises the same.
+                promised = _promised_format(paths[position])
+                # numpy's S16 items drop trailing NUL bytes: look the digest up the same way.
+                rows[position] = next((row for row in by_content.get(digest.rstrip(b"\0"), ())
+                                       if _promised_format(self.paths[row]) == promised), -1)
+        return rows, unchanged
+
+    def reused_findings(self, rows: np.ndarray) -> dict[int, list[tuple[str, str]]]:
+        """{position: stored findings} for the files reusing a stored row (rows from match) that has any."""
+        if not self.findings:
+            return {}
+        index = {path: row for row, path in enumerate(self.paths)}
+        by_row = {index[path]: found for path, found in self.findings.items() if path in index}
+        holders = np.zeros(len(self.paths) + 1, dtype=bool)  # the extra last entry stands for row -1
+        holders[list(by_row)] = True
+        return {position: [tuple(item) for item in by_row[rows[position]]]
+                for position in np.flatnonzero(holders[rows]).tolist()}
+
+    def save(self, *, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray, columns: dict[str, np.ndarray],
+             findings: dict[str, list], near_pairs: list[list[str]], unchanged: bool) -> None:
+        """Write this run's rows (JSON + sidecar) atomically; skip when `unchanged` and the pairs match.
+
+        Rows whose bytes could not be read (empty content digest) are left out: they are checked
+        again next time."""
+        if not self.path or (unchanged and self.near_valid and near_pairs == self.previous_near_pairs):
+            return
+        keep = (columns["content"] != b"") & (sizes >= 0)
+        kept = np.flatnonzero(keep)
+        kept_paths = [paths[position] for position in kept.tolist()] if not keep.all() else list(paths)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        records = np.empty(len(kept), dtype=_RECORD)
+        records["size"], records["mtime_ns"] = sizes[kept], mtimes[kept]
+        for name in COLUMNS:
+            records[name] = columns[name][kept]
+        sidecar = self._sidecar()
+        temporary = sidecar.with_name(sidecar.name + ".tmp.npy")
+        np.save(temporary, records, allow_pickle=False)
+        os.replace(temporary, sidecar)
+        kept_set = set(kept_paths) if not keep.all() else None
+        document = {
+            "fingerprint": self.fingerprint,
+            "paths": kept_paths,
+            "findings": {path: [list(item) for item in found] for path, found in findings.items()
+                         if kept_set is None or path in kept_set},
+            "near_duplicates": {"settings": self.near_settings, "pairs": near_pairs},
+        }
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps(document))
+        os.replace(temporary, self.path)

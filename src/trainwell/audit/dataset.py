@@ -1,0 +1,200 @@
+"""Auditing a whole dataset: per-file checks (cached by content), duplicates, balance, and the policy's verdict."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainwell import storage
+from trainwell.audit.cache import COLUMNS, AuditCache
+from trainwell.audit.checks import FileResult, check_all
+from trainwell.audit.report import AuditReport
+from trainwell.audit.similarity import near_duplicate_pairs
+from trainwell.data.groups import groups_from_pairs
+from trainwell.data.listing import list_sources
+from trainwell.kinds import Finding, judge
+from trainwell.params import AuditParams, DataParams
+
+
+@dataclass
+class FileTable:
+    """Per-file results of one audit as columns, row i describing paths[i] (see audit_cache.COLUMNS).
+
+    Only `findings` holds per-file Python objects, and only for the files that have some: a
+    re-audit fills the columns for unchanged files with one gather from the cache.
+    """
+
+    paths: list[str]
+    labels: list[str]
+    columns: dict[str, np.ndarray]
+    findings: dict[str, list[tuple[str, str]]]  # path -> (kind, detail) pairs
+
+    @classmethod
+    def empty(cls, files: list[tuple[str, str]]) -> FileTable:
+        count = len(files)
+        columns = {name: np.zeros((count, *empty.shape[1:]), dtype=empty.dtype) for name, empty in COLUMNS.items()}
+        return cls(paths=[path for path, _ in files], labels=[label for _, label in files], columns=columns,
+                   findings={})
+
+    def put(self, position: int, result: FileResult) -> None:
+        """Row `position` from a freshly checked file."""
+        if result.findings:
+            self.findings[result.path] = result.findings
+        if result.content_hash is not None:
+            self.columns["content"][position] = bytes.fromhex(result.content_hash)
+        if result.pixel_hash is not None:
+            self.columns["pixel_hash"][position] = bytes.fromhex(result.pixel_hash)
+            self.columns["perceptual_hash"][position] = result.perceptual_hash
+            self.columns["thumbnail"][position] = result.thumbnail
+
+    @property
+    def decoded(self) -> np.ndarray:
+        """Which rows decoded to pixels (and so take part in the duplicate checks)."""
+        return self.columns["pixel_hash"] != b""
+
+
+def _duplicate_findings(table: FileTable) -> tuple[list[Finding], list[list[str]]]:
+    """Same pixels within a class are duplicates; same pixels under two classes is a label conflict.
+
+    Also returns the groups of pixel-identical files, which `split` keeps in one split."""
+    decoded = np.flatnonzero(table.decoded)
+    _, inverse, counts = np.unique(table.columns["pixel_hash"][decoded], return_inverse=True, return_counts=True)
+    repeated = np.flatnonzero(counts > 1)
+    issues, path_groups = [], []
+    for group in repeated.tolist():
+        members = decoded[inverse.ravel() == group].tolist()
+        labels = sorted({table.labels[member] for member in members})
+        paths = [table.paths[member] for member in members]
+        path_groups.append(paths)
+        for path in paths:
+            others = ", ".join(other for other in paths if other != path)
+            if len(labels) > 1:
+                issues.append(Finding(path, "label_conflict", f"same pixels appear under classes {labels}: {others}"))
+            else:
+                issues.append(Finding(path, "exact_duplicate", f"same pixels as {others}"))
+    return issues, sorted(path_groups)
+
+
+def _near_duplicate_findings(
+    table: FileTable, *, policy: AuditParams, stable: np.ndarray, previous_pairs: list[list[str]]
+) -> tuple[list[Finding], list[list[str]], list[list[str]]]:
+    """Near-duplicate issues and groups (pHash + tiny thumbnail), leaving out groups that are only
+    exact copies; also the linked pairs, for the cache.
+
+    Pairs between two `stable` files (bytes unchanged since `previous_pairs` were found with
+    today's settings) are taken from those; only the other files are compared against the rest,
+    so a re-audit after a small change stays cheap.
+    """
+    decoded = np.flatnonzero(table.decoded)
+    if len(decoded) < 2:
+        return [], [], []
+    hashes = table.columns["perceptual_hash"][decoded]
+    thumbnails = table.columns["thumbnail"][decoded]
+    settings: dict = dict(max_distance=policy.near_duplicate_distance,
+                          max_pixel_difference=policy.near_duplicate_pixel_difference)
+    changed = np.flatnonzero(~stable[decoded])
+    if len(changed) == len(decoded):
+        pairs = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, **settings)
+    else:
+        kept = np.zeros((0, 2), dtype=np.int64)
+        if previous_pairs:
+            positions = np.flatnonzero(stable[decoded])
+            where = dict(zip([table.paths[row] for row in decoded[positions].tolist()], positions.tolist()))
+            kept = np.array([(where[a], where[b]) for a, b in previous_pairs if a in where and b in where],
+                            dtype=np.int64).reshape(-1, 2)
+        fresh = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, rows=changed, **settings) \
+            if len(changed) else np.zeros((0, 2), dtype=np.int64)
+        pairs = np.concatenate([kept, fresh])
+    pair_paths = [[table.paths[a], table.paths[b]] for a, b in decoded[pairs].reshape(-1, 2).tolist()]
+    issues, path_groups = [], []
+    for group in groups_from_pairs(len(decoded), pairs):
+        members = decoded[group]
+        if len(set(table.columns["pixel_hash"][members].tolist())) == 1:
+            continue  # identical pixels: already reported as exact_duplicate or label_conflict
+        group_paths = [table.paths[member] for member in members.tolist()]
+        path_groups.append(group_paths)
+        labels = sorted({table.labels[member] for member in members.tolist()})
+        for path in group_paths:
+            others = ", ".join(other for other in group_paths if other != path)
+            across = f" across classes {labels}" if len(labels) > 1 else ""
+            issues.append(Finding(path, "near_duplicate", f"looks like {others}{across}"))
+    return issues, path_groups, pair_paths
+
+
+def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) -> list[Finding]:
+    present = {label: count for label, count in class_counts.items() if count > 0}
+    if len(present) < 2:
+        return []
+    largest = max(present, key=lambda label: present[label])
+    smallest = min(present, key=lambda label: present[label])
+    ratio = present[largest] / present[smallest]
+    if ratio <= policy.max_class_imbalance:
+        return []
+    return [Finding(smallest, "class_imbalance", f"{present[largest]} images in '{largest}' vs {present[smallest]} "
+                  f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); consider "
+                  "train.class_weight: balanced")]
+
+
+def audit_dataset(
+    *, root: str | Path, data: DataParams, policy: AuditParams, cache_file: str | Path | None = None
+) -> AuditReport:
+    """Audit a folder-per-class dataset against a policy. Reads files; never writes or moves them.
+
+    With `cache_file`, per-file results are reused for files whose bytes were audited before
+    under the same thresholds and code; only new or changed files are decoded.
+    """
+    root = str(root) if storage.is_remote(root) else Path(root)
+    listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
+    table = FileTable.empty(listing.files)
+    # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
+    cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
+    stats = listing.stats if listing.stats is not None else [(-1, -1)] * len(listing.files)
+    sizes, mtimes = np.array(stats, dtype=np.int64).reshape(-1, 2).T
+    rows, unchanged = cache.match(root=Path(root), paths=table.paths, sizes=sizes, mtimes=mtimes)
+    reused = np.flatnonzero(rows >= 0)
+    for name in COLUMNS:
+        table.columns[name][reused] = cache.columns[name][rows[reused]] if len(reused) else 0
+    for position, found in cache.reused_findings(rows).items():
+        table.findings[table.paths[position]] = found
+    todo = np.flatnonzero(rows < 0).tolist()
+    for position, result in zip(todo, check_all([listing.files[position] for position in todo], root=root,
+                                                 policy=policy)):
+        table.put(position, result)
+
+    findings: list[Finding] = list(listing.issues)
+    for path, found in table.findings.items():
+        findings.extend(Finding(path, kind, detail) for kind, detail in found)
+    duplicate_findings, duplicate_groups = _duplicate_findings(table)
+    findings.extend(duplicate_findings)
+    near_findings, near_groups, near_pairs = _near_duplicate_findings(
+        table, policy=policy, stable=unchanged if cache.near_valid else np.zeros(len(rows), dtype=bool),
+        previous_pairs=cache.previous_near_pairs)
+    findings.extend(near_findings)
+    cache.save(paths=table.paths, sizes=sizes, mtimes=mtimes, columns=table.columns, findings=table.findings,
+               near_pairs=near_pairs, unchanged=bool(unchanged.all()) and len(rows) == len(cache.paths))
+
+    # Quarantine and balance: the class counts that matter are those left after the quarantine.
+    quarantine_kinds = set(policy.quarantine)
+    flagged = {found.path for found in findings if found.kind in quarantine_kinds}
+    label_of = dict(listing.files) if flagged else {}
+    quarantined = sorted(path for path in flagged if path in label_of)
+    class_counts = Counter(table.labels)
+    class_counts.subtract(label_of[path] for path in quarantined)
+    counts = {label: class_counts.get(label, 0) for label in listing.classes}
+    findings.extend(_imbalance_findings(counts, policy=policy))
+    issues = judge(findings, fail_on=policy.fail_on)
+    return AuditReport(
+        root=str(root),
+        classes=listing.classes,
+        files_scanned=len(listing.files),
+        issues=issues,
+        quarantined=quarantined,
+        class_counts=counts,
+        violations=[issue for issue in issues if issue.severity == "error"],
+        near_duplicate_groups=near_groups,
+        duplicate_groups=duplicate_groups,
+        files_decoded=len(todo),
+    )

@@ -1,0 +1,166 @@
+"""The `trainwell` command: one subcommand per pipeline stage, plus init, a standalone audit, doctor, gate and plots."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+from trainwell import __version__
+from trainwell.console import NORMAL, QUIET, VERBOSE, error, set_verbosity
+from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError
+
+DESCRIPTION = """\
+trainwell: audited data, a GPU-feeding input pipeline and a classifier that cannot silently diverge.
+
+Start a project with `trainwell init` in a git repository; then `dvc repro` runs the stages in
+order. Each subcommand here is one stage and reads its settings from params.yaml (see --params).
+
+Exit codes: 0 success, 1 a policy or check failed (the message says what to fix), 2 bad usage
+or params, 3 an internal error (a bug in trainwell: the message says where the traceback is).
+"""
+
+# command -> (stage module under trainwell.stages, one-line help)
+STAGES = {
+    "versions": ("versions", "record the installed trainwell, TensorFlow, Keras ... versions; every stage depends "
+                 "on them, so an upgrade re-runs what it could change"),
+    "demo-data": ("demo_data", "write the deterministic synthetic five-class demo set"),
+    "split": ("split", "seeded, stratified train/val/test lists, leaving quarantined files out"),
+    "build": ("build", "decode and resize every image once into the uint8 training cache"),
+    "train": ("train", "check the model contract, then train; never saves a model with NaN weights"),
+    "evaluate": ("evaluate", "test-split accuracy, per-class precision/recall/F1, confusion matrix"),
+    "label-review": ("label_review", "k-fold out-of-fold predictions ranked by cleanlab into likely "
+                     "label errors; never relabels a file"),
+}
+
+
+def _verbosity_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=QUIET, default=default,
+                       help="print errors only")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=VERBOSE, default=default,
+                       help="print more detail, TensorFlow's own log lines included")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainwell", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"trainwell {__version__}")
+    _verbosity_flags(parser, default=NORMAL)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, description: str | None = None, *, params: bool = True) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=description or help_text)
+        if params:
+            command.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+        # SUPPRESS: a flag given before the command is not reset by the sub-command's default.
+        _verbosity_flags(command, default=argparse.SUPPRESS)
+        return command
+
+    init = add(
+        "init",
+        "start a trainwell project: dvc.yaml, a commented params.yaml, .gitignore entries",
+        "Set up a trainwell project in DIR (default: the current folder), which must be inside a git "
+        "repository: runs `dvc init` if needed, writes dvc.yaml and a commented params.yaml, and adds "
+        "the generated paths to .gitignore. Existing dvc.yaml or params.yaml are never overwritten "
+        "(the command stops and says so). Then: `dvc repro`.",
+        params=False,
+    )
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="project folder (default: .)")
+    init.add_argument("--data", metavar="PATH",
+                      help="your dataset: a folder with one sub-folder per class (default: the embedded demo set)")
+    audit = add(
+        "audit",
+        "decode every image with the training decoder and report problems",
+        "Audit a folder with one sub-folder per class. Without PATH this is the DVC stage: it audits "
+        "data.dir from params and writes the report, metrics and quarantine list. With PATH it only "
+        "prints. Exit 0 when the policy in params (audit.fail_on) holds, 1 when it is violated.",
+    )
+    audit.add_argument("path", nargs="?", help="dataset folder to audit on its own (no files written)")
+    audit.add_argument("--format", choices=["text", "json", "github"], default="text",
+                       help="text for people, json for tools, github for Actions annotations (default: %(default)s)")
+    audit.add_argument("--html", dest="html_file", metavar="FILE",
+                       help="also write a self-contained HTML page with thumbnails of flagged files "
+                            "(the DVC stage always writes paths.audit_html)")
+    audit.add_argument("--cache", dest="cache_file", metavar="FILE",
+                       help="reuse per-file results stored in FILE from an earlier audit, so only new or "
+                            "changed files are decoded (the DVC stage uses paths.audit_cache)")
+    for name, (_, help_text) in STAGES.items():
+        add(name, help_text)
+    doctor = add("doctor", "check that model head, loss and labels agree, without training",
+                 "Run the model contract check against the labels in the build cache: catches a sigmoid "
+                 "head with categorical_crossentropy, width/class mismatches, from_logits mistakes.")
+    doctor.add_argument("--model", dest="model_file", help="a compiled .keras file of your own (default: the model params describe)")
+    gate = add("gate", "compare metrics with thresholds and a git revision; exit 1 on a miss",
+               "Check metrics/*.json against gate.checks in params.yaml: absolute bars (min/max) and, with a "
+               "baseline revision, how far each metric may drop or rise compared with that revision "
+               "(e.g. --baseline main in a pull request). Prints a table; exit 1 when any check fails.")
+    gate.add_argument("--baseline", metavar="REV", help="git revision to compare with (default: gate.baseline)")
+    gate.add_argument("--format", choices=["text", "json"], default="text", help="(default: %(default)s)")
+    plots = add("plots", "dvc plots show as a page that renders offline (vega inlined)",
+                "Run `dvc plots show` with an HTML template that inlines vega, vega-lite and vega-embed "
+                "(fetched once from the npm registry with `npm pack` and cached), so the page renders "
+                "in a browser with no network.", params=False)
+    plots.add_argument("--out", default="dvc_plots", help="output folder (default: %(default)s)")
+    return parser
+
+
+def _stage(name: str):
+    # Stages are loaded by name: the CLI is the one place that reaches them (see ARCHITECTURE.md).
+    return importlib.import_module(f"trainwell.stages.{name}")
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "init":
+        return _stage("init").main(directory=args.directory, data=args.data)
+    if args.command == "audit":
+        return _stage("audit").main(params_file=args.params, path=args.path, output_format=args.format,
+                                    html_file=args.html_file, cache_file=args.cache_file)
+    if args.command == "plots":
+        return _stage("plots").main(out=args.out)
+    if args.command == "gate":
+        return _stage("gate").main(params_file=args.params, baseline=args.baseline, output_format=args.format)
+    if args.command == "doctor":
+        return _stage("doctor").main(params_file=args.params, model_file=args.model_file)
+    return _stage(STAGES[args.command][0]).main(params_file=args.params)
+
+
+def _save_traceback() -> str:
+    path = os.path.join(tempfile.gettempdir(), f"trainwell-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
+    with open(path, "w") as handle:
+        handle.write(f"trainwell {__version__}, command: {' '.join(sys.argv)}\n\n")
+        traceback.print_exc(file=handle)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    set_verbosity(args.verbosity)
+    # TensorFlow's C++ start-up chatter (CUDA probes on a CPU machine) buries the messages that
+    # matter; real failures still reach Python as exceptions. -v (or the variable) shows it.
+    if args.verbosity < VERBOSE:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        return dispatch(args)
+    except TrainwellError as exc:
+        error(f"trainwell {args.command}: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error(f"trainwell {args.command}: interrupted")
+        return 130
+    except Exception as exc:
+        saved = _save_traceback()
+        error(f"trainwell {args.command}: internal error (a bug in trainwell, please report it): "
+              f"{type(exc).__name__}: {str(exc)[:300]}; full traceback in {saved}")
+        return INTERNAL_ERROR_EXIT
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point: main()'s status as the exit code, safely after object-store I/O."""
+    from trainwell.storage import exit_process
+
+    exit_process(main(argv))

@@ -1,0 +1,239 @@
+"""The decoded training cache: uint8 image shards, label shards, source paths and a manifest; written and read here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainwell import storage
+from trainwell.data.decode import DecodeError, decode_image, resize_image
+from trainwell.data.listing import read_lines
+from trainwell.data.splits import CLASSES_FILE, SPLITS, read_split_csv
+from trainwell.errors import DataError
+from trainwell.outputs import clear_generated_dir, write_json
+from trainwell.progress import progress
+
+MANIFEST = "manifest.json"
+CACHE_FORMAT = 1
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _decode_one(root: Path | str, path: str, size: int, max_pixels: int) -> np.ndarray | str:
+    """The resized image, or the reason it could not be decoded (never raises for a bad file)."""
+    try:
+        decoded = decode_image(storage.read_bytes(storage.join(root, path)), suffix=os.path.splitext(path)[1],
+                               max_pixels=max_pixels)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    except DecodeError as exc:
+        return str(exc)
+    return resize_image(decoded.image, size=size)
+
+
+def build_split(
+    *,
+    root: Path | str,
+    rows: list[tuple[str, str]],
+    classes: list[str],
+    image_size: int,
+    shard_size: int,
+    out_dir: Path | str,
+    workers: int,
+    max_pixels: int,
+) -> dict:
+    """Write rows as shards out_dir/images-NNNNN.npy + labels-NNNNN.npy; return this split's manifest entry.
+
+    A file that fails to decode here (changed since the audit) is skipped and named in the
+    manifest's `skipped` list, never cached as a grey or black image.
+    """
+    index = {label: position for position, label in enumerate(classes)}
+    unknown = sorted({label for _, label in rows if label not in index})
+    if unknown:
+        raise DataError(f"labels {unknown} are not in the class list {classes}; re-run `dvc repro split`")
+    if not storage.is_remote(out_dir):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    name = str(out_dir).rstrip("/").rsplit("/", 1)[-1]
+    shards: list[dict] = []
+    skipped: list[dict] = []
+    paths: list[str] = []
+    counts: Counter[str] = Counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(rows), shard_size):
+            chunk = rows[start : start + shard_size]
+            results = pool.map(lambda row: _decode_one(root, row[0], image_size, max_pixels), chunk)
+            images, labels = [], []
+            for (path, label), result in zip(chunk, progress(results, total=len(chunk), description=f"build {name}")):
+                if isinstance(result, str):
+                    skipped.append({"path": path, "reason": result})
+                    continue
+                images.append(result)
+                labels.append(index[label])
+                paths.append(path)
+                counts[label] += 1
+            if not images:
+                continue
+            number = len(shards)
+            image_array = np.stack(images).astype(np.uint8, copy=False)
+            label_array = np.asarray(labels, dtype=np.int32)
+            image_file, label_file = f"images-{number:05d}.npy", f"labels-{number:05d}.npy"
+            storage.save_npy(storage.join(out_dir, image_file), image_array)
+            storage.save_npy(storage.join(out_dir, label_file), label_array)
+            digest = hashlib.sha256(image_array.tobytes())
+            digest.update(label_array.tobytes())
+            shards.append({"images": image_file, "labels": label_file, "count": len(images), "sha256": digest.hexdigest()})
+    storage.write_bytes(storage.join(out_dir, "paths.txt"), "".join(f"{path}\n" for path in paths).encode())
+    return {
+        "count": sum(shard["count"] for shard in shards),
+        "per_class": {label: counts.get(label, 0) for label in classes},
+        "shards": shards,
+        "skipped": skipped,
+    }
+
+
+def build_cache(
+    *, data_dir: str, splits_dir: str, cache_dir: str, image_size: int, shard_size: int, workers: int, max_pixels: int
+) -> dict:
+    """Build every split's shards and write cache_dir/manifest.json; return the manifest."""
+    classes = read_lines(Path(splits_dir) / CLASSES_FILE)
+    if not classes:
+        raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
+    if not storage.is_remote(cache_dir):
+        # Rebuilt whole, but only when an earlier build made it (its manifest is the marker).
+        clear_generated_dir(Path(cache_dir), marker=MANIFEST)
+    elif storage.exists(cache_dir) and not storage.exists(storage.join(cache_dir, MANIFEST)):
+        # An object-store cache is overwritten shard by shard (the manifest names the live ones),
+        # so the same marker rule decides whether those objects may be written over.
+        raise DataError(
+            f"'{cache_dir}' holds objects that trainwell did not write (no {MANIFEST}); refusing to write over "
+            "them. Point paths.cache_dir in params.yaml at an empty prefix"
+        )
+    manifest: dict = {"format": CACHE_FORMAT, "classes": classes, "image_shape": [image_size, image_size, 3], "splits": {}}
+    for name in SPLITS:
+        rows = read_split_csv(Path(splits_dir) / f"{name}.csv")
+        manifest["splits"][name] = build_split(
+            root=data_dir if storage.is_remote(data_dir) else Path(data_dir),
+            rows=rows,
+            classes=classes,
+            image_size=image_size,
+            shard_size=shard_size,
+            out_dir=storage.join(cache_dir, name),
+            workers=workers,
+            max_pixels=max_pixels,
+        )
+    write_json(storage.join(cache_dir, MANIFEST), manifest)
+    return manifest
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CachedSplit:
+    """One split held in memory: images (N, H, W, 3) uint8, integer labels (N,), and their source paths."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def read_manifest(cache_dir: str | Path) -> dict:
+    path = storage.join(cache_dir, MANIFEST)
+    if not storage.exists(path):
+        raise DataError(f"cache manifest '{path}' is missing; run `dvc repro build` first")
+    return json.loads(storage.read_bytes(path))
+
+
+def load_split(*, cache_dir: str | Path, split: str) -> CachedSplit:
+    """Load a split's shards into memory (the fast path for sets that fit the memory budget)."""
+    sharded = open_split(cache_dir=cache_dir, split=split)
+    return CachedSplit(images=sharded.load_images(), labels=sharded.labels, paths=sharded.paths,
+                       classes=sharded.classes)
+
+
+@dataclass
+class ShardedSplit:
+    """A split left on disk (or in an object store): shard files, counts, labels and paths.
+
+    Only labels (4 bytes an image) and paths are read up front; pixels are read one shard
+    at a time while training.
+    """
+
+    folder: str
+    image_files: list[str]
+    label_files: list[str]
+    counts: list[int]
+    image_shape: tuple[int, int, int]
+    labels: np.ndarray
+    paths: list[str]
+    classes: list[str]
+    _held: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)  # see image()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes the decoded images would take in memory (what the memory budget is compared with)."""
+        return int(sum(self.counts) * np.prod(self.image_shape))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Index of each shard's first example in the split."""
+        return np.concatenate([[0], np.cumsum(self.counts)])[:-1].astype(np.int64)
+
+    def image(self, index: int) -> np.ndarray:
+        """One image, read from its shard. The last shard read is kept, so reading images in
+        index order reads each shard once."""
+        shard = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        if self._held is None or self._held[0] != shard:
+            self._held = (shard, storage.load_npy(self.image_files[shard]))
+        return self._held[1][index - self.offsets[shard]]
+
+    def load_images(self) -> np.ndarray:
+        """Every shard read into one preallocated array: peak memory is the split plus one shard,
+        not twice the split as concatenating would take."""
+        count = sum(self.counts)
+        images = np.empty((count, *self.image_shape), dtype=np.uint8)
+        start = 0
+        for path in self.image_files:
+            shard = storage.load_npy(path)
+            images[start : start + len(shard)] = shard
+            start += len(shard)
+        if start != count:
+            raise DataError(f"the cache manifest promises {count} images in '{self.folder}' but its shards hold "
+                            f"{start}; run `dvc repro build` again")
+        return images
+
+
+def open_split(*, cache_dir: str | Path, split: str) -> ShardedSplit:
+    manifest = read_manifest(cache_dir)
+    if split not in manifest["splits"]:
+        raise DataError(f"split '{split}' is not in the cache at '{cache_dir}'; have {sorted(manifest['splits'])}")
+    shards = manifest["splits"][split]["shards"]
+    folder = storage.join(cache_dir, split)
+    labels = [storage.load_npy(storage.join(folder, shard["labels"])) for shard in shards]
+    return ShardedSplit(
+        folder=folder,
+        image_files=[storage.join(folder, shard["images"]) for shard in shards],
+        label_files=[storage.join(folder, shard["labels"]) for shard in shards],
+        counts=[int(shard["count"]) for shard in shards],
+        image_shape=tuple(manifest["image_shape"]),
+        labels=np.concatenate(labels) if labels else np.zeros((0,), np.int32),
+        paths=storage.read_bytes(storage.join(folder, "paths.txt")).decode().splitlines(),
+        classes=manifest["classes"],
+    )

@@ -1,0 +1,273 @@
+"""The one image decoder: the audit judges files with it and the build stage caches what it returns."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# We enforce our own pixel limit (audit.max_pixels) from the header, before decoding;
+# Pillow's built-in guard would raise a warning-or-error pair with a different threshold.
+Image.MAX_IMAGE_PIXELS = None
+
+# Magic numbers -> format name. Sniffing the bytes (not trusting the extension) is what
+# lets the audit report "PNG bytes named .jpg" instead of a confusing decode error.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"\x93NUMPY", "npy"),
+)
+_EXTENSION_FORMATS = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+    ".gif": "gif",
+    ".bmp": "bmp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".webp": "webp",
+    ".npy": "npy",
+}
+
+
+class DecodeError(Exception):
+    """A file that cannot become a training image; `kind` is the audit's name for the reason."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass
+class Decoded:
+    """An RGB uint8 image plus the conversions that were applied to get it."""
+
+    image: np.ndarray  # (height, width, 3) uint8
+    format: str
+    # (kind, detail) pairs such as ("grayscale", "mode L expanded to RGB"): not errors,
+    # but the audit reports them because the model sees something other than the file.
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Name the image format from its leading bytes, or None when no known format matches."""
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def format_for_extension(suffix: str) -> str | None:
+    """The format a file extension promises, or None for an extension we do not know."""
+    return _EXTENSION_FORMATS.get(suffix.lower())
+
+
+def _finite_or_raise(array: np.ndarray) -> None:
+    if np.issubdtype(array.dtype, np.floating):
+        nan_count = int(np.isnan(array).sum())
+        if nan_count:
+            raise DecodeError("nan", f"{nan_count} of {array.size} values are NaN")
+        inf_count = int(np.isinf(array).sum())
+        if inf_count:
+            raise DecodeError("inf", f"{inf_count} of {array.size} values are infinite")
+
+
+def _to_rgb_uint8(array: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray:
+    """Bring a decoded array to (H, W, 3) uint8, recording every conversion made."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise DecodeError("not_an_image", f"array of shape {array.shape} is not an image (need H x W [x C])")
+    if np.issubdtype(array.dtype, np.floating):
+        _finite_or_raise(array)
+        # Float images are taken as intensities in [0, 1]; values outside are clipped.
+        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+    elif array.dtype == np.uint16 or array.dtype == np.int32 or array.dtype == np.uint32:
+        notes.append(("high_bit_depth", f"{array.dtype} reduced to 8 bits"))
+        maximum = 65535 if array.dtype == np.uint16 else max(int(array.max()), 1)
+        array = (array.astype(np.float64) * (255.0 / maximum)).round().clip(0, 255).astype(np.uint8)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    channels = array.shape[2]
+    if channels == 1:
+        notes.append(("grayscale", "single channel repeated to RGB"))
+        array = np.repeat(array, 3, axis=2)
+    elif channels == 2:
+        notes.append(("grayscale", "grayscale with alpha: alpha dropped, channel repeated to RGB"))
+        notes.append(("alpha", "alpha channel dropped"))
+        array = np.repeat(array[:, :, :1], 3, axis=2)
+    elif channels == 4:
+        notes.append(("alpha", "alpha channel dropped"))
+        array = array[:, :, :3]
+    elif channels != 3:
+        raise DecodeError("not_an_image", f"{channels} channels; expected 1, 2, 3 or 4")
+    return np.ascontiguousarray(array)
+
+
+def _decode_npy(data: bytes) -> Decoded:
+    notes: list[tuple[str, str]] = []
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/EOFError/OSError for damaged headers
+        raise DecodeError("corrupt", f"numpy array could not be read: {exc}") from None
+    return Decoded(image=_to_rgb_uint8(array, notes), format="npy", notes=notes)
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Verify every PNG chunk's CRC-32: Pillow skips the check for image data, and a flipped
+    bit in IDAT would otherwise decode to silently wrong pixels."""
+    position = 8
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        end = position + 8 + length
+        if end + 4 > len(data):
+            raise DecodeError("truncated", f"png chunk {kind!r} at byte {position} runs past the end of the file")
+        stored = int.from_bytes(data[end : end + 4], "big")
+        if zlib.crc32(data[position + 4 : end]) & 0xFFFFFFFF != stored:
+            raise DecodeError("corrupt", f"png chunk {kind.decode('latin-1')} at byte {position} fails its CRC check")
+        if kind == b"IEND":
+            return
+        position = end + 4
+    raise DecodeError("truncated", "png ends before its IEND chunk")
+
+
+def _decode_pillow(data: bytes, *, fmt: str, max_pixels: int) -> Decoded:
+    notes: list[tuple[str, str]] = []
+    if fmt == "png":
+        _check_png_chunks(data)
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError("corrupt", f"{fmt} header is not readable") from None
+    except Exception as exc:
+        raise DecodeError("corrupt", f"{fmt} header is not readable: {exc}") from None
+    width, height = image.size
+    # Checked on the header alone so a decompression bomb never allocates its pixels.
+    if width * height > max_pixels:
+        raise DecodeError("too_large", f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        notes.append(("animated", f"{frames} frames; only the first is used"))
+    mode = image.mode
+    try:
+        image.load()
+    except OSError as exc:
+        message = str(exc)
+        kind = "truncated" if "truncated" in message.lower() else "corrupt"
+        raise DecodeError(kind, f"{fmt} could not be decoded in full: {message}") from None
+    except Exception as exc:  # Pillow raises SyntaxError/ValueError for broken chunks
+        raise DecodeError("corrupt", f"{fmt} could not be decoded: {exc}") from None
+    if mode == "P":
+        notes.append(("palette", "palette image expanded to RGB"))
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "CMYK":
+        notes.append(("cmyk", "CMYK converted to RGB"))
+        image = image.convert("RGB")
+    elif mode in ("1", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "PA"):
+        image = image.convert("RGB")
+    elif mode == "I;16" or mode.startswith("I;16"):
+        array = np.asarray(image, dtype=np.uint16)
+        return Decoded(image=_to_rgb_uint8(array, notes), format=fmt, notes=notes)
+    elif mode == "I":
+        array = np.asarray(image, dtype=np.int32)
+        return Decoded(image=_to_rgb_uint8(array, notes), format=fmt, notes=notes)
+    array = np.asarray(image)
+    return Decoded(image=_to_rgb_uint8(array, notes), format=fmt, notes=notes)
+
+
+def _tensorflow_io_tiff(data: bytes, *, samples: int = 4) -> np.ndarray:
+    """libtiff through tensorflow-io: compressions tifffile needs imagecodecs for (LZW, JPEG, ...).
+
+    libtiff hands every image over as RGBA; the channels the file does not have are dropped
+    again, so an RGB file is not reported as carrying alpha."""
+    import tensorflow as tf
+    import tensorflow_io as tfio
+
+    try:
+        rgba = tfio.experimental.image.decode_tiff(data).numpy()
+        return {1: rgba[..., :1], 2: rgba[..., [0, 3]], 3: rgba[..., :3]}.get(samples, rgba)
+    except tf.errors.OpError as exc:
+        raise DecodeError("corrupt", f"tiff could not be decoded: {exc.message.splitlines()[0]}") from None
+
+
+def _decode_tiff(data: bytes, *, max_pixels: int) -> Decoded:
+    """TIFF samples as stored: float (NaN/Inf checked), 16-bit, grey or RGB(A).
+
+    tifffile reads what Pillow cannot (RGB float) or narrows silently (16-bit RGB to 8 bits);
+    palette, CMYK and other colour models go through Pillow's conversions; compressions
+    tifffile cannot decode without imagecodecs go through tensorflow-io's libtiff decoder.
+    """
+    import tifffile
+
+    notes: list[tuple[str, str]] = []
+    try:
+        tiff = tifffile.TiffFile(io.BytesIO(data))
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct errors for bad headers
+        raise DecodeError("corrupt", f"tiff header is not readable: {exc}") from None
+    with tiff:
+        page = tiff.pages.first
+        width, height = page.imagewidth, page.imagelength
+        # Checked on the header alone so a decompression bomb never allocates its pixels.
+        if width * height > max_pixels:
+            raise DecodeError("too_large", f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+        if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
+            return _decode_pillow(data, fmt="tiff", max_pixels=max_pixels)
+        if len(tiff.pages) > 1:
+            notes.append(("animated", f"{len(tiff.pages)} pages; only the first is used"))
+        try:
+            array = page.asarray()
+        except Exception as exc:  # short strips, broken compressed data, or a codec tifffile lacks
+            message = str(exc)
+            if "imagecodecs" in message:  # "<COMPRESSION.LZW: 5> requires the 'imagecodecs' package"
+                array = _tensorflow_io_tiff(data, samples=page.samplesperpixel)
+                return Decoded(image=_to_rgb_uint8(array, notes), format="tiff", notes=notes)
+            needed = max((offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)), default=0)
+            kind = "truncated" if len(data) < needed else "corrupt"
+            raise DecodeError(kind, f"tiff could not be decoded in full: {message}") from None
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 2, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar (C, H, W) storage
+    return Decoded(image=_to_rgb_uint8(array, notes), format="tiff", notes=notes)
+
+
+def decode_image(data: bytes, *, suffix: str = "", max_pixels: int = 40_000_000) -> Decoded:
+    """Decode a whole file's bytes to RGB uint8, or raise DecodeError with the audit kind.
+
+    The decode is complete and strict: a truncated JPEG is an error, never grey-filled.
+    """
+    if not data:
+        raise DecodeError("empty_file", "file has 0 bytes")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise DecodeError("not_an_image", "content matches no supported image format")
+    if fmt == "npy":
+        decoded = _decode_npy(data)
+    elif fmt == "tiff":
+        decoded = _decode_tiff(data, max_pixels=max_pixels)
+    else:
+        decoded = _decode_pillow(data, fmt=fmt, max_pixels=max_pixels)
+    expected = format_for_extension(suffix) if suffix else None
+    if expected is not None and expected != fmt:
+        decoded.notes.append(("extension_mismatch", f"{fmt} content named {suffix}"))
+    return decoded
+
+
+def resize_image(image: np.ndarray, *, size: int) -> np.ndarray:
+    """Resize to size x size with area averaging (the right filter for shrinking)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BOX if min(image.shape[:2]) > size else Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)

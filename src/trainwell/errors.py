@@ -1,0 +1,33 @@
+"""Project error types: each carries a message that says what went wrong and what to do, and its exit code."""
+
+# Exit codes, the same for every command: 0 success, 1 a policy or check failed, 2 bad usage or
+# params, 3 an internal error (a bug: the CLI prints one line and saves the traceback).
+POLICY_EXIT = 1
+USAGE_EXIT = 2
+INTERNAL_ERROR_EXIT = 3
+
+
+class TrainwellError(Exception):
+    """Base for errors a user can act on; the CLI prints the message and exits non-zero."""
+
+    exit_code = POLICY_EXIT
+
+
+class ParamsError(TrainwellError, ValueError):
+    """params.yaml has an unknown, missing or mistyped key."""
+
+    exit_code = USAGE_EXIT
+
+
+class UsageError(TrainwellError, ValueError):
+    """The command was given something it cannot use (a path that does not exist, a folder outside git)."""
+
+    exit_code = USAGE_EXIT
+
+
+class DataError(TrainwellError, ValueError):
+    """The dataset on disk cannot be used as configured."""
+
+
+class ContractError(TrainwellError, ValueError):
+    """The model, its loss and the labels disagree; training would fail or silently diverge."""

@@ -1,0 +1,292 @@
+"""Typed models for params.yaml: every section is validated when a stage loads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainwell.errors import ParamsError
+from trainwell.kinds import AUDIT_KINDS, BLOCKING_KINDS
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+AuditKind = Literal[AUDIT_KINDS]  # type: ignore[valid-type]
+
+
+class _Section(BaseModel):
+    # extra="forbid" turns a typo such as `learning_rat` into an error naming the key.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsParams(_Section):
+    """Every generated path, declared once; dvc.yaml interpolates these with ${paths.*}."""
+
+    # Installed versions of trainwell and the libraries behind its numbers; every stage depends on it.
+    versions: str = ".trainwell/versions.json"
+    demo_dir: str = "data/demo"
+    quarantine: str = "data/audit/quarantine.txt"
+    audit_cache: str = "data/audit/cache.json"
+    audit_report: str = "reports/audit/audit.json"
+    audit_html: str = "reports/audit/index.html"
+    audit_metrics: str = "metrics/audit.json"
+    splits_dir: str = "data/splits"
+    split_metrics: str = "metrics/split.json"
+    cache_dir: str = "data/cache"
+    model: str = "models/model.keras"
+    train_backup_dir: str = "data/train_backup"
+    train_log_dir: str = "dvclive"
+    train_report_dir: str = "reports/train"
+    eval_metrics: str = "metrics/eval.json"
+    eval_report_dir: str = "reports/eval"
+    label_report_dir: str = "reports/labels"
+    label_metrics: str = "metrics/labels.json"
+
+
+class DemoParams(_Section):
+    classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross", "ring"])
+    images_per_class: int = Field(1000, ge=1)
+    image_size: int = Field(75, ge=16, le=1024)
+    seed: int = 0
+    # Write one deliberately corrupt file into the set, to demonstrate the audit.
+    inject_corrupt: bool = False
+
+
+class DataParams(_Section):
+    dir: str = "data/demo"
+    # None: the class list is the sorted set of sub-folders of `dir` (or of manifest labels).
+    classes: list[str] | None = None
+    # Optional CSV with columns path,label (paths relative to `dir`) instead of class folders.
+    # Keep it inside `dir` so DVC sees it change.
+    manifest: str | None = None
+    image_size: int = Field(75, ge=8, le=1024)
+    extensions: list[str] = Field(
+        default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy"]
+    )
+
+    @field_validator("extensions")
+    @classmethod
+    def _lowercase_with_dot(cls, value: list[str]) -> list[str]:
+        bad = [ext for ext in value if not ext.startswith(".")]
+        if bad:
+            raise ValueError(f"extensions must start with a dot, got {bad}")
+        return [ext.lower() for ext in value]
+
+
+class AuditParams(_Section):
+    # Kinds that make the stage exit 1 (after writing its reports).
+    fail_on: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
+    # Kinds whose files are listed in the quarantine file and excluded from split/build.
+    quarantine: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
+    # Decompression-bomb guard, in pixels, checked from the header before decoding.
+    max_pixels: int = Field(40_000_000, ge=1)
+    # Images whose shorter side is below this many pixels are reported.
+    min_side: int = Field(16, ge=1)
+    # Longer side / shorter side above this is reported: a square resize would distort it.
+    max_aspect_ratio: float = Field(4.0, ge=1.0)
+    # Mean brightness (luma, 0-255) below / above these is reported as dark / light.
+    dark_below: float = Field(25.0, ge=0.0, le=255.0)
+    light_above: float = Field(230.0, ge=0.0, le=255.0)
+    # Brightness-histogram entropy in bits (0-8); below this the image carries little information.
+    min_entropy: float = Field(1.0, ge=0.0, le=8.0)
+    # Variance of the Laplacian of the grey image below this is blurry (sharp photos: hundreds+).
+    blurry_below: float = Field(20.0, ge=0.0)
+    # Near-duplicates: pHash (64 bits) within this many bits AND 8x8 RGB thumbnails within this
+    # mean absolute difference (0-255; re-encoded or resized copies measure about 1).
+    near_duplicate_distance: int = Field(5, ge=0, le=20)
+    near_duplicate_pixel_difference: float = Field(4.0, ge=0.0, le=255.0)
+    # Largest class / smallest class above this is reported.
+    max_class_imbalance: float = Field(10.0, ge=1.0)
+    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
+
+
+class SplitParams(_Section):
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> SplitParams:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 so something is left to train on, "
+                f"got {self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+
+class BuildParams(_Section):
+    # Images per cache shard; a shard is the unit of streaming and shuffling for large sets.
+    shard_size: int = Field(4096, ge=1)
+    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
+
+
+class GuardParams(_Section):
+    """The divergence guard (trainwell.training.guard); on by default."""
+
+    enabled: bool = True
+    # Steps between weight checks and in-memory snapshots: a rollback loses at most this many.
+    check_every: int = Field(10, ge=1)
+    # A batch loss this many times the recent median and above chance level (ln N) is a spike:
+    # a sigmoid head that collapsed went from 0.33 to 1.54 (4.7x), to ln 5 = 1.61.
+    spike_factor: float = Field(4.0, gt=1.0)
+    spike_window: int = Field(50, ge=5, description="batches in the running median")
+    lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="learning-rate multiplier after each rollback")
+    max_rollbacks: int = Field(5, ge=0)
+
+
+class AugmentStep(_Section):
+    """One augmentation step: a class name (albumentations transform or Keras layer) and its arguments."""
+
+    name: str = Field(description="e.g. HorizontalFlip (albumentations) or RandomFlip (Keras)")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainParams(_Section):
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=1)
+    # Adam's step size.
+    learning_rate: float = Field(1e-4, gt=0.0)
+    seed: int = 0
+    conv_filters: list[int] = Field(default_factory=lambda: [16, 16, 32])
+    kernel_size: int = Field(2, ge=1)
+    dense_units: int = Field(128, ge=1)
+    output_activation: Literal["softmax", "sigmoid", "linear"] = "softmax"
+    loss: Literal["categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy"] = (
+        "categorical_crossentropy"
+    )
+    from_logits: bool = False
+    # "balanced" weights each class's loss by n / (classes x count), for imbalanced data.
+    class_weight: Literal["none", "balanced"] = "none"
+    guard: GuardParams = Field(default_factory=GuardParams)
+    # Training-time augmentation with albumentations, in order, on uint8 images on the CPU:
+    # e.g. [{name: HorizontalFlip, params: {p: 0.5}}, {name: Affine, params: {rotate: [-15, 15]}}].
+    # Each image's randomness comes from (seed, epoch, its index): reproducible at any parallelism.
+    augment: list[AugmentStep] = Field(default_factory=list)
+    # Processes that share each batch's augmentation with the pipeline thread (null: one per
+    # CPU core beyond the first; 0: the pipeline thread alone). Results are the same for any value.
+    augment_processes: int | None = Field(None, ge=0)
+    # Or (and) augmentation on the accelerator: Keras random preprocessing layers placed in the
+    # model after the uint8 -> [0, 1] rescaling, active only in fit(), e.g.
+    # [{name: RandomFlip, params: {mode: horizontal}}, {name: RandomRotation, params: {factor: 0.04}}].
+    augment_layers: list[AugmentStep] = Field(default_factory=list)
+    # Resume an interrupted run from its last completed epoch (same params and data only).
+    resume: bool = True
+    # Where the steps run (README "Scaling out"). batch_size is the GLOBAL batch, split evenly
+    # over all replicas, so results do not depend on the device count; when you raise it for
+    # more devices, scale learning_rate with it yourself (linear scaling is a starting point).
+    # default: one device (the first GPU if any); mirrored: every local GPU, or every logical
+    # CPU device when there is no GPU; multi_worker: MultiWorkerMirroredStrategy over TF_CONFIG.
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    # Peak memory (MiB) the training input may take. A split is held in memory (fastest) while
+    # about 4x its decoded size fits (train first, then val); the rest streams from the cache one
+    # shard (build.shard_size images) at a time. 4096 keeps splits up to ~1 GiB decoded in memory.
+    memory_budget_mb: int = Field(4096, ge=0)
+    # Split the CPU into this many logical devices before TensorFlow starts (0: leave it), so
+    # the mirrored code path runs and is tested on a machine without GPUs.
+    cpu_devices: int = Field(0, ge=0, le=64)
+    # GPU speed switches, off by default and harmless on CPU. The softmax head stays float32.
+    # float32, or a Keras mixed policy by name ("off" is avoided: YAML 1.1 reads it as false).
+    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    jit_compile: bool = False  # XLA
+    # Batches per compiled call: fewer host round trips on fast accelerators. The guard then
+    # sees one loss per call and rolls back whole calls.
+    steps_per_execution: int = Field(1, ge=1)
+
+
+class EvaluateParams(_Section):
+    batch_size: int = Field(256, ge=1)
+
+
+class LabelReviewParams(_Section):
+    """k-fold cross-validation on train+val for out-of-fold probabilities (stage label_review)."""
+
+    folds: int = Field(5, ge=2)
+    epochs_per_fold: int = Field(12, ge=1)
+    # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
+    learning_rate: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+    # cleanlab's find_label_issues(filter_by=...). low_self_confidence flags as many files as
+    # confident learning estimates are mislabelled, taking those the models believe least: on the
+    # demo set with 5% flipped labels it measured precision 0.92, recall 0.86 (prune_by_noise_rate:
+    # 0.76 / 0.92).
+    filter_by: Literal[
+        "low_self_confidence", "low_normalized_margin", "prune_by_noise_rate", "prune_by_class", "both",
+        "confident_learning", "predicted_neq_given",
+    ] = "low_self_confidence"
+
+
+class GateCheck(_Section):
+    """One metric rule for `trainwell gate`."""
+
+    metric: str = Field(description="FILE:KEY, e.g. metrics/eval.json:accuracy (dots reach nested keys)")
+    min: float | None = None
+    max: float | None = None
+    # Against the baseline revision: how far the metric may fall (or rise, for losses).
+    max_drop: float | None = Field(None, ge=0.0)
+    max_rise: float | None = Field(None, ge=0.0)
+
+
+class GateParams(_Section):
+    # A git revision to compare against (e.g. main); null compares with thresholds only.
+    baseline: str | None = None
+    checks: list[GateCheck] = Field(
+        default_factory=lambda: [
+            GateCheck(metric="metrics/eval.json:accuracy", min=0.95, max_drop=0.01),
+            GateCheck(metric="metrics/eval.json:macro_f1", min=0.9, max_drop=0.02),
+            GateCheck(metric="metrics/audit.json:errors", max=0),
+        ]
+    )
+
+
+class Params(_Section):
+    paths: PathsParams = Field(default_factory=PathsParams)
+    demo: DemoParams = Field(default_factory=DemoParams)
+    data: DataParams = Field(default_factory=DataParams)
+    audit: AuditParams = Field(default_factory=AuditParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    build: BuildParams = Field(default_factory=BuildParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    label_review: LabelReviewParams = Field(default_factory=LabelReviewParams)
+
+
+def _describe_error(error: Any, root: type[BaseModel]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        # Name the keys that are allowed at that level, so a typo is a one-look fix.
+        model: type[BaseModel] = root
+        for part in error["loc"][:-1]:
+            annotation = model.model_fields[str(part)].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+        allowed = ", ".join(model.model_fields)
+        return f"unknown key '{key}'; allowed here: {allowed}"
+    return f"'{key}': {error['msg']} (got {error['input']!r})"
+
+
+def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Params:
+    """Validate a params mapping; raise ParamsError naming each bad key and what is allowed."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe_error(error, Params) for error in exc.errors())
+        raise ParamsError(f"{source} is invalid:\n  {problems}") from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; a missing file means all defaults."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping of sections (demo, data, audit, ...), got {type(raw).__name__}")
+    return parse_params(raw, source=str(path))

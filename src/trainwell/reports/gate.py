@@ -1,0 +1,108 @@
+"""The metrics gate: each rule checked against current metrics and, optionally, a git revision's."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainwell.errors import TrainwellError
+from trainwell.params import GateCheck
+
+
+@dataclass
+class Row:
+    metric: str
+    value: float | None
+    baseline: float | None
+    rules: list[str]
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def lookup(document: dict, dotted: str) -> float | None:
+    """document['a']['b'] for 'a.b', as a float; None when absent or not a number."""
+    node: object = document
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def split_metric(metric: str) -> tuple[str, str]:
+    """'metrics/eval.json:accuracy' -> ('metrics/eval.json', 'accuracy')."""
+    if ":" not in metric:
+        raise TrainwellError(f"gate metric '{metric}' must look like FILE:KEY, e.g. metrics/eval.json:accuracy")
+    file, key = metric.split(":", 1)
+    return file, key
+
+
+def read_current(file: str) -> dict | None:
+    path = Path(file)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_at_revision(file: str, revision: str) -> dict | None:
+    """The JSON file as committed at `revision`, or None when it did not exist there."""
+    shown = subprocess.run(["git", "show", f"{revision}:{file}"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        if "invalid object name" in shown.stderr or "unknown revision" in shown.stderr:
+            raise TrainwellError(f"git revision '{revision}' not found; fetch it first (git fetch origin {revision})")
+        return None
+    return json.loads(shown.stdout)
+
+
+def evaluate_checks(*, checks: list[GateCheck], current: dict[str, dict | None],
+                    baseline: dict[str, dict | None] | None) -> list[Row]:
+    """One row per check: the value, the baseline value, the rules applied and which failed. Pure."""
+    rows = []
+    for check in checks:
+        file, key = split_metric(check.metric)
+        value = lookup(current.get(file) or {}, key)
+        base = lookup((baseline or {}).get(file) or {}, key) if baseline is not None else None
+        rules, failures = [], []
+        if value is None or math.isnan(value):
+            failures.append(f"missing from {file}; run `dvc repro` first")
+        if check.min is not None:
+            rules.append(f">= {check.min:g}")
+            if value is not None and value < check.min:
+                failures.append(f"below {check.min:g}")
+        if check.max is not None:
+            rules.append(f"<= {check.max:g}")
+            if value is not None and value > check.max:
+                failures.append(f"above {check.max:g}")
+        if baseline is not None and check.max_drop is not None:
+            rules.append(f"drop <= {check.max_drop:g}")
+            if value is not None and base is not None and base - value > check.max_drop + 1e-12:
+                failures.append(f"dropped {base - value:.4g} (> {check.max_drop:g})")
+        if baseline is not None and check.max_rise is not None:
+            rules.append(f"rise <= {check.max_rise:g}")
+            if value is not None and base is not None and value - base > check.max_rise + 1e-12:
+                failures.append(f"rose {value - base:.4g} (> {check.max_rise:g})")
+        rows.append(Row(check.metric, value, base, rules, failures))
+    return rows
+
+
+def format_table(rows: list[Row], *, revision: str | None) -> str:
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    header = ["metric", "value", f"at {revision}" if revision else "baseline", "change", "rule", "result"]
+    lines = [header]
+    for row in rows:
+        change = "-" if row.value is None or row.baseline is None else f"{row.value - row.baseline:+.4f}"
+        result = "pass" if row.passed else "FAIL: " + "; ".join(row.failures)
+        lines.append([row.metric, number(row.value), number(row.baseline), change, ", ".join(row.rules) or "-", result])
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    rendered = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    rendered.insert(1, "  ".join("-" * width for width in widths))
+    failed = sum(not row.passed for row in rows)
+    verdict = "all pass" if not failed else f"{failed} FAILED"
+    rendered.append(f"gate: {len(rows)} checks, {verdict}")
+    return "\n".join(rendered)

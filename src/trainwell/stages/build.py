@@ -1,0 +1,28 @@
+"""Stage `build`: decode and resize every split image once into uint8 shards plus a manifest."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from trainwell.data.cache import build_cache
+from trainwell.params import load_params
+
+
+def main(*, params_file: str = "params.yaml") -> int:
+    params = load_params(params_file)
+    manifest = build_cache(
+        data_dir=params.data.dir,
+        splits_dir=params.paths.splits_dir,
+        cache_dir=params.paths.cache_dir,
+        image_size=params.data.image_size,
+        shard_size=params.build.shard_size,
+        workers=params.build.workers or os.cpu_count() or 1,
+        max_pixels=params.audit.max_pixels,
+    )
+    for entry in manifest["splits"].values():
+        for skipped in entry["skipped"]:
+            print(f"build: WARNING skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
+    sizes = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())
+    print(f"build: cached {sizes} images at {params.data.image_size}x{params.data.image_size} in {params.paths.cache_dir}")
+    return 0

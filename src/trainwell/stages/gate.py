@@ -1,0 +1,27 @@
+"""`trainwell gate`: metrics against absolute thresholds and, optionally, against a git revision."""
+
+from __future__ import annotations
+
+import json
+
+from trainwell.errors import TrainwellError
+from trainwell.params import load_params
+from trainwell.reports.gate import evaluate_checks, format_table, read_at_revision, read_current, split_metric
+
+
+def main(*, params_file: str = "params.yaml", baseline: str | None = None, output_format: str = "text") -> int:
+    params = load_params(params_file)
+    checks = params.gate.checks
+    if not checks:
+        raise TrainwellError("no gate checks configured; add them under gate.checks in params.yaml")
+    revision = baseline if baseline is not None else params.gate.baseline
+    files = sorted({split_metric(check.metric)[0] for check in checks})
+    current = {file: read_current(file) for file in files}
+    previous = {file: read_at_revision(file, revision) for file in files} if revision else None
+    rows = evaluate_checks(checks=checks, current=current, baseline=previous)
+    if output_format == "json":
+        print(json.dumps([{"metric": r.metric, "value": r.value, "baseline": r.baseline, "rules": r.rules,
+                           "failures": r.failures, "passed": r.passed} for r in rows], indent=2))
+    else:
+        print(format_table(rows, revision=revision))
+    return 0 if all(row.passed for row in rows) else 1

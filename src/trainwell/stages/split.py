@@ -1,0 +1,48 @@
+"""Stage `split`: seeded, stratified train/val/test lists; quarantined files out, duplicate groups together."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trainwell.data.listing import list_sources, read_lines
+from trainwell.data.splits import CLASSES_FILE, SPLITS, group_units, split_receipt, stratified_split, write_split_csv
+from trainwell.errors import DataError
+from trainwell.outputs import write_json, write_lines
+from trainwell.params import load_params
+
+
+def read_groups(audit_report: str | Path) -> list[list[str]]:
+    """Duplicate and near-duplicate groups from the audit report (none when there is no report)."""
+    path = Path(audit_report)
+    if not path.exists():
+        return []
+    report = json.loads(path.read_text())
+    return list(report.get("duplicate_groups", [])) + list(report.get("near_duplicate_groups", []))
+
+
+def main(*, params_file: str = "params.yaml") -> int:
+    params = load_params(params_file)
+    data, paths = params.data, params.paths
+    listing = list_sources(data.dir, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
+    quarantined = set(read_lines(paths.quarantine))
+    usable = [(path, label) for path, label in listing.files if path not in quarantined]
+    groups = read_groups(paths.audit_report)
+    splits = stratified_split(files=usable, val_fraction=params.split.val_fraction,
+                              test_fraction=params.split.test_fraction, seed=params.split.seed, groups=groups)
+    # An empty train split would only surface later as a confusing TensorFlow error.
+    if not splits["train"]:
+        raise DataError(f"no usable images left for training in '{data.dir}' after the audit's quarantine")
+    for name in SPLITS:
+        write_split_csv(Path(paths.splits_dir) / f"{name}.csv", splits[name])
+    # The class order fixes label indices for build, train and evaluate alike.
+    write_lines(Path(paths.splits_dir) / CLASSES_FILE, listing.classes)
+    receipt = split_receipt(splits, classes=listing.classes, excluded=len(listing.files) - len(usable))
+    receipt["groups_kept_together"] = sum(1 for unit in group_units(usable, groups) if len(unit) > 1)
+    write_json(paths.split_metrics, receipt)
+    sizes = ", ".join(f"{name} {receipt[name]['total']}" for name in SPLITS)
+    print(
+        f"split: {sizes}; {receipt['files_excluded_by_audit']} quarantined files left out; "
+        f"{receipt['groups_kept_together']} duplicate groups kept within one split"
+    )
+    return 0

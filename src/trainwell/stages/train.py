@@ -1,0 +1,41 @@
+"""Stage `train`: contract check, then fit with the divergence guard; resume after a kill; never save a NaN model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from trainwell.outputs import write_json
+from trainwell.params import load_params
+from trainwell.training.fit import train_model, weights_are_finite
+from trainwell.training.guard import TrainingDiverged
+
+
+def main(*, params_file: str = "params.yaml") -> int:
+    params = load_params(params_file)
+    paths = params.paths
+    incidents_file = Path(paths.train_report_dir) / "incidents.json"
+    try:
+        model, summary = train_model(
+            cache_dir=paths.cache_dir, train=params.train, log_dir=paths.train_log_dir, backup_dir=paths.train_backup_dir
+        )
+    except TrainingDiverged as diverged:
+        write_json(incidents_file, diverged.incidents)
+        raise
+    write_json(incidents_file, summary["incidents"])
+    if not weights_are_finite(model):
+        raise TrainingDiverged(
+            f"the trained weights contain NaN or Inf; the model was NOT saved. Lower train.learning_rate, "
+            f"check the audit report, and see {incidents_file}"
+        )
+    Path(paths.model).parent.mkdir(parents=True, exist_ok=True)
+    model.save(paths.model)
+    # The backup is trainwell's own scratch state, never user data: drop it once the model is safe.
+    shutil.rmtree(paths.train_backup_dir, ignore_errors=True)
+    incidents = len(summary["incidents"])
+    print(
+        f"train: epochs {summary['first_epoch'] + 1}-{summary['first_epoch'] + summary['epochs_run']} over "
+        f"{summary['train_images']} training and {summary['val_images']} validation images; "
+        f"{incidents} guard incident(s); model saved to {paths.model}"
+    )
+    return 0

@@ -1,0 +1,296 @@
+"""Training from the build cache, cut along its phases: runtime, input plan, model, pre-flight checks, resume, callbacks, fit."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainwell.data.cache import read_manifest
+from trainwell.params import TrainParams
+from trainwell.training.augment import BatchAugmenter, default_processes
+from trainwell.training.backup import EpochBackup, restore_backup, run_fingerprint
+from trainwell.training.contract import Problem, check_contract, check_coverage, raise_on_errors
+from trainwell.training.curves import CurveLog
+from trainwell.training.distribute import (
+    build_from_local_batch,
+    configure_cpu_devices,
+    distribute_dataset,
+    input_pipelines,
+    make_strategy,
+)
+from trainwell.training.guard import BatchTrace, DivergenceGuard, all_finite
+from trainwell.training.inputs import SplitInput, plan_inputs
+from trainwell.training.network import build_network, compile_model
+
+
+def seed_everything(seed: int, *, deterministic_ops: bool = True) -> None:
+    """Python, numpy and TF seeds plus deterministic TF ops: same inputs, same weights, bit for bit."""
+    keras.utils.set_random_seed(seed)
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        # The switch is process-wide and TF exports no public way back (an earlier run in the
+        # same process, e.g. a test, may have turned it on).
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
+
+
+def fitting_steps_per_execution(requested: int, *step_counts: int) -> int:
+    """The largest value <= requested that divides every epoch's step count.
+
+    Keras runs a compiled call of steps_per_execution batches whole, so a count that does not
+    divide the epoch would pull batches of the next epoch into this one (and, for validation,
+    count some images twice).
+    """
+    common = math.gcd(*step_counts) if step_counts else 1
+    return max(value for value in range(1, requested + 1) if common % value == 0)
+
+
+def weights_are_finite(model: keras.Model) -> bool:
+    return all_finite(model.weights)
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """n / (classes x count) per class, so every class contributes equally to the loss.
+
+    A class with no training images keeps weight 1.0 (it never occurs, but Keras wants a key).
+    """
+    counts = np.bincount(labels, minlength=num_classes)
+    total, present = counts.sum(), max(1, int((counts > 0).sum()))
+    return {index: float(total / (present * count)) if count else 1.0 for index, count in enumerate(counts)}
+
+
+# -- phase 1: runtime ----------------------------------------------------------------------------
+
+
+def set_up_runtime(train: TrainParams) -> tf.distribute.Strategy:
+    """Devices, the strategy and seeds, in the order TensorFlow needs them."""
+    # Devices and the strategy come first: TF must not have started, and multi-worker collectives
+    # must be set up before any other op.
+    configure_cpu_devices(train.cpu_devices)
+    strategy = make_strategy(train.strategy)
+    # Keras turns XLA off while op determinism is on (not every XLA kernel is deterministic):
+    # jit_compile trades bit-exact reruns for speed.
+    seed_everything(train.seed, deterministic_ops=not train.jit_compile)
+    if train.jit_compile:
+        print("train: XLA on; TF op determinism off, so reruns may differ in the last bits")
+    if strategy.num_replicas_in_sync > 1:
+        print(f"train: {train.strategy} strategy over {strategy.num_replicas_in_sync} replicas; "
+              f"global batch {train.batch_size}")
+    return strategy
+
+
+# -- phase 2: the input plan ---------------------------------------------------------------------
+
+
+@dataclass
+class InputPlan:
+    """Both splits' inputs and the step counts fit() is given."""
+
+    train: SplitInput
+    val: SplitInput
+    batch_size: int
+    seed: int
+    replicas: int
+    workers: int
+    steps: int
+    validation_steps: int
+    steps_per_execution: int
+
+    @property
+    def val_replicas(self) -> int:
+        return min(self.replicas, len(self.val.split.labels))
+
+    def step_sizes(self, epoch: int) -> list[int]:
+        return self.train.step_sizes(seed=self.seed, epoch=epoch, batch_size=self.batch_size,
+                                     replicas=self.replicas, workers=self.workers)
+
+    def batch_files(self, epoch: int, step: int) -> list[str]:
+        """Source files of training step `step` of `epoch` (for the guard's incident records)."""
+        if step >= self.steps:
+            return []
+        indices = self.train.epoch_batches(seed=self.seed, epoch=epoch, batch_size=self.batch_size,
+                                           replicas=self.replicas, workers=self.workers)[step]
+        return [self.train.split.paths[int(index)] for index in indices]
+
+
+def plan_training_inputs(*, cache_dir: str, train: TrainParams, strategy: tf.distribute.Strategy) -> InputPlan:
+    """Memory or streaming per split, step counts, and steps per execution that divide both epochs."""
+    inputs = plan_inputs(cache_dir=cache_dir, splits=["train", "val"], memory_budget_bytes=train.memory_budget_mb << 20)
+    for name, split_input in inputs.items():
+        if split_input.streaming:
+            print(f"train: streaming the {name} split from {len(split_input.split.counts)} shards "
+                  f"({split_input.split.image_bytes / 2**20:.0f} MiB > train.memory_budget_mb)")
+    replicas, workers = strategy.num_replicas_in_sync, input_pipelines(strategy)
+    train_input, val_input = inputs["train"], inputs["val"]
+    steps = train_input.steps(batch_size=train.batch_size, replicas=replicas, workers=workers)
+    validation_steps = val_input.steps(batch_size=train.batch_size,
+                                       replicas=min(replicas, len(val_input.split.labels)))
+    steps_per_execution = fitting_steps_per_execution(
+        train.steps_per_execution, steps, *([validation_steps] if validation_steps else []))
+    if steps_per_execution != train.steps_per_execution:
+        print(f"train: steps_per_execution {steps_per_execution} instead of {train.steps_per_execution}, to divide "
+              f"the {steps} training and {validation_steps} validation steps of an epoch")
+    plan = InputPlan(train=train_input, val=val_input, batch_size=train.batch_size, seed=train.seed,
+                     replicas=replicas, workers=workers, steps=steps, validation_steps=validation_steps,
+                     steps_per_execution=steps_per_execution)
+    if train_input.shards_by_worker(workers):
+        count = len(train_input.split.labels)
+        left_out = count - sum(plan.step_sizes(0))
+        print(f"train: {workers} workers shard the streamed training split by shard: each reads only its own "
+              f"stretch of the {len(train_input.split.counts)} shards per epoch, {train.batch_size // workers} "
+              f"images a step; the epoch's last worker batches that do not fill a step sit out ({left_out} of "
+              f"{count} images in epoch 1), a different set every epoch")
+    return plan
+
+
+# -- phase 3: the model ------------------------------------------------------------------------
+
+
+def build_compiled_model(*, train: TrainParams, plan: InputPlan, strategy: tf.distribute.Strategy) -> keras.Model:
+    with strategy.scope():
+        model = build_network(train=train, num_classes=plan.train.split.num_classes,
+                              image_size=plan.train.split.image_shape[0])
+        compile_model(model=model, train=train, steps_per_execution=plan.steps_per_execution)
+        # Adam's slots are built now, inside the scope, so they mirror like the weights do
+        # (the guard snapshots them and a resumed run restores them).
+        model.optimizer.build(model.trainable_variables)
+    build_from_local_batch(model, strategy)
+    return model
+
+
+# -- phase 4: pre-flight checks ----------------------------------------------------------------
+
+
+def preflight_problems(*, model: keras.Model, train: TrainParams, plan: InputPlan) -> list[Problem]:
+    """The model contract, and that the step counts fit() gets cover every image of both splits."""
+    one_hot = train.loss != "sparse_categorical_crossentropy"
+    problems = check_contract(model=model, loss=train.loss, from_logits=train.from_logits,
+                              num_classes=plan.train.split.num_classes,
+                              label_encoding="one_hot" if one_hot else "sparse")
+
+    # Measured against the largest batch the plan really holds: a remainder too small for
+    # every replica joins the batch before it (a validation_steps=25 at batch 32 over 800 images leaves none out; 20 would skip 160).
+    def largest_batch(split_input: SplitInput, replicas: int) -> int:
+        sizes = split_input.step_sizes(seed=train.seed, epoch=0, batch_size=train.batch_size, replicas=replicas)
+        return max(sizes, default=train.batch_size)
+
+    if not plan.train.shards_by_worker(plan.workers):  # that plan's rotating remainder is by design
+        problems += check_coverage(train_count=len(plan.train.split.labels), val_count=0,
+                                   batch_size=largest_batch(plan.train, plan.replicas), steps_per_epoch=plan.steps)
+    if plan.validation_steps:
+        problems += check_coverage(train_count=0, val_count=len(plan.val.split.labels),
+                                   validation_steps=plan.validation_steps,
+                                   batch_size=largest_batch(plan.val, plan.val_replicas))
+    return problems
+
+
+# -- phase 5: resume -----------------------------------------------------------------------------
+
+
+def resume_point(*, model: keras.Model, strategy: tf.distribute.Strategy, backup_dir: str | None,
+                 fingerprint: str) -> tuple[int, list[dict]]:
+    """(first epoch, incidents so far): from a matching backup, or (0, []) for a fresh run."""
+    if backup_dir is None:
+        return 0, []
+    with strategy.scope():
+        meta = restore_backup(model=model, folder=Path(backup_dir), fingerprint=fingerprint)
+    if meta is None:
+        return 0, []
+    print(f"train: resuming after epoch {meta['epoch'] + 1} from the backup in {backup_dir}")
+    return meta["epoch"] + 1, meta["incidents"]
+
+
+# -- phase 6: callbacks --------------------------------------------------------------------------
+
+
+def training_callbacks(*, train: TrainParams, plan: InputPlan, log_dir: str | None, backup_dir: str | None,
+                       fingerprint: str, earlier_incidents: list[dict]) -> tuple[list, DivergenceGuard | None]:
+    """The guard (or TerminateOnNaN when it is off), the epoch backup and the curves DVC plots."""
+    guard = None
+    callbacks: list[keras.callbacks.Callback] = []
+    if train.guard.enabled:
+        guard = DivergenceGuard(num_classes=plan.train.split.num_classes, policy=train.guard,
+                                trace=BatchTrace(sizes=plan.step_sizes, files=plan.batch_files),
+                                steps_per_execution=plan.steps_per_execution)
+        guard.incidents.extend(earlier_incidents)
+        callbacks.append(guard)
+    else:
+        callbacks.append(keras.callbacks.TerminateOnNaN())
+    if backup_dir is not None:
+        callbacks.append(EpochBackup(folder=Path(backup_dir), fingerprint=fingerprint, guard=guard))
+    if log_dir is not None:
+        callbacks.append(CurveLog(log_dir))
+    return callbacks, guard
+
+
+# -- phase 7: fit ------------------------------------------------------------------------------
+
+
+def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strategy: tf.distribute.Strategy,
+              first_epoch: int, callbacks: list) -> keras.callbacks.History:
+    class_weights = None
+    split = plan.train.split
+    if train.class_weight == "balanced":
+        class_weights = balanced_class_weights(split.labels, split.num_classes)
+        print("train: class weights " + ", ".join(
+            f"{split.classes[index]} {weight:.3f}" for index, weight in class_weights.items()))
+    one_hot = train.loss != "sparse_categorical_crossentropy"
+    common = dict(num_classes=split.num_classes, batch_size=train.batch_size, one_hot=one_hot)
+    # Built here so a bad transform name or argument stops the stage before the first step.
+    augmenter = None
+    if train.augment:
+        processes = default_processes() if train.augment_processes is None else train.augment_processes
+        augmenter = BatchAugmenter(train.augment, processes=processes)
+    train_data = distribute_dataset(strategy, lambda **shard: plan.train.train_dataset(
+        seed=train.seed, first_epoch=first_epoch, epochs=train.epochs, class_weights=class_weights,
+        augmenter=augmenter, **common, **shard))
+    # Repeated, with validation_steps = one full pass: Keras keeps one validation iterator
+    # across epochs when validation_steps is given.
+    val_data = distribute_dataset(strategy, lambda **shard: plan.val.eval_dataset(**common, **shard).repeat())
+    return model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=train.epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=plan.steps,
+        # The exact number of validation batches (all of them): a distributed dataset has no
+        # length Keras can read, and guessing would end on an "ran out of data" warning.
+        validation_steps=plan.validation_steps or None,
+        callbacks=callbacks,
+        verbose=2 if not sys.stdout.isatty() else "auto",
+    )
+
+
+def train_model(
+    *, cache_dir: str, train: TrainParams, log_dir: str | None, backup_dir: str | None = None
+) -> tuple[keras.Model, dict]:
+    """Build, check and fit; return the model and a summary. Raises ContractError before any step."""
+    strategy = set_up_runtime(train)
+    plan = plan_training_inputs(cache_dir=cache_dir, train=train, strategy=strategy)
+    model = build_compiled_model(train=train, plan=plan, strategy=strategy)
+    for warning in raise_on_errors(preflight_problems(model=model, train=train, plan=plan)):
+        print(f"train: WARNING {warning.message}", file=sys.stderr)
+    fingerprint = run_fingerprint(train=train, manifest=read_manifest(cache_dir))
+    first_epoch, earlier_incidents = (
+        resume_point(model=model, strategy=strategy, backup_dir=backup_dir, fingerprint=fingerprint)
+        if train.resume else (0, []))
+    callbacks, guard = training_callbacks(train=train, plan=plan, log_dir=log_dir, backup_dir=backup_dir,
+                                          fingerprint=fingerprint, earlier_incidents=earlier_incidents)
+    history = fit_model(model=model, train=train, plan=plan, strategy=strategy, first_epoch=first_epoch,
+                        callbacks=callbacks)
+    summary = {
+        "train_images": len(plan.train.split.labels),
+        "val_images": len(plan.val.split.labels),
+        "first_epoch": first_epoch,
+        "epochs_run": len(history.history.get("loss", [])),
+        "incidents": guard.incidents if guard else [],
+    }
+    return model, summary
