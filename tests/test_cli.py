@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,5 +135,75 @@ def test_missing_model_files_say_what_to_do(demo_copy, workdir, capsys):
     assert audit.main() == 0 and split.main() == 0 and build.main() == 0
     assert main(["evaluate"]) == 1
     assert "run `dvc repro train` first" in capsys.readouterr().err
-    assert main(["doctor", "--model", "nowhere.keras"]) == 1
+    assert main(["doctor", "--model", "nowhere.keras"]) == 2
     assert "'nowhere.keras' does not exist" in capsys.readouterr().err
+
+
+def test_version_and_verbosity_flags(demo_copy, workdir, capsys):
+    from trainwell import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"trainwell {__version__}"
+    assert main(["-q", "audit", str(demo_copy)]) == 0
+    assert capsys.readouterr().out == ""  # errors only
+    assert main(["audit", "-q", str(demo_copy), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files_scanned"] == 60  # asked-for JSON still prints
+    faults.write(demo_copy / "cross" / "half.jpg", faults.truncated_jpeg())
+    assert main(["-q", "audit", str(demo_copy)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "policy violated" in captured.err
+    assert main(["audit", str(demo_copy)]) == 1
+    assert "half.jpg" in capsys.readouterr().out
+
+
+def test_internal_error_is_exit_3_with_one_line_and_a_saved_traceback(workdir, monkeypatch, capsys):
+    def broken(**_: object) -> int:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("trainwell.stages.split.main", broken)
+    assert main(["split"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error" in err and "KeyError" in err
+    saved = Path(err.rsplit("full traceback in ", 1)[1])
+    assert "Traceback" in saved.read_text() and "a bug" in saved.read_text()
+    saved.unlink()
+
+
+def test_doctor_never_loads_an_h5_model_without_trust(demo_copy, workdir, tmp_path, capsys):
+    """An HDF5 model's Lambda layer runs code when Keras loads it; doctor refuses the file unopened."""
+    import keras
+
+    marker = tmp_path / "code-ran"
+    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+
+    # What a hostile file carries: Keras stores a lambda's bytecode in HDF5 and runs it at load time.
+    # (built from source so the marker path is a constant in the bytecode, not a closure)
+    payload = keras.layers.Lambda(eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]"))
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), payload,
+                              keras.layers.Dense(5, activation="softmax")])
+    model.compile(loss="categorical_crossentropy")
+    evil = tmp_path / "evil.h5"
+    model.save(evil)
+    marker.unlink(missing_ok=True)  # saving traced the Lambda once
+    assert main(["doctor", "--model", str(evil)]) == 2
+    err = capsys.readouterr().err
+    assert "--trust-model" in err and "can run code" in err
+    assert not marker.exists()
+    renamed = tmp_path / "evil.keras"  # a misleading name does not help: it is not a .keras zip
+    renamed.write_bytes(evil.read_bytes())
+    assert main(["doctor", "--model", str(renamed)]) != 0
+    assert not marker.exists()
+    # The file really is hostile: with the explicit flag, loading it runs the payload.
+    main(["doctor", "--model", str(evil), "--trust-model"])
+    assert marker.exists()
+
+
+def test_keras_backports_refuse_another_keras_version():
+    code = ("import keras, sys; keras.__version__ = '3.9.1'\n"
+            "from trainwell.errors import TrainwellError\n"
+            "try:\n    import trainwell.training.keras_backports\n"
+            "except TrainwellError as exc:\n    print(exc); sys.exit(7)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 7, result.stderr
+    assert "refuse to patch Keras 3.9.1" in result.stdout

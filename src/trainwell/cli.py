@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "Run the model contract check against the labels in the build cache: catches a sigmoid "
                  "head with categorical_crossentropy, width/class mismatches, from_logits mistakes.")
     doctor.add_argument("--model", dest="model_file", help="a compiled .keras file of your own (default: the model params describe)")
+    doctor.add_argument("--trust-model", action="store_true",
+                        help="DANGEROUS: also load .h5 and SavedModel files, and .keras files with safe_mode off; "
+                             "these can run code stored in the file. Only for files you made yourself")
     gate = add("gate", "compare metrics with thresholds and a git revision; exit 1 on a miss",
                "Check metrics/*.json against gate.checks in params.yaml: absolute bars (min/max) and, with a "
                "baseline revision, how far each metric may drop or rise compared with that revision "
@@ -125,7 +128,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "gate":
         return _stage("gate").main(params_file=args.params, baseline=args.baseline, output_format=args.format)
     if args.command == "doctor":
-        return _stage("doctor").main(params_file=args.params, model_file=args.model_file)
+        return _stage("doctor").main(params_file=args.params, model_file=args.model_file,
+                                     trust_model=args.trust_model)
     return _stage(STAGES[args.command][0]).main(params_file=args.params)
 
 

@@ -16,7 +16,7 @@ from trainwell.audit.similarity import near_duplicate_pairs
 from trainwell.data.groups import groups_from_pairs
 from trainwell.data.listing import list_sources
 from trainwell.kinds import Finding, judge
-from trainwell.params import AuditParams, DataParams
+from trainwell.params import AuditParams, DataParams, Params
 
 
 @dataclass
@@ -136,6 +136,16 @@ def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) ->
     return [Finding(smallest, "class_imbalance", f"{present[largest]} images in '{largest}' vs {present[smallest]} "
                   f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); consider "
                   "train.class_weight: balanced")]
+
+
+def audit_folder(path: str | Path, *, params: Params | None = None, cache_file: str | Path | None = None) -> AuditReport:
+    """Audit a dataset folder (one sub-folder per class, or params.data.manifest) under params' policy.
+
+    The library's entry point: `trainwell.audit_folder("images/")` uses the default policy.
+    Reads files, never writes or moves one; `cache_file` makes a re-audit decode only changes.
+    """
+    params = params or Params()
+    return audit_dataset(root=path, data=params.data, policy=params.audit, cache_file=cache_file)
 
 
 def audit_dataset(

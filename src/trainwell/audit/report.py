@@ -42,6 +42,16 @@ class AuditReport:
             "policy_holds": self.policy_holds,
         }
 
+    def to_json(self) -> str:
+        """The report as JSON: {root, classes, files_scanned, issues: [{path, kind, severity, detail}], ...}."""
+        return json.dumps(self.as_dict(), indent=2)
+
+    def to_html(self, *, max_pixels: int = 40_000_000) -> str:
+        """A self-contained page: counts, class balance and thumbnails of flagged files (decoded under max_pixels)."""
+        from trainwell.reports.audit_page import render_html
+
+        return render_html(self.as_dict(), root=self.root, max_pixels=max_pixels)
+
     def as_dict(self) -> dict:
         return {
             "root": self.root,
@@ -97,7 +107,7 @@ def format_github(report: AuditReport) -> str:
 
 def render(report: AuditReport, *, output_format: str) -> str:
     if output_format == "json":
-        return json.dumps(report.as_dict(), indent=2)
+        return report.to_json()
     if output_format == "github":
         return format_github(report)
     return format_text(report)

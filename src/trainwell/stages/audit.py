@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.report import metrics_for, render
-from trainwell.outputs import write_json, write_lines
+from trainwell.console import error, say, warn
+from trainwell.outputs import write_bytes_atomically, write_json, write_lines
 from trainwell.params import load_params
-from trainwell.reports.audit_page import render_html
 
 
 def main(
@@ -25,7 +22,12 @@ def main(
     root = path if path is not None else params.data.dir
     cache_file = params.paths.audit_cache if path is None else cache_file
     report = audit_dataset(root=root, data=params.data, policy=params.audit, cache_file=cache_file)
-    print(render(report, output_format=output_format))
+    rendered = render(report, output_format=output_format)
+    # Machine-readable output was asked for by name: -q hides only the text report.
+    if output_format == "text":
+        say(rendered)
+    else:
+        print(rendered)
     if path is None:
         write_json(params.paths.audit_report, report.as_dict())
         write_json(params.paths.audit_metrics, metrics_for(report))
@@ -36,10 +38,8 @@ def main(
         )
         html_file = html_file or params.paths.audit_html
     if html_file is not None:
-        page = Path(html_file)
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(render_html(report.as_dict(), root=root, max_pixels=params.audit.max_pixels))
-        print(f"audit: HTML report written to {page}", file=sys.stderr)
+        write_bytes_atomically(html_file, report.to_html(max_pixels=params.audit.max_pixels).encode("utf-8"))
+        warn(f"audit: HTML report written to {html_file}")
     if not report.policy_holds:
-        print("audit: policy violated (see above)", file=sys.stderr)
+        error("audit: policy violated (see above)")
     return 0 if report.policy_holds else 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 
+from trainwell.console import say, warn
 from trainwell.data.cache import build_cache
 from trainwell.params import load_params
 
@@ -22,7 +22,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     )
     for entry in manifest["splits"].values():
         for skipped in entry["skipped"]:
-            print(f"build: WARNING skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
+            warn(f"build: WARNING skipped {skipped['path']}: {skipped['reason']}")
     sizes = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())
-    print(f"build: cached {sizes} images at {params.data.image_size}x{params.data.image_size} in {params.paths.cache_dir}")
+    say(f"build: cached {sizes} images at {params.data.image_size}x{params.data.image_size} in {params.paths.cache_dir}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trainwell.console import say
 from trainwell.data.demo import generate
 from trainwell.params import load_params
 
@@ -9,5 +10,5 @@ from trainwell.params import load_params
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
     count = generate(out_dir=params.paths.demo_dir, demo=params.demo)
-    print(f"demo_data: wrote {count} images in {len(params.demo.classes)} classes to {params.paths.demo_dir}")
+    say(f"demo_data: wrote {count} images in {len(params.demo.classes)} classes to {params.paths.demo_dir}")
     return 0

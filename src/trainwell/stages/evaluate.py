@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainwell.console import say
 from trainwell.errors import DataError
 from trainwell.outputs import write_json, write_rows
 from trainwell.params import load_params
@@ -33,7 +34,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     # run saves in a form plain loading warns about ("Skipping variable loading for optimizer").
     model = keras.models.load_model(params.paths.model, compile=False)
     if test_input.streaming:
-        print(f"evaluate: streaming the test split from {len(test.counts)} shards "
+        say(f"evaluate: streaming the test split from {len(test.counts)} shards "
               f"({test.image_bytes / 2**20:.0f} MiB > train.memory_budget_mb)")
     data = test_input.eval_dataset(num_classes=test.num_classes, batch_size=params.evaluate.batch_size)
     probabilities = model.predict(data.map(lambda images, labels: images), verbose=0)
@@ -57,7 +58,7 @@ def main(*, params_file: str = "params.yaml") -> int:
         {"path": path, "actual": test.classes[label], "predicted": test.classes[prediction]}
         for path, label, prediction in zip(test.paths, test.labels, predictions)
     ], fields=["path", "actual", "predicted"])
-    print(
+    say(
         f"evaluate: accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} test images; "
         f"expected calibration error {metrics['expected_calibration_error']:.4f}"
     )

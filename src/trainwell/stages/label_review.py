@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainwell.console import say
 from trainwell.data.cache import load_split
 from trainwell.outputs import write_json, write_rows
 from trainwell.params import load_params
@@ -51,6 +52,6 @@ def main(*, params_file: str = "params.yaml") -> int:
     accuracy = float((suggested == labels).mean()) if len(labels) else math.nan
     write_json(paths.label_metrics, {"files_reviewed": len(labels), "suspects": len(suspects),
                                      "out_of_fold_accuracy": accuracy})
-    print(f"label_review: {len(suspects)} likely label errors among {len(labels)} train+val images "
+    say(f"label_review: {len(suspects)} likely label errors among {len(labels)} train+val images "
           f"(out-of-fold accuracy {accuracy:.4f}); see {report_dir / SUSPECTS_FILE}")
     return 0

@@ -15,6 +15,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from trainwell.console import say
 from trainwell.errors import TrainwellError
 
 # The versions dvc-render's VegaRenderer pins in its CDN script tags.
@@ -66,5 +67,5 @@ def main(*, out: str = "dvc_plots", cache_dir: str | None = None) -> int:
                                capture_output=True, text=True)
     if shown.returncode != 0:
         raise TrainwellError(f"dvc plots show failed: {shown.stderr.strip()[-800:]}")
-    print(f"plots: {Path(out) / 'index.html'} renders with no network (vega inlined)")
+    say(f"plots: {Path(out) / 'index.html'} renders with no network (vega inlined)")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainwell.console import say
 from trainwell.data.listing import list_sources, read_lines
 from trainwell.data.splits import CLASSES_FILE, SPLITS, group_units, split_receipt, stratified_split, write_split_csv
 from trainwell.errors import DataError
@@ -41,7 +42,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     receipt["groups_kept_together"] = sum(1 for unit in group_units(usable, groups) if len(unit) > 1)
     write_json(paths.split_metrics, receipt)
     sizes = ", ".join(f"{name} {receipt[name]['total']}" for name in SPLITS)
-    print(
+    say(
         f"split: {sizes}; {receipt['files_excluded_by_audit']} quarantined files left out; "
         f"{receipt['groups_kept_together']} duplicate groups kept within one split"
     )

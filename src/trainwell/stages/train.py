@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from trainwell.console import say
 from trainwell.outputs import write_json
 from trainwell.params import load_params
 from trainwell.training.fit import train_model, weights_are_finite
@@ -33,7 +34,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     # The backup is trainwell's own scratch state, never user data: drop it once the model is safe.
     shutil.rmtree(paths.train_backup_dir, ignore_errors=True)
     incidents = len(summary["incidents"])
-    print(
+    say(
         f"train: epochs {summary['first_epoch'] + 1}-{summary['first_epoch'] + summary['epochs_run']} over "
         f"{summary['train_images']} training and {summary['val_images']} validation images; "
         f"{incidents} guard incident(s); model saved to {paths.model}"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from trainwell.console import warn
 from trainwell.outputs import write_json
 from trainwell.params import TrainParams
 from trainwell.training.guard import DivergenceGuard
@@ -58,14 +58,14 @@ def restore_backup(*, model: keras.Model, folder: Path, fingerprint: str) -> dic
         return None
     meta = json.loads(meta_path.read_text())
     if meta.get("fingerprint") != fingerprint:
-        print(f"train: ignoring the backup in {folder}: it belongs to other params or data", file=sys.stderr)
+        warn(f"train: ignoring the backup in {folder}: it belongs to other params or data")
         return None
     model.optimizer.build(model.trainable_variables)
     targets = list(model.weights) + list(model.optimizer.variables)
     with np.load(state_path) as state:
         arrays = [state[f"arr_{index}"] for index in range(len(state.files))]
     if len(arrays) != len(targets):
-        print(f"train: ignoring the backup in {folder}: it does not match this model", file=sys.stderr)
+        warn(f"train: ignoring the backup in {folder}: it does not match this model")
         return None
     for variable, value in zip(targets, arrays):
         variable.assign(value)

@@ -150,3 +150,19 @@ def raise_on_errors(problems: list[Problem]) -> list[Problem]:
     if errors:
         raise ContractError("model contract check failed:\n  - " + "\n  - ".join(errors))
     return [problem for problem in problems if problem.severity != "error"]
+
+
+def check_model(model: keras.Model, *, num_classes: int, label_encoding: str | None = None,
+                multi_label: bool = False) -> list[Problem]:
+    """The contract check on a compiled Keras model of anyone's: its own loss against its head and the labels.
+
+    `label_encoding` ("one_hot" or "sparse") defaults to what the loss implies; pass it when you
+    know how your labels are stored. Raises ContractError when the model was never compiled.
+    """
+    loss = getattr(model, "loss", None)
+    if loss is None:
+        raise ContractError("the model has no compiled loss; call model.compile(loss=...) before checking it")
+    if label_encoding is None:
+        label_encoding = "sparse" if "sparse" in loss_name_and_logits(loss)[0] else "one_hot"
+    return check_contract(model=model, loss=loss, from_logits=None, num_classes=num_classes,
+                          label_encoding=label_encoding, multi_label=multi_label)

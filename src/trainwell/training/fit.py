@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from trainwell.console import NORMAL, say, verbosity, warn
 from trainwell.data.cache import read_manifest
 from trainwell.params import TrainParams
 from trainwell.training.augment import BatchAugmenter, default_processes
@@ -80,9 +81,9 @@ def set_up_runtime(train: TrainParams) -> tf.distribute.Strategy:
     # jit_compile trades bit-exact reruns for speed.
     seed_everything(train.seed, deterministic_ops=not train.jit_compile)
     if train.jit_compile:
-        print("train: XLA on; TF op determinism off, so reruns may differ in the last bits")
+        say("train: XLA on; TF op determinism off, so reruns may differ in the last bits")
     if strategy.num_replicas_in_sync > 1:
-        print(f"train: {train.strategy} strategy over {strategy.num_replicas_in_sync} replicas; "
+        say(f"train: {train.strategy} strategy over {strategy.num_replicas_in_sync} replicas; "
               f"global batch {train.batch_size}")
     return strategy
 
@@ -126,7 +127,7 @@ def plan_training_inputs(*, cache_dir: str, train: TrainParams, strategy: tf.dis
     inputs = plan_inputs(cache_dir=cache_dir, splits=["train", "val"], memory_budget_bytes=train.memory_budget_mb << 20)
     for name, split_input in inputs.items():
         if split_input.streaming:
-            print(f"train: streaming the {name} split from {len(split_input.split.counts)} shards "
+            say(f"train: streaming the {name} split from {len(split_input.split.counts)} shards "
                   f"({split_input.split.image_bytes / 2**20:.0f} MiB > train.memory_budget_mb)")
     replicas, workers = strategy.num_replicas_in_sync, input_pipelines(strategy)
     train_input, val_input = inputs["train"], inputs["val"]
@@ -136,7 +137,7 @@ def plan_training_inputs(*, cache_dir: str, train: TrainParams, strategy: tf.dis
     steps_per_execution = fitting_steps_per_execution(
         train.steps_per_execution, steps, *([validation_steps] if validation_steps else []))
     if steps_per_execution != train.steps_per_execution:
-        print(f"train: steps_per_execution {steps_per_execution} instead of {train.steps_per_execution}, to divide "
+        say(f"train: steps_per_execution {steps_per_execution} instead of {train.steps_per_execution}, to divide "
               f"the {steps} training and {validation_steps} validation steps of an epoch")
     plan = InputPlan(train=train_input, val=val_input, batch_size=train.batch_size, seed=train.seed,
                      replicas=replicas, workers=workers, steps=steps, validation_steps=validation_steps,
@@ -144,7 +145,7 @@ def plan_training_inputs(*, cache_dir: str, train: TrainParams, strategy: tf.dis
     if train_input.shards_by_worker(workers):
         count = len(train_input.split.labels)
         left_out = count - sum(plan.step_sizes(0))
-        print(f"train: {workers} workers shard the streamed training split by shard: each reads only its own "
+        say(f"train: {workers} workers shard the streamed training split by shard: each reads only its own "
               f"stretch of the {len(train_input.split.counts)} shards per epoch, {train.batch_size // workers} "
               f"images a step; the epoch's last worker batches that do not fill a step sit out ({left_out} of "
               f"{count} images in epoch 1), a different set every epoch")
@@ -204,7 +205,7 @@ def resume_point(*, model: keras.Model, strategy: tf.distribute.Strategy, backup
         meta = restore_backup(model=model, folder=Path(backup_dir), fingerprint=fingerprint)
     if meta is None:
         return 0, []
-    print(f"train: resuming after epoch {meta['epoch'] + 1} from the backup in {backup_dir}")
+    say(f"train: resuming after epoch {meta['epoch'] + 1} from the backup in {backup_dir}")
     return meta["epoch"] + 1, meta["incidents"]
 
 
@@ -240,7 +241,7 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
     split = plan.train.split
     if train.class_weight == "balanced":
         class_weights = balanced_class_weights(split.labels, split.num_classes)
-        print("train: class weights " + ", ".join(
+        say("train: class weights " + ", ".join(
             f"{split.classes[index]} {weight:.3f}" for index, weight in class_weights.items()))
     one_hot = train.loss != "sparse_categorical_crossentropy"
     common = dict(num_classes=split.num_classes, batch_size=train.batch_size, one_hot=one_hot)
@@ -265,7 +266,8 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
         # length Keras can read, and guessing would end on an "ran out of data" warning.
         validation_steps=plan.validation_steps or None,
         callbacks=callbacks,
-        verbose=2 if not sys.stdout.isatty() else "auto",
+        # One line per epoch in logs, a progress bar on a terminal, nothing under -q.
+        verbose=0 if verbosity() < NORMAL else 2 if not sys.stdout.isatty() else "auto",
     )
 
 
@@ -277,7 +279,7 @@ def train_model(
     plan = plan_training_inputs(cache_dir=cache_dir, train=train, strategy=strategy)
     model = build_compiled_model(train=train, plan=plan, strategy=strategy)
     for warning in raise_on_errors(preflight_problems(model=model, train=train, plan=plan)):
-        print(f"train: WARNING {warning.message}", file=sys.stderr)
+        warn(f"train: WARNING {warning.message}")
     fingerprint = run_fingerprint(train=train, manifest=read_manifest(cache_dir))
     first_epoch, earlier_incidents = (
         resume_point(model=model, strategy=strategy, backup_dir=backup_dir, fingerprint=fingerprint)

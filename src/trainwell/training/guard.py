@@ -8,7 +8,6 @@ is the callback that joins them inside any `fit()` and records each incident.
 from __future__ import annotations
 
 import math
-import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from trainwell.console import warn
 from trainwell.errors import TrainwellError
 from trainwell.params import GuardParams
 
@@ -263,8 +263,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         incident = incident_record(epoch=self._epoch, step=step, kind=kind, loss=loss, snapshot_at=self._snapshot_at,
                                    old_rate=old_rate, new_rate=new_rate, files=files)
         self.incidents.append(incident)
-        print(f"\ntrainwell guard: {kind} (loss {loss}) at epoch {self._epoch + 1} step {step}; {incident['action']}",
-              file=sys.stderr)
+        warn(f"\ntrainwell guard: {kind} (loss {loss}) at epoch {self._epoch + 1} step {step}; {incident['action']}")
         if len(self.incidents) > self.policy.max_rollbacks:
             raise TrainingDiverged(
                 f"training diverged {len(self.incidents)} times (last: {kind} at epoch {self._epoch + 1}, step {step}) "

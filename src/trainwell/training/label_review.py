@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from trainwell.console import warn
 from trainwell.params import LabelReviewParams, TrainParams
 from trainwell.training.inputs import make_eval_dataset, make_train_dataset, steps_per_epoch
 from trainwell.training.network import model_for
@@ -56,8 +55,7 @@ def out_of_fold_probabilities(
             probabilities[held_out] = model.predict(evaluation.map(lambda x, y: x), verbose=0)
         finally:
             logger.setLevel(level)
-        print(f"label_review: fold {fold + 1}/{review.folds} done ({int(held_out.sum())} held-out images)",
-              file=sys.stderr)
+        warn(f"label_review: fold {fold + 1}/{review.folds} done ({int(held_out.sum())} held-out images)")
     return probabilities
 
 

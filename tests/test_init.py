@@ -1,0 +1,76 @@
+"""`trainwell init` in a user's git repository: what it writes, what it refuses, and paths of any shape."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trainwell.cli import main
+from trainwell.params import load_params
+from tests.helpers import snapshot
+
+
+def git_repo(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(folder)], check=True)
+    return folder
+
+
+def test_init_writes_a_valid_project_and_keeps_the_users_gitignore(tmp_path, capsys):
+    project = git_repo(tmp_path / "project")
+    (project / ".gitignore").write_text("/my-secrets\n*.log")  # no trailing newline: kept as is, then appended
+    assert main(["init", str(project)]) == 0
+    assert (project / ".dvc").is_dir()
+    params = load_params(project / "params.yaml")  # valid, and every key has its documented default
+    assert params.data.dir == "data/demo"
+    assert yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["train"]["cmd"] == "trainwell train"
+    ignored = (project / ".gitignore").read_text().splitlines()
+    assert ignored[:2] == ["/my-secrets", "*.log"]
+    assert "/data/audit/cache.json" in ignored and "/data/train_backup/" in ignored
+    assert "dvc repro" in capsys.readouterr().out
+
+
+def test_init_never_overwrites_and_says_so(tmp_path, capsys):
+    project = git_repo(tmp_path / "project")
+    (project / "params.yaml").write_text("mine: true\n")
+    before = snapshot(project)
+    assert main(["init", str(project)]) == 2
+    assert "params.yaml already exist" in capsys.readouterr().err
+    assert snapshot(project) == before
+
+
+def test_init_outside_git_or_with_a_missing_data_folder_is_a_usage_error(tmp_path, capsys):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert main(["init", str(plain)]) == 2
+    assert "git init" in capsys.readouterr().err
+    project = git_repo(tmp_path / "project")
+    assert main(["init", str(project), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not (project / "params.yaml").exists()
+
+
+def test_init_in_a_sub_folder_of_a_repository(tmp_path):
+    top = git_repo(tmp_path / "monorepo")
+    project = top / "vision" / "classifier"
+    project.mkdir(parents=True)
+    assert main(["init", str(project)]) == 0
+    assert (project / ".dvc").is_dir() and not (top / ".dvc").exists()
+
+
+@pytest.mark.parametrize("name", ['we"ird: #folder', "new\nline", "per%cent,comma", "ünï cødé", "- dash", "{brace}"])
+def test_data_path_of_any_shape_round_trips_through_params_yaml(tmp_path, name):
+    project = git_repo(tmp_path / "project")
+    data = tmp_path / "elsewhere" / name
+    (data / "cats").mkdir(parents=True)
+    assert main(["init", str(project), "--data", str(data)]) == 0
+    assert load_params(project / "params.yaml").data.dir == str(data.resolve())
+    inside = project / "images" / name
+    (inside / "dogs").mkdir(parents=True)
+    (project / "params.yaml").unlink()
+    (project / "dvc.yaml").unlink()
+    assert main(["init", str(project), "--data", str(inside)]) == 0
+    assert load_params(project / "params.yaml").data.dir == f"images/{name}"
