@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import snapshot
 from trainwell.cli import main
 from trainwell.params import load_params
-from tests.helpers import snapshot
 
 
 def git_repo(folder: Path) -> Path:
