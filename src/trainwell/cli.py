@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         error(f"trainwell {args.command}: interrupted")
         return 130
-    except Exception as exc:
+    except Exception as exc:  # the last line of defence: a bug must never read as "policy violated"
         saved = _save_traceback()
         error(f"trainwell {args.command}: internal error (a bug in trainwell, please report it): "
               f"{type(exc).__name__}: {str(exc)[:300]}; full traceback in {saved}")

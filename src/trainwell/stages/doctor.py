@@ -43,7 +43,7 @@ def main(*, params_file: str = "params.yaml", model_file: str | None = None, tru
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             try:
                 model = keras.models.load_model(model_file, safe_mode=not trust_model)
-            except Exception as exc:
+            except Exception as exc:  # a broken or hostile file must read as that, not as a bug in trainwell
                 raise UsageError(f"'{model_file}' could not be loaded as a Keras model ({type(exc).__name__}: "
                                  f"{str(exc)[:300]}); pass a model saved with model.save('model.keras')") from None
         if getattr(model, "loss", None) is None:
