@@ -111,7 +111,7 @@ def write_dev_dvc_yaml() -> None:
     """Rewrite the repository's dvc.yaml: the init template plus each stage's source deps."""
     import re
 
-    template = (PACKAGE_ROOT / "templates" / "dvc.yaml").read_text(encoding="utf-8")
+    template = (PACKAGE_ROOT / "templates" / "dvc.yaml.in").read_text(encoding="utf-8")
     blocks = []
     for block in re.split(r"(?m)^(?=  [a-z_]+:\n    cmd: )", template):
         match = re.match(r"  [a-z_]+:\n    cmd: (.*)\n", block)
@@ -125,7 +125,7 @@ def write_dev_dvc_yaml() -> None:
         blocks.append(block)
     text = "".join(blocks).replace(
         "# The trainwell pipeline, written by `trainwell init`; yours to edit. `dvc repro` runs it.\n",
-        "# The trainwell pipeline: the `trainwell init` template (src/trainwell/templates/dvc.yaml) plus,\n"
+        "# The trainwell pipeline: the `trainwell init` template (src/trainwell/templates/dvc.yaml.in) plus,\n"
         "# for development here, the package source each stage runs. Regenerate the source lists with\n"
         "# `python -m tests.architecture`; tests/test_architecture.py checks both halves.\n",
     )

@@ -88,7 +88,7 @@ def test_repo_dvc_yaml_is_the_init_template_plus_source_folders():
         stage["deps"] = [dep for dep in stage.get("deps", []) if dep not in _source_deps(stage)]
         if not stage["deps"]:
             del stage["deps"]
-    assert ours == yaml.safe_load(template("dvc.yaml"))
+    assert ours == yaml.safe_load(template("dvc.yaml.in"))
 
 
 def test_repo_params_yaml_is_the_init_template_with_the_demo_set():

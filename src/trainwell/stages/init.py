@@ -21,14 +21,18 @@ GITIGNORE_HEADER = "# trainwell: generated scratch files (DVC lists its own outp
 
 
 def template(name: str) -> str:
-    """A project template shipped inside the package (trainwell/templates/NAME)."""
+    """A project template shipped inside the package (trainwell/templates/NAME).
+
+    The files end in .in: a file named dvc.yaml anywhere in a DVC workspace (a .venv inside a
+    project, say) would be read by DVC as a pipeline of its own.
+    """
     return resources.files("trainwell").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def render_params(*, data_dir: str) -> str:
     """The commented params.yaml with data.dir set; the path is written as a quoted YAML scalar."""
     # A JSON string is a valid YAML double-quoted scalar: any character a path may hold survives.
-    return template("params.yaml").replace("{data_dir}", json.dumps(data_dir))
+    return template("params.yaml.in").replace("{data_dir}", json.dumps(data_dir))
 
 
 def scratch_paths(paths: PathsParams) -> list[str]:
@@ -97,7 +101,7 @@ def main(*, directory: str = ".", data: str | None = None) -> int:
     paths = parse_params(yaml.safe_load(params_text), source="the params.yaml template").paths
     ran_dvc_init = _ensure_dvc(project, git_top)
     write_bytes_atomically(project / "params.yaml", params_text.encode("utf-8"))
-    write_bytes_atomically(project / "dvc.yaml", template("dvc.yaml").encode("utf-8"))
+    write_bytes_atomically(project / "dvc.yaml", template("dvc.yaml.in").encode("utf-8"))
     added = _add_gitignore(project, scratch_paths(paths))
     where = os.path.relpath(project)
     say(f"init: {'ran dvc init; ' if ran_dvc_init else ''}wrote {where}/dvc.yaml and {where}/params.yaml"
