@@ -207,3 +207,10 @@ def test_keras_backports_refuse_another_keras_version():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 7, result.stderr
     assert "refuse to patch Keras 3.9.1" in result.stdout
+
+
+def test_a_params_file_that_does_not_exist_is_a_usage_error(workdir, capsys):
+    before = snapshot(workdir)
+    assert main(["train", "--params", "typo.yaml"]) == 2
+    assert "params file 'typo.yaml' does not exist" in capsys.readouterr().err
+    assert snapshot(workdir) == before  # nothing trained, nothing overwritten

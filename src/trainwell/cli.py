@@ -11,8 +11,9 @@ import time
 import traceback
 
 from trainwell import __version__
-from trainwell.console import NORMAL, QUIET, VERBOSE, error, set_verbosity
-from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError
+from trainwell.console import NORMAL, QUIET, VERBOSE, detail, error, set_verbosity
+from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError, UsageError
+from trainwell.params import DEFAULT_PARAMS_FILE
 
 DESCRIPTION = """\
 trainwell: audited data, a GPU-feeding input pipeline and a classifier that cannot silently diverge.
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str, description: str | None = None, *, params: bool = True) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=description or help_text)
         if params:
-            command.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+            command.add_argument("--params", default=None, metavar="FILE",
+                                 help="params file (default: params.yaml; when that is absent, every default)")
         # SUPPRESS: a flag given before the command is not reset by the sub-command's default.
         _verbosity_flags(command, default=argparse.SUPPRESS)
         return command
@@ -118,6 +120,13 @@ def _stage(name: str):
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "params", "") is None:
+        args.params = DEFAULT_PARAMS_FILE
+    elif getattr(args, "params", None) and not os.path.isfile(args.params):
+        # Only the default may be missing (it means "all defaults"): a named file that is not
+        # there is a typo, and running on defaults would overwrite the user's outputs.
+        raise UsageError(f"params file '{args.params}' does not exist; check the --params path")
+    detail(f"trainwell {__version__}: {args.command} with params from {getattr(args, 'params', '-')}")
     if args.command == "init":
         return _stage("init").main(directory=args.directory, data=args.data)
     if args.command == "audit":
