@@ -34,7 +34,7 @@ import tensorflow as tf
 from trainwell.data.cache import build_cache
 from trainwell.data.demo import SHAPES, draw_shape, encode_jpeg
 from trainwell.data.splits import write_split_csv
-from trainwell.outputs import write_lines
+from trainwell.outputs import write_json
 from trainwell.params import AugmentStep
 from trainwell.training.augment import BatchAugmenter, default_processes
 from trainwell.training.inputs import load_split, make_train_dataset, steps_per_epoch
@@ -158,7 +158,7 @@ def main() -> None:
         write_split_csv(splits / "train.csv", rows)
         write_split_csv(splits / "val.csv", [])
         write_split_csv(splits / "test.csv", [])
-        write_lines(splits / "classes.txt", sorted(SHAPES))
+        write_json(splits / "classes.json", sorted(SHAPES))
         build_cache(data_dir=str(root), splits_dir=str(splits), cache_dir=str(workspace / "cache"), image_size=75,
                     shard_size=4096, workers=os.cpu_count() or 1, max_pixels=10**8)
         train = load_split(cache_dir=workspace / "cache", split="train")

@@ -91,7 +91,7 @@ def test_quarantined_file_never_reaches_training_when_policy_allows_it(tmp_path)
     params["audit"]["fail_on"] = []  # report and quarantine, but let the pipeline go on
     project = make_project(tmp_path, params)
     run(["dvc", "repro", "build"], project)
-    quarantine = (project / "data" / "audit" / "quarantine.txt").read_text()
+    quarantine = (project / "data" / "audit" / "quarantine.csv").read_text()
     assert "circle/injected_truncated.jpg" in quarantine
     for split in ("train", "val", "test"):
         assert "injected_truncated" not in (project / "data" / "splits" / f"{split}.csv").read_text()

@@ -17,6 +17,7 @@ from trainwell.audit import dataset as audit_data
 from trainwell.data import cache as data_cache
 from trainwell.data import demo
 from trainwell.data.splits import SPLITS
+from trainwell.outputs import read_rows
 from trainwell.params import DemoParams, load_params
 from trainwell.stages import audit, build, split
 
@@ -66,11 +67,11 @@ def test_audit_stage_names_bad_files_quarantines_them_and_fails(demo_copy, workd
     assert "square/notes.jpg" in output and "not_an_image" in output
     assert "ring/empty.png" in output and "empty_file" in output
     assert "policy violated" in output
-    quarantine = Path(load_params().paths.quarantine).read_text().splitlines()
-    assert [line for line in quarantine if not line.startswith("#")] == [
-        "circle/cut.jpg",
-        "ring/empty.png",
-        "square/notes.jpg",
+    quarantine = read_rows(load_params().paths.quarantine, columns=["path", "kinds"])
+    assert quarantine == [
+        {"path": "circle/cut.jpg", "kinds": "truncated"},
+        {"path": "ring/empty.png", "kinds": "empty_file"},
+        {"path": "square/notes.jpg", "kinds": "not_an_image"},
     ]
     assert snapshot(demo_copy) == before  # the audit never touches user files
 
@@ -137,7 +138,7 @@ def test_build_caches_uint8_shards_and_skips_undecodable(demo_copy, workdir, cap
     assert [shard["count"] for shard in train["shards"]] == [15, 14]
     images = np.load(Path(params.paths.cache_dir) / "train" / train["shards"][0]["images"])
     assert images.dtype == np.uint8 and images.shape == (15, 32, 32, 3)
-    paths = (Path(params.paths.cache_dir) / "train" / "paths.txt").read_text().splitlines()
+    paths = json.loads((Path(params.paths.cache_dir) / "train" / "paths.json").read_text())
     assert len(paths) == 29 and victim not in paths
 
 
@@ -169,7 +170,7 @@ def test_generated_folders_never_replace_user_files(tmp_path):
     with pytest.raises(DataError, match="refusing to overwrite"):
         demo.generate(out_dir=mine, demo=DemoParams(classes=CLASSES, images_per_class=1, image_size=32))
     splits = tmp_path / "splits"
-    faults.write(splits / "classes.txt", b"cat\n")
+    faults.write(splits / "classes.json", b'["cat"]')
     with pytest.raises(DataError, match="refusing to overwrite"):
         data_cache.build_cache(data_dir=str(tmp_path), splits_dir=str(splits), cache_dir=str(mine),
                           image_size=32, shard_size=4, workers=1, max_pixels=10**6)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO_ROOT, tiny_params, write_params
-from trainwell.data.cache import open_split
+from trainwell.data.cache import CACHE_FORMAT, open_split
 from trainwell.errors import DataError
 from trainwell.params import load_params
 from trainwell.stages import audit, build, evaluate, split, train
@@ -39,8 +39,8 @@ def write_cache(root: Path, *, counts: list[int], size: int = 4) -> Path:
         np.save(folder / f"labels-{number:05d}.npy", (index % 5).astype(np.int32))
         shards.append({"images": f"images-{number:05d}.npy", "labels": f"labels-{number:05d}.npy", "count": count})
         start += count
-    (folder / "paths.txt").write_text("".join(f"file{index}.jpg\n" for index in range(start)))
-    manifest = {"classes": list("abcde"), "image_shape": [size, size, 3], "splits": {"train": {"shards": shards}}}
+    (folder / "paths.json").write_text(json.dumps([f"file{index}.jpg" for index in range(start)]))
+    manifest = {"format": CACHE_FORMAT, "classes": list("abcde"), "image_shape": [size, size, 3], "splits": {"train": {"shards": shards}}}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 

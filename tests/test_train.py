@@ -114,7 +114,7 @@ def test_guard_recovers_from_a_diverging_learning_rate(built):
     paths = load_params().paths
     incidents = json.loads((Path(paths.train_report_dir) / "incidents.json").read_text())
     assert len(incidents) == 4
-    known = set((built / "data" / "cache" / "train" / "paths.txt").read_text().split())
+    known = set(json.loads((built / "data" / "cache" / "train" / "paths.json").read_text()))
     assert all(set(incident["files"]) <= known and incident["files"] for incident in incidents)
     model = keras.models.load_model(paths.model)
     assert fit.weights_are_finite(model)

@@ -43,14 +43,36 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> None:
 
 def write_json(path: str | Path, payload: dict | list) -> None:
     """Write pretty JSON (DVC metrics files are read by people too), whole or not at all;
-    object-store URLs work too (the build cache's manifest)."""
+    object-store URLs work too (the build cache's manifest). ASCII-only: a path's odd bytes
+    travel as \\u escapes and come back as the same string."""
     write_bytes_atomically(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
+def read_rows(path: str | Path, *, columns: list[str]) -> list[dict[str, str]]:
+    """Rows of a CSV written by write_rows; a missing file reads as no rows. A file without the
+    expected columns is an error naming it (someone else's file, or an older format)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in columns if name not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"'{path}' has no column(s) {missing}; it was not written by this trainwell. "
+                            "Re-run the stage that writes it (dvc repro)")
+        return [{name: row[name] for name in columns} for row in reader]
+
+
+# File names are data: Linux allows any bytes but '/' and NUL, which Python hands over as
+# surrogate escapes. Files that list paths keep those bytes as they were (never a crash, never
+# a different name), and use quoting formats (CSV, JSON), never one name per bare line.
+PATH_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
 def write_lines(path: str | Path, lines: list[str], *, header: str | None = None) -> None:
-    """Write one item per line after an optional '# header' line, creating parent folders."""
+    """Write one item per line after an optional '# header' line (for names people chose, never paths)."""
     text = f"# {header}\n" if header else ""
-    write_bytes_atomically(path, (text + "".join(f"{line}\n" for line in lines)).encode())
+    write_bytes_atomically(path, (text + "".join(f"{line}\n" for line in lines)).encode(**PATH_ENCODING))
 
 
 def clear_generated_dir(path: str | Path, *, marker: str) -> None:
@@ -75,4 +97,4 @@ def write_rows(path: str | Path, rows: list[dict], *, fields: list[str] | None =
     writer = csv.DictWriter(buffer, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
     writer.writeheader()
     writer.writerows(rows)
-    write_bytes_atomically(path, buffer.getvalue().encode())
+    write_bytes_atomically(path, buffer.getvalue().encode(**PATH_ENCODING))

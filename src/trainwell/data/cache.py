@@ -14,14 +14,15 @@ import numpy as np
 
 from trainwell import storage
 from trainwell.data.decode import DecodeError, decode_image, resize_image
-from trainwell.data.listing import read_lines
 from trainwell.data.splits import CLASSES_FILE, SPLITS, read_split_csv
 from trainwell.errors import DataError
 from trainwell.outputs import clear_generated_dir, write_json
 from trainwell.progress import progress
 
 MANIFEST = "manifest.json"
-CACHE_FORMAT = 1
+PATHS_FILE = "paths.json"  # per split: the source path of each cached image, in cache order
+# 2: paths.json replaced paths.txt (one path a line broke on names holding a newline).
+CACHE_FORMAT = 2
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -90,7 +91,8 @@ def build_split(
             digest = hashlib.sha256(image_array.tobytes())
             digest.update(label_array.tobytes())
             shards.append({"images": image_file, "labels": label_file, "count": len(images), "sha256": digest.hexdigest()})
-    storage.write_bytes(storage.join(out_dir, "paths.txt"), "".join(f"{path}\n" for path in paths).encode())
+    # JSON, not one path a line: file names may hold newlines or any other character.
+    write_json(storage.join(out_dir, PATHS_FILE), paths)
     return {
         "count": sum(shard["count"] for shard in shards),
         "per_class": {label: counts.get(label, 0) for label in classes},
@@ -103,7 +105,8 @@ def build_cache(
     *, data_dir: str, splits_dir: str, cache_dir: str, image_size: int, shard_size: int, workers: int, max_pixels: int
 ) -> dict:
     """Build every split's shards and write cache_dir/manifest.json; return the manifest."""
-    classes = read_lines(Path(splits_dir) / CLASSES_FILE)
+    classes_file = Path(splits_dir) / CLASSES_FILE
+    classes = json.loads(classes_file.read_text()) if classes_file.exists() else []
     if not classes:
         raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
     if not storage.is_remote(cache_dir):
@@ -154,7 +157,12 @@ def read_manifest(cache_dir: str | Path) -> dict:
     path = storage.join(cache_dir, MANIFEST)
     if not storage.exists(path):
         raise DataError(f"cache manifest '{path}' is missing; run `dvc repro build` first")
-    return json.loads(storage.read_bytes(path))
+    manifest = json.loads(storage.read_bytes(path))
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise DataError(f"the cache at '{cache_dir}' was built by another trainwell version (format "
+                        f"{manifest.get('format') if isinstance(manifest, dict) else '?'}, this one reads "
+                        f"{CACHE_FORMAT}); run `dvc repro build` (or `trainwell build`) again")
+    return manifest
 
 
 def load_split(*, cache_dir: str | Path, split: str) -> CachedSplit:
@@ -234,6 +242,6 @@ def open_split(*, cache_dir: str | Path, split: str) -> ShardedSplit:
         counts=[int(shard["count"]) for shard in shards],
         image_shape=tuple(manifest["image_shape"]),
         labels=np.concatenate(labels) if labels else np.zeros((0,), np.int32),
-        paths=storage.read_bytes(storage.join(folder, "paths.txt")).decode().splitlines(),
+        paths=json.loads(storage.read_bytes(storage.join(folder, PATHS_FILE))),
         classes=manifest["classes"],
     )

@@ -187,14 +187,6 @@ def _report_link(listing: Listing, root: Path, path: Path) -> bool:
     return False
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """Non-empty, non-comment lines of a text file; a missing file reads as empty."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-
-
 def list_manifest(
     root: str | Path, *, manifest: str | Path, classes: list[str] | None, extensions: list[str]
 ) -> Listing:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 
@@ -10,10 +9,10 @@ import numpy as np
 
 from trainwell.data.groups import groups_from_pairs
 from trainwell.errors import DataError
-from trainwell.outputs import write_rows
+from trainwell.outputs import read_rows, write_rows
 
 SPLITS = ("train", "val", "test")
-CLASSES_FILE = "classes.txt"
+CLASSES_FILE = "classes.json"
 
 
 def group_units(files: list[tuple[str, str]], groups: list[list[str]]) -> list[list[tuple[str, str]]]:
@@ -84,8 +83,6 @@ def write_split_csv(path: str | Path, rows: list[tuple[str, str]]) -> None:
 
 def read_split_csv(path: str | Path) -> list[tuple[str, str]]:
     """Rows of a split CSV written by the split stage."""
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         raise DataError(f"split file '{path}' is missing; run `dvc repro split` first")
-    with path.open(newline="") as handle:
-        return [(row["path"], row["label"]) for row in csv.DictReader(handle)]
+    return [(row["path"], row["label"]) for row in read_rows(path, columns=["path", "label"])]

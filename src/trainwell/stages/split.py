@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from trainwell.console import say
-from trainwell.data.listing import list_sources, read_lines
+from trainwell.data.listing import list_sources
 from trainwell.data.splits import CLASSES_FILE, SPLITS, group_units, split_receipt, stratified_split, write_split_csv
 from trainwell.errors import DataError
-from trainwell.outputs import write_json, write_lines
+from trainwell.outputs import read_rows, write_json
 from trainwell.params import load_params
 
 
@@ -26,7 +26,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
     data, paths = params.data, params.paths
     listing = list_sources(data.dir, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
-    quarantined = set(read_lines(paths.quarantine))
+    quarantined = {row["path"] for row in read_rows(paths.quarantine, columns=["path"])}
     usable = [(path, label) for path, label in listing.files if path not in quarantined]
     groups = read_groups(paths.audit_report)
     splits = stratified_split(files=usable, val_fraction=params.split.val_fraction,
@@ -37,7 +37,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     for name in SPLITS:
         write_split_csv(Path(paths.splits_dir) / f"{name}.csv", splits[name])
     # The class order fixes label indices for build, train and evaluate alike.
-    write_lines(Path(paths.splits_dir) / CLASSES_FILE, listing.classes)
+    write_json(Path(paths.splits_dir) / CLASSES_FILE, listing.classes)
     receipt = split_receipt(splits, classes=listing.classes, excluded=len(listing.files) - len(usable))
     receipt["groups_kept_together"] = sum(1 for unit in group_units(usable, groups) if len(unit) > 1)
     write_json(paths.split_metrics, receipt)
