@@ -46,9 +46,14 @@ def test_bad_params_exit_2_naming_the_key(workdir, capsys):
 
 
 def test_missing_data_dir_says_what_to_do(workdir, capsys):
-    assert main(["audit", "nowhere"]) == 1
+    assert main(["audit", "nowhere"]) == 2  # bad usage, not a violated policy
     err = capsys.readouterr().err
-    assert "'nowhere' does not exist" in err and "data.dir" in err
+    assert "'nowhere' does not exist" in err and "data.dir" not in err  # names what was given
+    params = tiny_params()
+    params["data"]["dir"] = "gone"
+    write_params(workdir, params)
+    assert main(["audit"]) == 2
+    assert "data.dir 'gone'" in capsys.readouterr().err
 
 
 def test_standalone_audit_json_and_exit_codes(demo_copy, workdir, capsys):

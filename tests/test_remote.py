@@ -105,7 +105,7 @@ def test_s3_data_dir_audits_builds_and_trains(s3_endpoint, demo_set, tmp_path):
     assert report["root"] == params["data"]["dir"] and report["files_scanned"] == 60
     cache = objects(s3_endpoint, f"{prefix}/cache/")
     assert f"{prefix}/cache/manifest.json" in cache
-    assert {f"{prefix}/cache/{split}/paths.txt" for split in ("train", "val", "test")} <= set(cache)
+    assert {f"{prefix}/cache/{split}/paths.json" for split in ("train", "val", "test")} <= set(cache)
     assert (tmp_path / "models" / "model.keras").is_file()
     assert '"test_images": 15' in (tmp_path / "metrics" / "eval.json").read_text()
 
@@ -123,13 +123,15 @@ def test_s3_audit_names_a_broken_object_and_exits_1(s3_endpoint, demo_set, tmp_p
     assert result.returncode == 1, result.stderr
     # Cut mid-header this small JPEG is `corrupt`; cut later it would be `truncated`. Either way
     # the object is named by its full URL.
-    assert re.search(rf"::error file={re.escape(url)}/circle/{victim.name},title=(corrupt|truncated)::", result.stdout)
+    # ':' in a workflow command's property is escaped as %3A (GitHub's rules; the runner unescapes it).
+    escaped = re.escape(url.replace(":", "%3A"))
+    assert re.search(rf"::error file={escaped}/circle/{victim.name},title=(corrupt|truncated)::", result.stdout)
 
 
 def test_build_never_writes_over_objects_it_did_not_make(s3_endpoint, demo_set, tmp_path):
     prefix = f"foreign-{tmp_path.name}"
     upload(s3_endpoint, demo_set, f"{prefix}/demo")
-    _client(s3_endpoint).put_object(Bucket=BUCKET, Key=f"{prefix}/cache/train/paths.txt", Body=b"the user's own file")
+    _client(s3_endpoint).put_object(Bucket=BUCKET, Key=f"{prefix}/cache/train/paths.json", Body=b"the user's own file")
     params = tiny_params()
     params["data"]["dir"] = f"s3://{BUCKET}/{prefix}/demo"
     params["paths"]["cache_dir"] = f"s3://{BUCKET}/{prefix}/cache"
@@ -139,8 +141,8 @@ def test_build_never_writes_over_objects_it_did_not_make(s3_endpoint, demo_set, 
     result = trainwell(["build"], tmp_path, s3_endpoint)
     assert result.returncode == 1
     assert "holds objects that trainwell did not write" in result.stderr and "paths.cache_dir" in result.stderr
-    assert objects(s3_endpoint, f"{prefix}/cache/") == [f"{prefix}/cache/train/paths.txt"]
-    body = _client(s3_endpoint).get_object(Bucket=BUCKET, Key=f"{prefix}/cache/train/paths.txt")["Body"].read()
+    assert objects(s3_endpoint, f"{prefix}/cache/") == [f"{prefix}/cache/train/paths.json"]
+    body = _client(s3_endpoint).get_object(Bucket=BUCKET, Key=f"{prefix}/cache/train/paths.json")["Body"].read()
     assert body == b"the user's own file"
 
 

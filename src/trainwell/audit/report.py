@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainwell import storage
 from trainwell.kinds import Issue
+from trainwell.params import AuditParams
 
 
 @dataclass
@@ -67,15 +69,28 @@ class AuditReport:
         }
 
 
+# Characters that end or bend a line on a terminal or in a CI log.
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """text as one printable line: control and line-separator characters shown as escapes.
+
+    A file name holding a newline would otherwise split a finding over two lines, and a line
+    it starts with "::" is a workflow command to GitHub's runner even in the text report.
+    """
+    return _LINE_BREAKING.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def format_text(report: AuditReport) -> str:
     """Human-readable report: one line per finding, then a summary and what to do next."""
     lines = []
     for issue in report.issues:
-        lines.append(f"{issue.severity.upper():7} {issue.kind:18} {issue.path}: {issue.detail}")
+        lines.append(f"{issue.severity.upper():7} {issue.kind:18} {_one_line(issue.path)}: {_one_line(issue.detail)}")
     summary = report.summary()
-    counts = ", ".join(f"{label} {count}" for label, count in report.class_counts.items())
+    counts = ", ".join(f"{_one_line(label)} {count}" for label, count in report.class_counts.items())
     lines.append(
-        f"audited {report.files_scanned} files in {report.root}: "
+        f"audited {report.files_scanned} files in {_one_line(report.root)}: "
         f"{summary['issues_by_severity']['error']} errors, {summary['issues_by_severity']['warning']} warnings, "
         f"{summary['issues_by_severity']['info']} info; {len(report.quarantined)} quarantined; "
         f"{report.files_decoded} decoded, {report.files_scanned - report.files_decoded} unchanged since the last audit"
@@ -90,18 +105,50 @@ def format_text(report: AuditReport) -> str:
             "those files, or drop the kinds from audit.fail_on in params.yaml to train without them "
             "(quarantined files are always left out)"
         )
-    return "\n".join(lines)
+    return _printable("\n".join(lines))  # an undecodable file name must not crash print()
+
+
+# A lone surrogate cannot be encoded as UTF-8, so print() of a str holding one raises
+# UnicodeEncodeError on a strict UTF-8 stdout. Python gives a file name's undecodable bytes
+# as U+DC80..U+DCFF (surrogateescape); those are shown as the byte they stand for.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """text with each lone surrogate replaced by a backslash escape: \\xff for an undecodable byte, else \\udXXX."""
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+    return _SURROGATE.sub(escape, text)
+
+
+def _escape_data(text: str) -> str:
+    """A workflow command's message: %, CR and LF escaped (the runner's UnescapeData)."""
+    return _printable(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    """A workflow command's property value: as data, plus : and , (the runner's UnescapeProperty)."""
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def format_github(report: AuditReport) -> str:
-    """GitHub Actions workflow commands, one annotation per finding (info findings are notices)."""
+    """GitHub Actions workflow commands, one annotation per finding (info findings are notices).
+
+    File names are untrusted (a pull request picks them), so every property value and the
+    message are escaped as the runner unescapes them: no name can end the line, close the
+    property list, add a property, or make text that UTF-8 stdout cannot print.
+    """
     level = {"error": "error", "warning": "warning", "info": "notice"}
     lines = []
     for issue in report.issues:
         path = storage.join(report.root, issue.path) if storage.is_remote(report.root) else (
             Path(report.root) / issue.path).as_posix()
-        detail = issue.detail.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        lines.append(f"::{level[issue.severity]} file={path},title={issue.kind}::{detail}")
+        properties = ",".join(
+            f"{key}={_escape_property(value)}" for key, value in (("file", path), ("title", issue.kind)))
+        lines.append(f"::{level[issue.severity]} {properties}::{_escape_data(issue.detail)}")
     return "\n".join(lines)
 
 
@@ -111,6 +158,15 @@ def render(report: AuditReport, *, output_format: str) -> str:
     if output_format == "github":
         return format_github(report)
     return format_text(report)
+
+
+def quarantine_rows(report: AuditReport, *, policy: AuditParams) -> list[dict[str, str]]:
+    """One row per quarantined file (path relative to the root) with the kinds that put it there."""
+    kinds: dict[str, set[str]] = {path: set() for path in report.quarantined}
+    for issue in report.issues:
+        if issue.path in kinds and issue.kind in policy.quarantine:
+            kinds[issue.path].add(issue.kind)
+    return [{"path": path, "kinds": " ".join(sorted(kinds[path]))} for path in report.quarantined]
 
 
 def metrics_for(report: AuditReport) -> dict:

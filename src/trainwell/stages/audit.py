@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from trainwell import storage
 from trainwell.audit.dataset import audit_dataset
-from trainwell.audit.report import metrics_for, render
+from trainwell.audit.report import metrics_for, quarantine_rows, render
 from trainwell.console import error, say, warn
-from trainwell.outputs import write_bytes_atomically, write_json, write_lines
+from trainwell.errors import ParamsError, UsageError
+from trainwell.outputs import write_bytes_atomically, write_json, write_rows
 from trainwell.params import load_params
 
 
@@ -20,6 +24,13 @@ def main(
     """Stage entry point (no PATH: params' data.dir, writes reports) or standalone audit of PATH."""
     params = load_params(params_file)
     root = path if path is not None else params.data.dir
+    if not storage.is_remote(root) and not Path(root).is_dir():
+        # Bad usage (2), not a violated policy (1): name what the user gave, where they gave it.
+        if path is not None:
+            raise UsageError(f"'{path}' does not exist or is not a folder; give the dataset folder to audit "
+                             "(one sub-folder per class)")
+        raise ParamsError(f"data.dir '{root}' in {params_file} does not exist or is not a folder; point it at "
+                          "your dataset (one sub-folder per class)")
     cache_file = params.paths.audit_cache if path is None else cache_file
     report = audit_dataset(root=root, data=params.data, policy=params.audit, cache_file=cache_file)
     rendered = render(report, output_format=output_format)
@@ -31,11 +42,8 @@ def main(
     if path is None:
         write_json(params.paths.audit_report, report.as_dict())
         write_json(params.paths.audit_metrics, metrics_for(report))
-        write_lines(
-            params.paths.quarantine,
-            report.quarantined,
-            header="files the audit excluded from split and build (paths relative to data.dir); see the audit report",
-        )
+        # CSV, not one name a line: a file name may hold a newline (see outputs.PATH_ENCODING).
+        write_rows(params.paths.quarantine, quarantine_rows(report, policy=params.audit), fields=["path", "kinds"])
         html_file = html_file or params.paths.audit_html
     if html_file is not None:
         write_bytes_atomically(html_file, report.to_html(max_pixels=params.audit.max_pixels).encode("utf-8"))
