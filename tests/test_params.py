@@ -1,12 +1,126 @@
-"""params.yaml validation: defaults, the shipped file, and errors that name the bad key."""
+"""params.yaml validation: defaults, the shipped file, and errors that name the bad key.
+
+The hostile-input tests generate their files (alias bombs, non-UTF-8 bytes, .inf, booleans, ...)
+and find the float and int fields by walking the models, so a new field is covered automatically.
+"""
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeGuard, get_args, get_origin
+
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from tests.helpers import REPO_ROOT
 from trainwell.errors import ParamsError
-from trainwell.params import Params, load_params, parse_params
+from trainwell.params import MAX_PROBLEMS, Params, load_params, parse_params
+
+Place = Callable[[Any], dict]
+
+
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _leaf_fields(
+    model: type[BaseModel], place: Place = lambda raw: raw, prefix: str = ""
+) -> Iterator[tuple[str, Any, Place]]:
+    """(dotted key, annotation, function putting a value at that key in a params mapping) for every
+    field that is not itself a model; reaches into sections, sub-models and lists of models."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+
+        def here(value: Any, name: str = name, place: Place = place) -> dict:
+            return place({name: value})
+
+        if _is_model(annotation):
+            yield from _leaf_fields(annotation, here, f"{prefix}{name}.")
+        elif get_origin(annotation) is list and _is_model(get_args(annotation)[0]):
+            item = get_args(annotation)[0]
+            # Required fields of list items (GateCheck.metric, AugmentStep.name) are strings.
+            required = {key: "x" for key, info in item.model_fields.items() if info.is_required()}
+
+            def first_item(value: dict, here: Place = here, required: dict = required) -> dict:
+                return here([{**required, **value}])
+
+            yield from _leaf_fields(item, first_item, f"{prefix}{name}.0.")
+        else:
+            yield f"{prefix}{name}", annotation, here
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    args = get_args(annotation)
+    return set().union(*map(_leaf_types, args)) if args else {annotation}
+
+
+def _fields_of(kind: type) -> list[Any]:
+    """pytest params (id: the dotted key) for every field holding numbers of `kind` (also optional or listed)."""
+    found = []
+    for key, annotation, place in _leaf_fields(Params):
+        if kind in _leaf_types(annotation) and bool not in _leaf_types(annotation):
+            is_list = get_origin(annotation) is list
+            found.append(pytest.param(key, place, is_list, id=key))
+    return found
+
+
+FLOAT_FIELDS = _fields_of(float)
+NUMBER_FIELDS = _fields_of(int) + FLOAT_FIELDS
+
+
+def _write(folder: Path, content: str | bytes | dict) -> Path:
+    """A params.yaml in `folder`: raw bytes, YAML text, or a mapping dumped as YAML (floats as .inf/.nan)."""
+    path = folder / "params.yaml"
+    if isinstance(content, dict):
+        content = yaml.safe_dump(content)
+    if isinstance(content, str):
+        content = content.encode()
+    path.write_bytes(content)
+    return path
+
+
+def _error(path: Path) -> str:
+    """load_params' ParamsError message (any other exception fails the test)."""
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    return str(error.value)
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """Nested aliases that expand to width**levels values: under 1 kB of YAML."""
+    lines = [f"l0: &l0 [{', '.join(['x'] * width)}]"]
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * width)}]" for n in range(1, levels)]
+    return "\n".join(lines) + f"\ntrain: {{conv_filters: *l{levels - 1}}}\n"
+
+
+def _mapping_bomb(levels: int = 9, width: int = 9) -> str:
+    lines = [f"m0: &m0 {{{', '.join(f'k{i}: x' for i in range(width))}}}"]
+    lines += [f"m{n}: &m{n} {{{', '.join(f'k{i}: *m{n - 1}' for i in range(width))}}}" for n in range(1, levels)]
+    return "\n".join(lines) + f"\ntrain: {{augment: [{{name: x, params: *m{levels - 1}}}]}}\n"
+
+
+# Runs in a child process capped at 1.5 GB of address space: a regression fails there, fast,
+# instead of taking the test machine's memory.
+BOMB_CHILD = """
+import resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+cap = 1_500_000_000 if hard == resource.RLIM_INFINITY else min(hard, 1_500_000_000)
+resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+from trainwell.errors import ParamsError
+from trainwell.params import load_params
+try:
+    load_params(sys.argv[1])
+except ParamsError as error:
+    print(error)
+else:
+    sys.exit("the alias bomb loaded without an error")
+"""
 
 
 def test_shipped_params_file_is_valid_and_matches_defaults():
@@ -63,3 +177,192 @@ def test_invalid_yaml_is_a_params_error(tmp_path):
 
 def test_missing_file_means_defaults(tmp_path):
     assert load_params(tmp_path / "absent.yaml") == Params()
+
+
+def test_unknown_key_inside_a_list_item_lists_allowed_keys():
+    # The key lookup used to step into the list index and raise KeyError instead.
+    with pytest.raises(ParamsError) as error:
+        parse_params({"gate": {"checks": [{"metric": "metrics/eval.json:accuracy", "mni": 0.9}]}})
+    assert "gate.checks.0.mni" in str(error.value)
+    assert "max_drop" in str(error.value)
+
+
+def test_introspection_finds_float_and_int_fields_in_every_section():
+    floats = {param.id for param in FLOAT_FIELDS}
+    numbers = {param.id for param in NUMBER_FIELDS}
+    assert {
+        "train.learning_rate",
+        "train.guard.lr_factor",
+        "split.val_fraction",
+        "audit.dark_below",
+        "label_review.learning_rate",
+        "gate.checks.0.min",
+    } <= floats
+    assert {"train.epochs", "train.conv_filters", "train.augment_processes", "demo.seed", "build.workers"} <= numbers
+    assert "train.resume" not in numbers and "train.augment.0.params" not in numbers
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize(("key", "place", "is_list"), FLOAT_FIELDS)
+def test_non_finite_float_is_rejected_naming_the_key(tmp_path, key, place, is_list, value):
+    message = _error(_write(tmp_path, place([value] if is_list else value)))
+    assert f"'{key}'" in message
+    assert "finite" in message
+
+
+@pytest.mark.parametrize("value", [True, False])
+@pytest.mark.parametrize(("key", "place", "is_list"), NUMBER_FIELDS)
+def test_boolean_where_a_number_is_expected_is_rejected(tmp_path, key, place, is_list, value):
+    message = _error(_write(tmp_path, place([value] if is_list else value)))
+    assert f"'{key}'" in message
+    assert "must be a number" in message
+
+
+def test_numbers_are_read_as_users_expect(tmp_path):
+    # An int for a float field is fine, and PyYAML reads 1e-4 (no dot) as a string: still accepted.
+    path = _write(tmp_path, "train: {learning_rate: 1e-4, epochs: 3}\nlabel_review: {learning_rate: 1}\n")
+    params = load_params(path)
+    assert params.train.learning_rate == pytest.approx(1e-4)
+    assert params.label_review.learning_rate == 1.0
+    assert params.train.epochs == 3
+
+
+@pytest.mark.parametrize("section", ["data", "demo"])
+def test_duplicate_classes_are_named(tmp_path, section):
+    message = _error(_write(tmp_path, {section: {"classes": ["a", "a", "b", "c", "c"]}}))
+    assert f"'{section}.classes'" in message
+    assert "['a', 'c']" in message
+
+
+@pytest.mark.parametrize("filters", [[0], [-3], [16, 0, 32]])
+def test_conv_filters_must_be_positive(tmp_path, filters):
+    message = _error(_write(tmp_path, {"train": {"conv_filters": filters}}))
+    assert "'train.conv_filters." in message
+    assert "greater than or equal to 1" in message
+
+
+def test_no_conv_blocks_is_a_valid_model(tmp_path):
+    params = load_params(
+        _write(tmp_path, {"train": {"conv_filters": [], "kernel_size": 50}, "data": {"image_size": 8}})
+    )
+    assert params.train.conv_filters == []
+
+
+@pytest.mark.parametrize(
+    ("image_size", "filters", "kernel", "advice"),
+    [
+        # 8 -> conv 7 -> pool 3 -> conv 2 -> pool 1 -> conv 0: the defaults need image_size >= 10.
+        (8, [16, 16, 32], 2, "the largest kernel that fits is 1"),
+        (16, [16, 16, 32], 3, "the largest kernel that fits is 2"),
+        (75, [16, 16, 32], 11, "the largest kernel that fits is 10"),
+        (75, [16], 80, "the largest kernel that fits is 74"),
+        (8, [8, 8, 8, 8], 1, "no kernel fits"),
+    ],
+)
+def test_kernel_too_large_for_the_image_names_the_keys(tmp_path, image_size, filters, kernel, advice):
+    raw = {"data": {"image_size": image_size}, "train": {"conv_filters": filters, "kernel_size": kernel}}
+    message = _error(_write(tmp_path, raw))
+    for key in ("train.kernel_size", "train.conv_filters", "data.image_size"):
+        assert key in message
+    assert advice in message
+
+
+@pytest.mark.parametrize(
+    ("image_size", "filters", "kernel"), [(75, [16, 16, 32], 10), (75, [16], 74), (16, [16, 16, 32], 2)]
+)
+def test_largest_fitting_kernel_is_accepted(tmp_path, image_size, filters, kernel):
+    raw = {"data": {"image_size": image_size}, "train": {"conv_filters": filters, "kernel_size": kernel}}
+    assert load_params(_write(tmp_path, raw)).train.kernel_size == kernel
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [_alias_bomb(), _mapping_bomb(), "train: &t {conv_filters: [*t]}\n"],
+    ids=["sequence", "mapping", "recursive"],
+)
+def test_alias_bomb_is_refused_fast_in_little_memory_with_a_short_message(tmp_path, bomb):
+    path = _write(tmp_path, bomb)
+    assert path.stat().st_size < 1000
+    started = time.monotonic()
+    child = subprocess.run([sys.executable, "-c", BOMB_CHILD, str(path)], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert time.monotonic() - started < 30
+    assert str(path) in child.stdout
+    assert "refused" in child.stdout
+    assert len(child.stdout) < 2000
+
+
+def test_ordinary_aliases_still_work(tmp_path):
+    path = _write(
+        tmp_path,
+        "demo: {image_size: &size 32, classes: &classes [a, b]}\ndata: {image_size: *size, classes: *classes}\n",
+    )
+    assert load_params(path).data.image_size == 32
+
+
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe\x00bad", "train: {seed: 1}  # caf\xe9\n".encode("latin-1")], ids=["utf16-bom", "latin-1"]
+)
+def test_non_utf8_file_is_named(tmp_path, content):
+    path = _write(tmp_path, content)
+    message = _error(path)
+    assert str(path) in message
+    assert "UTF-8 YAML" in message
+
+
+def test_directory_is_a_params_error(tmp_path):
+    message = _error(tmp_path)
+    assert str(tmp_path) in message
+    assert "directory" in message
+
+
+def test_oversized_file_is_refused(tmp_path):
+    message = _error(_write(tmp_path, "# padding\n" * 200_000))
+    assert "larger than" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "train: [unclosed " + "x" * 100_000,
+        "train: {seed: '" + "x" * 100_000 + "}\n",
+        "train:\n\tseed: 1\n",
+        "train: " + "[" * 100_000,
+    ],
+    ids=["unclosed-long", "unterminated-quote", "tab", "deep"],
+)
+def test_broken_yaml_gives_one_short_line(tmp_path, text):
+    message = _error(_write(tmp_path, text))
+    assert str(tmp_path) in message
+    assert "\n" not in message
+    assert len(message) < 1000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "train: {resume: !!bool maybe}",
+        "train: {seed: 2001-13-45}",
+        "train: {seed: !!timestamp soon}",
+        "train: {seed: !!float many}",
+        "train: {seed: " + "9" * 5000 + "}",
+    ],
+    ids=["bool", "date", "timestamp", "float", "huge-int"],
+)
+def test_values_pyyaml_cannot_build_are_params_errors(tmp_path, text):
+    message = _error(_write(tmp_path, text))
+    assert "not valid YAML: line 1" in message
+    assert len(message) < 1000
+
+
+def test_long_input_is_echoed_capped(tmp_path):
+    message = _error(_write(tmp_path, {"train": {"output_activation": "x" * 100_000}}))
+    assert "train.output_activation" in message
+    assert len(message) < 1000
+
+
+def test_many_problems_are_listed_capped(tmp_path):
+    message = _error(_write(tmp_path, {"train": {"conv_filters": ["many"] * 5000}}))
+    assert message.count("train.conv_filters.") == MAX_PROBLEMS
+    assert f"and {5000 - MAX_PROBLEMS} more problems" in message
+    assert len(message) < 3000

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import reprlib
+from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from trainwell.errors import ParamsError
 from trainwell.kinds import AUDIT_KINDS, BLOCKING_KINDS
@@ -15,10 +17,70 @@ DEFAULT_PARAMS_FILE = "params.yaml"
 
 AuditKind = Literal[AUDIT_KINDS]  # type: ignore[valid-type]
 
+# Limits on hostile params files: a real one is a few kilobytes and a few hundred values.
+MAX_PARAMS_BYTES = 1_000_000
+# YAML values after expanding every *alias: a 334-byte file of nested aliases once expanded to
+# hundreds of millions of values, a 226 MB error message and ~1 GB of memory.
+MAX_YAML_VALUES = 10_000
+# An error message echoes at most this many characters of the offending input ...
+MAX_ECHO = 200
+# ... and lists at most this many problems.
+MAX_PROBLEMS = 10
+
+
+def _short(value: Any) -> str:
+    """repr(value) for an error message, at most MAX_ECHO characters however big the value is."""
+    # reprlib stops at a few items per level, so a huge or recursive structure is never walked whole.
+    brief = reprlib.Repr()
+    brief.maxlevel, brief.maxlist, brief.maxdict, brief.maxstring, brief.maxother = 3, 10, 10, 100, 100
+    try:
+        text = brief.repr(value)
+    except (ValueError, RecursionError):  # e.g. an int beyond Python's 4300-digit str() limit
+        text = f"<{type(value).__name__}>"
+    return _cut(text)
+
+
+def _cut(text: str, limit: int = MAX_ECHO) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _takes_numbers(annotation: Any) -> bool:
+    """True for int/float fields (also optional or in a list) that have no use for a boolean."""
+    leaves: set[Any] = set()
+    pending = [annotation]
+    while pending:
+        item = pending.pop()
+        args = get_args(item)
+        if args:
+            pending.extend(args)
+        else:
+            leaves.add(item)
+    return bool(leaves & {int, float}) and not leaves & {bool, Any}
+
 
 class _Section(BaseModel):
-    # extra="forbid" turns a typo such as `learning_rat` into an error naming the key.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # extra="forbid" turns a typo such as `learning_rat` into an error naming the key;
+    # allow_inf_nan=False rejects .inf / .nan in every float field, present and future.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads `epochs: true` as 1 epoch. Strict mode would also refuse it,
+        # but it refuses "1e-4" too, which is how YAML 1.1 (PyYAML) reads `learning_rate: 1e-4`.
+        items = value if isinstance(value, list) else [value]
+        field = cls.model_fields[info.field_name or ""]
+        if any(isinstance(item, bool) for item in items) and _takes_numbers(field.annotation):
+            raise ValueError(f"must be a number, not {_short(value)} (YAML reads true/false/yes/no/on/off as booleans)")
+        return value
+
+
+def _unique(values: list[str] | None) -> list[str] | None:
+    """A class list with no repeats: a repeated class would get two label indices."""
+    repeated = sorted(name for name, count in Counter(values or []).items() if count > 1)
+    if repeated:
+        raise ValueError(f"lists {_short(repeated)} more than once; name each class once")
+    return values
 
 
 class PathsParams(_Section):
@@ -27,7 +89,7 @@ class PathsParams(_Section):
     # Installed versions of trainwell and the libraries behind its numbers; every stage depends on it.
     versions: str = ".trainwell/versions.json"
     demo_dir: str = "data/demo"
-    quarantine: str = "data/audit/quarantine.txt"
+    quarantine: str = "data/audit/quarantine.csv"
     audit_cache: str = "data/audit/cache.json"
     audit_report: str = "reports/audit/audit.json"
     audit_html: str = "reports/audit/index.html"
@@ -53,6 +115,8 @@ class DemoParams(_Section):
     # Write one deliberately corrupt file into the set, to demonstrate the audit.
     inject_corrupt: bool = False
 
+    _unique_classes = field_validator("classes")(_unique)
+
 
 class DataParams(_Section):
     dir: str = "data/demo"
@@ -66,12 +130,14 @@ class DataParams(_Section):
         default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy"]
     )
 
+    _unique_classes = field_validator("classes")(_unique)
+
     @field_validator("extensions")
     @classmethod
     def _lowercase_with_dot(cls, value: list[str]) -> list[str]:
         bad = [ext for ext in value if not ext.startswith(".")]
         if bad:
-            raise ValueError(f"extensions must start with a dot, got {bad}")
+            raise ValueError(f"extensions must start with a dot, got {_short(bad)}")
         return [ext.lower() for ext in value]
 
 
@@ -150,7 +216,8 @@ class TrainParams(_Section):
     # Adam's step size.
     learning_rate: float = Field(1e-4, gt=0.0)
     seed: int = 0
-    conv_filters: list[int] = Field(default_factory=lambda: [16, 16, 32])
+    # One Conv2D + MaxPooling2D block per entry; [] is a valid model with no conv blocks.
+    conv_filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 16, 32])
     kernel_size: int = Field(2, ge=1)
     dense_units: int = Field(128, ge=1)
     output_activation: Literal["softmax", "sigmoid", "linear"] = "softmax"
@@ -254,19 +321,64 @@ class Params(_Section):
     gate: GateParams = Field(default_factory=GateParams)
     label_review: LabelReviewParams = Field(default_factory=LabelReviewParams)
 
+    @model_validator(mode="after")
+    def _kernel_fits_image(self) -> Params:
+        # Checked here, not in TrainParams: the image size lives in another section.
+        size, kernel, blocks = self.data.image_size, self.train.kernel_size, len(self.train.conv_filters)
+        if _feature_map_size(size, kernel, blocks) > 0:
+            return self
+        fitting = [k for k in range(min(kernel, size), 0, -1) if _feature_map_size(size, k, blocks) > 0]
+        advice = (f"the largest kernel that fits is {fitting[0]}" if fitting else
+                  "no kernel fits: use fewer train.conv_filters or a larger data.image_size")
+        raise ValueError(
+            f"train.kernel_size {kernel} is too large for data.image_size {size} with train.conv_filters "
+            f"{_short(self.train.conv_filters)} (each block: a 'valid' Conv2D, then MaxPooling2D(2)); {advice}"
+        )
+
+
+def _feature_map_size(image_size: int, kernel_size: int, blocks: int) -> int:
+    """Side of the last conv block's output; 0 when a block gets a map smaller than its kernel."""
+    size = image_size
+    for _ in range(blocks):
+        if size < kernel_size:
+            return 0
+        size = (size - kernel_size + 1) // 2  # 'valid' Conv2D, then MaxPooling2D(2)
+        if size == 0:
+            return 0
+    return size
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model that holds the key at `loc` (list indices and dict keys are stepped over)."""
+    model = root
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        nested = _nested_model(field.annotation) if field is not None else None
+        if nested is not None:
+            model = nested
+    return model
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside an annotation such as GuardParams or list[GateCheck], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((model for arg in get_args(annotation) if (model := _nested_model(arg))), None)
+
 
 def _describe_error(error: Any, root: type[BaseModel]) -> str:
-    key = ".".join(str(part) for part in error["loc"])
+    """One line for one pydantic error: the key, what is wrong or allowed, a capped echo of the input."""
+    key = _cut(".".join(str(part) for part in error["loc"]))
     if error["type"] == "extra_forbidden":
         # Name the keys that are allowed at that level, so a typo is a one-look fix.
-        model: type[BaseModel] = root
-        for part in error["loc"][:-1]:
-            annotation = model.model_fields[str(part)].annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                model = annotation
-        allowed = ", ".join(model.model_fields)
+        allowed = ", ".join(_model_at(root, error["loc"][:-1]).model_fields)
         return f"unknown key '{key}'; allowed here: {allowed}"
-    return f"'{key}': {error['msg']} (got {error['input']!r})"
+    if error["type"] == "value_error":
+        # Our own validators: their message already names the values (capped by _short).
+        message = _cut(str(error["ctx"]["error"]), 4 * MAX_ECHO)
+    else:
+        message = f"{error['msg']} (got {_short(error['input'])})"
+    return f"'{key}': {message}" if key else message
 
 
 def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Params:
@@ -274,19 +386,110 @@ def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Para
     try:
         return Params.model_validate(raw or {})
     except ValidationError as exc:
-        problems = "\n  ".join(_describe_error(error, Params) for error in exc.errors())
-        raise ParamsError(f"{source} is invalid:\n  {problems}") from None
+        errors = exc.errors(include_url=False)
+        problems = [_describe_error(error, Params) for error in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"... and {len(errors) - MAX_PROBLEMS} more problems")
+        listing = "\n  ".join(problems)
+        raise ParamsError(f"{source} is invalid:\n  {listing}") from None
+
+
+class _TooManyValues(yaml.YAMLError):
+    """The document expands (through aliases) past MAX_YAML_VALUES, or an alias contains itself."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Values in `node` with every alias expanded, counted on the composed graph (never expanded)."""
+    # An alias is the same node object reached twice, so memoising by id keeps this linear in the file.
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise _TooManyValues("an alias refers to a structure that contains it (a recursive structure)")
+    open_nodes.add(id(node))
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, open_nodes)
+        if size > MAX_YAML_VALUES:
+            raise _TooManyValues(f"it expands to more than {MAX_YAML_VALUES:,} values (counting each *alias "
+                                 f"use); a params file needs far fewer: write the values out or use fewer aliases")
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """SafeLoader that refuses alias bombs and reports bad tagged values as YAML errors with a line."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        # Count before building Python objects, so no expansion ever happens.
+        _expanded_size(node, {}, set())
+        return super().construct_document(node)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # PyYAML's own constructors leak these, e.g. for `!!bool maybe`, `2001-13-45`, or an
+            # integer beyond Python's 4300-digit limit; only a ValueError says something useful.
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            detail = f": {_cut(str(exc))}" if type(exc) is ValueError else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_short(node.value)} as {tag}{detail}", node.start_mark
+            ) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A PyYAML error on one short line: where, what, and while doing what."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+        if exc.context:
+            text += f" ({exc.context})"
+    else:
+        text = str(exc)
+    return _cut(" ".join(text.split()), 2 * MAX_ECHO)
+
+
+def _read_text(path: Path) -> str | None:
+    """The file's text; None when it does not exist. Refuses folders, huge files and non-UTF-8 bytes."""
+    try:
+        if not path.exists():
+            return None
+        if not path.is_file():  # a folder, or a FIFO or device that could block or never end
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise ParamsError(f"{path} is {kind}; params must be a UTF-8 YAML file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PARAMS_BYTES + 1)
+    except OSError as exc:
+        raise ParamsError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path} is larger than {MAX_PARAMS_BYTES:,} bytes; a params file is a few kB of YAML")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path} is not UTF-8 (byte {exc.start} is {data[exc.start]:#04x}); "
+                          f"params files must be UTF-8 YAML") from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
     """Read and validate params.yaml; a missing file means all defaults."""
     path = Path(path)
-    if not path.exists():
+    text = _read_text(path)
+    if text is None:
         return Params()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(text, Loader=_ParamsLoader)  # a SafeLoader: builds no Python objects beyond plain data
+    except _TooManyValues as exc:
+        raise ParamsError(f"{path} is refused: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+        raise ParamsError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ParamsError(f"{path} nests too deeply to read; params need a few levels at most") from None
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{path} must be a mapping of sections (demo, data, audit, ...), got {type(raw).__name__}")
     return parse_params(raw, source=str(path))
