@@ -127,7 +127,7 @@ def test_manifest_must_have_path_and_label_columns(tmp_path, capsys, monkeypatch
     bad = tmp_path / "labels.csv"
     bad.write_text("file,class\nx.png,cat\n")
     (tmp_path / "params.yaml").write_text(f"data:\n  manifest: {bad}\n")
-    assert main(["audit", str(tmp_path / "images")]) == 1
+    assert main(["audit", str(tmp_path / "images")]) == 2  # a malformed manifest is bad usage
     assert "path,label" in capsys.readouterr().err
 
 

@@ -20,6 +20,7 @@ DEFAULT_SEVERITY = {
     "inf": "error",
     "label_conflict": "error",
     "symlink_outside": "error",
+    "special_file": "error",
     "missing_file": "warning",
     "unknown_label": "warning",
     "conflicting_rows": "warning",

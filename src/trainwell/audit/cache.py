@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainwell.console import warn
 from trainwell.data.decode import format_for_extension
 from trainwell.params import AuditParams
 
@@ -76,22 +77,32 @@ class AuditCache:
         self.near_valid = False  # previous_near_pairs were computed with today's settings
         if self.path and self.path.exists():
             try:
-                stored = json.loads(self.path.read_text())
-                records = np.load(self._sidecar(), allow_pickle=False)
-            except (OSError, ValueError):
-                stored, records = {}, np.zeros(0)
-            if not isinstance(stored, dict):  # valid JSON of the wrong shape is a cache miss too
-                stored = {}
-            if (stored.get("fingerprint") == self.fingerprint and records.dtype == _RECORD
-                    and len(stored.get("paths", [])) == len(records)):
-                columns = {name: records[name] for name in _RECORD.names or ()}
-                self.paths = stored["paths"]
-                self.columns = columns
-                self.findings = stored.get("findings", {})
-                near = stored.get("near_duplicates", {})
-                if near.get("settings") == self.near_settings:
-                    self.previous_near_pairs = near.get("pairs", [])
-                    self.near_valid = True
+                self._load()
+            except Exception as exc:  # any unreadable or malformed cache is a miss, rebuilt on save
+                warn(f"audit: ignoring the audit cache '{self.path}' ({type(exc).__name__}: {str(exc)[:120]}); "
+                     "every file is checked afresh and the cache rewritten")
+                self.paths, self.columns, self.findings = [], {}, {}
+                self.previous_near_pairs, self.near_valid = [], False
+
+    def _load(self) -> None:
+        """Take the stored results when they were made under this fingerprint; raise when malformed."""
+        stored = json.loads(self.path.read_text(encoding="utf-8")) if self.path else {}
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+        if stored.get("fingerprint") != self.fingerprint:
+            return  # other thresholds or code: a clean miss, not a fault
+        records = np.load(self._sidecar(), allow_pickle=False)
+        paths, findings = stored.get("paths"), stored.get("findings", {})
+        near = stored.get("near_duplicates", {})
+        if (records.dtype != _RECORD or not isinstance(paths, list) or len(paths) != len(records)
+                or not all(isinstance(path, str) for path in paths) or not isinstance(findings, dict)
+                or not isinstance(near, dict)):
+            raise ValueError("records and paths do not match")
+        self.paths, self.findings = paths, findings
+        self.columns = {name: records[name] for name in _RECORD.names or ()}
+        if near.get("settings") == self.near_settings and isinstance(near.get("pairs", []), list):
+            self.previous_near_pairs = near.get("pairs", [])
+            self.near_valid = True
 
     def _sidecar(self) -> Path:
         assert self.path is not None

@@ -66,6 +66,14 @@ def content_findings(image: np.ndarray, grey: np.ndarray, *, policy: AuditParams
 
 def check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) -> FileResult:
     """Read and fully decode one file; never raises for a bad file, records why it is bad instead."""
+    try:
+        return _check_file(root=root, path=path, label=label, policy=policy)
+    except Exception as exc:  # one bad file is a finding for that file, never the end of the audit
+        return FileResult(path=path, label=label,
+                          findings=[("corrupt", f"checking failed: {type(exc).__name__}: {str(exc)[:200]}")])
+
+
+def _check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) -> FileResult:
     result = FileResult(path=path, label=label)
     try:
         data = storage.read_bytes(storage.join(root, path) if storage.is_remote(root) else os.path.join(root, path))

@@ -38,6 +38,11 @@ _EXTENSION_FORMATS = {
 }
 
 
+# What a decode may allocate per pixel of audit.max_pixels: four float32 samples (RGBA float).
+# A header promising more (600 float64 samples a pixel, a 1e9-element .npy) is refused unread.
+MAX_BYTES_PER_PIXEL = 16
+
+
 class DecodeError(Exception):
     """A file that cannot become a training image; `kind` is the audit's name for the reason."""
 
@@ -85,14 +90,17 @@ def _finite_or_raise(array: np.ndarray) -> None:
 
 def _to_rgb_uint8(array: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray:
     """Bring a decoded array to (H, W, 3) uint8, recording every conversion made."""
+    # Only numbers are pixels: dates, strings, bytes, records and complex values are not.
+    if array.dtype.kind not in "biuf":
+        raise DecodeError("not_an_image", f"values of type {array.dtype} are not pixel data")
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3:
-        raise DecodeError("not_an_image", f"array of shape {array.shape} is not an image (need H x W [x C])")
+    if array.ndim != 3 or 0 in array.shape:
+        raise DecodeError("not_an_image", f"array of shape {array.shape} is not an image (need H x W [x C], none 0)")
     if np.issubdtype(array.dtype, np.floating):
         _finite_or_raise(array)
         # Float images are taken as intensities in [0, 1]; values outside are clipped.
-        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)  # clipped first: no overflow
     elif array.dtype == np.uint16 or array.dtype == np.int32 or array.dtype == np.uint32:
         notes.append(("high_bit_depth", f"{array.dtype} reduced to 8 bits"))
         maximum = 65535 if array.dtype == np.uint16 else max(int(array.max()), 1)
@@ -117,8 +125,27 @@ def _to_rgb_uint8(array: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray
     return np.ascontiguousarray(array)
 
 
-def _decode_npy(data: bytes) -> Decoded:
+def _npy_header(data: bytes) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header, read without touching (or allocating) the array."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(stream)
+    except Exception as exc:  # numpy raises ValueError for damaged headers
+        raise DecodeError("corrupt", f"numpy header could not be read: {exc}") from None
+    return tuple(shape), dtype
+
+
+def _decode_npy(data: bytes, *, max_pixels: int) -> Decoded:
     notes: list[tuple[str, str]] = []
+    shape, dtype = _npy_header(data)
+    # numpy allocates the whole array before reading it: bound what the header asks for first.
+    pixels = int(np.prod(shape[:2], dtype=np.float64)) if len(shape) >= 2 else 0
+    needed = float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if pixels > max_pixels or needed > max_pixels * MAX_BYTES_PER_PIXEL:
+        raise DecodeError("too_large", f"array of shape {shape} and type {dtype} would take {needed / 2**20:.0f} MiB; "
+                          f"the limit is {max_pixels} pixels of at most {MAX_BYTES_PER_PIXEL} bytes")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # numpy raises ValueError/EOFError/OSError for damaged headers
@@ -221,9 +248,15 @@ def _decode_tiff(data: bytes, *, max_pixels: int) -> Decoded:
     with tiff:
         page = tiff.pages.first
         width, height = page.imagewidth, page.imagelength
-        # Checked on the header alone so a decompression bomb never allocates its pixels.
+        # Checked on the header alone so a decompression bomb never allocates its pixels: the
+        # pixel count, and the bytes the first page decodes to (samples x bytes per sample).
         if width * height > max_pixels:
             raise DecodeError("too_large", f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+        needed = float(np.prod(page.shape, dtype=np.float64)) * np.dtype(page.dtype or np.uint8).itemsize
+        if needed > max_pixels * MAX_BYTES_PER_PIXEL:
+            raise DecodeError("too_large", f"{width}x{height} with {page.samplesperpixel} samples of "
+                              f"{page.bitspersample} bits per pixel would take {needed / 2**20:.0f} MiB to decode; the "
+                              f"limit is {max_pixels} pixels of at most {MAX_BYTES_PER_PIXEL} bytes")
         if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
             return _decode_pillow(data, fmt="tiff", max_pixels=max_pixels)
         if len(tiff.pages) > 1:
@@ -253,12 +286,19 @@ def decode_image(data: bytes, *, suffix: str = "", max_pixels: int = 40_000_000)
     fmt = sniff_format(data)
     if fmt is None:
         raise DecodeError("not_an_image", "content matches no supported image format")
-    if fmt == "npy":
-        decoded = _decode_npy(data)
-    elif fmt == "tiff":
-        decoded = _decode_tiff(data, max_pixels=max_pixels)
-    else:
-        decoded = _decode_pillow(data, fmt=fmt, max_pixels=max_pixels)
+    try:
+        if fmt == "npy":
+            decoded = _decode_npy(data, max_pixels=max_pixels)
+        elif fmt == "tiff":
+            decoded = _decode_tiff(data, max_pixels=max_pixels)
+        else:
+            decoded = _decode_pillow(data, fmt=fmt, max_pixels=max_pixels)
+    except DecodeError:
+        raise
+    except MemoryError:
+        raise DecodeError("too_large", f"{fmt} needs more memory to decode than is available") from None
+    except Exception as exc:  # one bad file is a finding, whatever a decoder library raises for it
+        raise DecodeError("corrupt", f"{fmt} could not be decoded: {type(exc).__name__}: {str(exc)[:200]}") from None
     expected = format_for_extension(suffix) if suffix else None
     if expected is not None and expected != fmt:
         decoded.notes.append(("extension_mismatch", f"{fmt} content named {suffix}"))

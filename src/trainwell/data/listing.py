@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from trainwell import storage
-from trainwell.errors import DataError
+from trainwell.errors import DataError, UsageError
 from trainwell.kinds import Finding
 
 
@@ -24,14 +24,6 @@ class Listing:
     # (size in bytes, mtime in ns) of each local file (lstat, links not followed; (-1, -1) when
     # it could not be stat'ed), taken while listing. None for object stores.
     stats: list[tuple[int, int]] | None = None
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: list[str]) -> Listing:
@@ -58,7 +50,7 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
         if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
             listing.issues.append(Finding(entry.name, "stray_file", "file outside any class folder is ignored"))
         elif entry.is_symlink():
-            _report_link(listing, root, Path(entry.path))
+            _safe_target(listing, root, entry.name, regular_file=False)  # reported when it escapes or loops
     for name in subdirs:
         if name not in wanted:
             listing.issues.append(
@@ -72,7 +64,7 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
         if class_dir.is_dir() and not class_dir.is_symlink():
             _scan(str(class_dir), label, relatives=relatives, stats=stats, links=links, listing=listing)
         if links:
-            escaping = {position for position in links if not _report_link(listing, root, root / relatives[position])}
+            escaping = {position for position in links if not _safe_target(listing, root, relatives[position])}
             relatives = [relative for position, relative in enumerate(relatives) if position not in escaping]
             stats = [stat for position, stat in enumerate(stats) if position not in escaping]
         accepted = _add_class_files(listing, label, relatives, allowed)
@@ -159,7 +151,10 @@ def _scan(folder: str, relative: str, *, relatives: list[str], stats: list[tuple
             if S_ISLNK(mode):
                 links.append(len(relatives))
             elif not S_ISREG(mode):
-                continue  # sockets, pipes, devices
+                # Reading a FIFO blocks for ever and a device may never end: reported, never opened.
+                listing.issues.append(Finding(f"{relative}/{name}", "special_file",
+                                              "not a regular file (a FIFO, socket or device); never opened"))
+                continue
             relatives.append(f"{relative}/{name}")
             stats.append((stat.st_size, stat.st_mtime_ns))
     finally:
@@ -174,17 +169,59 @@ def _lstat(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _report_link(listing: Listing, root: Path, path: Path) -> bool:
-    """Record a link that escapes the root (never followed); True when the link is safe to read."""
-    if _inside(path, root):
-        return True
-    listing.issues.append(
-        Finding(
-            path.relative_to(root).as_posix(), "symlink_outside",
-            f"symbolic link leads outside the dataset to '{os.readlink(path)}'; not followed",
-        )
-    )
-    return False
+def _safe_target(listing: Listing, root: Path, relative: str, *, regular_file: bool = True) -> bool:
+    """True when root/relative, every link along it followed, is a regular file inside the root.
+
+    Otherwise the reason is recorded and the file is never opened: a link out of the root
+    (`symlink_outside`), a FIFO, socket or device (`special_file`: reading a FIFO would block
+    for ever), a link loop or a dangling link (`unreadable`), or nothing there (`missing_file`).
+    """
+    path = root / relative
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        kind, why = ("unreadable", "symbolic link leads nowhere") if path.is_symlink() else (
+            "missing_file", "named in the manifest but not on disk")
+        listing.issues.append(Finding(relative, kind, f"{why}; not read"))
+        return False
+    except (RuntimeError, OSError) as exc:  # a link loop (RuntimeError before Python 3.13) or ELOOP
+        listing.issues.append(Finding(relative, "unreadable", f"symbolic links loop or cannot be followed "
+                                      f"({type(exc).__name__}); not read"))
+        return False
+    if not target.is_relative_to(root.resolve()):
+        listing.issues.append(Finding(relative, "symlink_outside",
+                                      f"leads outside the dataset to '{target}' through a link; not followed"))
+        return False
+    if regular_file and not S_ISREG(target.stat().st_mode):
+        listing.issues.append(Finding(relative, "special_file",
+                                      "not a regular file (a FIFO, socket, device or folder); never opened"))
+        return False
+    return True
+
+
+def _manifest_rows(manifest: Path) -> list[tuple[str, str]]:
+    """(path, label) rows of a labels manifest; a malformed file is a usage error naming the line."""
+    try:
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None or not {"path", "label"} <= {name.strip() for name in header}:
+                raise UsageError(f"labels manifest '{manifest}' needs a header row with columns path,label; "
+                                 f"found {str(header)[:200]}")
+            columns = {name.strip(): position for position, name in enumerate(header)}
+            rows = []
+            for row in reader:
+                if not row:
+                    continue  # a blank line
+                if len(row) != len(header):
+                    raise UsageError(f"labels manifest '{manifest}' line {reader.line_num}: {len(row)} columns where "
+                                     f"the header has {len(header)}; quote fields that hold commas")
+                rows.append((row[columns["path"]].strip(), row[columns["label"]].strip()))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"labels manifest '{manifest}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise UsageError(f"labels manifest '{manifest}' is not valid CSV: {str(exc)[:200]}") from None
+    return rows
 
 
 def list_manifest(
@@ -201,12 +238,7 @@ def list_manifest(
     root, manifest = Path(root), Path(manifest)
     if not manifest.is_file():
         raise DataError(f"labels manifest '{manifest}' does not exist; set data.manifest in params.yaml or remove it")
-    with manifest.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"labels manifest '{manifest}' needs a header row with columns path,label; "
-                            f"found {reader.fieldnames}")
-        rows = [(row["path"].strip(), row["label"].strip()) for row in reader]
+    rows = _manifest_rows(manifest)
     labels_seen = sorted({label for _, label in rows if label})
     wanted = sorted(labels_seen) if classes is None else list(classes)
     stats_of_files: list[tuple[int, int]] = []
@@ -233,10 +265,8 @@ def list_manifest(
                                         f"label '{label}' is not in the class list {wanted}; left out"))
             continue
         full = root / path
-        if full.is_symlink() and not _report_link(listing, root, full):
-            continue
-        if not full.is_file():
-            listing.issues.append(Finding(path, "missing_file", "named in the manifest but not on disk"))
+        # Every component is resolved, not only the last: `lnk/s/img.png` through `lnk -> /elsewhere`.
+        if not _safe_target(listing, root, path):
             continue
         if full.suffix.lower() not in allowed:
             listing.issues.append(Finding(path, "stray_file",

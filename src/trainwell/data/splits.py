@@ -68,6 +68,28 @@ def stratified_split(
     return {name: sorted(items) for name, items in splits.items()}
 
 
+def check_trainable(splits: dict[str, list[tuple[str, str]]], *, classes: list[str]) -> None:
+    """Refuse, with the counts, a split that training or evaluation could only fail on later.
+
+    A classifier needs two classes with training images; validation and test need at least one
+    image each (an empty validation split once ended training in a TypeError traceback).
+    """
+    counts = {name: Counter(label for _, label in rows) for name, rows in splits.items()}
+    table = ", ".join(f"{label} {'/'.join(str(counts[name][label]) for name in SPLITS)}" for label in classes)
+    where = f"images per class (train/val/test): {table}"
+    trained = [label for label in classes if counts["train"][label]]
+    if len(trained) < 2:
+        raise DataError(f"a classifier needs at least 2 classes with training images, this dataset has "
+                        f"{len(trained)}; {where}. Add images or classes (data.dir, data.classes)")
+    for name, fraction in (("val", "split.val_fraction"), ("test", "split.test_fraction")):
+        if not splits[name]:
+            raise DataError(f"the {name} split is empty; {where}. Add images, or raise {fraction}")
+    untrained = [label for label in classes if not counts["train"][label]]
+    if untrained:
+        raise DataError(f"classes {untrained} have no training images; {where}. Add images to them or leave "
+                        "them out of data.classes")
+
+
 def split_receipt(splits: dict[str, list[tuple[str, str]]], *, classes: list[str], excluded: int) -> dict:
     """Counts per split and class, for metrics/split.json."""
     receipt: dict = {"files_excluded_by_audit": excluded}

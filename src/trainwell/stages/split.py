@@ -7,7 +7,15 @@ from pathlib import Path
 
 from trainwell.console import say
 from trainwell.data.listing import list_sources
-from trainwell.data.splits import CLASSES_FILE, SPLITS, group_units, split_receipt, stratified_split, write_split_csv
+from trainwell.data.splits import (
+    CLASSES_FILE,
+    SPLITS,
+    check_trainable,
+    group_units,
+    split_receipt,
+    stratified_split,
+    write_split_csv,
+)
 from trainwell.errors import DataError
 from trainwell.outputs import read_rows, write_json
 from trainwell.params import load_params
@@ -31,9 +39,10 @@ def main(*, params_file: str = "params.yaml") -> int:
     groups = read_groups(paths.audit_report)
     splits = stratified_split(files=usable, val_fraction=params.split.val_fraction,
                               test_fraction=params.split.test_fraction, seed=params.split.seed, groups=groups)
-    # An empty train split would only surface later as a confusing TensorFlow error.
+    # An empty or one-class split would only surface later as a confusing TensorFlow error.
     if not splits["train"]:
         raise DataError(f"no usable images left for training in '{data.dir}' after the audit's quarantine")
+    check_trainable(splits, classes=listing.classes)
     for name in SPLITS:
         write_split_csv(Path(paths.splits_dir) / f"{name}.csv", splits[name])
     # The class order fixes label indices for build, train and evaluate alike.

@@ -1,0 +1,216 @@
+"""Hostile files: one bad file never stops a stage, memory is bounded from the header, only regular files inside the root are read."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from tests import faults
+from tests.helpers import tiny_params, tool_env, write_params
+from trainwell.cli import main
+from trainwell.data.decode import DecodeError, decode_image, resize_image
+from trainwell.outputs import read_rows
+from trainwell.params import load_params
+from trainwell.stages import audit, split
+
+
+def seed_files(rng: np.random.Generator) -> dict[str, bytes]:
+    """Valid files of every supported format, several TIFF compressions and sample formats among them."""
+    pixels = rng.integers(0, 256, size=(24, 20, 3), dtype=np.uint8)
+    files = {f"seed.{ext}": faults.encode(pixels, fmt) for ext, fmt in
+             (("jpg", "JPEG"), ("png", "PNG"), ("gif", "GIF"), ("bmp", "BMP"), ("webp", "WEBP"))}
+    for name, array, options in (("plain", pixels, {}), ("zlib", pixels, {"compression": "zlib"}),
+                                 ("float", pixels.astype(np.float32) / 255, {}),
+                                 ("u16", pixels.astype(np.uint16) * 257, {"compression": "zlib"})):
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, array, photometric="rgb", **options)
+        files[f"seed-{name}.tif"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    np.save(buffer, pixels)
+    files["seed.npy"] = buffer.getvalue()
+    return files
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One seeded mutation: bit flips, a truncation, header bytes set to extremes, a duplicated or dropped chunk."""
+    blob = bytearray(data)
+    choice = rng.randrange(5)
+    if choice == 0:
+        for _ in range(rng.randint(1, 8)):
+            position = rng.randrange(len(blob))
+            blob[position] ^= 1 << rng.randrange(8)
+    elif choice == 1:
+        del blob[rng.randrange(1, len(blob)):]
+    elif choice == 2:  # header fields (sizes, depths, counts) to extreme values
+        position = rng.randrange(min(len(blob), 64))
+        blob[position:position + 4] = rng.choice([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff",
+                                                  b"\x00\x01\x00\x00"])
+    elif choice == 3:
+        start = rng.randrange(len(blob))
+        end = min(len(blob), start + rng.randint(1, 64))
+        blob[end:end] = blob[start:end] * rng.randint(1, 3)
+    else:
+        start = rng.randrange(len(blob))
+        del blob[start:start + rng.randint(1, 64)]
+    return bytes(blob)
+
+
+def test_fuzzed_files_never_crash_the_audit_and_what_passes_builds(tmp_path, capsys):
+    """About 600 seeded mutations of every format: the audit reports each, and every file it lets
+    through decodes and resizes the way build does (what the audit passes, training can read)."""
+    root = tmp_path / "data"
+    rng, pick = np.random.default_rng(0), random.Random(0)
+    seeds = seed_files(rng)
+    count = 0
+    for name, data in seeds.items():
+        stem, ext = name.rsplit(".", 1)
+        for copy in range(50):
+            faults.write(root / ("a", "b")[copy % 2] / f"{stem}-{copy}.{ext}", mutate(data, pick))
+            count += 1
+    status = main(["audit", str(root), "--format", "json"])
+    assert status in (0, 1)  # never 3 (a crash) or 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["files_scanned"] == count
+    blocked = {issue["path"] for issue in report["issues"] if issue["severity"] == "error"}
+    passed = 0
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_file() and relative not in blocked:
+            decoded = decode_image(path.read_bytes(), suffix=path.suffix, max_pixels=load_params().audit.max_pixels)
+            assert resize_image(decoded.image, size=32).shape == (32, 32, 3)
+            passed += 1
+    assert passed > 50 and len(blocked) > 50  # the mutations made both kinds
+
+
+@pytest.mark.parametrize("array", [
+    np.array(["2020-01-01"] * 12, dtype="datetime64[D]").reshape(2, 2, 3),
+    np.array([["a", "b"], ["c", "d"]]),
+    np.zeros((2, 2), dtype=[("x", "u1"), ("y", "f4")]),
+    np.zeros((2, 2, 3), dtype="V4"),
+    np.zeros((2, 2, 3), dtype=np.complex64),
+    np.zeros((0, 5)),
+    np.zeros((5, 0, 3)),
+], ids=["datetime64", "unicode", "structured", "void", "complex", "0x5", "5x0x3"])
+def test_npy_that_is_not_pixels_is_a_finding(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    with pytest.raises(DecodeError) as raised:
+        decode_image(buffer.getvalue(), suffix=".npy")
+    assert raised.value.kind == "not_an_image"
+
+
+def test_memory_is_bounded_from_the_header_not_the_pixel_count():
+    # 400x400 pixels pass max_pixels, but 600 float64 samples a pixel would take 733 MiB.
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((400, 400, 600), dtype=np.float64), planarconfig="contig",
+                     photometric="minisblack", compression="zlib")
+    assert len(buffer.getvalue()) < 2_000_000
+    with pytest.raises(DecodeError) as raised:
+        decode_image(buffer.getvalue(), suffix=".tif", max_pixels=40_000_000)
+    assert raised.value.kind == "too_large" and "MiB" in raised.value.detail
+    # A .npy whose header promises 10^10 float64 values in a few bytes: refused before numpy allocates.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (100_000, 100_000)})
+    with pytest.raises(DecodeError) as raised:
+        decode_image(b"\x93NUMPY\x01\x00" + header.getvalue()[8:], suffix=".npy")
+    assert raised.value.kind == "too_large"
+
+
+def test_links_fifos_and_loops_are_findings_and_never_block(demo_copy, workdir, tmp_path):
+    outside = tmp_path / "outside"
+    faults.write(outside / "secret.jpg", faults.jpeg_bytes(seed=3))
+    os.mkfifo(demo_copy / "ring" / "pipe.jpg")
+    os.mkfifo(demo_copy / "fifo-target")
+    (demo_copy / "ring" / "to-fifo.jpg").symlink_to(demo_copy / "fifo-target")
+    (demo_copy / "ring" / "loop.jpg").symlink_to(demo_copy / "ring" / "loop.jpg")
+    (demo_copy / "ring" / "out.jpg").symlink_to(outside / "secret.jpg")
+    (demo_copy / "square" / "dir-out").symlink_to(outside)
+    # In a subprocess with a deadline: a FIFO that is opened blocks for ever.
+    result = subprocess.run([sys.executable, "-m", "trainwell", "audit", str(demo_copy), "--format", "json"],
+                            cwd=workdir, env=tool_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    kinds = {issue["path"]: issue["kind"] for issue in json.loads(result.stdout)["issues"]}
+    assert kinds["ring/pipe.jpg"] == "special_file"
+    assert kinds["ring/to-fifo.jpg"] == "special_file"
+    assert kinds["ring/loop.jpg"] == "unreadable"
+    assert kinds["ring/out.jpg"] == "symlink_outside"
+
+
+def test_manifest_rows_through_a_linked_folder_never_leave_the_root(demo_copy, workdir, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere" / "s"
+    faults.write(elsewhere / "img000.png", faults.png_bytes(seed=5))
+    (demo_copy / "lnk").symlink_to(elsewhere.parent)
+    rows = [f"{path.relative_to(demo_copy).as_posix()},{path.parent.name}"
+            for path in sorted(demo_copy.glob("*/*.jpg"))] + ["lnk/s/img000.png,circle"]
+    (demo_copy / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    params = tiny_params()
+    params["data"]["manifest"] = str(demo_copy / "labels.csv")
+    write_params(workdir, params)
+    assert audit.main() == 1  # symlink_outside fails the default policy
+    assert {row["path"] for row in read_rows(load_params().paths.quarantine, columns=["path"])} == set()
+    report = json.loads(Path(load_params().paths.audit_report).read_text())
+    assert {"path": "lnk/s/img000.png", "kind": "symlink_outside"} in [
+        {key: issue[key] for key in ("path", "kind")} for issue in report["issues"]]
+    assert split.main() == 0
+    splits = "".join(Path(load_params().paths.splits_dir, f"{name}.csv").read_text() for name in ("train", "val", "test"))
+    assert "img000" not in splits
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"path,label\ncircle/a.jpg,circle,extra\n", "line 2: 3 columns"),
+    (b"path,label\ncircle/a.jpg\n", "line 2: 1 columns"),
+    (b"path,label\ncircle/\xff\xfe.jpg,circle\n", "not UTF-8"),
+    (b"name,class\nx,y\n", "header row with columns path,label"),
+])
+def test_malformed_manifest_is_a_usage_error_naming_the_line(demo_copy, workdir, capsys, content, expected):
+    manifest = demo_copy / "labels.csv"
+    manifest.write_bytes(content)
+    params = tiny_params()
+    params["data"]["manifest"] = str(manifest)
+    write_params(workdir, params)
+    assert main(["audit"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", [b"[1, 2, 3]", b'{"fingerprint": 5, "paths": {}}', b"\xff\x00", b'"text"'])
+def test_a_corrupt_audit_cache_is_a_miss_with_one_warning(demo_copy, workdir, capsys, content):
+    cache = workdir / "cache.json"
+    cache.write_bytes(content)
+    assert main(["audit", str(demo_copy), "--cache", str(cache), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["files_scanned"] == 60
+    assert captured.err.count("ignoring the audit cache") <= 1
+    assert json.loads(cache.read_text())["paths"]  # rebuilt
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({"cat": 30}, "at least 2 classes"),
+    ({"cat": 3, "dog": 3}, "the val split is empty; images per class (train/val/test): cat 3/0/0, dog 3/0/0"),
+    ({"cat": 30, "dog": 30, "fox": 0}, "classes ['fox'] have no training images"),
+])
+def test_a_dataset_too_small_to_train_is_refused_at_split_with_counts(tmp_path, monkeypatch, capsys, layout, expected):
+    monkeypatch.chdir(tmp_path)
+    for position, (label, count) in enumerate(layout.items()):
+        for index in range(count):
+            faults.write(tmp_path / "data" / "images" / label / f"{index}.jpg",
+                         faults.jpeg_bytes(seed=1000 * position + index))
+    params = tiny_params()
+    params["data"]["dir"] = "data/images"
+    params["data"]["classes"] = list(layout)  # a configured class may have no images at all
+    params["audit"]["max_class_imbalance"] = 100.0
+    params["split"].update(val_fraction=0.15, test_fraction=0.15)  # the shipped fractions
+    write_params(tmp_path, params)
+    assert main(["audit"]) == 0
+    assert main(["split"]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
