@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from trainwell import storage
 from trainwell.data.decode import DecodeError, decode_image, resize_image
 from trainwell.data.splits import CLASSES_FILE, SPLITS, read_split_csv
 from trainwell.errors import DataError
-from trainwell.outputs import clear_generated_dir, write_json
+from trainwell.outputs import clear_generated_dir_check, replace_generated_dir, staging_dir, write_json
 from trainwell.progress import progress
 
 MANIFEST = "manifest.json"
@@ -109,9 +110,16 @@ def build_cache(
     classes = json.loads(classes_file.read_text()) if classes_file.exists() else []
     if not classes:
         raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
+    target = cache_dir
     if not storage.is_remote(cache_dir):
-        # Rebuilt whole, but only when an earlier build made it (its manifest is the marker).
-        clear_generated_dir(Path(cache_dir), marker=MANIFEST)
+        # Built whole beside the final folder, then swapped in: a build killed at any moment
+        # leaves the previous cache (or none) in place, and its leftovers are cleared next time.
+        # Only a folder an earlier build made (its manifest is the marker) is ever replaced.
+        if Path(cache_dir).exists():
+            clear_generated_dir_check(Path(cache_dir), marker=MANIFEST)
+        staging = staging_dir(cache_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        target = str(staging)
     elif storage.exists(cache_dir) and not storage.exists(storage.join(cache_dir, MANIFEST)):
         # An object-store cache is overwritten shard by shard (the manifest names the live ones),
         # so the same marker rule decides whether those objects may be written over.
@@ -128,11 +136,13 @@ def build_cache(
             classes=classes,
             image_size=image_size,
             shard_size=shard_size,
-            out_dir=storage.join(cache_dir, name),
+            out_dir=storage.join(target, name),
             workers=workers,
             max_pixels=max_pixels,
         )
-    write_json(storage.join(cache_dir, MANIFEST), manifest)
+    write_json(storage.join(target, MANIFEST), manifest)
+    if target != cache_dir:
+        replace_generated_dir(Path(target), Path(cache_dir), marker=MANIFEST)
     return manifest
 
 

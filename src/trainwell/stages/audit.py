@@ -6,10 +6,10 @@ from pathlib import Path
 
 from trainwell import storage
 from trainwell.audit.dataset import audit_dataset
-from trainwell.audit.report import metrics_for, quarantine_rows, render
-from trainwell.console import error, say, warn
+from trainwell.audit.report import format_violations, metrics_for, quarantine_rows, render
+from trainwell.console import NORMAL, error, say, verbosity, warn
 from trainwell.errors import ParamsError, UsageError
-from trainwell.outputs import write_bytes_atomically, write_json, write_rows
+from trainwell.outputs import write_json, write_rows, write_text_atomically
 from trainwell.params import load_params
 
 
@@ -46,8 +46,10 @@ def main(
         write_rows(params.paths.quarantine, quarantine_rows(report, policy=params.audit), fields=["path", "kinds"])
         html_file = html_file or params.paths.audit_html
     if html_file is not None:
-        write_bytes_atomically(html_file, report.to_html(max_pixels=params.audit.max_pixels).encode("utf-8"))
+        write_text_atomically(html_file, report.to_html(max_pixels=params.audit.max_pixels))
         warn(f"audit: HTML report written to {html_file}")
     if not report.policy_holds:
+        if verbosity() < NORMAL and output_format == "text":  # -q: the findings that failed it are errors
+            error(format_violations(report))
         error("audit: policy violated (see above)")
     return 0 if report.policy_holds else 1

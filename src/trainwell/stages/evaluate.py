@@ -8,7 +8,7 @@ import numpy as np
 
 from trainwell.console import say
 from trainwell.errors import DataError
-from trainwell.outputs import write_json, write_rows
+from trainwell.outputs import write_json, write_rows, write_text_atomically
 from trainwell.params import load_params
 from trainwell.training.evaluation import calibration, classification_metrics, top_k_accuracy
 
@@ -19,9 +19,8 @@ HTML_FILE = "index.html"
 
 
 def main(*, params_file: str = "params.yaml") -> int:
-    import keras
-
     from trainwell.training.inputs import plan_inputs
+    from trainwell.training.model_files import load_model_file
 
     params = load_params(params_file)
     # Held in memory within train.memory_budget_mb, streamed shard by shard past it.
@@ -32,7 +31,7 @@ def main(*, params_file: str = "params.yaml") -> int:
         raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
     # Inference only: compile=False skips restoring the optimizer, whose state a mixed-precision
     # run saves in a form plain loading warns about ("Skipping variable loading for optimizer").
-    model = keras.models.load_model(params.paths.model, compile=False)
+    model = load_model_file(params.paths.model, compile=False)
     if test_input.streaming:
         say(f"evaluate: streaming the test split from {len(test.counts)} shards "
               f"({test.image_bytes / 2**20:.0f} MiB > train.memory_budget_mb)")
@@ -49,10 +48,9 @@ def main(*, params_file: str = "params.yaml") -> int:
     write_rows(report_dir / PER_CLASS_FILE, [{"class": name, **values} for name, values in metrics["per_class"].items()])
     from trainwell.reports.evaluation_page import render_evaluation
 
-    (report_dir / HTML_FILE).write_text(render_evaluation(
-        image=test_input.image, labels=test.labels,
-        probabilities=probabilities, paths=test.paths, classes=test.classes,
-        metrics=metrics))
+    write_text_atomically(report_dir / HTML_FILE, render_evaluation(
+        image=test_input.image, labels=test.labels, probabilities=probabilities, paths=test.paths,
+        classes=test.classes, metrics=metrics))
     # One row per test image: the table DVC's confusion template draws from.
     write_rows(report_dir / PREDICTIONS_FILE, [
         {"path": path, "actual": test.classes[label], "predicted": test.classes[prediction]}

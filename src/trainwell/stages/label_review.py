@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from trainwell.console import say
 from trainwell.data.cache import load_split
-from trainwell.outputs import write_json, write_rows
+from trainwell.outputs import write_bytes_atomically, write_json, write_rows, write_text_atomically
 from trainwell.params import load_params
 from trainwell.training.label_review import out_of_fold_probabilities, rank_label_issues
 
@@ -29,9 +30,10 @@ def main(*, params_file: str = "params.yaml") -> int:
                                               review=review, train=params.train)
     suspects = rank_label_issues(labels=labels, probabilities=probabilities, filter_by=review.filter_by)
     report_dir = Path(paths.label_report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
     # Kept for anyone who wants to re-rank with other cleanlab settings without retraining.
-    np.save(report_dir / "out_of_fold_probabilities.npy", probabilities)
+    buffer = io.BytesIO()
+    np.save(buffer, probabilities)
+    write_bytes_atomically(report_dir / "out_of_fold_probabilities.npy", buffer.getvalue())
     suggested = probabilities.argmax(axis=1)
     write_rows(report_dir / SUSPECTS_FILE, [
         {"path": file_paths[index], "given_label": classes[labels[index]],
@@ -46,7 +48,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     ], fields=["path", "label"])
     from trainwell.reports.labels_page import render_suspects
 
-    (report_dir / "index.html").write_text(render_suspects(
+    write_text_atomically(report_dir / "index.html", render_suspects(
         suspects=[(file_paths[i], classes[labels[i]], classes[suggested[i]], score, images[i]) for i, score in suspects],
         reviewed=len(labels)))
     accuracy = float((suggested == labels).mean()) if len(labels) else math.nan

@@ -10,6 +10,7 @@ from trainwell.outputs import write_json
 from trainwell.params import load_params
 from trainwell.training.fit import train_model, weights_are_finite
 from trainwell.training.guard import TrainingDiverged
+from trainwell.training.model_files import save_model_file
 
 
 def main(*, params_file: str = "params.yaml") -> int:
@@ -29,8 +30,7 @@ def main(*, params_file: str = "params.yaml") -> int:
             f"the trained weights contain NaN or Inf; the model was NOT saved. Lower train.learning_rate, "
             f"check the audit report, and see {incidents_file}"
         )
-    Path(paths.model).parent.mkdir(parents=True, exist_ok=True)
-    model.save(paths.model)
+    save_model_file(model, paths.model)
     # The backup is trainwell's own scratch state, never user data: drop it once the model is safe.
     shutil.rmtree(paths.train_backup_dir, ignore_errors=True)
     incidents = len(summary["incidents"])

@@ -1,0 +1,115 @@
+"""Loading a Keras model file that may be hostile: only .keras archives, checked before Keras reads a byte of them.
+
+Keras' HDF5 and SavedModel loaders run code stored in the file (a Lambda layer's bytecode)
+whatever safe_mode says, and Keras 3.8's own safe_mode can be bypassed by a crafted config
+(CVE-2025-1550: a layer whose "module" names any importable function, such as os.system).
+So a .keras archive is opened as a zip first: its members' sizes are bounded (a 1.5 MB file
+once unpacked to 1.5 GB), and every object its config names must come from Keras itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from stat import S_ISREG
+from typing import Any
+
+import keras
+
+from trainwell.errors import UsageError
+from trainwell.outputs import write_error
+
+# An archive member may unpack to at most this many times its compressed size, plus a slack
+# for small, highly compressible arrays (biases of zeros): weights of a trained model barely
+# compress, while a zip bomb expands a thousandfold.
+MAX_EXPANSION = 64
+EXPANSION_SLACK = 1 << 20
+MAX_CONFIG_BYTES = 16 << 20
+# The only modules a config may name objects from: Keras' own (public and private paths).
+ALLOWED_PACKAGE = "keras"
+# Serialized objects that are code: a named function (any importable callable) or a lambda's bytecode.
+CODE_CARRYING = ("function", "__lambda__")
+
+
+def _refuse(path: Path, why: str) -> UsageError:
+    return UsageError(f"'{path}' was not loaded: {why}. Re-save the model with model.save('model.keras') "
+                      "from code you trust, or, only for a file you made yourself, pass --trust-model")
+
+
+def _named_objects(node: Any) -> Iterator[tuple[str, str]]:
+    """(module, class_name) of every serialized object in a Keras config, at any depth."""
+    pending = [node]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if "class_name" in item:
+                yield str(item.get("module") or ""), str(item.get("class_name"))
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def check_keras_archive(path: Path) -> None:
+    """Raise UsageError unless `path` is a .keras zip of bounded size whose config names only Keras objects."""
+    if not zipfile.is_zipfile(path):
+        raise _refuse(path, "it is not a .keras archive (a zip file)")
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+        for info in members.values():
+            if info.file_size > MAX_EXPANSION * info.compress_size + EXPANSION_SLACK:
+                raise _refuse(path, f"its member {info.filename!r} would unpack from {info.compress_size} to "
+                                    f"{info.file_size} bytes (a zip bomb)")
+        config = members.get("config.json")
+        if config is None or config.file_size > MAX_CONFIG_BYTES:
+            raise _refuse(path, "it holds no config.json of a sane size")
+        try:
+            document = json.loads(archive.read(config))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _refuse(path, f"its config.json is not valid JSON ({exc})") from None
+    for module, class_name in _named_objects(document):
+        # Keras' own markers (__keras_tensor__, __tensor__, __numpy__, ...) carry data; these carry code.
+        if class_name in CODE_CARRYING:
+            raise _refuse(path, f"its config holds a Python function ({module}.{class_name}), which runs code")
+        if module and module != ALLOWED_PACKAGE and not module.startswith(f"{ALLOWED_PACKAGE}."):
+            raise _refuse(path, f"its config names an object from module '{module}', which is not part of Keras")
+
+
+def save_model_file(model: keras.Model, path: str | Path) -> None:
+    """model.save whole or not at all: a temporary .keras beside the target, renamed into place.
+
+    A full disk once left a 300 KB half-written model at the final path, which evaluate then
+    failed to load with a misleading "File not found".
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.stem}.{os.getpid()}.partial.keras")
+    try:
+        model.save(temporary)
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise write_error(target, exc) from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def load_model_file(model_file: str | Path, *, trust: bool = False, compile: bool = True) -> keras.Model:
+    """A Keras model from a file, refusing anything that could run code unless `trust` is set."""
+    path = Path(model_file)
+    if not path.exists():
+        raise UsageError(f"model file '{model_file}' does not exist; pass the path of a saved .keras model")
+    is_file = S_ISREG(path.stat().st_mode)
+    if not trust:
+        if path.suffix.lower() != ".keras" or not is_file:
+            raise _refuse(path, "only .keras files are loaded: HDF5 (.h5) and SavedModel files can run code "
+                                "stored in them when loaded")
+        check_keras_archive(path)
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=not trust)
+    except Exception as exc:  # a broken or hostile file must read as that, not as a bug in trainwell
+        raise UsageError(f"'{model_file}' could not be loaded as a Keras model ({type(exc).__name__}: "
+                         f"{str(exc)[:300]}); pass a model saved with model.save('model.keras')") from None
