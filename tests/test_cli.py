@@ -158,6 +158,7 @@ def test_version_and_verbosity_flags(demo_copy, workdir, capsys):
     assert main(["-q", "audit", str(demo_copy)]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "policy violated" in captured.err
+    assert "cross/half.jpg" in captured.err  # -q still says which findings failed the policy
     assert main(["audit", str(demo_copy)]) == 1
     assert "half.jpg" in capsys.readouterr().out
 

@@ -70,8 +70,15 @@ def test_gate_command_against_a_git_revision(tmp_path, monkeypatch, capsys):
     assert main(["gate"]) == 0  # thresholds alone still hold
     capsys.readouterr()
 
-    assert main(["gate", "--baseline", "no-such-branch"]) == 1
+    assert main(["gate", "--baseline", "no-such-branch"]) == 2  # a usage problem, not a failed check
     assert "not found" in capsys.readouterr().err
+    written = tmp_path / "written-by-git"
+    assert main(["gate", f"--baseline=--output={written}"]) == 2  # never an option to git
+    assert not list(tmp_path.glob("written-by-git*"))
+    capsys.readouterr()
+    assert main(["-q", "gate", "--baseline", "main"]) == 1
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and "dropped 0.02" in quiet.err  # -q still says which check failed
 
     assert main(["gate", "--baseline", "main", "--format", "json"]) == 1
     rows = json.loads(capsys.readouterr().out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -74,3 +75,46 @@ def test_data_path_of_any_shape_round_trips_through_params_yaml(tmp_path, name):
     (project / "dvc.yaml").unlink()
     assert main(["init", str(project), "--data", str(inside)]) == 0
     assert load_params(project / "params.yaml").data.dir == f"images/{name}"
+
+
+def test_gitignore_is_only_appended_to_in_its_own_bytes_line_endings_and_link(tmp_path):
+    shared = tmp_path / "shared-ignore"
+    shared.write_bytes(b"caf\xe9\r\n/build\r\n")  # Latin-1, CRLF: not ours to re-encode
+    shared.chmod(0o640)
+    project = git_repo(tmp_path / "project")
+    (project / ".gitignore").symlink_to(shared)
+    assert main(["init", str(project)]) == 0
+    assert (project / ".gitignore").is_symlink()
+    content = shared.read_bytes()
+    assert content.startswith(b"caf\xe9\r\n/build\r\n") and b"\n" not in content.replace(b"\r\n", b"")
+    assert b"/data/train_backup/\r\n" in content and shared.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("case", ["fifo-gitignore", "dangling-dvc-yaml", "inside-dvc", "empty-name"])
+def test_init_refuses_odd_places_and_leaves_them_as_they_were(tmp_path, capsys, case):
+    project = git_repo(tmp_path / "project")
+    target = str(project)
+    if case == "fifo-gitignore":
+        os.mkfifo(project / ".gitignore")  # dvc init would block reading it
+    elif case == "dangling-dvc-yaml":
+        (project / "dvc.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    elif case == "inside-dvc":
+        (project / ".dvc").mkdir()
+        target = str(project / ".dvc")
+    else:
+        target = ""
+    before = snapshot(project)
+    assert main(["init", target]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert snapshot(project) == before
+
+
+def test_init_in_a_folder_whose_name_is_not_utf8(tmp_path, capsys):
+    """DVC 3 itself cannot work in such a folder ('surrogates not allowed'): init says so, cleanly,
+    before writing anything, instead of a traceback."""
+    project = git_repo(tmp_path / os.fsdecode(b"caf\xe9-project"))
+    before = snapshot(project)
+    assert main(["init", str(project)]) == 2
+    err = capsys.readouterr().err
+    assert "`dvc init` failed" in err and "Traceback" not in err
+    assert snapshot(project) == before

@@ -122,6 +122,10 @@ def _stage(name: str):
 def dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "params", "") is None:
         args.params = DEFAULT_PARAMS_FILE
+        if os.path.lexists(DEFAULT_PARAMS_FILE) and not os.path.isfile(DEFAULT_PARAMS_FILE):
+            # Only an absent params.yaml means "all defaults"; a dangling link or a folder is a mistake.
+            raise UsageError(f"'{DEFAULT_PARAMS_FILE}' here is not a readable file (a dangling link or a folder); "
+                             "fix it, or pass --params FILE")
     elif getattr(args, "params", None) and not os.path.isfile(args.params):
         # Only the default may be missing (it means "all defaults"): a named file that is not
         # there is a typo, and running on defaults would overwrite the user's outputs.
@@ -143,11 +147,15 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _save_traceback() -> str:
-    path = os.path.join(tempfile.gettempdir(), f"trainwell-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
-    with open(path, "w") as handle:
-        handle.write(f"trainwell {__version__}, command: {' '.join(sys.argv)}\n\n")
-        traceback.print_exc(file=handle)
-    return path
+    """Write the current traceback to a new file of its own; return its path (or why it could not be saved)."""
+    try:
+        handle, path = tempfile.mkstemp(prefix=f"trainwell-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as stream:
+            stream.write(f"trainwell {__version__}, command: {sys.argv!r}\n\n")
+            traceback.print_exc(file=stream)
+        return path
+    except Exception as exc:  # the crash report must never become a second crash
+        return f"(not saved: {type(exc).__name__}: {exc})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,11 +82,20 @@ def _one_line(text: str) -> str:
     return _LINE_BREAKING.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def _finding_line(issue: Issue) -> str:
+    return f"{issue.severity.upper():7} {issue.kind:18} {_one_line(issue.path)}: {_one_line(issue.detail)}"
+
+
+def format_violations(report: AuditReport) -> str:
+    """Only the findings that violate the policy, one line each (what -q still shows)."""
+    return "\n".join(_finding_line(issue) for issue in report.violations)
+
+
 def format_text(report: AuditReport) -> str:
     """Human-readable report: one line per finding, then a summary and what to do next."""
     lines = []
     for issue in report.issues:
-        lines.append(f"{issue.severity.upper():7} {issue.kind:18} {_one_line(issue.path)}: {_one_line(issue.detail)}")
+        lines.append(_finding_line(issue))
     summary = report.summary()
     counts = ", ".join(f"{_one_line(label)} {count}" for label, count in report.class_counts.items())
     lines.append(

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainwell.errors import TrainwellError
+from trainwell.errors import DataError, TrainwellError, UsageError
 from trainwell.params import GateCheck
 
 
@@ -50,12 +50,19 @@ def read_current(file: str) -> dict | None:
 
 def read_at_revision(file: str, revision: str) -> dict | None:
     """The JSON file as committed at `revision`, or None when it did not exist there."""
-    shown = subprocess.run(["git", "show", f"{revision}:{file}"], capture_output=True, text=True)
+    if revision.startswith("-"):
+        # `git show --output=FILE` would write anywhere: a revision is never an option.
+        raise UsageError(f"'{revision}' is not a git revision (it starts with '-')")
+    shown = subprocess.run(["git", "show", "--end-of-options", f"{revision}:{file}"], capture_output=True, text=True,
+                           errors="backslashreplace")
     if shown.returncode != 0:
         if "invalid object name" in shown.stderr or "unknown revision" in shown.stderr:
-            raise TrainwellError(f"git revision '{revision}' not found; fetch it first (git fetch origin {revision})")
+            raise UsageError(f"git revision '{revision}' not found; fetch it first (git fetch origin {revision})")
         return None
-    return json.loads(shown.stdout)
+    try:
+        return json.loads(shown.stdout)
+    except ValueError:
+        raise DataError(f"'{file}' at git revision '{revision}' is not valid JSON") from None
 
 
 def evaluate_checks(*, checks: list[GateCheck], current: dict[str, dict | None],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from trainwell.console import say
+from trainwell.console import NORMAL, error, say, verbosity
 from trainwell.errors import TrainwellError
 from trainwell.params import load_params
 from trainwell.reports.gate import evaluate_checks, format_table, read_at_revision, read_current, split_metric
@@ -24,5 +24,10 @@ def main(*, params_file: str = "params.yaml", baseline: str | None = None, outpu
         print(json.dumps([{"metric": r.metric, "value": r.value, "baseline": r.baseline, "rules": r.rules,
                            "failures": r.failures, "passed": r.passed} for r in rows], indent=2))
     else:
-        say(format_table(rows, revision=revision))
+        table = format_table(rows, revision=revision)
+        # -q shows errors only, and a failed check is one: its table goes to stderr then.
+        if verbosity() < NORMAL and not all(row.passed for row in rows):
+            error(table)
+        else:
+            say(table)
     return 0 if all(row.passed for row in rows) else 1

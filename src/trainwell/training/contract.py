@@ -159,6 +159,9 @@ def check_model(model: keras.Model, *, num_classes: int, label_encoding: str | N
     `label_encoding` ("one_hot" or "sparse") defaults to what the loss implies; pass it when you
     know how your labels are stored. Raises ContractError when the model was never compiled.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"check_model takes a keras.Model, got {type(model).__name__}; load a file with "
+                        "keras.models.load_model first")
     loss = getattr(model, "loss", None)
     if loss is None:
         raise ContractError("the model has no compiled loss; call model.compile(loss=...) before checking it")

@@ -186,6 +186,9 @@ class DivergenceGuard(keras.callbacks.Callback):
     def __init__(self, *, num_classes: int, policy: GuardParams | None = None, trace: BatchTrace | None = None,
                  steps_per_execution: int = 1) -> None:
         super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"DivergenceGuard needs num_classes >= 2 (chance-level loss is ln(num_classes)); "
+                             f"got {num_classes}")
         self.policy = policy or GuardParams()
         self.watch = LossWatch(spike_factor=self.policy.spike_factor, spike_window=self.policy.spike_window,
                                chance_loss=math.log(num_classes))
