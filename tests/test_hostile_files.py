@@ -214,3 +214,38 @@ def test_a_dataset_too_small_to_train_is_refused_at_split_with_counts(tmp_path, 
     assert main(["split"]) == 1
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra", [0, 120], ids=["few files", "many files"])
+def test_a_decoder_that_crashes_or_hangs_is_isolated(demo_copy, workdir, monkeypatch, extra):
+    """A decoder killing its process (SIGSEGV, as a C library bug would) or hanging is one finding;
+    the audit goes on. The crash is real; which bytes trigger it is arranged by the test."""
+    import signal
+    import time
+
+    from trainwell.audit import checks
+    from trainwell.audit.dataset import audit_dataset
+
+    real_decode = checks.decode_image
+
+    def fragile_decode(data: bytes, **options):
+        if data.endswith(b"CRASH"):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if data.endswith(b"HANG"):
+            time.sleep(600)
+        return real_decode(data, **options)
+
+    monkeypatch.setattr(checks, "decode_image", fragile_decode)  # forked workers inherit it
+    for index in range(extra):
+        faults.write(demo_copy / "ring" / f"more{index}.jpg", faults.jpeg_bytes(seed=500 + index))
+    faults.write(demo_copy / "circle" / "crasher.jpg", faults.jpeg_bytes(seed=1) + b"CRASH")
+    faults.write(demo_copy / "square" / "hanger.jpg", faults.jpeg_bytes(seed=2) + b"HANG")
+    params = load_params()
+    started = time.monotonic()
+    report = audit_dataset(root=demo_copy, data=params.data,
+                           policy=params.audit.model_copy(update={"file_timeout_s": 1.0}))
+    assert time.monotonic() - started < 60
+    kinds = {issue.path: issue.kind for issue in report.issues if issue.severity == "error"}
+    assert kinds == {"circle/crasher.jpg": "decoder_crash", "square/hanger.jpg": "decode_timeout"}
+    assert report.files_scanned == 62 + extra
+    assert set(report.quarantined) == {"circle/crasher.jpg", "square/hanger.jpg"}

@@ -21,6 +21,8 @@ DEFAULT_SEVERITY = {
     "label_conflict": "error",
     "symlink_outside": "error",
     "special_file": "error",
+    "decoder_crash": "error",
+    "decode_timeout": "error",
     "missing_file": "warning",
     "unknown_label": "warning",
     "conflicting_rows": "warning",

@@ -165,7 +165,9 @@ class AuditParams(_Section):
     near_duplicate_pixel_difference: float = Field(4.0, ge=0.0, le=255.0)
     # Largest class / smallest class above this is reported.
     max_class_imbalance: float = Field(10.0, ge=1.0)
-    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
+    workers: int = Field(0, ge=0, description="decode processes; 0 = one per CPU core")
+    # A file whose check takes longer is reported as decode_timeout (seconds; a 75x75 JPEG takes ~0.4 ms).
+    file_timeout_s: float = Field(30.0, gt=0.0)
 
 
 class SplitParams(_Section):

@@ -15,10 +15,10 @@ from trainwell.params import AuditParams
 
 # Per-file checks depend on these policy fields; the dataset-level ones (duplicates, balance)
 # are recomputed from cached per-file results on every run.
-_PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "dark_below", "light_above", "min_entropy",
+_PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "dark_below", "light_above", "min_entropy", "file_timeout_s",
                     "blurry_below")
 # The modules whose code decides a per-file result, relative to the package folder.
-_CODE = ("data/decode.py", "audit/checks.py", "audit/similarity.py")
+_CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/similarity.py")
 
 
 def fingerprint(policy: AuditParams) -> str:

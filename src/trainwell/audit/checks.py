@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import multiprocessing
 import os
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +15,6 @@ from trainwell.audit.cache import content_hash
 from trainwell.audit.similarity import grey_of, perceptual_hash, tiny_thumbnail
 from trainwell.data.decode import DecodeError, decode_image
 from trainwell.params import AuditParams
-from trainwell.progress import progress
 
 
 @dataclass
@@ -97,28 +92,3 @@ def _check_file(*, root: Path | str, path: str, label: str, policy: AuditParams)
     result.perceptual_hash = perceptual_hash(grey)
     result.thumbnail = tiny_thumbnail(image)
     return result
-
-
-def _check_item(item: tuple[str, str], *, root: Path | str, policy: AuditParams) -> FileResult:
-    path, label = item
-    return check_file(root=root, path=path, label=label, policy=policy)
-
-
-def check_all(items: list[tuple[str, str]], *, root: Path | str, policy: AuditParams) -> Iterator[FileResult]:
-    """FileResults of items, in order, as they are ready (the caller keeps columns, not the objects)."""
-    workers = policy.workers or os.cpu_count() or 1
-    check = functools.partial(_check_item, root=root, policy=policy)
-    if workers == 1 or len(items) < 64:
-        yield from (check(item) for item in progress(items, total=len(items), description="audit"))
-        return
-    if storage.is_remote(root):
-        # Object-store reads wait on the network, so threads overlap them; forked processes would
-        # each start tensorflow-io's S3 client (and its abort at exit, see storage.exit_process).
-        with ThreadPoolExecutor(max_workers=4 * workers) as pool:
-            yield from progress(pool.map(check, items), total=len(items), description="audit")
-        return
-    # Processes, not threads: per-file work is ~0.4 ms of mostly Python and small numpy calls,
-    # so threads serialise on the GIL. Chunks amortise the pickling of each result.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        chunk = max(1, min(256, len(items) // (workers * 8)))
-        yield from progress(pool.map(check, items, chunksize=chunk), total=len(items), description="audit")
