@@ -36,26 +36,35 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise CheckTimedOut
 
 
-def _timed(check: Callable[[Item], FileResult], item: Item, *, timeout_s: float) -> FileResult:
-    """check(item), interrupted after timeout_s seconds (in a process's main thread only, where
-    signals are delivered; elsewhere it runs unbounded)."""
+def _timed_checks(check: Callable[[Item], FileResult], items: list[Item], *, timeout_s: float) -> list[FileResult]:
+    """check(item) for each item, each interrupted after timeout_s seconds by an alarm (in a process's
+    main thread only, where signals are delivered; elsewhere the checks run unbounded).
+
+    The handler is installed once per chunk and only the timer is set per file: a handler swap
+    per file cost ~25 us, 7% of a file's check.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return check(item)
+        return [check(item) for item in items]
     previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    results = []
     try:
-        return check(item)
-    except CheckTimedOut:
-        return FileResult(path=item[0], label=item[1], findings=[(
-            "decode_timeout", f"checking took longer than audit.file_timeout_s = {timeout_s:g} s; not decoded")])
+        for item in items:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, timeout_s)
+                results.append(check(item))
+            except CheckTimedOut:
+                results.append(FileResult(path=item[0], label=item[1], findings=[(
+                    "decode_timeout", f"checking took longer than audit.file_timeout_s = {timeout_s:g} s; not decoded")]))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    return results
 
 
 def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams) -> list[FileResult]:
     check = functools.partial(_check_item, root=root, policy=policy)
-    return [_timed(check, item, timeout_s=policy.file_timeout_s) for item in chunk]
+    return _timed_checks(check, chunk, timeout_s=policy.file_timeout_s)
 
 
 def _check_item(item: Item, *, root: Path | str, policy: AuditParams) -> FileResult:
