@@ -89,3 +89,9 @@ def test_not_an_archive_is_a_usage_error(tmp_path, make):
         path.mkdir()
     with pytest.raises(UsageError):
         load_model_file(path)
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil", "assets/../../up", "a\\..\\b"])
+def test_members_pointing_outside_the_archive_are_refused(saved_model, tmp_path, name):
+    with pytest.raises(UsageError, match="outside the archive"):
+        check_keras_archive(rewrite(saved_model, tmp_path / "traversal.keras", extra={name: b"x"}))

@@ -90,7 +90,7 @@ def distribute_dataset(
 
 
 def build_from_local_batch(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
-    """Let fit() learn input shapes from this worker's own batch under multi-worker training (a Keras 3.8 backport)."""
+    """Let fit() learn input shapes from this worker's own batch under multi-worker training (a backport for Keras up to 3.15)."""
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         from trainwell.training import keras_backports
 

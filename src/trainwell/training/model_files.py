@@ -1,10 +1,12 @@
 """Loading a Keras model file that may be hostile: only .keras archives, checked before Keras reads a byte of them.
 
 Keras' HDF5 and SavedModel loaders run code stored in the file (a Lambda layer's bytecode)
-whatever safe_mode says, and Keras 3.8's own safe_mode can be bypassed by a crafted config
-(CVE-2025-1550: a layer whose "module" names any importable function, such as os.system).
-So a .keras archive is opened as a zip first: its members' sizes are bounded (a 1.5 MB file
-once unpacked to 1.5 GB), and every object its config names must come from Keras itself.
+whatever safe_mode says, and safe_mode itself has been bypassed by crafted configs again and
+again (CVE-2025-1550 in Keras 3.8: a layer whose "module" names os.system; more fixed up to 3.14,
+while Python 3.10 can have no Keras newer than 3.12). So a .keras archive is opened as a zip
+first, whatever Keras is installed: member names must stay inside the archive, member sizes are
+bounded (a 1.5 MB file once unpacked to 1.5 GB), and every object its config names must come
+from Keras itself.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 from typing import Any
 
@@ -59,6 +61,9 @@ def check_keras_archive(path: Path) -> None:
     with zipfile.ZipFile(path) as archive:
         members = {info.filename: info for info in archive.infolist()}
         for info in members.values():
+            name = PurePosixPath(info.filename)
+            if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
+                raise _refuse(path, f"its member {info.filename!r} points outside the archive")
             if info.file_size > MAX_EXPANSION * info.compress_size + EXPANSION_SLACK:
                 raise _refuse(path, f"its member {info.filename!r} would unpack from {info.compress_size} to "
                                     f"{info.file_size} bytes (a zip bomb)")
