@@ -21,11 +21,18 @@ from trainwell.outputs import read_rows
 from trainwell.params import load_params
 from trainwell.stages import audit, split
 
-# The audit's memory bound for the fuzz run: max_pixels x 16 bytes a pixel for one decode, plus a
-# worker with numpy, OpenCV, Pillow and, once a TIFF needs libtiff's codecs, TensorFlow and
-# tensorflow-io loaded (~660 MiB measured). A TIFF of 600 float64 samples a pixel took 2.35 GB.
+# The audit's memory bound for the fuzz run: a worker's baseline (numpy, OpenCV, Pillow and, once a
+# TIFF needs libtiff's codecs, TensorFlow and tensorflow-io running: ~650 MiB, measured in the test)
+# plus max_pixels x 16 bytes for a decode, twice, plus slack: about 1 GiB here, where one TIFF of
+# 600 float64 samples a pixel used to take the audit to 2.35 GB.
 FUZZ_MAX_PIXELS = 4_000_000
-FUZZ_PEAK_MIB = 700 + 2 * (FUZZ_MAX_PIXELS * 16 >> 20)
+BASELINE = """
+import io, resource, cv2, numpy, PIL.Image, tifffile, tensorflow_io
+buffer = io.BytesIO()
+PIL.Image.new("RGB", (8, 8)).save(buffer, format="TIFF", compression="tiff_lzw")
+tensorflow_io.experimental.image.decode_tiff(buffer.getvalue()).numpy()  # TensorFlow's runtime started
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
 
 MEASURED_AUDIT = """
 import json, resource, sys
@@ -52,7 +59,10 @@ def test_fuzzed_files_never_crash_the_audit_and_what_passes_builds(tmp_path):
     measured = json.loads(result.stdout)
     report = measured["report"]
     assert report["files_scanned"] == len(files)
-    assert measured["peak_mib"] < FUZZ_PEAK_MIB
+    baseline = float(subprocess.run([sys.executable, "-c", BASELINE], capture_output=True, text=True, env=tool_env(),
+                                    check=True).stdout.split()[-1])
+    # Slack for allocator and thread-pool growth measured up to ~240 MiB over the baseline in a busy suite.
+    assert measured["peak_mib"] < baseline + 2 * (FUZZ_MAX_PIXELS * 16 >> 20) + 256, (measured["peak_mib"], baseline)
     blocked = {issue["path"] for issue in report["issues"] if issue["severity"] == "error"}
     for relative in sorted(set(files) - blocked):
         decoded = decode_image(files[relative], suffix=Path(relative).suffix, max_pixels=FUZZ_MAX_PIXELS)
