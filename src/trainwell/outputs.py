@@ -90,12 +90,6 @@ def read_rows(path: str | Path, *, columns: list[str]) -> list[dict[str, str]]:
 PATH_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
-def write_lines(path: str | Path, lines: list[str], *, header: str | None = None) -> None:
-    """Write one item per line after an optional '# header' line (for names people chose, never paths)."""
-    text = f"# {header}\n" if header else ""
-    write_bytes_atomically(path, (text + "".join(f"{line}\n" for line in lines)).encode(**PATH_ENCODING))
-
-
 def clear_generated_dir(path: str | Path, *, marker: str) -> None:
     """Empty a folder a stage generates, but only if that stage made it (its marker file is there).
 
@@ -130,12 +124,13 @@ def replace_generated_dir(staging: Path, final: Path, *, marker: str) -> None:
     Two renames in one folder: at every moment `final` is either the old complete folder, absent,
     or the new complete one, never half of either.
     """
-    clear_generated_dir(final.with_name(f".{final.name}.old"), marker=marker)
+    old = final.with_name(f".{final.name}.old")
+    clear_generated_dir(old, marker=marker)  # left by a run killed between the two renames
     if final.exists():
         clear_generated_dir_check(final, marker=marker)
-        os.rename(final, final.with_name(f".{final.name}.old"))
+        os.rename(final, old)
     os.rename(staging, final)
-    shutil.rmtree(final.with_name(f".{final.name}.old"), ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_rows(path: str | Path, rows: list[dict], *, fields: list[str] | None = None) -> None:

@@ -260,6 +260,9 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
         train_data,
         validation_data=val_data,
         epochs=train.epochs,
+        # The order is the pipeline's own, seeded by (seed, epoch); Keras has nothing to shuffle
+        # in a dataset and says so on every run unless told.
+        shuffle=False,
         initial_epoch=first_epoch,
         steps_per_epoch=plan.steps,
         # The exact number of validation batches (all of them): a distributed dataset has no

@@ -42,7 +42,7 @@ def out_of_fold_probabilities(
         data = make_train_dataset(images=images[kept], labels=labels[kept], num_classes=num_classes,
                                   batch_size=review.batch_size, seed=review.seed + fold, first_epoch=0,
                                   epochs=review.epochs_per_fold)
-        model.fit(data, epochs=review.epochs_per_fold,
+        model.fit(data, epochs=review.epochs_per_fold, shuffle=False,  # the dataset's seeded order is the order
                   steps_per_epoch=steps_per_epoch(count=count, batch_size=review.batch_size), verbose=0)
         evaluation = make_eval_dataset(images=images[held_out], labels=labels[held_out], num_classes=num_classes,
                                        batch_size=256)
