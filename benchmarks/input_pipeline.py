@@ -31,13 +31,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import tensorflow as tf
 
-from trainwell.data.cache import build_cache
+from trainwell.data.cache import build_cache, load_split
 from trainwell.data.demo import SHAPES, draw_shape, encode_jpeg
 from trainwell.data.splits import write_split_csv
 from trainwell.outputs import write_json
 from trainwell.params import AugmentStep
 from trainwell.training.augment import BatchAugmenter, default_processes
-from trainwell.training.inputs import load_split, make_train_dataset, steps_per_epoch
+from trainwell.training.inputs import make_train_dataset, steps_per_epoch
 
 
 def make_folder(root: Path, images: int) -> list[tuple[str, str]]:
