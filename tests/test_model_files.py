@@ -95,3 +95,17 @@ def test_not_an_archive_is_a_usage_error(tmp_path, make):
 def test_members_pointing_outside_the_archive_are_refused(saved_model, tmp_path, name):
     with pytest.raises(UsageError, match="outside the archive"):
         check_keras_archive(rewrite(saved_model, tmp_path / "traversal.keras", extra={name: b"x"}))
+
+
+def test_the_same_weights_save_to_the_same_bytes(saved_model, tmp_path):
+    import time
+
+    from trainwell.training.model_files import save_model_file
+
+    model = load_model_file(saved_model)
+    save_model_file(model, tmp_path / "first.keras")
+    time.sleep(1.1)  # Keras writes the save time, to the second, into the archive
+    save_model_file(model, tmp_path / "second.keras")
+    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "second.keras").read_bytes()
+    reloaded = load_model_file(tmp_path / "second.keras")
+    assert [weight.tolist() for weight in reloaded.get_weights()] == [weight.tolist() for weight in model.get_weights()]

@@ -82,8 +82,32 @@ def check_keras_archive(path: Path) -> None:
             raise _refuse(path, f"its config names an object from module '{module}', which is not part of Keras")
 
 
+# What a saved model claims as its date, and its archive members' timestamps: fixed, so the same
+# weights give the same bytes (Keras writes the save time into metadata.json and the zip, which
+# made every repro change dvc.lock and re-run the stages after train for nothing).
+FIXED_DATE = "1980-01-01@00:00:00"
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def normalise_archive(path: Path) -> None:
+    """Rewrite a .keras archive in place with the save date and member timestamps fixed."""
+    rewritten = path.with_name(path.name + ".normalised")
+    with zipfile.ZipFile(path) as original, zipfile.ZipFile(rewritten, "w") as out:
+        for info in original.infolist():
+            data = original.read(info)
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata["date_saved"] = FIXED_DATE
+                data = json.dumps(metadata).encode()
+            member = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
+            member.compress_type, member.external_attr = info.compress_type, info.external_attr
+            out.writestr(member, data)
+    os.replace(rewritten, path)
+
+
 def save_model_file(model: keras.Model, path: str | Path) -> None:
-    """model.save whole or not at all: a temporary .keras beside the target, renamed into place.
+    """model.save whole or not at all, and the same bytes for the same weights: a temporary .keras
+    beside the target, its dates fixed, renamed into place.
 
     A full disk once left a 300 KB half-written model at the final path, which evaluate then
     failed to load with a misleading "File not found".
@@ -93,12 +117,15 @@ def save_model_file(model: keras.Model, path: str | Path) -> None:
     temporary = target.with_name(f".{target.stem}.{os.getpid()}.partial.keras")
     try:
         model.save(temporary)
+        normalise_archive(temporary)
         os.replace(temporary, target)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
+        temporary.with_name(temporary.name + ".normalised").unlink(missing_ok=True)
         raise write_error(target, exc) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
+        temporary.with_name(temporary.name + ".normalised").unlink(missing_ok=True)
         raise
 
 
