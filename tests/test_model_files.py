@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import keras
 import pytest
 
+from tests.helpers import tool_env
 from trainwell.errors import UsageError
 from trainwell.training.model_files import check_keras_archive, load_model_file
 
@@ -105,7 +108,11 @@ def test_the_same_weights_save_to_the_same_bytes(saved_model, tmp_path):
     model = load_model_file(saved_model)
     save_model_file(model, tmp_path / "first.keras")
     time.sleep(1.1)  # Keras writes the save time, to the second, into the archive
-    save_model_file(model, tmp_path / "second.keras")
+    # ... and id() of shared objects (the dtype policy): another process, other addresses.
+    code = ("import sys; from trainwell.training.model_files import load_model_file, save_model_file; "
+            "save_model_file(load_model_file(sys.argv[1]), sys.argv[2])")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "first.keras"), str(tmp_path / "second.keras")],
+                   check=True, env=tool_env(), capture_output=True)
     assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "second.keras").read_bytes()
     reloaded = load_model_file(tmp_path / "second.keras")
     assert [weight.tolist() for weight in reloaded.get_weights()] == [weight.tolist() for weight in model.get_weights()]

@@ -89,8 +89,19 @@ FIXED_DATE = "1980-01-01@00:00:00"
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
+def _renumber_shared_objects(node: Any, numbers: dict[int, int]) -> Any:
+    """The config with each `shared_object_id` (Keras writes id(), a memory address that changes
+    every run) replaced by its order of first appearance: the same sharing, the same bytes."""
+    if isinstance(node, dict):
+        return {key: (numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id"
+                      else _renumber_shared_objects(value, numbers)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renumber_shared_objects(item, numbers) for item in node]
+    return node
+
+
 def normalise_archive(path: Path) -> None:
-    """Rewrite a .keras archive in place with the save date and member timestamps fixed."""
+    """Rewrite a .keras archive in place with the save date, member timestamps and object ids fixed."""
     rewritten = path.with_name(path.name + ".normalised")
     with zipfile.ZipFile(path) as original, zipfile.ZipFile(rewritten, "w") as out:
         for info in original.infolist():
@@ -99,6 +110,8 @@ def normalise_archive(path: Path) -> None:
                 metadata = json.loads(data)
                 metadata["date_saved"] = FIXED_DATE
                 data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared_objects(json.loads(data), {})).encode()
             member = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
             member.compress_type, member.external_attr = info.compress_type, info.external_attr
             out.writestr(member, data)
