@@ -74,13 +74,12 @@ def _check_item(item: Item, *, root: Path | str, policy: AuditParams) -> FileRes
 
 def _alone(item: Item, *, root: Path | str, policy: AuditParams) -> FileResult:
     """One file in a process of its own: a decoder_crash finding when that process dies."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as solo:
-        try:
-            return solo.submit(_check_chunk, [item], root=root, policy=policy).result()[0]
-        except BrokenProcessPool:
-            return FileResult(path=item[0], label=item[1], findings=[(
-                "decoder_crash", "decoding it killed the process (a crash in a decoder library, or the "
-                "out-of-memory killer); never decoded again")])
+    results = _in_children([item], root=root, policy=policy, workers=1)
+    if results is not None:
+        return results[0]
+    return FileResult(path=item[0], label=item[1], findings=[(
+        "decoder_crash", "decoding it killed the process (a crash in a decoder library, or the "
+        "out-of-memory killer); never decoded again")])
 
 
 def _fork_check(items: list[Item], *, root: Path | str, policy: AuditParams) -> tuple[int, int]:
