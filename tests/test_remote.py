@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run, tiny_params, tool_env, write_params
+from tests.test_predict import project  # noqa: F401  (a saved model and class list)
 from tests.test_dvc_pipeline import make_project
 
 BUCKET = "trainwell-tests"
@@ -195,3 +196,24 @@ def test_object_store_paths_keep_their_double_slash():
     assert storage.join("s3://bucket/data/", "/x") == "s3://bucket/data/x"
     assert storage.join("data", "circle", "a.jpg") == os.path.join("data", "circle", "a.jpg")
     assert storage.is_remote("s3://b/x") and not storage.is_remote("/tmp/x")
+
+
+def test_predict_reads_objects_and_prefixes(s3_endpoint, demo_set, tmp_path, project):  # noqa: F811
+    prefix = f"predict-{tmp_path.name}"
+    local = tmp_path / "demo"
+    shutil.copytree(demo_set, local)
+    victim = sorted((local / "ring").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    upload(s3_endpoint, local, prefix)
+    url = f"s3://{BUCKET}/{prefix}"
+    result = trainwell(["predict", f"{url}/ring", f"{url}/circle/{sorted((local / 'circle').iterdir())[0].name}",
+                        f"{url}/nothing-here", "--format", "json"], project, s3_endpoint)
+    assert result.returncode == 1, result.stderr  # one broken object, one missing prefix
+    rows = {row["path"]: row for row in json.loads(result.stdout)}
+    ring = [path for path in rows if path.startswith(f"{url}/ring/")]
+    assert len(ring) == 12
+    assert rows[f"{url}/ring/{victim.name}"]["status"] == "refused"
+    assert rows[f"{url}/ring/{victim.name}"]["reason"].split(":")[0] in ("corrupt", "truncated")
+    assert sum(rows[path]["status"] == "ok" for path in ring) == 11
+    assert rows[f"{url}/nothing-here"]["reason"].startswith("unreadable")
+    assert [row["status"] for path, row in rows.items() if "/circle/" in path] == ["ok"]

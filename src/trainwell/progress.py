@@ -14,8 +14,16 @@ from trainwell.console import NORMAL, verbosity
 T = TypeVar("T")
 
 
+def _hidden() -> bool:
+    return (not sys.stderr.isatty() or os.environ.get("CI", "").lower() in ("1", "true")
+            or verbosity() < NORMAL)
+
+
+def progress_bar(*, total: int, description: str) -> tqdm:
+    """A bar to move by hand (`.n = done; .refresh()`), hidden where `progress` is; close it when done."""
+    return tqdm(total=total, desc=description, unit="img", disable=_hidden(), leave=False)
+
+
 def progress(items: Iterable[T], *, total: int | None = None, description: str) -> Iterator[T]:
     """Wrap an iterable in a tqdm bar on an interactive stderr; pass it through unchanged otherwise."""
-    hidden = (not sys.stderr.isatty() or os.environ.get("CI", "").lower() in ("1", "true")
-              or verbosity() < NORMAL)
-    return iter(tqdm(items, total=total, desc=description, unit="img", disable=hidden, leave=False))
+    return iter(tqdm(items, total=total, desc=description, unit="img", disable=_hidden(), leave=False))

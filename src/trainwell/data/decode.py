@@ -305,6 +305,16 @@ def decode_image(data: bytes, *, suffix: str = "", max_pixels: int = 40_000_000)
     return decoded
 
 
+def prepare_image(data: bytes, *, suffix: str, size: int, max_pixels: int) -> np.ndarray:
+    """A file's bytes as the model sees them: decoded, converted to RGB uint8, resized to size x size.
+
+    The one path from bytes to pixels: `build` caches what it returns and `trainwell predict`
+    feeds it to the model, so training and serving cannot see different pixels. Raises
+    DecodeError (with the audit's kind) for a file that cannot become an image.
+    """
+    return resize_image(decode_image(data, suffix=suffix, max_pixels=max_pixels).image, size=size)
+
+
 def resize_image(image: np.ndarray, *, size: int) -> np.ndarray:
     """Resize to size x size with area averaging (the right filter for shrinking)."""
     if image.shape[0] == size and image.shape[1] == size:

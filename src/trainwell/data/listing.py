@@ -199,28 +199,28 @@ def _safe_target(listing: Listing, root: Path, relative: str, *, regular_file: b
     return True
 
 
-def _manifest_rows(manifest: Path) -> list[tuple[str, str]]:
-    """(path, label) rows of a labels manifest; a malformed file is a usage error naming the line."""
+def manifest_rows(manifest: Path, *, columns: tuple[str, ...] = ("path", "label")) -> list[tuple[str, ...]]:
+    """The named columns of each row of a CSV manifest; a malformed file is a usage error naming the line."""
     try:
         with manifest.open(newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
-            if header is None or not {"path", "label"} <= {name.strip() for name in header}:
-                raise UsageError(f"labels manifest '{manifest}' needs a header row with columns path,label; "
+            if header is None or not set(columns) <= {name.strip() for name in header}:
+                raise UsageError(f"manifest '{manifest}' needs a header row with columns {','.join(columns)}; "
                                  f"found {str(header)[:200]}")
-            columns = {name.strip(): position for position, name in enumerate(header)}
+            positions = {name.strip(): position for position, name in enumerate(header)}
             rows = []
             for row in reader:
                 if not row:
                     continue  # a blank line
                 if len(row) != len(header):
-                    raise UsageError(f"labels manifest '{manifest}' line {reader.line_num}: {len(row)} columns where "
+                    raise UsageError(f"manifest '{manifest}' line {reader.line_num}: {len(row)} columns where "
                                      f"the header has {len(header)}; quote fields that hold commas")
-                rows.append((row[columns["path"]].strip(), row[columns["label"]].strip()))
+                rows.append(tuple(row[positions[name]].strip() for name in columns))
     except UnicodeDecodeError as exc:
-        raise UsageError(f"labels manifest '{manifest}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+        raise UsageError(f"manifest '{manifest}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
     except csv.Error as exc:
-        raise UsageError(f"labels manifest '{manifest}' is not valid CSV: {str(exc)[:200]}") from None
+        raise UsageError(f"manifest '{manifest}' is not valid CSV: {str(exc)[:200]}") from None
     return rows
 
 
@@ -238,7 +238,7 @@ def list_manifest(
     root, manifest = Path(root), Path(manifest)
     if not manifest.is_file():
         raise DataError(f"labels manifest '{manifest}' does not exist; set data.manifest in params.yaml or remove it")
-    rows = _manifest_rows(manifest)
+    rows = manifest_rows(manifest)
     labels_seen = sorted({label for _, label in rows if label})
     wanted = sorted(labels_seen) if classes is None else list(classes)
     stats_of_files: list[tuple[int, int]] = []

@@ -1,0 +1,174 @@
+"""Command `trainwell predict`: classify files, folders, a manifest or s3:// URLs with the trained model, refusing bad inputs by name."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from trainwell import storage
+from trainwell.audit.workers import check_all
+from trainwell.console import say, warn
+from trainwell.data.splits import CLASSES_FILE
+from trainwell.data.targets import Targets, collect_targets
+from trainwell.errors import UsageError
+from trainwell.kinds import BLOCKING_KINDS, DEFAULT_SEVERITY
+from trainwell.outputs import PATH_ENCODING, write_bytes_atomically
+from trainwell.params import AuditParams, Params, load_params
+from trainwell.progress import progress_bar
+
+FIELDS = ["path", "status", "class", "probability", "top_k", "reason", "notes"]
+
+
+def _classes(params: Params, given: str | None) -> list[str]:
+    if given:
+        return [name.strip() for name in given.split(",") if name.strip()]
+    path = Path(params.paths.splits_dir) / CLASSES_FILE
+    try:
+        classes = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UsageError(f"the class names are read from '{path}' (written by `dvc repro split`), which is missing "
+                         "or unreadable; run the pipeline first, or pass --classes a,b,c in label order") from None
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise UsageError(f"'{path}' does not hold a list of class names; run `dvc repro split` again")
+    return classes
+
+
+def _checked(targets: Targets, *, policy: AuditParams) -> tuple[list[int], dict[int, str], dict[int, str]]:
+    """Positions that pass the audit's per-file checks, the refused ones with why, and warnings by position.
+
+    The audit's own check (in child processes, so a decoder crash or hang is a finding, not
+    the end of the command) decides: a file the project would quarantine is never classified.
+    """
+    refuse_on = set(BLOCKING_KINDS) | set(policy.quarantine)
+    accepted: list[int] = []
+    refused: dict[int, str] = {}
+    notes: dict[int, str] = {}
+    by_root: dict[str, list[int]] = {}
+    for position, location in enumerate(targets.locations):
+        # Object-store files are checked with threads under their bucket; local files in processes.
+        root = "/".join(location.split("/", 3)[:3]) if storage.is_remote(location) else ""
+        by_root.setdefault(root, []).append(position)
+    for root, positions in by_root.items():
+        items = [(targets.locations[position][len(root):].lstrip("/") if root else targets.locations[position], "")
+                 for position in positions]
+        for position, result in zip(positions, check_all(items, root=root, policy=policy)):
+            blocking = [(kind, text) for kind, text in result.findings if kind in refuse_on]
+            if blocking:
+                refused[position] = "; ".join(f"{kind}: {text}" for kind, text in blocking)
+                continue
+            accepted.append(position)
+            warned = [kind for kind, _ in result.findings if DEFAULT_SEVERITY.get(kind, "warning") == "warning"]
+            if warned:
+                notes[position] = ",".join(warned)
+    return sorted(accepted), refused, notes
+
+
+def _render(rows: list[dict], *, output_format: str) -> str:
+    if output_format == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer.writeheader()
+    for row in rows:
+        flat = dict(row)
+        flat["top_k"] = " ".join(f"{entry['class']}:{entry['probability']:.6f}" for entry in row["top_k"])
+        writer.writerow(flat)
+    return buffer.getvalue()
+
+
+def _format_for(output: str | None, output_format: str | None) -> str:
+    if output_format:
+        return output_format
+    return "json" if output and output.lower().endswith(".json") else "csv"
+
+
+def main(
+    *,
+    params_file: str = "params.yaml",
+    paths: list[str],
+    manifest: str | None = None,
+    model_file: str | None = None,
+    classes: str | None = None,
+    output: str | None = None,
+    output_format: str | None = None,
+    top_k: int | None = None,
+    allow_failures: bool = False,
+    trust_model: bool = False,
+) -> int:
+    params = load_params(params_file)
+    if not paths and not manifest:
+        raise UsageError("nothing to classify: give image files, folders or s3:// URLs, or --manifest CSV")
+    model_file = model_file or params.paths.model
+    if not Path(model_file).is_file():
+        raise UsageError(f"no model at '{model_file}'; run `dvc repro` first, or pass --model FILE")
+    class_names = _classes(params, classes)
+    targets = collect_targets(paths, manifest=manifest, extensions=params.data.extensions)
+    accepted, refused, notes = _checked(targets, policy=params.audit)
+    from trainwell.training.model_files import load_model_file
+    from trainwell.training.predict import predict_files
+    from trainwell.training.predict import top_k as ranked
+
+    model = load_model_file(model_file, trust=trust_model, compile=False)
+    if int(model.output_shape[-1]) != len(class_names):
+        raise UsageError(f"the model scores {model.output_shape[-1]} classes but {len(class_names)} class names were "
+                         f"given ({', '.join(class_names)[:200]}); pass --classes with one name per output, in label order")
+    bar = progress_bar(total=len(accepted), description="predict")
+    try:
+        probabilities, failures = predict_files(
+            model=model, locations=[targets.locations[position] for position in accepted],
+            max_pixels=params.audit.max_pixels, batch_size=params.predict.batch_size,
+            report=lambda done: bar.update(done - bar.n))
+    finally:
+        bar.close()
+    refused.update({accepted[index]: reason for index, reason in failures.items()})
+    ranking = ranked(probabilities, classes=class_names, k=top_k or params.predict.top_k)
+    rows = _rows(targets, accepted=accepted, refused=refused, notes=notes, ranking=ranking)
+    rendered = _render(rows, output_format=_format_for(output, output_format)).encode(**PATH_ENCODING)
+    if output:
+        write_bytes_atomically(output, rendered)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(rendered)
+        sys.stdout.flush()
+    return _summarise(rows, targets=targets, refused=refused, allow_failures=allow_failures, output=output)
+
+
+def _rows(targets: Targets, *, accepted: list[int], refused: dict[int, str], notes: dict[int, str],
+          ranking: list[list[tuple[str, float]]]) -> list[dict]:
+    """One row per input in the order given: refused ones (missing, special, failing a check) included."""
+    rows: list[dict[str, Any]] = [{"path": finding.path, "status": "refused", "class": "", "probability": "", "top_k": [],
+             "reason": f"{finding.kind}: {finding.detail}", "notes": ""} for finding in targets.refused]
+    ranked = dict(zip(accepted, ranking))
+    for position, name in enumerate(targets.names):
+        if position in refused:
+            rows.append({"path": name, "status": "refused", "class": "", "probability": "", "top_k": [],
+                         "reason": refused[position], "notes": ""})
+            continue
+        top = ranked[position]
+        rows.append({"path": name, "status": "ok", "class": top[0][0], "probability": round(top[0][1], 6),
+                     "top_k": [{"class": label, "probability": round(value, 6)} for label, value in top],
+                     "reason": "", "notes": notes.get(position, "")})
+    return rows
+
+
+def _summarise(rows: list[dict], *, targets: Targets, refused: dict[int, str], allow_failures: bool,
+               output: str | None) -> int:
+    refusals = [row for row in rows if row["status"] == "refused"]
+    kinds = Counter(row["reason"].split(":", 1)[0] for row in refusals)
+    classified = len(rows) - len(refusals)
+    where = f" to {output}" if output else ""
+    # With the results on stdout, the summary goes to stderr so the CSV or JSON stays parseable.
+    (say if output else warn)(f"predict: classified {classified} of {len(rows)} inputs{where}"
+        + (f"; {targets.ignored} files with other extensions ignored" if targets.ignored else ""))
+    if refusals:
+        warn(f"predict: refused {len(refusals)} ({', '.join(f'{kind} {count}' for kind, count in kinds.most_common())});"
+             " see their rows' reason column")
+        if not allow_failures:
+            warn("predict: exit 1 because inputs were refused (--allow-failures exits 0 when some are classified)")
+            return 1
+    return 0 if classified or not rows else 1

@@ -1,0 +1,88 @@
+"""Classifying files with a trained model: the build stage's decode path inside a batched, prefetching tf.data pipeline."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainwell import storage
+from trainwell.data.decode import DecodeError, prepare_image
+
+
+def prediction_dataset(
+    *, locations: list[str], image_size: int, max_pixels: int, batch_size: int, failures: dict[int, str]
+) -> tf.data.Dataset:
+    """Batches of uint8 images, decoded in parallel by `prepare_image` (the code `build` caches with).
+
+    A file that fails now (changed or removed since it was checked) yields a black image and
+    its reason in `failures` under its position; the caller reports it and drops its row, so
+    that image is never classified.
+    """
+    lock = threading.Lock()
+
+    def load(position: np.ndarray) -> np.ndarray:
+        index = int(position)
+        location = locations[index]
+        try:
+            return prepare_image(storage.read_bytes(location), suffix=os.path.splitext(location)[1],
+                                 size=image_size, max_pixels=max_pixels)
+        except OSError as exc:
+            reason = f"unreadable: {exc.strerror or exc}"
+        except DecodeError as exc:
+            reason = str(exc)
+        except Exception as exc:  # whatever a decoder raises, one file never stops the others
+            reason = f"corrupt: {type(exc).__name__}: {str(exc)[:200]}"
+        with lock:
+            failures[index] = reason
+        return np.zeros((image_size, image_size, 3), np.uint8)
+
+    def load_tensor(position: tf.Tensor) -> tf.Tensor:
+        image = tf.numpy_function(load, [position], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, (image_size, image_size, 3))
+
+    return (tf.data.Dataset.range(len(locations))
+            .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+class _BatchProgress(keras.callbacks.Callback):
+    """Calls back with the number of images classified so far, once per batch."""
+
+    def __init__(self, *, batch_size: int, total: int, report: Callable[[int], None]):
+        super().__init__()
+        self.batch_size, self.total, self.report = batch_size, total, report
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.report(min((batch + 1) * self.batch_size, self.total))
+
+
+def predict_files(
+    *,
+    model: keras.Model,
+    locations: list[str],
+    max_pixels: int,
+    batch_size: int,
+    report: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Class probabilities (len(locations), classes) and the positions that failed to decode, with why."""
+    failures: dict[int, str] = {}
+    if not locations:
+        return np.zeros((0, int(model.output_shape[-1])), np.float32), failures
+    dataset = prediction_dataset(locations=locations, image_size=int(model.input_shape[1]), max_pixels=max_pixels,
+                                 batch_size=batch_size, failures=failures)
+    callbacks = [_BatchProgress(batch_size=batch_size, total=len(locations), report=report)] if report else []
+    probabilities = model.predict(dataset, verbose=0, callbacks=callbacks)
+    return np.asarray(probabilities, dtype=np.float32), failures
+
+
+def top_k(probabilities: np.ndarray, *, classes: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """Per row, the k most probable (class, probability) pairs, most probable first (ties: label order)."""
+    k = max(1, min(k, len(classes)))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[(classes[column], float(row[column])) for column in columns] for row, columns in zip(probabilities, order)]

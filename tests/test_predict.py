@@ -1,0 +1,235 @@
+"""`trainwell predict`: the build stage's pixels, every bad input refused by path and kind, any name, manifests and s3://."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import faults
+from tests.fuzzing import corpus
+from tests.helpers import CLASSES, run, tiny_params, write_params
+from tests.test_hostile_names import hostile_names
+from trainwell.data.cache import build_split, load_split
+from trainwell.data.decode import DecodeError, prepare_image
+from trainwell.data.targets import collect_targets
+from trainwell.training.predict import prediction_dataset
+
+SIZE = 32
+EXTENSIONS = tiny_params()["data"]["extensions"]
+
+
+def varied_images(folder: Path) -> list[str]:
+    """Files in every format and shape build handles: resized up and down, grey, alpha, 16-bit, float .npy."""
+    rng = np.random.default_rng(3)
+    files = {
+        "jpeg_big.jpg": faults.encode(rng.integers(0, 256, (97, 61, 3), dtype=np.uint8), "JPEG", quality=85),
+        "png_small.png": faults.encode(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), "PNG"),
+        "grey.png": faults.encode(rng.integers(0, 256, (40, 40), dtype=np.uint8), "PNG"),
+        "rgba.png": faults.encode(rng.integers(0, 256, (33, 50, 4), dtype=np.uint8), "PNG"),
+        "sixteen.tif": faults.encode(Image.fromarray(rng.integers(0, 65535, (45, 45), dtype=np.uint16)), "TIFF"),
+        "palette.gif": faults.encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).convert("P"), "GIF"),
+        "exact.bmp": faults.encode(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), "BMP"),
+    }
+    buffer = io.BytesIO()
+    np.save(buffer, rng.random((50, 30, 3)).astype(np.float32))
+    files["unit.npy"] = buffer.getvalue()
+    for name, data in files.items():
+        faults.write(folder / name, data)
+    return sorted(files)
+
+
+def test_predict_sees_exactly_the_pixels_build_cached(tmp_path):
+    names = varied_images(tmp_path / "images")
+    entry = build_split(root=tmp_path / "images", rows=[(name, "circle") for name in names], classes=["circle"],
+                        image_size=SIZE, shard_size=4, out_dir=tmp_path / "cache" / "test", workers=2,
+                        max_pixels=10**7)
+    assert entry["skipped"] == []
+    cached = np.concatenate([np.load(tmp_path / "cache" / "test" / shard["images"]) for shard in entry["shards"]])
+    failures: dict[int, str] = {}
+    # Inside Dataset.map (tf.numpy_function on the pipeline's threads) ...
+    dataset = prediction_dataset(locations=[str(tmp_path / "images" / name) for name in names], image_size=SIZE,
+                                 max_pixels=10**7, batch_size=3, failures=failures)
+    streamed = np.concatenate([batch.numpy() for batch in dataset])
+    assert failures == {}
+    np.testing.assert_array_equal(streamed, cached)
+    # ... and eagerly, the same function.
+    for position, name in enumerate(names):
+        eager = prepare_image((tmp_path / "images" / name).read_bytes(), suffix=Path(name).suffix, size=SIZE,
+                              max_pixels=10**7)
+        np.testing.assert_array_equal(eager, cached[position])
+
+
+def test_a_file_that_breaks_after_its_check_is_reported_not_classified(tmp_path):
+    good = faults.write(tmp_path / "good.png", faults.png_bytes())
+    gone = faults.write(tmp_path / "gone.png", faults.png_bytes(1))
+    changed = faults.write(tmp_path / "changed.jpg", faults.jpeg_bytes())
+    gone.unlink()
+    changed.write_bytes(faults.truncated_jpeg())
+    failures: dict[int, str] = {}
+    dataset = prediction_dataset(locations=[str(good), str(gone), str(changed)], image_size=SIZE, max_pixels=10**7,
+                                 batch_size=2, failures=failures)
+    assert sum(len(batch) for batch in dataset) == 3
+    assert failures[1].startswith("unreadable") and failures[2].startswith("truncated") and 0 not in failures
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with params, a saved (untrained) model of the tiny size and the class list: all predict needs."""
+    from trainwell.training.model_files import save_model_file
+    from trainwell.training.network import build_model
+
+    folder = tmp_path_factory.mktemp("predict-project")
+    write_params(folder, tiny_params())
+    keras_model = build_model(num_classes=len(CLASSES), image_size=SIZE, conv_filters=[4], kernel_size=3,
+                              dense_units=8)
+    (folder / "models").mkdir()
+    save_model_file(keras_model, folder / "models" / "model.keras")
+    (folder / "data" / "splits").mkdir(parents=True)
+    (folder / "data" / "splits" / "classes.json").write_text(json.dumps(CLASSES))
+    return folder
+
+
+def rows_of(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+BAD_INPUTS = {
+    "corrupt.png": faults.broken_crc_png(),
+    "truncated.jpg": faults.truncated_jpeg(),
+    "nan.npy": faults.npy_with_nan(),
+    "bomb.png": faults.bomb_png_header(),
+    "empty.jpg": b"",
+    "text.jpg": b"hello, not an image\n",
+}
+EXPECTED_KIND = {"corrupt.png": "corrupt", "truncated.jpg": "truncated", "nan.npy": "nan", "bomb.png": "too_large",
+                 "empty.jpg": "empty_file", "text.jpg": "not_an_image"}
+
+
+def test_each_bad_input_kind_is_refused_by_path_and_kind(project, tmp_path):
+    folder = tmp_path / "inputs"
+    for name, data in BAD_INPUTS.items():
+        faults.write(folder / name, data)
+    faults.write(folder / "good" / "a.png", faults.png_bytes(2))
+    faults.write(folder / "good" / "notes.txt", b"ignored: not an image extension")
+    os.mkfifo(folder / "pipe.png")  # reading it would block for ever
+    (folder / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "linked_folder").symlink_to(folder / "good")
+    result = run(["trainwell", "predict", str(folder), str(tmp_path / "missing.jpg"), "--params",
+                  str(project / "params.yaml"), "--model", str(project / "models" / "model.keras"), "--classes",
+                  ",".join(CLASSES)], project, check=False)
+    assert result.returncode == 1, result.stderr
+    rows = {Path(row["path"]).name: row for row in rows_of(result.stdout)}
+    for name, kind in EXPECTED_KIND.items():
+        assert rows[name]["status"] == "refused" and rows[name]["reason"].startswith(kind + ":"), rows[name]
+        assert rows[name]["class"] == ""
+    assert rows["pipe.png"]["reason"].startswith("special_file")
+    assert rows["dangling.png"]["reason"].startswith("unreadable")
+    assert rows["loop.png"]["reason"].startswith("unreadable")
+    assert rows["linked_folder"]["reason"].startswith("special_file")
+    assert rows["missing.jpg"]["reason"].startswith("missing_file")
+    assert rows["a.png"]["status"] == "ok" and rows["a.png"]["class"] in CLASSES
+    assert "notes.txt" not in rows and "1 files with other extensions ignored" in result.stderr
+    assert "refused 11" in result.stderr and "classified 1 of 12 inputs" in result.stderr
+
+    allowed = run(["trainwell", "predict", str(folder), "--allow-failures", "--params", str(project / "params.yaml")],
+                  project, check=False)
+    assert allowed.returncode == 0
+
+
+def test_fuzzed_files_are_classified_or_refused_never_a_crash(project, tmp_path):
+    """Generated hostile input: mutated headers, truncations and bit flips of every format."""
+    folder = tmp_path / "fuzz"
+    for name, data in corpus(80, seed=11).items():
+        faults.write(folder / name, data)
+    result = run(["trainwell", "predict", str(folder), "--format", "json", "--allow-failures"], project, check=False)
+    assert result.returncode in (0, 1), result.stderr  # 1 only when nothing at all was classified
+    rows = json.loads(result.stdout)
+    assert len(rows) == len(list(folder.rglob("*.*")))
+    for row in rows:
+        if row["status"] == "ok":
+            assert row["class"] in CLASSES and 0.0 <= row["probability"] <= 1.0 and row["reason"] == ""
+        else:
+            assert row["reason"].split(":")[0] in ("corrupt", "truncated", "not_an_image", "too_large", "nan", "inf",
+                                                   "empty_file", "decoder_crash", "decode_timeout", "unreadable")
+
+
+def test_any_file_name_survives_into_csv_and_json(project, tmp_path):
+    folder = tmp_path / "names"
+    names = [f"{name}.png" for name in hostile_names(12, seed=5)]
+    for position, name in enumerate(names):
+        faults.write(folder / name.replace("/", "_"), faults.png_bytes(position))
+    output = tmp_path / "out" / "predictions.csv"
+    run(["trainwell", "predict", str(folder), "--output", str(output)], project)
+    text = output.read_bytes().decode("utf-8", "surrogateescape")
+    written = {Path(row["path"]).name for row in rows_of(text)}
+    assert written == {name.replace("/", "_") for name in names}
+    run(["trainwell", "predict", str(folder), "--output", str(tmp_path / "out.json")], project)
+    as_json = json.loads((tmp_path / "out.json").read_text())
+    assert {Path(row["path"]).name for row in as_json} == written
+    assert all(len(row["top_k"]) == 3 for row in as_json)
+    probabilities = [entry["probability"] for entry in as_json[0]["top_k"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_manifest_rows_are_checked_before_anything_is_opened(project, tmp_path):
+    folder = tmp_path / "listed"
+    faults.write(folder / "images" / "a.png", faults.png_bytes(1))
+    faults.write(tmp_path / "outside.png", faults.png_bytes(2))
+    (folder / "images" / "escape.png").symlink_to(tmp_path / "outside.png")
+    manifest = folder / "inputs.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "note"])
+        for path in ["images/a.png", "/etc/passwd", "../outside.png", "images/escape.png", "", "images/none.png"]:
+            writer.writerow([path, "x"])
+    result = run(["trainwell", "predict", "--manifest", str(manifest)], project, check=False)
+    assert result.returncode == 1
+    rows = {row["path"]: row for row in rows_of(result.stdout)}
+    assert rows["images/a.png"]["status"] == "ok"
+    assert rows["/etc/passwd"]["reason"].startswith("path_outside_root")
+    assert rows["../outside.png"]["reason"].startswith("path_outside_root")
+    assert rows["images/escape.png"]["reason"].startswith("symlink_outside")
+    assert rows[""]["reason"].startswith("path_outside_root")
+    assert rows["images/none.png"]["reason"].startswith("missing_file")
+
+    broken = folder / "broken.csv"
+    broken.write_text("file\nimages/a.png\n")
+    usage = run(["trainwell", "predict", "--manifest", str(broken)], project, check=False)
+    assert usage.returncode == 2 and "path" in usage.stderr
+
+
+def test_usage_errors_say_what_to_do(project, tmp_path):
+    nothing = run(["trainwell", "predict"], project, check=False)
+    assert nothing.returncode == 2 and "nothing to classify" in nothing.stderr
+    faults.write(tmp_path / "a.png", faults.png_bytes())
+    wrong = run(["trainwell", "predict", str(tmp_path / "a.png"), "--classes", "a,b"], project, check=False)
+    assert wrong.returncode == 2 and "scores 5 classes" in wrong.stderr
+    no_model = run(["trainwell", "predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "none.keras")],
+                   project, check=False)
+    assert no_model.returncode == 2 and "--model" in no_model.stderr
+
+
+def test_collect_targets_orders_folders_and_skips_hidden(tmp_path):
+    rng = random.Random(0)
+    names = [f"{rng.randint(0, 10**6):07d}.png" for _ in range(20)]
+    for name in names:
+        faults.write(tmp_path / "sub" / name, b"x")
+    faults.write(tmp_path / "sub" / ".hidden.png", b"x")
+    targets = collect_targets([str(tmp_path / "sub")], manifest=None, extensions=EXTENSIONS)
+    assert [Path(name).name for name in targets.names] == sorted(names)
+    assert targets.refused == []
+
+
+def test_decode_error_kinds_match_the_audit():
+    with pytest.raises(DecodeError) as caught:
+        prepare_image(faults.truncated_jpeg(), suffix=".jpg", size=SIZE, max_pixels=10**7)
+    assert caught.value.kind == "truncated"
