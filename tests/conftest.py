@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -38,3 +39,20 @@ def demo_copy(demo_set: Path, workdir: Path) -> Path:
     target = workdir / "data" / "demo"
     shutil.copytree(demo_set, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def predict_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """For `trainwell predict`: a folder with params, a saved (untrained) model of the tiny size and the class list: all predict needs."""
+    from trainwell.training.model_files import save_model_file
+    from trainwell.training.network import build_model
+
+    folder = tmp_path_factory.mktemp("predict-project")
+    write_params(folder, tiny_params())
+    keras_model = build_model(num_classes=len(CLASSES), image_size=32, conv_filters=[4], kernel_size=3,
+                              dense_units=8)
+    (folder / "models").mkdir()
+    save_model_file(keras_model, folder / "models" / "model.keras")
+    (folder / "data" / "splits").mkdir(parents=True)
+    (folder / "data" / "splits" / "classes.json").write_text(json.dumps(CLASSES))
+    return folder

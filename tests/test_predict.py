@@ -15,9 +15,9 @@ from PIL import Image
 
 from tests import faults
 from tests.fuzzing import corpus
-from tests.helpers import CLASSES, run, tiny_params, write_params
+from tests.helpers import CLASSES, run, tiny_params
 from tests.test_hostile_names import hostile_names
-from trainwell.data.cache import build_split, load_split
+from trainwell.data.cache import build_split
 from trainwell.data.decode import DecodeError, prepare_image
 from trainwell.data.targets import collect_targets
 from trainwell.training.predict import prediction_dataset
@@ -80,23 +80,6 @@ def test_a_file_that_breaks_after_its_check_is_reported_not_classified(tmp_path)
     assert failures[1].startswith("unreadable") and failures[2].startswith("truncated") and 0 not in failures
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with params, a saved (untrained) model of the tiny size and the class list: all predict needs."""
-    from trainwell.training.model_files import save_model_file
-    from trainwell.training.network import build_model
-
-    folder = tmp_path_factory.mktemp("predict-project")
-    write_params(folder, tiny_params())
-    keras_model = build_model(num_classes=len(CLASSES), image_size=SIZE, conv_filters=[4], kernel_size=3,
-                              dense_units=8)
-    (folder / "models").mkdir()
-    save_model_file(keras_model, folder / "models" / "model.keras")
-    (folder / "data" / "splits").mkdir(parents=True)
-    (folder / "data" / "splits" / "classes.json").write_text(json.dumps(CLASSES))
-    return folder
-
-
 def rows_of(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
@@ -113,7 +96,7 @@ EXPECTED_KIND = {"corrupt.png": "corrupt", "truncated.jpg": "truncated", "nan.np
                  "empty.jpg": "empty_file", "text.jpg": "not_an_image"}
 
 
-def test_each_bad_input_kind_is_refused_by_path_and_kind(project, tmp_path):
+def test_each_bad_input_kind_is_refused_by_path_and_kind(predict_project, tmp_path):
     folder = tmp_path / "inputs"
     for name, data in BAD_INPUTS.items():
         faults.write(folder / name, data)
@@ -124,8 +107,8 @@ def test_each_bad_input_kind_is_refused_by_path_and_kind(project, tmp_path):
     (folder / "loop.png").symlink_to(folder / "loop.png")
     (folder / "linked_folder").symlink_to(folder / "good")
     result = run(["trainwell", "predict", str(folder), str(tmp_path / "missing.jpg"), "--params",
-                  str(project / "params.yaml"), "--model", str(project / "models" / "model.keras"), "--classes",
-                  ",".join(CLASSES)], project, check=False)
+                  str(predict_project / "params.yaml"), "--model", str(predict_project / "models" / "model.keras"), "--classes",
+                  ",".join(CLASSES)], predict_project, check=False)
     assert result.returncode == 1, result.stderr
     rows = {Path(row["path"]).name: row for row in rows_of(result.stdout)}
     for name, kind in EXPECTED_KIND.items():
@@ -140,17 +123,17 @@ def test_each_bad_input_kind_is_refused_by_path_and_kind(project, tmp_path):
     assert "notes.txt" not in rows and "1 files with other extensions ignored" in result.stderr
     assert "refused 11" in result.stderr and "classified 1 of 12 inputs" in result.stderr
 
-    allowed = run(["trainwell", "predict", str(folder), "--allow-failures", "--params", str(project / "params.yaml")],
-                  project, check=False)
+    allowed = run(["trainwell", "predict", str(folder), "--allow-failures", "--params", str(predict_project / "params.yaml")],
+                  predict_project, check=False)
     assert allowed.returncode == 0
 
 
-def test_fuzzed_files_are_classified_or_refused_never_a_crash(project, tmp_path):
+def test_fuzzed_files_are_classified_or_refused_never_a_crash(predict_project, tmp_path):
     """Generated hostile input: mutated headers, truncations and bit flips of every format."""
     folder = tmp_path / "fuzz"
     for name, data in corpus(80, seed=11).items():
         faults.write(folder / name, data)
-    result = run(["trainwell", "predict", str(folder), "--format", "json", "--allow-failures"], project, check=False)
+    result = run(["trainwell", "predict", str(folder), "--format", "json", "--allow-failures"], predict_project, check=False)
     assert result.returncode in (0, 1), result.stderr  # 1 only when nothing at all was classified
     rows = json.loads(result.stdout)
     assert len(rows) == len(list(folder.rglob("*.*")))
@@ -162,17 +145,17 @@ def test_fuzzed_files_are_classified_or_refused_never_a_crash(project, tmp_path)
                                                    "empty_file", "decoder_crash", "decode_timeout", "unreadable")
 
 
-def test_any_file_name_survives_into_csv_and_json(project, tmp_path):
+def test_any_file_name_survives_into_csv_and_json(predict_project, tmp_path):
     folder = tmp_path / "names"
     names = [f"{name}.png" for name in hostile_names(12, seed=5)]
     for position, name in enumerate(names):
         faults.write(folder / name.replace("/", "_"), faults.png_bytes(position))
     output = tmp_path / "out" / "predictions.csv"
-    run(["trainwell", "predict", str(folder), "--output", str(output)], project)
+    run(["trainwell", "predict", str(folder), "--output", str(output)], predict_project)
     text = output.read_bytes().decode("utf-8", "surrogateescape")
     written = {Path(row["path"]).name for row in rows_of(text)}
     assert written == {name.replace("/", "_") for name in names}
-    run(["trainwell", "predict", str(folder), "--output", str(tmp_path / "out.json")], project)
+    run(["trainwell", "predict", str(folder), "--output", str(tmp_path / "out.json")], predict_project)
     as_json = json.loads((tmp_path / "out.json").read_text())
     assert {Path(row["path"]).name for row in as_json} == written
     assert all(len(row["top_k"]) == 3 for row in as_json)
@@ -180,7 +163,7 @@ def test_any_file_name_survives_into_csv_and_json(project, tmp_path):
     assert probabilities == sorted(probabilities, reverse=True)
 
 
-def test_manifest_rows_are_checked_before_anything_is_opened(project, tmp_path):
+def test_manifest_rows_are_checked_before_anything_is_opened(predict_project, tmp_path):
     folder = tmp_path / "listed"
     faults.write(folder / "images" / "a.png", faults.png_bytes(1))
     faults.write(tmp_path / "outside.png", faults.png_bytes(2))
@@ -191,7 +174,7 @@ def test_manifest_rows_are_checked_before_anything_is_opened(project, tmp_path):
         writer.writerow(["path", "note"])
         for path in ["images/a.png", "/etc/passwd", "../outside.png", "images/escape.png", "", "images/none.png"]:
             writer.writerow([path, "x"])
-    result = run(["trainwell", "predict", "--manifest", str(manifest)], project, check=False)
+    result = run(["trainwell", "predict", "--manifest", str(manifest)], predict_project, check=False)
     assert result.returncode == 1
     rows = {row["path"]: row for row in rows_of(result.stdout)}
     assert rows["images/a.png"]["status"] == "ok"
@@ -203,18 +186,18 @@ def test_manifest_rows_are_checked_before_anything_is_opened(project, tmp_path):
 
     broken = folder / "broken.csv"
     broken.write_text("file\nimages/a.png\n")
-    usage = run(["trainwell", "predict", "--manifest", str(broken)], project, check=False)
+    usage = run(["trainwell", "predict", "--manifest", str(broken)], predict_project, check=False)
     assert usage.returncode == 2 and "path" in usage.stderr
 
 
-def test_usage_errors_say_what_to_do(project, tmp_path):
-    nothing = run(["trainwell", "predict"], project, check=False)
+def test_usage_errors_say_what_to_do(predict_project, tmp_path):
+    nothing = run(["trainwell", "predict"], predict_project, check=False)
     assert nothing.returncode == 2 and "nothing to classify" in nothing.stderr
     faults.write(tmp_path / "a.png", faults.png_bytes())
-    wrong = run(["trainwell", "predict", str(tmp_path / "a.png"), "--classes", "a,b"], project, check=False)
+    wrong = run(["trainwell", "predict", str(tmp_path / "a.png"), "--classes", "a,b"], predict_project, check=False)
     assert wrong.returncode == 2 and "scores 5 classes" in wrong.stderr
     no_model = run(["trainwell", "predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "none.keras")],
-                   project, check=False)
+                   predict_project, check=False)
     assert no_model.returncode == 2 and "--model" in no_model.stderr
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run, tiny_params, tool_env, write_params
-from tests.test_predict import project  # noqa: F401  (a saved model and class list)
 from tests.test_dvc_pipeline import make_project
 
 BUCKET = "trainwell-tests"
@@ -198,7 +197,7 @@ def test_object_store_paths_keep_their_double_slash():
     assert storage.is_remote("s3://b/x") and not storage.is_remote("/tmp/x")
 
 
-def test_predict_reads_objects_and_prefixes(s3_endpoint, demo_set, tmp_path, project):  # noqa: F811
+def test_predict_reads_objects_and_prefixes(s3_endpoint, demo_set, tmp_path, predict_project):
     prefix = f"predict-{tmp_path.name}"
     local = tmp_path / "demo"
     shutil.copytree(demo_set, local)
@@ -207,7 +206,7 @@ def test_predict_reads_objects_and_prefixes(s3_endpoint, demo_set, tmp_path, pro
     upload(s3_endpoint, local, prefix)
     url = f"s3://{BUCKET}/{prefix}"
     result = trainwell(["predict", f"{url}/ring", f"{url}/circle/{sorted((local / 'circle').iterdir())[0].name}",
-                        f"{url}/nothing-here", "--format", "json"], project, s3_endpoint)
+                        f"{url}/nothing-here", "--format", "json"], predict_project, s3_endpoint)
     assert result.returncode == 1, result.stderr  # one broken object, one missing prefix
     rows = {row["path"]: row for row in json.loads(result.stdout)}
     ring = [path for path in rows if path.startswith(f"{url}/ring/")]
