@@ -211,7 +211,7 @@ def test_audit_groups_near_duplicates_and_flags_blur_and_imbalance(demo_copy, wo
 
 
 def test_near_duplicate_groups_link_transitively_and_need_close_thumbnails():
-    from trainwell.audit.similarity import near_duplicate_groups
+    from trainwell.audit.near_duplicates import near_duplicate_groups
 
     hashes = np.array([[0] * 8, [0] * 7 + [0b111], [0] * 7 + [0b111111], [255] * 8, [0] * 8], dtype=np.uint8)
     thumbnails = np.full((5, 192), 10, dtype=np.uint8)

@@ -11,8 +11,8 @@ import numpy as np
 from trainwell import storage
 from trainwell.audit.cache import COLUMNS, AuditCache
 from trainwell.audit.checks import FileResult
+from trainwell.audit.near_duplicates import near_duplicate_pairs
 from trainwell.audit.report import AuditReport
-from trainwell.audit.similarity import near_duplicate_pairs
 from trainwell.audit.workers import check_all
 from trainwell.data.groups import groups_from_pairs
 from trainwell.data.listing import list_sources

@@ -1,0 +1,164 @@
+"""The indexed near-duplicate search gives exactly the pairs of comparing every pair, full and incremental."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainwell.audit.hamming import choose_plan, hamming_pairs
+from trainwell.audit.near_duplicates import near_duplicate_pairs
+
+DISTANCES = (0, 1, 5, 10)
+PIXEL_DIFFERENCE = 4.0  # mean over the 192 thumbnail values: a summed limit of 768
+LIMIT = PIXEL_DIFFERENCE * 192
+
+
+def flipped(code: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
+    """`code` (8 packed bytes) with exactly `bits` distinct bits flipped."""
+    unpacked = np.unpackbits(code)
+    unpacked[rng.choice(64, size=bits, replace=False)] ^= 1
+    return np.packbits(unpacked)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> tuple[np.ndarray, np.ndarray]:
+    """30,000 random pHashes and thumbnails, plus planted trouble for every distance tested:
+    copies at exactly 0..11 bits from their original with thumbnails on both sides of the limit,
+    a heavy bucket of 400 identical hashes (300 identical thumbnails, 100 varied ones) and a
+    crowd of 200 hashes within 2 bits of one code (one long shared substring in every table)."""
+    rng = np.random.default_rng(16)
+    hashes = [rng.integers(0, 256, size=(30_000, 8), dtype=np.uint8)]
+    thumbnails = [rng.integers(0, 256, size=(30_000, 192), dtype=np.uint8)]
+    for original in range(600):
+        # Planted near each random original: every distance 0..11, the thumbnail's summed difference
+        # exactly at the limit, one over it, or far below (values 64..191, so +-4 never clips).
+        base_thumbnail = rng.integers(64, 192, size=192, dtype=np.uint8)
+        thumbnails[0][original] = base_thumbnail
+        for bits in range(12):
+            hashes.append(flipped(hashes[0][original], bits, rng)[None])
+            shift = (4, 5, 1)[(original + bits) % 3] * (-1 if bits % 2 else 1)
+            thumbnails.append((base_thumbnail.astype(np.int16) + shift).astype(np.uint8)[None])
+    hashes.append(np.repeat(rng.integers(0, 256, size=(1, 8), dtype=np.uint8), 400, axis=0))
+    heavy = np.repeat(rng.integers(64, 192, size=(1, 192), dtype=np.uint8), 400, axis=0)
+    heavy[300:] = np.clip(heavy[300:].astype(np.int16) + rng.integers(-8, 9, size=(100, 192)), 0, 255)
+    thumbnails.append(heavy)
+    centre = rng.integers(0, 256, size=8, dtype=np.uint8)
+    hashes.append(np.stack([flipped(centre, int(rng.integers(0, 3)), rng) for _ in range(200)]))
+    thumbnails.append(np.repeat(rng.integers(64, 192, size=(1, 192), dtype=np.uint8), 200, axis=0)
+                      + rng.integers(0, 3, size=(200, 192), dtype=np.uint8))
+    order = rng.permutation(sum(len(part) for part in hashes))  # planted rows spread among the others
+    return np.concatenate(hashes)[order], np.concatenate(thumbnails)[order]
+
+
+def reference_pairs(hashes: np.ndarray, thumbnails: np.ndarray, max_distance: int) -> np.ndarray:
+    """Every pair (i < j) compared: with pHash bits as +-1, a.b = 64 - 2 * distance (exact in
+    float32), then the thumbnails' summed absolute difference. Plain and slow, the definition to match."""
+    signs = np.unpackbits(hashes, axis=1).astype(np.float32) * 2 - 1
+    found = []
+    for start in range(0, len(hashes), 512):
+        rows, columns = np.nonzero(signs[start : start + 512] @ signs[start:].T >= 64 - 2 * max_distance)
+        rows, columns = rows + start, columns + start
+        rows, columns = rows[columns > rows], columns[columns > rows]
+        difference = np.abs(thumbnails[rows].astype(np.int64) - thumbnails[columns].astype(np.int64)).sum(axis=1)
+        found.append(np.stack([rows, columns], axis=1)[difference <= LIMIT])
+    pairs = np.concatenate(found)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+@pytest.fixture(scope="module")
+def expected(dataset) -> dict[int, np.ndarray]:
+    """Reference pairs for every tested distance, from one exhaustive pass at the largest."""
+    hashes, thumbnails = dataset
+    widest = reference_pairs(hashes, thumbnails, max(DISTANCES))
+    distance = np.unpackbits(hashes[widest[:, 0]] ^ hashes[widest[:, 1]], axis=1).sum(axis=1)
+    return {limit: widest[distance <= limit] for limit in DISTANCES}
+
+
+@pytest.mark.parametrize("max_distance", DISTANCES)
+def test_indexed_search_finds_exactly_the_exhaustive_pairs(dataset, expected, max_distance):
+    hashes, thumbnails = dataset
+    found = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=max_distance,
+                                 max_pixel_difference=PIXEL_DIFFERENCE, method="index")
+    assert found.dtype == np.int64
+    np.testing.assert_array_equal(found, expected[max_distance])
+    # The planted cases are all there: the heavy bucket alone links 300 * 299 / 2 identical pictures.
+    assert len(found) > 300 * 299 // 2
+    if max_distance == 5:
+        auto = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=max_distance,
+                                    max_pixel_difference=PIXEL_DIFFERENCE)
+        np.testing.assert_array_equal(auto, found)
+
+
+@pytest.mark.parametrize("max_distance", DISTANCES)
+def test_incremental_queries_plus_kept_pairs_rebuild_the_full_answer(dataset, expected, max_distance):
+    """What audit.dataset does on a re-audit: pairs among unchanged rows come from the last run,
+    pairs involving a changed row from a query for just those rows."""
+    hashes, thumbnails = dataset
+    rng = np.random.default_rng(max_distance)
+    full = expected[max_distance]
+    # Changed rows: random ones, members of linked pairs, and part of the heavy bucket.
+    _, code_of_row, code_counts = np.unique(hashes, axis=0, return_inverse=True, return_counts=True)
+    heavy_rows = np.flatnonzero(code_counts[code_of_row.ravel()] == 400)
+    changed = np.unique(np.concatenate([rng.choice(len(hashes), size=300, replace=False),
+                                        rng.choice(full.ravel(), size=50), heavy_rows[:5]]))
+    is_changed = np.zeros(len(hashes), dtype=bool)
+    is_changed[changed] = True
+    kept = full[~is_changed[full[:, 0]] & ~is_changed[full[:, 1]]]
+    for method in ("index", "exhaustive", "auto"):
+        fresh = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=max_distance,
+                                     max_pixel_difference=PIXEL_DIFFERENCE, rows=changed, method=method)
+        np.testing.assert_array_equal(fresh, full[is_changed[full[:, 0]] | is_changed[full[:, 1]]])
+        rebuilt = np.concatenate([kept, fresh])
+        np.testing.assert_array_equal(rebuilt[np.lexsort((rebuilt[:, 1], rebuilt[:, 0]))], full)
+
+
+def test_exhaustive_fallback_matches_on_a_sample(dataset, expected):
+    """The blockwise exhaustive path (for distances no index pays for) agrees too."""
+    hashes, thumbnails = dataset
+    sample = np.arange(4000)
+    for max_distance in DISTANCES:
+        found = near_duplicate_pairs(hashes=hashes[sample], thumbnails=thumbnails[sample], max_distance=max_distance,
+                                     max_pixel_difference=PIXEL_DIFFERENCE, method="exhaustive")
+        full = expected[max_distance]
+        np.testing.assert_array_equal(found, full[(full[:, 0] < len(sample)) & (full[:, 1] < len(sample))])
+
+
+def test_one_changed_blank_among_thousands_costs_its_own_pairs_only():
+    """5,000 blank pictures (same hash, same thumbnail) link in 12.5M pairs; re-checking one of
+    them yields its 4,999, without building the others."""
+    hashes = np.zeros((5000, 8), dtype=np.uint8)
+    thumbnails = np.zeros((5000, 192), dtype=np.uint8)
+    found = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=5,
+                                 max_pixel_difference=PIXEL_DIFFERENCE, rows=np.array([1234]))
+    assert len(found) == 4999
+    assert ((found == 1234).any(axis=1)).all() and (found[:, 0] < found[:, 1]).all()
+
+
+@pytest.mark.parametrize("method", ["index", "exhaustive", "auto"])
+def test_hamming_pairs_at_the_extremes(method):
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 2**64 - 1, size=60, dtype=np.uint64, endpoint=True)
+    every_pair = np.stack(np.triu_indices(60, k=1), axis=1)
+    # 64 bits apart at most: every pair qualifies, and no plan exists (it needs 65 blocks).
+    assert choose_plan(count=60, max_distance=64) is None
+    found = hamming_pairs(codes, max_distance=64, method=method)
+    assert sorted(map(tuple, found.tolist())) == sorted(map(tuple, every_pair.tolist()))
+    # A distance of 20 through the index (21 one-substring tables, or fallback) still matches.
+    bits = np.unpackbits(codes.view(np.uint8).reshape(60, 8), axis=1).astype(np.int64)
+    distance = (bits[:, None, :] != bits[None, :, :]).sum(axis=2)
+    for max_distance in (20, 32, 40):
+        found = hamming_pairs(codes, max_distance=max_distance, method=method)
+        want = every_pair[distance[every_pair[:, 0], every_pair[:, 1]] <= max_distance]
+        assert sorted(map(tuple, found.tolist())) == sorted(map(tuple, want.tolist()))
+    assert hamming_pairs(codes, max_distance=-1, method=method).shape == (0, 2)
+
+
+def test_plans_grow_with_the_count_and_give_up_when_tables_cost_more():
+    # Default distance: one-substring tables (classic multi-index hashing) at small counts,
+    # two-of-seven-blocks keys (18 bits) at a million, where 10-bit substrings crowd.
+    assert choose_plan(count=10_000, max_distance=5).matching == 1
+    assert choose_plan(count=1_000_000, max_distance=5).matching == 2
+    assert choose_plan(count=100, max_distance=5) is None  # 4,950 pairs: comparing them all is cheaper
+    assert choose_plan(count=1_000_000, max_distance=20) is None
+    with pytest.raises(ValueError, match="method"):
+        hamming_pairs(np.zeros(3, dtype=np.uint64), max_distance=1, method="fast")
