@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO_ROOT, run, tiny_params, write_params
+from tests.helpers import CLASSES, REPO_ROOT, run, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["demo_data", "audit", "split", "build", "label_review", "train", "evaluate"]
+STAGES = ["demo_data", "audit", "split", "build", "label_review", "train", "evaluate", "export", "card"]
 
 
 def make_project(folder: Path, params: dict) -> Path:
@@ -31,7 +31,7 @@ def ran_stages(output: str) -> list[str]:
     return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
 
 
-def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path):
+def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_factory):
     project = make_project(tmp_path, tiny_params())
     first = run(["dvc", "repro"], project)
     assert ran_stages(first.stdout) == STAGES
@@ -43,11 +43,26 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path):
     changed = [line[3:] for line in run(["git", "status", "--porcelain", "-uall"], project).stdout.splitlines()]
     assert "dvc.lock" in changed
     allowed = {"dvc.lock", ".trainwell/versions.json", "metrics/audit.json", "metrics/split.json", "metrics/eval.json", "dvclive/metrics.json",
-               "metrics/labels.json", "reports/train/incidents.json"}
+               "metrics/labels.json", "reports/train/incidents.json", "metrics/export.json", "models/card.md",
+               "models/card.json"}
     assert [path for path in changed if path not in allowed and not path.endswith(".gitignore")] == []
+
+    card = json.loads((project / "models" / "card.json").read_text())
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    audited = {dep["path"]: dep["md5"] for dep in lock["stages"]["audit"]["deps"]}
+    assert card["data"]["version"] == audited["data/demo"] and card["data"]["version"].endswith(".dir")
+    assert card["classes"] == sorted(CLASSES) and card["metrics"]["test_images"] == 15
+    markdown = (project / "models" / "card.md").read_text()
+    assert "## Intended use" in markdown and f"`{audited['data/demo']}`" in markdown
 
     second = run(["dvc", "repro"], project)
     assert ran_stages(second.stdout) == []
+
+    # A second fresh project with the same code, data and params: the same bytes everywhere, so
+    # its dvc.lock is identical (model, exports, metrics, card) and CI can `git diff --exit-code`.
+    other = make_project(tmp_path_factory.mktemp("second-clone"), tiny_params())
+    run(["dvc", "repro"], other)
+    assert (other / "dvc.lock").read_text() == (project / "dvc.lock").read_text()
 
     params = tiny_params()
     params["evaluate"]["batch_size"] = 7
@@ -68,7 +83,8 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path):
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "-m", "baseline"], project)
     experiment = run(["dvc", "exp", "run", "-S", "train.epochs=1"], project)
-    assert ran_stages(experiment.stdout) == ["train", "evaluate"]  # label_review does not depend on epochs
+    # label_review does not depend on epochs; the card does (its training table lists them).
+    assert ran_stages(experiment.stdout) == ["train", "evaluate", "export", "card"]
     assert json.loads((project / "dvclive" / "metrics.json").read_text())["step"] == 0
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 1
 

@@ -34,6 +34,9 @@ STAGES = {
     "build": ("build", "decode and resize every image once into the uint8 training cache"),
     "train": ("train", "check the model contract, then train; never saves a model with NaN weights"),
     "evaluate": ("evaluate", "test-split accuracy, per-class precision/recall/F1, confusion matrix"),
+    "export": ("export", "SavedModel (encoded image bytes in) and TFLite float16/int8, each checked against "
+               "the Keras model on the test split; fails when agreement misses export.min_agreement_*"),
+    "card": ("card", "write the model card (models/card.md and .json) from the pipeline's outputs"),
     "label-review": ("label_review", "k-fold out-of-fold predictions ranked by cleanlab into likely "
                      "label errors; never relabels a file"),
 }
@@ -106,6 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
                "(e.g. --baseline main in a pull request). Prints a table; exit 1 when any check fails.")
     gate.add_argument("--baseline", metavar="REV", help="git revision to compare with (default: gate.baseline)")
     gate.add_argument("--format", choices=["text", "json"], default="text", help="(default: %(default)s)")
+    predict = add(
+        "predict",
+        "classify image files, folders, a manifest or s3:// URLs with the trained model",
+        "Classify images with the trained model (paths.model), decoding and resizing them with the very code "
+        "`build` used for training. Every input is first checked as the audit checks a file: a missing, "
+        "corrupt, truncated, NaN-carrying, oversized or special file is refused and reported by path and "
+        "reason, never guessed at. Writes CSV (or JSON) with the class, its probability and the top-k "
+        "classes, to stdout or --output. Exit 0 when every input was classified, 1 when any was refused "
+        "(unless --allow-failures), 2 for bad usage.",
+    )
+    predict.add_argument("paths", nargs="*", metavar="PATH",
+                         help="image files, folders (searched recursively for data.extensions) or s3:// URLs")
+    predict.add_argument("--manifest", metavar="CSV",
+                         help="a CSV with a `path` column, paths relative to the CSV's folder")
+    predict.add_argument("--model", dest="model_file", metavar="FILE", help="a .keras model (default: paths.model)")
+    predict.add_argument("--classes", metavar="A,B,...",
+                         help="class names in label order (default: data/splits/classes.json from the pipeline)")
+    predict.add_argument("--output", "-o", metavar="FILE", help="write here (atomically) instead of stdout")
+    predict.add_argument("--format", dest="output_format", choices=["csv", "json"],
+                         help="default: json for an --output ending in .json, else csv")
+    predict.add_argument("--top-k", type=int, metavar="K", help="classes listed per image (default: predict.top_k)")
+    predict.add_argument("--allow-failures", action="store_true",
+                         help="exit 0 when some inputs were refused (they are still listed with their reason)")
+    predict.add_argument("--trust-model", action="store_true",
+                         help="DANGEROUS: load a model file that may run code (see `trainwell doctor --help`)")
     plots = add("plots", "dvc plots show as a page that renders offline (vega inlined)",
                 "Run `dvc plots show` with an HTML template that inlines vega, vega-lite and vega-embed "
                 "(fetched once from the npm registry with `npm pack` and cached), so the page renders "
@@ -140,6 +168,13 @@ def dispatch(args: argparse.Namespace) -> int:
         return _stage("plots").main(out=args.out)
     if args.command == "gate":
         return _stage("gate").main(params_file=args.params, baseline=args.baseline, output_format=args.format)
+    if args.command == "predict":
+        if args.top_k is not None and args.top_k < 1:
+            raise UsageError(f"--top-k must be 1 or more, not {args.top_k}")
+        return _stage("predict").main(params_file=args.params, paths=args.paths, manifest=args.manifest,
+                                      model_file=args.model_file, classes=args.classes, output=args.output,
+                                      output_format=args.output_format, top_k=args.top_k,
+                                      allow_failures=args.allow_failures, trust_model=args.trust_model)
     if args.command == "doctor":
         return _stage("doctor").main(params_file=args.params, model_file=args.model_file,
                                      trust_model=args.trust_model)

@@ -31,3 +31,7 @@ class DataError(TrainwellError, ValueError):
 
 class ContractError(TrainwellError, ValueError):
     """The model, its loss and the labels disagree; training would fail or silently diverge."""
+
+
+class ExportError(TrainwellError):
+    """An exported model disagrees with the Keras model it came from beyond the configured bar."""

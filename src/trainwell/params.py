@@ -105,6 +105,10 @@ class PathsParams(_Section):
     eval_report_dir: str = "reports/eval"
     label_report_dir: str = "reports/labels"
     label_metrics: str = "metrics/labels.json"
+    export_dir: str = "models/export"
+    export_metrics: str = "metrics/export.json"
+    card: str = "models/card.md"
+    card_json: str = "models/card.json"
 
 
 class DemoParams(_Section):
@@ -269,6 +273,35 @@ class EvaluateParams(_Section):
     batch_size: int = Field(256, ge=1)
 
 
+class PredictParams(_Section):
+    """`trainwell predict` (not a stage): batch size and how many classes each row lists."""
+
+    batch_size: int = Field(64, ge=1)
+    top_k: int = Field(3, ge=1)
+
+
+class ExportParams(_Section):
+    """Stage export: a SavedModel taking encoded images and TFLite files, each checked against Keras on the test split."""
+
+    # dynamic_range: int8 weights, activations quantised per batch at run time (no calibration);
+    # full_integer: int8 weights and activations, calibrated on training-cache images.
+    int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"
+    representative_images: int = Field(256, ge=1)  # training images that calibrate full_integer
+    # Top-1 agreement with the Keras model on the test split below which the stage fails.
+    min_agreement_float16: float = Field(0.999, ge=0.0, le=1.0)
+    min_agreement_int8: float = Field(0.995, ge=0.0, le=1.0)
+    # The SavedModel's own decoder on the test split's original files (resizing in TensorFlow
+    # rounds differently from Pillow's; files already at data.image_size decode identically).
+    min_agreement_encoded: float = Field(0.99, ge=0.0, le=1.0)
+
+
+class CardParams(_Section):
+    """Stage card: the words of the model card that only a person can write."""
+
+    intended_use: str = ("Classifying images like those in data.dir into the classes listed here. Not evaluated on "
+                         "images from other sources, cameras or populations; measure before relying on it there.")
+
+
 class LabelReviewParams(_Section):
     """k-fold cross-validation on train+val for out-of-fold probabilities (stage label_review)."""
 
@@ -322,6 +355,9 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     gate: GateParams = Field(default_factory=GateParams)
     label_review: LabelReviewParams = Field(default_factory=LabelReviewParams)
+    predict: PredictParams = Field(default_factory=PredictParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    card: CardParams = Field(default_factory=CardParams)
 
     @model_validator(mode="after")
     def _kernel_fits_image(self) -> Params:

@@ -1,0 +1,45 @@
+"""The model card: one plain mapping built from the pipeline's outputs, rendered as Markdown (Jinja2) and JSON."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+
+def markdown_text(value: object) -> str:
+    """A value safe inside a Markdown table cell or list item: one line, no column breaks, no HTML."""
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(text.split())  # newlines, tabs and runs of spaces: one space
+
+
+def limitations(*, image_size: int, splits: dict, label_review: dict | None, audit: dict) -> list[str]:
+    """What a reader must know before trusting the numbers, derived from the data (not boilerplate)."""
+    lines = [f"Every image is resized to {image_size}x{image_size} pixels before the model sees it; detail "
+             "smaller than a pixel at that size is invisible to it."]
+    totals = {name: int(entry.get("total", 0)) for name, entry in splits.items() if isinstance(entry, dict)}
+    if totals:
+        lines.append(f"Trained on {totals.get('train', 0)} images and tuned on {totals.get('val', 0)}; the test "
+                     f"figures come from {totals.get('test', 0)} images, so one image moves accuracy by "
+                     f"{100 / max(1, totals.get('test', 0)):.2f} percentage points.")
+    if label_review and label_review.get("suspects"):
+        lines.append(f"The label review flagged {label_review['suspects']} possibly mislabelled images; they were "
+                     "trained on as labelled.")
+    quarantined = next((value for key, value in audit.items() if "quarantined" in key and isinstance(value, int)), 0)
+    if quarantined:
+        lines.append(f"{quarantined} files failed the audit and were left out of every split.")
+    return lines
+
+
+def render_card_markdown(card: dict[str, Any]) -> str:
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                     autoescape=False)  # Markdown, escaped by the `md` filter instead
+    environment.filters["md"] = markdown_text
+    source = resources.files("trainwell").joinpath("templates", "card.md.in").read_text(encoding="utf-8")
+    return environment.from_string(source).render(card=card)
+
+
+def render_card_json(card: dict[str, Any]) -> str:
+    return json.dumps(card, indent=2, sort_keys=False) + "\n"

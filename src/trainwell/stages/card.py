@@ -1,0 +1,100 @@
+"""Stage `card`: the model card (Markdown and JSON) from the model, params, audit, split, evaluation, label review and export outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from trainwell import __version__
+from trainwell.console import say
+from trainwell.data.splits import CLASSES_FILE
+from trainwell.errors import DataError
+from trainwell.outputs import write_text_atomically
+from trainwell.params import Params, load_params
+from trainwell.reports.card import limitations, render_card_json, render_card_markdown
+
+TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "seed", "loss", "output_activation", "class_weight",
+                 "augment", "augment_layers", "mixed_precision", "strategy")
+
+
+def _json_or_none(path: str) -> dict | None:
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def data_version(*, lock_file: str, data_dir: str) -> str | None:
+    """DVC's hash of data.dir as dvc.lock records it for the audit stage (None outside `dvc repro`).
+
+    DVC writes each stage's lock entry as soon as that stage has run, so by the time this stage
+    runs the entry describes the data the model was trained on.
+    """
+    try:
+        lock = yaml.safe_load(Path(lock_file).read_text(encoding="utf-8"))
+        deps = lock["stages"]["audit"]["deps"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    for entry in deps if isinstance(deps, list) else []:
+        if isinstance(entry, dict) and str(entry.get("path", "")).rstrip("/") == data_dir.rstrip("/"):
+            value = entry.get("md5")
+            return str(value) if value else None
+    return None
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_card(params: Params) -> dict:
+    evaluation = _json_or_none(params.paths.eval_metrics)
+    try:
+        classes = json.loads((Path(params.paths.splits_dir) / CLASSES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        classes = None
+    if evaluation is None or not isinstance(classes, list) or not Path(params.paths.model).is_file():
+        raise DataError("the model card needs the model, the class list and the evaluation metrics; run "
+                        "`dvc repro` (the card stage comes after train and evaluate)")
+    splits = _json_or_none(params.paths.split_metrics) or {}
+    audit = _json_or_none(params.paths.audit_metrics) or {}
+    label_review = _json_or_none(params.paths.label_metrics)
+    train = params.train.model_dump(mode="json")
+    size = params.data.image_size
+    return {
+        "trainwell_version": __version__,
+        "intended_use": params.card.intended_use,
+        "model": {"file": params.paths.model, "sha256": _sha256(params.paths.model),
+                  "network": f"{len(params.train.conv_filters)} Conv2D blocks {params.train.conv_filters}, "
+                             f"Dense {params.train.dense_units}, softmax head",
+                  "input": f"{size}x{size}x3 uint8 RGB (decoded and resized by trainwell's `build`)"},
+        "classes": [str(name) for name in classes],
+        "data": {"dir": params.data.dir,
+                 "version": data_version(lock_file="dvc.lock", data_dir=params.data.dir),
+                 "splits": {name: entry for name, entry in splits.items() if isinstance(entry, dict)}},
+        "audit": audit,
+        "training": {key: train[key] for key in TRAINING_KEYS if key in train},
+        "metrics": {key: value for key, value in evaluation.items() if isinstance(value, (int, float))},
+        "per_class": evaluation.get("per_class", {}),
+        "label_review": label_review,
+        "label_review_file": f"{params.paths.label_report_dir}/suspects.csv",
+        "export": _json_or_none(params.paths.export_metrics),
+        "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit),
+    }
+
+
+def main(*, params_file: str = "params.yaml") -> int:
+    params = load_params(params_file)
+    card = build_card(params)
+    write_text_atomically(params.paths.card_json, render_card_json(card))
+    write_text_atomically(params.paths.card, render_card_markdown(card))
+    say(f"card: wrote {params.paths.card} and {params.paths.card_json} "
+        f"(data version {card['data']['version'] or 'not recorded outside dvc repro'})")
+    return 0

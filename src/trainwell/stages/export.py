@@ -1,0 +1,124 @@
+"""Stage `export`: SavedModel (encoded image bytes in) and TFLite float16/int8, each checked against Keras on the test split."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from trainwell import storage
+from trainwell.console import say
+from trainwell.data.cache import ShardedSplit, open_split
+from trainwell.data.decode import sniff_format
+from trainwell.errors import DataError, ExportError
+from trainwell.outputs import replace_generated_dir, staging_dir, write_json
+from trainwell.params import Params, load_params
+
+PARITY_FILE = "parity.json"  # written last: also the marker that the folder is ours (outputs.replace_generated_dir)
+ENCODED_FORMATS = ("jpeg", "png", "gif", "bmp")  # what tf.io.decode_image reads; TIFF, WebP and .npy are not
+PARITY_BATCH = 256  # images per Keras predict call while measuring parity (a shard at most)
+
+
+def _representative(split: ShardedSplit, count: int) -> np.ndarray:
+    """count training images spread evenly over the split (shards read in order, each once)."""
+    total = len(split.labels)
+    if total == 0:
+        return np.zeros((0, *split.image_shape), np.uint8)
+    positions = np.unique(np.linspace(0, total - 1, min(count, total)).astype(np.int64))
+    return np.stack([split.image(int(position)) for position in positions])
+
+
+def _encoded_batch(data_dir: str, paths: list[str]) -> tuple[list[int], list[bytes]]:
+    """Positions and bytes of the source files the SavedModel's own decoder reads (JPEG, PNG, GIF, BMP)."""
+    positions, blobs = [], []
+    for position, path in enumerate(paths):
+        try:
+            data = storage.read_bytes(storage.join(data_dir, path))
+        except OSError:
+            continue  # changed since build: measured on the rest
+        if sniff_format(data) in ENCODED_FORMATS:
+            positions.append(position)
+            blobs.append(data)
+    return positions, blobs
+
+
+def _measure(*, params: Params, model, staging: Path, tflite: dict[str, bytes]) -> dict:
+    """Keras, SavedModel (pixels and encoded bytes) and TFLite probabilities on the test split, shard by shard."""
+    import tensorflow as tf
+
+    from trainwell.training.export import PIXELS_SIGNATURE, SAVED_MODEL, parity, tflite_probabilities
+
+    test = open_split(cache_dir=params.paths.cache_dir, split="test")
+    loaded = tf.saved_model.load(str(staging / SAVED_MODEL))
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in ("keras", "saved_model", *tflite)}
+    encoded_reference, encoded = [], []
+    start = 0
+    for shard_file, count in zip(test.image_files, test.counts):
+        images = storage.load_npy(shard_file)
+        reference = model.predict(images, batch_size=PARITY_BATCH, verbose=0)
+        outputs["keras"].append(reference)
+        outputs["saved_model"].append(loaded.signatures[PIXELS_SIGNATURE](images=tf.constant(images))["probabilities"].numpy())
+        for kind, content in tflite.items():
+            outputs[kind].append(tflite_probabilities(content, images))
+        positions, blobs = _encoded_batch(params.data.dir, test.paths[start : start + count])
+        if blobs:
+            encoded_reference.append(reference[positions])
+            encoded.append(loaded.signatures["serving_default"](image_bytes=tf.constant(blobs))["probabilities"].numpy())
+        start += count
+    classes = len(test.classes)
+    joined = {name: np.concatenate(parts) if parts else np.zeros((0, classes)) for name, parts in outputs.items()}
+    results = {name: parity(joined["keras"], joined[name]) for name in ("saved_model", *tflite)}
+    results["encoded"] = parity(np.concatenate(encoded_reference) if encoded else np.zeros((0, classes)),
+                                np.concatenate(encoded) if encoded else np.zeros((0, classes)))
+    results["encoded"]["images"] = int(sum(len(part) for part in encoded))
+    return {"test_images": int(sum(test.counts)), **results}
+
+
+def _bars(params: Params) -> dict[str, float]:
+    # The SavedModel runs the very same graph: anything short of full agreement is a bug.
+    return {"saved_model": 1.0, "float16": params.export.min_agreement_float16,
+            "int8": params.export.min_agreement_int8, "encoded": params.export.min_agreement_encoded}
+
+
+def main(*, params_file: str = "params.yaml") -> int:
+    from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_model, write_saved_model
+    from trainwell.training.model_files import load_model_file
+
+    params = load_params(params_file)
+    if not Path(params.paths.model).exists():
+        raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
+    model = load_model_file(params.paths.model, compile=False)
+    train = open_split(cache_dir=params.paths.cache_dir, split="train")
+    final = Path(params.paths.export_dir)
+    staging = staging_dir(final)
+    shutil.rmtree(staging, ignore_errors=True)  # only trainwell writes there (see outputs.staging_dir)
+    staging.mkdir(parents=True)
+    try:
+        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL)
+        representative = (_representative(train, params.export.representative_images)
+                          if params.export.int8 == "full_integer" else None)
+        tflite = {kind: tflite_model(model=model, kind=kind, int8_mode=params.export.int8,
+                                     representative=representative) for kind in TFLITE_FILES}
+        for kind, content in tflite.items():
+            (staging / TFLITE_FILES[kind]).write_bytes(content)
+        results = _measure(params=params, model=model, staging=staging, tflite=tflite)
+        misses = [f"{name} agrees on {results[name]['agreement']:.4f} of the test split, below {bar}"
+                  for name, bar in _bars(params).items() if results[name]["agreement"] < bar]
+        if misses:
+            raise ExportError("export parity failed: " + "; ".join(misses) + ". Nothing was written; lower the "
+                              "bar in params.yaml `export:` only if that loss is acceptable, or try export.int8")
+        write_json(staging / PARITY_FILE, {"int8_mode": params.export.int8, **results,
+                                           "bytes": {name: (staging / file).stat().st_size
+                                                     for name, file in TFLITE_FILES.items()}})
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_generated_dir(staging, final, marker=PARITY_FILE)
+    write_json(params.paths.export_metrics, {f"{name}_agreement": round(results[name]["agreement"], 6)
+                                             for name in ("saved_model", "encoded", "float16", "int8")})
+    say("export: " + ", ".join(f"{name} agrees on {results[name]['agreement']:.4f} (largest probability difference "
+                               f"{results[name]['max_probability_difference']:.4f})"
+                               for name in ("saved_model", "encoded", "float16", "int8"))
+        + f" of {results['test_images']} test images; written to {final}")
+    return 0

@@ -1,0 +1,167 @@
+"""Stage export: the SavedModel read on raw image bytes, TFLite parity bars enforced, byte-identical artifacts; the model card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import faults
+from tests.helpers import CLASSES, run, tiny_params, write_params
+from trainwell.data.decode import prepare_image
+from trainwell.errors import ExportError
+from trainwell.reports.card import markdown_text, render_card_markdown
+
+pytestmark = pytest.mark.slow
+SIZE = 32
+
+
+def save_model(path: Path, *, near_ties: bool = False) -> None:
+    """An untrained tiny network (its outputs still depend on the input).
+
+    near_ties: every class's head weights are one shared column plus differences a thousandth of
+    its size, far below int8's step (1/127 of the largest weight), so int8 reorders the classes.
+    """
+    import keras
+
+    from trainwell.training.model_files import save_model_file
+    from trainwell.training.network import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(num_classes=len(CLASSES), image_size=SIZE, conv_filters=[8, 8], kernel_size=3, dense_units=16)
+    if near_ties:
+        head = model.get_layer("class_scores")
+        kernel, bias = head.get_weights()
+        shared = np.repeat(kernel[:, :1], kernel.shape[1], axis=1)
+        differences = np.random.default_rng(1).normal(size=kernel.shape) * np.abs(kernel).mean() * 1e-3
+        head.set_weights([shared + differences, np.zeros_like(bias)])
+    save_model_file(model, path)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project run through demo_data, audit, split and build (real stages), with an untrained model saved."""
+    folder = tmp_path_factory.mktemp("export")
+    write_params(folder, tiny_params())
+    for stage in ("demo-data", "audit", "split", "build"):
+        run(["trainwell", stage], folder)
+    save_model(folder / "models" / "model.keras")
+    run(["trainwell", "export"], folder)
+    return folder
+
+
+def test_saved_model_reads_raw_jpeg_and_png_bytes_as_training_saw_them(exported):
+    import tensorflow as tf
+
+    from trainwell.training.model_files import load_model_file
+
+    model = load_model_file(exported / "models" / "model.keras", compile=False)
+    loaded = tf.saved_model.load(str(exported / "models" / "export" / "saved_model"))
+    serve = loaded.signatures["serving_default"]
+    jpegs = sorted((exported / "data" / "demo").rglob("*.jpg"))[:6]
+    blobs = [path.read_bytes() for path in jpegs]
+    pixels = np.stack([prepare_image(blob, suffix=".jpg", size=SIZE, max_pixels=10**7) for blob in blobs])
+    expected = model.predict(pixels, verbose=0)
+    response = serve(image_bytes=tf.constant(blobs))
+    # The same decoder settings as Pillow: a file already at the training size gives identical pixels.
+    np.testing.assert_allclose(response["probabilities"].numpy(), expected, atol=1e-6)
+    assert [name.decode() for name in response["class_name"].numpy()] == [
+        sorted(CLASSES)[index] for index in expected.argmax(axis=1)]
+    assert [name.decode() for name in response["class_names"].numpy()[0]] == sorted(CLASSES)
+
+    # Other sizes and formats go through TensorFlow's resize: close to Pillow's, not always equal.
+    rng = np.random.default_rng(0)
+    others = [faults.encode(rng.integers(0, 256, (SIZE * 2, SIZE * 2, 3), dtype=np.uint8), "PNG"),
+              faults.encode(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8), "PNG"),
+              faults.encode(rng.integers(0, 256, (SIZE * 3, SIZE * 3, 3), dtype=np.uint8), "BMP")]
+    pixels = np.stack([prepare_image(blob, suffix=".png", size=SIZE, max_pixels=10**7) for blob in others])
+    served = serve(image_bytes=tf.constant(others))["probabilities"].numpy()
+    assert np.abs(served - model.predict(pixels, verbose=0)).max() < 0.02
+
+
+def test_parity_is_measured_and_written(exported):
+    metrics = json.loads((exported / "metrics" / "export.json").read_text())
+    assert set(metrics) == {"saved_model_agreement", "encoded_agreement", "float16_agreement", "int8_agreement"}
+    assert metrics["saved_model_agreement"] == 1.0 and metrics["encoded_agreement"] == 1.0
+    parity = json.loads((exported / "models" / "export" / "parity.json").read_text())
+    assert parity["test_images"] == 15 and parity["encoded"]["images"] == 15
+    assert parity["saved_model"]["max_probability_difference"] == 0.0
+    for kind in ("model_float16.tflite", "model_int8.tflite"):
+        assert (exported / "models" / "export" / kind).stat().st_size > 1000
+
+
+def test_tflite_files_run_on_uint8_pixels(exported):
+    from trainwell.data.cache import load_split
+    from trainwell.training.export import parity, tflite_probabilities
+    from trainwell.training.model_files import load_model_file
+
+    test = load_split(cache_dir=exported / "data" / "cache", split="test")
+    reference = load_model_file(exported / "models" / "model.keras", compile=False).predict(test.images, verbose=0)
+    for kind, bound in (("float16", 0.01), ("int8", 0.1)):
+        content = (exported / "models" / "export" / f"model_{kind}.tflite").read_bytes()
+        measured = parity(reference, tflite_probabilities(content, test.images, batch_size=4))
+        assert measured["max_probability_difference"] < bound, (kind, measured)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_second_export_writes_the_same_bytes(exported):
+    before = digests(exported / "models" / "export")
+    run(["trainwell", "export"], exported)  # a new process: nothing carried over in memory
+    assert digests(exported / "models" / "export") == before
+    assert "saved_model/saved_model.pb" in before and "saved_model/variables/variables.index" in before
+
+
+def test_a_missed_bar_fails_the_stage_and_leaves_the_last_export(exported, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(exported, project, symlinks=True)
+    before = digests(project / "models" / "export")
+    params = tiny_params()
+    params["export"]["min_agreement_int8"] = 0.995  # the shipped bar (tiny_params lowers it)
+    write_params(project, params)
+    # Probabilities a hair apart: int8 arithmetic cannot keep their order.
+    save_model(project / "models" / "model.keras", near_ties=True)
+    result = run(["trainwell", "export"], project, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "export parity failed: int8 agrees on" in result.stderr and "Nothing was written" in result.stderr
+    assert digests(project / "models" / "export") == before
+    assert not (project / "models" / ".export.building").exists()
+
+
+def test_export_stage_raises_the_project_error(exported, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    shutil.copytree(exported, project, symlinks=True)
+    params = tiny_params()
+    params["export"]["min_agreement_float16"] = 1.0
+    write_params(project, params)
+    save_model(project / "models" / "model.keras", near_ties=True)
+    monkeypatch.chdir(project)
+    from trainwell.stages import export
+
+    with pytest.raises(ExportError, match="float16 agrees on"):
+        export.main()
+
+
+def test_card_text_cannot_break_its_markdown():
+    hostile = "a|b\n# heading\n<script>alert(1)</script>\\"
+    assert markdown_text(hostile) == "a\\|b # heading &lt;script&gt;alert(1)&lt;/script&gt;\\\\"
+    card = {
+        "trainwell_version": "0", "intended_use": hostile,
+        "model": {"file": hostile, "sha256": "0" * 64, "network": hostile, "input": "x"},
+        "classes": [hostile, "b"], "data": {"dir": hostile, "version": None, "splits": {"test": {"total": 3}}},
+        "audit": {"errors": 0}, "training": {hostile: hostile}, "metrics": {"test_images": 3, "accuracy": 0.5},
+        "per_class": {hostile: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}},
+        "label_review": None, "label_review_file": "x", "export": None, "limitations": [hostile],
+    }
+    text = render_card_markdown(card)
+    assert "<script>" not in text and "\n# heading" not in text
+    for line in text.splitlines():
+        if line.startswith("|"):
+            assert line.count("|") - line.count("\\|") in (3, 6), line  # every table row keeps its columns
