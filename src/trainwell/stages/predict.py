@@ -38,7 +38,7 @@ def _classes(params: Params, given: str | None) -> list[str]:
     return classes
 
 
-def _checked(targets: Targets, *, policy: AuditParams) -> tuple[list[int], dict[int, str], dict[int, str]]:
+def check_targets(targets: Targets, *, policy: AuditParams) -> tuple[list[int], dict[int, str], dict[int, str]]:
     """Positions that pass the audit's per-file checks, the refused ones with why, and warnings by position.
 
     The audit's own check (in child processes, so a decoder crash or hang is a finding, not
@@ -108,7 +108,7 @@ def main(
         raise UsageError(f"no model at '{model_file}'; run `dvc repro` first, or pass --model FILE")
     class_names = _classes(params, classes)
     targets = collect_targets(paths, manifest=manifest, extensions=params.data.extensions)
-    accepted, refused, notes = _checked(targets, policy=params.audit)
+    accepted, refused, notes = check_targets(targets, policy=params.audit)
     from trainwell.training.model_files import load_model_file
     from trainwell.training.predict import predict_files
     from trainwell.training.predict import top_k as ranked
