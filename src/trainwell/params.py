@@ -308,6 +308,7 @@ class GateParams(_Section):
             GateCheck(metric="metrics/eval.json:accuracy", min=0.95, max_drop=0.01),
             GateCheck(metric="metrics/eval.json:macro_f1", min=0.9, max_drop=0.02),
             GateCheck(metric="metrics/audit.json:errors", max=0),
+            GateCheck(metric="metrics/audit.json:quarantined", max=0),
         ]
     )
 
