@@ -142,23 +142,29 @@ def test_build_caches_uint8_shards_and_skips_undecodable(demo_copy, workdir, cap
     assert len(paths) == 29 and victim not in paths
 
 
-def test_content_checks_flag_dark_light_flat_and_stretched_images(tmp_path):
-    from trainwell.params import AuditParams
-
-    policy = AuditParams()
+def test_content_checks_flag_dark_light_flat_and_stretched_images(demo_copy, workdir):
     rng = np.random.default_rng(0)
-    noisy = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
-    from trainwell.audit.similarity import grey_of
-
-    assert audit_checks.content_findings(noisy, grey_of(noisy), policy=policy) == []
-    kinds = lambda image: {kind for kind, _ in audit_checks.content_findings(image, grey_of(image), policy=policy)}  # noqa: E731
-    assert kinds(rng.integers(0, 12, size=(40, 40, 3), dtype=np.uint8)) >= {"dark"}
-    assert kinds(rng.integers(245, 256, size=(40, 40, 3), dtype=np.uint8)) >= {"light"}
     two_tone = np.zeros((40, 40, 3), dtype=np.uint8)
     two_tone[:2] = 128  # all but 5% of pixels the same: almost no information
-    assert "low_information" in kinds(two_tone)
-    assert kinds(np.full((40, 40, 3), 7, dtype=np.uint8)) == {"constant"}
-    assert "odd_aspect_ratio" in kinds(rng.integers(0, 256, size=(20, 200, 3), dtype=np.uint8))
+    planted = {
+        "noisy": (rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8), set()),
+        "dark": (rng.integers(0, 12, size=(40, 40, 3), dtype=np.uint8), {"dark"}),
+        "light": (rng.integers(245, 256, size=(40, 40, 3), dtype=np.uint8), {"light"}),
+        "two_tone": (two_tone, {"low_information"}),
+        "flat": (np.full((40, 40, 3), 7, dtype=np.uint8), {"constant"}),  # nothing else: a flat image has no scores
+        "stretched": (rng.integers(0, 256, size=(20, 200, 3), dtype=np.uint8), {"odd_aspect_ratio"}),
+    }
+    for name, (pixels, _) in planted.items():  # among the demo set's good images, as PNG (lossless)
+        faults.write(demo_copy / "circle" / f"{name}.png", faults.encode(pixels, "PNG"))
+    report = audit_data.audit_dataset(root=demo_copy, data=load_params().data, policy=load_params().audit)
+    for name, (_, expected) in planted.items():
+        assert {issue.kind for issue in report.issues if issue.path == f"circle/{name}.png"} == expected, name
+    assert {issue.path for issue in report.issues} == {f"circle/{name}.png" for name, (_, kinds) in planted.items()
+                                                       if kinds}  # and no demo image
+    # Shape and flatness are per-file facts; the properties need the dataset, so no per-file check makes them.
+    assert audit_checks.content_findings(planted["stretched"][0], policy=load_params().audit)[0][0] == "odd_aspect_ratio"
+    assert set(audit_checks.property_scores(np.zeros((4, 4), np.uint8))) == {"brightest", "darkest", "sharpness",
+                                                                            "entropy"}
 
 
 def test_generated_folders_never_replace_user_files(tmp_path):
@@ -265,8 +271,14 @@ def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir
     assert audit_data.audit_dataset(root=demo_copy, data=params.data, policy=looser, cache_file=cache).as_dict() == \
         audit_data.audit_dataset(root=demo_copy, data=params.data, policy=looser).as_dict()
 
-    stricter = params.audit.model_copy(update={"dark_below": 200.0})  # a per-file threshold changed
-    assert audit_data.audit_dataset(root=demo_copy, data=params.data, policy=stricter, cache_file=cache).files_decoded == 61
+    # The image properties are judged from cached scores: new bounds re-judge every file, decoding none.
+    stricter = params.audit.model_copy(update={"dark_below": 200.0})
+    rejudged = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=stricter, cache_file=cache)
+    assert rejudged.files_decoded == 0
+    assert rejudged.as_dict() == audit_data.audit_dataset(root=demo_copy, data=params.data, policy=stricter).as_dict()
+    assert sum(issue.kind == "dark" for issue in rejudged.issues) > 0
+    smaller = params.audit.model_copy(update={"min_side": 40})  # a per-file threshold changed
+    assert audit_data.audit_dataset(root=demo_copy, data=params.data, policy=smaller, cache_file=cache).files_decoded == 61
 
 
 def test_incremental_audit_matches_digests_that_end_in_zero_bytes(workdir):

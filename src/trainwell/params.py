@@ -146,32 +146,33 @@ class DataParams(_Section):
 
 
 class AuditParams(_Section):
-    # Kinds that make the stage exit 1 (after writing its reports).
+    # fail_on: kinds that make the stage exit 1 (after writing its reports); quarantine: kinds whose
+    # files are listed in the quarantine file and left out of split and build.
     fail_on: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
-    # Kinds whose files are listed in the quarantine file and excluded from split/build.
     quarantine: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
-    # Decompression-bomb guard, in pixels, checked from the header before decoding.
-    max_pixels: int = Field(40_000_000, ge=1)
-    # Images whose shorter side is below this many pixels are reported.
-    min_side: int = Field(16, ge=1)
-    # Longer side / shorter side above this is reported: a square resize would distort it.
-    max_aspect_ratio: float = Field(4.0, ge=1.0)
-    # Mean brightness (luma, 0-255) below / above these is reported as dark / light.
-    dark_below: float = Field(25.0, ge=0.0, le=255.0)
-    light_above: float = Field(230.0, ge=0.0, le=255.0)
-    # Brightness-histogram entropy in bits (0-8); below this the image carries little information.
-    min_entropy: float = Field(1.0, ge=0.0, le=8.0)
-    # Variance of the Laplacian of the grey image below this is blurry (sharp photos: hundreds+).
-    blurry_below: float = Field(20.0, ge=0.0)
+    max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard, read from the header")
+    min_side: int = Field(16, ge=1, description="pixels; a shorter side below this is too_small")
+    max_aspect_ratio: float = Field(4.0, ge=1.0, description="longer / shorter side above this is odd_aspect_ratio")
+    # Image properties, judged against the whole dataset (audit/properties.py): past the first bound a
+    # file is always reported; past the second only as an outlier of the dataset (robust z-score past
+    # outlier_z) or when the dataset's median is past it too. Luma 0-255: dark when the brightest 1%
+    # of pixels are below, light when the darkest 1% are above; entropy in bits; Laplacian variance.
+    dark_below: float = Field(40.0, ge=0.0, le=255.0)
+    dark_outlier_below: float = Field(80.0, ge=0.0, le=255.0)
+    light_above: float = Field(245.0, ge=0.0, le=255.0)
+    light_outlier_above: float = Field(220.0, ge=0.0, le=255.0)
+    min_entropy: float = Field(2.0, ge=0.0, le=8.0)
+    min_entropy_outlier: float = Field(4.0, ge=0.0, le=8.0)
+    blurry_below: float = Field(1.0, ge=0.0)
+    blurry_outlier_below: float = Field(20.0, ge=0.0)
+    outlier_z: float = Field(3.5, gt=0.0)
     # Near-duplicates: pHash (64 bits) within this many bits AND 8x8 RGB thumbnails within this
     # mean absolute difference (0-255; re-encoded or resized copies measure about 1).
     near_duplicate_distance: int = Field(5, ge=0, le=20)
     near_duplicate_pixel_difference: float = Field(4.0, ge=0.0, le=255.0)
-    # Largest class / smallest class above this is reported.
-    max_class_imbalance: float = Field(10.0, ge=1.0)
+    max_class_imbalance: float = Field(10.0, ge=1.0, description="largest / smallest class above this is reported")
     workers: int = Field(0, ge=0, description="decode processes; 0 = one per CPU core")
-    # A file whose check takes longer is reported as decode_timeout (seconds; a 75x75 JPEG takes ~0.4 ms).
-    file_timeout_s: float = Field(30.0, gt=0.0)
+    file_timeout_s: float = Field(30.0, gt=0.0, description="seconds; a longer check is decode_timeout (75x75 JPEG: 0.4 ms)")
 
 
 class SplitParams(_Section):
@@ -340,6 +341,7 @@ class GateParams(_Section):
             GateCheck(metric="metrics/eval.json:accuracy", min=0.95, max_drop=0.01),
             GateCheck(metric="metrics/eval.json:macro_f1", min=0.9, max_drop=0.02),
             GateCheck(metric="metrics/audit.json:errors", max=0),
+            GateCheck(metric="metrics/audit.json:quarantined", max=0),
         ]
     )
 

@@ -13,17 +13,20 @@ from trainwell.console import warn
 from trainwell.data.decode import format_for_extension
 from trainwell.params import AuditParams
 
-# Per-file checks depend on these policy fields; the dataset-level ones (duplicates, balance)
-# are recomputed from cached per-file results on every run.
-_PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "dark_below", "light_above", "min_entropy", "file_timeout_s",
-                    "blurry_below")
+# The layout of cache.json and its sidecar. A cache of another format (or none: format 1 had no
+# such key and no property scores) is a clean miss, rebuilt on save, never read as this one.
+FORMAT = 2
+# Per-file checks depend on these policy fields; the dataset-level ones (duplicates, balance and
+# the image properties judged against the dataset) are recomputed from cached results on every run.
+_PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "file_timeout_s")
 # The modules whose code decides a per-file result, relative to the package folder.
 _CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/similarity.py")
 
 
 def fingerprint(policy: AuditParams) -> str:
     """Changes whenever a cached result could be stale: the per-file thresholds or the checking code."""
-    digest = hashlib.sha256(json.dumps({name: getattr(policy, name) for name in _PER_FILE_FIELDS}).encode())
+    fields = {name: getattr(policy, name) for name in _PER_FILE_FIELDS}
+    digest = hashlib.sha256(json.dumps({"format": FORMAT, **fields}).encode())
     for name in _CODE:
         digest.update((Path(__file__).parents[1] / name).read_bytes())
     return digest.hexdigest()
@@ -39,13 +42,20 @@ def content_hash(data: bytes) -> str:
 
 # The stored columns, row i describing paths[i]. `content` and `pixel_hash` are blake2b-128
 # digests (pixel_hash empty for a file that did not decode); perceptual_hash is 8 packed bytes and
-# thumbnail an 8x8 RGB box filter (see similarity.py).
+# thumbnail an 8x8 RGB box filter (see similarity.py). The float columns are the raw image-property
+# scores (checks.property_scores), NaN for a file that has none (not decoded, or one flat colour):
+# they are judged against the whole dataset on every run, so a re-audit needs no decoding for them.
 COLUMNS = {
     "content": np.zeros(0, "S16"),
     "pixel_hash": np.zeros(0, "S16"),
     "perceptual_hash": np.zeros((0, 8), np.uint8),
     "thumbnail": np.zeros((0, 192), np.uint8),
+    "brightest": np.zeros(0, np.float32),  # luma (0-255) of the brightest 1% of pixels
+    "darkest": np.zeros(0, np.float32),  # luma of the darkest 1%
+    "sharpness": np.zeros(0, np.float32),  # variance of the Laplacian of the luma
+    "entropy": np.zeros(0, np.float32),  # of the luma histogram, in bits (0-8)
 }
+SCORE_COLUMNS = tuple(name for name, empty in COLUMNS.items() if empty.dtype.kind == "f")
 # One record per file in the sidecar: its lstat (bytes, ns) and the columns above.
 _RECORD = np.dtype([("size", np.int64), ("mtime_ns", np.int64),
                     *((name, empty.dtype, empty.shape[1:]) for name, empty in COLUMNS.items())])
@@ -89,8 +99,8 @@ class AuditCache:
         stored = json.loads(self.path.read_text(encoding="utf-8")) if self.path else {}
         if not isinstance(stored, dict):
             raise ValueError("not a JSON object")
-        if stored.get("fingerprint") != self.fingerprint:
-            return  # other thresholds or code: a clean miss, not a fault
+        if stored.get("format") != FORMAT or stored.get("fingerprint") != self.fingerprint:
+            return  # another format, other thresholds or code: a clean miss, not a fault
         records = np.load(self._sidecar(), allow_pickle=False)
         paths, findings = stored.get("paths"), stored.get("findings", {})
         near = stored.get("near_duplicates", {})
@@ -183,6 +193,7 @@ class AuditCache:
         os.replace(temporary, sidecar)
         kept_set = set(kept_paths) if not keep.all() else None
         document = {
+            "format": FORMAT,
             "fingerprint": self.fingerprint,
             "paths": kept_paths,
             "findings": {path: [list(item) for item in found] for path, found in findings.items()

@@ -28,10 +28,15 @@ class FileResult:
     pixel_hash: str | None = None
     perceptual_hash: np.ndarray | None = None  # 8 packed bytes
     thumbnail: np.ndarray | None = None  # 8x8 RGB, 192 uint8 values
+    scores: dict[str, float] | None = None  # property_scores; None when not decoded or one flat colour
 
 
-def content_findings(image: np.ndarray, grey: np.ndarray, *, policy: AuditParams) -> list[tuple[str, str]]:
-    """Shape and content problems of a decoded RGB uint8 image and its luma (cheap statistics, no model)."""
+def content_findings(image: np.ndarray, *, policy: AuditParams) -> list[tuple[str, str]]:
+    """Shape problems and a flat colour: what one decoded RGB uint8 image shows on its own.
+
+    The image properties (dark, light, low_information, blurry) are not judged here: a score means
+    something only beside the rest of the dataset (audit/properties.py), so property_scores keeps it.
+    """
     findings = []
     height, width = image.shape[:2]
     if min(height, width) < policy.min_side:
@@ -42,21 +47,25 @@ def content_findings(image: np.ndarray, grey: np.ndarray, *, policy: AuditParams
                          "a square resize will distort it"))
     if (image == image[0, 0]).all():
         findings.append(("constant", f"every pixel has the colour {tuple(int(v) for v in image[0, 0])}"))
-        return findings
-    mean = cv2.mean(grey)[0]  # cv2 reductions: a tenth of numpy's per-call overhead on 75x75 images
-    if mean < policy.dark_below:
-        findings.append(("dark", f"mean brightness {mean:.1f} of 255 is below {policy.dark_below}"))
-    elif mean > policy.light_above:
-        findings.append(("light", f"mean brightness {mean:.1f} of 255 is above {policy.light_above}"))
-    sharpness = float(cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))[1][0, 0]) ** 2
-    if sharpness < policy.blurry_below:
-        findings.append(("blurry", f"variance of the Laplacian {sharpness:.1f} is below {policy.blurry_below}"))
-    histogram = np.bincount(grey.ravel(), minlength=256) / grey.size
-    nonzero = histogram[histogram > 0]
-    entropy = float(-(nonzero * np.log2(nonzero)).sum())
-    if entropy < policy.min_entropy:
-        findings.append(("low_information", f"brightness entropy {entropy:.2f} bits is below {policy.min_entropy}"))
     return findings
+
+
+def property_scores(grey: np.ndarray) -> dict[str, float]:
+    """The raw image-property scores of a luma image, named as the audit cache's float columns.
+
+    Brightness is read from the histogram's tails, as cleanvision does, not its mean: a photo of a
+    white flower on a black ground has a low mean but bright highlights, so it is not dark; an
+    underexposed one has no bright pixel at all.
+    """
+    histogram = np.bincount(grey.ravel(), minlength=256)
+    cumulative = np.cumsum(histogram)
+    # The first grey level at which 1% (99%) of the pixels are reached.
+    darkest, brightest = np.searchsorted(cumulative, (0.01 * grey.size, 0.99 * grey.size)).tolist()
+    shares = histogram[histogram > 0] / grey.size
+    # cv2 reductions: a tenth of numpy's per-call overhead on 75x75 images.
+    sharpness = float(cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))[1][0, 0]) ** 2
+    return {"brightest": float(brightest), "darkest": float(darkest), "sharpness": sharpness,
+            "entropy": float(-(shares * np.log2(shares)).sum())}
 
 
 def check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) -> FileResult:
@@ -84,7 +93,10 @@ def _check_file(*, root: Path | str, path: str, label: str, policy: AuditParams)
     result.findings.extend(decoded.notes)
     image = decoded.image
     grey = grey_of(image)
-    result.findings.extend(content_findings(image, grey, policy=policy))
+    content = content_findings(image, policy=policy)
+    result.findings.extend(content)
+    if not any(kind == "constant" for kind, _ in content):
+        result.scores = property_scores(grey)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(str(image.shape).encode())
     digest.update(np.ascontiguousarray(image).data)

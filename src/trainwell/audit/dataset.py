@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.audit.cache import COLUMNS, AuditCache
+from trainwell.audit.cache import COLUMNS, SCORE_COLUMNS, AuditCache
 from trainwell.audit.checks import FileResult
 from trainwell.audit.near_duplicates import near_duplicate_pairs
+from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
 from trainwell.audit.workers import check_all
 from trainwell.data.groups import groups_from_pairs
@@ -37,6 +38,8 @@ class FileTable:
     def empty(cls, files: list[tuple[str, str]]) -> FileTable:
         count = len(files)
         columns = {name: np.zeros((count, *empty.shape[1:]), dtype=empty.dtype) for name, empty in COLUMNS.items()}
+        for name in SCORE_COLUMNS:  # NaN, "no score": a file that never decodes is not a black one
+            columns[name][:] = np.nan
         return cls(paths=[path for path, _ in files], labels=[label for _, label in files], columns=columns,
                    findings={})
 
@@ -50,6 +53,8 @@ class FileTable:
             self.columns["pixel_hash"][position] = bytes.fromhex(result.pixel_hash)
             self.columns["perceptual_hash"][position] = result.perceptual_hash
             self.columns["thumbnail"][position] = result.thumbnail
+        for name, value in (result.scores or {}).items():
+            self.columns[name][position] = value
 
     @property
     def decoded(self) -> np.ndarray:
@@ -184,6 +189,8 @@ def audit_dataset(
         table, policy=policy, stable=unchanged if cache.near_valid else np.zeros(len(rows), dtype=bool),
         previous_pairs=cache.previous_near_pairs)
     findings.extend(near_findings)
+    # Judged here, against every file's score, never per file: what is dark or blurry depends on the dataset.
+    findings.extend(property_findings(table.paths, table.columns, policy=policy))
     cache.save(paths=table.paths, sizes=sizes, mtimes=mtimes, columns=table.columns, findings=table.findings,
                near_pairs=near_pairs, unchanged=bool(unchanged.all()) and len(rows) == len(cache.paths))
 

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainwell import storage
-from trainwell.kinds import Issue
+from trainwell.kinds import DEFAULT_SEVERITY, Issue
 from trainwell.params import AuditParams
+
+SEVERITIES = ("error", "warning", "info")  # the order findings are shown in
 
 
 @dataclass
@@ -32,14 +34,32 @@ class AuditReport:
     def policy_holds(self) -> bool:
         return not self.violations
 
+    def headline(self) -> dict[str, int]:
+        """The numbers a run is judged by (metrics/audit.json), counting files (or folders, for layout findings).
+
+        errors: files with a finding of a kind that is an error by default (corrupt, truncated, nan, ...),
+        whatever audit.fail_on says, so dropping a kind from the policy cannot hide a broken file;
+        policy_errors: files with a finding audit.fail_on makes fatal (they fail the stage);
+        warnings: files with a finding of a warning kind; quarantined: files left out of split and build.
+        """
+        def files_with(default: str) -> int:
+            return len({issue.path for issue in self.issues if DEFAULT_SEVERITY.get(issue.kind, "warning") == default})
+
+        return {
+            "files_scanned": self.files_scanned,
+            "errors": files_with("error"),
+            "policy_errors": len({issue.path for issue in self.violations}),
+            "warnings": files_with("warning"),
+            "quarantined": len(self.quarantined),
+        }
+
     def summary(self) -> dict:
         by_kind = Counter(issue.kind for issue in self.issues)
         by_severity = Counter(issue.severity for issue in self.issues)
         return {
-            "files_scanned": self.files_scanned,
-            "files_quarantined": len(self.quarantined),
+            **self.headline(),
             "issues_by_kind": dict(sorted(by_kind.items())),
-            "issues_by_severity": {key: by_severity.get(key, 0) for key in ("error", "warning", "info")},
+            "issues_by_severity": {key: by_severity.get(key, 0) for key in SEVERITIES},
             "class_counts": self.class_counts,
             "policy_holds": self.policy_holds,
         }
@@ -86,25 +106,41 @@ def _finding_line(issue: Issue) -> str:
     return f"{issue.severity.upper():7} {issue.kind:18} {_one_line(issue.path)}: {_one_line(issue.detail)}"
 
 
+def _kind_counts(issues: list[Issue]) -> list[str]:
+    """One line per severity present, errors first: each kind and its count, the most frequent first."""
+    lines = []
+    for severity in SEVERITIES:
+        counts = Counter(issue.kind for issue in issues if issue.severity == severity)
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        if ordered:
+            lines.append(f"  {severity:7} " + ", ".join(f"{kind} {count}" for kind, count in ordered))
+    return lines
+
+
+def _in_severity_order(issues: list[Issue]) -> list[Issue]:
+    return sorted(issues, key=lambda issue: (SEVERITIES.index(issue.severity), issue.kind, issue.path))
+
+
 def format_violations(report: AuditReport) -> str:
-    """Only the findings that violate the policy, one line each (what -q still shows)."""
-    return "\n".join(_finding_line(issue) for issue in report.violations)
+    """Only the findings that violate the policy, counted per kind then one line each (what -q shows)."""
+    lines = _kind_counts(report.violations) + [_finding_line(issue) for issue in _in_severity_order(report.violations)]
+    return _printable("\n".join(lines))
 
 
 def format_text(report: AuditReport) -> str:
-    """Human-readable report: one line per finding, then a summary and what to do next."""
-    lines = []
-    for issue in report.issues:
-        lines.append(_finding_line(issue))
-    summary = report.summary()
-    counts = ", ".join(f"{_one_line(label)} {count}" for label, count in report.class_counts.items())
-    lines.append(
-        f"audited {report.files_scanned} files in {_one_line(report.root)}: "
-        f"{summary['issues_by_severity']['error']} errors, {summary['issues_by_severity']['warning']} warnings, "
-        f"{summary['issues_by_severity']['info']} info; {len(report.quarantined)} quarantined; "
-        f"{report.files_decoded} decoded, {report.files_scanned - report.files_decoded} unchanged since the last audit"
-    )
-    lines.append(f"usable images per class: {counts}")
+    """Human-readable report: the counts per kind, errors first, then one line per finding in that order,
+    then the class counts and what to do next."""
+    numbers = report.headline()
+    lines = [
+        f"audited {report.files_scanned} files in {_one_line(report.root)}: {numbers['errors']} with errors, "
+        f"{numbers['warnings']} with warnings, {numbers['policy_errors']} failing the policy; "
+        f"{numbers['quarantined']} quarantined",
+        *_kind_counts(report.issues),
+        *(_finding_line(issue) for issue in _in_severity_order(report.issues)),
+        f"{report.files_decoded} decoded, {report.files_scanned - report.files_decoded} unchanged since the last audit",
+        "usable images per class: " + ", ".join(f"{_one_line(label)} {count}"
+                                                 for label, count in report.class_counts.items()),
+    ]
     if report.policy_holds:
         lines.append("policy holds: the dataset may be trained on")
     else:
@@ -179,12 +215,6 @@ def quarantine_rows(report: AuditReport, *, policy: AuditParams) -> list[dict[st
 
 
 def metrics_for(report: AuditReport) -> dict:
-    """The small numeric summary DVC tracks as metrics."""
-    summary = report.summary()
-    return {
-        "files_scanned": report.files_scanned,
-        "files_quarantined": len(report.quarantined),
-        "errors": summary["issues_by_severity"]["error"],
-        "warnings": summary["issues_by_severity"]["warning"],
-        "issues_by_kind": summary["issues_by_kind"],
-    }
+    """The headline numbers DVC tracks as metrics (see AuditReport.headline); counts per kind stay in the
+    report's summary, so `dvc exp show` keeps one column per number here."""
+    return report.headline()

@@ -38,55 +38,65 @@ def _card(root: Path | str, path: str, caption: str, *, max_pixels: int, cache: 
     return f'<div class="card">{picture}<b>{html.escape(path)}</b><br>{html.escape(caption)}</div>'
 
 
+def _kind_section(root: Path | str, kind: str, issues: list[dict], *, max_pixels: int, cache: dict[str, str | None]) -> str:
+    level = issues[0]["severity"]
+    parts = [f'<h2 class="{level}" id="{kind}">{html.escape(kind)} ({len(issues)}, {level})</h2><div class="cards">']
+    parts += [_card(root, issue["path"], issue["detail"], max_pixels=max_pixels, cache=cache)
+              for issue in issues[:MAX_THUMBNAILS_PER_KIND]]
+    parts.append("</div>")
+    if len(issues) > MAX_THUMBNAILS_PER_KIND:
+        parts.append(f"<p>... and {len(issues) - MAX_THUMBNAILS_PER_KIND} more in the JSON report.</p>")
+    return "\n".join(parts)
+
+
 def render_html(report: dict, *, root: str | Path, max_pixels: int) -> str:
-    """A self-contained page (inline CSS and data: images, no scripts, no network) for an audit report."""
+    """A self-contained page (inline CSS and data: images, no scripts, no network) for an audit report:
+    the counts, then what fails the policy, then warnings, near-duplicate groups, info and class balance."""
     root = root if storage.is_remote(root) else Path(root)
     summary = report["summary"]
-    severity = summary["issues_by_severity"]
     cache: dict[str, str | None] = {}
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for issue in report["issues"]:
+        if issue["kind"] != "near_duplicate":  # shown as groups, below the warnings
+            by_kind[issue["kind"]].append(issue)
+    # Most frequent kind first within each severity, as in the text report.
+    ordered = sorted(by_kind.items(), key=lambda item: (-len(item[1]), item[0]))
+    counts = ", ".join(f'<a href="#{kind}">{html.escape(kind)}</a> {len(issues)}' for kind, issues in ordered)
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>trainwell audit</title>",
         f"<style>{STYLE}</style></head><body>",
         f"<h1>Dataset audit: {html.escape(str(report['root']))}</h1>",
         '<p class="summary">'
         f"<span>{report['files_scanned']} files scanned</span>"
-        f'<span class="error">{severity["error"]} errors</span>'
-        f'<span class="warning">{severity["warning"]} warnings</span>'
-        f'<span class="info">{severity["info"]} info</span>'
-        f"<span>{len(report['quarantined'])} quarantined</span>"
+        f'<span class="error">{summary["errors"]} with errors</span>'
+        f'<span class="error">{summary["policy_errors"]} failing the policy</span>'
+        f'<span class="warning">{summary["warnings"]} with warnings</span>'
+        f"<span>{summary['quarantined']} quarantined</span>"
         f"<span>policy {'holds' if summary['policy_holds'] else '<b class=error>violated</b>'}</span></p>",
-        "<h2>Class balance (usable images)</h2><table>",
+        f"<p>{counts}</p>" if counts else "",
     ]
-    largest = max(summary["class_counts"].values(), default=0) or 1
-    for label, count in summary["class_counts"].items():
-        width = int(240 * count / largest)
-        parts.append(f'<tr><td>{html.escape(label)}</td><td>{count}</td><td><div class="bar" style="width:{width}px">'
-                     "</div></td></tr>")
-    parts.append("</table>")
+    for severity in ("error", "warning"):
+        parts += [_kind_section(root, kind, issues, max_pixels=max_pixels, cache=cache)
+                  for kind, issues in ordered if issues[0]["severity"] == severity]
 
     groups = report.get("near_duplicate_groups", [])
     if groups:
-        parts.append(f"<h2>Near-duplicate groups ({len(groups)})</h2>")
+        parts.append(f'<h2 class="warning" id="near_duplicate">Near-duplicate groups ({len(groups)})</h2>')
         for group in groups[:MAX_THUMBNAILS_PER_KIND]:
             cards = "".join(_card(root, path, path.split("/")[0], max_pixels=max_pixels, cache=cache) for path in group)
             parts.append(f'<div class="group">{cards}</div>')
         if len(groups) > MAX_THUMBNAILS_PER_KIND:
             parts.append(f"<p>... and {len(groups) - MAX_THUMBNAILS_PER_KIND} more groups in the JSON report.</p>")
-
-    by_kind: dict[str, list[dict]] = defaultdict(list)
-    for issue in report["issues"]:
-        if issue["kind"] != "near_duplicate":
-            by_kind[issue["kind"]].append(issue)
-    order = {"error": 0, "warning": 1, "info": 2}
-    for kind, issues in sorted(by_kind.items(), key=lambda item: (order[item[1][0]["severity"]], item[0])):
-        level = issues[0]["severity"]
-        parts.append(f'<h2 class="{level}" id="{kind}">{html.escape(kind)} ({len(issues)}, {level})</h2><div class="cards">')
-        for issue in issues[:MAX_THUMBNAILS_PER_KIND]:
-            parts.append(_card(root, issue["path"], issue["detail"], max_pixels=max_pixels, cache=cache))
-        parts.append("</div>")
-        if len(issues) > MAX_THUMBNAILS_PER_KIND:
-            parts.append(f"<p>... and {len(issues) - MAX_THUMBNAILS_PER_KIND} more in the JSON report.</p>")
+    parts += [_kind_section(root, kind, issues, max_pixels=max_pixels, cache=cache)
+              for kind, issues in ordered if issues[0]["severity"] == "info"]
     if not report["issues"]:
         parts.append("<h2>No findings</h2><p>Every file decoded cleanly.</p>")
-    parts.append("</body></html>")
+
+    parts.append("<h2>Class balance (usable images)</h2><table>")
+    largest = max(summary["class_counts"].values(), default=0) or 1
+    for label, count in summary["class_counts"].items():
+        width = int(240 * count / largest)
+        parts.append(f'<tr><td>{html.escape(label)}</td><td>{count}</td><td><div class="bar" style="width:{width}px">'
+                     "</div></td></tr>")
+    parts.append("</table></body></html>")
     return "\n".join(parts)
