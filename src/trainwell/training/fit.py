@@ -15,7 +15,7 @@ from trainwell.console import NORMAL, say, verbosity, warn
 from trainwell.data.cache import read_manifest
 from trainwell.params import TrainParams
 from trainwell.training.augment import BatchAugmenter, default_processes
-from trainwell.training.backup import EpochBackup, restore_backup, run_fingerprint
+from trainwell.training.backup import EpochBackup, read_backup, restore_state, run_fingerprint
 from trainwell.training.contract import Problem, check_contract, check_coverage, raise_on_errors
 from trainwell.training.curves import CurveLog
 from trainwell.training.distribute import (
@@ -201,10 +201,12 @@ def resume_point(*, model: keras.Model, strategy: tf.distribute.Strategy, backup
     """(first epoch, incidents so far): from a matching backup, or (0, []) for a fresh run."""
     if backup_dir is None:
         return 0, []
-    with strategy.scope():
-        meta = restore_backup(model=model, folder=Path(backup_dir), fingerprint=fingerprint)
+    meta = read_backup(folder=Path(backup_dir), fingerprint=fingerprint)
     if meta is None:
         return 0, []
+    with strategy.scope():
+        if not restore_state(model=model, folder=Path(backup_dir)):
+            return 0, []
     say(f"train: resuming after epoch {meta['epoch'] + 1} from the backup in {backup_dir}")
     return meta["epoch"] + 1, meta["incidents"]
 
