@@ -190,13 +190,41 @@ class AugmentStep(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+# keras.applications backbones train.model may name, with the smallest image side each accepts
+# (Keras refuses smaller inputs: the stride-32 stem would leave no feature map).
+BACKBONE_MIN_IMAGE_SIZE = {
+    "MobileNetV3Small": 32,
+    "MobileNetV3Large": 32,
+    "EfficientNetV2B0": 32,
+    "EfficientNetV2B1": 32,
+    "EfficientNetV2B2": 32,
+    "EfficientNetV2B3": 32,
+}
+SEED_CNN = "cnn"
+ModelName = Literal[(SEED_CNN, *BACKBONE_MIN_IMAGE_SIZE)]  # type: ignore[valid-type]
+NO_WEIGHTS = "none"
+
+
 class TrainParams(_Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
-    # Adam's step size.
+    # Adam's step size (for a backbone with frozen_epochs > 0: during the frozen epochs).
     learning_rate: float = Field(1e-4, gt=0.0)
     seed: int = 0
-    # One Conv2D + MaxPooling2D block per entry; [] is a valid model with no conv blocks.
+    # The network: "cnn" (the small CNN below) or a keras.applications backbone (README "Pretrained
+    # backbones"), which gets a GlobalAveragePooling + dropout + Dense head.
+    model: ModelName = SEED_CNN
+    # Backbone weights: "none" (random initialisation) or the path of a local weights file of the
+    # backbone alone (include_top=False): a .weights.h5 from backbone.save_weights, or the .h5 that
+    # keras.applications publishes. Nothing is ever downloaded at run time.
+    weights: str = Field(NO_WEIGHTS, min_length=1)
+    # Epochs with the backbone frozen (only the head learns, at learning_rate) before the whole
+    # network is fine-tuned at fine_tune_learning_rate with a fresh Adam.
+    frozen_epochs: int = Field(0, ge=0)
+    fine_tune_learning_rate: float = Field(1e-5, gt=0.0)
+    # Dropout rate between the backbone's pooled features and the class scores (backbones only).
+    head_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    # The cnn's layers: one Conv2D + MaxPooling2D block per entry; [] is a valid model with no conv blocks.
     conv_filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 16, 32])
     kernel_size: int = Field(2, ge=1)
     dense_units: int = Field(128, ge=1)
@@ -241,6 +269,20 @@ class TrainParams(_Section):
     # Batches per compiled call: fewer host round trips on fast accelerators. The guard then
     # sees one loss per call and rolls back whole calls.
     steps_per_execution: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _backbone_settings_fit_the_model(self) -> TrainParams:
+        if self.model == SEED_CNN and self.weights != NO_WEIGHTS:
+            raise ValueError(f"train.weights applies to keras.applications backbones; the {SEED_CNN} always starts "
+                             f"from random weights: set train.weights: {NO_WEIGHTS}, or train.model to one of "
+                             f"{', '.join(BACKBONE_MIN_IMAGE_SIZE)}")
+        if self.model == SEED_CNN and self.frozen_epochs:
+            raise ValueError(f"train.frozen_epochs freezes a backbone, and the {SEED_CNN} has none: set "
+                             f"train.frozen_epochs: 0, or train.model to a backbone")
+        if self.frozen_epochs > self.epochs:
+            raise ValueError(f"train.frozen_epochs ({self.frozen_epochs}) is more than train.epochs ({self.epochs}); "
+                             "at most every epoch can be frozen")
+        return self
 
 
 class EvaluateParams(_Section):
@@ -302,9 +344,17 @@ class Params(_Section):
     label_review: LabelReviewParams = Field(default_factory=LabelReviewParams)
 
     @model_validator(mode="after")
-    def _kernel_fits_image(self) -> Params:
+    def _network_fits_image(self) -> Params:
         # Checked here, not in TrainParams: the image size lives in another section.
-        size, kernel, blocks = self.data.image_size, self.train.kernel_size, len(self.train.conv_filters)
+        size, train = self.data.image_size, self.train
+        if train.model != SEED_CNN:
+            smallest = BACKBONE_MIN_IMAGE_SIZE[train.model]
+            if size < smallest:
+                raise ValueError(f"train.model {train.model} needs images of at least {smallest}x{smallest} "
+                                 f"pixels, but data.image_size is {size}; raise data.image_size to {smallest} or "
+                                 f"more, or use train.model: {SEED_CNN}")
+            return self
+        kernel, blocks = train.kernel_size, len(train.conv_filters)
         if _feature_map_size(size, kernel, blocks) > 0:
             return self
         fitting = [k for k in range(min(kernel, size), 0, -1) if _feature_map_size(size, k, blocks) > 0]
