@@ -2,46 +2,24 @@
 
 from __future__ import annotations
 
-import reprlib
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from trainwell.errors import ParamsError
 from trainwell.kinds import AUDIT_KINDS, BLOCKING_KINDS
+from trainwell.params_file import MAX_ECHO, read_params_file
+from trainwell.params_file import cut as _cut
+from trainwell.params_file import short_repr as _short
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 AuditKind = Literal[AUDIT_KINDS]  # type: ignore[valid-type]
 
-# Limits on hostile params files: a real one is a few kilobytes and a few hundred values.
-MAX_PARAMS_BYTES = 1_000_000
-# YAML values after expanding every *alias: a 334-byte file of nested aliases once expanded to
-# hundreds of millions of values, a 226 MB error message and ~1 GB of memory.
-MAX_YAML_VALUES = 10_000
-# An error message echoes at most this many characters of the offending input ...
-MAX_ECHO = 200
-# ... and lists at most this many problems.
+# An error message lists at most this many problems.
 MAX_PROBLEMS = 10
-
-
-def _short(value: Any) -> str:
-    """repr(value) for an error message, at most MAX_ECHO characters however big the value is."""
-    # reprlib stops at a few items per level, so a huge or recursive structure is never walked whole.
-    brief = reprlib.Repr()
-    brief.maxlevel, brief.maxlist, brief.maxdict, brief.maxstring, brief.maxother = 3, 10, 10, 100, 100
-    try:
-        text = brief.repr(value)
-    except (ValueError, RecursionError):  # e.g. an int beyond Python's 4300-digit str() limit
-        text = f"<{type(value).__name__}>"
-    return _cut(text)
-
-
-def _cut(text: str, limit: int = MAX_ECHO) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _takes_numbers(annotation: Any) -> bool:
@@ -217,13 +195,41 @@ class AugmentStep(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+# keras.applications backbones train.model may name, with the smallest image side each accepts
+# (Keras refuses smaller inputs: the stride-32 stem would leave no feature map).
+BACKBONE_MIN_IMAGE_SIZE = {
+    "MobileNetV3Small": 32,
+    "MobileNetV3Large": 32,
+    "EfficientNetV2B0": 32,
+    "EfficientNetV2B1": 32,
+    "EfficientNetV2B2": 32,
+    "EfficientNetV2B3": 32,
+}
+SEED_CNN = "cnn"
+ModelName = Literal[(SEED_CNN, *BACKBONE_MIN_IMAGE_SIZE)]  # type: ignore[valid-type]
+NO_WEIGHTS = "none"
+
+
 class TrainParams(_Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
-    # Adam's step size.
+    # Adam's step size (for a backbone with frozen_epochs > 0: during the frozen epochs).
     learning_rate: float = Field(1e-4, gt=0.0)
     seed: int = 0
-    # One Conv2D + MaxPooling2D block per entry; [] is a valid model with no conv blocks.
+    # The network: "cnn" (the small CNN below) or a keras.applications backbone (README "Pretrained
+    # backbones"), which gets a GlobalAveragePooling + dropout + Dense head.
+    model: ModelName = SEED_CNN
+    # Backbone weights: "none" (random initialisation) or the path of a local weights file of the
+    # backbone alone (include_top=False): a .weights.h5 from backbone.save_weights, or the .h5 that
+    # keras.applications publishes. Nothing is ever downloaded at run time.
+    weights: str = Field(NO_WEIGHTS, min_length=1)
+    # Epochs with the backbone frozen (only the head learns, at learning_rate) before the whole
+    # network is fine-tuned at fine_tune_learning_rate with a fresh Adam.
+    frozen_epochs: int = Field(0, ge=0)
+    fine_tune_learning_rate: float = Field(1e-5, gt=0.0)
+    # Dropout rate between the backbone's pooled features and the class scores (backbones only).
+    head_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    # The cnn's layers: one Conv2D + MaxPooling2D block per entry; [] is a valid model with no conv blocks.
     conv_filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 16, 32])
     kernel_size: int = Field(2, ge=1)
     dense_units: int = Field(128, ge=1)
@@ -268,6 +274,20 @@ class TrainParams(_Section):
     # Batches per compiled call: fewer host round trips on fast accelerators. The guard then
     # sees one loss per call and rolls back whole calls.
     steps_per_execution: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _backbone_settings_fit_the_model(self) -> TrainParams:
+        if self.model == SEED_CNN and self.weights != NO_WEIGHTS:
+            raise ValueError(f"train.weights applies to keras.applications backbones; the {SEED_CNN} always starts "
+                             f"from random weights: set train.weights: {NO_WEIGHTS}, or train.model to one of "
+                             f"{', '.join(BACKBONE_MIN_IMAGE_SIZE)}")
+        if self.model == SEED_CNN and self.frozen_epochs:
+            raise ValueError(f"train.frozen_epochs freezes a backbone, and the {SEED_CNN} has none: set "
+                             f"train.frozen_epochs: 0, or train.model to a backbone")
+        if self.frozen_epochs > self.epochs:
+            raise ValueError(f"train.frozen_epochs ({self.frozen_epochs}) is more than train.epochs ({self.epochs}); "
+                             "at most every epoch can be frozen")
+        return self
 
 
 class EvaluateParams(_Section):
@@ -362,9 +382,17 @@ class Params(_Section):
     card: CardParams = Field(default_factory=CardParams)
 
     @model_validator(mode="after")
-    def _kernel_fits_image(self) -> Params:
+    def _network_fits_image(self) -> Params:
         # Checked here, not in TrainParams: the image size lives in another section.
-        size, kernel, blocks = self.data.image_size, self.train.kernel_size, len(self.train.conv_filters)
+        size, train = self.data.image_size, self.train
+        if train.model != SEED_CNN:
+            smallest = BACKBONE_MIN_IMAGE_SIZE[train.model]
+            if size < smallest:
+                raise ValueError(f"train.model {train.model} needs images of at least {smallest}x{smallest} "
+                                 f"pixels, but data.image_size is {size}; raise data.image_size to {smallest} or "
+                                 f"more, or use train.model: {SEED_CNN}")
+            return self
+        kernel, blocks = train.kernel_size, len(train.conv_filters)
         if _feature_map_size(size, kernel, blocks) > 0:
             return self
         fitting = [k for k in range(min(kernel, size), 0, -1) if _feature_map_size(size, k, blocks) > 0]
@@ -434,102 +462,7 @@ def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Para
         raise ParamsError(f"{source} is invalid:\n  {listing}") from None
 
 
-class _TooManyValues(yaml.YAMLError):
-    """The document expands (through aliases) past MAX_YAML_VALUES, or an alias contains itself."""
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
-    """Values in `node` with every alias expanded, counted on the composed graph (never expanded)."""
-    # An alias is the same node object reached twice, so memoising by id keeps this linear in the file.
-    if id(node) in sizes:
-        return sizes[id(node)]
-    if id(node) in open_nodes:
-        raise _TooManyValues("an alias refers to a structure that contains it (a recursive structure)")
-    open_nodes.add(id(node))
-    children: list[yaml.Node] = []
-    if isinstance(node, yaml.SequenceNode):
-        children = node.value
-    elif isinstance(node, yaml.MappingNode):
-        children = [part for pair in node.value for part in pair]
-    size = 1
-    for child in children:
-        size += _expanded_size(child, sizes, open_nodes)
-        if size > MAX_YAML_VALUES:
-            raise _TooManyValues(f"it expands to more than {MAX_YAML_VALUES:,} values (counting each *alias "
-                                 f"use); a params file needs far fewer: write the values out or use fewer aliases")
-    open_nodes.discard(id(node))
-    sizes[id(node)] = size
-    return size
-
-
-class _ParamsLoader(yaml.SafeLoader):
-    """SafeLoader that refuses alias bombs and reports bad tagged values as YAML errors with a line."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        # Count before building Python objects, so no expansion ever happens.
-        _expanded_size(node, {}, set())
-        return super().construct_document(node)
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            # PyYAML's own constructors leak these, e.g. for `!!bool maybe`, `2001-13-45`, or an
-            # integer beyond Python's 4300-digit limit; only a ValueError says something useful.
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            detail = f": {_cut(str(exc))}" if type(exc) is ValueError else ""
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {_short(node.value)} as {tag}{detail}", node.start_mark
-            ) from None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """A PyYAML error on one short line: where, what, and while doing what."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
-        if exc.context:
-            text += f" ({exc.context})"
-    else:
-        text = str(exc)
-    return _cut(" ".join(text.split()), 2 * MAX_ECHO)
-
-
-def _read_text(path: Path) -> str | None:
-    """The file's text; None when it does not exist. Refuses folders, huge files and non-UTF-8 bytes."""
-    try:
-        if not path.exists():
-            return None
-        if not path.is_file():  # a folder, or a FIFO or device that could block or never end
-            kind = "a directory" if path.is_dir() else "not a regular file"
-            raise ParamsError(f"{path} is {kind}; params must be a UTF-8 YAML file")
-        with path.open("rb") as handle:
-            data = handle.read(MAX_PARAMS_BYTES + 1)
-    except OSError as exc:
-        raise ParamsError(f"{path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_PARAMS_BYTES:
-        raise ParamsError(f"{path} is larger than {MAX_PARAMS_BYTES:,} bytes; a params file is a few kB of YAML")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ParamsError(f"{path} is not UTF-8 (byte {exc.start} is {data[exc.start]:#04x}); "
-                          f"params files must be UTF-8 YAML") from None
-
-
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
     """Read and validate params.yaml; a missing file means all defaults."""
     path = Path(path)
-    text = _read_text(path)
-    if text is None:
-        return Params()
-    try:
-        raw = yaml.load(text, Loader=_ParamsLoader)  # a SafeLoader: builds no Python objects beyond plain data
-    except _TooManyValues as exc:
-        raise ParamsError(f"{path} is refused: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
-    except RecursionError:
-        raise ParamsError(f"{path} nests too deeply to read; params need a few levels at most") from None
-    if raw is not None and not isinstance(raw, dict):
-        raise ParamsError(f"{path} must be a mapping of sections (demo, data, audit, ...), got {type(raw).__name__}")
-    return parse_params(raw, source=str(path))
+    return parse_params(read_params_file(path), source=str(path))

@@ -19,10 +19,22 @@ BACKUP_STATE = "state.npz"
 BACKUP_META = "meta.json"
 
 
-def run_fingerprint(*, train: TrainParams, manifest: dict) -> str:
-    """Identifies a run by its params and cached data: a backup is only resumed by the same run."""
-    payload = json.dumps({"train": train.model_dump(mode="json"), "data": manifest}, sort_keys=True)
+def run_fingerprint(*, train: TrainParams, manifest: dict, weights_sha256: str | None = None) -> str:
+    """Identifies a run by its params, cached data and backbone weights file: a backup is only resumed by the same run."""
+    identity: dict[str, object] = {"train": train.model_dump(mode="json"), "data": manifest}
+    if weights_sha256 is not None:  # train.weights names a path; the file's content is what counts
+        identity["weights_sha256"] = weights_sha256
+    payload = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def model_state(model: keras.Model) -> list:
+    """Everything a resumed run must get back: weights, the random layers' seed states, optimizer state.
+
+    model.variables is model.weights plus the seed generators of Dropout and random augmentation
+    layers; without them a resumed run would draw other dropout masks than an uninterrupted one.
+    """
+    return list(model.variables) + list(model.optimizer.variables)
 
 
 class EpochBackup(keras.callbacks.Callback):
@@ -41,7 +53,7 @@ class EpochBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        arrays = [np.asarray(v) for v in self.model.weights] + [np.asarray(v) for v in self.model.optimizer.variables]
+        arrays = [np.asarray(variable) for variable in model_state(self.model)]
         temporary = self.folder / f".{BACKUP_STATE}.tmp"
         with temporary.open("wb") as handle:
             np.savez(handle, *arrays)
@@ -51,22 +63,32 @@ class EpochBackup(keras.callbacks.Callback):
         os.replace(self.folder / f".{BACKUP_META}.tmp", self.folder / BACKUP_META)
 
 
-def restore_backup(*, model: keras.Model, folder: Path, fingerprint: str) -> dict | None:
-    """Load a matching backup into model and optimizer; return its meta, or None to start fresh."""
+def read_backup(*, folder: Path, fingerprint: str) -> dict | None:
+    """The meta of a backup this run may resume from (epoch, incidents), or None to start fresh."""
     meta_path, state_path = folder / BACKUP_META, folder / BACKUP_STATE
     if not (meta_path.exists() and state_path.exists()):
         return None
     meta = json.loads(meta_path.read_text())
     if meta.get("fingerprint") != fingerprint:
-        warn(f"train: ignoring the backup in {folder}: it belongs to other params or data")
+        warn(f"train: ignoring the backup in {folder}: it belongs to other params, data or weights")
         return None
+    return meta
+
+
+def restore_state(*, model: keras.Model, folder: Path) -> bool:
+    """Load the backup's state into model and optimizer; False (nothing changed) when it does not fit them.
+
+    The model must be set up as it was when the backup was written: with a backbone, frozen or
+    not (the optimizer then tracks other variables).
+    """
     model.optimizer.build(model.trainable_variables)
-    targets = list(model.weights) + list(model.optimizer.variables)
-    with np.load(state_path) as state:
+    targets = model_state(model)
+    with np.load(folder / BACKUP_STATE) as state:
         arrays = [state[f"arr_{index}"] for index in range(len(state.files))]
-    if len(arrays) != len(targets):
+    if len(arrays) != len(targets) or any(tuple(array.shape) != tuple(target.shape)
+                                          for array, target in zip(arrays, targets)):
         warn(f"train: ignoring the backup in {folder}: it does not match this model")
-        return None
+        return False
     for variable, value in zip(targets, arrays):
         variable.assign(value)
-    return meta
+    return True

@@ -29,13 +29,22 @@ def metric_path(name: str) -> tuple[str, str]:
 
 
 class CurveLog(keras.callbacks.Callback):
-    """After every epoch, append each metric to its TSV and rewrite metrics.json; starts afresh with each fit()."""
+    """After every epoch, append each metric to its TSV and rewrite metrics.json.
+
+    Starts afresh with the first fit() it sees, and continues through later fit() calls given the
+    same object: a backbone's fine-tuning phase is a second fit() of the same run.
+    """
 
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
         self.folder = Path(folder)
+        self._started = False
+        self._step = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._started:
+            return
+        self._started = True
         # Everything in the folder is this callback's own output (a DVC output of the train stage).
         shutil.rmtree(self.folder / "plots", ignore_errors=True)
         (self.folder / "metrics.json").unlink(missing_ok=True)

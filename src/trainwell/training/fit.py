@@ -13,9 +13,10 @@ import tensorflow as tf
 
 from trainwell.console import NORMAL, say, verbosity, warn
 from trainwell.data.cache import read_manifest
-from trainwell.params import TrainParams
+from trainwell.params import NO_WEIGHTS, TrainParams
 from trainwell.training.augment import BatchAugmenter, default_processes
-from trainwell.training.backup import EpochBackup, restore_backup, run_fingerprint
+from trainwell.training.backbone import backbone_of, set_backbone_frozen, weights_digest, weights_path
+from trainwell.training.backup import EpochBackup, read_backup, restore_state, run_fingerprint
 from trainwell.training.contract import Problem, check_contract, check_coverage, raise_on_errors
 from trainwell.training.curves import CurveLog
 from trainwell.training.distribute import (
@@ -155,14 +156,53 @@ def plan_training_inputs(*, cache_dir: str, train: TrainParams, strategy: tf.dis
 # -- phase 3: the model ------------------------------------------------------------------------
 
 
-def build_compiled_model(*, train: TrainParams, plan: InputPlan, strategy: tf.distribute.Strategy) -> keras.Model:
+@dataclass(frozen=True)
+class Stretch:
+    """Epochs first..end-1 trained by one fit(): with the backbone frozen or not, at one learning rate."""
+
+    first_epoch: int
+    end_epoch: int
+    frozen: bool
+    learning_rate: float
+
+
+def training_stretches(train: TrainParams) -> list[Stretch]:
+    """One stretch, or for a backbone with frozen_epochs: the head alone, then the whole network fine-tuned."""
+    if not train.frozen_epochs:
+        return [Stretch(0, train.epochs, False, train.learning_rate)]
+    stretches = [Stretch(0, train.frozen_epochs, True, train.learning_rate)]
+    if train.frozen_epochs < train.epochs:
+        stretches.append(Stretch(train.frozen_epochs, train.epochs, False, train.fine_tune_learning_rate))
+    return stretches
+
+
+def stretch_of(stretches: list[Stretch], epoch: int) -> Stretch:
+    return next(stretch for stretch in stretches if epoch < stretch.end_epoch)
+
+
+def enter_stretch(*, model: keras.Model, train: TrainParams, plan: InputPlan, strategy: tf.distribute.Strategy,
+                  stretch: Stretch) -> None:
+    """Freeze or release the backbone and compile with a fresh Adam at the stretch's learning rate.
+
+    Compiling again is what makes fit() train the variables that are trainable now; the optimizer
+    is new, so its state starts from zero, as at the start of a run.
+    """
     with strategy.scope():
-        model = build_network(train=train, num_classes=plan.train.split.num_classes,
-                              image_size=plan.train.split.image_shape[0])
-        compile_model(model=model, train=train, steps_per_execution=plan.steps_per_execution)
+        if backbone_of(model) is not None:
+            set_backbone_frozen(model, stretch.frozen, pretrained=train.weights != NO_WEIGHTS)
+        compile_model(model=model, train=train, steps_per_execution=plan.steps_per_execution,
+                      learning_rate=stretch.learning_rate)
         # Adam's slots are built now, inside the scope, so they mirror like the weights do
         # (the guard snapshots them and a resumed run restores them).
         model.optimizer.build(model.trainable_variables)
+
+
+def build_compiled_model(*, train: TrainParams, plan: InputPlan, strategy: tf.distribute.Strategy) -> keras.Model:
+    """The network, compiled for the run's first stretch of epochs."""
+    with strategy.scope():
+        model = build_network(train=train, num_classes=plan.train.split.num_classes,
+                              image_size=plan.train.split.image_shape[0])
+    enter_stretch(model=model, train=train, plan=plan, strategy=strategy, stretch=training_stretches(train)[0])
     build_from_local_batch(model, strategy)
     return model
 
@@ -196,14 +236,27 @@ def preflight_problems(*, model: keras.Model, train: TrainParams, plan: InputPla
 # -- phase 5: resume -----------------------------------------------------------------------------
 
 
-def resume_point(*, model: keras.Model, strategy: tf.distribute.Strategy, backup_dir: str | None,
-                 fingerprint: str) -> tuple[int, list[dict]]:
-    """(first epoch, incidents so far): from a matching backup, or (0, []) for a fresh run."""
+def resume_point(*, model: keras.Model, train: TrainParams, plan: InputPlan, strategy: tf.distribute.Strategy,
+                 backup_dir: str | None, fingerprint: str) -> tuple[int, list[dict]]:
+    """(first epoch, incidents so far): from a matching backup, or (0, []) for a fresh run.
+
+    The model leaves compiled for the stretch of the backup's epoch (its optimizer state is that
+    stretch's); train_model moves on to the next stretch as an uninterrupted run would.
+    """
     if backup_dir is None:
         return 0, []
-    with strategy.scope():
-        meta = restore_backup(model=model, folder=Path(backup_dir), fingerprint=fingerprint)
+    meta = read_backup(folder=Path(backup_dir), fingerprint=fingerprint)
     if meta is None:
+        return 0, []
+    stretches = training_stretches(train)
+    saved_in = stretch_of(stretches, meta["epoch"])
+    if saved_in != stretches[0]:
+        enter_stretch(model=model, train=train, plan=plan, strategy=strategy, stretch=saved_in)
+    with strategy.scope():
+        restored = restore_state(model=model, folder=Path(backup_dir))
+    if not restored:
+        if saved_in != stretches[0]:
+            enter_stretch(model=model, train=train, plan=plan, strategy=strategy, stretch=stretches[0])
         return 0, []
     say(f"train: resuming after epoch {meta['epoch'] + 1} from the backup in {backup_dir}")
     return meta["epoch"] + 1, meta["incidents"]
@@ -235,8 +288,19 @@ def training_callbacks(*, train: TrainParams, plan: InputPlan, log_dir: str | No
 # -- phase 7: fit ------------------------------------------------------------------------------
 
 
+def make_augmenter(train: TrainParams) -> BatchAugmenter | None:
+    """train.augment's transforms, built now so a bad name or argument stops the stage before the first step."""
+    if not train.augment:
+        return None
+    processes = default_processes() if train.augment_processes is None else train.augment_processes
+    return BatchAugmenter(train.augment, processes=processes)
+
+
 def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strategy: tf.distribute.Strategy,
-              first_epoch: int, callbacks: list) -> keras.callbacks.History:
+              first_epoch: int, callbacks: list, end_epoch: int | None = None,
+              augmenter: BatchAugmenter | None = None) -> keras.callbacks.History:
+    """One fit() over epochs first_epoch..end_epoch-1 (default: to train.epochs), in the (seed, epoch) data order."""
+    end_epoch = train.epochs if end_epoch is None else end_epoch
     class_weights = None
     split = plan.train.split
     if train.class_weight == "balanced":
@@ -245,13 +309,10 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
             f"{split.classes[index]} {weight:.3f}" for index, weight in class_weights.items()))
     one_hot = train.loss != "sparse_categorical_crossentropy"
     common = dict(num_classes=split.num_classes, batch_size=train.batch_size, one_hot=one_hot)
-    # Built here so a bad transform name or argument stops the stage before the first step.
-    augmenter = None
-    if train.augment:
-        processes = default_processes() if train.augment_processes is None else train.augment_processes
-        augmenter = BatchAugmenter(train.augment, processes=processes)
+    if augmenter is None:
+        augmenter = make_augmenter(train)
     train_data = distribute_dataset(strategy, lambda **shard: plan.train.train_dataset(
-        seed=train.seed, first_epoch=first_epoch, epochs=train.epochs, class_weights=class_weights,
+        seed=train.seed, first_epoch=first_epoch, epochs=end_epoch, class_weights=class_weights,
         augmenter=augmenter, **common, **shard))
     # Repeated, with validation_steps = one full pass: Keras keeps one validation iterator
     # across epochs when validation_steps is given.
@@ -259,7 +320,7 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
     return model.fit(
         train_data,
         validation_data=val_data,
-        epochs=train.epochs,
+        epochs=end_epoch,
         # The order is the pipeline's own, seeded by (seed, epoch); Keras has nothing to shuffle
         # in a dataset and says so on every run unless told.
         shuffle=False,
@@ -277,25 +338,47 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
 def train_model(
     *, cache_dir: str, train: TrainParams, log_dir: str | None, backup_dir: str | None = None
 ) -> tuple[keras.Model, dict]:
-    """Build, check and fit; return the model and a summary. Raises ContractError before any step."""
+    """Build, check and fit; return the model and a summary. Raises ContractError before any step.
+
+    With a backbone and train.frozen_epochs, two fit() calls share the callbacks (guard, backup,
+    curves): the frozen epochs, then the fine-tuning ones from initial_epoch=frozen_epochs.
+    """
+    # The weights file first: a missing one is a params error before TensorFlow starts.
+    digest = weights_digest(weights_path(train))
     strategy = set_up_runtime(train)
     plan = plan_training_inputs(cache_dir=cache_dir, train=train, strategy=strategy)
     model = build_compiled_model(train=train, plan=plan, strategy=strategy)
     for warning in raise_on_errors(preflight_problems(model=model, train=train, plan=plan)):
         warn(f"train: WARNING {warning.message}")
-    fingerprint = run_fingerprint(train=train, manifest=read_manifest(cache_dir))
+    fingerprint = run_fingerprint(train=train, manifest=read_manifest(cache_dir), weights_sha256=digest)
     first_epoch, earlier_incidents = (
-        resume_point(model=model, strategy=strategy, backup_dir=backup_dir, fingerprint=fingerprint)
+        resume_point(model=model, train=train, plan=plan, strategy=strategy, backup_dir=backup_dir,
+                     fingerprint=fingerprint)
         if train.resume else (0, []))
     callbacks, guard = training_callbacks(train=train, plan=plan, log_dir=log_dir, backup_dir=backup_dir,
                                           fingerprint=fingerprint, earlier_incidents=earlier_incidents)
-    history = fit_model(model=model, train=train, plan=plan, strategy=strategy, first_epoch=first_epoch,
-                        callbacks=callbacks)
+    augmenter = make_augmenter(train)  # one for every fit(): its worker processes start once
+    stretches = training_stretches(train)
+    current = stretch_of(stretches, max(first_epoch - 1, 0))  # what the model is compiled for now
+    epochs_run = 0
+    for stretch in stretches:
+        if stretch.end_epoch <= first_epoch:
+            continue
+        if stretch != current:
+            if current.frozen and not stretch.frozen:
+                say(f"train: backbone released after {stretch.first_epoch} frozen epoch(s); fine-tuning the whole "
+                    f"network at learning rate {stretch.learning_rate:g}")
+            enter_stretch(model=model, train=train, plan=plan, strategy=strategy, stretch=stretch)
+            current = stretch
+        history = fit_model(model=model, train=train, plan=plan, strategy=strategy, callbacks=callbacks,
+                            first_epoch=max(first_epoch, stretch.first_epoch), end_epoch=stretch.end_epoch,
+                            augmenter=augmenter)
+        epochs_run += len(history.history.get("loss", []))
     summary = {
         "train_images": len(plan.train.split.labels),
         "val_images": len(plan.val.split.labels),
         "first_epoch": first_epoch,
-        "epochs_run": len(history.history.get("loss", [])),
+        "epochs_run": epochs_run,
         "incidents": guard.incidents if guard else [],
     }
     return model, summary

@@ -207,12 +207,16 @@ class DivergenceGuard(keras.callbacks.Callback):
         if not optimizer.built:
             # Adam's moment estimates must be in the snapshot: Inf moments alone re-poison restored weights.
             optimizer.build(self.model.trainable_variables)
+        # A new snapshot for every fit(): a later fit() of the same run (a backbone's fine-tuning
+        # phase) brings a new optimizer with other variables.
         self._snapshot = Snapshot(self.model)
         if not self._snapshot.take():
             raise TrainingDiverged("the model starts with non-finite weights; rebuild it or restore a good checkpoint")
-        self._snapshot_at = (0, -1)
+        self._snapshot_at = (-1, -1)  # taken before the first epoch of this fit(), which on_epoch_begin names
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._snapshot_at == (-1, -1):
+            self._snapshot_at = (epoch, -1)
         self._epoch = epoch
         self._sizes = self.trace.sizes(epoch) if self.trace is not None else None
         self._running.reset()

@@ -1,11 +1,12 @@
-"""The classifier network: a small CNN (Conv2D blocks, Dense, softmax head) as a Keras 3 Functional model, built from params."""
+"""The classifier network from params: the small CNN (Conv2D blocks, Dense, softmax head) or a keras.applications backbone."""
 
 from __future__ import annotations
 
 import keras
 
 from trainwell.errors import ParamsError
-from trainwell.params import TrainParams
+from trainwell.params import SEED_CNN, TrainParams
+from trainwell.training.backbone import build_backbone_classifier, weights_path
 
 
 def build_model(
@@ -67,7 +68,21 @@ def model_for(
     augment: bool = True,
 ) -> keras.Model:
     """The network params' train section describes (output activation overridable, e.g. softmax
-    for the label-review fold models, which also leave out the augmentation layers)."""
+    for the label-review fold models, which also leave out the augmentation layers).
+
+    A backbone comes with every layer trainable; fit.py freezes it for train.frozen_epochs.
+    """
+    if train.model != SEED_CNN:
+        return build_backbone_classifier(
+            model=train.model,
+            num_classes=num_classes,
+            image_size=image_size,
+            weights=weights_path(train),
+            head_dropout=train.head_dropout,
+            output_activation=output_activation or train.output_activation,
+            seed=train.seed,
+            augment_layers=augment_layers_for(train) if augment else [],
+        )
     return build_model(
         augment_layers=augment_layers_for(train) if augment else [],
         num_classes=num_classes,
@@ -97,10 +112,11 @@ LOSS_CLASSES = {
 }
 
 
-def compile_model(*, model: keras.Model, train: TrainParams, steps_per_execution: int = 1) -> None:
-    """Adam at train.learning_rate, the loss params name, accuracy; XLA and steps per call from params."""
+def compile_model(*, model: keras.Model, train: TrainParams, steps_per_execution: int = 1,
+                  learning_rate: float | None = None) -> None:
+    """Adam at learning_rate (default train.learning_rate), the loss params name, accuracy; XLA and steps per call from params."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=train.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=train.learning_rate if learning_rate is None else learning_rate),
         loss=LOSS_CLASSES[train.loss](from_logits=train.from_logits),
         metrics=["accuracy"],
         jit_compile=train.jit_compile,
