@@ -16,7 +16,7 @@ from trainwell.outputs import write_text_atomically
 from trainwell.params import Params, load_params
 from trainwell.reports.card import limitations, render_card_json, render_card_markdown
 
-TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "seed", "loss", "output_activation", "class_weight",
+TRAINING_KEYS = ("model", "weights", "frozen_epochs", "fine_tune_learning_rate", "epochs", "batch_size", "learning_rate", "seed", "loss", "output_activation", "class_weight",
                  "augment", "augment_layers", "mixed_precision", "strategy")
 
 
@@ -54,6 +54,15 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _network(params: Params) -> str:
+    train = params.train
+    if train.model == "cnn":
+        return f"{len(train.conv_filters)} Conv2D blocks {train.conv_filters}, Dense {train.dense_units}, softmax head"
+    start = "random weights" if train.weights == "none" else f"weights from {Path(train.weights).name}"
+    return (f"keras.applications {train.model} ({start}; {train.frozen_epochs} epochs frozen, then fine-tuned), "
+            f"global average pooling, dropout {train.head_dropout}, softmax head")
+
+
 def build_card(params: Params) -> dict:
     evaluation = _json_or_none(params.paths.eval_metrics)
     try:
@@ -72,8 +81,7 @@ def build_card(params: Params) -> dict:
         "trainwell_version": __version__,
         "intended_use": params.card.intended_use,
         "model": {"file": params.paths.model, "sha256": _sha256(params.paths.model),
-                  "network": f"{len(params.train.conv_filters)} Conv2D blocks {params.train.conv_filters}, "
-                             f"Dense {params.train.dense_units}, softmax head",
+                  "network": _network(params),
                   "input": f"{size}x{size}x3 uint8 RGB (decoded and resized by trainwell's `build`)"},
         "classes": [str(name) for name in classes],
         "data": {"dir": params.data.dir,
