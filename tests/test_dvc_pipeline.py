@@ -12,7 +12,7 @@ from tests.helpers import CLASSES, REPO_ROOT, run, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["demo_data", "audit", "split", "build", "label_review", "train", "evaluate", "export", "card"]
+STAGES = ["demo_data", "audit", "split", "build", "label_review", "train", "evaluate", "export", "card", "report"]
 
 
 def make_project(folder: Path, params: dict) -> Path:
@@ -72,19 +72,19 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_fact
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = next(iter(shown.values()))["data"]
-    assert {"metrics/audit.json", "metrics/split.json", "dvclive/metrics.json", "metrics/eval.json",
-            "metrics/labels.json"} <= set(files)
+    assert {"metrics/audit.json", "metrics/split.json", "metrics/eval.json", "metrics/labels.json",
+            "metrics/export.json"} == set(files)
 
     plots = run(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], project)
     html = (tmp_path / "plots" / "index.html").read_text()
-    assert "predictions.csv" in html and "metrics" in html, plots.stdout
+    assert "Confusion matrix (test split)" in html and "Loss (training and validation splits)" in html, plots.stdout
 
     # Experiments: `dvc exp run -S` needs the results committed as a baseline.
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "-m", "baseline"], project)
     experiment = run(["dvc", "exp", "run", "-S", "train.epochs=1"], project)
     # label_review does not depend on epochs; the card does (its training table lists them).
-    assert ran_stages(experiment.stdout) == ["train", "evaluate", "export", "card"]
+    assert ran_stages(experiment.stdout) == ["train", "evaluate", "export", "card", "report"]
     assert json.loads((project / "dvclive" / "metrics.json").read_text())["step"] == 0
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 1
 
@@ -126,5 +126,5 @@ def test_shipped_params_reach_the_accuracy_bar(tmp_path):
     assert evaluation["accuracy"] >= 0.95
     gate = run(["trainwell", "gate"], project)  # the shipped gate rules hold on the shipped pipeline
     assert "all pass" in gate.stdout
-    split_receipt = json.loads((project / "metrics" / "split.json").read_text())
-    assert split_receipt["train"]["total"] == 3500 and split_receipt["val"]["total"] == 750
+    split_sizes = json.loads((project / "metrics" / "split.json").read_text())
+    assert split_sizes["training"] == 3500 and split_sizes["validation"] == 750

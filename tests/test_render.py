@@ -1,55 +1,105 @@
-"""The HTML a person opens (DVC plots, audit and evaluation pages) renders in a real headless
-Chromium with the network blocked. CI installs Chromium (.ci/run); elsewhere the test is
-skipped when no Chromium is installed, and fails in CI rather than skip."""
+"""What a person opens after `dvc repro`, for real: the report site and `trainwell plots` in headless Chromium
+with the network blocked, and `dvc exp show --only-changed` in a 120-column terminal. CI installs Chromium
+(.ci/run); elsewhere the Chromium tests skip when it is missing, and fail in CI rather than skip."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import json
+import posixpath
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run, tiny_params
+from tests.browser import external_references, open_page, require_chromium
+from tests.helpers import run, tiny_params, tool_env
 from tests.test_dvc_pipeline import make_project
+from trainwell.reports.site import PAGES
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None and not os.environ.get("CI"):
-    pytest.skip("headless Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+TERMINAL_COLUMNS = 120
+HEADLINE = {"metrics/eval.json": ["accuracy", "macro_f1", "expected_calibration_error"],
+            "metrics/audit.json": ["errors", "quarantined"], "metrics/labels.json": ["suspects"]}
 
 
-def rendered_dom(page: Path, profile: Path) -> str:
-    """The DOM after scripts ran, with every host name unresolvable (no network at all)."""
-    assert CHROMIUM is not None, "CI must provide Chromium: .ci/run installs it"
-    result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=15000",
-         "--dump-dom", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project after `dvc repro` with tiny params, one epoch (the width test runs a second), and a
+    two-fold, one-epoch label review: every stage runs, in about a minute."""
+    params = tiny_params(epochs=1)
+    params["label_review"].update({"folds": 2, "epochs_per_fold": 1})
+    folder = make_project(tmp_path_factory.mktemp("site"), params)
+    run(["dvc", "repro"], folder)
+    return folder
 
 
-def test_plots_audit_and_evaluation_pages_render_offline(tmp_path):
-    (tmp_path / "project").mkdir()
-    project = make_project(tmp_path / "project", tiny_params())
-    run(["dvc", "repro"], project)
-    run(["trainwell", "plots", "--out", "offline_plots"], project)
-    page = project / "offline_plots" / "index.html"
-    assert "cdn.jsdelivr" not in page.read_text()
+def site_pages(project: Path) -> dict[str, Path]:
+    """Every page, found the way a person finds them: by following the overview's navigation bar."""
+    index = project / "reports" / "index.html"
+    bar = re.search(r'<nav class="site".*?</nav>', index.read_text(), re.S)
+    assert bar, "the overview has no navigation bar"
+    hrefs = re.findall(r'href="([^"]+)"', bar.group(0))
+    assert len(hrefs) == len(PAGES)
+    return {key: Path(posixpath.normpath(index.parent / href)) for key, href in zip(PAGES, hrefs)}
 
-    dom = rendered_dom(page, tmp_path / "profile-plots")
-    plots = dom.count('class="vega-embed')
-    # dvclive curves (train/eval x loss/accuracy), confusion matrix, reliability, F1 per class.
-    assert plots >= 7, dom[:2000]
-    # Every plot was drawn: a failed vegaEmbed leaves its div without a canvas.
-    assert dom.count("<canvas") >= plots
 
-    for report in ("reports/audit/index.html", "reports/eval/index.html"):
-        html = rendered_dom(project / report, tmp_path / f"profile-{Path(report).parent.name}")
-        assert "<h1>" in html and "<script" not in html
+def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(project, tmp_path):
+    require_chromium()
+    pages = site_pages(project)
+    for key, page in pages.items():
+        assert page.is_file(), f"the navigation links {key} to {page}, which dvc repro did not write"
+        assert external_references(page.read_text()) == [], key
+        shown = open_page(page, tmp_path / key)
+        assert shown.requests == [], key
+        assert shown.ink > 0.005, f"{key} looks blank"
+        assert shown.dom.count('<nav class="site"') == 1 and "<h1>" in shown.dom, key
+        if key == "evaluation":
+            # Confusion matrix twice, loss and accuracy, and the reliability diagram with its histogram.
+            assert shown.dom.count("<svg") == 5
+            assert re.search(r"(All \d+|\d+ most confident of \d+) mistakes", shown.dom)
+        if key == "index":
+            assert "Gate: " in shown.dom and "test accuracy" in shown.dom
+
+
+def test_trainwell_plots_draws_the_dvc_plots_with_no_network(project, tmp_path):
+    require_chromium()
+    out = tmp_path / "plots"
+    run(["trainwell", "plots", "--out", str(out)], project)
+    page = out / "index.html"
+    assert external_references(page.read_text()) == []
+    shown = open_page(page, tmp_path / "chromium")
+    assert shown.requests == [] and shown.ink > 0.01
+    # Loss and accuracy (training and validation on one chart each), confusion matrix, reliability, F1 per class.
+    assert shown.dom.count("<svg") == 5
+    assert "Loss (training and validation splits)" in shown.dom and "F1 per class (test split)" in shown.dom
+
+
+def test_exp_show_only_changed_fits_a_120_column_terminal(project):
+    """The README's command after `dvc exp run -S train.epochs=2`: the changed param and every headline
+    metric that changed are shown in full within 120 columns; the hashes of changed files fold into '…'."""
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "baseline"], project)
+    before = {file: json.loads((project / file).read_text()) for file in HEADLINE}
+    run(["dvc", "exp", "run", "-S", "train.epochs=2"], project)
+    after = {file: json.loads((project / file).read_text()) for file in HEADLINE}
+    # --only-changed hides what did not change: DVC shows 5 decimals, so compare at that precision.
+    changed = [key for file, keys in HEADLINE.items() for key in keys
+               if round(before[file][key], 5) != round(after[file][key], 5)]
+    assert "expected_calibration_error" in changed  # a second epoch always moves the calibration
+
+    environment = tool_env() | {"COLUMNS": str(TERMINAL_COLUMNS), "LINES": "40"}
+    shown = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager"], cwd=project, env=environment,
+                           capture_output=True, text=True, check=True).stdout
+    lines = shown.splitlines()
+    assert max(map(len, lines)) <= TERMINAL_COLUMNS, shown
+    header = next(line for line in lines if "Experiment" in line)
+    for name in ["train.epochs", *changed]:
+        assert f" {name} " in f"{header} ", f"{name} is not shown in full:\n{shown}"
+        assert "…" not in header[: header.index(name)], f"a column before {name} is folded:\n{shown}"
+    rows = [line for line in lines if "workspace" in line or "main" in line]
+    epochs_column = header.index("train.epochs")
+    assert sorted(row[epochs_column:epochs_column + 2].strip() for row in rows) == ["1", "2"], shown
+    # Nothing but the changed param among the params: the other ~100 stay out of the way.
+    assert not re.search(r"\b(audit|label_review|export|split)\.", header), shown

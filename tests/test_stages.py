@@ -113,9 +113,13 @@ def test_split_is_stratified_seeded_and_honours_quarantine(demo_copy, workdir):
     assert len(all_paths) == len(set(all_paths)) == 60
     for label in CLASSES:  # 12 per class, 25% val, 25% test
         assert [sum(row["label"] == label for row in rows[name]) for name in SPLITS] == [6, 3, 3]
-    receipt = json.loads(Path(params.paths.split_metrics).read_text())
+    receipt = json.loads((splits_dir / "counts.json").read_text())
     assert receipt["files_excluded_by_audit"] == 1
-    assert receipt["train"]["total"] == 30
+    assert receipt["train"]["total"] == 30 and receipt["val"]["per_class"] == {label: 3 for label in sorted(CLASSES)}
+    # The metric is the totals alone, the splits named as the pages name them.
+    metric = json.loads(Path(params.paths.split_metrics).read_text())
+    assert list(metric) == ["training", "validation", "test", "files_excluded_by_audit", "groups_kept_together"]
+    assert (metric["training"], metric["validation"], metric["test"], metric["files_excluded_by_audit"]) == (30, 15, 15, 1)
     first = (splits_dir / "train.csv").read_text()
     assert split.main() == 0
     assert (splits_dir / "train.csv").read_text() == first  # deterministic
@@ -334,7 +338,7 @@ def test_split_keeps_duplicate_and_near_duplicate_groups_in_one_split(demo_copy,
         assert len({where[member] for member in members}) == 1, members  # never straddles splits
     receipt = json.loads(Path(params.paths.split_metrics).read_text())
     assert receipt["groups_kept_together"] == 10
-    assert sum(receipt[name]["total"] for name in SPLITS) == 80
+    assert receipt["training"] + receipt["validation"] + receipt["test"] == 80
 
 
 def test_group_units_merge_transitively_and_ignore_quarantined():

@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import tiny_params, write_params
 from trainwell.errors import ContractError
 from trainwell.params import load_params
-from trainwell.stages import audit, build, evaluate, split, train
+from trainwell.stages import audit, build, evaluate, report, split, train
 from trainwell.training import evaluation, fit
 
 
@@ -38,40 +38,48 @@ def test_train_then_evaluate(built, capsys):
     assert model.output_shape == (None, 5)
     logged = json.loads((Path(paths.train_log_dir) / "metrics.json").read_text())
     assert logged["step"] == 1  # two epochs, both logged by dvclive
-    assert {"accuracy", "loss"} <= set(logged["train"]) and {"accuracy", "loss"} <= set(logged["eval"])
+    assert {"accuracy", "loss"} <= set(logged["train"]) and {"accuracy", "loss"} <= set(logged["validation"])
     assert json.loads((Path(paths.train_report_dir) / "incidents.json").read_text()) == []
     assert "epochs 1-2 over 30 training and 15 validation images; 0 guard incident(s)" in capsys.readouterr().out
     assert not Path(paths.train_backup_dir).exists()  # scratch state removed once the model is safe
 
     assert evaluate.main() == 0
     metrics = json.loads(Path(paths.eval_metrics).read_text())
+    # The metric file is the headline only (one row of `dvc exp show`); the details sit beside the plots.
+    assert list(metrics) == ["test_images", "accuracy", "macro_f1", "expected_calibration_error"]
     assert metrics["test_images"] == 15  # the whole test split, no subsampling
     assert 0.0 <= metrics["accuracy"] <= 1.0
-    assert set(metrics["per_class"]) == {"circle", "cross", "ring", "square", "triangle"}
-    assert sum(sum(row) for row in metrics["confusion_matrix"]) == 15
-    with (Path(paths.eval_report_dir) / evaluate.PREDICTIONS_FILE).open() as handle:
+    assert 0.0 <= metrics["expected_calibration_error"] <= 1.0
+    report_dir = Path(paths.eval_report_dir)
+    per_class = json.loads((report_dir / evaluate.PER_CLASS_JSON).read_text())
+    assert set(per_class["per_class"]) == {"circle", "cross", "ring", "square", "triangle"}
+    assert np.mean([values["f1"] for values in per_class["per_class"].values()]) == pytest.approx(metrics["macro_f1"])
+    confusion = json.loads((report_dir / evaluate.CONFUSION_FILE).read_text())
+    assert confusion["classes"] == sorted(per_class["per_class"]) and sum(map(sum, confusion["matrix"])) == 15
+    with (report_dir / evaluate.PREDICTIONS_FILE).open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 15 and set(rows[0]) == {"path", "actual", "predicted"}
+    assert len(rows) == 15 and list(rows[0]) == ["path", "actual", "predicted", "p_predicted", "p_actual"]
     accuracy = np.mean([row["actual"] == row["predicted"] for row in rows])
     assert accuracy == pytest.approx(metrics["accuracy"])
-    assert 0.0 <= metrics["expected_calibration_error"] <= 1.0
-    with (Path(paths.eval_report_dir) / evaluate.RELIABILITY_FILE).open() as handle:
-        assert sum(int(row["count"]) for row in csv.DictReader(handle)) == 15
-    with (Path(paths.eval_report_dir) / evaluate.PER_CLASS_FILE).open() as handle:
+    assert all(float(row["p_actual"]) <= float(row["p_predicted"]) for row in rows)  # the prediction is the top class
+    with (report_dir / evaluate.RELIABILITY_FILE).open() as handle:
+        bins = list(csv.DictReader(handle))
+    assert sum(int(row["count"]) for row in bins) == 15
+    assert all(float(row["lower"]) <= float(row["confidence"]) <= float(row["upper"]) for row in bins)
+    with (report_dir / evaluate.PER_CLASS_FILE).open() as handle:
         assert len(list(csv.DictReader(handle))) == 5
-    page = (Path(paths.eval_report_dir) / evaluate.HTML_FILE).read_text()
-    assert "Most confident mistakes" in page and "Least confident correct" in page
-    assert "<script" not in page and page.count('src="data:image/png;base64,') >= 1
 
-
-def test_examples_are_picked_by_confidence():
-    from trainwell.reports.evaluation_page import pick_examples
-
-    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55], [0.7, 0.3]])
-    labels = np.array([1, 1, 1, 1, 0])
-    mistakes, unsure = pick_examples(probabilities=probabilities, labels=labels, count=2)
-    assert mistakes == [0, 1]  # wrong with 0.9, then 0.6
-    assert unsure == [3, 4]  # right with 0.55, then 0.7
+    # The report stage draws the site from those files: no label review or export here, so their numbers are dashes.
+    assert report.main() == 0
+    page = (report_dir / "index.html").read_text()
+    mistakes = sum(row["actual"] != row["predicted"] for row in rows)
+    assert f"of {mistakes} mistakes" in page or f"All {mistakes} mistakes" in page
+    assert page.count('src="data:image/png;base64,') == min(24, mistakes) + min(24, 15 - mistakes)
+    assert "<script" not in page and page.count("<svg") == 5
+    index = Path("reports/index.html").read_text()
+    assert f"{metrics['accuracy']:.4f}" in index and "label suspects" in index
+    assert "epochs" in (Path(paths.train_report_dir) / "index.html").read_text()
+    assert "Images per class" in Path("reports/split/index.html").read_text()
 
 
 def test_sigmoid_head_is_refused_before_any_training_step(built):

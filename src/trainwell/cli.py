@@ -39,6 +39,8 @@ STAGES = {
     "card": ("card", "write the model card (models/card.md and .json) from the pipeline's outputs"),
     "label-review": ("label_review", "k-fold out-of-fold predictions ranked by cleanlab into likely "
                      "label errors; never relabels a file"),
+    "report": ("report", "write the report site (reports/index.html: headline numbers, the gate's verdict, a page "
+               "per stage, charts as static SVG) from the other stages' outputs"),
 }
 
 
@@ -134,10 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="exit 0 when some inputs were refused (they are still listed with their reason)")
     predict.add_argument("--trust-model", action="store_true",
                          help="DANGEROUS: load a model file that may run code (see `trainwell doctor --help`)")
-    plots = add("plots", "dvc plots show as a page that renders offline (vega inlined)",
-                "Run `dvc plots show` with an HTML template that inlines vega, vega-lite and vega-embed "
-                "(fetched once from the npm registry with `npm pack` and cached), so the page renders "
-                "in a browser with no network.", params=False)
+    plots = add("plots", "DVC's plots as static SVG in one page that renders offline",
+                "Draw the plots dvc.yaml declares (curves, confusion matrix, reliability, F1 per class) as static "
+                "SVG in OUT/index.html: no script, no network, no Node.js. With revisions (git branches, tags, "
+                "commits or experiment names) their plots are drawn together, as `dvc plots diff` would. "
+                "`dvc repro` also writes the report site, reports/index.html, with the same figures explained.",
+                params=False)
+    plots.add_argument("revisions", nargs="*", metavar="REV", help="revisions to compare (default: the workspace)")
     plots.add_argument("--out", default="dvc_plots", help="output folder (default: %(default)s)")
     return parser
 
@@ -165,7 +170,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return _stage("audit").main(params_file=args.params, path=args.path, output_format=args.format,
                                     html_file=args.html_file, cache_file=args.cache_file)
     if args.command == "plots":
-        return _stage("plots").main(out=args.out)
+        return _stage("plots").main(out=args.out, revisions=args.revisions)
     if args.command == "gate":
         return _stage("gate").main(params_file=args.params, baseline=args.baseline, output_format=args.format)
     if args.command == "predict":

@@ -83,6 +83,8 @@ class PathsParams(_Section):
     eval_report_dir: str = "reports/eval"
     label_report_dir: str = "reports/labels"
     label_metrics: str = "metrics/labels.json"
+    report_index: str = "reports/index.html"  # the report site's front page
+    split_report_dir: str = "reports/split"
     export_dir: str = "models/export"
     export_metrics: str = "metrics/export.json"
     card: str = "models/card.md"

@@ -13,6 +13,8 @@ from trainwell.outputs import read_rows, write_rows
 
 SPLITS = ("train", "val", "test")
 CLASSES_FILE = "classes.json"
+COUNTS_FILE = "counts.json"  # images per split and class, beside the split lists
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}  # what a person reads (metrics, pages)
 
 
 def group_units(files: list[tuple[str, str]], groups: list[list[str]]) -> list[list[tuple[str, str]]]:
@@ -91,7 +93,7 @@ def check_trainable(splits: dict[str, list[tuple[str, str]]], *, classes: list[s
 
 
 def split_receipt(splits: dict[str, list[tuple[str, str]]], *, classes: list[str], excluded: int) -> dict:
-    """Counts per split and class, for metrics/split.json."""
+    """Counts per split and class (the split stage's counts.json; metrics/split.json keeps the totals)."""
     receipt: dict = {"files_excluded_by_audit": excluded}
     for name, rows in splits.items():
         counts = Counter(label for _, label in rows)

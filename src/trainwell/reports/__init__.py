@@ -1,1 +1,1 @@
-"""What a person reads: the HTML pages (one shared base) and the metrics gate. Pages take plain data, never domain objects."""
+"""What a person reads: the report site (navigation, static SVG charts, a page per stage), the metrics gate and the model card. Pages take plain data, never domain objects."""

@@ -49,9 +49,10 @@ def _kind_section(root: Path | str, kind: str, issues: list[dict], *, max_pixels
     return "\n".join(parts)
 
 
-def render_html(report: dict, *, root: str | Path, max_pixels: int) -> str:
+def render_html(report: dict, *, root: str | Path, max_pixels: int, navigation: str = "") -> str:
     """A self-contained page (inline CSS and data: images, no scripts, no network) for an audit report:
-    the counts, then what fails the policy, then warnings, near-duplicate groups, info and class balance."""
+    the counts, then what fails the policy, then warnings, near-duplicate groups, info and class balance.
+    navigation: the report site's bar (reports.site.navigation) when the page is part of the site."""
     root = root if storage.is_remote(root) else Path(root)
     summary = report["summary"]
     cache: dict[str, str | None] = {}
@@ -64,7 +65,7 @@ def render_html(report: dict, *, root: str | Path, max_pixels: int) -> str:
     counts = ", ".join(f'<a href="#{kind}">{html.escape(kind)}</a> {len(issues)}' for kind, issues in ordered)
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>trainwell audit</title>",
-        f"<style>{STYLE}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>{navigation}",
         f"<h1>Dataset audit: {html.escape(str(report['root']))}</h1>",
         '<p class="summary">'
         f"<span>{report['files_scanned']} files scanned</span>"

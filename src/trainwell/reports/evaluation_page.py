@@ -1,62 +1,122 @@
-"""The evaluation page: the most confident mistakes and the least confident correct predictions."""
+"""The evaluation page: test-split numbers, confusion matrix, training curves, reliability, per-class table and the mistakes."""
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from trainwell.reports.html import STYLE, png_data_uri
+from trainwell.reports import charts
+from trainwell.reports.html import png_data_uri
+from trainwell.reports.site import number_cell, page
 
 CARDS_PER_SECTION = 24
 
 
-def pick_examples(*, probabilities: np.ndarray, labels: np.ndarray, count: int = CARDS_PER_SECTION) -> tuple[list[int], list[int]]:
-    """(most confident mistakes, least confident correct predictions) as index lists."""
-    predictions = probabilities.argmax(axis=1)
-    confidence = probabilities.max(axis=1)
-    wrong = np.flatnonzero(predictions != labels)
-    right = np.flatnonzero(predictions == labels)
+@dataclass
+class Example:
+    """One test image shown on the page, with what the model made of it."""
+
+    path: str
+    actual: str
+    predicted: str
+    p_predicted: float
+    p_actual: float
+    image: np.ndarray  # RGB uint8, as the model saw it
+
+
+def pick_examples(*, confidence: np.ndarray, correct: np.ndarray,
+                  count: int = CARDS_PER_SECTION) -> tuple[list[int], list[int]]:
+    """(most confident mistakes, least confident correct predictions) as index lists; confidence is
+    the top probability of each image, correct whether the top class was the actual one."""
+    wrong = np.flatnonzero(~correct)
+    right = np.flatnonzero(correct)
     # Stable sorts on (confidence, index) so ties never reorder between runs.
     mistakes = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
     unsure = right[np.argsort(confidence[right], kind="stable")][:count]
     return mistakes.tolist(), unsure.tolist()
 
 
-def render_evaluation(*, image: Callable[[int], np.ndarray], labels: np.ndarray, probabilities: np.ndarray,
-                      paths: list[str], classes: list[str], metrics: dict) -> str:
-    """Self-contained page (inline CSS and images, no scripts, no network); image(index) gives a
-    test image (only the few shown are read, so the split need not be in memory)."""
-    mistakes, unsure = pick_examples(probabilities=probabilities, labels=labels)
-    predictions = probabilities.argmax(axis=1)
-    pictures = {index: image(index) for index in sorted({*mistakes, *unsure})}  # in file order: each shard read once
+def _cards(examples: list[Example]) -> str:
+    out = []
+    for example in examples:
+        out.append(
+            f'<div class="card"><img alt="{html.escape(example.path)}" src="{png_data_uri(example.image)}">'
+            f"<b>{html.escape(example.path)}</b><br>actual <b>{html.escape(example.actual)}</b>, predicted "
+            f"<b>{html.escape(example.predicted)}</b><br>p(predicted) = {example.p_predicted:.3f}, "
+            f"p(actual) = {example.p_actual:.3f}</div>"
+        )
+    return '<div class="cards">' + "".join(out) + "</div>" if out else "<p>None.</p>"
 
-    def cards(indices: list[int]) -> str:
-        out = []
-        for index in indices:
-            true, predicted = classes[labels[index]], classes[predictions[index]]
-            out.append(
-                f'<div class="card"><img alt="" src="{png_data_uri(pictures[index])}"><b>{html.escape(paths[index])}</b>'
-                f"<br>true <b>{html.escape(true)}</b>, predicted <b>{html.escape(predicted)}</b>"
-                f"<br>p(predicted) = {probabilities[index, predictions[index]]:.3f}, "
-                f"p(true) = {probabilities[index, labels[index]]:.3f}</div>"
-            )
-        return "".join(out) or "<p>None.</p>"
 
+def gallery_heading(*, shown: int, total: int, what: str, order: str) -> str:
+    """'24 most confident of 252 mistakes': how many are shown out of how many there are."""
+    if total == 0:
+        return f"No {what}"
+    if shown == total:
+        return f"All {total} {what}, {order} first"
+    return f"{shown} {order} of {total} {what}"
+
+
+def _per_class_table(per_class: dict[str, dict]) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{values['precision']:.3f}</td><td>{values['recall']:.3f}</td>"
-        f"<td>{values['f1']:.3f}</td><td>{values['support']}</td></tr>"
-        for name, values in metrics["per_class"].items()
-    )
-    return "\n".join([
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>trainwell evaluation</title>",
-        f"<style>{STYLE}</style></head><body>",
-        f"<h1>Test accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} images</h1>",
-        f"<p>macro F1 {metrics['macro_f1']:.4f}; expected calibration error "
-        f"{metrics['expected_calibration_error']:.4f}</p>",
-        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>" + rows + "</table>",
-        f"<h2>Most confident mistakes ({len(mistakes)})</h2><div class=cards>{cards(mistakes)}</div>",
-        f"<h2>Least confident correct predictions ({len(unsure)})</h2><div class=cards>{cards(unsure)}</div>",
-        "</body></html>",
-    ])
+        f"<tr><td>{html.escape(name)}</td><td class=n>{values['precision']:.3f}</td><td class=n>{values['recall']:.3f}"
+        f"</td><td class=n>{values['f1']:.3f}</td><td class=n>{values['support']}</td></tr>"
+        for name, values in per_class.items())
+    return ("<table><tr><th>class</th><th class=n>precision</th><th class=n>recall</th><th class=n>F1</th>"
+            f"<th class=n>test images</th></tr>{rows}</table>")
+
+
+def curves_section(curves: dict[str, dict[str, list[tuple[int, float]]]], *, prefix: str) -> str:
+    """One chart per metric (loss, accuracy, ...), training and validation on the same axes."""
+    if not curves:
+        return "<p>No training curves found (run the train stage).</p>"
+    figures = [charts.render_svg(charts.curves_chart(metric=metric, series=series), name=f"{prefix}-{metric}",
+                                 description=f"{metric} per epoch on the training and validation splits")
+               for metric, series in sorted(curves.items(), key=lambda item: (item[0] != "loss", item[0]))]
+    return '<div class="charts">' + "".join(figures) + "</div>"
+
+
+def render_evaluation(*, evaluation: dict, per_class: dict[str, dict], classes: list[str], confusion: list[list[int]],
+                      reliability: list[dict], curves: dict[str, dict[str, list[tuple[int, float]]]],
+                      mistakes: list[Example], mistakes_total: int, unsure: list[Example], correct_total: int,
+                      locations: dict[str, str]) -> str:
+    """The whole page, self-contained (inline CSS, SVG charts and PNG thumbnails; no script, no network)."""
+    test_images = evaluation.get("test_images", 0)
+    numbers = [("test accuracy", evaluation.get("accuracy")), ("macro F1", evaluation.get("macro_f1")),
+               ("expected calibration error", evaluation.get("expected_calibration_error"))]
+    if "top_5_accuracy" in evaluation:
+        numbers.append(("top-5 accuracy", evaluation["top_5_accuracy"]))
+    headline = "".join(f'<div class="number"><b>{number_cell(value)}</b><small>{label}</small></div>'
+                       for label, value in numbers)
+    confusion_charts = "".join(
+        charts.render_svg(charts.confusion_chart(classes=classes, matrix=confusion, normalised=normalised),
+                          name=f"confusion-{'share' if normalised else 'count'}",
+                          description=f"confusion matrix of the test split, {'row shares' if normalised else 'counts'}")
+        for normalised in (False, True))
+    reliability_chart = charts.render_svg(
+        charts.reliability_chart(bins=reliability), name="reliability",
+        description="reliability diagram of the test split with the diagonal of perfect calibration, and the "
+                    "number of test images per confidence bin") if reliability else "<p>No test images.</p>"
+    body = [
+        f"<h1>Evaluation on the test split ({test_images} images)</h1>",
+        "<p>Every number and chart here is measured on the <b>test</b> split, which training never saw, except "
+        "the training curves, which show the <b>training</b> and <b>validation</b> splits epoch by epoch.</p>",
+        f'<div class="numbers">{headline}</div>',
+        "<h2>Confusion matrix (test split)</h2>",
+        f'<div class="charts">{confusion_charts}</div>',
+        "<h2>Training curves (training and validation splits)</h2>",
+        curves_section(curves, prefix="evaluation-curves"),
+        "<h2>Calibration (test split)</h2>",
+        "<p>Test images are grouped by the model's top probability; a calibrated model's points lie on the "
+        "diagonal. Each point is labelled with the images in its bin: a bin of a few images can sit anywhere.</p>",
+        f'<div class="charts">{reliability_chart}</div>',
+        "<h2>Per class (test split)</h2>",
+        _per_class_table(per_class),
+        f"<h2>{gallery_heading(shown=len(mistakes), total=mistakes_total, what='mistakes', order='most confident')}</h2>",
+        _cards(mistakes),
+        f"<h2>{gallery_heading(shown=len(unsure), total=correct_total, what='correct predictions', order='least confident')}</h2>",
+        _cards(unsure),
+    ]
+    return page(title="trainwell: evaluation", current="evaluation", locations=locations, body="\n".join(body))

@@ -7,6 +7,7 @@ import html
 import numpy as np
 
 from trainwell.reports.html import STYLE, png_data_uri
+from trainwell.reports.site import navigation
 
 MAX_CARDS = 300
 
@@ -15,7 +16,7 @@ def render_suspects(*, suspects: list[tuple[str, str, str, float, np.ndarray]], 
     """Self-contained page (no scripts, no network): most suspicious first."""
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>trainwell label review</title>",
-        f"<style>{STYLE}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>{navigation('labels')}",
         f"<h1>Likely label errors: {len(suspects)} of {reviewed} images</h1>",
         "<p>Ranked by confident learning (cleanlab) on out-of-fold predictions. Nothing was relabelled; "
         "suggested_labels.csv is a manifest you may adopt after checking.</p><div class=cards>",

@@ -11,6 +11,8 @@ from trainwell.console import NORMAL, error, say, verbosity, warn
 from trainwell.errors import ParamsError, UsageError
 from trainwell.outputs import write_json, write_rows, write_text_atomically
 from trainwell.params import load_params
+from trainwell.reports.audit_page import render_html
+from trainwell.reports.site import navigation, site_locations
 
 
 def main(
@@ -46,7 +48,14 @@ def main(
         write_rows(params.paths.quarantine, quarantine_rows(report, policy=params.audit), fields=["path", "kinds"])
         html_file = html_file or params.paths.audit_html
     if html_file is not None:
-        write_text_atomically(html_file, report.to_html(max_pixels=params.audit.max_pixels))
+        if html_file == params.paths.audit_html:  # the report site's audit page: its navigation bar on top
+            paths = params.paths
+            locations = site_locations(paths)
+            page = render_html(report.as_dict(), root=report.root, max_pixels=params.audit.max_pixels,
+                               navigation=navigation("audit", locations))
+        else:
+            page = report.to_html(max_pixels=params.audit.max_pixels)
+        write_text_atomically(html_file, page)
         warn(f"audit: HTML report written to {html_file}")
     if not report.policy_holds:
         if verbosity() < NORMAL and output_format == "text":  # -q: the findings that failed it are errors

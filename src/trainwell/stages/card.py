@@ -10,11 +10,12 @@ import yaml
 
 from trainwell import __version__
 from trainwell.console import say
-from trainwell.data.splits import CLASSES_FILE
+from trainwell.data.splits import CLASSES_FILE, COUNTS_FILE
 from trainwell.errors import DataError
 from trainwell.outputs import write_text_atomically
 from trainwell.params import Params, load_params
 from trainwell.reports.card import limitations, render_card_json, render_card_markdown
+from trainwell.training.evaluation import PER_CLASS_JSON
 
 TRAINING_KEYS = ("model", "weights", "frozen_epochs", "fine_tune_learning_rate", "epochs", "batch_size", "learning_rate", "seed", "loss", "output_activation", "class_weight",
                  "augment", "augment_layers", "mixed_precision", "strategy")
@@ -65,6 +66,7 @@ def _network(params: Params) -> str:
 
 def build_card(params: Params) -> dict:
     evaluation = _json_or_none(params.paths.eval_metrics)
+    details = _json_or_none(str(Path(params.paths.eval_report_dir) / PER_CLASS_JSON)) or {}
     try:
         classes = json.loads((Path(params.paths.splits_dir) / CLASSES_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -72,7 +74,7 @@ def build_card(params: Params) -> dict:
     if evaluation is None or not isinstance(classes, list) or not Path(params.paths.model).is_file():
         raise DataError("the model card needs the model, the class list and the evaluation metrics; run "
                         "`dvc repro` (the card stage comes after train and evaluate)")
-    splits = _json_or_none(params.paths.split_metrics) or {}
+    splits = _json_or_none(str(Path(params.paths.splits_dir) / COUNTS_FILE)) or {}
     audit = _json_or_none(params.paths.audit_metrics) or {}
     label_review = _json_or_none(params.paths.label_metrics)
     train = params.train.model_dump(mode="json")
@@ -89,8 +91,9 @@ def build_card(params: Params) -> dict:
                  "splits": {name: entry for name, entry in splits.items() if isinstance(entry, dict)}},
         "audit": audit,
         "training": {key: train[key] for key in TRAINING_KEYS if key in train},
-        "metrics": {key: value for key, value in evaluation.items() if isinstance(value, (int, float))},
-        "per_class": evaluation.get("per_class", {}),
+        # metrics/eval.json has the headline; the per-class table and macro precision/recall sit beside the plots.
+        "metrics": {key: value for key, value in {**evaluation, **details}.items() if isinstance(value, (int, float))},
+        "per_class": details.get("per_class", {}),
         "label_review": label_review,
         "label_review_file": f"{params.paths.label_report_dir}/suspects.csv",
         "export": _json_or_none(params.paths.export_metrics),

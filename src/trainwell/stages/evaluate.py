@@ -1,4 +1,4 @@
-"""Stage `evaluate`: test-split accuracy, per-class precision/recall/F1, calibration and a confusion matrix plot."""
+"""Stage `evaluate`: the test split's headline metrics, and the per-class, confusion and calibration details behind them."""
 
 from __future__ import annotations
 
@@ -8,14 +8,21 @@ import numpy as np
 
 from trainwell.console import say
 from trainwell.errors import DataError
-from trainwell.outputs import write_json, write_rows, write_text_atomically
+from trainwell.outputs import write_json, write_rows
 from trainwell.params import load_params
-from trainwell.training.evaluation import calibration, classification_metrics, top_k_accuracy
+from trainwell.training.evaluation import (
+    CONFUSION_FILE,
+    PER_CLASS_FILE,
+    PER_CLASS_JSON,
+    PREDICTIONS_FILE,
+    RELIABILITY_FILE,
+    calibration,
+    classification_metrics,
+    top_k_accuracy,
+)
 
-PREDICTIONS_FILE = "predictions.csv"
-RELIABILITY_FILE = "reliability.csv"
-PER_CLASS_FILE = "per_class.csv"
-HTML_FILE = "index.html"
+# metrics/eval.json holds only these (plus top-5 accuracy past 5 classes): a row of `dvc exp show`, not a table.
+HEADLINE = ("test_images", "accuracy", "macro_f1", "expected_calibration_error")
 
 
 def main(*, params_file: str = "params.yaml") -> int:
@@ -39,25 +46,28 @@ def main(*, params_file: str = "params.yaml") -> int:
     probabilities = model.predict(data.map(lambda images, labels: images), verbose=0)
     predictions = np.argmax(probabilities, axis=1) if len(test.labels) else np.zeros((0,), dtype=np.int64)
     metrics = classification_metrics(labels=test.labels, predictions=predictions, classes=test.classes)
-    metrics["expected_calibration_error"], reliability = calibration(probabilities=probabilities, labels=test.labels)
+    ece, reliability = calibration(probabilities=probabilities, labels=test.labels)
+    headline = {key: metrics[key] for key in HEADLINE if key in metrics} | {"expected_calibration_error": ece}
     if test.num_classes > 5:
-        metrics["top_5_accuracy"] = top_k_accuracy(probabilities=probabilities, labels=test.labels, k=5)
-    write_json(params.paths.eval_metrics, metrics)
+        headline["top_5_accuracy"] = top_k_accuracy(probabilities=probabilities, labels=test.labels, k=5)
+    write_json(params.paths.eval_metrics, headline)
     report_dir = Path(params.paths.eval_report_dir)
-    write_rows(report_dir / RELIABILITY_FILE, reliability)
+    write_json(report_dir / PER_CLASS_JSON, {"per_class": metrics["per_class"],
+                                             **{key: metrics[key] for key in ("macro_precision", "macro_recall")}})
+    write_json(report_dir / CONFUSION_FILE, {"classes": test.classes, "rows": "actual", "columns": "predicted",
+                                             "matrix": metrics["confusion_matrix"]})
+    write_rows(report_dir / RELIABILITY_FILE, reliability,
+               fields=["bin", "lower", "upper", "confidence", "accuracy", "count"])
     write_rows(report_dir / PER_CLASS_FILE, [{"class": name, **values} for name, values in metrics["per_class"].items()])
-    from trainwell.reports.evaluation_page import render_evaluation
-
-    write_text_atomically(report_dir / HTML_FILE, render_evaluation(
-        image=test_input.image, labels=test.labels, probabilities=probabilities, paths=test.paths,
-        classes=test.classes, metrics=metrics))
-    # One row per test image: the table DVC's confusion template draws from.
+    # One row per test image, in the cache's order: the table DVC's confusion template draws from, and
+    # what the report's gallery of mistakes is picked from (6 decimals: stable bytes, finer than any ranking needs).
     write_rows(report_dir / PREDICTIONS_FILE, [
-        {"path": path, "actual": test.classes[label], "predicted": test.classes[prediction]}
-        for path, label, prediction in zip(test.paths, test.labels, predictions)
-    ], fields=["path", "actual", "predicted"])
+        {"path": path, "actual": test.classes[label], "predicted": test.classes[prediction],
+         "p_predicted": f"{probabilities[row, prediction]:.6f}", "p_actual": f"{probabilities[row, label]:.6f}"}
+        for row, (path, label, prediction) in enumerate(zip(test.paths, test.labels, predictions))
+    ], fields=["path", "actual", "predicted", "p_predicted", "p_actual"])
     say(
         f"evaluate: accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} test images; "
-        f"expected calibration error {metrics['expected_calibration_error']:.4f}"
+        f"expected calibration error {ece:.4f}"
     )
     return 0

@@ -1,71 +1,69 @@
-"""`trainwell plots`: `dvc plots show` as a page that renders with no network.
+"""`trainwell plots`: DVC's plots (the `plots:` in dvc.yaml, any revisions) as one page of static SVG that renders offline.
 
 `dvc plots show` writes HTML that loads vega, vega-lite and vega-embed from a CDN, so on an
-offline machine (or in a locked-down CI) the page is blank. This command fetches the exact
-versions dvc-render expects once from the npm registry (`npm pack`), caches them, and passes
-dvc an HTML template with the libraries inlined.
+offline machine (or in a locked-down CI) that page is blank. This command asks DVC for the same
+Vega-Lite specs, data included (`--json`), and renders each to SVG with vl-convert, at once and
+with no network: no browser, no Node.js, no script in the page.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import html
+import json
 import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 from trainwell.console import say
 from trainwell.errors import TrainwellError
-
-# The versions dvc-render's VegaRenderer pins in its CDN script tags.
-LIBRARIES = (("vega", "5.20.2", "build/vega.min.js"), ("vega-lite", "5.2.0", "build/vega-lite.min.js"),
-             ("vega-embed", "6.18.2", "build/vega-embed.min.js"))
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trainwell" / "vega"
+from trainwell.outputs import write_text_atomically
+from trainwell.reports.charts import render_svg
+from trainwell.reports.html import STYLE
 
 
-def fetch_libraries(cache_dir: Path) -> list[Path]:
-    """The three minified builds, from the cache or fetched with `npm pack` into it."""
-    wanted = [cache_dir / f"{name}-{version}.min.js" for name, version, _ in LIBRARIES]
-    if all(path.exists() for path in wanted):
-        return wanted
-    npm = shutil.which("npm")
-    if npm is None:
-        raise TrainwellError("`trainwell plots` needs npm (Node.js) once, to fetch vega for offline pages; install "
-                             "Node.js, or use `dvc plots show` on a machine with internet access")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        specs = [f"{name}@{version}" for name, version, _ in LIBRARIES]
-        packed = subprocess.run([npm, "pack", *specs, "--silent"], cwd=scratch, capture_output=True, text=True)
-        if packed.returncode != 0:
-            raise TrainwellError(f"npm pack {' '.join(specs)} failed: {packed.stderr.strip()[-500:]}")
-        for (name, version, member), target in zip(LIBRARIES, wanted):
-            with tarfile.open(Path(scratch) / f"{name}-{version}.tgz") as archive:
-                source = archive.extractfile(f"package/{member}")
-                if source is None:
-                    raise TrainwellError(f"{name}@{version} from npm has no {member}")
-                target.write_bytes(source.read())
-    return wanted
-
-
-def offline_template(libraries: list[Path]) -> str:
-    """A dvc-render page template with the libraries inlined and no {scripts} slot (no CDN tags)."""
-    scripts = "\n".join(f"<script>{path.read_text()}</script>" for path in libraries)
-    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>DVC plots (offline)</title>"
-            f"{scripts}<style>table{{border-spacing:15px}}</style></head><body>{{plot_divs}}</body></html>")
-
-
-def main(*, out: str = "dvc_plots", cache_dir: str | None = None) -> int:
-    libraries = fetch_libraries(Path(cache_dir) if cache_dir else default_cache_dir())
-    with tempfile.TemporaryDirectory() as scratch:
-        template = Path(scratch) / "offline.html"
-        template.write_text(offline_template(libraries))
-        shown = subprocess.run(["dvc", "plots", "show", "--html-template", str(template), "--out", out],
-                               capture_output=True, text=True)
+def dvc_plot_specs(revisions: list[str]) -> dict[str, list[dict]]:
+    """plot id -> DVC's rendered entries ({type, revisions, content}) for the workspace or the given revisions."""
+    command = ["dvc", "plots", "diff", *revisions, "--json"] if revisions else ["dvc", "plots", "show", "--json"]
+    shown = subprocess.run(command, capture_output=True, text=True)
     if shown.returncode != 0:
-        raise TrainwellError(f"dvc plots show failed: {shown.stderr.strip()[-800:]}")
-    say(f"plots: {Path(out) / 'index.html'} renders with no network (vega inlined)")
+        raise TrainwellError(f"{' '.join(command)} failed: {shown.stderr.strip()[-800:]}")
+    try:
+        answer = json.loads(shown.stdout)
+    except ValueError:
+        raise TrainwellError(f"{' '.join(command)} printed no JSON: {shown.stdout.strip()[:300]}") from None
+    if answer.get("errors"):
+        raise TrainwellError(f"dvc could not read every plot: {json.dumps(answer['errors'])[:800]}")
+    return answer.get("data", {})
+
+
+def render_page(plots: dict[str, list[dict]], *, revisions: list[str]) -> str:
+    figures, skipped = [], []
+    for number, (plot_id, entries) in enumerate(plots.items()):
+        for entry in entries:
+            if entry.get("type") != "vega":
+                skipped.append(plot_id)  # image plots: DVC copies the files; nothing to draw
+                continue
+            figures.append(render_svg(entry["content"], name=f"plot{number}", description=plot_id))
+    note = (f"<p>Not drawn (not Vega plots): {html.escape(', '.join(sorted(set(skipped))))}</p>" if skipped else "")
+    compared = html.escape(", ".join(revisions) if revisions else "the workspace")
+    return "\n".join([
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>DVC plots (static)</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>DVC plots: {compared}</h1>",
+        "<p>The plots dvc.yaml declares, drawn by <code>trainwell plots</code> as static SVG (no script, no "
+        "network). The report site (<code>reports/index.html</code>, written by <code>dvc repro</code>) has the "
+        "same figures with explanations.</p>",
+        note,
+        f'<div class="charts">{"".join(figures)}</div>',
+        "</body></html>",
+    ])
+
+
+def main(*, out: str = "dvc_plots", revisions: list[str] | None = None) -> int:
+    revisions = list(revisions or [])
+    plots = dvc_plot_specs(revisions)
+    if not plots:
+        raise TrainwellError("dvc has no plots to show here; run `dvc repro` first (or check the `plots:` in dvc.yaml)")
+    target = Path(out) / "index.html"
+    write_text_atomically(target, render_page(plots, revisions=revisions))
+    say(f"plots: {len(plots)} plots drawn as SVG in {target}; it renders with no network")
     return 0

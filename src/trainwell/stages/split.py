@@ -9,6 +9,8 @@ from trainwell.console import say
 from trainwell.data.listing import list_sources
 from trainwell.data.splits import (
     CLASSES_FILE,
+    COUNTS_FILE,
+    SPLIT_NAMES,
     SPLITS,
     check_trainable,
     group_units,
@@ -49,7 +51,11 @@ def main(*, params_file: str = "params.yaml") -> int:
     write_json(Path(paths.splits_dir) / CLASSES_FILE, listing.classes)
     receipt = split_receipt(splits, classes=listing.classes, excluded=len(listing.files) - len(usable))
     receipt["groups_kept_together"] = sum(1 for unit in group_units(usable, groups) if len(unit) > 1)
-    write_json(paths.split_metrics, receipt)
+    write_json(Path(paths.splits_dir) / COUNTS_FILE, receipt)
+    # The metric is a few numbers (one row of `dvc exp show`); the counts per class are in counts.json.
+    write_json(paths.split_metrics, {**{SPLIT_NAMES[name]: receipt[name]["total"] for name in SPLITS},
+                                     "files_excluded_by_audit": receipt["files_excluded_by_audit"],
+                                     "groups_kept_together": receipt["groups_kept_together"]})
     sizes = ", ".join(f"{name} {receipt[name]['total']}" for name in SPLITS)
     say(
         f"split: {sizes}; {receipt['files_excluded_by_audit']} quarantined files left out; "

@@ -3,7 +3,8 @@
 dvclive's own Keras callback inspects the git repository when it starts and fails in one with
 no commits yet (`git init; trainwell init; dvc repro` is exactly that), so trainwell writes the
 same files itself: `metrics.json` with the last epoch's values, and one TSV per metric under
-`plots/metrics/{train,eval}/`, "eval" being the validation split as in dvclive.
+`plots/metrics/{train,validation}/`. (dvclive calls the validation split "eval"; here "eval" would
+read as the test split that `evaluate` measures, so the folder says what it is.)
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import keras
 
 from trainwell.outputs import write_bytes_atomically
 
-SPLIT_OF_PREFIX = {"val_": "eval"}
+SPLIT_OF_PREFIX = {"val_": "validation"}
 
 
 def metric_path(name: str) -> tuple[str, str]:
-    """(split, metric) of a Keras log key: val_loss -> (eval, loss), accuracy -> (train, accuracy)."""
+    """(split, metric) of a Keras log key: val_loss -> (validation, loss), accuracy -> (train, accuracy)."""
     for prefix, split in SPLIT_OF_PREFIX.items():
         if name.startswith(prefix):
             return split, name[len(prefix):]

@@ -6,10 +6,18 @@ import numpy as np
 
 CALIBRATION_BINS = 15
 
+# What the evaluate stage writes under paths.eval_report_dir (the card and report stages read them too).
+# The CSV files are also DVC plots.
+PREDICTIONS_FILE = "predictions.csv"  # one row per test image: path, actual, predicted, p_predicted, p_actual
+RELIABILITY_FILE = "reliability.csv"  # the calibration bins
+PER_CLASS_FILE = "per_class.csv"
+PER_CLASS_JSON = "per_class.json"     # per-class precision/recall/F1/support and the macro averages
+CONFUSION_FILE = "confusion.json"     # classes and the matrix, rows actual, columns predicted
+
 
 def calibration(*, probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[float, list[dict]]:
     """Expected calibration error (confidence = top probability, equal-width bins) and the
-    reliability table behind it: per non-empty bin, mean confidence, accuracy and count."""
+    reliability table behind it: per non-empty bin, its edges, mean confidence, accuracy and count."""
     if len(labels) == 0:
         return 0.0, []
     confidence = probabilities.max(axis=1)
@@ -24,7 +32,8 @@ def calibration(*, probabilities: np.ndarray, labels: np.ndarray, bins: int = CA
             continue
         mean_confidence, accuracy = float(confidence[members].mean()), float(correct[members].mean())
         error += abs(accuracy - mean_confidence) * count / len(labels)
-        table.append({"bin": index, "confidence": mean_confidence, "accuracy": accuracy, "count": count})
+        table.append({"bin": index, "lower": float(edges[index]), "upper": float(edges[index + 1]),
+                      "confidence": mean_confidence, "accuracy": accuracy, "count": count})
     return float(error), table
 
 

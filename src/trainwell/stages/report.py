@@ -1,0 +1,144 @@
+"""Stage `report`: the report site's overview, split, training and evaluation pages, drawn from the other stages' outputs.
+
+The last stage of the pipeline and a cheap one (no model is loaded, no TensorFlow imported): it
+reads metrics, split counts, training curves, evaluation details and the few test images the
+gallery shows from the decoded cache, and writes static pages whose charts are inline SVG, so
+the whole site opens offline. The audit and label review pages are written by their own stages,
+with the same navigation bar.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from trainwell.console import say
+from trainwell.data.cache import open_split
+from trainwell.data.splits import CLASSES_FILE, COUNTS_FILE, SPLIT_NAMES
+from trainwell.errors import DataError
+from trainwell.outputs import read_rows, write_text_atomically
+from trainwell.params import load_params
+from trainwell.reports.evaluation_page import Example, pick_examples, render_evaluation
+from trainwell.reports.gate import evaluate_checks, read_current, split_metric
+from trainwell.reports.index_page import headlines, render_index
+from trainwell.reports.run_pages import render_split, render_training
+from trainwell.reports.site import PAGES, page, site_locations
+from trainwell.training.evaluation import CONFUSION_FILE, PER_CLASS_JSON, PREDICTIONS_FILE, RELIABILITY_FILE
+
+# The train params shown on the training page, when present.
+TRAINING_SETTINGS = ("epochs", "batch_size", "learning_rate", "seed", "conv_filters", "kernel_size", "dense_units",
+                     "output_activation", "loss", "class_weight", "augment", "augment_layers", "strategy",
+                     "mixed_precision")
+# training/curves.py's folders (dvclive's layout) -> the split's name on the pages; "eval" is what
+# dvclive itself and trainwell before 2026 called the validation split.
+CURVE_SPLITS = {"train": "training", "validation": "validation", "eval": "validation"}
+
+
+def _json(path: str | Path) -> dict | list | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _dict(path: str | Path) -> dict | None:
+    value = _json(path)
+    return value if isinstance(value, dict) else None
+
+
+def read_curves(log_dir: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """metric -> split -> (epoch, value) from training/curves.py's TSV files; epochs counted from 1."""
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    root = Path(log_dir) / "plots" / "metrics"
+    for folder, split in CURVE_SPLITS.items():
+        for table in sorted((root / folder).glob("*.tsv")):
+            with table.open(encoding="utf-8", newline="") as handle:
+                rows = list(csv.reader(handle, delimiter="\t"))[1:]  # header: step, metric name
+            points = [(int(step) + 1, float(value)) for step, value in rows]
+            curves.setdefault(table.stem, {})[split] = points
+    return curves
+
+
+def _not_run(*, current: str, locations: dict[str, str], what: str) -> str:
+    return page(title=f"trainwell: {PAGES[current].lower()}", current=current, locations=locations,
+                body=f"<h1>{PAGES[current]}</h1><p>Nothing to show yet: {what}. Run <code>dvc repro</code>.</p>")
+
+
+def split_page(*, splits_dir: str, split_metrics: dict | None, locations: dict[str, str]) -> str:
+    receipt, classes = _dict(Path(splits_dir) / COUNTS_FILE), _json(Path(splits_dir) / CLASSES_FILE)
+    if receipt is None or not isinstance(classes, list):
+        return _not_run(current="split", locations=locations, what=f"no {COUNTS_FILE} in {splits_dir}")
+    counts = {SPLIT_NAMES[name]: dict(receipt[name]["per_class"]) for name in SPLIT_NAMES if name in receipt}
+    metrics = split_metrics or {}
+    return render_split(classes=[str(name) for name in classes], counts=counts,
+                        excluded=metrics.get("files_excluded_by_audit", receipt.get("files_excluded_by_audit")),
+                        groups_kept_together=metrics.get("groups_kept_together", receipt.get("groups_kept_together")),
+                        locations=locations)
+
+
+def evaluation_page(*, report_dir: Path, cache_dir: str, evaluation: dict | None,
+                    curves: dict, locations: dict[str, str]) -> str:
+    per_class, confusion = _dict(report_dir / PER_CLASS_JSON), _dict(report_dir / CONFUSION_FILE)
+    if evaluation is None or per_class is None or confusion is None or not (report_dir / PREDICTIONS_FILE).exists():
+        return _not_run(current="evaluation", locations=locations, what="the evaluate stage has not written its results")
+    reliability = [{key: float(value) if key in ("lower", "upper", "confidence", "accuracy") else int(value)
+                    for key, value in row.items()}
+                   for row in read_rows(report_dir / RELIABILITY_FILE,
+                                        columns=["bin", "lower", "upper", "confidence", "accuracy", "count"])]
+    predictions = read_rows(report_dir / PREDICTIONS_FILE, columns=["path", "actual", "predicted", "p_predicted",
+                                                                     "p_actual"])
+    confidence = np.array([float(row["p_predicted"]) for row in predictions])
+    correct = np.array([row["actual"] == row["predicted"] for row in predictions], dtype=bool)
+    mistakes, unsure = pick_examples(confidence=confidence, correct=correct)
+    # The gallery shows the pixels the model saw: the test split's decoded cache, in the predictions' order.
+    test = open_split(cache_dir=cache_dir, split="test")
+    if test.paths != [row["path"] for row in predictions]:
+        raise DataError(f"{report_dir / PREDICTIONS_FILE} does not list the cached test split's images; run "
+                        "`dvc repro evaluate` (or `trainwell evaluate`) again")
+    pictures = {index: test.image(index) for index in sorted({*mistakes, *unsure})}  # index order: each shard read once
+
+    def examples(indices: list[int]) -> list[Example]:
+        return [Example(path=predictions[index]["path"], actual=predictions[index]["actual"],
+                        predicted=predictions[index]["predicted"], p_predicted=float(predictions[index]["p_predicted"]),
+                        p_actual=float(predictions[index]["p_actual"]), image=pictures[index]) for index in indices]
+
+    return render_evaluation(
+        evaluation=evaluation, per_class=per_class.get("per_class", {}), classes=confusion["classes"],
+        confusion=confusion["matrix"], reliability=reliability, curves=curves, mistakes=examples(mistakes),
+        mistakes_total=int((~correct).sum()), unsure=examples(unsure), correct_total=int(correct.sum()),
+        locations=locations)
+
+
+def main(*, params_file: str = "params.yaml") -> int:
+    params = load_params(params_file)
+    paths = params.paths
+    locations = site_locations(paths)
+    evaluation = _dict(paths.eval_metrics)
+    checks = params.gate.checks
+    # Thresholds only: comparing with a git revision would make this stage's output depend on git history.
+    gate_rows = evaluate_checks(checks=checks, current={file: read_current(file) for file in
+                                                        sorted({split_metric(check.metric)[0] for check in checks})},
+                                baseline=None)
+    numbers = headlines(evaluation=evaluation, audit=_dict(paths.audit_metrics), labels=_dict(paths.label_metrics),
+                        export=_dict(paths.export_metrics))
+    curves = read_curves(paths.train_log_dir)
+    train = params.train.model_dump(mode="json")
+    incidents = _json(Path(paths.train_report_dir) / "incidents.json")
+    pages = {
+        "index": render_index(numbers=numbers, gate_rows=gate_rows, gate_configured=bool(checks),
+                              test_images=(evaluation or {}).get("test_images"), locations=locations),
+        "split": split_page(splits_dir=paths.splits_dir, split_metrics=_dict(paths.split_metrics), locations=locations),
+        "training": render_training(curves=curves, settings={key: train[key] for key in TRAINING_SETTINGS if key in train},
+                                    incidents=incidents if isinstance(incidents, list) else None, locations=locations),
+        "evaluation": evaluation_page(report_dir=Path(paths.eval_report_dir), cache_dir=paths.cache_dir,
+                                      evaluation=evaluation, curves=curves, locations=locations),
+    }
+    for key, text in pages.items():
+        write_text_atomically(locations[key], text)
+    failed = sum(not row.passed for row in gate_rows)
+    say(f"report: {locations['index']} (and the split, training and evaluation pages); gate "
+        + (f"{failed} of {len(gate_rows)} checks FAIL" if failed else f"passes ({len(gate_rows)} checks)"))
+    return 0
