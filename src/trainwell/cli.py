@@ -34,8 +34,8 @@ STAGES = {
     "build": ("build", "decode and resize every image once into the uint8 training cache"),
     "train": ("train", "check the model contract, then train; never saves a model with NaN weights"),
     "evaluate": ("evaluate", "test-split accuracy, per-class precision/recall/F1, confusion matrix"),
-    "label-review": ("label_review", "k-fold out-of-fold predictions ranked by cleanlab into likely "
-                     "label errors; never relabels a file"),
+    "label-review": ("label_review", "k-fold out-of-fold predictions on every split, ranked by cleanlab into "
+                     "likely label errors and outliers; never relabels a file"),
 }
 
 
