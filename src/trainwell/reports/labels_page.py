@@ -63,7 +63,7 @@ def render_review(
     ]
     for row in outliers[:MAX_CARDS]:
         parts.append(_card(image=image(row["index"]), path=row["path"], split=row["split"], lines=(
-            f"labelled <b>{html.escape(row['label'])}</b><br>outlier score {row['score']:.3f}")))
+            f"labelled <b>{html.escape(row['label'])}</b><br>outlier score {row['score']:.3g}")))
     parts.append("</div>")
     if len(outliers) > MAX_CARDS:
         parts.append(f"<p>... and {len(outliers) - MAX_CARDS} more in outliers.csv.</p>")

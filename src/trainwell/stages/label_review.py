@@ -54,12 +54,15 @@ def main(*, params_file: str = "params.yaml") -> int:
     # A wrong label or a stray image in the test split changes the accuracy evaluate reports.
     for row in suspects + outliers:
         row["affects_reported_accuracy"] = "true" if row["split"] == "test" else "false"
-    for file_name, rows, fields in (
-        (SUSPECTS_FILE, suspects, ["path", "split", "given_label", "suggested_label", "score", "affects_reported_accuracy"]),
-        (OUTLIERS_FILE, outliers, ["path", "split", "label", "score", "affects_reported_accuracy"]),
+    # Outlier scores of strays far from everything are tiny (exp(-distance / scale)): significant digits.
+    for file_name, rows, fields, number_format in (
+        (SUSPECTS_FILE, suspects, ["path", "split", "given_label", "suggested_label", "score",
+                                   "affects_reported_accuracy"], ".6f"),
+        (OUTLIERS_FILE, outliers, ["path", "split", "label", "score", "affects_reported_accuracy"], ".6g"),
     ):
-        write_rows(report_dir / file_name, [{**{field: row[field] for field in fields}, "score": f"{row['score']:.6f}"}
-                                            for row in rows], fields=fields)
+        write_rows(report_dir / file_name, [{**{field: row[field] for field in fields},
+                                             "score": format(row["score"], number_format)} for row in rows],
+                   fields=fields)
     # A manifest a user may adopt (data.manifest): every file, flagged ones relabelled. Never applied here.
     flagged = {index for index, _ in review.suspects}
     write_rows(report_dir / SUGGESTED_FILE, [
