@@ -12,13 +12,14 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO_ROOT, tiny_params, write_params
-from trainwell.data.cache import CACHE_FORMAT, open_split
+from trainwell.data.cache import CACHE_FORMAT, combine_splits, open_split
 from trainwell.errors import DataError
 from trainwell.params import load_params
 from trainwell.stages import audit, build, evaluate, split, train
 from trainwell.training.inputs import (
     make_streaming_dataset,
     plan_inputs,
+    plan_split,
     read_npy_tensor,
     streaming_epoch_batches,
     streaming_step_sizes,
@@ -132,6 +133,42 @@ def test_the_memory_budget_decides_what_streams(tmp_path):
     cache = write_cache(tmp_path, counts=[40, 40])  # 80 images x 48 bytes = 3,840 bytes
     assert not plan_inputs(cache_dir=cache, splits=["train"], memory_budget_bytes=4 * 3840)["train"].streaming
     assert plan_inputs(cache_dir=cache, splits=["train"], memory_budget_bytes=4 * 3840 - 1)["train"].streaming
+
+
+def test_a_view_of_several_splits_reads_exactly_its_examples_in_memory_or_streamed(tmp_path):
+    # The label review's folds: a selection out of splits put end to end, never loaded whole.
+    first = open_split(cache_dir=write_cache(tmp_path / "a", counts=[50, 50, 23]), split="train")
+    second = open_split(cache_dir=write_cache(tmp_path / "b", counts=[30]), split="train")
+    both = combine_splits([first, second], folder=str(tmp_path))
+    assert both.rows is None and len(both.labels) == 153 and both.paths[123] == "file0.jpg"
+    chosen = np.flatnonzero(np.arange(153) % 3 != 1)[5:]  # skips rows in every shard, all of shard 1's start
+    view = both.select(chosen)
+    # Pixel (0, 0) holds each image's index within its own cache: 0..122, then 0..29.
+    expected = [int(index) if index < 123 else int(index) - 123 for index in chosen]
+    assert view.paths == [both.paths[index] for index in chosen]
+    assert view.labels.tolist() == [index % 5 for index in expected]
+    assert view.image_bytes == len(chosen) * 48
+    assert indices_of(tf.constant(view.load_images())) == expected
+    assert [int(view.image(index)[0, 0, 0]) + 256 * int(view.image(index)[0, 0, 1]) for index in (0, 50, 96)] == \
+        [expected[0], expected[50], expected[96]]
+    streamed = make_streaming_dataset(split=view, num_classes=5, batch_size=16, seed=None)
+    assert sum((indices_of(images) for images, _ in streamed), []) == expected  # file order, each once
+    training = list(make_streaming_dataset(split=view, num_classes=5, batch_size=16, seed=3, epochs=2))
+    epoch_steps = streaming_steps(split=view, batch_size=16)
+    for epoch in (0, 1):
+        seen = sum((indices_of(images) for images, _ in training[epoch * epoch_steps:(epoch + 1) * epoch_steps]), [])
+        assert sorted(seen) == sorted(expected)
+    for images, labels in training:
+        assert np.argmax(labels.numpy(), axis=1).tolist() == [index % 5 for index in indices_of(images)]
+    # A view of a view picks from the view's own order.
+    inner = view.select(np.array([0, 1, 60, len(chosen) - 1]))
+    assert indices_of(tf.constant(inner.load_images())) == [expected[0], expected[1], expected[60], expected[-1]]
+    # The budget decides per view: in memory it holds exactly the same images.
+    held = plan_split(view, memory_budget_bytes=4 * view.image_bytes)
+    assert not held.streaming and indices_of(tf.constant(held.images)) == expected
+    assert plan_split(view, memory_budget_bytes=4 * view.image_bytes - 1).streaming
+    with pytest.raises(ValueError, match="increasing"):
+        view.select(np.array([3, 2]))
 
 
 # Peak RSS from /proc (VmHWM, this process's own address space): getrusage's ru_maxrss survives

@@ -37,8 +37,8 @@ STAGES = {
     "export": ("export", "SavedModel (encoded image bytes in) and TFLite float16/int8, each checked against "
                "the Keras model on the test split; fails when agreement misses export.min_agreement_*"),
     "card": ("card", "write the model card (models/card.md and .json) from the pipeline's outputs"),
-    "label-review": ("label_review", "k-fold out-of-fold predictions ranked by cleanlab into likely "
-                     "label errors; never relabels a file"),
+    "label-review": ("label_review", "k-fold out-of-fold predictions on every split, ranked by cleanlab into "
+                     "likely label errors and outliers; never relabels a file"),
     "report": ("report", "write the report site (reports/index.html: headline numbers, the gate's verdict, a page "
                "per stage, charts as static SVG) from the other stages' outputs"),
 }

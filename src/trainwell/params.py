@@ -326,7 +326,7 @@ class CardParams(_Section):
 
 
 class LabelReviewParams(_Section):
-    """k-fold cross-validation on train+val for out-of-fold probabilities (stage label_review)."""
+    """k-fold cross-validation for out-of-fold probabilities and embeddings on every split (stage label_review)."""
 
     folds: int = Field(5, ge=2)
     epochs_per_fold: int = Field(12, ge=1)
@@ -342,6 +342,8 @@ class LabelReviewParams(_Section):
         "low_self_confidence", "low_normalized_margin", "prune_by_noise_rate", "prune_by_class", "both",
         "confident_learning", "predicted_neq_given",
     ] = "low_self_confidence"
+    # Outlier: mean distance to its 10 nearest neighbours > Q3 + fence x IQR (Datalab: 1.7; README).
+    outlier_fence: float = Field(3.0, ge=0.0)
 
 
 class GateCheck(_Section):

@@ -186,7 +186,9 @@ class ShardedSplit:
     """A split left on disk (or in an object store): shard files, counts, labels and paths.
 
     Only labels (4 bytes an image) and paths are read up front; pixels are read one shard
-    at a time while training.
+    at a time while training. It may also be a view: a selection of examples (select) or
+    several splits end to end (combine_splits), whose shards are still read whole but of
+    which only the selected rows are used.
     """
 
     folder: str
@@ -197,6 +199,9 @@ class ShardedSplit:
     labels: np.ndarray
     paths: list[str]
     classes: list[str]
+    # For a view: each example's row in its shard file (example i is in the shard that
+    # offsets/counts place it in). None: every row of every shard, in order.
+    rows: np.ndarray | None = None
     _held: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)  # see image()
 
     @property
@@ -213,13 +218,21 @@ class ShardedSplit:
         """Index of each shard's first example in the split."""
         return np.concatenate([[0], np.cumsum(self.counts)])[:-1].astype(np.int64)
 
+    def shard_rows(self, shard: int) -> np.ndarray | slice:
+        """The rows of shard file `shard` that this split uses, in its order."""
+        if self.rows is None:
+            return slice(None)
+        start = int(self.offsets[shard])
+        return self.rows[start : start + self.counts[shard]]
+
     def image(self, index: int) -> np.ndarray:
         """One image, read from its shard. The last shard read is kept, so reading images in
         index order reads each shard once."""
         shard = int(np.searchsorted(self.offsets, index, side="right")) - 1
         if self._held is None or self._held[0] != shard:
             self._held = (shard, storage.load_npy(self.image_files[shard]))
-        return self._held[1][index - self.offsets[shard]]
+        row = index - self.offsets[shard] if self.rows is None else self.rows[index]
+        return self._held[1][row]
 
     def load_images(self) -> np.ndarray:
         """Every shard read into one preallocated array: peak memory is the split plus one shard,
@@ -227,14 +240,55 @@ class ShardedSplit:
         count = sum(self.counts)
         images = np.empty((count, *self.image_shape), dtype=np.uint8)
         start = 0
-        for path in self.image_files:
-            shard = storage.load_npy(path)
-            images[start : start + len(shard)] = shard
-            start += len(shard)
+        for shard, path in enumerate(self.image_files):
+            rows = storage.load_npy(path)[self.shard_rows(shard)]
+            images[start : start + len(rows)] = rows
+            start += len(rows)
         if start != count:
             raise DataError(f"the cache manifest promises {count} images in '{self.folder}' but its shards hold "
                             f"{start}; run `dvc repro build` again")
         return images
+
+    def select(self, indices: np.ndarray) -> ShardedSplit:
+        """A view of the examples at `indices` (increasing), in that order: nothing is read or copied
+        but labels and paths; shards holding none of them are left out."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices[0] < 0 or indices[-1] >= len(self.labels) or np.any(np.diff(indices) <= 0)):
+            raise ValueError(f"select takes increasing indices below {len(self.labels)}")
+        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        rows = indices - self.offsets[shard_of] if self.rows is None else self.rows[indices]
+        kept = np.unique(shard_of)
+        return ShardedSplit(
+            folder=self.folder,
+            image_files=[self.image_files[shard] for shard in kept],
+            label_files=[self.label_files[shard] for shard in kept],
+            counts=np.bincount(shard_of, minlength=len(self.counts))[kept].tolist(),
+            image_shape=self.image_shape,
+            labels=self.labels[indices],
+            paths=[self.paths[index] for index in indices],
+            classes=self.classes,
+            rows=rows,
+        )
+
+
+def combine_splits(splits: list[ShardedSplit], *, folder: str) -> ShardedSplit:
+    """Several splits of one cache end to end, as one view (examples keep their order)."""
+    if len({tuple(split.classes) for split in splits}) > 1 or len({split.image_shape for split in splits}) > 1:
+        raise DataError(f"cannot combine splits of different caches under '{folder}'; run `dvc repro build` again")
+    return ShardedSplit(
+        folder=folder,
+        image_files=[path for split in splits for path in split.image_files],
+        label_files=[path for split in splits for path in split.label_files],
+        counts=[count for split in splits for count in split.counts],
+        image_shape=splits[0].image_shape,
+        labels=np.concatenate([split.labels for split in splits]),
+        paths=[path for split in splits for path in split.paths],
+        classes=splits[0].classes,
+        # Whole splits end to end use every row of every shard in order: no row table needed.
+        rows=None if all(split.rows is None for split in splits) else np.concatenate([
+            np.arange(sum(split.counts)) - np.repeat(split.offsets, split.counts) if split.rows is None else split.rows
+            for split in splits]).astype(np.int64),
+    )
 
 
 def open_split(*, cache_dir: str | Path, split: str) -> ShardedSplit:

@@ -1,4 +1,4 @@
-"""Stage `label_review`: out-of-fold predictions on train+val, ranked by cleanlab into likely label errors."""
+"""Stage `label_review`: out-of-fold predictions on every split, ranked by cleanlab into likely label errors and outliers."""
 
 from __future__ import annotations
 
@@ -9,51 +9,81 @@ from pathlib import Path
 import numpy as np
 
 from trainwell.console import say
-from trainwell.data.cache import load_split
 from trainwell.outputs import write_bytes_atomically, write_json, write_rows, write_text_atomically
 from trainwell.params import load_params
-from trainwell.training.label_review import out_of_fold_probabilities, rank_label_issues
+from trainwell.reports.labels_page import MAX_CARDS, render_review
+from trainwell.reports.site import site_locations
+from trainwell.training.label_review import REVIEWED_SPLITS, review_labels
 
 SUSPECTS_FILE = "suspects.csv"
+OUTLIERS_FILE = "outliers.csv"
 SUGGESTED_FILE = "suggested_labels.csv"
+# Rows of both .npy files: train, val, then test, each in cache order (data/cache/<split>/paths.json).
+PROBABILITIES_FILE = "out_of_fold_probabilities.npy"
+OUTLIER_SCORES_FILE = "outlier_scores.npy"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes_atomically(path, buffer.getvalue())
 
 
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
-    paths, review = params.paths, params.label_review
-    parts = [load_split(cache_dir=paths.cache_dir, split=name) for name in ("train", "val")]
-    images = np.concatenate([part.images for part in parts])
-    labels = np.concatenate([part.labels for part in parts]).astype(np.int64)
-    file_paths = [path for part in parts for path in part.paths]
-    classes = parts[0].classes
-    probabilities = out_of_fold_probabilities(images=images, labels=labels, num_classes=len(classes),
-                                              review=review, train=params.train)
-    suspects = rank_label_issues(labels=labels, probabilities=probabilities, filter_by=review.filter_by)
+    paths = params.paths
+    review = review_labels(cache_dir=paths.cache_dir, review=params.label_review, train=params.train,
+                           memory_budget_bytes=params.train.memory_budget_mb << 20)
+    split, labels = review.split, review.split.labels
+    classes, file_paths = split.classes, split.paths
+    split_names = [REVIEWED_SPLITS[index] for index in review.split_of]
+    suggested = review.probabilities.argmax(axis=1)
     report_dir = Path(paths.label_report_dir)
-    # Kept for anyone who wants to re-rank with other cleanlab settings without retraining.
-    buffer = io.BytesIO()
-    np.save(buffer, probabilities)
-    write_bytes_atomically(report_dir / "out_of_fold_probabilities.npy", buffer.getvalue())
-    suggested = probabilities.argmax(axis=1)
-    write_rows(report_dir / SUSPECTS_FILE, [
-        {"path": file_paths[index], "given_label": classes[labels[index]],
-         "suggested_label": classes[suggested[index]], "score": f"{score:.6f}"}
-        for index, score in suspects
-    ], fields=["path", "given_label", "suggested_label", "score"])
+    # Kept for anyone who wants to re-rank with other cleanlab settings or another outlier cut without retraining.
+    _save_npy(report_dir / PROBABILITIES_FILE, review.probabilities)
+    _save_npy(report_dir / OUTLIER_SCORES_FILE, review.outlier_scores)
+    suspects = [
+        {"index": index, "path": file_paths[index], "split": split_names[index], "given_label": classes[labels[index]],
+         "suggested_label": classes[suggested[index]], "score": score}
+        for index, score in review.suspects
+    ]
+    outliers = [
+        {"index": index, "path": file_paths[index], "split": split_names[index], "label": classes[labels[index]],
+         "score": float(review.outlier_scores[index])}
+        for index in review.outliers
+    ]
+    # A wrong label or a stray image in the test split changes the accuracy evaluate reports.
+    for row in suspects + outliers:
+        row["affects_reported_accuracy"] = "true" if row["split"] == "test" else "false"
+    # Outlier scores of strays far from everything are tiny (exp(-distance / scale)): significant digits.
+    for file_name, rows, fields, number_format in (
+        (SUSPECTS_FILE, suspects, ["path", "split", "given_label", "suggested_label", "score",
+                                   "affects_reported_accuracy"], ".6f"),
+        (OUTLIERS_FILE, outliers, ["path", "split", "label", "score", "affects_reported_accuracy"], ".6g"),
+    ):
+        write_rows(report_dir / file_name, [{**{field: row[field] for field in fields},
+                                             "score": format(row["score"], number_format)} for row in rows],
+                   fields=fields)
     # A manifest a user may adopt (data.manifest): every file, flagged ones relabelled. Never applied here.
-    flagged = {index for index, _ in suspects}
+    flagged = {index for index, _ in review.suspects}
     write_rows(report_dir / SUGGESTED_FILE, [
         {"path": path, "label": classes[suggested[index] if index in flagged else labels[index]]}
         for index, path in enumerate(file_paths)
     ], fields=["path", "label"])
-    from trainwell.reports.labels_page import render_suspects
-
-    write_text_atomically(report_dir / "index.html", render_suspects(
-        suspects=[(file_paths[i], classes[labels[i]], classes[suggested[i]], score, images[i]) for i, score in suspects],
-        reviewed=len(labels)))
+    # The pages' thumbnails, read in row order so each shard is read once.
+    wanted = sorted({row["index"] for row in suspects[:MAX_CARDS] + outliers[:MAX_CARDS]})
+    thumbnails = {index: split.image(index) for index in wanted}
+    counts = {name: int((review.split_of == number).sum()) for number, name in enumerate(REVIEWED_SPLITS)}
+    write_text_atomically(report_dir / "index.html", render_review(
+        suspects=suspects, outliers=outliers, image=thumbnails.__getitem__, reviewed=len(labels), counts=counts,
+        locations=site_locations(paths)))
+    test_suspects = sum(row["split"] == "test" for row in suspects)
     accuracy = float((suggested == labels).mean()) if len(labels) else math.nan
+    # Headline numbers only: each key is a column of `dvc exp show`.
     write_json(paths.label_metrics, {"files_reviewed": len(labels), "suspects": len(suspects),
+                                     "test_suspects": test_suspects, "outliers": len(outliers),
                                      "out_of_fold_accuracy": accuracy})
-    say(f"label_review: {len(suspects)} likely label errors among {len(labels)} train+val images "
-          f"(out-of-fold accuracy {accuracy:.4f}); see {report_dir / SUSPECTS_FILE}")
+    say(f"label_review: {len(suspects)} likely label errors among {len(labels)} images, {test_suspects} of them in "
+        f"the test split (they skew its reported accuracy); {len(outliers)} outliers; out-of-fold accuracy "
+        f"{accuracy:.4f}; see {report_dir / SUSPECTS_FILE} and {report_dir / OUTLIERS_FILE}")
     return 0

@@ -240,6 +240,8 @@ def make_streaming_dataset(
     count_table = tf.constant(split.counts, tf.int64)
     image_files, label_files = tf.constant(split.image_files), tf.constant(split.label_files)
     offset_table = tf.constant(split.offsets, tf.int64)
+    # A view (ShardedSplit.select) uses some rows of each shard file: example i is row rows[i].
+    row_table = None if split.rows is None else tf.constant(split.rows, tf.int64)
     # Per worker and epoch: this many consecutive worker batches, starting at block_start (see _deal).
     block = streaming_steps(split=split, batch_size=batch_size, replicas=replicas, workers=workers)
     block_start = pipeline * block if workers > 1 else 0
@@ -260,7 +262,8 @@ def make_streaming_dataset(
         def replica_batch(position: tf.Tensor) -> tuple[tf.Tensor, ...]:
             indices = _replica_slice(order, position, lambda step: (bounds_table[shard, step], bounds_table[shard, step + 1]),
                                      **slicing)
-            return finish(tf.gather(images, indices), tf.gather(labels, indices), epoch, offset_table[shard] + indices)
+            rows = indices if row_table is None else tf.gather(row_table, offset_table[shard] + indices)
+            return finish(tf.gather(images, rows), tf.gather(labels, rows), epoch, offset_table[shard] + indices)
 
         return tf.data.Dataset.range(first * local, last * local).map(
             replica_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -346,15 +349,20 @@ class SplitInput:
 IN_MEMORY_COST = 4
 
 
+def plan_split(split: ShardedSplit, *, memory_budget_bytes: int) -> SplitInput:
+    """One split (or view of one) in memory if what that costs (IN_MEMORY_COST x its decoded
+    size) fits the budget, else streamed a shard at a time."""
+    if IN_MEMORY_COST * split.image_bytes <= memory_budget_bytes:
+        return SplitInput(split=split, images=split.load_images())
+    return SplitInput(split=split, images=None)
+
+
 def plan_inputs(*, cache_dir: str | Path, splits: list[str], memory_budget_bytes: int) -> dict[str, SplitInput]:
     """Each split in memory while what that costs (IN_MEMORY_COST x its decoded size, running
     total) fits the budget; streamed from then on (a shard at a time, about 75 MiB in all here)."""
-    plans, used = {}, 0
+    plans, left = {}, memory_budget_bytes
     for name in splits:
-        split = open_split(cache_dir=cache_dir, split=name)
-        if used + IN_MEMORY_COST * split.image_bytes <= memory_budget_bytes:
-            stacked = split.load_images()
-            plans[name], used = SplitInput(split=split, images=stacked), used + IN_MEMORY_COST * split.image_bytes
-        else:
-            plans[name] = SplitInput(split=split, images=None)
+        plans[name] = plan_split(open_split(cache_dir=cache_dir, split=name), memory_budget_bytes=left)
+        if not plans[name].streaming:
+            left -= IN_MEMORY_COST * plans[name].split.image_bytes
     return plans
