@@ -17,7 +17,7 @@ from trainwell.reports.audit_page import render_html
 from trainwell.reports.evaluation_page import Example, gallery_heading, pick_examples, render_evaluation
 from trainwell.reports.gate import evaluate_checks
 from trainwell.reports.index_page import headlines, render_index
-from trainwell.reports.labels_page import render_suspects
+from trainwell.reports.labels_page import render_review
 from trainwell.reports.run_pages import render_split, render_training
 from trainwell.reports.site import PAGES, navigation, site_locations
 
@@ -73,7 +73,12 @@ def write_site(root: Path) -> dict[str, Path]:
                                                 "action": "rolled back", "files": ["a.jpg", "b.jpg"]}],
                                     locations=locations),
         "evaluation": evaluation_page(locations=locations),
-        "labels": render_suspects(suspects=[("ring/r_1.jpg", "ring", "circle", 0.04, picture(7))], reviewed=90),
+        "labels": render_review(
+            suspects=[{"index": 0, "path": "ring/r_1.jpg", "split": "test", "given_label": "ring",
+                       "suggested_label": "circle", "score": 0.04}],
+            outliers=[{"index": 1, "path": "circle/c_2.jpg", "split": "train", "label": "circle", "score": 0.001}],
+            image=lambda index: picture(7 + index), reviewed=90, counts={"train": 60, "val": 15, "test": 15},
+            locations=locations),
     }
     files = {}
     for key, text in pages.items():

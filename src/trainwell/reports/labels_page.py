@@ -59,8 +59,8 @@ def render_review(
         parts.append(f"<p>... and {len(suspects) - MAX_CARDS} more in suspects.csv.</p>")
     parts += [
         f"<h2>Outliers ({len(outliers)})</h2>",
-        "<p>Images unlike the rest: far from their nearest neighbours in the fold models' penultimate-layer "
-        "embeddings (cleanlab's outlier score; lower is stranger). Often not an image of any class.</p>"
+        "<p>Images unlike the rest: far from their nearest neighbours in the fold models' embeddings (the last "
+        "convolution block, pooled; cleanlab's outlier score, lower is stranger). Often not an image of any class.</p>"
         "<div class=cards>",
     ]
     for row in outliers[:MAX_CARDS]:
