@@ -149,19 +149,38 @@ def test_export_stage_raises_the_project_error(exported, tmp_path, monkeypatch):
         export.main()
 
 
+HOSTILE_TEXT = ["a|b", "# heading", "<script>alert(1)</script>", "![i](http://evil.example/t.png)",
+                "[x](javascript:alert(1))", "*bold* _u_", "&amp; &lt;b&gt;", "a\nb", "`code`", "\\", "<http://x.example>",
+                "line\n\nnext paragraph", "\x1b[31mred"]
+
+
 def test_card_text_cannot_break_its_markdown():
-    hostile = "a|b\n# heading\n<script>alert(1)</script>\\"
-    assert markdown_text(hostile) == "a\\|b # heading &lt;script&gt;alert(1)&lt;/script&gt;\\\\"
+    """Rendered by a CommonMark parser: no tag, link, image, emphasis or code from the data, every table row whole."""
+    from markdown_it import MarkdownIt
+
     card = {
-        "trainwell_version": "0", "intended_use": hostile,
-        "model": {"file": hostile, "sha256": "0" * 64, "network": hostile, "input": "x"},
-        "classes": [hostile, "b"], "data": {"dir": hostile, "version": None, "splits": {"test": {"total": 3}}},
-        "audit": {"errors": 0}, "training": {hostile: hostile}, "metrics": {"test_images": 3, "accuracy": 0.5},
-        "per_class": {hostile: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}},
-        "label_review": None, "label_review_file": "x", "export": None, "limitations": [hostile],
+        "trainwell_version": "0", "intended_use": " ".join(HOSTILE_TEXT),
+        "model": {"file": HOSTILE_TEXT[3], "sha256": "0" * 64, "network": HOSTILE_TEXT[4], "input": HOSTILE_TEXT[5]},
+        "classes": HOSTILE_TEXT, "data": {"dir": HOSTILE_TEXT[2], "version": HOSTILE_TEXT[4], "splits": {"test": {"total": 3}}},
+        "audit": {"errors": 0}, "training": {text: text for text in HOSTILE_TEXT},
+        "metrics": {"test_images": 3, "accuracy": 0.5},
+        "per_class": {text: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1} for text in HOSTILE_TEXT},
+        "label_review": None, "label_review_file": HOSTILE_TEXT[0], "export": None, "limitations": HOSTILE_TEXT,
     }
     text = render_card_markdown(card)
-    assert "<script>" not in text and "\n# heading" not in text
-    for line in text.splitlines():
-        if line.startswith("|"):
-            assert line.count("|") - line.count("\\|") in (3, 6), line  # every table row keeps its columns
+    parser = MarkdownIt("commonmark").enable("table")
+    rendered = parser.render(text)
+    for tag in ("<script", "<img", "<a ", "<em>", "<strong>", "<code>code</code>", "<h1>heading", "\x1b"):
+        assert tag not in rendered, tag
+    # The class list renders each name literally: what the data says, not what Markdown makes of it.
+    for name in ("a|b", "*bold* _u_", "[x](javascript:alert(1))", "&amp;amp; &amp;lt;b&amp;gt;", "a\\nb"):
+        assert name in rendered, name
+    for token in parser.parse(text):
+        if token.type == "tr_open":
+            assert token.map is not None
+    tables = [block for block in rendered.split("<table>")[1:]]
+    for table in tables:
+        rows = table.split("</table>")[0].split("<tr>")[1:]
+        widths = {row.count("<td") + row.count("<th") for row in rows}
+        assert len(widths) == 1, widths  # no cell split into two columns by a stray |
+    assert markdown_text("a\nb") != markdown_text("a b")

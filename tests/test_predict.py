@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests import faults
 from tests.fuzzing import corpus
-from tests.helpers import CLASSES, run, tiny_params
+from tests.helpers import CLASSES, run, tiny_params, write_params
 from tests.test_hostile_names import hostile_names
 from trainwell.data.cache import build_split
 from trainwell.data.decode import DecodeError, prepare_image
@@ -71,13 +71,21 @@ def test_a_file_that_breaks_after_its_check_is_reported_not_classified(tmp_path)
     good = faults.write(tmp_path / "good.png", faults.png_bytes())
     gone = faults.write(tmp_path / "gone.png", faults.png_bytes(1))
     changed = faults.write(tmp_path / "changed.jpg", faults.jpeg_bytes())
+    fifo = faults.write(tmp_path / "fifo.png", faults.png_bytes(2))
+    huge = faults.write(tmp_path / "huge.png", faults.png_bytes(3))
     gone.unlink()
     changed.write_bytes(faults.truncated_jpeg())
+    fifo.unlink()
+    os.mkfifo(fifo)  # swapped in after the check: opening it for reading would block for ever
+    with huge.open("r+b") as handle:
+        handle.truncate(64 * 10**6)  # sparse: refused from its size, never read
     failures: dict[int, str] = {}
-    dataset = prediction_dataset(locations=[str(good), str(gone), str(changed)], image_size=SIZE, max_pixels=10**7,
-                                 batch_size=2, failures=failures)
-    assert sum(len(batch) for batch in dataset) == 3
+    dataset = prediction_dataset(locations=[str(good), str(gone), str(changed), str(fifo), str(huge)],
+                                 image_size=SIZE, max_pixels=10**6, batch_size=2, failures=failures)
+    assert sum(len(batch) for batch in dataset) == 5
     assert failures[1].startswith("unreadable") and failures[2].startswith("truncated") and 0 not in failures
+    assert failures[3].startswith("unreadable") and "not a regular file" in failures[3]
+    assert failures[4].startswith("too_large")
 
 
 def rows_of(text: str) -> list[dict[str, str]]:
@@ -120,7 +128,7 @@ def test_each_bad_input_kind_is_refused_by_path_and_kind(predict_project, tmp_pa
     assert rows["linked_folder"]["reason"].startswith("special_file")
     assert rows["missing.jpg"]["reason"].startswith("missing_file")
     assert rows["a.png"]["status"] == "ok" and rows["a.png"]["class"] in CLASSES
-    assert "notes.txt" not in rows and "1 files with other extensions ignored" in result.stderr
+    assert "notes.txt" not in rows and "1 files skipped" in result.stderr
     assert "refused 11" in result.stderr and "classified 1 of 12 inputs" in result.stderr
 
     allowed = run(["trainwell", "predict", str(folder), "--allow-failures", "--params", str(predict_project / "params.yaml")],
@@ -216,3 +224,89 @@ def test_decode_error_kinds_match_the_audit():
     with pytest.raises(DecodeError) as caught:
         prepare_image(faults.truncated_jpeg(), suffix=".jpg", size=SIZE, max_pixels=10**7)
     assert caught.value.kind == "truncated"
+
+
+def test_output_that_is_not_a_new_or_regular_file_is_refused_before_any_work(predict_project, tmp_path):
+    image = faults.write(tmp_path / "in" / "a.png", faults.png_bytes())
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "elsewhere.csv")
+    for output in (str(tmp_path / "fifo"), str(tmp_path / "link.csv"), str(tmp_path / "in"), str(image), ""):
+        result = run(["trainwell", "predict", str(tmp_path / "in"), "-o", output], predict_project, check=False)
+        assert result.returncode == 2, (output, result.stderr)
+        assert "--output" in result.stderr
+    assert (tmp_path / "fifo").is_fifo() and (tmp_path / "link.csv").is_symlink() and not (tmp_path / "elsewhere.csv").exists()
+    assert image.read_bytes() == faults.png_bytes()
+
+
+@pytest.mark.parametrize("classes", ["a, ,b,c,d,e", "a,a,b,c,d", ""])
+def test_class_names_that_would_shift_or_merge_labels_are_refused(predict_project, tmp_path, classes):
+    faults.write(tmp_path / "a.png", faults.png_bytes())
+    result = run(["trainwell", "predict", str(tmp_path / "a.png"), "--classes", classes], predict_project, check=False)
+    assert result.returncode == 2 and "--classes" in result.stderr, result.stderr
+
+
+def test_a_model_whose_scores_are_not_probabilities_classifies_nothing(tmp_path):
+    """A head whose outputs overflow to NaN, or logits: every row refused with the reason, never a class."""
+    import keras
+
+    from trainwell.training.model_files import save_model_file
+
+    write_params(tmp_path, tiny_params())
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1.0)(inputs))
+    for name, layer in (("nan", keras.layers.Dense(5, kernel_initializer=keras.initializers.Constant(3e38),
+                                                   activation="softmax")),
+                        ("logits", keras.layers.Dense(5, kernel_initializer=keras.initializers.Constant(2.0)))):
+        save_model_file(keras.Model(inputs, layer(keras.layers.Dense(4, kernel_initializer="ones")(pooled))),
+                        tmp_path / f"{name}.keras")
+    faults.write(tmp_path / "images" / "a.png", faults.png_bytes())
+    for name in ("nan", "logits"):
+        result = run(["trainwell", "predict", str(tmp_path / "images"), "--model", str(tmp_path / f"{name}.keras"),
+                      "--classes", ",".join(CLASSES), "--format", "json"], tmp_path, check=False)
+        assert result.returncode == 1, result.stderr
+        (row,) = json.loads(result.stdout)
+        assert row["status"] == "refused" and row["reason"].startswith("model_output") and row["class"] == ""
+
+
+def test_models_predict_cannot_feed_are_usage_errors(tmp_path):
+    import keras
+
+    from trainwell.training.model_files import save_model_file
+
+    write_params(tmp_path, tiny_params())
+    faults.write(tmp_path / "a.png", faults.png_bytes())
+    shapes = {"any_size": (None, None, 3), "oblong": (SIZE, SIZE + 16, 3), "grey": (SIZE, SIZE, 1)}
+    for name, shape in shapes.items():
+        inputs = keras.Input(shape, dtype="uint8")
+        pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1.0)(inputs))
+        save_model_file(keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(pooled)), tmp_path / f"{name}.keras")
+        result = run(["trainwell", "predict", str(tmp_path / "a.png"), "--model", str(tmp_path / f"{name}.keras"),
+                      "--classes", ",".join(CLASSES)], tmp_path, check=False)
+        assert result.returncode == 2 and "square RGB images" in result.stderr, (name, result.stderr)
+
+
+def test_rows_come_in_the_order_given_and_an_empty_folder_is_a_usage_error(predict_project, tmp_path):
+    faults.write(tmp_path / "b.png", faults.png_bytes(1))
+    faults.write(tmp_path / "d.png", faults.png_bytes(2))
+    (tmp_path / "empty").mkdir()
+    order = [str(tmp_path / "d.png"), str(tmp_path / "missing.png"), str(tmp_path / "b.png")]
+    result = run(["trainwell", "predict", *order, "--allow-failures"], predict_project, check=False)
+    assert [row["path"] for row in rows_of(result.stdout)] == order
+    assert json.loads(rows_of(result.stdout)[0]["top_k"])[0][0] in CLASSES  # the cell is JSON: names may hold spaces
+    empty = run(["trainwell", "predict", str(tmp_path / "empty")], predict_project, check=False)
+    assert empty.returncode == 2 and "no image files" in empty.stderr
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\xef\xbb\xbfpath\r\n a.png\r\n", 0),              # Excel's BOM and CRLF; the leading space is part of the name
+    (b"path,path\na.png,b.png\n", 2),                       # which column?
+    (b'path\n"a.png\n', 2),                                 # an unclosed quote
+])
+def test_manifest_edge_cases(predict_project, tmp_path, content, expected):
+    faults.write(tmp_path / " a.png", faults.png_bytes())
+    faults.write(tmp_path / "a.png", b"not the file the manifest names")
+    (tmp_path / "m.csv").write_bytes(content)
+    result = run(["trainwell", "predict", "--manifest", str(tmp_path / "m.csv")], predict_project, check=False)
+    assert result.returncode == expected, result.stderr
+    if expected == 0:
+        assert [row["path"] for row in rows_of(result.stdout)] == [" a.png"]

@@ -299,7 +299,7 @@ class EvaluateParams(_Section):
 class PredictParams(_Section):
     """`trainwell predict` (not a stage): batch size and how many classes each row lists."""
 
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=65536)
     top_k: int = Field(3, ge=1)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -58,6 +59,38 @@ def read_bytes(path: str | Path) -> bytes:
             return handle.read()
     except Exception as exc:  # tf.errors.* for remote files; the audit reports it like an I/O error
         raise OSError(f"{exc.__class__.__name__}: {getattr(exc, 'message', exc)}") from None
+
+
+def read_regular_file(path: str | Path, *, max_bytes: int) -> bytes:
+    """A local file's bytes, opened so it cannot block and refused unless it is a regular file of at most max_bytes.
+
+    Checked on the open descriptor (not the name), so a file swapped for a FIFO or a device after
+    an earlier check is refused instead of hanging, and a sparse many-GB file is refused before a
+    byte is read. Raises OSError with the reason; object-store paths go through read_bytes.
+    """
+    if is_remote(path):
+        return read_bytes(path)
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"'{path}' is not a regular file (a FIFO, socket, device or folder); not read")
+        if status.st_size > max_bytes:
+            raise FileTooLarge(f"{status.st_size} bytes, more than the {max_bytes} an image within audit.max_pixels "
+                               "can take; not read")
+        with os.fdopen(descriptor, "rb", closefd=True) as handle:
+            descriptor = -1
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:  # grew after the fstat
+            raise FileTooLarge(f"more than {max_bytes} bytes; not read")
+        return data
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
+
+
+class FileTooLarge(OSError):
+    """A file bigger than any image the pixel limit allows: refused before reading (`too_large`)."""
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -43,6 +43,12 @@ _EXTENSION_FORMATS = {
 MAX_BYTES_PER_PIXEL = 16
 
 
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file that can hold an image within max_pixels: every pixel stored uncompressed at
+    MAX_BYTES_PER_PIXEL, plus 1 MiB of headers and metadata. Anything bigger is refused unread."""
+    return max_pixels * MAX_BYTES_PER_PIXEL + (1 << 20)
+
+
 class DecodeError(Exception):
     """A file that cannot become a training image; `kind` is the audit's name for the reason."""
 

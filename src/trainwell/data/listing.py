@@ -200,15 +200,24 @@ def _safe_target(listing: Listing, root: Path, relative: str, *, regular_file: b
 
 
 def manifest_rows(manifest: Path, *, columns: tuple[str, ...] = ("path", "label")) -> list[tuple[str, ...]]:
-    """The named columns of each row of a CSV manifest; a malformed file is a usage error naming the line."""
+    """The named columns of each row of a CSV manifest; a malformed file is a usage error naming the line.
+
+    Paths are taken exactly as written (a file name may begin or end with a space); only labels
+    and header names are stripped. A byte-order mark (Excel's "CSV UTF-8") is allowed.
+    """
     try:
-        with manifest.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, strict=True)  # strict: an unclosed quote is an error, not a field
             header = next(reader, None)
-            if header is None or not set(columns) <= {name.strip() for name in header}:
+            names = [name.strip() for name in header or []]
+            if header is None or not set(columns) <= set(names):
                 raise UsageError(f"manifest '{manifest}' needs a header row with columns {','.join(columns)}; "
                                  f"found {str(header)[:200]}")
-            positions = {name.strip(): position for position, name in enumerate(header)}
+            repeated = sorted({name for name in names if names.count(name) > 1 and name in columns})
+            if repeated:
+                raise UsageError(f"manifest '{manifest}' has the column {repeated[0]!r} more than once in its header; "
+                                 "keep one")
+            positions = {name: position for position, name in enumerate(names)}
             rows = []
             for row in reader:
                 if not row:
@@ -216,7 +225,8 @@ def manifest_rows(manifest: Path, *, columns: tuple[str, ...] = ("path", "label"
                 if len(row) != len(header):
                     raise UsageError(f"manifest '{manifest}' line {reader.line_num}: {len(row)} columns where "
                                      f"the header has {len(header)}; quote fields that hold commas")
-                rows.append(tuple(row[positions[name]].strip() for name in columns))
+                rows.append(tuple(row[positions[name]] if name == "path" else row[positions[name]].strip()
+                                  for name in columns))
     except UnicodeDecodeError as exc:
         raise UsageError(f"manifest '{manifest}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
     except csv.Error as exc:

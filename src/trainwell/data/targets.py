@@ -9,7 +9,7 @@ from stat import S_ISDIR, S_ISREG
 
 from trainwell import storage
 from trainwell.data.listing import manifest_rows
-from trainwell.errors import DataError
+from trainwell.errors import DataError, UsageError
 from trainwell.kinds import Finding
 
 
@@ -20,11 +20,18 @@ class Targets:
     locations: list[str] = field(default_factory=list)  # a local path or an s3:// URL, readable by storage
     names: list[str] = field(default_factory=list)  # as the user wrote it (or below the folder they gave)
     refused: list[Finding] = field(default_factory=list)
-    ignored: int = 0  # files in a given folder whose extension is not an image extension
+    ignored: int = 0  # files in a given folder whose extension is not an image extension, or hidden
+    # The order things were met in: (True, index into locations) or (False, index into refused).
+    order: list[tuple[bool, int]] = field(default_factory=list)
 
     def add(self, location: str, name: str) -> None:
+        self.order.append((True, len(self.locations)))
         self.locations.append(location)
         self.names.append(name)
+
+    def refuse(self, finding: Finding) -> None:
+        self.order.append((False, len(self.refused)))
+        self.refused.append(finding)
 
 
 def _regular_file_or_refusal(path: str) -> Finding | None:
@@ -47,24 +54,26 @@ def _regular_file_or_refusal(path: str) -> Finding | None:
 
 def _add_local_folder(targets: Targets, folder: str, *, extensions: set[str]) -> None:
     """Every non-hidden file below folder with an image extension, sorted; links to folders are not followed."""
-    for parent, folders, files in os.walk(folder, followlinks=False, onerror=lambda exc: targets.refused.append(
+    for parent, folders, files in os.walk(folder, followlinks=False, onerror=lambda exc: targets.refuse(
             Finding(str(exc.filename), "unreadable", f"folder could not be listed ({exc.strerror or exc})"))):
+        targets.ignored += sum(name.startswith(".") for name in folders)
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         for name in list(folders):
             if os.path.islink(os.path.join(parent, name)):
                 folders.remove(name)
-                targets.refused.append(Finding(os.path.join(parent, name), "special_file",
+                targets.refuse(Finding(os.path.join(parent, name), "special_file",
                                                "link to a folder: not followed (give its target instead)"))
         for name in sorted(files):
             path = os.path.join(parent, name)
             if name.startswith("."):
+                targets.ignored += 1
                 continue
             if os.path.splitext(name)[1].lower() not in extensions:
                 targets.ignored += 1
                 continue
             refusal = _regular_file_or_refusal(path)
             if refusal is not None:
-                targets.refused.append(refusal)
+                targets.refuse(refusal)
             else:
                 targets.add(path, path)
 
@@ -77,7 +86,7 @@ def _add_remote(targets: Targets, url: str, *, extensions: set[str]) -> None:
     try:
         relatives = storage.walk_files(url)
     except DataError as exc:
-        targets.refused.append(Finding(url, "unreadable", str(exc)))
+        targets.refuse(Finding(url, "unreadable", str(exc)))
         return
     for relative in relatives:
         if os.path.splitext(relative)[1].lower() in extensions:
@@ -89,13 +98,16 @@ def _add_remote(targets: Targets, url: str, *, extensions: set[str]) -> None:
 def _add_manifest(targets: Targets, manifest: str) -> None:
     """The `path` column of a CSV, paths relative to the manifest's folder and never leaving it."""
     if _regular_file_or_refusal(manifest) is not None:
-        raise DataError(f"manifest '{manifest}' is not a readable file; give a CSV with a `path` column")
+        raise UsageError(f"manifest '{manifest}' is not a readable file; give a CSV with a `path` column")
     root = Path(manifest).parent.resolve()
     for (path,) in manifest_rows(Path(manifest), columns=("path",)):
         pure = PurePosixPath(path)
-        if not path or pure.is_absolute() or ".." in pure.parts or "\x00" in path:
-            targets.refused.append(Finding(path, "path_outside_root",
-                                           "manifest path is empty, absolute or climbs out with '..'; never opened"))
+        if "\x00" in path:
+            targets.refuse(Finding(path, "unreadable", "manifest path holds a NUL byte, which no file name can; never opened"))
+            continue
+        if not path or pure.is_absolute() or ".." in pure.parts:
+            targets.refuse(Finding(path, "path_outside_root",
+                                   "manifest path is empty, absolute or climbs out with '..'; never opened"))
             continue
         full = root / path
         try:
@@ -103,12 +115,12 @@ def _add_manifest(targets: Targets, manifest: str) -> None:
         except (OSError, RuntimeError):  # a link loop
             inside = True  # left to the regular-file check, which names the loop
         if not inside:
-            targets.refused.append(Finding(path, "symlink_outside",
+            targets.refuse(Finding(path, "symlink_outside",
                                            "leads outside the manifest's folder through a link; not followed"))
             continue
         refusal = _regular_file_or_refusal(str(full))
         if refusal is not None:
-            targets.refused.append(Finding(path, refusal.kind, refusal.detail))
+            targets.refuse(Finding(path, refusal.kind, refusal.detail))
         else:
             targets.add(str(full), path)
 
@@ -133,7 +145,7 @@ def collect_targets(paths: list[str], *, manifest: str | None, extensions: list[
             continue
         refusal = _regular_file_or_refusal(path)
         if refusal is not None:
-            targets.refused.append(refusal)
+            targets.refuse(refusal)
         else:
             targets.add(path, path)
     if manifest:

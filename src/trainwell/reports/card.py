@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import json
+import string
 from importlib import resources
 from typing import Any
 
 import jinja2
 
+_PUNCTUATION = frozenset(string.punctuation)
+
 
 def markdown_text(value: object) -> str:
-    """A value safe inside a Markdown table cell or list item: one line, no column breaks, no HTML."""
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    return " ".join(text.split())  # newlines, tabs and runs of spaces: one space
+    """A value shown literally in Markdown, on one line: every ASCII punctuation character is
+    backslash-escaped (CommonMark allows that for all of them), so no link, image, emphasis, HTML,
+    entity or table column can come from it; control characters such as a newline are shown as
+    their escape (\\n), so `a<newline>b` and `a b` stay distinguishable."""
+    parts = []
+    for character in str(value):
+        if character in _PUNCTUATION:
+            parts.append("\\" + character)
+        elif not character.isprintable():
+            parts.append("\\" + repr(character)[1:-1])  # \n, \t, \x1b, ...
+        else:
+            parts.append(character)
+    return "".join(parts)
+
+
+def markdown_paragraphs(value: object) -> str:
+    """Free text (card.intended_use) with its paragraphs kept: blank lines separate them, each escaped."""
+    paragraphs = [" ".join(block.split()) for block in str(value).replace("\r\n", "\n").split("\n\n")]
+    return "\n\n".join(markdown_text(paragraph) for paragraph in paragraphs if paragraph)
 
 
 def limitations(*, image_size: int, splits: dict, label_review: dict | None, audit: dict) -> list[str]:
@@ -37,6 +56,7 @@ def render_card_markdown(card: dict[str, Any]) -> str:
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                                      autoescape=False)  # Markdown, escaped by the `md` filter instead
     environment.filters["md"] = markdown_text
+    environment.filters["md_paragraphs"] = markdown_paragraphs
     source = resources.files("trainwell").joinpath("templates", "card.md.in").read_text(encoding="utf-8")
     return environment.from_string(source).render(card=card)
 

@@ -10,7 +10,7 @@ import numpy as np
 from trainwell import storage
 from trainwell.console import say
 from trainwell.data.cache import ShardedSplit, open_split
-from trainwell.data.decode import sniff_format
+from trainwell.data.decode import DecodeError, decode_image, max_file_bytes, sniff_format
 from trainwell.errors import DataError, ExportError
 from trainwell.outputs import replace_generated_dir, staging_dir, write_json
 from trainwell.params import Params, load_params
@@ -29,14 +29,19 @@ def _representative(split: ShardedSplit, count: int) -> np.ndarray:
     return np.stack([split.image(int(position)) for position in positions])
 
 
-def _encoded_batch(data_dir: str, paths: list[str]) -> tuple[list[int], list[bytes]]:
-    """Positions and bytes of the source files the SavedModel's own decoder reads (JPEG, PNG, GIF, BMP)."""
+def _encoded_batch(data_dir: str, paths: list[str], *, max_pixels: int) -> tuple[list[int], list[bytes]]:
+    """Positions and bytes of the source files the SavedModel's own decoder reads (JPEG, PNG, GIF, BMP).
+
+    A file changed since `build` (gone, swapped for a FIFO, truncated, too large) is left out, so
+    the check is measured on the rest; it never hangs or stops the stage.
+    """
     positions, blobs = [], []
     for position, path in enumerate(paths):
         try:
-            data = storage.read_bytes(storage.join(data_dir, path))
-        except OSError:
-            continue  # changed since build: measured on the rest
+            data = storage.read_regular_file(storage.join(data_dir, path), max_bytes=max_file_bytes(max_pixels))
+            decode_image(data, suffix="", max_pixels=max_pixels)
+        except (OSError, DecodeError):
+            continue
         if sniff_format(data) in ENCODED_FORMATS:
             positions.append(position)
             blobs.append(data)
@@ -61,10 +66,13 @@ def _measure(*, params: Params, model, staging: Path, tflite: dict[str, bytes]) 
         outputs["saved_model"].append(loaded.signatures[PIXELS_SIGNATURE](images=tf.constant(images))["probabilities"].numpy())
         for kind, content in tflite.items():
             outputs[kind].append(tflite_probabilities(content, images))
-        positions, blobs = _encoded_batch(params.data.dir, test.paths[start : start + count])
+        positions, blobs = _encoded_batch(params.data.dir, test.paths[start : start + count],
+                                          max_pixels=params.audit.max_pixels)
         if blobs:
-            encoded_reference.append(reference[positions])
-            encoded.append(loaded.signatures["serving_default"](image_bytes=tf.constant(blobs))["probabilities"].numpy())
+            served, kept = _serve_encoded(loaded.signatures["serving_default"], blobs)
+            if kept:
+                encoded_reference.append(reference[[positions[index] for index in kept]])
+                encoded.append(served)
         start += count
     classes = len(test.classes)
     joined = {name: np.concatenate(parts) if parts else np.zeros((0, classes)) for name, parts in outputs.items()}
@@ -73,6 +81,24 @@ def _measure(*, params: Params, model, staging: Path, tflite: dict[str, bytes]) 
                                 np.concatenate(encoded) if encoded else np.zeros((0, classes)))
     results["encoded"]["images"] = int(sum(len(part) for part in encoded))
     return {"test_images": int(sum(test.counts)), **results}
+
+
+def _serve_encoded(serve, blobs: list[bytes]) -> tuple[np.ndarray, list[int]]:
+    """The bytes signature's probabilities and which blobs they belong to. A batch TensorFlow cannot
+    decode (one CMYK or odd file fails a whole call) is retried one file at a time, skipping the bad."""
+    import tensorflow as tf
+
+    try:
+        return serve(image_bytes=tf.constant(blobs))["probabilities"].numpy(), list(range(len(blobs)))
+    except tf.errors.InvalidArgumentError:
+        rows, kept = [], []
+        for index, blob in enumerate(blobs):
+            try:
+                rows.append(serve(image_bytes=tf.constant([blob]))["probabilities"].numpy()[0])
+                kept.append(index)
+            except tf.errors.InvalidArgumentError:
+                continue
+        return (np.stack(rows) if rows else np.zeros((0, 0), np.float32)), kept
 
 
 def _bars(params: Params) -> dict[str, float]:

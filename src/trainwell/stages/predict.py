@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -24,9 +25,20 @@ from trainwell.progress import progress_bar
 FIELDS = ["path", "status", "class", "probability", "top_k", "reason", "notes"]
 
 
+def _valid_classes(classes: list[str], *, source: str) -> list[str]:
+    """Class names a row can be reported with: none empty, none twice (either would shift or merge labels)."""
+    if any(not name.strip() for name in classes):
+        raise UsageError(f"{source} has an empty class name; every output of the model needs a name, in label order")
+    repeated = sorted({name for name in classes if classes.count(name) > 1})
+    if repeated:
+        raise UsageError(f"{source} names the class {repeated[0]!r} more than once; each output needs its own name")
+    return classes
+
+
 def _classes(params: Params, given: str | None) -> list[str]:
-    if given:
-        return [name.strip() for name in given.split(",") if name.strip()]
+    if given is not None:
+        # Split on commas only, kept as written: dropping a blank name would shift every label after it.
+        return _valid_classes([name.strip() for name in given.split(",")], source="--classes")
     path = Path(params.paths.splits_dir) / CLASSES_FILE
     try:
         classes = json.loads(path.read_text(encoding="utf-8"))
@@ -35,7 +47,53 @@ def _classes(params: Params, given: str | None) -> list[str]:
                          "or unreadable; run the pipeline first, or pass --classes a,b,c in label order") from None
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         raise UsageError(f"'{path}' does not hold a list of class names; run `dvc repro split` again")
-    return classes
+    return _valid_classes(classes, source=f"'{path}'")
+
+
+def _check_model(model, *, classes: list[str]) -> None:
+    """The model must take (size, size, 3) images and give one row of len(classes) scores per image."""
+    inputs, outputs = model.inputs, model.outputs
+    shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
+    if len(shape) != 4 or not isinstance(shape[1], int) or shape[1] != shape[2] or shape[3] != 3:
+        raise UsageError(f"the model takes {[tuple(tensor.shape) for tensor in inputs]}; trainwell predict needs one "
+                         "input of square RGB images, (None, size, size, 3), as `trainwell train` makes")
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        raise UsageError(f"the model gives {[tuple(tensor.shape) for tensor in outputs]}; trainwell predict needs one "
+                         "output of class scores, (None, classes)")
+    if int(outputs[0].shape[-1]) != len(classes):
+        raise UsageError(f"the model scores {outputs[0].shape[-1]} classes but {len(classes)} class names were "
+                         f"given ({', '.join(classes)[:200]}); pass --classes with one name per output, in label order")
+
+
+def _check_output(output: str | None, targets: Targets) -> None:
+    """Before any work: --output must be a new or regular file, and not one of the inputs."""
+    if output is None:
+        return
+    if not output:
+        raise UsageError("--output is empty; give a file name, or leave --output out to print to stdout")
+    if os.path.lexists(output) and not (os.path.isfile(output) and not os.path.islink(output)):
+        raise UsageError(f"--output '{output}' exists and is not a regular file (a link, device, FIFO or folder); "
+                         "it would be replaced, not written into. Name a new file, or leave --output out for stdout")
+    real = os.path.realpath(output)
+    if any(os.path.realpath(location) == real for location in targets.locations if not storage.is_remote(location)):
+        raise UsageError(f"--output '{output}' is one of the images to classify; name another file")
+
+
+def _printable(text: str) -> str:
+    """A reason as one line without control characters: bytes from inside a file never reach the terminal raw."""
+    return "".join(character if character.isprintable() else f"\\x{ord(character):02x}" for character in text)
+
+
+def _probability_rows(probabilities, positions: list[int]) -> dict[int, str]:
+    """Rows the model scored with something other than probabilities (NaN, inf, outside [0, 1], not summing to 1)."""
+    import numpy as np
+
+    finite = np.isfinite(probabilities).all(axis=1)
+    in_range = ((probabilities >= 0) & (probabilities <= 1)).all(axis=1) & (np.abs(probabilities.sum(axis=1) - 1) < 1e-3)
+    return {positions[index]: ("model_output: the model's scores are not finite" if not finite[index] else
+                               "model_output: the model's scores are not probabilities (outside [0, 1] or not "
+                               "summing to 1); is its head softmax?")
+            for index in np.flatnonzero(~(finite & in_range))}
 
 
 def check_targets(targets: Targets, *, policy: AuditParams) -> tuple[list[int], dict[int, str], dict[int, str]]:
@@ -76,7 +134,8 @@ def _render(rows: list[dict], *, output_format: str) -> str:
     writer.writeheader()
     for row in rows:
         flat = dict(row)
-        flat["top_k"] = " ".join(f"{entry['class']}:{entry['probability']:.6f}" for entry in row["top_k"])
+        # JSON in the cell: class names may hold spaces, colons or commas ("golden retriever").
+        flat["top_k"] = json.dumps([[entry["class"], entry["probability"]] for entry in row["top_k"]]) if row["top_k"] else ""
         writer.writerow(flat)
     return buffer.getvalue()
 
@@ -108,15 +167,17 @@ def main(
         raise UsageError(f"no model at '{model_file}'; run `dvc repro` first, or pass --model FILE")
     class_names = _classes(params, classes)
     targets = collect_targets(paths, manifest=manifest, extensions=params.data.extensions)
-    accepted, refused, notes = check_targets(targets, policy=params.audit)
+    _check_output(output, targets)
+    if not targets.order:
+        raise UsageError(f"no image files found in {', '.join(paths)[:300]} (extensions {params.data.extensions}; "
+                         "hidden files are skipped); give image files or folders that hold them")
     from trainwell.training.model_files import load_model_file
     from trainwell.training.predict import predict_files
     from trainwell.training.predict import top_k as ranked
 
     model = load_model_file(model_file, trust=trust_model, compile=False)
-    if int(model.output_shape[-1]) != len(class_names):
-        raise UsageError(f"the model scores {model.output_shape[-1]} classes but {len(class_names)} class names were "
-                         f"given ({', '.join(class_names)[:200]}); pass --classes with one name per output, in label order")
+    _check_model(model, classes=class_names)
+    accepted, refused, notes = check_targets(targets, policy=params.audit)
     bar = progress_bar(total=len(accepted), description="predict")
     try:
         probabilities, failures = predict_files(
@@ -126,6 +187,7 @@ def main(
     finally:
         bar.close()
     refused.update({accepted[index]: reason for index, reason in failures.items()})
+    refused.update(_probability_rows(probabilities, accepted))
     ranking = ranked(probabilities, classes=class_names, k=top_k or params.predict.top_k)
     rows = _rows(targets, accepted=accepted, refused=refused, notes=notes, ranking=ranking)
     rendered = _render(rows, output_format=_format_for(output, output_format)).encode(**PATH_ENCODING)
@@ -141,13 +203,18 @@ def main(
 def _rows(targets: Targets, *, accepted: list[int], refused: dict[int, str], notes: dict[int, str],
           ranking: list[list[tuple[str, float]]]) -> list[dict]:
     """One row per input in the order given: refused ones (missing, special, failing a check) included."""
-    rows: list[dict[str, Any]] = [{"path": finding.path, "status": "refused", "class": "", "probability": "", "top_k": [],
-             "reason": f"{finding.kind}: {finding.detail}", "notes": ""} for finding in targets.refused]
+    rows: list[dict[str, Any]] = []
     ranked = dict(zip(accepted, ranking))
-    for position, name in enumerate(targets.names):
+    for listed, position in targets.order:
+        if not listed:
+            finding = targets.refused[position]
+            rows.append({"path": finding.path, "status": "refused", "class": "", "probability": "", "top_k": [],
+                         "reason": _printable(f"{finding.kind}: {finding.detail}"), "notes": ""})
+            continue
+        name = targets.names[position]
         if position in refused:
             rows.append({"path": name, "status": "refused", "class": "", "probability": "", "top_k": [],
-                         "reason": refused[position], "notes": ""})
+                         "reason": _printable(refused[position]), "notes": ""})
             continue
         top = ranked[position]
         rows.append({"path": name, "status": "ok", "class": top[0][0], "probability": round(top[0][1], 6),
@@ -164,11 +231,11 @@ def _summarise(rows: list[dict], *, targets: Targets, refused: dict[int, str], a
     where = f" to {output}" if output else ""
     # With the results on stdout, the summary goes to stderr so the CSV or JSON stays parseable.
     (say if output else warn)(f"predict: classified {classified} of {len(rows)} inputs{where}"
-        + (f"; {targets.ignored} files with other extensions ignored" if targets.ignored else ""))
+        + (f"; {targets.ignored} files skipped (hidden, or not an image extension)" if targets.ignored else ""))
     if refusals:
         warn(f"predict: refused {len(refusals)} ({', '.join(f'{kind} {count}' for kind, count in kinds.most_common())});"
              " see their rows' reason column")
         if not allow_failures:
             warn("predict: exit 1 because inputs were refused (--allow-failures exits 0 when some are classified)")
             return 1
-    return 0 if classified or not rows else 1
+    return 0 if classified else 1

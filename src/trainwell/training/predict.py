@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainwell import storage
-from trainwell.data.decode import DecodeError, prepare_image
+from trainwell.data.decode import DecodeError, max_file_bytes, prepare_image
 
 
 def prediction_dataset(
@@ -29,8 +29,10 @@ def prediction_dataset(
         index = int(position)
         location = locations[index]
         try:
-            return prepare_image(storage.read_bytes(location), suffix=os.path.splitext(location)[1],
-                                 size=image_size, max_pixels=max_pixels)
+            data = storage.read_regular_file(location, max_bytes=max_file_bytes(max_pixels))
+            return prepare_image(data, suffix=os.path.splitext(location)[1], size=image_size, max_pixels=max_pixels)
+        except storage.FileTooLarge as exc:
+            reason = f"too_large: {exc}"
         except OSError as exc:
             reason = f"unreadable: {exc.strerror or exc}"
         except DecodeError as exc:
@@ -47,7 +49,7 @@ def prediction_dataset(
 
     return (tf.data.Dataset.range(len(locations))
             .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size)
+            .batch(max(1, min(batch_size, len(locations))))  # .batch allocates its full size up front
             .prefetch(tf.data.AUTOTUNE))
 
 
