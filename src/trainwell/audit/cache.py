@@ -36,8 +36,13 @@ def _promised_format(path: str) -> str | None:
     return format_for_extension(os.path.splitext(path)[1])
 
 
+def content_digest(data: bytes) -> bytes:
+    """blake2b-128 of a file's bytes: the key under which its results are reused."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
 def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return content_digest(data).hex()
 
 
 # The stored columns, row i describing paths[i]. `content` and `pixel_hash` are blake2b-128
@@ -142,7 +147,7 @@ class AuditCache:
         for position in changed.tolist():
             try:
                 with open(os.path.join(root, paths[position]), "rb") as handle:
-                    digests[position] = bytes.fromhex(content_hash(handle.read()))
+                    digests[position] = content_digest(handle.read())
             except OSError:
                 continue
         if digests:

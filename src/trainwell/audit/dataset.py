@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.audit.cache import COLUMNS, SCORE_COLUMNS, AuditCache
-from trainwell.audit.checks import FileResult
+from trainwell.audit.cache import COLUMNS, AuditCache
+from trainwell.audit.checks import new_columns
 from trainwell.audit.near_duplicates import near_duplicate_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
-from trainwell.audit.workers import check_all
+from trainwell.audit.workers import CheckedBatch, check_all
 from trainwell.data.groups import groups_from_pairs
 from trainwell.data.listing import list_sources
 from trainwell.kinds import Finding, judge
@@ -36,25 +36,15 @@ class FileTable:
 
     @classmethod
     def empty(cls, files: list[tuple[str, str]]) -> FileTable:
-        count = len(files)
-        columns = {name: np.zeros((count, *empty.shape[1:]), dtype=empty.dtype) for name, empty in COLUMNS.items()}
-        for name in SCORE_COLUMNS:  # NaN, "no score": a file that never decodes is not a black one
-            columns[name][:] = np.nan
-        return cls(paths=[path for path, _ in files], labels=[label for _, label in files], columns=columns,
-                   findings={})
+        return cls(paths=[path for path, _ in files], labels=[label for _, label in files],
+                   columns=new_columns(len(files)), findings={})
 
-    def put(self, position: int, result: FileResult) -> None:
-        """Row `position` from a freshly checked file."""
-        if result.findings:
-            self.findings[result.path] = result.findings
-        if result.content_hash is not None:
-            self.columns["content"][position] = bytes.fromhex(result.content_hash)
-        if result.pixel_hash is not None:
-            self.columns["pixel_hash"][position] = bytes.fromhex(result.pixel_hash)
-            self.columns["perceptual_hash"][position] = result.perceptual_hash
-            self.columns["thumbnail"][position] = result.thumbnail
-        for name, value in (result.scores or {}).items():
-            self.columns[name][position] = value
+    def put(self, positions: np.ndarray, batch: CheckedBatch) -> None:
+        """Rows `positions` from a batch of freshly checked files, one array assignment per column."""
+        for name, column in batch.columns.items():
+            self.columns[name][positions] = column
+        for row, found in batch.findings.items():
+            self.findings[self.paths[positions[row]]] = found
 
     @property
     def decoded(self) -> np.ndarray:
@@ -175,10 +165,11 @@ def audit_dataset(
         table.columns[name][reused] = cache.columns[name][rows[reused]] if len(reused) else 0
     for position, found in cache.reused_findings(rows).items():
         table.findings[table.paths[position]] = found
-    todo = np.flatnonzero(rows < 0).tolist()
-    for position, result in zip(todo, check_all([listing.files[position] for position in todo], root=root,
-                                                 policy=policy)):
-        table.put(position, result)
+    todo = np.flatnonzero(rows < 0)
+    done = 0
+    for batch in check_all([listing.files[position] for position in todo.tolist()], root=root, policy=policy):
+        table.put(todo[done:done + len(batch)], batch)
+        done += len(batch)
 
     findings: list[Finding] = list(listing.issues)
     for path, found in table.findings.items():
