@@ -52,25 +52,42 @@ class FileTable:
         return self.columns["pixel_hash"] != b""
 
 
+# A finding names at most this many of its group's other members: a group of n copies would
+# otherwise write n x n names into the report (the whole group is in its duplicate_groups list).
+NAMED_OTHERS = 5
+
+
+def _others(paths: list[str], position: int) -> str:
+    """The group members other than paths[position], the first NAMED_OTHERS by name and a count of the rest."""
+    named = [other for index, other in enumerate(paths[:NAMED_OTHERS + 1]) if index != position][:NAMED_OTHERS]
+    rest = len(paths) - 1 - len(named)
+    return ", ".join(named) + (f" and {rest} more (the group is listed whole in the JSON report)" if rest else "")
+
+
 def _duplicate_findings(table: FileTable) -> tuple[list[Finding], list[list[str]]]:
     """Same pixels within a class are duplicates; same pixels under two classes is a label conflict.
 
     Also returns the groups of pixel-identical files, which `split` keeps in one split."""
     decoded = np.flatnonzero(table.decoded)
     _, inverse, counts = np.unique(table.columns["pixel_hash"][decoded], return_inverse=True, return_counts=True)
-    repeated = np.flatnonzero(counts > 1)
+    inverse = inverse.ravel()
+    # Members of every repeated hash at once: rows sorted by hash, cut where the hash changes
+    # (one pass, where a mask per group cost a pass over every file per group).
+    repeated_rows = np.flatnonzero(counts[inverse] > 1)
+    ordered = repeated_rows[np.argsort(inverse[repeated_rows], kind="stable")]
+    cuts = np.flatnonzero(np.diff(inverse[ordered])) + 1
     issues, path_groups = [], []
-    for group in repeated.tolist():
-        members = decoded[inverse.ravel() == group].tolist()
+    for group in np.split(decoded[ordered], cuts) if len(ordered) else []:
+        members = group.tolist()
         labels = sorted({table.labels[member] for member in members})
         paths = [table.paths[member] for member in members]
         path_groups.append(paths)
-        for path in paths:
-            others = ", ".join(other for other in paths if other != path)
+        for position, path in enumerate(paths):
             if len(labels) > 1:
-                issues.append(Finding(path, "label_conflict", f"same pixels appear under classes {labels}: {others}"))
+                issues.append(Finding(path, "label_conflict",
+                                      f"same pixels appear under classes {labels}: {_others(paths, position)}"))
             else:
-                issues.append(Finding(path, "exact_duplicate", f"same pixels as {others}"))
+                issues.append(Finding(path, "exact_duplicate", f"same pixels as {_others(paths, position)}"))
     return issues, sorted(path_groups)
 
 
@@ -113,10 +130,9 @@ def _near_duplicate_findings(
         group_paths = [table.paths[member] for member in members.tolist()]
         path_groups.append(group_paths)
         labels = sorted({table.labels[member] for member in members.tolist()})
-        for path in group_paths:
-            others = ", ".join(other for other in group_paths if other != path)
-            across = f" across classes {labels}" if len(labels) > 1 else ""
-            issues.append(Finding(path, "near_duplicate", f"looks like {others}{across}"))
+        across = f" across classes {labels}" if len(labels) > 1 else ""
+        for position, path in enumerate(group_paths):
+            issues.append(Finding(path, "near_duplicate", f"looks like {_others(group_paths, position)}{across}"))
     return issues, path_groups, pair_paths
 
 
@@ -157,8 +173,9 @@ def audit_dataset(
     table = FileTable.empty(listing.files)
     # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
     cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
-    stats = listing.stats if listing.stats is not None else [(-1, -1)] * len(listing.files)
-    sizes, mtimes = np.array(stats, dtype=np.int64).reshape(-1, 2).T
+    stats = np.frombuffer(listing.stats, dtype=np.int64) if listing.stats is not None and len(listing.stats) else \
+        np.full(2 * len(listing.files), -1, dtype=np.int64)
+    sizes, mtimes = stats.reshape(-1, 2).T
     rows, unchanged = cache.match(root=Path(root), paths=table.paths, sizes=sizes, mtimes=mtimes)
     reused = np.flatnonzero(rows >= 0)
     for name in COLUMNS:
