@@ -8,7 +8,7 @@ import numpy as np
 
 from trainwell.console import say
 from trainwell.errors import DataError
-from trainwell.outputs import write_json, write_rows, write_text_atomically
+from trainwell.outputs import write_json, write_rows, write_table, write_text_atomically
 from trainwell.params import load_params
 from trainwell.training.evaluation import calibration, classification_metrics, top_k_accuracy
 
@@ -52,10 +52,9 @@ def main(*, params_file: str = "params.yaml") -> int:
         image=test_input.image, labels=test.labels, probabilities=probabilities, paths=test.paths,
         classes=test.classes, metrics=metrics))
     # One row per test image: the table DVC's confusion template draws from.
-    write_rows(report_dir / PREDICTIONS_FILE, [
-        {"path": path, "actual": test.classes[label], "predicted": test.classes[prediction]}
-        for path, label, prediction in zip(test.paths, test.labels, predictions)
-    ], fields=["path", "actual", "predicted"])
+    write_table(report_dir / PREDICTIONS_FILE, ["path", "actual", "predicted"], (
+        (path, test.classes[label], test.classes[prediction])
+        for path, label, prediction in zip(test.paths, test.labels.tolist(), predictions.tolist())))
     say(
         f"evaluate: accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} test images; "
         f"expected calibration error {metrics['expected_calibration_error']:.4f}"
