@@ -46,15 +46,16 @@ def _promised_format(path: str) -> str | None:
 
 
 def content_digest(data: bytes) -> bytes:
-    """blake2b-128 of a file's bytes: the key under which its results are reused."""
-    return hashlib.blake2b(data, digest_size=16).digest()
+    """The first 128 bits of the SHA-256 of a file's bytes: the key under which its results are
+    reused (SHA-256 rather than blake2b: CPUs with SHA instructions hash it twice as fast)."""
+    return hashlib.sha256(data).digest()[:16]
 
 
 def content_hash(data: bytes) -> str:
     return content_digest(data).hex()
 
 
-# The stored columns, row i describing paths[i]. `content` and `pixel_hash` are blake2b-128
+# The stored columns, row i describing paths[i]. `content` and `pixel_hash` are 128-bit SHA-256
 # digests (pixel_hash empty for a file that did not decode); perceptual_hash is 8 packed bytes and
 # thumbnail an 8x8 RGB box filter (see similarity.py). The float columns are the raw image-property
 # scores (checks.property_scores), NaN for a file that has none (not decoded, or one flat colour):

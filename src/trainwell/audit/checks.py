@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from trainwell import storage
 from trainwell.audit.cache import COLUMNS, SCORE_COLUMNS, content_digest
@@ -77,15 +80,18 @@ _LEVELS = np.arange(256)
 
 def _scores(grey: np.ndarray) -> tuple[float, float, float, float]:
     """(brightest, darkest, sharpness, entropy): see property_scores."""
+    # Array methods, not numpy's module functions: these run once per file, and the functions'
+    # Python wrappers cost about a microsecond each.
+    size = grey.size
     histogram = np.bincount(grey.ravel(), minlength=256)
-    cumulative = np.cumsum(histogram)
     # The first grey level at which 1% (99%) of the pixels are reached.
-    darkest, brightest = np.searchsorted(cumulative, (0.01 * grey.size, 0.99 * grey.size)).tolist()
+    darkest, brightest = histogram.cumsum().searchsorted((0.01 * size, 0.99 * size)).tolist()
     # Entropy from the counts: sum(c log2 c) over the occupied levels, then log2(n) - that / n.
-    counts = histogram[histogram > 0]
-    entropy = math.log2(grey.size) - float(np.dot(counts, np.log2(counts))) / grey.size
-    # cv2 reductions: a tenth of numpy's per-call overhead on 75x75 images.
-    sharpness = float(cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))[1][0, 0]) ** 2
+    counts = histogram[histogram.nonzero()]
+    entropy = math.log2(size) - float(counts.dot(np.log2(counts))) / size
+    # cv2 reductions: a tenth of numpy's per-call overhead on 75x75 images. The Laplacian of 8-bit
+    # values fits int16 exactly (at most 4 x 255), a third faster than float32, same result.
+    sharpness = float(cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_16S))[1][0, 0]) ** 2
     return float(brightest), float(darkest), sharpness, max(0.0, entropy)
 
 
@@ -100,10 +106,10 @@ def property_scores(grey: np.ndarray) -> dict[str, float]:
 
 
 def pixel_digest(image: np.ndarray) -> bytes:
-    """blake2b-128 of the decoded pixels and their shape: equal for files that decode alike."""
-    digest = hashlib.blake2b(str(image.shape).encode(), digest_size=16)
+    """128 bits of the SHA-256 of the decoded pixels and their shape: equal for files that decode alike."""
+    digest = hashlib.sha256(str(image.shape).encode())
     digest.update(np.ascontiguousarray(image).data)
-    return digest.digest()
+    return digest.digest()[:16]
 
 
 def check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, path: str,
@@ -124,7 +130,11 @@ def check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, pa
 def _check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, path: str,
                 policy: AuditParams) -> Findings:
     try:
-        data = storage.read_bytes(storage.join(root, path) if storage.is_remote(root) else os.path.join(root, path))
+        if storage.is_remote(root):
+            data = storage.read_bytes(storage.join(root, path))
+        else:  # unbuffered: one read sized by fstat, without a buffer object around it
+            with open(os.path.join(root, path), "rb", buffering=0) as handle:
+                data = handle.readall()
     except OSError as exc:
         return [("unreadable", f"could not read the file: {exc.strerror or exc}")]
     columns["content"][row] = content_digest(data)
@@ -144,6 +154,22 @@ def _check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, p
     columns["perceptual_hash"][row] = perceptual_hash(grey)
     columns["thumbnail"][row] = tiny_thumbnail(image)
     return findings
+
+
+@functools.cache
+def warm_up() -> None:
+    """Run once per process before forking checkers: Pillow's plugins for the common formats and
+    the first calls into OpenCV and numpy load and set up code that every forked child would
+    otherwise load again for itself (~25 ms per child, half a re-audit of a handful of files)."""
+    Image.preinit()
+    pixels = np.zeros((16, 16, 3), dtype=np.uint8)
+    pixels[::2] = 255
+    for fmt in ("PNG", "JPEG"):
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, format=fmt)
+        image = decode_image(encoded.getvalue(), max_pixels=1024).image
+        grey = grey_of(image)
+        _scores(grey), pixel_digest(image), perceptual_hash(grey), tiny_thumbnail(image)
 
 
 def check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) -> FileResult:
