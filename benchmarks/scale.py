@@ -305,7 +305,7 @@ def main() -> None:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     smallest, largest = sizes[0], sizes[-1]
-    print(f"\n{'stage':<18}" + "".join(f"{f'{count:,} s/1k':>14}{'peak MiB':>10}" for count in sizes)
+    print(f"\n{'stage':<18}" + "".join(f"{f'{count:,} s/1k':>16}{'peak MiB':>10}" for count in sizes)
           + f"{'growth':>8}{'bytes/file':>12}")
     summary = {}
     for stage in args.stages:
@@ -313,7 +313,7 @@ def main() -> None:
         peaks = [table[count][stage]["peak_mib"] for count in sizes]
         growth = costs[-1] / costs[0]
         per_file = (peaks[-1] - peaks[0]) * 2**20 / (largest - smallest) if largest > smallest else 0.0
-        cells = "".join(f"{cost:>14.3f}{peak:>10.0f}" for cost, peak in zip(costs, peaks))
+        cells = "".join(f"{cost:>16.3f}{peak:>10.0f}" for cost, peak in zip(costs, peaks))
         verdict = "" if len(sizes) < 2 else (" PASS" if growth <= GROWTH_BAR else " FAIL")
         print(f"{stage:<18}{cells}{growth:>7.2f}x{per_file:>12.0f}{verdict}")
         summary[stage] = {"seconds_per_1k": dict(zip(sizes, [round(cost, 4) for cost in costs])),
