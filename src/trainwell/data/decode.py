@@ -215,10 +215,10 @@ def _decode_pillow(data: bytes, *, fmt: str, max_pixels: int) -> Decoded:
         array = np.asarray(image, dtype=np.int32)
         return Decoded(image=_to_rgb_uint8(array, notes), format=fmt, notes=notes)
     if image.mode == "RGB":  # the bytes as numpy would copy them, without the array-interface detour
-        array = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(height, width, 3)
+        pixels: np.ndarray = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(height, width, 3)
     else:
-        array = np.asarray(image)
-    return Decoded(image=_to_rgb_uint8(array, notes), format=fmt, notes=notes)
+        pixels = np.asarray(image)
+    return Decoded(image=_to_rgb_uint8(pixels, notes), format=fmt, notes=notes)
 
 
 def _tensorflow_io_tiff(data: bytes, *, samples: int = 4) -> np.ndarray:
