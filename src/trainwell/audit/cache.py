@@ -35,8 +35,9 @@ def fingerprint(policy: AuditParams) -> str:
 
 
 def _digest(body: str, records: np.ndarray) -> str:
-    """What cache.json's digest covers: its text up to the digest, and the records (~0.3 s at 1M files)."""
-    digest = hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16)
+    """What cache.json's digest covers: its text up to the digest, and the records (SHA-256, the
+    fastest hashlib digest on CPUs with SHA instructions: ~0.2 s at 1M files)."""
+    digest = hashlib.sha256(body.encode("utf-8", "surrogatepass"))
     digest.update(np.ascontiguousarray(records).data)
     return digest.hexdigest()
 
