@@ -167,8 +167,13 @@ class AuditCache:
             except OSError:
                 continue
         if digests:
-            # Rows holding any of these bytes, found with one vectorised search (not a dict of every row).
-            candidates = np.flatnonzero(np.isin(self.columns["content"], list(digests.values())))
+            # Rows holding any of these bytes, found with one vectorised search (not a dict of every
+            # row), on the digests' first 8 bytes as integers: sorting a million 16-byte strings
+            # took ~0.5 s. The exact digest is compared below, so a shared prefix costs nothing.
+            stored_prefixes = np.ascontiguousarray(self.columns["content"]).view(np.uint64)[::2]
+            wanted = np.frombuffer(b"".join(digest.ljust(16, b"\0") for digest in digests.values()),
+                                   dtype=np.uint64)[::2]
+            candidates = np.flatnonzero(np.isin(stored_prefixes, wanted))
             by_content: dict[bytes, list[int]] = {}
             for row in candidates.tolist():
                 by_content.setdefault(bytes(self.columns["content"][row]), []).append(row)
