@@ -310,3 +310,14 @@ def test_manifest_edge_cases(predict_project, tmp_path, content, expected):
     assert result.returncode == expected, result.stderr
     if expected == 0:
         assert [row["path"] for row in rows_of(result.stdout)] == [" a.png"]
+
+
+def test_a_sparse_multi_gigabyte_file_is_refused_unread(predict_project, tmp_path):
+    """Its size alone exceeds any image within audit.max_pixels: the audit's check refuses it before reading."""
+    huge = faults.write(tmp_path / "huge.png", b"\x89PNG\r\n\x1a\n")
+    with huge.open("r+b") as handle:
+        handle.truncate(3 * 2**30)  # sparse: no disk used, 3 GiB to read
+    result = run(["trainwell", "predict", str(huge), "--format", "json"], predict_project, check=False)
+    assert result.returncode == 1
+    (row,) = json.loads(result.stdout)
+    assert row["reason"].startswith("too_large") and "not read" in row["reason"]

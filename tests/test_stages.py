@@ -16,7 +16,7 @@ from trainwell.audit import checks as audit_checks
 from trainwell.audit import dataset as audit_data
 from trainwell.data import cache as data_cache
 from trainwell.data import demo
-from trainwell.data.splits import SPLITS
+from trainwell.data.splits import SPLITS, group_units
 from trainwell.outputs import read_rows
 from trainwell.params import DemoParams, load_params
 from trainwell.stages import audit, build, split
@@ -344,7 +344,7 @@ def test_split_keeps_duplicate_and_near_duplicate_groups_in_one_split(demo_copy,
 def test_group_units_merge_transitively_and_ignore_quarantined():
     files = [("a", "x"), ("b", "x"), ("c", "y"), ("d", "y"), ("e", "y")]
     # q is quarantined: it links nothing. b-c and c-e chain into one unit across classes.
-    units = split.group_units(files, [["a", "q"], ["q", "b"], ["b", "c"], ["e", "c"]])
+    units = group_units(files, [["a", "q"], ["q", "b"], ["b", "c"], ["e", "c"]])
     assert units == [[("a", "x")], [("b", "x"), ("c", "y"), ("e", "y")], [("d", "y")]]
 
 

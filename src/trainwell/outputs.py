@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from trainwell import storage
@@ -133,10 +134,39 @@ def replace_generated_dir(staging: Path, final: Path, *, marker: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_rows(path: str | Path, rows: list[dict], *, fields: list[str] | None = None) -> None:
-    """A CSV with a header row (`fields`, else the first row's keys), creating parent folders."""
+def write_table(path: str | Path, header: list[str], rows: Iterable[Sequence[str]]) -> None:
+    """A CSV with a header row from plain tuples, written whole or not at all (write_rows without
+    a dict per row: a million split rows as dicts took 250 MB)."""
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=fields or (list(rows[0]) if rows else ["empty"]))
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_bytes_atomically(path, buffer.getvalue().encode(**PATH_ENCODING))
+
+
+def read_table(path: str | Path, columns: list[str]) -> list[tuple[str, ...]]:
+    """The named columns of a CSV written by write_table or write_rows, as tuples in that order;
+    a file without them is an error naming it (someone else's file, or an older format)."""
+    with Path(path).open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        missing = [name for name in columns if name not in header]
+        if missing:
+            raise DataError(f"'{path}' has no column(s) {missing}; it was not written by this trainwell. "
+                            "Re-run the stage that writes it (dvc repro)")
+        positions = [header.index(name) for name in columns]
+        if positions == list(range(len(header))):
+            return [tuple(row) for row in reader]
+        return [tuple(row[position] for position in positions) for row in reader]
+
+
+def write_rows(path: str | Path, rows: Iterable[dict], *, fields: list[str] | None = None) -> None:
+    """A CSV with a header row (`fields`, else the first row's keys), creating parent folders."""
+    if fields is None:
+        rows = list(rows)
+        fields = list(rows[0]) if rows else ["empty"]
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     write_bytes_atomically(path, buffer.getvalue().encode(**PATH_ENCODING))

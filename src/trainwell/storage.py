@@ -78,10 +78,17 @@ def read_regular_file(path: str | Path, *, max_bytes: int) -> bytes:
         if status.st_size > max_bytes:
             raise FileTooLarge(f"{status.st_size} bytes, more than the {max_bytes} an image within audit.max_pixels "
                                "can take; not read")
-        with os.fdopen(descriptor, "rb", closefd=True) as handle:
+        with os.fdopen(descriptor, "rb", buffering=0, closefd=True) as handle:
             descriptor = -1
-            data = handle.read(max_bytes + 1)
-        if len(data) > max_bytes:  # grew after the fstat
+            # One read sized by fstat (unbuffered: no copy through a buffer object); more only if the
+            # file grew since, and never past max_bytes.
+            data = handle.read(status.st_size + 1) or b""
+            while len(data) > status.st_size and len(data) <= max_bytes:
+                more = handle.read(min(1 << 20, max_bytes + 1 - len(data)))
+                if not more:
+                    break
+                data += more
+        if len(data) > max_bytes:
             raise FileTooLarge(f"more than {max_bytes} bytes; not read")
         return data
     finally:

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.audit.cache import COLUMNS, SCORE_COLUMNS, AuditCache
-from trainwell.audit.checks import FileResult
+from trainwell.audit.cache import COLUMNS, AuditCache
+from trainwell.audit.checks import new_columns
 from trainwell.audit.near_duplicates import near_duplicate_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
-from trainwell.audit.workers import check_all
+from trainwell.audit.workers import CheckedBatch, check_all
 from trainwell.data.groups import groups_from_pairs
 from trainwell.data.listing import list_sources
 from trainwell.kinds import Finding, judge
@@ -36,25 +36,15 @@ class FileTable:
 
     @classmethod
     def empty(cls, files: list[tuple[str, str]]) -> FileTable:
-        count = len(files)
-        columns = {name: np.zeros((count, *empty.shape[1:]), dtype=empty.dtype) for name, empty in COLUMNS.items()}
-        for name in SCORE_COLUMNS:  # NaN, "no score": a file that never decodes is not a black one
-            columns[name][:] = np.nan
-        return cls(paths=[path for path, _ in files], labels=[label for _, label in files], columns=columns,
-                   findings={})
+        return cls(paths=[path for path, _ in files], labels=[label for _, label in files],
+                   columns=new_columns(len(files)), findings={})
 
-    def put(self, position: int, result: FileResult) -> None:
-        """Row `position` from a freshly checked file."""
-        if result.findings:
-            self.findings[result.path] = result.findings
-        if result.content_hash is not None:
-            self.columns["content"][position] = bytes.fromhex(result.content_hash)
-        if result.pixel_hash is not None:
-            self.columns["pixel_hash"][position] = bytes.fromhex(result.pixel_hash)
-            self.columns["perceptual_hash"][position] = result.perceptual_hash
-            self.columns["thumbnail"][position] = result.thumbnail
-        for name, value in (result.scores or {}).items():
-            self.columns[name][position] = value
+    def put(self, positions: np.ndarray, batch: CheckedBatch) -> None:
+        """Rows `positions` from a batch of freshly checked files, one array assignment per column."""
+        for name, column in batch.columns.items():
+            self.columns[name][positions] = column
+        for row, found in batch.findings.items():
+            self.findings[self.paths[positions[row]]] = found
 
     @property
     def decoded(self) -> np.ndarray:
@@ -62,25 +52,48 @@ class FileTable:
         return self.columns["pixel_hash"] != b""
 
 
+# A finding names at most this many of its group's other members: a group of n copies would
+# otherwise write n x n names into the report (the whole group is in its duplicate_groups list).
+NAMED_OTHERS = 5
+
+
+def _others(paths: list[str], position: int) -> str:
+    """The group members other than paths[position], the first NAMED_OTHERS by name and a count of the rest."""
+    named = [other for index, other in enumerate(paths[:NAMED_OTHERS + 1]) if index != position][:NAMED_OTHERS]
+    rest = len(paths) - 1 - len(named)
+    return ", ".join(named) + (f" and {rest} more (the group is listed whole in the JSON report)" if rest else "")
+
+
 def _duplicate_findings(table: FileTable) -> tuple[list[Finding], list[list[str]]]:
     """Same pixels within a class are duplicates; same pixels under two classes is a label conflict.
 
     Also returns the groups of pixel-identical files, which `split` keeps in one split."""
     decoded = np.flatnonzero(table.decoded)
-    _, inverse, counts = np.unique(table.columns["pixel_hash"][decoded], return_inverse=True, return_counts=True)
-    repeated = np.flatnonzero(counts > 1)
+    hashes = np.ascontiguousarray(table.columns["pixel_hash"][decoded])
+    # Only rows whose hash's first 8 bytes recur can repeat it: found by sorting integers (a
+    # million 16-byte strings took ~0.5 s to sort), then the few candidates compared whole.
+    _, prefix_of_row, prefix_counts = np.unique(hashes.view(np.uint64)[::2], return_inverse=True,
+                                                return_counts=True)
+    candidates = decoded[prefix_counts[prefix_of_row.ravel()] > 1]
+    _, inverse, counts = np.unique(table.columns["pixel_hash"][candidates], return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    # Members of every repeated hash at once: rows sorted by hash, cut where the hash changes
+    # (one pass, where a mask per group cost a pass over every file per group).
+    repeated_rows = np.flatnonzero(counts[inverse] > 1)
+    ordered = repeated_rows[np.argsort(inverse[repeated_rows], kind="stable")]
+    cuts = np.flatnonzero(np.diff(inverse[ordered])) + 1
     issues, path_groups = [], []
-    for group in repeated.tolist():
-        members = decoded[inverse.ravel() == group].tolist()
+    for group in np.split(candidates[ordered], cuts) if len(ordered) else []:
+        members = group.tolist()
         labels = sorted({table.labels[member] for member in members})
         paths = [table.paths[member] for member in members]
         path_groups.append(paths)
-        for path in paths:
-            others = ", ".join(other for other in paths if other != path)
+        for position, path in enumerate(paths):
             if len(labels) > 1:
-                issues.append(Finding(path, "label_conflict", f"same pixels appear under classes {labels}: {others}"))
+                issues.append(Finding(path, "label_conflict",
+                                      f"same pixels appear under classes {labels}: {_others(paths, position)}"))
             else:
-                issues.append(Finding(path, "exact_duplicate", f"same pixels as {others}"))
+                issues.append(Finding(path, "exact_duplicate", f"same pixels as {_others(paths, position)}"))
     return issues, sorted(path_groups)
 
 
@@ -123,10 +136,9 @@ def _near_duplicate_findings(
         group_paths = [table.paths[member] for member in members.tolist()]
         path_groups.append(group_paths)
         labels = sorted({table.labels[member] for member in members.tolist()})
-        for path in group_paths:
-            others = ", ".join(other for other in group_paths if other != path)
-            across = f" across classes {labels}" if len(labels) > 1 else ""
-            issues.append(Finding(path, "near_duplicate", f"looks like {others}{across}"))
+        across = f" across classes {labels}" if len(labels) > 1 else ""
+        for position, path in enumerate(group_paths):
+            issues.append(Finding(path, "near_duplicate", f"looks like {_others(group_paths, position)}{across}"))
     return issues, path_groups, pair_paths
 
 
@@ -167,18 +179,20 @@ def audit_dataset(
     table = FileTable.empty(listing.files)
     # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
     cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
-    stats = listing.stats if listing.stats is not None else [(-1, -1)] * len(listing.files)
-    sizes, mtimes = np.array(stats, dtype=np.int64).reshape(-1, 2).T
+    stats = np.frombuffer(listing.stats, dtype=np.int64) if listing.stats is not None and len(listing.stats) else \
+        np.full(2 * len(listing.files), -1, dtype=np.int64)
+    sizes, mtimes = stats.reshape(-1, 2).T
     rows, unchanged = cache.match(root=Path(root), paths=table.paths, sizes=sizes, mtimes=mtimes)
     reused = np.flatnonzero(rows >= 0)
     for name in COLUMNS:
         table.columns[name][reused] = cache.columns[name][rows[reused]] if len(reused) else 0
     for position, found in cache.reused_findings(rows).items():
         table.findings[table.paths[position]] = found
-    todo = np.flatnonzero(rows < 0).tolist()
-    for position, result in zip(todo, check_all([listing.files[position] for position in todo], root=root,
-                                                 policy=policy)):
-        table.put(position, result)
+    todo = np.flatnonzero(rows < 0)
+    done = 0
+    for batch in check_all([listing.files[position] for position in todo.tolist()], root=root, policy=policy):
+        table.put(todo[done:done + len(batch)], batch)
+        done += len(batch)
 
     findings: list[Finding] = list(listing.issues)
     for path, found in table.findings.items():

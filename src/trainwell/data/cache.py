@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.data.decode import DecodeError, prepare_image
+from trainwell.data.decode import DecodeError, max_file_bytes, prepare_image
 from trainwell.data.splits import CLASSES_FILE, SPLITS, read_split_csv
 from trainwell.errors import DataError
 from trainwell.outputs import clear_generated_dir_check, replace_generated_dir, staging_dir, write_json
@@ -32,8 +32,10 @@ CACHE_FORMAT = 2
 def _decode_one(root: Path | str, path: str, size: int, max_pixels: int) -> np.ndarray | str:
     """The resized image, or the reason it could not be decoded (never raises for a bad file)."""
     try:
-        return prepare_image(storage.read_bytes(storage.join(root, path)), suffix=os.path.splitext(path)[1],
-                             size=size, max_pixels=max_pixels)
+        data = storage.read_regular_file(storage.join(root, path), max_bytes=max_file_bytes(max_pixels))
+        return prepare_image(data, suffix=os.path.splitext(path)[1], size=size, max_pixels=max_pixels)
+    except storage.FileTooLarge as exc:
+        return f"too_large: {exc}"
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
     except DecodeError as exc:

@@ -96,6 +96,8 @@ def _finite_or_raise(array: np.ndarray) -> None:
 
 def _to_rgb_uint8(array: np.ndarray, notes: list[tuple[str, str]]) -> np.ndarray:
     """Bring a decoded array to (H, W, 3) uint8, recording every conversion made."""
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3 and 0 not in array.shape:
+        return np.ascontiguousarray(array)  # already RGB uint8, as most files are: nothing to convert
     # Only numbers are pixels: dates, strings, bytes, records and complex values are not.
     if array.dtype.kind not in "biuf":
         raise DecodeError("not_an_image", f"values of type {array.dtype} are not pixel data")
@@ -218,8 +220,11 @@ def _decode_pillow(data: bytes, *, fmt: str, max_pixels: int) -> Decoded:
     elif mode == "I":
         array = np.asarray(image, dtype=np.int32)
         return Decoded(image=_to_rgb_uint8(array, notes), format=fmt, notes=notes)
-    array = np.asarray(image)
-    return Decoded(image=_to_rgb_uint8(array, notes), format=fmt, notes=notes)
+    if image.mode == "RGB":  # the bytes as numpy would copy them, without the array-interface detour
+        pixels: np.ndarray = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(height, width, 3)
+    else:
+        pixels = np.asarray(image)
+    return Decoded(image=_to_rgb_uint8(pixels, notes), format=fmt, notes=notes)
 
 
 def _tensorflow_io_tiff(data: bytes, *, samples: int = 4) -> np.ndarray:

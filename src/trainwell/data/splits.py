@@ -4,17 +4,38 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from trainwell.data.groups import groups_from_pairs
 from trainwell.errors import DataError
-from trainwell.outputs import read_rows, write_rows
+from trainwell.outputs import read_table, write_table
 
 SPLITS = ("train", "val", "test")
 CLASSES_FILE = "classes.json"
 COUNTS_FILE = "counts.json"  # images per split and class, beside the split lists
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}  # what a person reads (metrics, pages)
+
+
+def _units(files: list[tuple[str, str]], groups: list[list[str]]) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """(files sorted, and for each sorted file the position of its unit's first file).
+
+    Only the paths named in a group get a dictionary entry, so a million files with a few
+    thousand groups cost one sort and two arrays, not a Python object per file."""
+    ordered = sorted(files)
+    named = {path for group in groups for path in group}
+    position = {path: index for index, (path, _) in enumerate(ordered) if path in named} if named else {}
+    pairs = []
+    for group in groups:
+        present = [position[path] for path in group if path in position]
+        pairs += [(present[0], other) for other in present[1:]]
+    first = np.arange(len(ordered), dtype=np.int64)
+    grouped = groups_from_pairs(len(ordered), np.asarray(pairs, dtype=np.int64))
+    if grouped:
+        members = np.concatenate([np.asarray(group, dtype=np.int64) for group in grouped])
+        first[members] = np.repeat([group[0] for group in grouped], [len(group) for group in grouped])
+    return ordered, first
 
 
 def group_units(files: list[tuple[str, str]], groups: list[list[str]]) -> list[list[tuple[str, str]]]:
@@ -23,17 +44,11 @@ def group_units(files: list[tuple[str, str]], groups: list[list[str]]) -> list[l
     Groups are merged transitively; members that are not among `files` (quarantined) are ignored.
     Every unit is sorted, and units are ordered by their first file.
     """
-    ordered = sorted(files)
-    position = {path: index for index, (path, _) in enumerate(ordered)}
-    pairs = []
-    for group in groups:
-        present = [position[path] for path in group if path in position]
-        pairs += [(present[0], other) for other in present[1:]]
-    grouped = groups_from_pairs(len(ordered), np.asarray(pairs, dtype=np.int64))
-    in_group = {index for group in grouped for index in group}
-    units = [[ordered[index] for index in group] for group in grouped]
-    units += [[row] for index, row in enumerate(ordered) if index not in in_group]
-    return sorted(units)
+    ordered, first = _units(files, groups)
+    units: dict[int, list[tuple[str, str]]] = {}
+    for index, unit in enumerate(first.tolist()):
+        units.setdefault(unit, []).append(ordered[index])
+    return [units[unit] for unit in sorted(units)]
 
 
 def stratified_split(
@@ -51,23 +66,52 @@ def stratified_split(
     the class of its first file. Each class is shuffled with its own generator seeded by
     (seed, class name), so adding a class does not reshuffle the others.
     """
-    by_class: dict[str, list[list[tuple[str, str]]]] = {}
-    for unit in group_units(files, groups or []):
-        by_class.setdefault(unit[0][1], []).append(unit)
-    splits: dict[str, list[tuple[str, str]]] = {name: [] for name in SPLITS}
-    for label, units in sorted(by_class.items()):
-        class_seed = [seed, *label.encode()]
-        order = np.random.default_rng(class_seed).permutation(len(units))
-        count = sum(len(unit) for unit in units)
-        targets = {"test": round(count * test_fraction), "val": round(count * val_fraction)}
-        filled = {"test": 0, "val": 0}
-        for position in order:
-            unit = units[position]
-            name = next((name for name in ("test", "val") if filled[name] < targets[name]), "train")
-            if name != "train":
-                filled[name] += len(unit)
-            splits[name].extend(unit)
-    return {name: sorted(items) for name, items in splits.items()}
+    return plan_split(files=files, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                      groups=groups)[0]
+
+
+def plan_split(
+    *,
+    files: list[tuple[str, str]],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    groups: list[list[str]] | None = None,
+) -> tuple[dict[str, list[tuple[str, str]]], int]:
+    """stratified_split's splits, and how many units of two or more files were kept together.
+
+    Per class, in the seeded order of its units, units fill test until it holds its share, then
+    val, and the rest train: a unit goes to test when the files before it in that order are fewer
+    than test's target, which numpy answers for every unit at once with one cumulative sum.
+    """
+    ordered, first = _units(files, groups or [])
+    count = len(ordered)
+    unit_starts = np.flatnonzero(first == np.arange(count))  # each unit's first file, ascending
+    unit_of_file = np.searchsorted(unit_starts, first)
+    unit_sizes = np.bincount(unit_of_file, minlength=len(unit_starts))
+    classes = sorted({label for _, label in ordered})
+    code = {label: index for index, label in enumerate(classes)}
+    unit_class = np.fromiter((code[ordered[start][1]] for start in unit_starts.tolist()), dtype=np.int64,
+                             count=len(unit_starts))
+    # Units of each class in ascending order of their first file: one stable sort, cut by class.
+    by_class = np.argsort(unit_class, kind="stable")
+    bounds = np.searchsorted(unit_class[by_class], np.arange(len(classes) + 1))
+    split_of_unit = np.zeros(len(unit_starts), dtype=np.int8)  # 0 train, 1 val, 2 test
+    for index, label in enumerate(classes):
+        units = by_class[bounds[index]:bounds[index + 1]]
+        order = np.random.default_rng([seed, *label.encode()]).permutation(len(units))
+        sizes = unit_sizes[units[order]]
+        total = int(sizes.sum())
+        targets = {"test": round(total * test_fraction), "val": round(total * val_fraction)}
+        before = np.cumsum(sizes) - sizes  # files placed before each unit, in the seeded order
+        test = before < targets["test"]
+        val = ~test & (before - int(sizes[test].sum()) < targets["val"])
+        split_of_unit[units[order[test]]] = 2
+        split_of_unit[units[order[val]]] = 1
+    split_of_file = split_of_unit[unit_of_file]
+    splits = {name: [ordered[index] for index in np.flatnonzero(split_of_file == code).tolist()]
+              for code, name in ((0, "train"), (1, "val"), (2, "test"))}
+    return {name: splits[name] for name in SPLITS}, int((unit_sizes > 1).sum())
 
 
 def check_trainable(splits: dict[str, list[tuple[str, str]]], *, classes: list[str]) -> None:
@@ -102,11 +146,11 @@ def split_receipt(splits: dict[str, list[tuple[str, str]]], *, classes: list[str
 
 
 def write_split_csv(path: str | Path, rows: list[tuple[str, str]]) -> None:
-    write_rows(path, [{"path": file, "label": label} for file, label in rows], fields=["path", "label"])
+    write_table(path, ["path", "label"], rows)
 
 
 def read_split_csv(path: str | Path) -> list[tuple[str, str]]:
     """Rows of a split CSV written by the split stage."""
     if not Path(path).exists():
         raise DataError(f"split file '{path}' is missing; run `dvc repro split` first")
-    return [(row["path"], row["label"]) for row in read_rows(path, columns=["path", "label"])]
+    return cast(list[tuple[str, str]], read_table(path, ["path", "label"]))

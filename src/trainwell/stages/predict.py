@@ -114,13 +114,15 @@ def check_targets(targets: Targets, *, policy: AuditParams) -> tuple[list[int], 
     for root, positions in by_root.items():
         items = [(targets.locations[position][len(root):].lstrip("/") if root else targets.locations[position], "")
                  for position in positions]
-        for position, result in zip(positions, check_all(items, root=root, policy=policy)):
-            blocking = [(kind, text) for kind, text in result.findings if kind in refuse_on]
+        findings = [found for batch in check_all(items, root=root, policy=policy)
+                    for found in (batch.findings.get(row, []) for row in range(len(batch)))]
+        for position, found in zip(positions, findings):
+            blocking = [(kind, text) for kind, text in found if kind in refuse_on]
             if blocking:
                 refused[position] = "; ".join(f"{kind}: {text}" for kind, text in blocking)
                 continue
             accepted.append(position)
-            warned = [kind for kind, _ in result.findings if DEFAULT_SEVERITY.get(kind, "warning") == "warning"]
+            warned = [kind for kind, _ in found if DEFAULT_SEVERITY.get(kind, "warning") == "warning"]
             if warned:
                 notes[position] = ",".join(warned)
     return sorted(accepted), refused, notes

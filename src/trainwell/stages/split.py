@@ -13,9 +13,8 @@ from trainwell.data.splits import (
     SPLIT_NAMES,
     SPLITS,
     check_trainable,
-    group_units,
+    plan_split,
     split_receipt,
-    stratified_split,
     write_split_csv,
 )
 from trainwell.errors import DataError
@@ -39,8 +38,8 @@ def main(*, params_file: str = "params.yaml") -> int:
     quarantined = {row["path"] for row in read_rows(paths.quarantine, columns=["path"])}
     usable = [(path, label) for path, label in listing.files if path not in quarantined]
     groups = read_groups(paths.audit_report)
-    splits = stratified_split(files=usable, val_fraction=params.split.val_fraction,
-                              test_fraction=params.split.test_fraction, seed=params.split.seed, groups=groups)
+    splits, kept_together = plan_split(files=usable, val_fraction=params.split.val_fraction,
+                                       test_fraction=params.split.test_fraction, seed=params.split.seed, groups=groups)
     # An empty or one-class split would only surface later as a confusing TensorFlow error.
     if not splits["train"]:
         raise DataError(f"no usable images left for training in '{data.dir}' after the audit's quarantine")
@@ -50,7 +49,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     # The class order fixes label indices for build, train and evaluate alike.
     write_json(Path(paths.splits_dir) / CLASSES_FILE, listing.classes)
     receipt = split_receipt(splits, classes=listing.classes, excluded=len(listing.files) - len(usable))
-    receipt["groups_kept_together"] = sum(1 for unit in group_units(usable, groups) if len(unit) > 1)
+    receipt["groups_kept_together"] = kept_together
     write_json(Path(paths.splits_dir) / COUNTS_FILE, receipt)
     # The metric is a few numbers (one row of `dvc exp show`); the counts per class are in counts.json.
     write_json(paths.split_metrics, {**{SPLIT_NAMES[name]: receipt[name]["total"] for name in SPLITS},
