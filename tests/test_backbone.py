@@ -234,7 +234,7 @@ def test_frozen_then_fine_tuned_and_resumed_across_the_boundary(demo_copy, workd
     fresh_weights = keras.models.load_model(workdir / paths["model"]).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(resumed_model.get_weights(), fresh_weights))
     # One curve across both fits: epochs 1 and 2 at steps 0 and 1.
-    curve = (workdir / paths["train_log_dir"] / "plots" / "metrics" / "eval" / "accuracy.tsv").read_text()
+    curve = (workdir / paths["train_log_dir"] / "plots" / "metrics" / "validation" / "accuracy.tsv").read_text()
     assert [line.split("\t")[0] for line in curve.splitlines()] == ["step", "0", "1"]
     assert json.loads((workdir / paths["train_report_dir"] / "incidents.json").read_text()) == []
     assert os.listdir(workdir / "models") == ["model.keras"]

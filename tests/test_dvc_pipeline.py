@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.helpers import CLASSES, REPO_ROOT, run, tiny_params, write_params
+from trainwell.reports.card import markdown_text
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_fact
     assert card["data"]["version"] == audited["data/demo"] and card["data"]["version"].endswith(".dir")
     assert card["classes"] == sorted(CLASSES) and card["metrics"]["test_images"] == 15
     markdown = (project / "models" / "card.md").read_text()
-    assert "## Intended use" in markdown and f"`{audited['data/demo']}`" in markdown
+    assert "## Intended use" in markdown and markdown_text(audited["data/demo"]) in markdown
 
     second = run(["dvc", "repro"], project)
     assert ran_stages(second.stdout) == []
