@@ -52,6 +52,14 @@ def _regular_file_or_refusal(path: str) -> Finding | None:
     return None
 
 
+def _add_local_file(targets: Targets, path: str) -> None:
+    refusal = _regular_file_or_refusal(path)
+    if refusal is not None:
+        targets.refuse(refusal)
+    else:
+        targets.add(path, path)
+
+
 def _add_local_folder(targets: Targets, folder: str, *, extensions: set[str]) -> None:
     """Every non-hidden file below folder with an image extension, sorted; links to folders are not followed."""
     for parent, folders, files in os.walk(folder, followlinks=False, onerror=lambda exc: targets.refuse(
@@ -71,11 +79,7 @@ def _add_local_folder(targets: Targets, folder: str, *, extensions: set[str]) ->
             if os.path.splitext(name)[1].lower() not in extensions:
                 targets.ignored += 1
                 continue
-            refusal = _regular_file_or_refusal(path)
-            if refusal is not None:
-                targets.refuse(refusal)
-            else:
-                targets.add(path, path)
+            _add_local_file(targets, path)
 
 
 def _add_remote(targets: Targets, url: str, *, extensions: set[str]) -> None:
@@ -143,11 +147,7 @@ def collect_targets(paths: list[str], *, manifest: str | None, extensions: list[
         if is_folder:
             _add_local_folder(targets, path, extensions=allowed)
             continue
-        refusal = _regular_file_or_refusal(path)
-        if refusal is not None:
-            targets.refuse(refusal)
-        else:
-            targets.add(path, path)
+        _add_local_file(targets, path)
     if manifest:
         _add_manifest(targets, manifest)
     return targets
