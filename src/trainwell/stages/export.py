@@ -108,7 +108,7 @@ def _bars(params: Params) -> dict[str, float]:
 
 
 def main(*, params_file: str = "params.yaml") -> int:
-    from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_model, write_saved_model
+    from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_models, write_saved_model
     from trainwell.training.model_files import load_model_file
 
     params = load_params(params_file)
@@ -124,8 +124,7 @@ def main(*, params_file: str = "params.yaml") -> int:
         write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL)
         representative = (_representative(train, params.export.representative_images)
                           if params.export.int8 == "full_integer" else None)
-        tflite = {kind: tflite_model(model=model, kind=kind, int8_mode=params.export.int8,
-                                     representative=representative) for kind in TFLITE_FILES}
+        tflite = tflite_models(model=model, int8_mode=params.export.int8, representative=representative)
         for kind, content in tflite.items():
             (staging / TFLITE_FILES[kind]).write_bytes(content)
         results = _measure(params=params, model=model, staging=staging, tflite=tflite)

@@ -100,29 +100,35 @@ def _pixels_archive(model: keras.Model, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def tflite_model(*, model: keras.Model, kind: str, int8_mode: str = "dynamic_range",
-                 representative: np.ndarray | None = None) -> bytes:
-    """The model on uint8 pixels as a TFLite flatbuffer: float16 weights, or int8 (dynamic range or full integer)."""
+def _convert(archive: Path, *, kind: str, int8_mode: str, representative: np.ndarray | None) -> bytes:
+    """One TFLite flatbuffer from the pixels archive: float16 weights, or int8 (dynamic range or full integer)."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(archive), signature_keys=[PIXELS_SIGNATURE])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif int8_mode == "full_integer":
+        if representative is None or not len(representative):
+            raise ValueError("full_integer int8 needs representative images")
+        samples = representative
+
+        def calibration() -> Iterator[list[np.ndarray]]:
+            for image in samples:  # one at a time: the converter calibrates per example
+                yield [image[np.newaxis]]
+
+        converter.representative_dataset = calibration
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # dynamic_range: Optimize.DEFAULT alone stores int8 weights and quantises activations per batch.
+    return bytes(converter.convert())
+
+
+def tflite_models(*, model: keras.Model, int8_mode: str = "dynamic_range",
+                  representative: np.ndarray | None = None) -> dict[str, bytes]:
+    """The model on uint8 pixels as TFLite flatbuffers, one per kind in TFLITE_FILES, from one temporary archive."""
     with tempfile.TemporaryDirectory(prefix="trainwell-tflite-") as folder:
-        _pixels_archive(model, Path(folder) / "pixels")
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(folder) / "pixels"),
-                                                             signature_keys=[PIXELS_SIGNATURE])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if kind == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif int8_mode == "full_integer":
-            if representative is None or not len(representative):
-                raise ValueError("full_integer int8 needs representative images")
-            samples = representative
-
-            def calibration() -> Iterator[list[np.ndarray]]:
-                for image in samples:  # one at a time: the converter calibrates per example
-                    yield [image[np.newaxis]]
-
-            converter.representative_dataset = calibration
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # dynamic_range: Optimize.DEFAULT alone stores int8 weights and quantises activations per batch.
-        return bytes(converter.convert())
+        archive = Path(folder) / "pixels"
+        _pixels_archive(model, archive)
+        return {kind: _convert(archive, kind=kind, int8_mode=int8_mode, representative=representative)
+                for kind in TFLITE_FILES}
 
 
 def tflite_probabilities(model_content: bytes, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
