@@ -63,6 +63,21 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     return result
 
 
+def kill_train_after_backup(workdir: Path, backup_meta: Path, *, timeout_s: float = 120) -> subprocess.Popen:
+    """Start `trainwell train` in workdir and SIGKILL it as soon as its first epoch backup appears."""
+    import signal
+    import time
+
+    process = subprocess.Popen(["trainwell", "train"], cwd=workdir, env=tool_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not backup_meta.exists():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return process
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     """Every file's bytes and mode under a folder, to prove a stage changed nothing there."""
     state = {}

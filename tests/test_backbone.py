@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import h5py
@@ -14,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_params, tool_env, write_params
+from tests.helpers import kill_train_after_backup, tiny_params, tool_env, write_params
 from trainwell.errors import ParamsError
 from trainwell.params import BACKBONE_MIN_IMAGE_SIZE, TrainParams, parse_params
 from trainwell.stages import audit, build, split
@@ -198,13 +196,7 @@ def test_frozen_then_fine_tuned_and_resumed_across_the_boundary(demo_copy, workd
     paths = params["paths"]
     backup_meta = workdir / paths["train_backup_dir"] / "meta.json"
 
-    process = subprocess.Popen(["trainwell", "train"], cwd=workdir, env=tool_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not backup_meta.exists():
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_train_after_backup(workdir, backup_meta)
     # Killed after the frozen epoch: compiling the fine-tuning step takes seconds, so epoch 2 never ended.
     assert json.loads(backup_meta.read_text())["epoch"] == 0
     assert not (workdir / paths["model"]).exists()

@@ -7,14 +7,13 @@ import math
 import os
 import signal
 import subprocess
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import tiny_params, tool_env, write_params
+from tests.helpers import kill_train_after_backup, tiny_params, tool_env, write_params
 from trainwell.params import GuardParams
 from trainwell.stages import audit, build, split
 from trainwell.training.guard import BatchTrace, DivergenceGuard, LossWatch, RunningMean, all_finite
@@ -118,13 +117,7 @@ def test_sigkill_mid_training_resumes_to_identical_weights(demo_copy, workdir, t
     write_params(workdir, params)
     backup_meta = workdir / params["paths"]["train_backup_dir"] / "meta.json"
 
-    process = subprocess.Popen(["trainwell", "train"], cwd=workdir, env=tool_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not backup_meta.exists():
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process = kill_train_after_backup(workdir, backup_meta)
     assert process.returncode == -signal.SIGKILL
     killed_after = json.loads(backup_meta.read_text())["epoch"] + 1
     assert 1 <= killed_after < 40
