@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests import faults
-from trainwell.data.decode import DecodeError, decode_image, resize_image
+from trainwell.data.decode import Decoded, DecodeError, _decode_jpeg_direct, _decode_pillow, decode_image, resize_image
 
 
 def kind_of_failure(data: bytes, suffix: str = ".jpg", **options) -> str:
@@ -114,3 +116,70 @@ def test_resize_to_square():
     assert resized.shape == (32, 32, 3) and resized.dtype == np.uint8
     same = faults.image_array(size=32)
     assert resize_image(same, size=32) is same
+
+
+def _verdict(decode, data: bytes) -> tuple:
+    """What a decoder makes of data: its pixels, shape and notes, or the kind it refuses it as."""
+    try:
+        decoded = decode(data)
+    except DecodeError as error:
+        return (error.kind,)
+    return ("decoded", decoded.image.tobytes(), decoded.image.shape, tuple(decoded.notes))
+
+
+def _pillow_only(data: bytes) -> Decoded:
+    return _decode_pillow(data, fmt="jpeg", max_pixels=40_000_000)
+
+
+def _jpeg_variants() -> list[bytes]:
+    rng = np.random.default_rng(7)
+    variants = []
+    for height, width in ((1, 1), (17, 33), (75, 75), (120, 64)):
+        colour = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+        for subsampling in ("4:4:4", "4:2:2", "4:2:0"):
+            for options in ({}, {"progressive": True}, {"optimize": True, "quality": 20}, {"quality": 100},
+                            {"restart_marker_blocks": 2}):
+                encoded = io.BytesIO()
+                Image.fromarray(colour).save(encoded, "JPEG", subsampling=subsampling, **options)
+                variants.append(encoded.getvalue())
+        encoded = io.BytesIO()
+        Image.fromarray(colour[:, :, 0]).save(encoded, "JPEG")
+        variants.append(encoded.getvalue())
+    return variants
+
+
+def test_jpegs_take_libjpeg_turbo_directly_and_decode_as_pillow_does():
+    """The direct path must give Pillow's pixels and notes exactly (build, predict and the audit all
+    decode through it), and must be the path taken for ordinary files, or its speed is not had."""
+    for data in _jpeg_variants():
+        assert _decode_jpeg_direct(data, max_pixels=40_000_000) is not None
+        assert _verdict(lambda d: decode_image(d, suffix=".jpg"), data) == _verdict(_pillow_only, data)
+
+
+def test_damaged_jpegs_get_the_verdict_pillow_alone_gives():
+    """Truncated, bit-flipped and spliced JPEGs: whatever libjpeg-turbo warns about goes back to
+    Pillow, so each file is refused with the same kind or decoded to the same pixels as before."""
+    rng = np.random.default_rng(11)
+    variants = _jpeg_variants()
+    for index in range(900):
+        data = bytearray(variants[index % len(variants)])
+        if index % 3 == 0:
+            data = data[: rng.integers(3, len(data))]
+        elif index % 3 == 1:
+            for _ in range(rng.integers(1, 4)):
+                data[rng.integers(3, len(data))] = rng.integers(0, 256)
+        else:
+            cut = rng.integers(3, len(data))
+            data = data[:cut] + rng.integers(0, 256, rng.integers(1, 20)).astype(np.uint8).tobytes() + data[cut:]
+        ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), bytes(data))
+        assert ours == _verdict(_pillow_only, bytes(data)), f"variant {index}: {ours[0]}"
+
+
+def test_unusual_jpegs_go_through_pillow_with_their_notes():
+    colour = faults.image_array(5)
+    encoded = io.BytesIO()
+    Image.fromarray(colour).convert("CMYK").save(encoded, "JPEG")
+    assert _decode_jpeg_direct(encoded.getvalue(), max_pixels=40_000_000) is None
+    assert note_kinds(encoded.getvalue(), ".jpg") == {"cmyk"}
+    # A header past max_pixels is refused by Pillow's path, from the header, as before.
+    assert kind_of_failure(faults.jpeg_bytes(), max_pixels=100) == "too_large"

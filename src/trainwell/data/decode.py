@@ -7,6 +7,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 # We enforce our own pixel limit (audit.max_pixels) from the header, before decoding;
@@ -227,6 +228,37 @@ def _decode_pillow(data: bytes, *, fmt: str, max_pixels: int) -> Decoded:
     return Decoded(image=_to_rgb_uint8(pixels, notes), format=fmt, notes=notes)
 
 
+def _decode_jpeg_direct(data: bytes, *, max_pixels: int) -> Decoded | None:
+    """A plain JPEG (YCbCr or grey, one frame) straight through libjpeg-turbo, or None for Pillow.
+
+    Pillow's JPEG path parses the markers in Python before libjpeg-turbo decodes: ~130 us for a
+    75x75 file against ~50 us here, a third of an audit's per-file time. The pixels are the same
+    (libjpeg-turbo's accurate integer DCT and smooth upsampling in both; tests compare them across
+    subsamplings, progressive and restart-marker files). `strict` turns every libjpeg warning
+    (truncation, corrupt entropy data, extraneous bytes) into an error, and any error or anything
+    unusual (CMYK, Adobe RGB, a multi-picture MPO, a header past max_pixels) goes to Pillow, which
+    then decides exactly as it did alone: this path only ever accepts what decodes without a warning.
+    """
+    if b"MPF\0" in data:  # an MPO's second picture: Pillow counts its frames (the "animated" note)
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in ("YCbCr", "Gray") or width * height > max_pixels or width * height == 0:
+        return None
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if colorspace == "Gray" else "RGB",
+                                        fastdct=False, fastupsample=False, strict=True)
+    except ValueError:
+        return None
+    if pixels.shape[:2] != (height, width):  # never a scaled-down decode
+        return None
+    notes: list[tuple[str, str]] = []
+    return Decoded(image=_to_rgb_uint8(pixels[:, :, 0] if colorspace == "Gray" else pixels, notes),
+                   format="jpeg", notes=notes)
+
+
 def _tensorflow_io_tiff(data: bytes, *, samples: int = 4) -> np.ndarray:
     """libtiff through tensorflow-io: compressions tifffile needs imagecodecs for (LZW, JPEG, ...).
 
@@ -302,6 +334,8 @@ def decode_image(data: bytes, *, suffix: str = "", max_pixels: int = 40_000_000)
             decoded = _decode_npy(data, max_pixels=max_pixels)
         elif fmt == "tiff":
             decoded = _decode_tiff(data, max_pixels=max_pixels)
+        elif fmt == "jpeg" and (direct := _decode_jpeg_direct(data, max_pixels=max_pixels)) is not None:
+            decoded = direct
         else:
             decoded = _decode_pillow(data, fmt=fmt, max_pixels=max_pixels)
     except DecodeError:
