@@ -195,15 +195,13 @@ def test_a_dataset_too_small_to_train_is_refused_at_split_with_counts(tmp_path, 
     assert expected in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("extra", [0, 120], ids=["few files", "many files"])
-def test_a_decoder_that_crashes_or_hangs_is_isolated(demo_copy, workdir, monkeypatch, extra):
-    """A decoder killing its process (SIGSEGV, as a C library bug would) or hanging is one finding;
-    the audit goes on. The crash is real; which bytes trigger it is arranged by the test."""
+def _fragile_decoder(monkeypatch) -> None:
+    """checks.decode_image, except that bytes ending in CRASH kill the process (SIGSEGV, as a C
+    library bug would) and bytes ending in HANG never return. Forked checkers inherit it."""
     import signal
     import time
 
     from trainwell.audit import checks
-    from trainwell.audit.dataset import audit_dataset
 
     real_decode = checks.decode_image
 
@@ -214,11 +212,26 @@ def test_a_decoder_that_crashes_or_hangs_is_isolated(demo_copy, workdir, monkeyp
             time.sleep(600)
         return real_decode(data, **options)
 
-    monkeypatch.setattr(checks, "decode_image", fragile_decode)  # forked workers inherit it
+    monkeypatch.setattr(checks, "decode_image", fragile_decode)
+
+
+def _plant_crasher_and_hanger(root: Path) -> None:
+    faults.write(root / "circle" / "crasher.jpg", faults.jpeg_bytes(seed=1) + b"CRASH")
+    faults.write(root / "square" / "hanger.jpg", faults.jpeg_bytes(seed=2) + b"HANG")
+
+
+@pytest.mark.parametrize("extra", [0, 120], ids=["few files", "many files"])
+def test_a_decoder_that_crashes_or_hangs_is_isolated(demo_copy, workdir, monkeypatch, extra):
+    """A decoder killing its process or hanging is one finding; the audit goes on. The crash is
+    real; which bytes trigger it is arranged by the test."""
+    import time
+
+    from trainwell.audit.dataset import audit_dataset
+
+    _fragile_decoder(monkeypatch)
     for index in range(extra):
         faults.write(demo_copy / "ring" / f"more{index}.jpg", faults.jpeg_bytes(seed=500 + index))
-    faults.write(demo_copy / "circle" / "crasher.jpg", faults.jpeg_bytes(seed=1) + b"CRASH")
-    faults.write(demo_copy / "square" / "hanger.jpg", faults.jpeg_bytes(seed=2) + b"HANG")
+    _plant_crasher_and_hanger(demo_copy)
     params = load_params()
     started = time.monotonic()
     report = audit_dataset(root=demo_copy, data=params.data,
@@ -228,3 +241,38 @@ def test_a_decoder_that_crashes_or_hangs_is_isolated(demo_copy, workdir, monkeyp
     assert kinds == {"circle/crasher.jpg": "decoder_crash", "square/hanger.jpg": "decode_timeout"}
     assert report.files_scanned == 62 + extra
     assert set(report.quarantined) == {"circle/crasher.jpg", "square/hanger.jpg"}
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_re_audit_isolates_a_crash_in_the_checkers_forked_ahead(demo_copy, workdir, monkeypatch, workers):
+    """A re-audit with a cache checks its few changed files in children forked before the listing
+    (workers.Standby): a crash or hang there is the same finding, the other changed files keep
+    their results, and no child is left behind."""
+    from trainwell.audit.dataset import audit_dataset
+
+    params = load_params()
+    policy = params.audit.model_copy(update={"file_timeout_s": 1.0, "workers": workers})
+    cache_file = workdir / "cache" / "audit.json"
+    first = audit_dataset(root=demo_copy, data=params.data, policy=policy, cache_file=cache_file)
+    _fragile_decoder(monkeypatch)
+    _plant_crasher_and_hanger(demo_copy)
+    faults.write(demo_copy / "ring" / "cut.jpg", faults.truncated_jpeg(seed=3))
+    report = audit_dataset(root=demo_copy, data=params.data, policy=policy, cache_file=cache_file)
+    assert report.files_decoded == 3
+    kinds = {issue.path: issue.kind for issue in report.issues if issue.severity == "error"}
+    assert kinds == {"circle/crasher.jpg": "decoder_crash", "square/hanger.jpg": "decode_timeout",
+                     "ring/cut.jpg": "truncated"} | {issue.path: issue.kind for issue in first.issues
+                                                     if issue.severity == "error"}
+    with pytest.raises(ChildProcessError):  # every child forked for the audit has been reaped
+        os.waitpid(-1, os.WNOHANG)
+    # Nothing changed since, but a crash or a timeout says nothing certain about the bytes (the
+    # machine may have been short of memory or busy): both are checked again, with the same result.
+    again = audit_dataset(root=demo_copy, data=params.data, policy=policy, cache_file=cache_file)
+    assert again.files_decoded == 2 and again.issues == report.issues
+    # With them gone, the children forked ahead are sent away unused.
+    (demo_copy / "square" / "hanger.jpg").unlink()
+    (demo_copy / "circle" / "crasher.jpg").unlink()
+    last = audit_dataset(root=demo_copy, data=params.data, policy=policy, cache_file=cache_file)
+    assert last.files_decoded == 0 and len(last.issues) == len(report.issues) - 2
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

@@ -35,7 +35,9 @@ def new_columns(count: int) -> dict[str, np.ndarray]:
 def clear_row(columns: dict[str, np.ndarray], row: int) -> None:
     """Row `row` back to "not checked" (what a file whose check was cut short leaves behind)."""
     for name, column in columns.items():
-        column[row] = np.nan if name in SCORE_COLUMNS else 0
+        # b"" for the digests: numpy stores an integer 0 in a bytes column as b"0", a digest that
+        # looked real (a timed-out file was cached, and two of them were "exact duplicates").
+        column[row] = np.nan if name in SCORE_COLUMNS else b"" if column.dtype.kind == "S" else 0
 
 
 @dataclass
@@ -163,14 +165,25 @@ def warm_up() -> None:
     the first calls into OpenCV and numpy load and set up code that every forked child would
     otherwise load again for itself (~25 ms per child, half a re-audit of a handful of files)."""
     Image.preinit()
+    rehearse()
+
+
+def rehearse() -> None:
+    """Decode and measure two small in-memory images (PNG, JPEG) as check_into would a file: the
+    code and the allocator's arenas a check needs are then set up (in a forked child: copied)."""
     pixels = np.zeros((16, 16, 3), dtype=np.uint8)
     pixels[::2] = 255
     for fmt in ("PNG", "JPEG"):
         encoded = io.BytesIO()
         Image.fromarray(pixels).save(encoded, format=fmt)
+        content_digest(encoded.getvalue())
         image = decode_image(encoded.getvalue(), max_pixels=1024).image
         grey = grey_of(image)
+        content_findings(image, policy=_REHEARSAL_POLICY, grey=grey)
         _scores(grey), pixel_digest(image), perceptual_hash(grey), tiny_thumbnail(image)
+
+
+_REHEARSAL_POLICY = AuditParams()
 
 
 def check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) -> FileResult:

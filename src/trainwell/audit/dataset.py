@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +16,9 @@ from trainwell.audit.checks import new_columns
 from trainwell.audit.near_duplicates import near_duplicate_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
-from trainwell.audit.workers import CheckedBatch, check_all
+from trainwell.audit.workers import CheckedBatch, Standby, check_all, frozen_heap
 from trainwell.data.groups import groups_from_pairs
-from trainwell.data.listing import list_sources
+from trainwell.data.listing import Listing, list_sources
 from trainwell.kinds import Finding, judge
 from trainwell.params import AuditParams, DataParams, Params
 
@@ -175,25 +177,41 @@ def audit_dataset(
     under the same thresholds and code; only new or changed files are decoded.
     """
     root = str(root) if storage.is_remote(root) else Path(root)
-    listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
-    table = FileTable.empty(listing.files)
-    # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
-    cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
-    stats = np.frombuffer(listing.stats, dtype=np.int64) if listing.stats is not None and len(listing.stats) else \
-        np.full(2 * len(listing.files), -1, dtype=np.int64)
-    sizes, mtimes = stats.reshape(-1, 2).T
-    rows, unchanged = cache.match(root=Path(root), paths=table.paths, sizes=sizes, mtimes=mtimes)
-    reused = np.flatnonzero(rows >= 0)
-    for name in COLUMNS:
-        table.columns[name][reused] = cache.columns[name][rows[reused]] if len(reused) else 0
-    for position, found in cache.reused_findings(rows).items():
-        table.findings[table.paths[position]] = found
-    todo = np.flatnonzero(rows < 0)
-    done = 0
-    for batch in check_all([listing.files[position] for position in todo.tolist()], root=root, policy=policy):
-        table.put(todo[done:done + len(batch)], batch)
-        done += len(batch)
+    with frozen_heap(), _standby_for(root=root, cache_file=cache_file, policy=policy) as standby:
+        listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
+        table = FileTable.empty(listing.files)
+        # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
+        cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
+        stats = np.frombuffer(listing.stats, dtype=np.int64) if listing.stats is not None and len(listing.stats) \
+            else np.full(2 * len(listing.files), -1, dtype=np.int64)
+        sizes, mtimes = stats.reshape(-1, 2).T
+        rows, unchanged = cache.match(root=Path(root), paths=table.paths, sizes=sizes, mtimes=mtimes)
+        reused = np.flatnonzero(rows >= 0)
+        for name in COLUMNS:
+            table.columns[name][reused] = cache.columns[name][rows[reused]] if len(reused) else 0
+        for position, found in cache.reused_findings(rows).items():
+            table.findings[table.paths[position]] = found
+        todo = np.flatnonzero(rows < 0)
+        done = 0
+        for batch in check_all([listing.files[position] for position in todo.tolist()], root=root, policy=policy,
+                               standby=standby):
+            table.put(todo[done:done + len(batch)], batch)
+            done += len(batch)
+        return _judged(listing=listing, table=table, cache=cache, policy=policy, sizes=sizes, mtimes=mtimes,
+                       rows=rows, unchanged=unchanged, decoded=len(todo))
 
+
+def _standby_for(*, root: Path | str, cache_file: str | Path | None, policy: AuditParams) -> Standby | nullcontext:
+    """Checkers forked ahead of the listing when this is likely a re-audit of a few changed files
+    (a local dataset with a cache to reuse): their start overlaps the listing (see workers.Standby)."""
+    if storage.is_remote(root) or not cache_file or not Path(cache_file).is_file():
+        return nullcontext()
+    return Standby(workers=policy.workers or os.cpu_count() or 1)
+
+
+def _judged(*, listing: Listing, table: FileTable, cache: AuditCache, policy: AuditParams, sizes: np.ndarray,
+            mtimes: np.ndarray, rows: np.ndarray, unchanged: np.ndarray, decoded: int) -> AuditReport:
+    """The dataset-level checks over every file's results, the cache saved, and the policy's verdict."""
     findings: list[Finding] = list(listing.issues)
     for path, found in table.findings.items():
         findings.extend(Finding(path, kind, detail) for kind, detail in found)
@@ -219,7 +237,7 @@ def audit_dataset(
     findings.extend(_imbalance_findings(counts, policy=policy))
     issues = judge(findings, fail_on=policy.fail_on)
     return AuditReport(
-        root=str(root),
+        root=str(listing.root),
         classes=listing.classes,
         files_scanned=len(listing.files),
         issues=issues,
@@ -228,5 +246,5 @@ def audit_dataset(
         violations=[issue for issue in issues if issue.severity == "error"],
         near_duplicate_groups=near_groups,
         duplicate_groups=duplicate_groups,
-        files_decoded=len(todo),
+        files_decoded=decoded,
     )

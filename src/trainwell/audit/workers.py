@@ -9,6 +9,7 @@ whose check outlasts `audit.file_timeout_s` is interrupted by an alarm and is `d
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import multiprocessing
@@ -26,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.audit.checks import Findings, check_into, clear_row, new_columns, warm_up
+from trainwell.audit.checks import Findings, check_into, clear_row, new_columns, rehearse, warm_up
 from trainwell.params import AuditParams
 from trainwell.progress import progress_bar
 
 Item = tuple[str, str]  # (path relative to the root, label)
+# Fewer files than this are checked in bare forked children (or a Standby's); more in a process pool.
+SMALL_JOB = 64
 
 
 @dataclass
@@ -119,8 +122,7 @@ def _fork_check(items: list[Item], *, root: Path | str, policy: AuditParams) -> 
         status = 1
         try:
             os.close(read_end)
-            with os.fdopen(write_end, "wb") as answer:
-                pickle.dump(_check_chunk(items, root=root, policy=policy), answer)
+            _answer(write_end, items=items, root=root, policy=policy)
             status = 0
         finally:
             os._exit(status)
@@ -128,15 +130,13 @@ def _fork_check(items: list[Item], *, root: Path | str, policy: AuditParams) -> 
     return pid, read_end
 
 
-def _in_children(items: list[Item], *, root: Path | str, policy: AuditParams, workers: int) -> CheckedBatch | None:
-    """Check a few files in `workers` forked children side by side; None when one died before it answered.
+def _answer(write_end: int, *, items: list[Item], root: Path | str, policy: AuditParams) -> None:
+    with os.fdopen(write_end, "wb") as answer:
+        pickle.dump(_check_chunk(items, root=root, policy=policy), answer)
 
-    Bare forks and pipes cost ~2 ms each where a process pool costs ~8: the difference is a
-    quarter of a re-audit after a small change, which is exactly when a handful of files is checked.
-    """
-    share = -(-len(items) // workers)
-    children = [_fork_check(items[start:start + share], root=root, policy=policy)
-                for start in range(0, len(items), share)]
+
+def _collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
+    """The joined answers of forked checkers (pid, read end), in order; None when one died before it answered."""
     results: list[CheckedBatch] = []
     died = False
     for pid, read_end in children:  # each child has its own pipe: reading one at a time cannot deadlock
@@ -148,6 +148,88 @@ def _in_children(items: list[Item], *, root: Path | str, policy: AuditParams, wo
         else:
             results.append(pickle.loads(data))
     return None if died else CheckedBatch.joined(results)
+
+
+class Standby:
+    """Checker processes forked before the audit lists the dataset, each waiting for a few files.
+
+    A re-audit after a small change checks a handful of files, and then a child's start (the fork,
+    and the first touches of the parent's pages, each copied on write) cost more than the checks:
+    ~15 ms of a ~37 ms re-audit of 3,000 files. Forked before the listing, the children pay that
+    while the listing runs, rehearsing a check on an in-memory image. They take at most
+    SMALL_JOB files between them; a larger job closes them and goes to a process pool.
+    """
+
+    def __init__(self, *, workers: int) -> None:
+        self.children: list[tuple[int, int, int]] = []  # (pid, request write end, answer read end)
+        warm_up()
+        with frozen_heap():
+            for _ in range(workers):
+                self.children.append(self._fork())
+
+    def _fork(self) -> tuple[int, int, int]:
+        request_read, request_write = os.pipe()
+        answer_read, answer_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                # Earlier children's request pipes must not stay open here, or they never see their end.
+                for _, other_request, other_answer in self.children:
+                    os.close(other_request)
+                    os.close(other_answer)
+                os.close(request_write)
+                os.close(answer_read)
+                rehearse()
+                with os.fdopen(request_read, "rb") as request:
+                    data = request.read()
+                if data:
+                    items, root, policy = pickle.loads(data)
+                    _answer(answer_write, items=items, root=root, policy=policy)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(request_read)
+        os.close(answer_write)
+        return pid, request_write, answer_read
+
+    def take(self, items: list[Item], *, root: Path | str, policy: AuditParams) -> CheckedBatch | None:
+        """Check items in the waiting children side by side (as _in_children does, without forking)."""
+        share = -(-len(items) // len(self.children))
+        children, self.children = self.children, []
+        for start, (_, request_write, _) in zip(range(0, len(children) * share, share), children):
+            with os.fdopen(request_write, "wb") as request:
+                request.write(pickle.dumps((items[start:start + share], root, policy)) if items[start:start + share]
+                              else b"")
+        return _collect([(pid, answer_read) for pid, _, answer_read in children])
+
+    def close(self) -> None:
+        """Send the children that were not needed away and reap them. They hold nothing and may be
+        mid-rehearsal, so they are killed rather than waited for."""
+        children, self.children = self.children, []
+        for pid, request_write, answer_read in children:
+            os.kill(pid, signal.SIGKILL)
+            os.close(request_write)
+            os.close(answer_read)
+        for pid, _, _ in children:
+            os.waitpid(pid, 0)
+
+    def __enter__(self) -> Standby:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _in_children(items: list[Item], *, root: Path | str, policy: AuditParams, workers: int) -> CheckedBatch | None:
+    """Check a few files in `workers` forked children side by side; None when one died before it answered.
+
+    Bare forks and pipes cost ~2 ms each where a process pool costs ~8: the difference is a
+    quarter of a re-audit after a small change, which is exactly when a handful of files is checked.
+    """
+    share = -(-len(items) // workers)
+    return _collect([_fork_check(items[start:start + share], root=root, policy=policy)
+                     for start in range(0, len(items), share)])
 
 
 def _in_processes(items: list[Item], *, root: Path | str, policy: AuditParams, workers: int) -> Iterator[CheckedBatch]:
@@ -182,9 +264,16 @@ def _in_processes(items: list[Item], *, root: Path | str, policy: AuditParams, w
         position = broken + 1
 
 
-def check_all(items: list[Item], *, root: Path | str, policy: AuditParams) -> Iterator[CheckedBatch]:
-    """The results of items, in order, as consecutive CheckedBatches as they are ready."""
+def check_all(items: list[Item], *, root: Path | str, policy: AuditParams,
+              standby: Standby | None = None) -> Iterator[CheckedBatch]:
+    """The results of items, in order, as consecutive CheckedBatches as they are ready.
+
+    `standby`, when given, is used for a small job and closed either way."""
     workers = policy.workers or os.cpu_count() or 1
+    small = workers == 1 or len(items) < SMALL_JOB
+    if standby is not None and not (small and items):
+        standby.close()  # before any other fork, which would inherit its pipes
+        standby = None
     if storage.is_remote(root):
         # Object-store reads wait on the network, so threads overlap them; forked processes would
         # each start tensorflow-io's S3 client (and its abort at exit, see storage.exit_process).
@@ -193,24 +282,43 @@ def check_all(items: list[Item], *, root: Path | str, policy: AuditParams) -> It
             yield from _counted(pool.map(check, [items[start:start + 16] for start in range(0, len(items), 16)]),
                                 total=len(items))
         return
-    # The auditing process holds a Python object or two per file (the listing, the cache's paths):
-    # a forked child's garbage collector would walk them all, touching, and so copying, every page
-    # they sit on (at 100,000 files a re-audit's checks took 3x as long per file as a full audit's).
-    # Frozen, they are left out of every collection, in the children and here, until the checks end.
     warm_up()
-    gc.freeze()
-    try:
-        if workers == 1 or len(items) < 64:
+    with frozen_heap():
+        if small:
             # A few files (a re-audit after a small change): bare child processes, still apart from this one.
-            results = _in_children(items, root=root, policy=policy, workers=workers) if items else None
+            if standby is not None:
+                results = standby.take(items, root=root, policy=policy)
+            else:
+                results = _in_children(items, root=root, policy=policy, workers=workers) if items else None
             if results is None and items:  # a decoder killed it: find which file, one process each
                 results = CheckedBatch.joined([_alone(item, root=root, policy=policy) for item in items])
             if results is not None:
                 yield results
             return
         yield from _counted(_in_processes(items, root=root, policy=policy, workers=workers), total=len(items))
+
+
+_frozen_depth = 0
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Leave every object that exists now out of garbage collection until the outermost exit.
+
+    The auditing process holds a Python object or two per file (the listing, the cache's paths):
+    a forked child's garbage collector would walk them all, touching, and so copying, every page
+    they sit on (at 100,000 files a re-audit's checks took 3x as long per file as a full audit's),
+    and each collection in this process would walk them again. Nested uses unfreeze only at the end.
+    """
+    global _frozen_depth
+    gc.freeze()
+    _frozen_depth += 1
+    try:
+        yield
     finally:
-        gc.unfreeze()
+        _frozen_depth -= 1
+        if _frozen_depth == 0:
+            gc.unfreeze()
 
 
 def _counted(batches: Iterator[CheckedBatch], *, total: int) -> Iterator[CheckedBatch]:
