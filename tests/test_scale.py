@@ -93,6 +93,36 @@ def test_a_damaged_audit_cache_is_warned_about_and_rebuilt(tmp_path, capsys, dam
     assert _audit(root, cache).files_decoded == 0  # rebuilt, and trusted again
 
 
+def test_a_cache_half_written_when_the_audit_was_killed_is_rebuilt(tmp_path, capsys):
+    """The cache's files are replaced by removing the old one first (see cache._move): a kill in
+    between leaves the JSON without its sidecar, which the next audit rebuilds, with one warning."""
+    root, cache = tmp_path / "images", tmp_path / "cache.json"
+    for index in range(6):
+        faults.write(root / ("cat" if index % 2 else "dog") / f"{index:02d}.png", faults.png_bytes(index))
+    first = _audit(root, cache)
+    cache.with_name(cache.name + ".npy").unlink()
+    capsys.readouterr()
+    again = _audit(root, cache)
+    assert capsys.readouterr().err.count("ignoring the audit cache") == 1
+    assert again.files_decoded == 6 and again.as_dict() == first.as_dict()
+
+
+def test_another_decoder_version_makes_the_cache_a_clean_miss(tmp_path, monkeypatch, capsys):
+    """Pixels come from Pillow, libjpeg-turbo (simplejpeg) and OpenCV: results cached under one
+    version are not reused under another, and that is a silent miss, not a damaged cache."""
+    import simplejpeg
+
+    root, cache = tmp_path / "images", tmp_path / "cache.json"
+    faults.write(root / "cat" / "a.jpg", faults.jpeg_bytes(1))
+    faults.write(root / "dog" / "b.jpg", faults.jpeg_bytes(2))
+    assert _audit(root, cache).files_decoded == 2
+    assert _audit(root, cache).files_decoded == 0
+    monkeypatch.setattr(simplejpeg, "__version__", "0.0.1")
+    capsys.readouterr()
+    assert _audit(root, cache).files_decoded == 2
+    assert "ignoring the audit cache" not in capsys.readouterr().err
+
+
 def test_a_large_duplicate_group_names_a_few_members_and_lists_them_all(tmp_path):
     root = tmp_path / "images"
     for index in range(40):

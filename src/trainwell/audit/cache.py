@@ -5,18 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
+import PIL
+import simplejpeg
 
 from trainwell.console import warn
 from trainwell.data.decode import format_for_extension
 from trainwell.params import AuditParams
 
 # The layout of cache.json and its sidecar. A cache of another format (or none: format 1 had no
-# such key and no property scores; 2 no digest) is a clean miss, rebuilt on save, never read as this one.
-FORMAT = 3
-# cache.json ends with this key: a blake2b digest of the text before it and of the sidecar's records.
+# such key and no property scores; 2 no digest; 3 a SHA-256 one) is a clean miss, rebuilt on save,
+# never read as this one.
+FORMAT = 4
+# cache.json ends with this key: a CRC-32 of the text before it and of the sidecar's records.
 _DIGEST_KEY = ', "digest": "'
 # Per-file checks depend on these policy fields; the dataset-level ones (duplicates, balance and
 # the image properties judged against the dataset) are recomputed from cached results on every run.
@@ -25,21 +30,31 @@ _PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "file_timeout_
 _CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/similarity.py")
 
 
+def _library_versions() -> str:
+    """The versions of the libraries that decode and measure (another may give other pixels or
+    scores), from the modules already imported: importlib.metadata took 5 ms a process. tifffile
+    is left out: it hands over a TIFF's stored samples, and importing it would cost 16 ms."""
+    return ";".join(f"{module.__name__}=={module.__version__}" for module in (PIL, simplejpeg, cv2, np))
+
+
 def fingerprint(policy: AuditParams) -> str:
-    """Changes whenever a cached result could be stale: the per-file thresholds or the checking code."""
+    """Changes whenever a cached result could be stale: the per-file thresholds, the checking code
+    or the version of a library it decodes with."""
     fields = {name: getattr(policy, name) for name in _PER_FILE_FIELDS}
-    digest = hashlib.sha256(json.dumps({"format": FORMAT, **fields}).encode())
+    digest = hashlib.sha256(json.dumps({"format": FORMAT, **fields, "libraries": _library_versions()}).encode())
     for name in _CODE:
         digest.update((Path(__file__).parents[1] / name).read_bytes())
     return digest.hexdigest()
 
 
 def _digest(body: str, records: np.ndarray) -> str:
-    """What cache.json's digest covers: its text up to the digest, and the records (SHA-256, the
-    fastest hashlib digest on CPUs with SHA instructions: ~0.2 s at 1M files)."""
-    digest = hashlib.sha256(body.encode("utf-8", "surrogatepass"))
-    digest.update(np.ascontiguousarray(records).data)
-    return digest.hexdigest()
+    """What cache.json's digest covers: its text up to the digest, and the records.
+
+    It detects damage (a torn write, a flipped bit, a hand edit), as PNG and zip do, with a CRC-32:
+    a third of SHA-256's time (0.2 against 0.6 ms at 3,000 files, paid on every load and save).
+    No digest stops a deliberate forgery here: whoever can write the cache can recompute any."""
+    checksum = zlib.crc32(body.encode("utf-8", "surrogatepass"))
+    return f"{zlib.crc32(np.ascontiguousarray(records).data, checksum):08x}"
 
 
 def _promised_format(path: str) -> str | None:
@@ -126,7 +141,7 @@ class AuditCache:
         paths, findings = stored.get("paths"), stored.get("findings", {})
         near = stored.get("near_duplicates", {})
         if (records.dtype != _RECORD or not isinstance(paths, list) or len(paths) != len(records)
-                or not all(isinstance(path, str) for path in paths) or not isinstance(findings, dict)
+                or not set(map(type, paths)) <= {str} or not isinstance(findings, dict)
                 or not isinstance(near, dict)):
             raise ValueError("records and paths do not match")
         self.paths, self.findings = paths, findings
@@ -216,7 +231,7 @@ class AuditCache:
         sidecar = self._sidecar()
         temporary = sidecar.with_name(sidecar.name + ".tmp.npy")
         np.save(temporary, records, allow_pickle=False)
-        os.replace(temporary, sidecar)
+        _move(temporary, sidecar)
         kept_set = set(kept_paths) if not keep.all() else None
         document = {
             "format": FORMAT,
@@ -229,4 +244,17 @@ class AuditCache:
         body = json.dumps(document)[:-1]  # the closing brace comes after the digest
         temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.write_text(f"{body}{_DIGEST_KEY}{_digest(body, records)}\"}}", encoding="utf-8")
-        os.replace(temporary, self.path)
+        _move(temporary, self.path)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename source to target, removing target first.
+
+    Renamed over an existing file, ext4 (auto_da_alloc) writes the new file out before the rename
+    returns: 0.7 ms for a 3,000-file cache, a fifth of a small re-audit, against 0.15 ms this way.
+    A crash between the two steps leaves the cache without one of its files: the next audit finds
+    it incomplete (as it would a damaged one), says so and rebuilds it. It is trainwell's scratch
+    state, never an output, so a rebuild is the whole cost.
+    """
+    target.unlink(missing_ok=True)
+    os.replace(source, target)
