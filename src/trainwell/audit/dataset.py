@@ -16,7 +16,8 @@ from trainwell.audit.checks import new_columns
 from trainwell.audit.near_duplicates import near_duplicate_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
-from trainwell.audit.workers import CheckedBatch, Standby, check_all, frozen_heap
+from trainwell.audit.standby import Standby
+from trainwell.audit.workers import CheckedBatch, check_all, frozen_heap, reap_all
 from trainwell.data.groups import groups_from_pairs
 from trainwell.data.listing import Listing, list_sources
 from trainwell.kinds import Finding, judge
@@ -179,9 +180,9 @@ def audit_dataset(
     root = str(root) if storage.is_remote(root) else Path(root)
     with frozen_heap(), _standby_for(root=root, cache_file=cache_file, policy=policy) as standby:
         listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
-        table = FileTable.empty(listing.files)
         # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
         cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
+        table = FileTable.empty(listing.files)
         stats = np.frombuffer(listing.stats, dtype=np.int64) if listing.stats is not None and len(listing.stats) \
             else np.full(2 * len(listing.files), -1, dtype=np.int64)
         sizes, mtimes = stats.reshape(-1, 2).T
@@ -197,8 +198,11 @@ def audit_dataset(
                                standby=standby):
             table.put(todo[done:done + len(batch)], batch)
             done += len(batch)
-        return _judged(listing=listing, table=table, cache=cache, policy=policy, sizes=sizes, mtimes=mtimes,
-                       rows=rows, unchanged=unchanged, decoded=len(todo))
+        try:
+            return _judged(listing=listing, table=table, cache=cache, policy=policy, sizes=sizes, mtimes=mtimes,
+                           rows=rows, unchanged=unchanged, decoded=len(todo))
+        finally:
+            reap_all()  # the checkers exited while the dataset-level checks ran
 
 
 def _standby_for(*, root: Path | str, cache_file: str | Path | None, policy: AuditParams) -> Standby | nullcontext:

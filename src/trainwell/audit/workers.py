@@ -23,13 +23,17 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trainwell import storage
-from trainwell.audit.checks import Findings, check_into, clear_row, new_columns, rehearse, warm_up
+from trainwell.audit.checks import Findings, check_into, clear_row, new_columns, warm_up
 from trainwell.params import AuditParams
 from trainwell.progress import progress_bar
+
+if TYPE_CHECKING:
+    from trainwell.audit.standby import Standby
 
 Item = tuple[str, str]  # (path relative to the root, label)
 # Fewer files than this are checked in bare forked children (or a Standby's); more in a process pool.
@@ -122,7 +126,7 @@ def _fork_check(items: list[Item], *, root: Path | str, policy: AuditParams) -> 
         status = 1
         try:
             os.close(read_end)
-            _answer(write_end, items=items, root=root, policy=policy)
+            send_answer(write_end, items=items, root=root, policy=policy)
             status = 0
         finally:
             os._exit(status)
@@ -130,95 +134,42 @@ def _fork_check(items: list[Item], *, root: Path | str, policy: AuditParams) -> 
     return pid, read_end
 
 
-def _answer(write_end: int, *, items: list[Item], root: Path | str, policy: AuditParams) -> None:
+def send_answer(write_end: int, *, items: list[Item], root: Path | str, policy: AuditParams) -> None:
+    """In a forked checker: check items and write the pickled CheckedBatch to write_end."""
     with os.fdopen(write_end, "wb") as answer:
         pickle.dump(_check_chunk(items, root=root, policy=policy), answer)
 
 
-def _collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
-    """The joined answers of forked checkers (pid, read end), in order; None when one died before it answered."""
+def collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
+    """The joined answers of forked checkers (pid, read end), in order; None when one died before
+    it answered. A complete answer is all that is needed of a child: it is reaped later, so that
+    its exit (the kernel unmapping its copy of this process, ~1 ms) does not hold this one up."""
     results: list[CheckedBatch] = []
     died = False
     for pid, read_end in children:  # each child has its own pipe: reading one at a time cannot deadlock
         with os.fdopen(read_end, "rb") as answer:
             data = answer.read()
-        _, status = os.waitpid(pid, 0)
-        if status != 0 or not data:
-            died = True
-        else:
+        reap_later(pid)
+        try:
             results.append(pickle.loads(data))
+        except Exception:  # nothing, or a cut-off pickle: the child died mid-answer
+            died = True
     return None if died else CheckedBatch.joined(results)
 
 
-class Standby:
-    """Checker processes forked before the audit lists the dataset, each waiting for a few files.
+_unreaped: list[int] = []
 
-    A re-audit after a small change checks a handful of files, and then a child's start (the fork,
-    and the first touches of the parent's pages, each copied on write) cost more than the checks:
-    ~15 ms of a ~37 ms re-audit of 3,000 files. Forked before the listing, the children pay that
-    while the listing runs, rehearsing a check on an in-memory image. They take at most
-    SMALL_JOB files between them; a larger job closes them and goes to a process pool.
-    """
 
-    def __init__(self, *, workers: int) -> None:
-        self.children: list[tuple[int, int, int]] = []  # (pid, request write end, answer read end)
-        warm_up()
-        with frozen_heap():
-            for _ in range(workers):
-                self.children.append(self._fork())
+def reap_later(pid: int) -> None:
+    """Reap a child that has answered (or was killed) now if it is gone, else at reap_all."""
+    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+        _unreaped.append(pid)
 
-    def _fork(self) -> tuple[int, int, int]:
-        request_read, request_write = os.pipe()
-        answer_read, answer_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                # Earlier children's request pipes must not stay open here, or they never see their end.
-                for _, other_request, other_answer in self.children:
-                    os.close(other_request)
-                    os.close(other_answer)
-                os.close(request_write)
-                os.close(answer_read)
-                rehearse()
-                with os.fdopen(request_read, "rb") as request:
-                    data = request.read()
-                if data:
-                    items, root, policy = pickle.loads(data)
-                    _answer(answer_write, items=items, root=root, policy=policy)
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(request_read)
-        os.close(answer_write)
-        return pid, request_write, answer_read
 
-    def take(self, items: list[Item], *, root: Path | str, policy: AuditParams) -> CheckedBatch | None:
-        """Check items in the waiting children side by side (as _in_children does, without forking)."""
-        share = -(-len(items) // len(self.children))
-        children, self.children = self.children, []
-        for start, (_, request_write, _) in zip(range(0, len(children) * share, share), children):
-            with os.fdopen(request_write, "wb") as request:
-                request.write(pickle.dumps((items[start:start + share], root, policy)) if items[start:start + share]
-                              else b"")
-        return _collect([(pid, answer_read) for pid, _, answer_read in children])
-
-    def close(self) -> None:
-        """Send the children that were not needed away and reap them. They hold nothing and may be
-        mid-rehearsal, so they are killed rather than waited for."""
-        children, self.children = self.children, []
-        for pid, request_write, answer_read in children:
-            os.kill(pid, signal.SIGKILL)
-            os.close(request_write)
-            os.close(answer_read)
-        for pid, _, _ in children:
-            os.waitpid(pid, 0)
-
-    def __enter__(self) -> Standby:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def reap_all() -> None:
+    """Wait for every child reap_later left: by now they have long exited, so this is immediate."""
+    while _unreaped:
+        os.waitpid(_unreaped.pop(), 0)
 
 
 def _in_children(items: list[Item], *, root: Path | str, policy: AuditParams, workers: int) -> CheckedBatch | None:
@@ -228,8 +179,8 @@ def _in_children(items: list[Item], *, root: Path | str, policy: AuditParams, wo
     quarter of a re-audit after a small change, which is exactly when a handful of files is checked.
     """
     share = -(-len(items) // workers)
-    return _collect([_fork_check(items[start:start + share], root=root, policy=policy)
-                     for start in range(0, len(items), share)])
+    return collect([_fork_check(items[start:start + share], root=root, policy=policy)
+                    for start in range(0, len(items), share)])
 
 
 def _in_processes(items: list[Item], *, root: Path | str, policy: AuditParams, workers: int) -> Iterator[CheckedBatch]:
@@ -268,7 +219,17 @@ def check_all(items: list[Item], *, root: Path | str, policy: AuditParams,
               standby: Standby | None = None) -> Iterator[CheckedBatch]:
     """The results of items, in order, as consecutive CheckedBatches as they are ready.
 
-    `standby`, when given, is used for a small job and closed either way."""
+    `standby`, when given, is used for a small job and closed either way, and its caller reaps
+    the children (reap_all) once it has other work done; without one, they are reaped here."""
+    try:
+        yield from _check_all(items, root=root, policy=policy, standby=standby)
+    finally:
+        if standby is None:
+            reap_all()
+
+
+def _check_all(items: list[Item], *, root: Path | str, policy: AuditParams,
+               standby: Standby | None) -> Iterator[CheckedBatch]:
     workers = policy.workers or os.cpu_count() or 1
     small = workers == 1 or len(items) < SMALL_JOB
     if standby is not None and not (small and items):
