@@ -245,3 +245,12 @@ def test_subsamplings_simplejpeg_cannot_name_decode_as_before():
             assert ours == _verdict(_pillow_only, bytes(data)), f"{horizontal}x{vertical}: {ours[0]}"
             verdicts[horizontal, vertical] = ours[0]
     assert verdicts[1, 4] == "decoded" and verdicts[2, 2] == "decoded"
+
+
+def test_samples_of_other_than_eight_bits_are_refused_from_the_header_as_before():
+    base = faults.jpeg_bytes(2)
+    precision = base.index(b"\xff\xc0") + 4
+    for bits in (2, 12, 16):
+        data = base[:precision] + bytes([bits]) + base[precision + 1 :]
+        assert _decode_jpeg_direct(data, max_pixels=40_000_000) is None
+        assert _verdict(lambda d: decode_image(d, suffix=".jpg"), data) == _verdict(_pillow_only, data) == ("corrupt",)

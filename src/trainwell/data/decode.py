@@ -250,6 +250,8 @@ def _plain_jpeg_header(data: bytes) -> bool:
         length = int.from_bytes(data[position + 2 : position + 4], "big")  # bytes, counting these two
         if marker not in _PLAIN_HEADER_MARKERS or length < 2:
             return False
+        if marker in (0xC0, 0xC1, 0xC2, 0xC9, 0xCA) and data[position + 4 : position + 5] != b"\x08":
+            return False  # 12- and 16-bit samples: Pillow refuses them from the header, say so there
         if marker >= 0xE0:
             for prefix, least_length in _PILLOW_PARSED_PAYLOADS:
                 if data.startswith(prefix, position + 4) and (least_length is None or length - 2 < least_length):
