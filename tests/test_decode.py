@@ -183,3 +183,74 @@ def test_unusual_jpegs_go_through_pillow_with_their_notes():
     assert note_kinds(encoded.getvalue(), ".jpg") == {"cmyk"}
     # A header past max_pixels is refused by Pillow's path, from the header, as before.
     assert kind_of_failure(faults.jpeg_bytes(), max_pixels=100) == "too_large"
+
+
+def _with_header_segment(data: bytes, segment: bytes) -> bytes:
+    """data with one more marker segment (or standalone marker) right after its SOI."""
+    return data[:2] + segment + data[2:]
+
+
+def _app(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _exif_with_x_resolution(field_type: int, count: int, value: bytes) -> bytes:
+    """An EXIF APP1 payload whose IFD0 holds ResolutionUnit = 2 and an XResolution of the given type."""
+    entries = [(0x0128, 3, 1, (2).to_bytes(2, "little").ljust(4, b"\0")), (0x011A, field_type, count, value.ljust(4, b"\0")[:4])]
+    ifd = len(entries).to_bytes(2, "little") + b"".join(
+        tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + number.to_bytes(4, "little") + field
+        for tag, kind, number, field in entries) + bytes(4)
+    return b"Exif\0\0II*\0\x08\0\0\0" + ifd
+
+
+def test_header_segments_pillow_refuses_are_refused_as_before():
+    """libjpeg skips APP segments and TEM markers that Pillow's Python header parser reads and fails on
+    (a 5-byte JFIF, a 6-byte Adobe, a 13-byte ICC chunk, a Photoshop resource cut after its code, an
+    EXIF XResolution of one undefined byte, a TEM marker): the file must still be refused, as before."""
+    rng = np.random.default_rng(23)
+    bases = [faults.jpeg_bytes(seed) for seed in range(3)] + [faults.encode(faults.image_array(3)[:, :, 0], "JPEG")]
+    photoshop = b"Photoshop 3.0\0" + b"8BIM\x04\x04\0\0\0\0\0\x04abcd" + b"8BIM\x04\x04"
+    segments = [_app(0xE0, (b"JFIF\0\x01\x02\x01\0H\0H\0\0")[:length]) for length in range(15)]
+    segments += [_app(0xEE, (b"Adobe\0\x64\0\0\0\0" + bytes([transform]))[:length])
+                 for length in range(13) for transform in (0, 1, 2)]
+    segments += [_app(0xE2, (b"ICC_PROFILE\0\x01\x01abc")[:length]) for length in range(10, 18)]
+    segments += [_app(0xED, photoshop[:length]) for length in range(14, len(photoshop) + 1)]
+    segments += [_app(0xE1, _exif_with_x_resolution(field_type, count, bytes([72, 1, 0, 0])))
+                 for field_type in (1, 2, 3, 4, 5, 7, 10) for count in (0, 1, 2)]
+    segments += [b"\xff\x01", b"\xff\xd0", b"\xff\xff\xff\xe0" + b"\0\x02", b"\xff\xdc\0\x04\0\x20"]
+    segments += [_app(int(rng.integers(0xE0, 0xF0)), prefix + rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8).tobytes())
+                 for prefix in (b"JFIF", b"Adobe", b"ICC_PROFILE\0", b"Exif\0\0", b"Photoshop 3.0\0", b"MPF\0") for _ in range(10)]
+    verdicts = set()
+    for index, segment in enumerate(segments):
+        data = _with_header_segment(bases[index % len(bases)], segment)
+        ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), data)
+        assert ours == _verdict(_pillow_only, data), f"segment {index} {segment[:20]!r}: {ours[0]}"
+        verdicts.add(ours[0])
+    assert verdicts == {"decoded", "corrupt"}  # both verdicts met: Pillow refuses some of these, reads the rest
+
+
+def test_subsamplings_simplejpeg_cannot_name_decode_as_before():
+    """A 16x32 4:2:0 file relabelled 1x4 luma sampling (4:4:1) has the same six blocks per MCU and
+    decodes cleanly, but simplejpeg raises KeyError naming its subsampling: it must go to Pillow."""
+    base = faults.encode(faults.image_array(5, size=32)[:, :16], "JPEG", subsampling="4:2:0")
+    start = base.index(b"\xff\xc0")
+    luma_sampling = start + 2 + 2 + 6 + 1  # marker, length, precision/height/width/count, component id
+    assert base[luma_sampling] == 0x22
+    verdicts = {}
+    for horizontal in range(1, 5):
+        for vertical in range(1, 5):
+            data = bytearray(base)
+            data[luma_sampling] = horizontal * 16 + vertical
+            ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), bytes(data))
+            assert ours == _verdict(_pillow_only, bytes(data)), f"{horizontal}x{vertical}: {ours[0]}"
+            verdicts[horizontal, vertical] = ours[0]
+    assert verdicts[1, 4] == "decoded" and verdicts[2, 2] == "decoded"
+
+
+def test_samples_of_other_than_eight_bits_are_refused_from_the_header_as_before():
+    base = faults.jpeg_bytes(2)
+    precision = base.index(b"\xff\xc0") + 4
+    for bits in (2, 12, 16):
+        data = base[:precision] + bytes([bits]) + base[precision + 1 :]
+        assert _decode_jpeg_direct(data, max_pixels=40_000_000) is None
+        assert _verdict(lambda d: decode_image(d, suffix=".jpg"), data) == _verdict(_pillow_only, data) == ("corrupt",)

@@ -228,6 +228,38 @@ def _decode_pillow(data: bytes, *, fmt: str, max_pixels: int) -> Decoded:
     return Decoded(image=_to_rgb_uint8(pixels, notes), format=fmt, notes=notes)
 
 
+# Markers a plain header holds before its first scan: SOF0/1/2, their arithmetic forms SOF9/10, DHT,
+# DAC, DQT, DRI, APP0-15 and COM. Anything else there (TEM, RST, DNL, lossless SOF3, fill bytes,
+# junk between segments) is left to Pillow: its Python marker parser refuses some that libjpeg reads.
+_PLAIN_HEADER_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC4, 0xC9, 0xCA, 0xCC, 0xDB, 0xDD, *range(0xE0, 0xF0), 0xFE})
+# Segment payloads Pillow's parser reads itself, with the least length it reads without raising (None:
+# always Pillow's). libjpeg skips them all, so a 5-byte "JFIF", an Adobe segment under 7 bytes, an ICC
+# chunk under 14, an EXIF resolution of the wrong type, a Photoshop resource cut after its code or an
+# MPO index would decode here where Pillow refuses them or counts frames.
+_PILLOW_PARSED_PAYLOADS: tuple[tuple[bytes, int | None], ...] = (
+    (b"JFIF", 7), (b"Adobe", 7), (b"ICC_PROFILE\0", 14), (b"Exif\0\0", None), (b"Photoshop 3.0\0", None), (b"MPF\0", None))
+
+
+def _plain_jpeg_header(data: bytes) -> bool:
+    """True when the segments up to the first scan are ones Pillow's parser and libjpeg read alike."""
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xDA:
+            return True
+        length = int.from_bytes(data[position + 2 : position + 4], "big")  # bytes, counting these two
+        if marker not in _PLAIN_HEADER_MARKERS or length < 2:
+            return False
+        if marker in (0xC0, 0xC1, 0xC2, 0xC9, 0xCA) and data[position + 4 : position + 5] != b"\x08":
+            return False  # 12- and 16-bit samples: Pillow refuses them from the header, say so there
+        if marker >= 0xE0:
+            for prefix, least_length in _PILLOW_PARSED_PAYLOADS:
+                if data.startswith(prefix, position + 4) and (least_length is None or length - 2 < least_length):
+                    return False
+        position += 2 + length
+    return False
+
+
 def _decode_jpeg_direct(data: bytes, *, max_pixels: int) -> Decoded | None:
     """A plain JPEG (YCbCr or grey, one frame) straight through libjpeg-turbo, or None for Pillow.
 
@@ -236,21 +268,19 @@ def _decode_jpeg_direct(data: bytes, *, max_pixels: int) -> Decoded | None:
     (libjpeg-turbo's accurate integer DCT and smooth upsampling in both; tests compare them across
     subsamplings, progressive and restart-marker files). `strict` turns every libjpeg warning
     (truncation, corrupt entropy data, extraneous bytes) into an error, and any error or anything
-    unusual (CMYK, Adobe RGB, a multi-picture MPO, a header past max_pixels) goes to Pillow, which
-    then decides exactly as it did alone: this path only ever accepts what decodes without a warning.
+    unusual (CMYK, Adobe RGB, a header segment Pillow parses itself, a subsampling simplejpeg cannot
+    name, a header past max_pixels) goes to Pillow, which then decides exactly as it did alone: this
+    path only ever accepts what decodes without a warning and what Pillow's header parser accepts.
     """
-    if b"MPF\0" in data:  # an MPO's second picture: Pillow counts its frames (the "animated" note)
+    if not _plain_jpeg_header(data):
         return None
-    try:
+    try:  # simplejpeg raises ValueError for libjpeg errors, KeyError for a subsampling it has no name for (4:4:1)
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        return None
-    if colorspace not in ("YCbCr", "Gray") or width * height > max_pixels or width * height == 0:
-        return None
-    try:
+        if colorspace not in ("YCbCr", "Gray") or width * height > max_pixels or width * height == 0:
+            return None
         pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if colorspace == "Gray" else "RGB",
                                         fastdct=False, fastupsample=False, strict=True)
-    except ValueError:
+    except Exception:
         return None
     if pixels.shape[:2] != (height, width):  # never a scaled-down decode
         return None
