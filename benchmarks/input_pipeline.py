@@ -160,7 +160,7 @@ def main() -> None:
         write_split_csv(splits / "test.csv", [])
         write_json(splits / "classes.json", sorted(SHAPES))
         build_cache(data_dir=str(root), splits_dir=str(splits), cache_dir=str(workspace / "cache"), image_size=75,
-                    shard_size=4096, workers=os.cpu_count() or 1, max_pixels=10**8)
+                    shard_size=4096, workers=os.cpu_count() or 1, max_pixels=10**8, seed=0)
         train = load_split(cache_dir=workspace / "cache", split="train")
         count, batch = len(train.labels), args.batch_size
         total_epochs = 2 + args.epochs

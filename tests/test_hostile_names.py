@@ -59,7 +59,12 @@ def test_any_file_name_round_trips_and_the_quarantine_holds(demo_copy, workdir):
     manifest = json.loads((Path(paths.cache_dir) / "manifest.json").read_text())
     for name in SPLITS:
         cached = json.loads((Path(paths.cache_dir) / name / "paths.json").read_text())
-        assert cached == [path for path, _ in rows[name]]  # row i of the cache is this file
+        # Row i of the cache is this file, with its own label (the cache's order is a seeded shuffle).
+        assert sorted(cached) == sorted(path for path, _ in rows[name])
+        labels = np.concatenate([np.load(Path(paths.cache_dir) / name / shard["labels"])
+                                 for shard in manifest["splits"][name]["shards"]])
+        label_of = dict(rows[name])
+        assert [manifest["classes"][label] for label in labels.tolist()] == [label_of[path] for path in cached]
         assert manifest["splits"][name]["count"] == len(cached)
 
 

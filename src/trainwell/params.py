@@ -174,6 +174,8 @@ class BuildParams(_Section):
     # Images per cache shard; a shard is the unit of streaming and shuffling for large sets.
     shard_size: int = Field(4096, ge=1)
     workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
+    # Of the row shuffle before sharding: every shard then holds a mix of classes (data.cache.shuffle_rows).
+    seed: int = 0
 
 
 class GuardParams(_Section):

@@ -22,6 +22,8 @@ from trainwell.progress import progress
 
 MANIFEST = "manifest.json"
 PATHS_FILE = "paths.json"  # per split: the source path of each cached image, in cache order
+# Cache order is a seeded shuffle of the split CSV (see shuffle_rows), never the CSV's own order:
+# every consumer pairs a row's pixels with its label and path by position in the cache itself.
 # 2: paths.json replaced paths.txt (one path a line broke on names holding a newline).
 CACHE_FORMAT = 2
 
@@ -42,6 +44,18 @@ def _decode_one(root: Path | str, path: str, size: int, max_pixels: int) -> np.n
         return str(exc)
 
 
+def shuffle_rows(rows: list[tuple[str, str]], *, seed: int, split: str) -> list[tuple[str, str]]:
+    """rows in a seeded order: the same rows, seed and split name always give the same order.
+
+    Split CSVs are sorted by path, so class folder by class folder; written to shards in that
+    order, a shard much smaller than its split holds one or two classes, and a streamed batch
+    (cut within a shard) too. Shuffling before sharding, as TFRecord pipelines do, mixes every
+    shard. The split name joins the seed so train, val and test are not shuffled alike.
+    """
+    order = np.random.default_rng([seed, *split.encode()]).permutation(len(rows))
+    return [rows[index] for index in order.tolist()]
+
+
 def build_split(
     *,
     root: Path | str,
@@ -53,7 +67,8 @@ def build_split(
     workers: int,
     max_pixels: int,
 ) -> dict:
-    """Write rows as shards out_dir/images-NNNNN.npy + labels-NNNNN.npy; return this split's manifest entry.
+    """Write rows, in the order given, as shards out_dir/images-NNNNN.npy + labels-NNNNN.npy; return this
+    split's manifest entry.
 
     A file that fails to decode here (changed since the audit) is skipped and named in the
     manifest's `skipped` list, never cached as a grey or black image.
@@ -104,9 +119,18 @@ def build_split(
 
 
 def build_cache(
-    *, data_dir: str, splits_dir: str, cache_dir: str, image_size: int, shard_size: int, workers: int, max_pixels: int
+    *,
+    data_dir: str,
+    splits_dir: str,
+    cache_dir: str,
+    image_size: int,
+    shard_size: int,
+    workers: int,
+    max_pixels: int,
+    seed: int,
 ) -> dict:
-    """Build every split's shards and write cache_dir/manifest.json; return the manifest."""
+    """Build every split's shards, its rows in a seeded shuffle (shuffle_rows), and write
+    cache_dir/manifest.json; return the manifest."""
     classes_file = Path(splits_dir) / CLASSES_FILE
     classes = json.loads(classes_file.read_text()) if classes_file.exists() else []
     if not classes:
@@ -128,9 +152,10 @@ def build_cache(
             f"'{cache_dir}' holds objects that trainwell did not write (no {MANIFEST}); refusing to write over "
             "them. Point paths.cache_dir in params.yaml at an empty prefix"
         )
-    manifest: dict = {"format": CACHE_FORMAT, "classes": classes, "image_shape": [image_size, image_size, 3], "splits": {}}
+    manifest: dict = {"format": CACHE_FORMAT, "classes": classes, "image_shape": [image_size, image_size, 3],
+                      "shuffle_seed": seed, "splits": {}}
     for name in SPLITS:
-        rows = read_split_csv(Path(splits_dir) / f"{name}.csv")
+        rows = shuffle_rows(read_split_csv(Path(splits_dir) / f"{name}.csv"), seed=seed, split=name)
         manifest["splits"][name] = build_split(
             root=data_dir if storage.is_remote(data_dir) else Path(data_dir),
             rows=rows,

@@ -19,6 +19,7 @@ def main(*, params_file: str = "params.yaml") -> int:
         shard_size=params.build.shard_size,
         workers=params.build.workers or os.cpu_count() or 1,
         max_pixels=params.audit.max_pixels,
+        seed=params.build.seed,
     )
     for entry in manifest["splits"].values():
         for skipped in entry["skipped"]:

@@ -18,7 +18,8 @@ from trainwell.training.label_review import REVIEWED_SPLITS, review_labels
 SUSPECTS_FILE = "suspects.csv"
 OUTLIERS_FILE = "outliers.csv"
 SUGGESTED_FILE = "suggested_labels.csv"
-# Rows of both .npy files: train, val, then test, each in cache order (data/cache/<split>/paths.json).
+# Rows of both .npy files: train, val, then test, each in cache order (data/cache/<split>/paths.json; a
+# seeded shuffle of the split list, see data.cache.shuffle_rows).
 PROBABILITIES_FILE = "out_of_fold_probabilities.npy"
 OUTLIER_SCORES_FILE = "outlier_scores.npy"
 
@@ -65,10 +66,13 @@ def main(*, params_file: str = "params.yaml") -> int:
                                              "score": format(row["score"], number_format)} for row in rows],
                    fields=fields)
     # A manifest a user may adopt (data.manifest): every file, flagged ones relabelled. Never applied here.
+    # Train, val, then test, each by path as the split lists are, not in the cache's shuffled order:
+    # the file then reads, and diffs, row for row against the data's own listing.
     flagged = {index for index, _ in review.suspects}
+    listing_order = sorted(range(len(file_paths)), key=lambda index: (int(review.split_of[index]), file_paths[index]))
     write_rows(report_dir / SUGGESTED_FILE, [
-        {"path": path, "label": classes[suggested[index] if index in flagged else labels[index]]}
-        for index, path in enumerate(file_paths)
+        {"path": file_paths[index], "label": classes[suggested[index] if index in flagged else labels[index]]}
+        for index in listing_order
     ], fields=["path", "label"])
     # The pages' thumbnails, read in row order so each shard is read once.
     wanted = sorted({row["index"] for row in suspects[:MAX_CARDS] + outliers[:MAX_CARDS]})
