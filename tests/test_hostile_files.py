@@ -244,10 +244,10 @@ def test_a_decoder_that_crashes_or_hangs_is_isolated(demo_copy, workdir, monkeyp
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_a_re_audit_isolates_a_crash_in_the_checkers_forked_ahead(demo_copy, workdir, monkeypatch, workers):
-    """A re-audit with a cache checks its few changed files in children forked before the listing
-    (workers.Standby): a crash or hang there is the same finding, the other changed files keep
-    their results, and no child is left behind."""
+def test_a_re_audit_isolates_a_crash_and_reaps_every_checker(demo_copy, workdir, monkeypatch, workers):
+    """A re-audit with a cache checks its few changed files in bare forked children, reaped only
+    after the dataset-level checks (workers.reap_all): a crash or hang there is the same finding,
+    the other changed files keep their results, and no child is left behind."""
     from trainwell.audit.dataset import audit_dataset
 
     params = load_params()
@@ -269,7 +269,7 @@ def test_a_re_audit_isolates_a_crash_in_the_checkers_forked_ahead(demo_copy, wor
     # machine may have been short of memory or busy): both are checked again, with the same result.
     again = audit_dataset(root=demo_copy, data=params.data, policy=policy, cache_file=cache_file)
     assert again.files_decoded == 2 and again.issues == report.issues
-    # With them gone, the children forked ahead are sent away unused.
+    # With them gone, nothing is decoded and no child is forked.
     (demo_copy / "square" / "hanger.jpg").unlink()
     (demo_copy / "circle" / "crasher.jpg").unlink()
     last = audit_dataset(root=demo_copy, data=params.data, policy=policy, cache_file=cache_file)

@@ -165,25 +165,14 @@ def warm_up() -> None:
     the first calls into OpenCV and numpy load and set up code that every forked child would
     otherwise load again for itself (~25 ms per child, half a re-audit of a handful of files)."""
     Image.preinit()
-    rehearse()
-
-
-def rehearse() -> None:
-    """Decode and measure two small in-memory images (PNG, JPEG) as check_into would a file: the
-    code and the allocator's arenas a check needs are then set up (in a forked child: copied)."""
     pixels = np.zeros((16, 16, 3), dtype=np.uint8)
     pixels[::2] = 255
     for fmt in ("PNG", "JPEG"):
         encoded = io.BytesIO()
         Image.fromarray(pixels).save(encoded, format=fmt)
-        content_digest(encoded.getvalue())
         image = decode_image(encoded.getvalue(), max_pixels=1024).image
         grey = grey_of(image)
-        content_findings(image, policy=_REHEARSAL_POLICY, grey=grey)
         _scores(grey), pixel_digest(image), perceptual_hash(grey), tiny_thumbnail(image)
-
-
-_REHEARSAL_POLICY = AuditParams()
 
 
 def check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) -> FileResult:

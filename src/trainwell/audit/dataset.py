@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from trainwell.audit.checks import new_columns
 from trainwell.audit.near_duplicates import near_duplicate_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
-from trainwell.audit.standby import Standby
 from trainwell.audit.workers import CheckedBatch, check_all, frozen_heap, reap_all
 from trainwell.data.groups import groups_from_pairs
 from trainwell.data.listing import Listing, list_sources
@@ -178,7 +175,7 @@ def audit_dataset(
     under the same thresholds and code; only new or changed files are decoded.
     """
     root = str(root) if storage.is_remote(root) else Path(root)
-    with frozen_heap(), _standby_for(root=root, cache_file=cache_file, policy=policy) as standby:
+    with frozen_heap():
         listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
         # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
         cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
@@ -195,7 +192,7 @@ def audit_dataset(
         todo = np.flatnonzero(rows < 0)
         done = 0
         for batch in check_all([listing.files[position] for position in todo.tolist()], root=root, policy=policy,
-                               standby=standby):
+                               reap=False):
             table.put(todo[done:done + len(batch)], batch)
             done += len(batch)
         try:
@@ -203,14 +200,6 @@ def audit_dataset(
                            rows=rows, unchanged=unchanged, decoded=len(todo))
         finally:
             reap_all()  # the checkers exited while the dataset-level checks ran
-
-
-def _standby_for(*, root: Path | str, cache_file: str | Path | None, policy: AuditParams) -> Standby | nullcontext:
-    """Checkers forked ahead of the listing when this is likely a re-audit of a few changed files
-    (a local dataset with a cache to reuse): their start overlaps the listing (see workers.Standby)."""
-    if storage.is_remote(root) or not cache_file or not Path(cache_file).is_file():
-        return nullcontext()
-    return Standby(workers=policy.workers or os.cpu_count() or 1)
 
 
 def _judged(*, listing: Listing, table: FileTable, cache: AuditCache, policy: AuditParams, sizes: np.ndarray,

@@ -23,7 +23,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,11 +31,8 @@ from trainwell.audit.checks import Findings, check_into, clear_row, new_columns,
 from trainwell.params import AuditParams
 from trainwell.progress import progress_bar
 
-if TYPE_CHECKING:
-    from trainwell.audit.standby import Standby
-
 Item = tuple[str, str]  # (path relative to the root, label)
-# Fewer files than this are checked in bare forked children (or a Standby's); more in a process pool.
+# Fewer files than this are checked in bare forked children; more in a process pool.
 SMALL_JOB = 64
 
 
@@ -215,26 +211,20 @@ def _in_processes(items: list[Item], *, root: Path | str, policy: AuditParams, w
         position = broken + 1
 
 
-def check_all(items: list[Item], *, root: Path | str, policy: AuditParams,
-              standby: Standby | None = None) -> Iterator[CheckedBatch]:
+def check_all(items: list[Item], *, root: Path | str, policy: AuditParams, reap: bool = True) -> Iterator[CheckedBatch]:
     """The results of items, in order, as consecutive CheckedBatches as they are ready.
 
-    `standby`, when given, is used for a small job and closed either way, and its caller reaps
-    the children (reap_all) once it has other work done; without one, they are reaped here."""
+    With `reap=False` the checker processes are left for the caller to reap (reap_all) once it
+    has other work done: by then they have exited, where waiting here holds the caller up."""
     try:
-        yield from _check_all(items, root=root, policy=policy, standby=standby)
+        yield from _check_all(items, root=root, policy=policy)
     finally:
-        if standby is None:
+        if reap:
             reap_all()
 
 
-def _check_all(items: list[Item], *, root: Path | str, policy: AuditParams,
-               standby: Standby | None) -> Iterator[CheckedBatch]:
+def _check_all(items: list[Item], *, root: Path | str, policy: AuditParams) -> Iterator[CheckedBatch]:
     workers = policy.workers or os.cpu_count() or 1
-    small = workers == 1 or len(items) < SMALL_JOB
-    if standby is not None and not (small and items):
-        standby.close()  # before any other fork, which would inherit its pipes
-        standby = None
     if storage.is_remote(root):
         # Object-store reads wait on the network, so threads overlap them; forked processes would
         # each start tensorflow-io's S3 client (and its abort at exit, see storage.exit_process).
@@ -245,12 +235,9 @@ def _check_all(items: list[Item], *, root: Path | str, policy: AuditParams,
         return
     warm_up()
     with frozen_heap():
-        if small:
+        if workers == 1 or len(items) < SMALL_JOB:
             # A few files (a re-audit after a small change): bare child processes, still apart from this one.
-            if standby is not None:
-                results = standby.take(items, root=root, policy=policy)
-            else:
-                results = _in_children(items, root=root, policy=policy, workers=workers) if items else None
+            results = _in_children(items, root=root, policy=policy, workers=workers) if items else None
             if results is None and items:  # a decoder killed it: find which file, one process each
                 results = CheckedBatch.joined([_alone(item, root=root, policy=policy) for item in items])
             if results is not None:
