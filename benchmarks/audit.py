@@ -5,7 +5,7 @@ Needs the bench extra (pip install -e '.[bench]') for cleanvision 0.3.7.
 
 Prints, from one run on one freshly generated folder of clean 75x75 JPEGs (cleanvision 0.3.7
 crashes on a truncated JPEG, so the comparison folder is clean):
-- full audit: trainwell vs cleanvision images/s and their ratio (bar: trainwell >= 10x);
+- full audit: trainwell vs cleanvision images/s and their ratio (bar: trainwell >= 20x, issue #16);
 - incremental re-audit after changing 1% of the files, as a share of the full audit time (bar: < 5%);
 - which problem kinds each tool can detect (trainwell must cover a superset);
 - peak memory of a trainwell audit at 1x and 4x the folder size (should stay flat: no
@@ -134,7 +134,7 @@ def main() -> None:
         print(f"trainwell audit:            {ours_rate:9.0f} images/s (median of {args.repeats})")
         print(f"cleanvision find_issues():  {theirs_rate:9.0f} images/s (median of {args.repeats})")
         ratio = ours_rate / theirs_rate
-        print(f"ratio trainwell/cleanvision: {ratio:.1f}x (bar: >= 10x) {'PASS' if ratio >= 10 else 'FAIL'}")
+        print(f"ratio trainwell/cleanvision: {ratio:.1f}x (bar: >= 20x) {'PASS' if ratio >= 20 else 'FAIL'}")
 
         done = subprocess.run([sys.executable, __file__, "--incremental-only", str(workspace), "--repeats",
                                str(args.repeats)], capture_output=True, text=True, check=True)
