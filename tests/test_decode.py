@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 import numpy as np
 import pytest
+import simplejpeg
 from PIL import Image
 
 from tests import faults
@@ -131,6 +133,36 @@ def _pillow_only(data: bytes) -> Decoded:
     return _decode_pillow(data, fmt="jpeg", max_pixels=40_000_000)
 
 
+def _libjpeg_warning(data: bytes) -> str | None:
+    """What libjpeg-turbo says about a JPEG in strict mode, where it says anything."""
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as error:
+        return str(error)
+    except Exception:
+        return None
+    return None
+
+
+def _compared_with_pillow(data: bytes, label: str) -> str:
+    """decode_image's verdict must be Pillow's alone, except for a file Pillow decodes although
+    libjpeg-turbo warns about it: then truncated (the data ran out), corrupt (bad entropy data) or
+    Pillow's very pixels with a decoder_warning note. Returns which of these it was."""
+    ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), data)
+    pillow = _verdict(_pillow_only, data)
+    if ours == pillow:
+        return "as Pillow"
+    warning = _libjpeg_warning(data)
+    assert pillow[0] == "decoded" and warning is not None, f"{label}: {ours[0]} where Pillow says {pillow[0]}"
+    if "premature end" in warning.lower():
+        assert ours == ("truncated",), label
+    elif "bad huffman code" in warning.lower():
+        assert ours == ("corrupt",), label
+    else:
+        assert ours == (*pillow[:3], (*pillow[3], ("decoder_warning", f"libjpeg-turbo: {warning}"))), label
+    return ours[0] if ours[0] != "decoded" else "decoder_warning"
+
+
 def _jpeg_variants() -> list[bytes]:
     rng = np.random.default_rng(7)
     variants = []
@@ -152,15 +184,17 @@ def test_jpegs_take_libjpeg_turbo_directly_and_decode_as_pillow_does():
     """The direct path must give Pillow's pixels and notes exactly (build, predict and the audit all
     decode through it), and must be the path taken for ordinary files, or its speed is not had."""
     for data in _jpeg_variants():
-        assert _decode_jpeg_direct(data, max_pixels=40_000_000) is not None
+        assert _decode_jpeg_direct(data, max_pixels=40_000_000)[0] is not None
         assert _verdict(lambda d: decode_image(d, suffix=".jpg"), data) == _verdict(_pillow_only, data)
 
 
-def test_damaged_jpegs_get_the_verdict_pillow_alone_gives():
-    """Truncated, bit-flipped and spliced JPEGs: whatever libjpeg-turbo warns about goes back to
-    Pillow, so each file is refused with the same kind or decoded to the same pixels as before."""
+def test_damaged_jpegs_get_pillows_verdict_unless_libjpeg_warns():
+    """Truncated, bit-flipped and spliced JPEGs: refused with Pillow's kind or decoded to Pillow's
+    pixels, except those Pillow decodes in spite of libjpeg-turbo's warning (it ignores them), which
+    are truncated, corrupt or carry the warning (see _compared_with_pillow)."""
     rng = np.random.default_rng(11)
     variants = _jpeg_variants()
+    outcomes = Counter()
     for index in range(900):
         data = bytearray(variants[index % len(variants)])
         if index % 3 == 0:
@@ -171,15 +205,52 @@ def test_damaged_jpegs_get_the_verdict_pillow_alone_gives():
         else:
             cut = rng.integers(3, len(data))
             data = data[:cut] + rng.integers(0, 256, rng.integers(1, 20)).astype(np.uint8).tobytes() + data[cut:]
-        ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), bytes(data))
-        assert ours == _verdict(_pillow_only, bytes(data)), f"variant {index}: {ours[0]}"
+        outcomes[_compared_with_pillow(bytes(data), f"variant {index}")] += 1
+    # Each way is met: Pillow's verdict, and each judgement of a warning it ignored.
+    assert set(outcomes) == {"as Pillow", "truncated", "corrupt", "decoder_warning"}, outcomes
+
+
+def _cut_scan(data: bytes) -> bytes:
+    """data with its compressed scan cut in half and closed with an end-of-image marker."""
+    start = data.index(b"\xff\xda")
+    return data[: start + (len(data) - start) // 2] + b"\xff\xd9"
+
+
+def test_a_jpeg_whose_data_ends_early_is_truncated_although_pillow_decodes_it():
+    """The scan cut short but closed properly: Pillow returns an image whose lower part is grey, and
+    it used to be trained on. libjpeg-turbo warns, and the file is truncated."""
+    data = _cut_scan(faults.jpeg_bytes(4, size=64))
+    grey_filled = _pillow_only(data).image
+    assert (grey_filled[-8:] == 128).all()  # what Pillow hands over: the missing rows as flat grey
+    with pytest.raises(DecodeError) as error:
+        decode_image(data, suffix=".jpg")
+    assert error.value.kind == "truncated" and "premature end" in error.value.detail
+
+
+def test_jpegs_with_exif_take_the_direct_path_after_pillow_reads_their_header():
+    """EXIF (what cameras write) is parsed by Pillow's header reader, then the pixels come from
+    libjpeg-turbo directly, the same as Pillow's. A second frame (MPO) stays with Pillow's path."""
+    exif = Image.Exif()
+    exif[0x010F] = "trainwell camera"  # Make
+    exif[0x0112] = 6  # Orientation: left as stored, as Pillow leaves it
+    encoded = io.BytesIO()
+    Image.fromarray(faults.image_array(6, size=48)).save(encoded, "JPEG", exif=exif.tobytes())
+    data = encoded.getvalue()
+    assert b"Exif" in data[:64]
+    assert _decode_jpeg_direct(data, max_pixels=40_000_000)[0] is not None
+    assert _verdict(lambda d: decode_image(d, suffix=".jpg"), data) == _verdict(_pillow_only, data)
+    frames = io.BytesIO()
+    first, second = (Image.fromarray(faults.image_array(seed, size=32)) for seed in (7, 8))
+    first.save(frames, "MPO", save_all=True, append_images=[second])
+    assert _decode_jpeg_direct(frames.getvalue(), max_pixels=40_000_000) == (None, None)
+    assert "animated" in note_kinds(frames.getvalue(), ".jpg")
 
 
 def test_unusual_jpegs_go_through_pillow_with_their_notes():
     colour = faults.image_array(5)
     encoded = io.BytesIO()
     Image.fromarray(colour).convert("CMYK").save(encoded, "JPEG")
-    assert _decode_jpeg_direct(encoded.getvalue(), max_pixels=40_000_000) is None
+    assert _decode_jpeg_direct(encoded.getvalue(), max_pixels=40_000_000)[0] is None
     assert note_kinds(encoded.getvalue(), ".jpg") == {"cmyk"}
     # A header past max_pixels is refused by Pillow's path, from the header, as before.
     assert kind_of_failure(faults.jpeg_bytes(), max_pixels=100) == "too_large"
@@ -223,9 +294,8 @@ def test_header_segments_pillow_refuses_are_refused_as_before():
     verdicts = set()
     for index, segment in enumerate(segments):
         data = _with_header_segment(bases[index % len(bases)], segment)
-        ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), data)
-        assert ours == _verdict(_pillow_only, data), f"segment {index} {segment[:20]!r}: {ours[0]}"
-        verdicts.add(ours[0])
+        _compared_with_pillow(data, f"segment {index} {segment[:20]!r}")
+        verdicts.add(_verdict(lambda d: decode_image(d, suffix=".jpg"), data)[0])
     assert verdicts == {"decoded", "corrupt"}  # both verdicts met: Pillow refuses some of these, reads the rest
 
 
@@ -241,9 +311,8 @@ def test_subsamplings_simplejpeg_cannot_name_decode_as_before():
         for vertical in range(1, 5):
             data = bytearray(base)
             data[luma_sampling] = horizontal * 16 + vertical
-            ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), bytes(data))
-            assert ours == _verdict(_pillow_only, bytes(data)), f"{horizontal}x{vertical}: {ours[0]}"
-            verdicts[horizontal, vertical] = ours[0]
+            _compared_with_pillow(bytes(data), f"{horizontal}x{vertical}")
+            verdicts[horizontal, vertical] = _verdict(lambda d: decode_image(d, suffix=".jpg"), bytes(data))[0]
     assert verdicts[1, 4] == "decoded" and verdicts[2, 2] == "decoded"
 
 
@@ -252,5 +321,5 @@ def test_samples_of_other_than_eight_bits_are_refused_from_the_header_as_before(
     precision = base.index(b"\xff\xc0") + 4
     for bits in (2, 12, 16):
         data = base[:precision] + bytes([bits]) + base[precision + 1 :]
-        assert _decode_jpeg_direct(data, max_pixels=40_000_000) is None
+        assert _decode_jpeg_direct(data, max_pixels=40_000_000)[0] is None
         assert _verdict(lambda d: decode_image(d, suffix=".jpg"), data) == _verdict(_pillow_only, data) == ("corrupt",)

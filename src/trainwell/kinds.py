@@ -27,6 +27,7 @@ DEFAULT_SEVERITY = {
     "unknown_label": "warning",
     "conflicting_rows": "warning",
     "extension_mismatch": "warning",
+    "decoder_warning": "warning",
     "too_small": "warning",
     "constant": "warning",
     "odd_aspect_ratio": "warning",

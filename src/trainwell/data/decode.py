@@ -260,33 +260,68 @@ def _plain_jpeg_header(data: bytes) -> bool:
     return False
 
 
-def _decode_jpeg_direct(data: bytes, *, max_pixels: int) -> Decoded | None:
-    """A plain JPEG (YCbCr or grey, one frame) straight through libjpeg-turbo, or None for Pillow.
+def _decode_jpeg_direct(data: bytes, *, max_pixels: int) -> tuple[Decoded | None, str | None]:
+    """A JPEG (YCbCr or grey, one frame) straight through libjpeg-turbo, or (None, ...) for Pillow;
+    with libjpeg-turbo's warning about the file, if it gave one (see _judge_jpeg_warning).
 
     Pillow's JPEG path parses the markers in Python before libjpeg-turbo decodes: ~130 us for a
     75x75 file against ~50 us here, a third of an audit's per-file time. The pixels are the same
     (libjpeg-turbo's accurate integer DCT and smooth upsampling in both; tests compare them across
-    subsamplings, progressive and restart-marker files). `strict` turns every libjpeg warning
-    (truncation, corrupt entropy data, extraneous bytes) into an error, and any error or anything
-    unusual (CMYK, Adobe RGB, a header segment Pillow parses itself, a subsampling simplejpeg cannot
-    name, a header past max_pixels) goes to Pillow, which then decides exactly as it did alone: this
-    path only ever accepts what decodes without a warning and what Pillow's header parser accepts.
+    subsamplings, progressive and restart-marker files). A header with segments Pillow's parser
+    reads itself (EXIF, ICC, Adobe, MPF, ...) is first opened by Pillow, which parses it and decodes
+    nothing, so its header verdict stands. `strict` turns every libjpeg warning (truncation, corrupt
+    entropy data, extraneous bytes) into an error: the file then goes to Pillow, as does anything
+    unusual (CMYK, Adobe RGB, several frames, a subsampling simplejpeg cannot name, a header past
+    max_pixels).
     """
-    if not _plain_jpeg_header(data):
-        return None
-    try:  # simplejpeg raises ValueError for libjpeg errors, KeyError for a subsampling it has no name for (4:4:1)
+    if not _plain_jpeg_header(data) and not _pillow_reads_header(data):
+        return None, None
+    try:  # simplejpeg raises KeyError for a subsampling it has no name for (4:4:1)
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if colorspace not in ("YCbCr", "Gray") or width * height > max_pixels or width * height == 0:
-            return None
+    except Exception:
+        return None, None
+    if colorspace not in ("YCbCr", "Gray") or width * height > max_pixels or width * height == 0:
+        return None, None
+    try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if colorspace == "Gray" else "RGB",
                                         fastdct=False, fastupsample=False, strict=True)
+    except ValueError as exc:  # libjpeg-turbo's error, or its warning made one by strict
+        return None, str(exc)
     except Exception:
-        return None
+        return None, None
     if pixels.shape[:2] != (height, width):  # never a scaled-down decode
-        return None
+        return None, None
     notes: list[tuple[str, str]] = []
     return Decoded(image=_to_rgb_uint8(pixels[:, :, 0] if colorspace == "Gray" else pixels, notes),
-                   format="jpeg", notes=notes)
+                   format="jpeg", notes=notes), None
+
+
+def _pillow_reads_header(data: bytes) -> bool:
+    """Pillow opens the JPEG (parsing its markers up to the scan, decoding nothing) as one plain frame."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG", "MPO"]) as opened:
+            return opened.format == "JPEG" and opened.mode in ("RGB", "L") and getattr(opened, "n_frames", 1) == 1
+    except Exception:  # its verdict is given when it decodes the file itself
+        return False
+
+
+def _judge_jpeg_warning(message: str, decoded: Decoded) -> None:
+    """What libjpeg-turbo's warning about a JPEG that Pillow decoded regardless means for it.
+
+    Pillow ignores libjpeg's warnings, so such a file used to be trained on as decoded. Where the
+    warning says the compressed data ran out or is damaged, part of the image is grey or garbage
+    (in generated damaged files the pixels were 10-30 levels off on average): truncated or
+    corrupt. Any other warning (extraneous bytes between segments, an unknown JFIF revision)
+    is a decoder_warning note: often harmless, reported so it can be looked at.
+    """
+    lowered = message.lower()
+    if "premature end" in lowered:
+        raise DecodeError("truncated", f"jpeg data ends before the image does (libjpeg-turbo: {message}); the rest "
+                          "would be decoded grey")
+    if "bad huffman code" in lowered or "corrupt jpeg data: bad" in lowered:
+        raise DecodeError("corrupt", f"jpeg data is damaged (libjpeg-turbo: {message}); part of the image would be "
+                          "decoded as garbage")
+    decoded.notes.append(("decoder_warning", f"libjpeg-turbo: {message}"))
 
 
 def _tensorflow_io_tiff(data: bytes, *, samples: int = 4) -> np.ndarray:
@@ -364,8 +399,11 @@ def decode_image(data: bytes, *, suffix: str = "", max_pixels: int = 40_000_000)
             decoded = _decode_npy(data, max_pixels=max_pixels)
         elif fmt == "tiff":
             decoded = _decode_tiff(data, max_pixels=max_pixels)
-        elif fmt == "jpeg" and (direct := _decode_jpeg_direct(data, max_pixels=max_pixels)) is not None:
-            decoded = direct
+        elif fmt == "jpeg":
+            direct, warning = _decode_jpeg_direct(data, max_pixels=max_pixels)
+            decoded = direct or _decode_pillow(data, fmt=fmt, max_pixels=max_pixels)
+            if warning is not None:  # Pillow decoded what libjpeg-turbo warned about
+                _judge_jpeg_warning(warning, decoded)
         else:
             decoded = _decode_pillow(data, fmt=fmt, max_pixels=max_pixels)
     except DecodeError:
