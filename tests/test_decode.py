@@ -156,7 +156,7 @@ def _compared_with_pillow(data: bytes, label: str) -> str:
     assert pillow[0] == "decoded" and warning is not None, f"{label}: {ours[0]} where Pillow says {pillow[0]}"
     if "premature end" in warning.lower():
         assert ours == ("truncated",), label
-    elif "bad huffman code" in warning.lower():
+    elif "bad huffman code" in warning.lower() or "bad arithmetic code" in warning.lower():
         assert ours == ("corrupt",), label
     else:
         assert ours == (*pillow[:3], (*pillow[3], ("decoder_warning", f"libjpeg-turbo: {warning}"))), label
@@ -323,3 +323,56 @@ def test_samples_of_other_than_eight_bits_are_refused_from_the_header_as_before(
         data = base[:precision] + bytes([bits]) + base[precision + 1 :]
         assert _decode_jpeg_direct(data, max_pixels=40_000_000)[0] is None
         assert _verdict(lambda d: decode_image(d, suffix=".jpg"), data) == _verdict(_pillow_only, data) == ("corrupt",)
+
+
+def _header_warned(data: bytes, rng: np.random.Generator) -> bytes:
+    """data with a header libjpeg-turbo reads with a warning and Pillow reads silently: junk bytes before a
+    segment, an Adobe segment with the unknown transform 2 instead of JFIF (colour only: libjpeg reads no
+    transform for one component), or JFIF revision 2.1."""
+    frame = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))  # baseline or progressive
+    colour = data[frame + 9] == 3  # the frame's component count
+    way = int(rng.choice([0, 1, 2] if colour else [0, 2]))
+    if way == 0:
+        at = data.index(b"\xff\xdb")
+        return data[:at] + rng.integers(1, 255, int(rng.integers(1, 4)), dtype=np.uint8).tobytes() + data[at:]
+    app0_end = 4 + int.from_bytes(data[4:6], "big")
+    if way == 1:
+        return data[:2] + _app(0xEE, b"Adobe\0\x64\0\0\0\0\x02") + data[app0_end:]
+    return data[:11] + b"\x02" + data[12:]  # JFIF's major version byte
+
+
+def test_a_warning_libjpeg_gives_about_the_header_is_not_dropped():
+    """libjpeg-turbo's header warnings stopped the direct path before its decode, and the file then got
+    Pillow's verdict with no note: a scan cut short behind junk between segments was Pillow's grey-filled
+    image, silently. The warning is now judged as any other: these decode to Pillow's pixels with it noted."""
+    rng = np.random.default_rng(31)
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    bases = [faults.jpeg_bytes(seed, size=40) for seed in range(3)]
+    bases += [faults.encode(faults.image_array(4, size=40)[:, :, 0], "JPEG"),
+              faults.encode(faults.image_array(5, size=40), "JPEG", exif=exif.tobytes(), progressive=True)]
+    outcomes = Counter()
+    for index in range(60):
+        data = _header_warned(bases[index % len(bases)], rng)
+        if index % 2:
+            data = _cut_scan(data)
+        warning = _libjpeg_warning(data)
+        assert warning is not None and _verdict(_pillow_only, data)[0] == "decoded", index
+        ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), data)
+        assert ours[0] == "decoded" and ("decoder_warning", f"libjpeg-turbo: {warning}") in ours[3], f"variant {index}: {ours[0]} ({warning})"
+        outcomes[_compared_with_pillow(data, f"variant {index}")] += 1
+    assert outcomes == {"decoder_warning": 60}
+
+
+def test_a_misnumbered_icc_chunk_is_a_note_not_corrupt_pixels():
+    """"Corrupt JPEG data: bad ICC marker" is libjpeg-turbo on an ICC chunk's sequence numbers, not on the
+    image data: the file decodes to Pillow's pixels with the warning noted, never refused as corrupt."""
+    profile = b"\0" * 128 + b"trainwell test profile"
+    base = faults.encode(faults.image_array(6, size=40), "JPEG", icc_profile=profile)
+    chunk = base.index(b"ICC_PROFILE\0") + 12  # sequence number, then chunk count
+    for sequence, count in ((0, 1), (2, 1), (1, 0), (0, 0), (3, 2)):
+        data = base[:chunk] + bytes([sequence, count]) + base[chunk + 2 :]
+        assert "bad ICC marker" in str(_libjpeg_warning(data))
+        ours = _verdict(lambda d: decode_image(d, suffix=".jpg"), data)
+        assert ours[0] == "decoded" and ours[1:3] == _verdict(_pillow_only, data)[1:3], (sequence, count)
+        assert _compared_with_pillow(data, f"icc {sequence}/{count}") == "decoder_warning"

@@ -278,6 +278,10 @@ def _decode_jpeg_direct(data: bytes, *, max_pixels: int) -> tuple[Decoded | None
         return None, None
     try:  # simplejpeg raises KeyError for a subsampling it has no name for (4:4:1)
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:  # a warning in the header (junk between segments, an Adobe transform of 2)
+        # is libjpeg's word on the file too: judged if Pillow decodes it, or a scan cut short behind
+        # such a header would be Pillow's grey-filled image with no note at all.
+        return None, (str(exc) if _header_readable(data) else None)
     except Exception:
         return None, None
     if colorspace not in ("YCbCr", "Gray") or width * height > max_pixels or width * height == 0:
@@ -294,6 +298,15 @@ def _decode_jpeg_direct(data: bytes, *, max_pixels: int) -> tuple[Decoded | None
     notes: list[tuple[str, str]] = []
     return Decoded(image=_to_rgb_uint8(pixels[:, :, 0] if colorspace == "Gray" else pixels, notes),
                    format="jpeg", notes=notes), None
+
+
+def _header_readable(data: bytes) -> bool:
+    """libjpeg-turbo reads the header when its warnings are not errors: what it raised was a warning."""
+    try:
+        simplejpeg.decode_jpeg_header(data, strict=False)
+    except Exception:
+        return False
+    return True
 
 
 def _pillow_reads_header(data: bytes) -> bool:
@@ -318,7 +331,8 @@ def _judge_jpeg_warning(message: str, decoded: Decoded) -> None:
     if "premature end" in lowered:
         raise DecodeError("truncated", f"jpeg data ends before the image does (libjpeg-turbo: {message}); the rest "
                           "would be decoded grey")
-    if "bad huffman code" in lowered or "corrupt jpeg data: bad" in lowered:
+    # Only the entropy decoders' complaints: "Corrupt JPEG data: bad ICC marker" is about metadata.
+    if "bad huffman code" in lowered or "bad arithmetic code" in lowered:
         raise DecodeError("corrupt", f"jpeg data is damaged (libjpeg-turbo: {message}); part of the image would be "
                           "decoded as garbage")
     decoded.notes.append(("decoder_warning", f"libjpeg-turbo: {message}"))
