@@ -11,8 +11,8 @@ from trainwell.outputs import write_bytes_atomically
 from trainwell.params import load_params
 
 # Distributions whose version can change a stage's output: decoding, resizing, training, metrics.
-LIBRARIES = ("tensorflow", "tensorflow-io", "keras", "numpy", "opencv-python-headless", "pillow", "tifffile",
-             "albumentations", "cleanlab", "scikit-learn", "scipy")
+LIBRARIES = ("tensorflow", "tensorflow-io", "keras", "numpy", "opencv-python-headless", "pillow", "simplejpeg",
+             "tifffile", "albumentations", "cleanlab", "scikit-learn", "scipy")
 
 
 def installed_versions() -> dict[str, str]:
