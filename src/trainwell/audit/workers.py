@@ -122,7 +122,8 @@ def _fork_check(items: list[Item], *, root: Path | str, policy: AuditParams) -> 
         status = 1
         try:
             os.close(read_end)
-            send_answer(write_end, items=items, root=root, policy=policy)
+            with os.fdopen(write_end, "wb") as answer:
+                pickle.dump(_check_chunk(items, root=root, policy=policy), answer)
             status = 0
         finally:
             os._exit(status)
@@ -130,13 +131,7 @@ def _fork_check(items: list[Item], *, root: Path | str, policy: AuditParams) -> 
     return pid, read_end
 
 
-def send_answer(write_end: int, *, items: list[Item], root: Path | str, policy: AuditParams) -> None:
-    """In a forked checker: check items and write the pickled CheckedBatch to write_end."""
-    with os.fdopen(write_end, "wb") as answer:
-        pickle.dump(_check_chunk(items, root=root, policy=policy), answer)
-
-
-def collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
+def _collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
     """The joined answers of forked checkers (pid, read end), in order; None when one died before
     it answered. A complete answer is all that is needed of a child: it is reaped later, so that
     its exit (the kernel unmapping its copy of this process, ~1 ms) does not hold this one up."""
@@ -145,7 +140,7 @@ def collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
     for pid, read_end in children:  # each child has its own pipe: reading one at a time cannot deadlock
         with os.fdopen(read_end, "rb") as answer:
             data = answer.read()
-        reap_later(pid)
+        _reap_later(pid)
         try:
             results.append(pickle.loads(data))
         except Exception:  # nothing, or a cut-off pickle: the child died mid-answer
@@ -156,14 +151,14 @@ def collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
 _unreaped: list[int] = []
 
 
-def reap_later(pid: int) -> None:
+def _reap_later(pid: int) -> None:
     """Reap a child that has answered (or was killed) now if it is gone, else at reap_all."""
     if os.waitpid(pid, os.WNOHANG)[0] == 0:
         _unreaped.append(pid)
 
 
 def reap_all() -> None:
-    """Wait for every child reap_later left: by now they have long exited, so this is immediate."""
+    """Wait for every child _reap_later left: by now they have long exited, so this is immediate."""
     while _unreaped:
         os.waitpid(_unreaped.pop(), 0)
 
@@ -175,8 +170,8 @@ def _in_children(items: list[Item], *, root: Path | str, policy: AuditParams, wo
     quarter of a re-audit after a small change, which is exactly when a handful of files is checked.
     """
     share = -(-len(items) // workers)
-    return collect([_fork_check(items[start:start + share], root=root, policy=policy)
-                    for start in range(0, len(items), share)])
+    return _collect([_fork_check(items[start:start + share], root=root, policy=policy)
+                     for start in range(0, len(items), share)])
 
 
 def _in_processes(items: list[Item], *, root: Path | str, policy: AuditParams, workers: int) -> Iterator[CheckedBatch]:
