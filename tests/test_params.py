@@ -151,6 +151,17 @@ def test_mistyped_value_is_named():
     assert "train.epochs" in str(error.value)
 
 
+@pytest.mark.parametrize("section", ["demo", "split", "build", "train", "label_review"])
+@pytest.mark.parametrize("value", [-1, 2**32])
+def test_a_seed_numpy_would_refuse_is_named(section, value):
+    """A negative seed, or one past 2**32 - 1, raised inside numpy mid-stage (a traceback); every
+    seed is checked here instead, naming its key, and the largest one numpy takes is accepted."""
+    with pytest.raises(ParamsError) as error:
+        parse_params({section: {"seed": value}})
+    assert f"{section}.seed" in str(error.value)
+    assert getattr(parse_params({section: {"seed": 2**32 - 1}}), section).seed == 2**32 - 1
+
+
 def test_literal_choice_lists_allowed_values():
     with pytest.raises(ParamsError) as error:
         parse_params({"train": {"output_activation": "tanh"}})
