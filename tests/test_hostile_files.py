@@ -161,8 +161,9 @@ def test_malformed_manifest_is_a_usage_error_naming_the_line(demo_copy, workdir,
     assert expected in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("content", [b"[1, 2, 3]", b'{"fingerprint": 5, "paths": {}}', b"\xff\x00", b'"text"'])
-def test_a_corrupt_audit_cache_is_a_miss_with_one_warning(demo_copy, workdir, capsys, content):
+@pytest.mark.parametrize("content", [b'{"fingerprint": "5", "paths": {}}', b'{"format": 4, "fingerprint": "x", "paths": 3}',
+                                     b'{"format": 4, "fingerprint": "ab', b'{"format": 99, "fingerprint": "x\xff\x00'])
+def test_a_damaged_audit_cache_is_a_miss_with_one_warning(demo_copy, workdir, capsys, content):
     cache = workdir / "cache.json"
     cache.write_bytes(content)
     assert main(["audit", str(demo_copy), "--cache", str(cache), "--format", "json"]) == 0
@@ -170,6 +171,15 @@ def test_a_corrupt_audit_cache_is_a_miss_with_one_warning(demo_copy, workdir, ca
     assert json.loads(captured.out)["files_scanned"] == 60
     assert captured.err.count("ignoring the audit cache") <= 1
     assert json.loads(cache.read_text())["paths"]  # rebuilt
+
+
+@pytest.mark.parametrize("content", [b"[1, 2, 3]", b'{"fingerprint": 5, "paths": {}}', b"\xff\x00", b'"text"'])
+def test_a_file_that_is_not_an_audit_cache_is_refused_not_rebuilt(demo_copy, workdir, capsys, content):
+    cache = workdir / "cache.json"
+    cache.write_bytes(content)
+    assert main(["audit", str(demo_copy), "--cache", str(cache), "--format", "json"]) == 2
+    assert "is not a trainwell audit cache" in capsys.readouterr().err
+    assert cache.read_bytes() == content
 
 
 @pytest.mark.parametrize("layout, expected", [

@@ -31,6 +31,11 @@ def test_init_writes_a_valid_project_and_keeps_the_users_gitignore(tmp_path, cap
     ignored = (project / ".gitignore").read_text().splitlines()
     assert ignored[:2] == ["/my-secrets", "*.log"]
     assert "/data/audit/cache.json" in ignored and "/data/train_backup/" in ignored
+    # What a killed audit leaves (a temporary file beside the cache) is ignored, and only that.
+    checked = subprocess.run(["git", "check-ignore", "--no-index", "data/audit/.cache.json.k2_x9.tmp",
+                              "data/audit/.cache.json.npy.0a1b.tmp", "data/audit/quarantine.csv"],
+                             cwd=project, capture_output=True, text=True)
+    assert checked.stdout.split() == ["data/audit/.cache.json.k2_x9.tmp", "data/audit/.cache.json.npy.0a1b.tmp"]
     assert "dvc repro" in capsys.readouterr().out
 
 

@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(the DVC stage always writes paths.audit_html)")
     audit.add_argument("--cache", dest="cache_file", metavar="FILE",
                        help="reuse per-file results stored in FILE from an earlier audit, so only new or "
-                            "changed files are decoded (the DVC stage uses paths.audit_cache)")
+                            "changed files are decoded; FILE and FILE.npy are (re)written, and must be new "
+                            "or a trainwell cache: any other file there is refused, never overwritten "
+                            "(the DVC stage uses paths.audit_cache)")
     for name, (_, help_text) in STAGES.items():
         add(name, help_text)
     doctor = add("doctor", "check that model head, loss and labels agree, without training",

@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
+import tempfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -15,6 +19,7 @@ import simplejpeg
 
 from trainwell.console import warn
 from trainwell.data.decode import format_for_extension
+from trainwell.errors import UsageError
 from trainwell.params import AuditParams
 
 # The layout of cache.json and its sidecar. A cache of another format (or none: format 1 had no
@@ -55,6 +60,47 @@ def _digest(body: str, records: np.ndarray) -> str:
     No digest stops a deliberate forgery here: whoever can write the cache can recompute any."""
     checksum = zlib.crc32(body.encode("utf-8", "surrogatepass"))
     return f"{zlib.crc32(np.ascontiguousarray(records).data, checksum):08x}"
+
+
+# Every cache.json trainwell has written starts like this (format 1 had no "format" key), and
+# every sidecar is an .npy array of records with these fields.
+_OWN_START = re.compile(rb'\{"(format": \d+, ")?fingerprint": "')
+_OWN_SIDECAR_FIELDS = {"size", "mtime_ns"}
+
+
+def _foreign(path: Path, *, sidecar: bool) -> str | None:
+    """Why the existing file at `path` is not one trainwell wrote as an audit cache (or its
+    sidecar), or None when it is one, is empty (what a crash mid-write can leave) or is absent.
+
+    The cache file is a user's choice (`--cache FILE`): a typo naming their own file must not
+    overwrite it. Only the first bytes are read, and only from a regular file (a FIFO would block).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None if not path.is_symlink() else "a symbolic link that leads nowhere"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not stat.S_ISREG(mode):
+        return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    try:
+        with open(path, "rb") as handle:
+            if sidecar:
+                head = handle.read(6)
+                handle.seek(0)
+                if not head:
+                    return None
+                if head != b"\x93NUMPY":
+                    return "not a NumPy .npy file"
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(handle))
+                dtype = read_header(handle)[2] if read_header else None  # (shape, fortran order, dtype)
+                return None if dtype is not None and set(dtype.names or ()) >= _OWN_SIDECAR_FIELDS \
+                    else "a NumPy array of other data"
+            head = handle.read(64)
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({str(exc)[:80]})"
+    return None if not head or _OWN_START.match(head) else "not a trainwell audit cache"
 
 
 def _promised_format(path: str) -> str | None:
@@ -116,6 +162,8 @@ class AuditCache:
         self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_pixel_difference]
         self.previous_near_pairs: list[list[str]] = []
         self.near_valid = False  # previous_near_pairs were computed with today's settings
+        if self.path:
+            self._refuse_foreign()
         if self.path and self.path.exists():
             try:
                 self._load()
@@ -149,6 +197,16 @@ class AuditCache:
         if near.get("settings") == self.near_settings and isinstance(near.get("pairs", []), list):
             self.previous_near_pairs = near.get("pairs", [])
             self.near_valid = True
+
+    def _refuse_foreign(self) -> None:
+        """Stop before the audit when saving would overwrite a file trainwell did not write."""
+        assert self.path is not None
+        for target, sidecar in ((self.path, False), (self._sidecar(), True)):
+            reason = _foreign(target, sidecar=sidecar)
+            if reason:
+                raise UsageError(f"the audit cache would overwrite '{target}', which is {reason}; trainwell never "
+                                 "overwrites a file it did not write. Name a new file with --cache (or "
+                                 "paths.audit_cache in params.yaml), or move that file away")
 
     def _sidecar(self) -> Path:
         assert self.path is not None
@@ -229,9 +287,9 @@ class AuditCache:
         for name in COLUMNS:
             records[name] = columns[name][kept]
         sidecar = self._sidecar()
-        temporary = sidecar.with_name(sidecar.name + ".tmp.npy")
-        np.save(temporary, records, allow_pickle=False)
-        _move(temporary, sidecar)
+        with _temporary_beside(sidecar) as handle:
+            np.save(handle, records, allow_pickle=False)
+        _move(Path(handle.name), sidecar)
         kept_set = set(kept_paths) if not keep.all() else None
         document = {
             "format": FORMAT,
@@ -242,9 +300,14 @@ class AuditCache:
             "near_duplicates": {"settings": self.near_settings, "pairs": near_pairs},
         }
         body = json.dumps(document)[:-1]  # the closing brace comes after the digest
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(f"{body}{_DIGEST_KEY}{_digest(body, records)}\"}}", encoding="utf-8")
-        _move(temporary, self.path)
+        with _temporary_beside(self.path) as handle:
+            handle.write(f"{body}{_DIGEST_KEY}{_digest(body, records)}\"}}".encode())
+        _move(Path(handle.name), self.path)
+
+
+def _temporary_beside(target: Path) -> IO[bytes]:
+    """A new file in target's folder under a name no other file has (never a user's file), kept on close."""
+    return tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
 
 
 def _move(source: Path, target: Path) -> None:

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -38,7 +38,10 @@ def render_params(*, data_dir: str) -> str:
 
 def scratch_paths(paths: PathsParams) -> list[str]:
     """Paths trainwell writes that are neither DVC outputs nor meant for git."""
-    return [f"/{paths.audit_cache}", f"/{paths.audit_cache}.npy", f"/{paths.train_backup_dir}/", "/dvc_plots/",
+    cache = PurePosixPath(paths.audit_cache)
+    # The cache's temporary files (see audit.cache._temporary_beside) outlive a killed audit.
+    return [f"/{cache}", f"/{cache}.npy", f"/{cache.parent / ('.' + cache.name)}.*.tmp",
+            f"/{paths.train_backup_dir}/", "/dvc_plots/",
             f"/{staging_dir(paths.cache_dir).as_posix()}/"]
 
 
