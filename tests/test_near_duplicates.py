@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainwell.audit.hamming import choose_plan, hamming_pairs
+from trainwell.audit.hamming import Plan, _query_pairs, choose_plan, hamming_pairs
 from trainwell.audit.near_duplicates import near_duplicate_pairs
 
 DISTANCES = (0, 1, 5, 10)
@@ -150,6 +150,10 @@ def test_hamming_pairs_at_the_extremes(method):
         found = hamming_pairs(codes, max_distance=max_distance, method=method)
         want = every_pair[distance[every_pair[:, 0], every_pair[:, 1]] <= max_distance]
         assert sorted(map(tuple, found.tolist())) == sorted(map(tuple, want.tolist()))
+        queries = np.arange(60) % 7 == 3
+        found = hamming_pairs(codes, max_distance=max_distance, queries=queries, method=method)
+        want = want[queries[want[:, 0]] | queries[want[:, 1]]]
+        assert sorted(map(tuple, found.tolist())) == sorted(map(tuple, want.tolist()))
     assert hamming_pairs(codes, max_distance=-1, method=method).shape == (0, 2)
 
 
@@ -162,3 +166,30 @@ def test_plans_grow_with_the_count_and_give_up_when_tables_cost_more():
     assert choose_plan(count=1_000_000, max_distance=20) is None
     with pytest.raises(ValueError, match="method"):
         hamming_pairs(np.zeros(3, dtype=np.uint64), max_distance=1, method="fast")
+
+
+@pytest.fixture(scope="module")
+def code_pairs(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's pHashes as uint64 codes, and every pair within 5 bits by comparing them all."""
+    codes = np.ascontiguousarray(dataset[0]).view(np.uint64).ravel()
+    return codes, hamming_pairs(codes, max_distance=5, method="exhaustive")
+
+
+@pytest.mark.parametrize("plan", [Plan(blocks=6, matching=1), Plan(blocks=7, matching=2), Plan(blocks=9, matching=4)])
+@pytest.mark.parametrize("queried", [1, 40, 3000, "all"])
+def test_every_plan_answers_a_query_exactly(code_pairs, plan, queried):
+    """The incremental path (only the queried codes sorted, every code screened against them)
+    gives the exhaustive pairs with a queried end, for any block layout and any number asked,
+    on the planted crowds (a bucket of 400 equal codes, 200 within 2 bits of one code)."""
+    codes, every_pair = code_pairs
+    rng = np.random.default_rng(queried if queried != "all" else 0)
+    queries = np.ones(len(codes), dtype=bool) if queried == "all" else np.zeros(len(codes), dtype=bool)
+    if queried != "all":
+        _, code_of_row, code_counts = np.unique(codes, return_inverse=True, return_counts=True)
+        crowded = np.flatnonzero(code_counts[code_of_row] > 1)
+        queries[rng.choice(len(codes), size=queried, replace=False)] = True
+        queries[crowded[:queried // 4]] = True  # some from the heavy bucket, whose members meet each other
+    want = every_pair[queries[every_pair[:, 0]] | queries[every_pair[:, 1]]]
+    found = np.concatenate(_query_pairs(codes, 5, plan, queries) or [np.zeros((0, 2), dtype=np.int64)])
+    assert sorted(map(tuple, found.tolist())) == sorted(map(tuple, want.tolist()))
+    assert len(set(map(tuple, found.tolist()))) == len(found)  # each pair once
