@@ -1,10 +1,10 @@
 """Benchmark: `trainwell audit` images/s beside cleanvision's Imagelab.find_issues() on the same folder.
 
-Usage: python benchmarks/audit.py [--images 3000] [--repeats 3]
+Usage: python benchmarks/audit.py [--images 3000] [--repeats 3] [--side 75]
 Needs the bench extra (pip install -e '.[bench]') for cleanvision 0.3.7.
 
-Prints, from one run on one freshly generated folder of clean 75x75 JPEGs (cleanvision 0.3.7
-crashes on a truncated JPEG, so the comparison folder is clean):
+Prints, from one run on one freshly generated folder of clean 75x75 JPEGs (--side: another size;
+cleanvision 0.3.7 crashes on a truncated JPEG, so the comparison folder is clean):
 - full audit: trainwell vs cleanvision images/s and their ratio (bar: trainwell >= 20x, issue #16);
 - incremental re-audit after changing 1% of the files, as a share of the full audit time (bar: < 5%);
 - which problem kinds each tool can detect (trainwell must cover a superset);
@@ -50,11 +50,11 @@ CLEANVISION_TO_TRAINWELL = {
 }
 
 
-def make_folder(root: Path, images: int, *, seed: int = 0) -> None:
+def make_folder(root: Path, images: int, *, seed: int = 0, side: int = 75) -> None:
     per_class = images // len(SHAPES)
     for label in SHAPES:
         for index in range(per_class):
-            image = draw_shape(shape=label, size=75, rng=np.random.default_rng([seed, SHAPES.index(label), index]))
+            image = draw_shape(shape=label, size=side, rng=np.random.default_rng([seed, SHAPES.index(label), index]))
             path = root / label / f"{label}_{index:05d}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(encode_jpeg(image))
@@ -89,7 +89,7 @@ def peak_memory_mib(root: Path) -> float:
     return int(done.stderr.strip().splitlines()[-1]) / 1024
 
 
-def incremental_times(root: Path, cache: Path, repeats: int) -> dict[str, list[float]]:
+def incremental_times(root: Path, cache: Path, repeats: int, side: int) -> dict[str, list[float]]:
     """Full audits, then re-audits with the cache after changing a different 1% each round.
 
     Runs in a process of its own (see main), so numerator and denominator come from the same
@@ -104,7 +104,7 @@ def incremental_times(root: Path, cache: Path, repeats: int) -> dict[str, list[f
     incremental = []
     for repeat in range(repeats):
         for index, path in enumerate(files[repeat::100]):
-            image = draw_shape(shape="ring", size=75, rng=np.random.default_rng([fresh, repeat, index]))
+            image = draw_shape(shape="ring", size=side, rng=np.random.default_rng([fresh, repeat, index]))
             path.write_bytes(encode_jpeg(image))
         incremental.append(time_trainwell(root, cache))
     return {"full": full, "incremental": incremental, "changed": len(files[::100])}
@@ -114,30 +114,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--side", type=int, default=75, help="image width and height in pixels (75: the demo's; "
+                        "400 is near ImageNet's typical 500x375)")
     parser.add_argument("--incremental-only", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.incremental_only:
         folder = Path(args.incremental_only)
-        print(json.dumps(incremental_times(folder / "images", folder / "cache.json", args.repeats)))
+        print(json.dumps(incremental_times(folder / "images", folder / "cache.json", args.repeats, args.side)))
         return
     workspace = Path(tempfile.mkdtemp(prefix="trainwell-bench-audit-"))
     try:
         root = workspace / "images"
-        make_folder(root, args.images)
+        make_folder(root, args.images, side=args.side)
         count = sum(1 for _ in root.rglob("*.jpg"))
         ours, theirs = [], []
         for _ in range(args.repeats):
             ours.append(time_trainwell(root))
             theirs.append(time_cleanvision(root))
         ours_rate, theirs_rate = count / statistics.median(ours), count / statistics.median(theirs)
-        print(f"folder: {count} JPEGs, 75x75")
+        print(f"folder: {count} JPEGs, {args.side}x{args.side}")
         print(f"trainwell audit:            {ours_rate:9.0f} images/s (median of {args.repeats})")
         print(f"cleanvision find_issues():  {theirs_rate:9.0f} images/s (median of {args.repeats})")
         ratio = ours_rate / theirs_rate
         print(f"ratio trainwell/cleanvision: {ratio:.1f}x (bar: >= 20x) {'PASS' if ratio >= 20 else 'FAIL'}")
 
         done = subprocess.run([sys.executable, __file__, "--incremental-only", str(workspace), "--repeats",
-                               str(args.repeats)], capture_output=True, text=True, check=True)
+                               str(args.repeats), "--side", str(args.side)], capture_output=True, text=True, check=True)
         times = json.loads(done.stdout.strip().splitlines()[-1])
         full, incremental = statistics.median(times["full"]), statistics.median(times["incremental"])
         share = incremental / full
@@ -155,7 +157,7 @@ def main() -> None:
         # Four times as many different pictures (copies would be 12,000 duplicate findings, and
         # measure the report's size rather than the audit's streaming).
         bigger = workspace / "bigger"
-        make_folder(bigger, 4 * args.images, seed=1)
+        make_folder(bigger, 4 * args.images, seed=1, side=args.side)
         small_peak, large_peak = peak_memory_mib(root), peak_memory_mib(bigger)
         print(f"peak RSS: {small_peak:.0f} MiB at {count} files, {large_peak:.0f} MiB at {4 * count} files "
               f"(x{large_peak / small_peak:.2f} for 4x the files; "

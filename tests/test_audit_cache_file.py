@@ -110,9 +110,35 @@ def test_saving_never_touches_a_file_beside_the_cache(tmp_path):
         "cache.json", "cache.json.npy", "cache.json.npy.tmp.npy", "cache.json.tmp", "cache.json.tmp.npy"]
 
 
+def test_the_cache_is_written_with_the_umasks_permissions(tmp_path):
+    """As any file the user writes: a cache shared by a team stays readable to the others."""
+    root, cache = _images(tmp_path / "images"), tmp_path / "cache.json"
+    previous = os.umask(0o022)
+    try:
+        _audit(root, cache)
+    finally:
+        os.umask(previous)
+    assert oct(cache.stat().st_mode & 0o777) == oct(cache.with_name("cache.json.npy").stat().st_mode & 0o777) == "0o644"
+
+
 def test_the_cli_refuses_with_a_usage_error_naming_the_file(tmp_path, capsys):
     root, essay = _images(tmp_path / "images"), tmp_path / "essay.txt"
     faults.write(essay, b"my essay\n")
     assert main(["audit", str(root), "--cache", str(essay)]) == 2
     assert "essay.txt" in capsys.readouterr().err
     assert essay.read_bytes() == b"my essay\n"
+
+
+def test_a_failed_write_leaves_the_old_cache_and_no_temporary_file(tmp_path):
+    from trainwell.audit.cache import _replace
+
+    target = faults.write(tmp_path / "cache.json", b'{"format": 4, "fingerprint": "old"}')
+
+    def full_disk(handle) -> None:
+        handle.write(b"half of a new cache")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        _replace(target, full_disk)
+    assert [path.name for path in tmp_path.iterdir()] == ["cache.json"]
+    assert target.read_bytes() == b'{"format": 4, "fingerprint": "old"}'

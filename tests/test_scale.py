@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests import faults
 from trainwell.audit.dataset import audit_dataset
@@ -153,3 +155,24 @@ def test_checked_batches_cover_every_file_in_order(tmp_path):
         7: ["truncated"], 57: ["truncated"], 107: ["truncated"]}
     pixel_hashes = np.concatenate([batch.columns["pixel_hash"] for batch in batches])
     assert (pixel_hashes == b"").tolist() == [index % 50 == 7 for index in range(150)]
+
+
+def test_a_re_audit_after_rewriting_files_in_place_equals_a_fresh_audit(tmp_path):
+    """With the same files in the same order, the cache's columns are copied whole and the changed
+    rows checked over them: nothing stale may survive in a rewritten file's row."""
+    root, cache = tmp_path / "images", tmp_path / "cache.json"
+    paths = [root / ("cat" if index % 2 else "dog") / f"{index:02d}.png" for index in range(16)]
+    for index, path in enumerate(paths):
+        faults.write(path, faults.png_bytes(index))
+    _audit(root, cache)
+    paths[3].write_bytes(faults.png_bytes(3)[:-40])  # now truncated: no pixels, no hashes
+    with Image.open(paths[8]) as image:  # now the same pixels as another class's file, in other bytes
+        image.save(paths[5], format="PNG", compress_level=1)
+    assert paths[5].read_bytes() != paths[8].read_bytes()
+    paths[9].write_bytes(faults.png_bytes(99))  # other pixels
+    os.utime(paths[11], ns=(7, 7))  # touched only
+    again, fresh = _audit(root, cache), _audit(root, None)
+    assert again.files_decoded == 3  # the touched file's bytes were seen: reused
+    assert again.as_dict() == fresh.as_dict()
+    assert {(issue.path, issue.kind) for issue in again.issues} >= {
+        ("cat/03.png", "truncated"), ("cat/05.png", "label_conflict"), ("dog/08.png", "label_conflict")}

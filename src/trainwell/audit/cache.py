@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import stat
-import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -287,9 +288,7 @@ class AuditCache:
         for name in COLUMNS:
             records[name] = columns[name][kept]
         sidecar = self._sidecar()
-        with _temporary_beside(sidecar) as handle:
-            np.save(handle, records, allow_pickle=False)
-        _move(Path(handle.name), sidecar)
+        _replace(sidecar, lambda handle: np.save(handle, records, allow_pickle=False))
         kept_set = set(kept_paths) if not keep.all() else None
         document = {
             "format": FORMAT,
@@ -300,14 +299,34 @@ class AuditCache:
             "near_duplicates": {"settings": self.near_settings, "pairs": near_pairs},
         }
         body = json.dumps(document)[:-1]  # the closing brace comes after the digest
-        with _temporary_beside(self.path) as handle:
-            handle.write(f"{body}{_DIGEST_KEY}{_digest(body, records)}\"}}".encode())
-        _move(Path(handle.name), self.path)
+        text = f"{body}{_DIGEST_KEY}{_digest(body, records)}\"}}".encode()
+        _replace(self.path, lambda handle: handle.write(text))
 
 
-def _temporary_beside(target: Path) -> IO[bytes]:
-    """A new file in target's folder under a name no other file has (never a user's file), kept on close."""
-    return tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
+def _replace(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write a new target through `write` into a temporary file beside it, then move it into place;
+    a failed write (a full disk) leaves the old target and no temporary file."""
+    temporary, handle = _temporary_beside(target)
+    try:
+        with handle:
+            write(handle)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _move(temporary, target)
+
+
+def _temporary_beside(target: Path) -> tuple[Path, IO[bytes]]:
+    """A new file in target's folder under a name no other file has (never a user's file).
+
+    Created with O_EXCL under a random name, and with the umask's permissions as any file the
+    user writes (mkstemp's 0600 would make a cache shared by a team unreadable to the others)."""
+    while True:
+        name = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return name, os.fdopen(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+        except FileExistsError:
+            continue
 
 
 def _move(source: Path, target: Path) -> None:

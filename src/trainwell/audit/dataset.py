@@ -184,9 +184,7 @@ def audit_dataset(
             else np.full(2 * len(listing.files), -1, dtype=np.int64)
         sizes, mtimes = stats.reshape(-1, 2).T
         rows, unchanged = cache.match(root=Path(root), paths=table.paths, sizes=sizes, mtimes=mtimes)
-        reused = np.flatnonzero(rows >= 0)
-        for name in COLUMNS:
-            table.columns[name][reused] = cache.columns[name][rows[reused]] if len(reused) else 0
+        _reuse_rows(table, cache, rows)
         for position, found in cache.reused_findings(rows).items():
             table.findings[table.paths[position]] = found
         todo = np.flatnonzero(rows < 0)
@@ -200,6 +198,21 @@ def audit_dataset(
                            rows=rows, unchanged=unchanged, decoded=len(todo))
         finally:
             reap_all()  # the checkers exited while the dataset-level checks ran
+
+
+def _reuse_rows(table: FileTable, cache: AuditCache, rows: np.ndarray) -> None:
+    """Fill the table's rows from the cache's (rows from AuditCache.match; -1 rows are left for the checks)."""
+    reused = np.flatnonzero(rows >= 0)
+    if not len(reused):
+        return
+    if len(rows) == len(cache.paths) and np.array_equal(rows[reused], reused):
+        # The same files in the same order, the usual re-audit: whole columns copied, no gather
+        # (~4x faster). Rows to be checked get a stale copy here, which their check overwrites.
+        for name in COLUMNS:
+            table.columns[name][:] = cache.columns[name]
+        return
+    for name in COLUMNS:
+        table.columns[name][reused] = cache.columns[name][rows[reused]]
 
 
 def _judged(*, listing: Listing, table: FileTable, cache: AuditCache, policy: AuditParams, sizes: np.ndarray,
