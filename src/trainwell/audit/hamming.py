@@ -101,7 +101,7 @@ def _expected_seconds(plan: Plan | None, *, count: int, compared: float, queried
     if plan is None:
         return compared * _SECONDS_PER_DISTANCE
     collisions = _uniform_collisions(plan)
-    if sample is not None:
+    if sample is not None and len(sample) > 1:
         collisions = max(collisions, _measured_collisions(plan, sample))
     # An incremental search looks up every code that shares a key with some queried code.
     lookups = 0.0 if queried is None else count * min(plan.tables, queried * collisions)
