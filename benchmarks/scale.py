@@ -17,6 +17,9 @@ each stage's real entry point in a fresh child process of its own:
   training batches tf.data would feed fit() (in memory below train.memory_budget_mb, streamed
   by shard above it);
 - evaluate: the stage, with a one-layer model standing in for the trained one;
+- label_review: the stage with 2 folds of 1 epoch each (the default 5 x 12 would be hours of
+  training at 1M; what is measured is the per-image cost and memory of reading, predicting,
+  embedding and ranking, which the fold count multiplies), streamed by shard past the budget;
 - dataset_checks and cache: where decoding is not what is measured, N synthetic pHashes,
   thumbnails and scores (1% exact copies, 1% near copies): duplicates, near-duplicates and
   image properties over the columns; the audit cache saved and loaded.
@@ -47,7 +50,7 @@ import numpy as np
 
 CLASSES = 10
 SIDE = 32  # pixels: tiny images, so the per-file bookkeeping (not the pixels) is what grows
-FILE_STAGES = ("audit", "reaudit_unchanged", "reaudit_1pct", "split", "build", "train_input", "evaluate")
+FILE_STAGES = ("audit", "reaudit_unchanged", "reaudit_1pct", "split", "build", "train_input", "evaluate", "label_review")
 SYNTHETIC_STAGES = ("dataset_checks", "cache")
 GROWTH_BAR = 1.5
 INCREMENTAL_BAR = 0.05
@@ -103,6 +106,7 @@ def write_project(project: Path, root: Path) -> None:
     params = Params().model_dump(mode="json")
     params["data"].update({"dir": str(root), "image_size": SIDE})
     params["audit"]["fail_on"] = []  # a property outlier must not stop the run; its cost is still measured
+    params["label_review"].update({"folds": 2, "epochs_per_fold": 1})  # see the module docstring
     project.mkdir(parents=True, exist_ok=True)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -198,6 +202,10 @@ def run_stage(stage: str, project: Path, count: int) -> dict:
         Path(params.paths.model).parent.mkdir(parents=True, exist_ok=True)
         model.save(params.paths.model)
         action = lambda: evaluate_stage.main(params_file="params.yaml")  # noqa: E731
+    elif stage == "label_review":
+        from trainwell.stages import label_review as label_review_stage
+
+        action = lambda: label_review_stage.main(params_file="params.yaml")  # noqa: E731
     elif stage == "dataset_checks":
         from trainwell.audit.dataset import FileTable, _duplicate_findings, _near_duplicate_findings
         from trainwell.audit.properties import property_findings
