@@ -8,6 +8,8 @@ import os
 import re
 import secrets
 import stat
+import tokenize
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -106,7 +108,13 @@ def _foreign(path: Path, *, sidecar: bool) -> str | None:
                 if claimed > _SIDECAR_HEADER_LIMIT:
                     return "a NumPy array of other data"
                 handle.seek(start)
-                dtype = read_header(handle)[2] if read_header else None  # (shape, fortran order, dtype)
+                try:
+                    with warnings.catch_warnings():  # a deprecated dtype spelling is not the user's concern here
+                        warnings.simplefilter("ignore")
+                        dtype = read_header(handle)[2] if read_header else None  # (shape, fortran order, dtype)
+                except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+                    # numpy parses the header as Python source: a stray quote fails in its tokenizer.
+                    return f"a NumPy file with a header trainwell cannot read ({type(exc).__name__}: {str(exc)[:80]})"
                 return None if dtype is not None and set(dtype.names or ()) >= _OWN_SIDECAR_FIELDS \
                     else "a NumPy array of other data"
             head = handle.read(64)
