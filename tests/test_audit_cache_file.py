@@ -142,3 +142,124 @@ def test_a_failed_write_leaves_the_old_cache_and_no_temporary_file(tmp_path):
         _replace(target, full_disk)
     assert [path.name for path in tmp_path.iterdir()] == ["cache.json"]
     assert target.read_bytes() == b'{"format": 4, "fingerprint": "old"}'
+
+
+@pytest.mark.parametrize("given", [".", "/", "..", "parent is a file/cache.json", "dangling/deeper/cache.json",
+                                   "c" * 234, "a\0b.json"])
+def test_a_cache_name_that_could_never_be_saved_is_refused_before_the_audit(tmp_path, monkeypatch, given):
+    """These crashed (exit 3) with the whole audit done: '.' and '/' have no name to add .npy to, a
+    dangling link cannot be made a folder, and a 234-byte name leaves no room for the temporary's
+    22 more bytes. A NUL can come from params.yaml ("\\0")."""
+    root = _images(tmp_path / "images")
+    faults.write(tmp_path / "parent is a file", b"notes\n")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(UsageError, match="audit cache"):
+        _audit(root, Path(given) if "\0" not in given else given)
+    assert snapshot(tmp_path) == before
+
+
+def test_the_longest_name_that_fits_is_saved_and_trusted(tmp_path):
+    root, cache = _images(tmp_path / "images"), tmp_path / ("c" * 233)
+    assert _audit(root, cache).files_decoded == 4
+    assert _audit(root, cache).files_decoded == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["images", cache.name, cache.name + ".npy"])
+
+
+@pytest.mark.parametrize("inside", ["cache.json", "cat/cache.json", "cat/new.png", "audit/cache.json"])
+def test_a_cache_inside_the_dataset_folder_is_refused(tmp_path, inside):
+    """It would be written among the files it audits: the next audit found the cache itself as a
+    stray file, a class or an image that does not decode (policy violated, exit 1)."""
+    root = _images(tmp_path / "images")
+    before = snapshot(tmp_path)
+    with pytest.raises(UsageError, match="inside the dataset folder"):
+        _audit(root, root / inside)
+    (tmp_path / "link").symlink_to(root)  # the same folder by another name
+    with pytest.raises(UsageError, match="inside the dataset folder"):
+        _audit(root, tmp_path / "link" / inside)
+    (tmp_path / "link").unlink()
+    assert snapshot(tmp_path) == before
+
+
+def test_paths_with_any_characters_make_a_cache_the_next_run_trusts(tmp_path):
+    """Undecodable bytes (surrogates), a newline and an encoded surrogate half, in the cache's name
+    and in the dataset's file names: what this code wrote must be accepted next time."""
+    root = _images(tmp_path / "images")
+    odd = os.fsdecode(b"odd \xff\xfe\n\xed\xa0\x80 \xe2\x80\xae")
+    faults.write(root / "cat" / f"{odd}.png", faults.png_bytes(7))
+    cache = tmp_path / f"{odd}.json"
+    assert _audit(root, cache).files_decoded == 5
+    assert _audit(root, cache).files_decoded == 0
+
+
+def test_a_sidecar_claiming_a_huge_header_is_refused_without_reading_it(tmp_path):
+    """numpy reads every claimed header byte before judging it: 4 GiB from a sparse file."""
+    root, cache = _images(tmp_path / "images"), tmp_path / "cache.json"
+    sidecar = faults.write(tmp_path / "cache.json.npy", b"\x93NUMPY\x02\x00\xff\xff\xff\xff{'descr': [('size', '<i8')")
+    os.truncate(sidecar, 5 << 30)
+    with pytest.raises(UsageError, match=r"cache\.json\.npy', which is a NumPy array of other data"):
+        _audit(root, cache)
+    assert sidecar.stat().st_size == 5 << 30
+
+
+def test_a_file_that_appears_while_the_audit_runs_is_not_overwritten(tmp_path):
+    """Checked again just before saving: a user's file written there meanwhile survives."""
+    from trainwell.audit.cache import AuditCache
+
+    cache_file = tmp_path / "cache.json"
+    cache = AuditCache(cache_file, AuditParams())
+    faults.write(cache_file, b"written meanwhile\n")
+    empty = np.zeros(0, dtype=np.int64)
+    with pytest.raises(UsageError, match="would overwrite"):
+        cache.save(paths=[], sizes=empty, mtimes=empty, columns={}, findings={}, near_pairs=[], unchanged=False)
+    assert cache_file.read_bytes() == b"written meanwhile\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["cache.json"]
+
+
+def test_a_failed_move_leaves_no_temporary_file(tmp_path):
+    """A folder made at the target's name meanwhile (a racing command) fails the move."""
+    from trainwell.audit.cache import _replace
+
+    target = tmp_path / "cache.json"
+    target.mkdir()
+    with pytest.raises(OSError):
+        _replace(target, lambda handle: handle.write(b"{}"))
+    assert [path.name for path in tmp_path.iterdir()] == ["cache.json"]
+
+
+def _damaged_sidecars(seed: int, count: int) -> list[bytes]:
+    """A real sidecar with one to three bytes of its header changed, some also cut short."""
+    from trainwell.audit.cache import _RECORD
+
+    rng = random.Random(seed)
+    real = _npy(np.zeros(3, dtype=_RECORD))
+    damaged = []
+    for _ in range(count):
+        changed = bytearray(real)
+        for _ in range(rng.randrange(1, 4)):
+            changed[rng.randrange(140)] = rng.randrange(256)
+        damaged.append(bytes(changed[:rng.randrange(140)] if rng.random() < 0.3 else changed))
+    return damaged
+
+
+def test_a_damaged_sidecar_header_is_judged_never_a_crash(tmp_path):
+    """numpy parses an .npy header as Python source: a changed quote raised tokenize.TokenError
+    (a fourth of 3,000 such files: an internal error, exit 3)."""
+    from trainwell.audit.cache import _foreign
+
+    sidecar = tmp_path / "cache.json.npy"
+    for content in _damaged_sidecars(0, 300):
+        sidecar.write_bytes(content)
+        reason = _foreign(sidecar, sidecar=True)
+        assert reason is None or isinstance(reason, str)
+
+
+def test_the_cli_refuses_a_sidecar_whose_header_does_not_tokenize(tmp_path, capsys):
+    root, cache = _images(tmp_path / "images"), tmp_path / "cache.json"
+    header = b"{'descr': [('size', \"<i8'), ('mtime_ns', '<i8')], 'fortran_order': False, 'shape': (3,), }"
+    faults.write(tmp_path / "cache.json.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    before = snapshot(tmp_path)
+    assert main(["audit", str(root), "--cache", str(cache)]) == 2
+    assert "cache.json.npy', which is a NumPy file with a header trainwell cannot read" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before

@@ -8,6 +8,8 @@ import os
 import re
 import secrets
 import stat
+import tokenize
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +69,11 @@ def _digest(body: str, records: np.ndarray) -> str:
 # every sidecar is an .npy array of records with these fields.
 _OWN_START = re.compile(rb'\{"(format": \d+, ")?fingerprint": "')
 _OWN_SIDECAR_FIELDS = {"size", "mtime_ns"}
+# A sidecar's .npy header is 128 bytes (numpy pads it to 64); a longer claimed length marks another
+# file, and numpy would read all the claimed bytes (up to 4 GiB in format 2.0) before judging them.
+_SIDECAR_HEADER_LIMIT = 4096
+# The longest name a file may have in most file systems (bytes), when the folder cannot be asked.
+_NAME_MAX = 255
 
 
 def _foreign(path: Path, *, sidecar: bool) -> str | None:
@@ -93,9 +100,21 @@ def _foreign(path: Path, *, sidecar: bool) -> str | None:
                     return None
                 if head != b"\x93NUMPY":
                     return "not a NumPy .npy file"
+                version = np.lib.format.read_magic(handle)
                 read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                               (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(handle))
-                dtype = read_header(handle)[2] if read_header else None  # (shape, fortran order, dtype)
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                start = handle.tell()
+                claimed = int.from_bytes(handle.read(2 if version == (1, 0) else 4), "little")
+                if claimed > _SIDECAR_HEADER_LIMIT:
+                    return "a NumPy array of other data"
+                handle.seek(start)
+                try:
+                    with warnings.catch_warnings():  # a deprecated dtype spelling is not the user's concern here
+                        warnings.simplefilter("ignore")
+                        dtype = read_header(handle)[2] if read_header else None  # (shape, fortran order, dtype)
+                except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+                    # numpy parses the header as Python source: a stray quote fails in its tokenizer.
+                    return f"a NumPy file with a header trainwell cannot read ({type(exc).__name__}: {str(exc)[:80]})"
                 return None if dtype is not None and set(dtype.names or ()) >= _OWN_SIDECAR_FIELDS \
                     else "a NumPy array of other data"
             head = handle.read(64)
@@ -154,7 +173,7 @@ class AuditCache:
     nothing changed. It is trainwell's own scratch state, never the user's data.
     """
 
-    def __init__(self, path: str | Path | None, policy: AuditParams) -> None:
+    def __init__(self, path: str | Path | None, policy: AuditParams, *, dataset: str | Path | None = None) -> None:
         self.path = Path(path) if path else None
         self.fingerprint = fingerprint(policy)
         self.paths: list[str] = []
@@ -164,6 +183,7 @@ class AuditCache:
         self.previous_near_pairs: list[list[str]] = []
         self.near_valid = False  # previous_near_pairs were computed with today's settings
         if self.path:
+            self._refuse_unusable(dataset)
             self._refuse_foreign()
         if self.path and self.path.exists():
             try:
@@ -198,6 +218,39 @@ class AuditCache:
         if near.get("settings") == self.near_settings and isinstance(near.get("pairs", []), list):
             self.previous_near_pairs = near.get("pairs", [])
             self.near_valid = True
+
+    def _refuse_unusable(self, dataset: str | Path | None) -> None:
+        """Stop before the audit when the cache could never be saved where it is named, or would be
+        saved inside the dataset folder (it would be audited as one of the dataset's files)."""
+        assert self.path is not None
+        given = str(self.path)
+        if "\0" in given:
+            raise UsageError(f"the audit cache file name {given!r} holds a NUL character, which no file name can; "
+                             "name another file with --cache (or paths.audit_cache in params.yaml)")
+        if not self.path.name or self.path.name == "..":
+            raise UsageError(f"the audit cache '{given}' names a folder, not a file; name a file in it instead, "
+                             "such as --cache audit-cache.json (or paths.audit_cache in params.yaml)")
+        folder = self.path.parent
+        while not os.path.isdir(folder):  # the folders save() will create: none may be a file or a dangling link
+            if os.path.lexists(folder):
+                raise UsageError(f"the audit cache '{given}' cannot be written: '{folder}' is not a folder; name "
+                                 "a file in a folder with --cache (or paths.audit_cache in params.yaml)")
+            folder = folder.parent
+        try:
+            name_max = os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            name_max = _NAME_MAX
+        # The longest name written is the sidecar's temporary: ".NAME.npy.<12 hex digits>.tmp".
+        if len(os.fsencode(_temporary_name(self._sidecar(), "0" * 12).name)) > name_max:
+            raise UsageError(f"the audit cache name '{self.path.name}' is too long: its temporary files need "
+                             f"{len(os.fsencode(self.path.name)) + 22} bytes of the {name_max} a name may have "
+                             "here; name a shorter file with --cache (or paths.audit_cache in params.yaml)")
+        if dataset is not None:
+            inside = os.path.realpath(dataset)
+            if os.path.commonpath([inside, os.path.realpath(self.path)]) == inside:
+                raise UsageError(f"the audit cache '{given}' is inside the dataset folder '{dataset}', where it "
+                                 "would be audited as one of its files (and an audit never writes there); name a "
+                                 "file outside it with --cache (or paths.audit_cache in params.yaml)")
 
     def _refuse_foreign(self) -> None:
         """Stop before the audit when saving would overwrite a file trainwell did not write."""
@@ -279,6 +332,9 @@ class AuditCache:
         again next time."""
         if not self.path or (unchanged and self.near_valid and near_pairs == self.previous_near_pairs):
             return
+        # Checked again: a file may have appeared there while the audit ran (a long one, or a typo
+        # shared by two terminals); this leaves it a few milliseconds instead of the whole audit.
+        self._refuse_foreign()
         keep = (columns["content"] != b"") & (sizes >= 0)
         kept = np.flatnonzero(keep)
         kept_paths = [paths[position] for position in kept.tolist()] if not keep.all() else list(paths)
@@ -310,10 +366,10 @@ def _replace(target: Path, write: Callable[[IO[bytes]], object]) -> None:
     try:
         with handle:
             write(handle)
+        _move(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _move(temporary, target)
 
 
 def _temporary_beside(target: Path) -> tuple[Path, IO[bytes]]:
@@ -322,11 +378,16 @@ def _temporary_beside(target: Path) -> tuple[Path, IO[bytes]]:
     Created with O_EXCL under a random name, and with the umask's permissions as any file the
     user writes (mkstemp's 0600 would make a cache shared by a team unreadable to the others)."""
     while True:
-        name = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        name = _temporary_name(target, secrets.token_hex(6))
         try:
             return name, os.fdopen(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
         except FileExistsError:
             continue
+
+
+def _temporary_name(target: Path, token: str) -> Path:
+    """The temporary file's name for `target` (trainwell init's .gitignore lines match it)."""
+    return target.with_name(f".{target.name}.{token}.tmp")
 
 
 def _move(source: Path, target: Path) -> None:

@@ -176,9 +176,10 @@ def audit_dataset(
     """
     root = str(root) if storage.is_remote(root) else Path(root)
     with frozen_heap():
-        listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
         # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
-        cache = AuditCache(None if storage.is_remote(root) else cache_file, policy)
+        # Made first: a cache file it refuses stops the audit before any listing or decoding.
+        cache = AuditCache(None if storage.is_remote(root) else cache_file, policy, dataset=root)
+        listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
         table = FileTable.empty(listing.files)
         stats = np.frombuffer(listing.stats, dtype=np.int64) if listing.stats is not None and len(listing.stats) \
             else np.full(2 * len(listing.files), -1, dtype=np.int64)

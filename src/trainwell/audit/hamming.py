@@ -25,9 +25,11 @@ _SECONDS_PER_SCREENED_CODE = 12e-9
 # A code that passes the screen and is looked up among the sorted queried keys (two binary searches).
 _SECONDS_PER_LOOKUP = 100e-9
 # From this many codes on, choose_plan measures how often real codes share keys, on a sample of at
-# most _SAMPLE of them (three sorts of it per plan weighed: ~0.1 s at 1,000,000 codes). Below, every
-# plan is fast enough that a poor choice costs less than measuring.
-_MEASURE_FROM = 50_000
+# most _SAMPLE of them (three sorts of it per plan weighed: ~0.1 s at 1,000,000 codes). Below, a
+# poor choice costs at most ~0.3 s (every pair a candidate in each of 15 tables). It was 50,000:
+# 49,999 codes with their low 32 bits equal took 78 s (6 blocks, 2 matching, for random codes)
+# where 50,000 took 1.5 s, and the sample of 1,000 costs microseconds.
+_MEASURE_FROM = 1_000
 _SAMPLE = 1 << 16
 _SECONDS_PER_CANDIDATE = 40e-9
 _SECONDS_PER_DISTANCE = 5e-9
