@@ -263,3 +263,17 @@ def test_the_cli_refuses_a_sidecar_whose_header_does_not_tokenize(tmp_path, caps
     assert main(["audit", str(root), "--cache", str(cache)]) == 2
     assert "cache.json.npy', which is a NumPy file with a header trainwell cannot read" in capsys.readouterr().err
     assert snapshot(tmp_path) == before
+
+
+def test_with_a_manifest_a_cache_under_the_root_is_allowed(tmp_path):
+    """Only the manifest's rows are read, so `data.dir: .` with the cache in data/audit/ is fine."""
+    root = _images(tmp_path / "project")
+    manifest = root / "labels.csv"
+    manifest.write_text("path,label\n" + "".join(f"{path.relative_to(root)},{path.parent.name}\n"
+                                                for path in sorted(root.glob("*/*.png"))))
+    data = DataParams(dir=str(root), manifest=str(manifest))
+    cache = root / "data" / "audit" / "cache.json"
+    first = audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
+    again = audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
+    assert (first.files_scanned, first.files_decoded, again.files_decoded) == (4, 4, 0)
+    assert again.as_dict() == first.as_dict()

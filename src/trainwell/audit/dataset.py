@@ -178,7 +178,9 @@ def audit_dataset(
     with frozen_heap():
         # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
         # Made first: a cache file it refuses stops the audit before any listing or decoding.
-        cache = AuditCache(None if storage.is_remote(root) else cache_file, policy, dataset=root)
+        # With a manifest only its rows are read, so a cache under the root is never audited.
+        cache = AuditCache(None if storage.is_remote(root) else cache_file, policy,
+                           dataset=None if data.manifest else root)
         listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
         table = FileTable.empty(listing.files)
         stats = np.frombuffer(listing.stats, dtype=np.int64) if listing.stats is not None and len(listing.stats) \
