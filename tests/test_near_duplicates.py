@@ -258,3 +258,16 @@ def test_structured_codes_below_the_old_measuring_threshold_are_measured():
     found = hamming_pairs(small, max_distance=4)
     want = hamming_pairs(small, max_distance=4, method="exhaustive")
     assert sorted(map(tuple, found.tolist())) == sorted(map(tuple, want.tolist()))
+
+
+def test_a_slot_holding_another_key_gives_no_bucket():
+    """The slot table is looked up by a hash of the key: a code whose slot holds another key (or a
+    slot two keys share) must meet exactly the queried codes with its own key, never the others."""
+    from trainwell.audit.hamming import _bucket_bounds
+
+    sorted_keys = np.array([3, 3, 8, 9, 9, 9], dtype=np.uint64)
+    distinct, starts, ends = np.array([3, 8, 9], dtype=np.uint64), np.array([0, 2, 3]), np.array([2, 3, 6])
+    entry = np.array([1, 3, 1, -1, -1, 2], dtype=np.int32)  # slot of: key 3, key 9, another key in 3's slot, ...
+    keys = np.array([3, 9, 5, 8, 7, 8], dtype=np.uint64)
+    low, high = _bucket_bounds(entry, keys, sorted_keys=sorted_keys, distinct=distinct, starts=starts, ends=ends)
+    assert [list(range(a, b)) for a, b in zip(low.tolist(), high.tolist())] == [[0, 1], [3, 4, 5], [], [2], [], [2]]

@@ -22,8 +22,8 @@ _SECONDS_PER_TABLE_CODE = 60e-9
 # A code screened against a table of queried keys (mask, hash, one flag looked up; see _query_pairs):
 # measured 10 ns at 100,000 codes, 20 at 1,000,000 (the filter falls out of the cache).
 _SECONDS_PER_SCREENED_CODE = 12e-9
-# A code that passes the screen and is looked up among the sorted queried keys (two binary searches).
-_SECONDS_PER_LOOKUP = 100e-9
+# A code whose slot holds a key: its key compared and its bucket bounds gathered (see _bucket_bounds).
+_SECONDS_PER_LOOKUP = 15e-9
 # From this many codes on, choose_plan measures how often real codes share keys, on a sample of at
 # most _SAMPLE of them (three sorts of it per plan weighed: ~0.1 s at 1,000,000 codes). Below, a
 # poor choice costs at most ~0.3 s (every pair a candidate in each of 15 tables). It was 50,000:
@@ -214,8 +214,8 @@ def _index_pairs(codes: np.ndarray, max_distance: int, plan: Plan) -> list[np.nd
     return found
 
 
-# The filter that screens every code against one table's queried keys: 2^20 flags (1 MiB), set
-# at a multiplicative (Fibonacci) hash of each key, which spreads any mask's bits over the top bits.
+# The slots that screen every code against one table's queried keys: 2^20 (4 MiB of int32), at a
+# multiplicative (Fibonacci) hash of each key, which spreads any mask's bits over the top bits.
 _FILTER_BITS = 20
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
 
@@ -223,11 +223,12 @@ _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
 def _query_pairs(codes: np.ndarray, max_distance: int, plan: Plan, queries: np.ndarray) -> list[np.ndarray]:
     """_index_pairs for a few queried codes among many, without sorting every code into each table.
 
-    Per table, only the queried codes' keys are sorted, and flagged in a filter; one vectorised
-    pass screens every code against the filter, and only the flagged few are looked up among the
-    sorted keys (a filter flag shared by two keys only costs that look-up). At 100,000 codes and
-    1,000 queried this is ~1 ms a table where sorting every code took ~10. The pairs are those
-    _index_pairs keeps: each in the first table it meets in, a pair of two queried codes once.
+    Per table, only the queried codes' keys are sorted, and each distinct key is entered in a
+    2^20-slot table at a hash of the key; one vectorised pass looks every code's slot up, and a
+    code whose slot holds its very key meets that key's queried codes (a slot two keys share is
+    settled by binary search). At 100,000 codes and 1,000 queried this is ~1 ms a table where
+    sorting every code took ~10. The pairs are those _index_pairs keeps: each in the first table
+    it meets in, a pair of two queried codes once.
     """
     asked = np.flatnonzero(queries)
     masks = plan.block_masks
@@ -235,24 +236,28 @@ def _query_pairs(codes: np.ndarray, max_distance: int, plan: Plan, queries: np.n
     found: list[np.ndarray] = []
     # One pass per table over every code: into buffers allocated once (fresh 8 MB temporaries per
     # step cost a page fault per 4 KiB, a third of the pass at 1,000,000 codes).
-    keys, slots, hits = np.empty_like(codes), np.empty_like(codes), np.empty(len(codes), dtype=bool)
-    flags = np.zeros(1 << _FILTER_BITS, dtype=bool)
+    keys, slots, entry = np.empty_like(codes), np.empty_like(codes), np.empty(len(codes), dtype=np.int32)
+    buckets = np.zeros(1 << _FILTER_BITS, dtype=np.int32)  # slot -> 1 + distinct key's index, 0 none, -1 shared
     for chosen in combinations(range(plan.blocks), plan.matching):
         table_mask = np.uint64(sum(masks[block] for block in chosen))
         earlier = [np.uint64(masks[block]) for block in range(chosen[-1]) if block not in chosen]
         asked_keys = codes[asked] & table_mask
         order = np.argsort(asked_keys)
         sorted_keys = asked_keys[order]
-        flagged = (sorted_keys * _FIBONACCI) >> shift  # uint64 products wrap, as a hash should
-        flags[flagged] = True
+        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+        distinct, ends = sorted_keys[starts], np.append(starts[1:], len(sorted_keys))
+        slot_of = ((distinct * _FIBONACCI) >> shift).view(np.int64)  # uint64 products wrap, as a hash should
+        numbers = np.arange(1, len(distinct) + 1, dtype=np.int32)
+        buckets[slot_of] = numbers
+        buckets[slot_of[buckets[slot_of] != numbers]] = -1  # two keys on one slot
         np.bitwise_and(codes, table_mask, out=keys)
         np.multiply(keys, _FIBONACCI, out=slots)
         np.right_shift(slots, shift, out=slots)
-        np.take(flags, slots.view(np.int64), out=hits)  # slots < 2^20: the same numbers
-        flags[flagged] = False
-        screened = np.flatnonzero(hits)
-        low = np.searchsorted(sorted_keys, keys[screened], side="left")
-        high = np.searchsorted(sorted_keys, keys[screened], side="right")
+        np.take(buckets, slots.view(np.int64), out=entry)  # slots < 2^20: the same numbers
+        buckets[slot_of] = 0
+        screened = np.flatnonzero(entry)
+        low, high = _bucket_bounds(entry[screened], keys[screened], sorted_keys=sorted_keys, distinct=distinct,
+                                   starts=starts, ends=ends)
         meets = high > low
         for source, position in pairs_in_ranges(screened[meets], low[meets], high[meets]):
             partner = asked[order[position]]
@@ -264,6 +269,21 @@ def _query_pairs(codes: np.ndarray, max_distance: int, plan: Plan, queries: np.n
             source, partner = source[keep], partner[keep]
             found.append(np.stack([np.minimum(source, partner), np.maximum(source, partner)], axis=1))
     return found
+
+
+def _bucket_bounds(entry: np.ndarray, keys: np.ndarray, *, sorted_keys: np.ndarray, distinct: np.ndarray,
+                   starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[low, high) in sorted_keys of the queried codes sharing each screened code's key (empty
+    when none does), from its slot's entry: 1 + a distinct key's index, or -1 for a shared slot."""
+    index = np.maximum(entry, 1) - 1
+    low, high = starts[index], ends[index]
+    other = (entry > 0) & (distinct[index] != keys)  # the slot holds another key with the same hash
+    high[other] = low[other]
+    shared = np.flatnonzero(entry < 0)
+    if len(shared):
+        low[shared] = np.searchsorted(sorted_keys, keys[shared], side="left")
+        high[shared] = np.searchsorted(sorted_keys, keys[shared], side="right")
+    return low, high
 
 
 def _exhaustive_pairs(codes: np.ndarray, max_distance: int, queries: np.ndarray | None) -> list[np.ndarray]:
