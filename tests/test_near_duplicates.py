@@ -170,13 +170,14 @@ def test_plans_grow_with_the_count_and_give_up_when_tables_cost_more():
 
 @pytest.fixture(scope="module")
 def code_pairs(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The dataset's pHashes as uint64 codes, and every pair within 5 bits by comparing them all."""
-    codes = np.ascontiguousarray(dataset[0]).view(np.uint64).ravel()
+    """A third of the dataset's pHashes as uint64 codes (its rows are shuffled, so the planted
+    crowds are in it too), and every pair within 5 bits by comparing them all."""
+    codes = np.ascontiguousarray(dataset[0][:12_000]).view(np.uint64).ravel()
     return codes, hamming_pairs(codes, max_distance=5, method="exhaustive")
 
 
 @pytest.mark.parametrize("plan", [Plan(blocks=6, matching=1), Plan(blocks=7, matching=2), Plan(blocks=9, matching=4)])
-@pytest.mark.parametrize("queried", [1, 40, 3000, "all"])
+@pytest.mark.parametrize("queried", [1, 40, 1000, "all"])
 def test_every_plan_answers_a_query_exactly(code_pairs, plan, queried):
     """The incremental path (only the queried codes sorted, every code screened against them)
     gives the exhaustive pairs with a queried end, for any block layout and any number asked,
