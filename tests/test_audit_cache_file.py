@@ -15,7 +15,8 @@ from tests import faults
 from tests.helpers import snapshot
 from trainwell.audit.dataset import audit_dataset
 from trainwell.cli import main
-from trainwell.errors import UsageError
+from trainwell.errors import DataError, UsageError
+from trainwell.outputs import write_atomically
 from trainwell.params import AuditParams, DataParams
 
 
@@ -113,12 +114,11 @@ def test_saving_never_touches_a_file_beside_the_cache(tmp_path):
 def test_the_cache_is_written_with_the_umasks_permissions(tmp_path):
     """As any file the user writes: a cache shared by a team stays readable to the others."""
     root, cache = _images(tmp_path / "images"), tmp_path / "cache.json"
-    previous = os.umask(0o022)
-    try:
-        _audit(root, cache)
-    finally:
-        os.umask(previous)
-    assert oct(cache.stat().st_mode & 0o777) == oct(cache.with_name("cache.json.npy").stat().st_mode & 0o777) == "0o644"
+    umask = os.umask(0o022)  # os.umask has no getter: set, then put back
+    os.umask(umask)
+    _audit(root, cache)
+    expected = oct(0o666 & ~umask)
+    assert oct(cache.stat().st_mode & 0o777) == oct(cache.with_name("cache.json.npy").stat().st_mode & 0o777) == expected
 
 
 def test_the_cli_refuses_with_a_usage_error_naming_the_file(tmp_path, capsys):
@@ -130,7 +130,8 @@ def test_the_cli_refuses_with_a_usage_error_naming_the_file(tmp_path, capsys):
 
 
 def test_a_failed_write_leaves_the_old_cache_and_no_temporary_file(tmp_path):
-    from trainwell.audit.cache import _replace
+    """The cache is written as every output is (outputs.write_atomically), with its own move."""
+    from trainwell.audit.cache import _move
 
     target = faults.write(tmp_path / "cache.json", b'{"format": 4, "fingerprint": "old"}')
 
@@ -138,18 +139,18 @@ def test_a_failed_write_leaves_the_old_cache_and_no_temporary_file(tmp_path):
         handle.write(b"half of a new cache")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
-        _replace(target, full_disk)
+    with pytest.raises(DataError, match=r"no space left on the device writing '.*cache\.json'"):
+        write_atomically(target, full_disk, move=_move)
     assert [path.name for path in tmp_path.iterdir()] == ["cache.json"]
     assert target.read_bytes() == b'{"format": 4, "fingerprint": "old"}'
 
 
 @pytest.mark.parametrize("given", [".", "/", "..", "parent is a file/cache.json", "dangling/deeper/cache.json",
-                                   "c" * 234, "a\0b.json"])
+                                   "c" * 238, "a\0b.json"])
 def test_a_cache_name_that_could_never_be_saved_is_refused_before_the_audit(tmp_path, monkeypatch, given):
     """These crashed (exit 3) with the whole audit done: '.' and '/' have no name to add .npy to, a
-    dangling link cannot be made a folder, and a 234-byte name leaves no room for the temporary's
-    22 more bytes. A NUL can come from params.yaml ("\\0")."""
+    dangling link cannot be made a folder, and a 238-byte name leaves no room for the sidecar's
+    temporary's 18 more bytes. A NUL can come from params.yaml ("\\0")."""
     root = _images(tmp_path / "images")
     faults.write(tmp_path / "parent is a file", b"notes\n")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
@@ -161,7 +162,7 @@ def test_a_cache_name_that_could_never_be_saved_is_refused_before_the_audit(tmp_
 
 
 def test_the_longest_name_that_fits_is_saved_and_trusted(tmp_path):
-    root, cache = _images(tmp_path / "images"), tmp_path / ("c" * 233)
+    root, cache = _images(tmp_path / "images"), tmp_path / ("c" * 237)
     assert _audit(root, cache).files_decoded == 4
     assert _audit(root, cache).files_decoded == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["images", cache.name, cache.name + ".npy"])
@@ -219,12 +220,12 @@ def test_a_file_that_appears_while_the_audit_runs_is_not_overwritten(tmp_path):
 
 def test_a_failed_move_leaves_no_temporary_file(tmp_path):
     """A folder made at the target's name meanwhile (a racing command) fails the move."""
-    from trainwell.audit.cache import _replace
+    from trainwell.audit.cache import _move
 
     target = tmp_path / "cache.json"
     target.mkdir()
-    with pytest.raises(OSError):
-        _replace(target, lambda handle: handle.write(b"{}"))
+    with pytest.raises(UsageError, match=r"could not write '.*cache\.json'"):
+        write_atomically(target, lambda handle: handle.write(b"{}"), move=_move)
     assert [path.name for path in tmp_path.iterdir()] == ["cache.json"]
 
 

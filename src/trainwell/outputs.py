@@ -9,8 +9,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import IO
 
 from trainwell import storage
 from trainwell.errors import DataError, TrainwellError, UsageError
@@ -30,6 +31,21 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> None:
     if storage.is_remote(path):
         storage.write_bytes(path, data)
         return
+    write_atomically(path, lambda stream: stream.write(data))
+
+
+# mkstemp's temporary beside a target: "." + the target's name + "." + 8 random characters + ".tmp".
+TEMPORARY_NAME_EXTRA = len("..") + 8 + len(".tmp")
+
+
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object], *,
+                     move: Callable[[str, Path], object] = os.replace) -> None:
+    """write_bytes_atomically for a local file whose bytes `write` streams into the temporary file
+    (np.save of a large array then needs no second copy in memory); `move` puts it in place.
+
+    A failed write or move removes the temporary file, leaves the target as it was, and is an
+    error naming the target (write_error).
+    """
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -38,9 +54,9 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> None:
         raise write_error(target, exc) from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            write(stream)
         os.chmod(temporary, 0o666 & ~_UMASK)
-        os.replace(temporary, target)
+        move(temporary, target)
     except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
         if isinstance(exc, OSError):

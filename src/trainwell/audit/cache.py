@@ -6,12 +6,10 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import stat
 import tokenize
 import warnings
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -23,6 +21,7 @@ import simplejpeg
 from trainwell.console import warn
 from trainwell.data.decode import format_for_extension
 from trainwell.errors import UsageError
+from trainwell.outputs import TEMPORARY_NAME_EXTRA, write_atomically
 from trainwell.params import AuditParams
 
 # The layout of cache.json and its sidecar. A cache of another format (or none: format 1 had no
@@ -94,33 +93,38 @@ def _foreign(path: Path, *, sidecar: bool) -> str | None:
     try:
         with open(path, "rb") as handle:
             if sidecar:
-                head = handle.read(6)
-                handle.seek(0)
-                if not head:
-                    return None
-                if head != b"\x93NUMPY":
-                    return "not a NumPy .npy file"
-                version = np.lib.format.read_magic(handle)
-                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-                start = handle.tell()
-                claimed = int.from_bytes(handle.read(2 if version == (1, 0) else 4), "little")
-                if claimed > _SIDECAR_HEADER_LIMIT:
-                    return "a NumPy array of other data"
-                handle.seek(start)
-                try:
-                    with warnings.catch_warnings():  # a deprecated dtype spelling is not the user's concern here
-                        warnings.simplefilter("ignore")
-                        dtype = read_header(handle)[2] if read_header else None  # (shape, fortran order, dtype)
-                except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:
-                    # numpy parses the header as Python source: a stray quote fails in its tokenizer.
-                    return f"a NumPy file with a header trainwell cannot read ({type(exc).__name__}: {str(exc)[:80]})"
-                return None if dtype is not None and set(dtype.names or ()) >= _OWN_SIDECAR_FIELDS \
-                    else "a NumPy array of other data"
+                return _foreign_sidecar(handle)
             head = handle.read(64)
     except (OSError, ValueError) as exc:
         return f"unreadable ({str(exc)[:80]})"
     return None if not head or _OWN_START.match(head) else "not a trainwell audit cache"
+
+
+def _foreign_sidecar(handle: IO[bytes]) -> str | None:
+    """_foreign for an open sidecar: None when empty or an .npy of records with our fields."""
+    head = handle.read(6)
+    handle.seek(0)
+    if not head:
+        return None
+    if head != b"\x93NUMPY":
+        return "not a NumPy .npy file"
+    version = np.lib.format.read_magic(handle)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    start = handle.tell()
+    claimed = int.from_bytes(handle.read(2 if version == (1, 0) else 4), "little")
+    if claimed > _SIDECAR_HEADER_LIMIT:
+        return "a NumPy array of other data"
+    handle.seek(start)
+    try:
+        with warnings.catch_warnings():  # a deprecated dtype spelling is not the user's concern here
+            warnings.simplefilter("ignore")
+            dtype = read_header(handle)[2] if read_header else None  # (shape, fortran order, dtype)
+    except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+        # numpy parses the header as Python source: a stray quote fails in its tokenizer.
+        return f"a NumPy file with a header trainwell cannot read ({type(exc).__name__}: {str(exc)[:80]})"
+    return None if dtype is not None and set(dtype.names or ()) >= _OWN_SIDECAR_FIELDS \
+        else "a NumPy array of other data"
 
 
 def _promised_format(path: str) -> str | None:
@@ -240,10 +244,11 @@ class AuditCache:
             name_max = os.pathconf(folder, "PC_NAME_MAX")
         except (OSError, ValueError):
             name_max = _NAME_MAX
-        # The longest name written is the sidecar's temporary: ".NAME.npy.<12 hex digits>.tmp".
-        if len(os.fsencode(_temporary_name(self._sidecar(), "0" * 12).name)) > name_max:
+        # The longest name written is the sidecar's temporary (outputs.write_atomically's).
+        longest = len(os.fsencode(self._sidecar().name)) + TEMPORARY_NAME_EXTRA
+        if longest > name_max:
             raise UsageError(f"the audit cache name '{self.path.name}' is too long: its temporary files need "
-                             f"{len(os.fsencode(self.path.name)) + 22} bytes of the {name_max} a name may have "
+                             f"{longest} bytes of the {name_max} a name may have "
                              "here; name a shorter file with --cache (or paths.audit_cache in params.yaml)")
         if dataset is not None:
             inside = os.path.realpath(dataset)
@@ -344,7 +349,7 @@ class AuditCache:
         for name in COLUMNS:
             records[name] = columns[name][kept]
         sidecar = self._sidecar()
-        _replace(sidecar, lambda handle: np.save(handle, records, allow_pickle=False))
+        write_atomically(sidecar, lambda handle: np.save(handle, records, allow_pickle=False), move=_move)
         kept_set = set(kept_paths) if not keep.all() else None
         document = {
             "format": FORMAT,
@@ -356,41 +361,10 @@ class AuditCache:
         }
         body = json.dumps(document)[:-1]  # the closing brace comes after the digest
         text = f"{body}{_DIGEST_KEY}{_digest(body, records)}\"}}".encode()
-        _replace(self.path, lambda handle: handle.write(text))
+        write_atomically(self.path, lambda handle: handle.write(text), move=_move)
 
 
-def _replace(target: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write a new target through `write` into a temporary file beside it, then move it into place;
-    a failed write (a full disk) leaves the old target and no temporary file."""
-    temporary, handle = _temporary_beside(target)
-    try:
-        with handle:
-            write(handle)
-        _move(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _temporary_beside(target: Path) -> tuple[Path, IO[bytes]]:
-    """A new file in target's folder under a name no other file has (never a user's file).
-
-    Created with O_EXCL under a random name, and with the umask's permissions as any file the
-    user writes (mkstemp's 0600 would make a cache shared by a team unreadable to the others)."""
-    while True:
-        name = _temporary_name(target, secrets.token_hex(6))
-        try:
-            return name, os.fdopen(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
-        except FileExistsError:
-            continue
-
-
-def _temporary_name(target: Path, token: str) -> Path:
-    """The temporary file's name for `target` (trainwell init's .gitignore lines match it)."""
-    return target.with_name(f".{target.name}.{token}.tmp")
-
-
-def _move(source: Path, target: Path) -> None:
+def _move(source: str | Path, target: Path) -> None:
     """Rename source to target, removing target first.
 
     Renamed over an existing file, ext4 (auto_da_alloc) writes the new file out before the rename

@@ -39,7 +39,7 @@ def render_params(*, data_dir: str) -> str:
 def scratch_paths(paths: PathsParams) -> list[str]:
     """Paths trainwell writes that are neither DVC outputs nor meant for git."""
     cache = PurePosixPath(paths.audit_cache)
-    # The cache's temporary files (see audit.cache._temporary_beside) outlive a killed audit.
+    # The cache's temporary files (outputs.write_atomically's names) outlive a killed audit.
     return [f"/{cache}", f"/{cache}.npy", f"/{cache.parent / ('.' + cache.name)}.*.tmp",
             f"/{paths.train_backup_dir}/", "/dvc_plots/",
             f"/{staging_dir(paths.cache_dir).as_posix()}/"]
