@@ -91,7 +91,7 @@ def _measured_collisions(plan: Plan, sample: np.ndarray) -> float:
     shares = []
     for chosen in picks:
         keys = np.sort(sample & np.uint64(sum(masks[block] for block in chosen)))
-        runs = np.diff(np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1], [True]])))
+        runs = np.diff(np.append(_run_starts(keys), len(keys)))
         shares.append(float((runs * (runs - 1)).sum()) / 2 / pairs)
     return plan.tables * sum(shares) / len(shares)
 
@@ -186,11 +186,7 @@ def _index_pairs(codes: np.ndarray, max_distance: int, plan: Plan) -> list[np.nd
         earlier = [np.uint64(masks[block]) for block in range(chosen[-1]) if block not in chosen]
         keys = codes & table_mask
         order = np.argsort(keys)
-        keys = keys[order]
-        new_run = np.empty(count, dtype=bool)
-        new_run[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=new_run[1:])
-        run_starts = np.flatnonzero(new_run)
+        run_starts = _run_starts(keys[order])
         run_lengths = np.diff(np.append(run_starts, count))
         crowded = run_lengths > 1
         if not crowded.any():
@@ -203,15 +199,31 @@ def _index_pairs(codes: np.ndarray, max_distance: int, plan: Plan) -> list[np.nd
         # Each pair from its earlier position in the bucket.
         has_later = run_end - positions > 1
         for source, partner in pairs_in_ranges(positions[has_later], positions[has_later] + 1, run_end[has_later]):
-            first, second = order[source], order[partner]
-            difference = codes[first] ^ codes[second]
-            keep = popcount(difference) <= max_distance
-            first, second, difference = first[keep], second[keep], difference[keep]
-            keep = np.ones(len(first), dtype=bool)
-            for block in earlier:
-                keep &= (difference & block) != 0
-            found.append(np.stack([np.minimum(first, second)[keep], np.maximum(first, second)[keep]], axis=1))
+            found.append(_kept(order[source], order[partner], codes=codes, max_distance=max_distance, earlier=earlier))
     return found
+
+
+def _run_starts(ordered: np.ndarray) -> np.ndarray:
+    """Positions in a sorted array where a run of equal values begins."""
+    new_run = np.ones(len(ordered), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new_run[1:])
+    return np.flatnonzero(new_run)
+
+
+def _kept(first: np.ndarray, second: np.ndarray, *, codes: np.ndarray, max_distance: int, earlier: list[np.uint64],
+          also: np.ndarray | None = None) -> np.ndarray:
+    """The candidate pairs (first[i], second[i]) a table keeps, as (lower, higher) rows: within
+    max_distance bits, `also` where given, and met here first (they differ in every `earlier` block).
+    The distance goes first: it drops most candidates, so the block tests see few."""
+    difference = codes[first] ^ codes[second]
+    keep = popcount(difference) <= max_distance
+    if also is not None:
+        keep &= also
+    first, second, difference = first[keep], second[keep], difference[keep]
+    keep = np.ones(len(first), dtype=bool)
+    for block in earlier:
+        keep &= (difference & block) != 0
+    return np.stack([np.minimum(first, second)[keep], np.maximum(first, second)[keep]], axis=1)
 
 
 # The slots that screen every code against one table's queried keys: 2^20 (4 MiB of int32), at a
@@ -244,7 +256,7 @@ def _query_pairs(codes: np.ndarray, max_distance: int, plan: Plan, queries: np.n
         asked_keys = codes[asked] & table_mask
         order = np.argsort(asked_keys)
         sorted_keys = asked_keys[order]
-        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+        starts = _run_starts(sorted_keys)
         distinct, ends = sorted_keys[starts], np.append(starts[1:], len(sorted_keys))
         slot_of = ((distinct * _FIBONACCI) >> shift).view(np.int64)  # uint64 products wrap, as a hash should
         numbers = np.arange(1, len(distinct) + 1, dtype=np.int32)
@@ -261,13 +273,9 @@ def _query_pairs(codes: np.ndarray, max_distance: int, plan: Plan, queries: np.n
         meets = high > low
         for source, position in pairs_in_ranges(screened[meets], low[meets], high[meets]):
             partner = asked[order[position]]
-            difference = codes[source] ^ codes[partner]
             # Two queried codes meet from both ends (and each meets itself): kept from the lower one.
-            keep = (popcount(difference) <= max_distance) & ((source < partner) | ~queries[source])
-            for block in earlier:
-                keep &= (difference & block) != 0
-            source, partner = source[keep], partner[keep]
-            found.append(np.stack([np.minimum(source, partner), np.maximum(source, partner)], axis=1))
+            found.append(_kept(source, partner, codes=codes, max_distance=max_distance, earlier=earlier,
+                               also=(source < partner) | ~queries[source]))
     return found
 
 

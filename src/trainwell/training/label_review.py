@@ -38,6 +38,7 @@ OUTLIER_NEIGHBOURS = 10  # cleanlab Datalab's outlier issue's k
 # image grew with the dataset (2 folds of 1 epoch: 0.94 s per 1,000 images at 10k, 3.9 s at 100k,
 # 3.7 GiB peak) and a million images would have spent hours there. Below the cap nothing changes.
 OUTLIER_REFERENCE_CAP = 10_000
+SCORE_CHUNK = 50_000  # images scored against the reference at once (bounded memory)
 
 
 def stratified_folds(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
@@ -159,11 +160,11 @@ def outlier_scores(*, reference: np.ndarray, queries: np.ndarray, fence: float, 
 
 
 def _scored(estimator: Any, features: np.ndarray) -> np.ndarray:
-    """A fitted OutOfDistribution's scores of `features`, 50,000 rows at a time (bounded memory)."""
+    """A fitted OutOfDistribution's scores of `features`, SCORE_CHUNK rows at a time."""
     if not len(features):
         return np.ones(0)
-    return np.concatenate([estimator.score(features=features[start:start + 50_000].astype(np.float64))
-                           for start in range(0, len(features), 50_000)])
+    return np.concatenate([estimator.score(features=features[start:start + SCORE_CHUNK].astype(np.float64))
+                           for start in range(0, len(features), SCORE_CHUNK)])
 
 
 @dataclass
