@@ -25,9 +25,9 @@ from trainwell.outputs import TEMPORARY_NAME_EXTRA, write_atomically
 from trainwell.params import AuditParams
 
 # The layout of cache.json and its sidecar. A cache of another format (or none: format 1 had no
-# such key and no property scores; 2 no digest; 3 a SHA-256 one) is a clean miss, rebuilt on save,
+# such key and no property scores; 2 no digest; 3 a SHA-256 one; 4 no fine thumbnail) is a clean miss, rebuilt on save,
 # never read as this one.
-FORMAT = 4
+FORMAT = 5
 # cache.json ends with this key: a CRC-32 of the text before it and of the sidecar's records.
 _DIGEST_KEY = ', "digest": "'
 # Per-file checks depend on these policy fields; the dataset-level ones (duplicates, balance and
@@ -142,14 +142,15 @@ def content_hash(data: bytes) -> str:
 
 
 # The stored columns, row i describing paths[i]. `content` and `pixel_hash` are 128-bit SHA-256
-# digests (pixel_hash empty for a file that did not decode); perceptual_hash is 8 packed bytes and
-# thumbnail an 8x8 RGB box filter (see similarity.py). The float columns are the raw image-property
+# digests (pixel_hash empty for a file that did not decode); perceptual_hash is 8 packed bytes,
+# fine a 16x16 grey and thumbnail an 8x8 RGB box filter (see similarity.py). The float columns are the raw image-property
 # scores (checks.property_scores), NaN for a file that has none (not decoded, or one flat colour):
 # they are judged against the whole dataset on every run, so a re-audit needs no decoding for them.
 COLUMNS = {
     "content": np.zeros(0, "S16"),
     "pixel_hash": np.zeros(0, "S16"),
     "perceptual_hash": np.zeros((0, 8), np.uint8),
+    "fine": np.zeros((0, 256), np.uint8),
     "thumbnail": np.zeros((0, 192), np.uint8),
     "brightest": np.zeros(0, np.float32),  # luma (0-255) of the brightest 1% of pixels
     "darkest": np.zeros(0, np.float32),  # luma of the darkest 1%
@@ -183,7 +184,8 @@ class AuditCache:
         self.paths: list[str] = []
         self.columns: dict[str, np.ndarray] = {}
         self.findings: dict[str, list] = {}  # stored path -> [[kind, detail], ...], files with findings only
-        self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_pixel_difference]
+        self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_similarity,
+                              policy.near_duplicate_pixel_difference]
         self.previous_near_pairs: list[list[str]] = []
         self.near_valid = False  # previous_near_pairs were computed with today's settings
         if self.path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from trainwell import storage
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.report import format_violations, metrics_for, quarantine_rows, render
-from trainwell.console import NORMAL, error, say, verbosity, warn
+from trainwell.console import NORMAL, VERBOSE, error, say, verbosity, warn
 from trainwell.errors import ParamsError, UsageError
 from trainwell.outputs import write_json, write_rows, write_text_atomically
 from trainwell.params import load_params
@@ -35,7 +35,9 @@ def main(
                           "your dataset (one sub-folder per class)")
     cache_file = params.paths.audit_cache if path is None else cache_file
     report = audit_dataset(root=root, data=params.data, policy=params.audit, cache_file=cache_file)
-    rendered = render(report, output_format=output_format)
+    # The console gets a few findings per kind; every one is in the JSON (and with -v, here).
+    where = f"every finding: {params.paths.audit_report}, or -v" if path is None else "every finding: --format json, or -v"
+    rendered = render(report, output_format=output_format, every=verbosity() >= VERBOSE, where=where)
     # Machine-readable output was asked for by name: -q hides only the text report.
     if output_format == "text":
         say(rendered)
@@ -59,6 +61,6 @@ def main(
         warn(f"audit: HTML report written to {html_file}")
     if not report.policy_holds:
         if verbosity() < NORMAL and output_format == "text":  # -q: the findings that failed it are errors
-            error(format_violations(report))
+            error(format_violations(report, where=where))
         error("audit: policy violated (see above)")
     return 0 if report.policy_holds else 1
