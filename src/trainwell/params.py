@@ -136,23 +136,30 @@ class AuditParams(_Section):
     max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard, read from the header")
     min_side: int = Field(16, ge=1, description="pixels; a shorter side below this is too_small")
     max_aspect_ratio: float = Field(4.0, ge=1.0, description="longer / shorter side above this is odd_aspect_ratio")
-    # Image properties, judged against the whole dataset (audit/properties.py): past the first bound a
-    # file is always reported; past the second only as an outlier of the dataset (robust z-score past
-    # outlier_z) or when the dataset's median is past it too. Luma 0-255: dark when the brightest 1%
-    # of pixels are below, light when the darkest 1% are above; entropy in bits; Laplacian variance.
-    dark_below: float = Field(40.0, ge=0.0, le=255.0)
+    # Image properties, judged against the whole dataset and each file's class (audit/properties.py):
+    # past the first bound a file is a defect on its own (nearly black, white, flat or edgeless);
+    # past the second only when it is an outlier (robust z-score past outlier_z) of its class and of
+    # the dataset. A bound the dataset's median is past is one note for the dataset. Luma 0-255: dark
+    # when the brightest 1% of pixels are below, light when the darkest 1% are above; entropy in
+    # bits; Laplacian variance.
+    dark_below: float = Field(10.0, ge=0.0, le=255.0)
     dark_outlier_below: float = Field(80.0, ge=0.0, le=255.0)
-    light_above: float = Field(245.0, ge=0.0, le=255.0)
+    light_above: float = Field(250.0, ge=0.0, le=255.0)
     light_outlier_above: float = Field(220.0, ge=0.0, le=255.0)
-    min_entropy: float = Field(2.0, ge=0.0, le=8.0)
+    min_entropy: float = Field(0.25, ge=0.0, le=8.0)
     min_entropy_outlier: float = Field(4.0, ge=0.0, le=8.0)
     blurry_below: float = Field(1.0, ge=0.0)
     blurry_outlier_below: float = Field(20.0, ge=0.0)
     outlier_z: float = Field(3.5, gt=0.0)
-    # Near-duplicates: pHash (64 bits) within this many bits AND 8x8 RGB thumbnails within this
-    # mean absolute difference (0-255; re-encoded or resized copies measure about 1).
+    # Near-duplicates (audit/near_duplicates.py): pHashes (64 bits) within this many bits are
+    # candidates; a candidate is a near-duplicate when its 16x16 grey thumbnails, aligned within a
+    # pixel, correlate at least this well (most re-encoded, resized or brightened copies: 0.995-1;
+    # two people's handwritten "1"s: up to 0.9948 in MNIST) AND its 8x8 colour thumbnails,
+    # brightness and contrast evened out, differ by at most this much (0-255; copies: mostly
+    # below 2, a copy brightened until parts clip up to 6).
     near_duplicate_distance: int = Field(5, ge=0, le=20)
-    near_duplicate_pixel_difference: float = Field(4.0, ge=0.0, le=255.0)
+    near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0)
+    near_duplicate_pixel_difference: float = Field(6.0, ge=0.0, le=255.0)
     max_class_imbalance: float = Field(10.0, ge=1.0, description="largest / smallest class above this is reported")
     workers: int = Field(0, ge=0, description="decode processes; 0 = one per CPU core")
     file_timeout_s: float = Field(30.0, gt=0.0, description="seconds; a longer check is decode_timeout (75x75 JPEG: 0.4 ms)")
@@ -162,6 +169,13 @@ class SplitParams(_Section):
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     seed: Seed = 0
+    # A class below this many usable images, or with none in validation or test, stops the stage
+    # (0: any class is accepted, and a class missing from a split is a warning).
+    min_images_per_class: int = Field(10, ge=0, le=1_000_000_000)
+    # A duplicate group larger than this share of its class (and than 10 files) is split like single
+    # files and reported: a group that big is more likely look-alikes than copies, and it must not
+    # decide where a slice of the class goes.
+    max_group_share: float = Field(0.05, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _leaves_training_data(self) -> SplitParams:

@@ -96,6 +96,20 @@ def evaluate_checks(*, checks: list[GateCheck], current: dict[str, dict | None],
     return rows
 
 
+def name_weakest_classes(rows: list[Row], *, per_class: dict | None, count: int = 3) -> None:
+    """Add to each failed macro-F1 row the classes with the lowest F1 (evaluate's per_class.json):
+    a macro average names no culprit, and a class with no test images scores 0 in it."""
+    classes = (per_class or {}).get("per_class")
+    if not isinstance(classes, dict) or not classes:
+        return
+    scored = sorted(((float(values.get("f1", 0.0)), name, values.get("support", "?")) for name, values in classes.items()
+                     if isinstance(values, dict)), key=lambda item: (item[0], item[1]))
+    weakest = ", ".join(f"'{name}' {f1:.2f} ({support} test images)" for f1, name, support in scored[:count])
+    for row in rows:
+        if not row.passed and row.metric.endswith(":macro_f1"):
+            row.failures.append(f"lowest F1: {weakest}")
+
+
 def format_table(rows: list[Row], *, revision: str | None) -> str:
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"

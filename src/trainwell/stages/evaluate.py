@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainwell.console import say
+from trainwell.console import say, warn
 from trainwell.errors import DataError
 from trainwell.outputs import write_json, write_rows, write_table
 from trainwell.params import load_params
@@ -66,6 +66,11 @@ def main(*, params_file: str = "params.yaml") -> int:
         (path, test.classes[label], test.classes[prediction], f"{probabilities[row, prediction]:.6f}",
          f"{probabilities[row, label]:.6f}")
         for row, (path, label, prediction) in enumerate(zip(test.paths, test.labels.tolist(), predictions.tolist()))))
+    untested = [name for name, values in metrics["per_class"].items() if not values["support"]]
+    if untested:
+        warn(f"evaluate: classes {untested} have no test images: each counts as F1 0 in macro F1 "
+             f"({metrics['macro_f1']:.4f}) and accuracy says nothing about them. Add images to them (the split stage "
+             "refuses this unless split.min_images_per_class is 0)")
     say(
         f"evaluate: accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} test images; "
         f"expected calibration error {ece:.4f}"
