@@ -138,4 +138,4 @@ def _shared_note(prop: Property, raw: np.ndarray, past: np.ndarray, *, policy: A
         f"{int(past.sum())} of {len(raw)} files are past audit.{prop.outlier_bound} = "
         f"{getattr(policy, prop.outlier_bound):g} (median {median:.4g}, 5th-95th percentile {low:.4g}-{high:.4g} "
         f"{prop.unit}): a property of this dataset, reported once; single files are reported only when they "
-        "also stand out from their class and the dataset"))
+        "also stand out from their class"))
