@@ -163,6 +163,7 @@ def test_a_class_too_small_for_every_split_is_refused_with_its_counts():
 def test_the_split_stage_refuses_a_one_image_class_before_training(demo_copy, workdir, capsys):
     faults.write(demo_copy / "owl" / "only.png", faults.png_bytes(3))
     assert main(["audit"]) == 0
+    assert "in 'owl' (ratio 12.0 > 10.0); too few to train, validate and test on" in capsys.readouterr().out
     assert main(["split"]) == 1  # a check on the data failed (2 is for usage and params)
     err = capsys.readouterr().err
     assert "owl" in err and "1/0/0" in err and "split.min_images_per_class" in err

@@ -149,6 +149,10 @@ def _near_duplicate_findings(
     return issues, path_groups, pair_paths
 
 
+# Below this many images a class needs more images, not a larger loss weight (params' split.min_images_per_class default).
+TOO_FEW_TO_WEIGHT = 10
+
+
 def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) -> list[Finding]:
     present = {label: count for label, count in class_counts.items() if count > 0}
     if len(present) < 2:
@@ -158,9 +162,12 @@ def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) ->
     ratio = present[largest] / present[smallest]
     if ratio <= policy.max_class_imbalance:
         return []
+    # Weighting cannot help a class with a handful of images: it cannot even appear in every split.
+    advice = ("too few to train, validate and test on (the split stage refuses a class below "
+              "split.min_images_per_class): add images to it or leave it out of data.classes"
+              if present[smallest] < TOO_FEW_TO_WEIGHT else "consider train.class_weight: balanced")
     return [Finding(smallest, "class_imbalance", f"{present[largest]} images in '{largest}' vs {present[smallest]} "
-                  f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); consider "
-                  "train.class_weight: balanced")]
+                  f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); {advice}")]
 
 
 def audit_folder(path: str | Path, *, params: Params | None = None, cache_file: str | Path | None = None) -> AuditReport:
