@@ -286,30 +286,34 @@ def test_a_slot_holding_another_key_gives_no_bucket():
 
 
 def test_fine_similarity_is_the_best_aligned_correlation():
-    """fine_similarities against a plain loop: Pearson correlation of the first's central 14x14
-    with each of the second's nine one-pixel-shifted windows, spreads floored at FLAT_STD."""
-    from trainwell.audit.similarity import FLAT_STD, fine_similarities
+    """fine_similarities against a plain loop: the first's central 14x14 against each of the
+    second's nine one-pixel-shifted windows, each standardised with its spread floored at
+    LOW_CONTRAST, 1 - half the mean squared difference (the correlation for contrasty pictures)."""
+    from trainwell.audit.similarity import LOW_CONTRAST, fine_similarities
 
     rng = np.random.default_rng(3)
-    first = rng.integers(0, 256, size=(40, 256), dtype=np.uint8)
+    first = rng.integers(0, 256, size=(50, 256), dtype=np.uint8)
+    first[40:] = 90 + rng.integers(0, 3, size=(10, 256), dtype=np.uint8)  # near-flat pictures
     second = np.concatenate([first[:10], np.roll(first[10:20].reshape(10, 16, 16), 1, axis=2).reshape(10, 256),
                              rng.integers(0, 256, size=(10, 256), dtype=np.uint8),
-                             np.full((10, 256), 90, dtype=np.uint8) + rng.integers(0, 2, size=(10, 256), dtype=np.uint8)])
+                             np.full((10, 256), 90, dtype=np.uint8) + rng.integers(0, 2, size=(10, 256), dtype=np.uint8),
+                             first[40:] + 1])
     found = fine_similarities(first, second)
-    for row in range(40):
-        a = first[row].reshape(16, 16)[1:-1, 1:-1].astype(np.float64).ravel()
-        a -= a.mean()
-        best = -1.0
-        for down in range(3):
-            for across in range(3):
-                b = second[row].reshape(16, 16)[down:down + 14, across:across + 14].astype(np.float64).ravel()
-                b -= b.mean()
-                spread = max(np.sqrt((a * a).sum()), FLAT_STD * np.sqrt(196)) * max(np.sqrt((b * b).sum()),
-                                                                                    FLAT_STD * np.sqrt(196))
-                best = max(best, float(a @ b / spread))
+    for row in range(50):
+        def standard(values: np.ndarray) -> np.ndarray:
+            values = values.astype(np.float64).ravel()
+            return (values - values.mean()) / max(values.std(), LOW_CONTRAST)
+
+        a = standard(first[row].reshape(16, 16)[1:-1, 1:-1])
+        best = max(1 - 0.5 * np.mean((a - standard(second[row].reshape(16, 16)[down:down + 14, across:across + 14]))
+                                     ** 2) for down in range(3) for across in range(3))
         assert found[row] == pytest.approx(best, abs=1e-5)
+        if row < 30:  # contrasty pictures: the same as Pearson's correlation of the best window
+            assert found[row] <= 1.0
     assert (found[:20] > 0.999).all()  # the same picture, and shifted by a pixel
-    assert (found[20:] < 0.5).all()  # other noise, and a near-flat picture (its shape is noise)
+    assert (found[20:30] < 0.5).all()  # other noise
+    assert (found[30:40] < 0.995).all()  # a near-flat picture against noise: different
+    assert (found[40:] > 0.999).all()  # a near-flat picture one grey level brighter: the same
 
 
 def test_confirmation_keeps_alike_copies_and_drops_the_others(dataset, expected):

@@ -13,9 +13,10 @@ def grey_of(image: np.ndarray) -> np.ndarray:
 
 # The fine thumbnail's side (pixels): what confirms a pHash match (see fine_similarities).
 FINE_SIDE = 16
-# Below this standard deviation (grey levels) a fine thumbnail is near-uniform: its shape is noise,
-# so correlations are taken against this floor and two such pictures never look alike by shape.
-FLAT_STD = 2.0
+# Below this spread (standard deviation, grey levels) a fine thumbnail's differences are measured
+# against this spread rather than its own: JPEG noise on a hazy sky is not a different picture, and
+# near-uniform pictures pair only when they differ by a fraction of a grey level.
+LOW_CONTRAST = 8.0
 
 
 def perceptual_hash(grey: np.ndarray) -> np.ndarray:
@@ -41,28 +42,32 @@ def similarity_features(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return code, np.clip(np.rint(fine), 0, 255).astype(np.uint8).ravel()
 
 
+def _standardised(thumbnails: np.ndarray) -> np.ndarray:
+    """Rows centred on their mean and divided by their spread (at least LOW_CONTRAST), as float32."""
+    rows = thumbnails.astype(np.float32)
+    rows -= rows.mean(axis=1, keepdims=True)
+    rows /= np.maximum(rows.std(axis=1, keepdims=True), LOW_CONTRAST)
+    return rows
+
+
 def fine_similarities(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """How alike pairs of fine thumbnails are, as a correlation in [-1, 1] (1: the same picture).
+    """How alike pairs of fine thumbnails are, at most 1 (the same picture).
 
     first and second are (n, 256) rows of fine thumbnails, pair i being (first[i], second[i]).
     The central 14x14 of the first is compared with the 14x14 windows of the second shifted by
     up to one pixel either way (1/16 of the picture: a crop of a few percent or a resize's
-    rounding), and the best of the nine correlations is kept. Correlation ignores brightness and
-    contrast; each spread is taken as at least FLAT_STD, so near-uniform pictures, whose shape is
-    noise, correlate weakly with anything.
+    rounding), and the best of the nine is kept. Each window is centred and divided by its
+    spread, so brightness and contrast do not count, and the similarity is 1 minus half their
+    mean squared difference: their correlation, when both spreads are at least LOW_CONTRAST.
     """
     side = FINE_SIDE
-    a = first.reshape(-1, side, side)[:, 1:-1, 1:-1].astype(np.float32).reshape(len(first), -1)
-    a -= a.mean(axis=1, keepdims=True)
-    a_norm = np.sqrt(np.maximum((a * a).sum(axis=1), FLAT_STD ** 2 * a.shape[1]))
-    b_all = second.reshape(-1, side, side).astype(np.float32)
-    best = np.full(len(first), -1.0, dtype=np.float32)
+    a = _standardised(first.reshape(-1, side, side)[:, 1:-1, 1:-1].reshape(len(first), -1))
+    b_all = second.reshape(-1, side, side)
+    best = np.full(len(first), -np.inf, dtype=np.float32)
     for down in range(3):
         for across in range(3):
-            b = b_all[:, down:down + side - 2, across:across + side - 2].reshape(len(second), -1)
-            b = b - b.mean(axis=1, keepdims=True)
-            b_norm = np.sqrt(np.maximum((b * b).sum(axis=1), FLAT_STD ** 2 * b.shape[1]))
-            np.maximum(best, np.einsum("ij,ij->i", a, b) / (a_norm * b_norm), out=best)
+            b = _standardised(b_all[:, down:down + side - 2, across:across + side - 2].reshape(len(second), -1))
+            np.maximum(best, 1 - 0.5 * np.square(a - b).mean(axis=1), out=best)
     return best
 
 
@@ -79,8 +84,8 @@ def colour_differences(first: np.ndarray, second: np.ndarray, first_fine: np.nda
         rgb = thumbnails.reshape(len(thumbnails), thumbnails.shape[1] // 3, 3).astype(np.float32)
         return rgb[:, :, [0, 2]] - rgb[:, :, 1:2]
 
-    first_spread = np.maximum(first_fine.astype(np.float32).std(axis=1), FLAT_STD)
-    second_spread = np.maximum(second_fine.astype(np.float32).std(axis=1), FLAT_STD)
+    first_spread = np.maximum(first_fine.astype(np.float32).std(axis=1), LOW_CONTRAST)
+    second_spread = np.maximum(second_fine.astype(np.float32).std(axis=1), LOW_CONTRAST)
     scale = np.clip(first_spread / second_spread, 0.5, 2.0)[:, None, None]
     return np.abs(chroma(first) - chroma(second) * scale).mean(axis=(1, 2))
 
