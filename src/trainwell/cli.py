@@ -9,9 +9,20 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import Any, NoReturn
 
 from trainwell import __version__
-from trainwell.console import NORMAL, QUIET, VERBOSE, detail, error, set_verbosity
+from trainwell.console import (
+    NORMAL,
+    QUIET,
+    VERBOSE,
+    detail,
+    error,
+    set_verbosity,
+    shown,
+    silence_closed_pipes,
+    write_text,
+)
 from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError, UsageError
 from trainwell.params import DEFAULT_PARAMS_FILE
 
@@ -52,9 +63,21 @@ def _verbosity_flags(parser: argparse.ArgumentParser, *, default: object) -> Non
                        help="print more detail, TensorFlow's own log lines included")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with what the user typed shown as escapes in its errors, and help sent to a closed pipe dropped."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message:
+            write_text(message, file or sys.stderr)
+
+    def error(self, message: str) -> NoReturn:
+        # argparse puts unrecognised arguments in the message as typed: a newline in one would split the line.
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {shown(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainwell", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="trainwell", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"trainwell {__version__}")
     _verbosity_flags(parser, default=NORMAL)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -165,7 +188,7 @@ def dispatch(args: argparse.Namespace) -> int:
         # Only the default may be missing (it means "all defaults"): a named file that is not
         # there is a typo, and running on defaults would overwrite the user's outputs.
         raise UsageError(f"params file '{args.params}' does not exist; check the --params path")
-    detail(f"trainwell {__version__}: {args.command} with params from {getattr(args, 'params', '-')}")
+    detail(f"trainwell {__version__}: {args.command} with params from {shown(getattr(args, 'params', '-'))}")
     if args.command == "init":
         return _stage("init").main(directory=args.directory, data=args.data)
     if args.command == "audit":
@@ -200,8 +223,14 @@ def _save_traceback() -> str:
         return f"(not saved: {type(exc).__name__}: {exc})"
 
 
+# The status of a command whose output pipe closed under a write trainwell does not make itself
+# (a library's print): 128 + SIGPIPE, what a shell reports for a tool the signal stopped. Output
+# trainwell writes itself never gets here: it is dropped, and the command finishes with its own status.
+CLOSED_PIPE_EXIT = 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # help and usage go through console: a closed pipe is dropped there
     set_verbosity(args.verbosity)
     # TensorFlow's C++ start-up chatter (CUDA probes on a CPU machine) buries the messages that
     # matter; real failures still reach Python as exceptions. -v (or the variable) shows it.
@@ -210,15 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except TrainwellError as exc:
-        error(f"trainwell {args.command}: error: {exc}")
+        # One line for the message, one for each detail: a newline inside a path never starts a line.
+        error("\n  ".join([f"trainwell {args.command}: error: {shown(exc.message)}",
+                           *(shown(line) for line in exc.details)]))
         return exc.exit_code
     except KeyboardInterrupt:
         error(f"trainwell {args.command}: interrupted")
         return 130
     except Exception as exc:  # the last line of defence: a bug must never read as "policy violated"
+        if isinstance(exc, BrokenPipeError) and silence_closed_pipes():
+            return CLOSED_PIPE_EXIT  # a closed stdout or stderr met outside console's writers: not a bug
         saved = _save_traceback()
         error(f"trainwell {args.command}: internal error (a bug in trainwell, please report it): "
-              f"{type(exc).__name__}: {str(exc)[:300]}; full traceback in {saved}")
+              f"{type(exc).__name__}: {shown(str(exc)[:300])}; full traceback in {shown(saved)}")
         return INTERNAL_ERROR_EXIT
 
 

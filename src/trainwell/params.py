@@ -467,8 +467,7 @@ def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Para
         problems = [_describe_error(error, Params) for error in errors[:MAX_PROBLEMS]]
         if len(errors) > MAX_PROBLEMS:
             problems.append(f"... and {len(errors) - MAX_PROBLEMS} more problems")
-        listing = "\n  ".join(problems)
-        raise ParamsError(f"{source} is invalid:\n  {listing}") from None
+        raise ParamsError(f"{source} is invalid:", details=problems) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:

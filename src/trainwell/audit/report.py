@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainwell import storage
+from trainwell.console import json_for_logs, shown
 from trainwell.kinds import DEFAULT_SEVERITY, Issue
 from trainwell.params import AuditParams
 
@@ -89,21 +90,10 @@ class AuditReport:
         }
 
 
-# Characters that end or bend a line on a terminal or in a CI log.
-_LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
-
-
-def _one_line(text: str) -> str:
-    """text as one printable line: control and line-separator characters shown as escapes.
-
-    A file name holding a newline would otherwise split a finding over two lines, and a line
-    it starts with "::" is a workflow command to GitHub's runner even in the text report.
-    """
-    return _LINE_BREAKING.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
-
-
 def _finding_line(issue: Issue) -> str:
-    return f"{issue.severity.upper():7} {issue.kind:18} {_one_line(issue.path)}: {_one_line(issue.detail)}"
+    # A file name is data: shown as escapes (console.shown), so it can neither split the finding over
+    # two lines nor start one with "::", which GitHub's runner would obey even in the text report.
+    return f"{issue.severity.upper():7} {issue.kind:18} {shown(issue.path)}: {shown(issue.detail)}"
 
 
 def _kind_counts(issues: list[Issue]) -> list[str]:
@@ -124,7 +114,7 @@ def _in_severity_order(issues: list[Issue]) -> list[Issue]:
 def format_violations(report: AuditReport) -> str:
     """Only the findings that violate the policy, counted per kind then one line each (what -q shows)."""
     lines = _kind_counts(report.violations) + [_finding_line(issue) for issue in _in_severity_order(report.violations)]
-    return _printable("\n".join(lines))
+    return "\n".join(lines)
 
 
 def format_text(report: AuditReport) -> str:
@@ -132,13 +122,13 @@ def format_text(report: AuditReport) -> str:
     then the class counts and what to do next."""
     numbers = report.headline()
     lines = [
-        f"audited {report.files_scanned} files in {_one_line(report.root)}: {numbers['errors']} with errors, "
+        f"audited {report.files_scanned} files in {shown(report.root)}: {numbers['errors']} with errors, "
         f"{numbers['warnings']} with warnings, {numbers['policy_errors']} failing the policy; "
         f"{numbers['quarantined']} quarantined",
         *_kind_counts(report.issues),
         *(_finding_line(issue) for issue in _in_severity_order(report.issues)),
         f"{report.files_decoded} decoded, {report.files_scanned - report.files_decoded} unchanged since the last audit",
-        "usable images per class: " + ", ".join(f"{_one_line(label)} {count}"
+        "usable images per class: " + ", ".join(f"{shown(label)} {count}"
                                                  for label, count in report.class_counts.items()),
     ]
     if report.policy_holds:
@@ -150,10 +140,10 @@ def format_text(report: AuditReport) -> str:
             "those files, or drop the kinds from audit.fail_on in params.yaml to train without them "
             "(quarantined files are always left out)"
         )
-    return _printable("\n".join(lines))  # an undecodable file name must not crash print()
+    return "\n".join(lines)
 
 
-# A lone surrogate cannot be encoded as UTF-8, so print() of a str holding one raises
+# A lone surrogate cannot be encoded as UTF-8, so printing a str holding one raises
 # UnicodeEncodeError on a strict UTF-8 stdout. Python gives a file name's undecodable bytes
 # as U+DC80..U+DCFF (surrogateescape); those are shown as the byte they stand for.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -199,7 +189,7 @@ def format_github(report: AuditReport) -> str:
 
 def render(report: AuditReport, *, output_format: str) -> str:
     if output_format == "json":
-        return report.to_json()
+        return json_for_logs(report.to_json())
     if output_format == "github":
         return format_github(report)
     return format_text(report)
