@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
-from trainwell.console import NORMAL, error, say, verbosity
+from trainwell.console import NORMAL, error, json_for_logs, output, say, verbosity
 from trainwell.errors import TrainwellError
+from trainwell.outputs import guarded, protect_inputs
 from trainwell.params import load_params
 from trainwell.reports.gate import evaluate_checks, format_table, read_at_revision, read_current, split_metric
 
 
+@guarded
 def main(*, params_file: str = "params.yaml", baseline: str | None = None, output_format: str = "text") -> int:
     params = load_params(params_file)
+    protect_inputs(inputs=[params_file])  # writes nothing; guarded like every command
     checks = params.gate.checks
     if not checks:
         raise TrainwellError("no gate checks configured; add them under gate.checks in params.yaml")
@@ -21,8 +24,9 @@ def main(*, params_file: str = "params.yaml", baseline: str | None = None, outpu
     previous = {file: read_at_revision(file, revision) for file in files} if revision else None
     rows = evaluate_checks(checks=checks, current=current, baseline=previous)
     if output_format == "json":
-        print(json.dumps([{"metric": r.metric, "value": r.value, "baseline": r.baseline, "rules": r.rules,
-                           "failures": r.failures, "passed": r.passed} for r in rows], indent=2))
+        output(json_for_logs(json.dumps([{"metric": r.metric, "value": r.value, "baseline": r.baseline,
+                                          "rules": r.rules, "failures": r.failures, "passed": r.passed}
+                                         for r in rows], indent=2)))
     else:
         table = format_table(rows, revision=revision)
         # -q shows errors only, and a failed check is one: its table goes to stderr then.
