@@ -131,7 +131,7 @@ def test_audit_page_never_lands_on_the_dataset_an_input_or_a_link(demo_copy, wor
     assert (workdir / "page.html").read_text().startswith("<!doctype html>")
 
 
-@pytest.mark.parametrize("stage", ["versions", "split"])
+@pytest.mark.parametrize("stage", ["versions", "split", "report"])
 def test_a_stage_whose_outputs_name_its_inputs_refuses_before_any_work(demo_copy, workdir, capsys, stage):
     """Every output the pipeline gives a stage, pointed in turn at a dataset file, at one of its inputs
     (params.yaml) and through a link out of the project: exit 2 before the stage writes anything."""
