@@ -9,19 +9,19 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from trainwell import __version__
 from trainwell.console import (
     NORMAL,
     QUIET,
     VERBOSE,
+    closed_pipes_dropped,
     detail,
     error,
     set_verbosity,
     shown,
     silence_closed_pipes,
-    write_text,
 )
 from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError, UsageError
 from trainwell.params import DEFAULT_PARAMS_FILE
@@ -64,11 +64,7 @@ def _verbosity_flags(parser: argparse.ArgumentParser, *, default: object) -> Non
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with what the user typed shown as escapes in its errors, and help sent to a closed pipe dropped."""
-
-    def _print_message(self, message: str, file: Any = None) -> None:
-        if message:
-            write_text(message, file or sys.stderr)
+    """argparse, with what the user typed shown as escapes in its errors."""
 
     def error(self, message: str) -> NoReturn:
         # argparse puts unrecognised arguments in the message as typed: a newline in one would split the line.
@@ -230,7 +226,12 @@ CLOSED_PIPE_EXIT = 141
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # help and usage go through console: a closed pipe is dropped there
+    with closed_pipes_dropped():  # `trainwell ... | head`: the reader going away is not an error
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     set_verbosity(args.verbosity)
     # TensorFlow's C++ start-up chatter (CUDA probes on a CPU machine) buries the messages that
     # matter; real failures still reach Python as exceptions. -v (or the variable) shows it.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
 import sys
+from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -112,6 +114,43 @@ def silence_closed_pipes() -> bool:
     for stream in gone:
         _silence(stream)
     return bool(gone)
+
+
+class _DropsClosedPipe:
+    """A text stream (sys.stdout, sys.stderr) whose writes and flushes, once its reader has gone, are
+    dropped instead of raising BrokenPipeError: what libraries print through it too (Keras' epoch
+    lines, tqdm's bars, argparse's help) stops quietly, and the command goes on."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            _silence(self._stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _silence(self._stream)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def closed_pipes_dropped() -> Iterator[None]:
+    """Within this block, sys.stdout and sys.stderr drop what they cannot write to a reader that has
+    gone (`trainwell gate | true`): the command finishes its work and exits with its own status."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _DropsClosedPipe(sys.stdout), _DropsClosedPipe(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def write_text(text: str, stream: TextIO) -> None:
