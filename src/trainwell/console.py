@@ -146,10 +146,13 @@ def closed_pipes_dropped() -> Iterator[None]:
     """Within this block, sys.stdout and sys.stderr drop what they cannot write to a reader that has
     gone (`trainwell gate | true`): the command finishes its work and exits with its own status."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _DropsClosedPipe(sys.stdout), _DropsClosedPipe(sys.stderr)
+    wrapped = _DropsClosedPipe(sys.stdout), _DropsClosedPipe(sys.stderr)
+    sys.stdout, sys.stderr = wrapped
     try:
         yield
     finally:
+        for stream in wrapped:  # what is still buffered (argparse's help is not flushed) meets the pipe here
+            stream.flush()
         sys.stdout, sys.stderr = saved
 
 
