@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import functools
@@ -40,6 +41,10 @@ class OutputGuard:
         self.project = os.path.abspath(project)
         self.inputs: list[str] = []
         self.datasets: list[str] = []
+        # Regular files a run reads by the thousand (predict's images): compared by inode only, from
+        # a set made the first time a target exists (a new file can be none of them).
+        self.files: list[str] = []
+        self._file_identities: set[tuple[int, int]] | None = None
 
     def check(self, path: str | Path, *, folder: bool = False, label: str = "") -> None:
         """Raise UsageError naming `path` (after `label`, such as "--output") and the rule when trainwell
@@ -47,7 +52,8 @@ class OutputGuard:
         if storage.is_remote(path):
             return
         given = os.fspath(path)
-        reason = _unwritable_kind(given, folder=folder) or self._leaves_project(given) or self._reads(given, folder)
+        reason = (_unwritable_kind(given, folder=folder) or self._leaves_project(given)
+                  or self._in_dataset(given, folder) or self._is_input(given, folder))
         if reason:
             raise UsageError(f"trainwell will not write {label + ' ' if label else ''}'{shown(given)}': {reason}")
 
@@ -58,14 +64,18 @@ class OutputGuard:
                     "through a link out of the project. Name that place itself if you mean to write there")
         return None
 
-    def _reads(self, given: str, folder: bool) -> str | None:
-        """Why `given` is (or, for a folder, holds) something this run reads, or None."""
+    def _in_dataset(self, given: str, folder: bool) -> str | None:
         lexical, real = os.path.abspath(given), os.path.realpath(given)
         for dataset in self.datasets:
             if _inside(real, os.path.realpath(dataset)) or _inside(lexical, os.path.abspath(dataset)):
                 return f"it is in the dataset '{shown(dataset)}', which this run reads. Name a place outside it"
             if folder and _inside(os.path.realpath(dataset), real):
                 return f"it holds the dataset '{shown(dataset)}', which this run reads. Name another folder"
+        return None
+
+    def _is_input(self, given: str, folder: bool) -> str | None:
+        """Why `given` is (or is in, or for a folder holds) something this run reads, or None."""
+        real = os.path.realpath(given)
         try:
             status: os.stat_result | None = os.stat(real)
         except OSError:  # nothing there yet: compared by where it is only
@@ -77,7 +87,18 @@ class OutputGuard:
                         "run, and trainwell never writes over what it reads. Name another file")
             if folder and _inside(source_real, real):
                 return f"it holds '{shown(source)}', an input of this run. Name another folder"
+        if status is not None and self.files and (status.st_dev, status.st_ino) in self._identities():
+            return "it is one of the files this run reads, and trainwell never writes over what it reads. Name another file"
         return None
+
+    def _identities(self) -> set[tuple[int, int]]:
+        if self._file_identities is None:
+            self._file_identities = set()
+            for path in self.files:
+                with contextlib.suppress(OSError):
+                    status = os.stat(path)
+                    self._file_identities.add((status.st_dev, status.st_ino))
+        return self._file_identities
 
 
 def _unwritable_kind(given: str, *, folder: bool) -> str | None:
@@ -125,15 +146,18 @@ def guarded(main: Callable[Parameters, Result]) -> Callable[Parameters, Result]:
 
 
 def protect_inputs(*, inputs: Iterable[str | Path | None] = (), datasets: Iterable[str | Path | None] = (),
-                   project: str | Path | None = None) -> OutputGuard:
-    """Declare what the running command reads (files, and datasets: whole folders), and its project
-    folder when that is not the current one; every writer refuses them from now until it returns."""
+                   files: Iterable[str] = (), project: str | Path | None = None) -> OutputGuard:
+    """Declare what the running command reads: `inputs` (files or folders), `datasets` (folders
+    nothing may be written in), `files` (regular files by the thousand, compared by inode), and its
+    project folder when that is not the current one; every writer refuses them until it returns."""
     if _guard is None:
         raise RuntimeError("protect_inputs() is for a command's main, decorated with outputs.guarded")
     if project is not None:
         _guard.project = os.path.abspath(project)
     _guard.inputs += [os.fspath(path) for path in inputs if path and not storage.is_remote(path)]
     _guard.datasets += [os.fspath(path) for path in datasets if path and not storage.is_remote(path)]
+    _guard.files += [path for path in files if not storage.is_remote(path)]
+    _guard._file_identities = None
     return _guard
 
 

@@ -161,7 +161,7 @@ def main(
     class_names = _classes(params, classes)
     targets = collect_targets(paths, manifest=manifest, extensions=params.data.extensions)
     classes_file = None if classes is not None else str(Path(params.paths.splits_dir) / CLASSES_FILE)
-    protect_inputs(inputs=[params_file, model_file, manifest, classes_file, *targets.locations])
+    protect_inputs(inputs=[params_file, model_file, manifest, classes_file], files=targets.locations)
     _check_output(output)
     if not targets.order:
         raise UsageError(f"no image files found in {', '.join(paths)[:300]} (extensions {params.data.extensions}; "
