@@ -126,6 +126,11 @@ def test_audit_page_never_lands_on_the_dataset_an_input_or_a_link(demo_copy, wor
         assert main(["audit", str(demo_copy), "--html", html]) == 2, html
         err = capsys.readouterr().err
         assert "will not write --html" in err, err
+    for cache in ("params.yaml", "out-link/cache.json", str(image)):  # the audit cache too
+        assert main(["audit", str(demo_copy), "--cache", cache]) == 2, cache
+        assert "will not write --cache" in capsys.readouterr().err
+    assert main(["plots", "--out", "out-link/plots"]) == 2  # before asking DVC anything
+    assert "will not write --out" in capsys.readouterr().err
     assert snapshot(workdir) == before and snapshot(elsewhere) == outside
     assert main(["audit", str(demo_copy), "--html", "page.html"]) == 0  # a new file is fine
     assert (workdir / "page.html").read_text().startswith("<!doctype html>")
