@@ -12,6 +12,7 @@ from trainwell.errors import ParamsError
 from trainwell.kinds import AUDIT_KINDS, BLOCKING_KINDS
 from trainwell.params_file import MAX_ECHO, read_params_file
 from trainwell.params_file import cut as _cut
+from trainwell.params_file import file_name as _file_name
 from trainwell.params_file import short_repr as _short
 
 DEFAULT_PARAMS_FILE = "params.yaml"
@@ -67,6 +68,8 @@ def _unique(values: list[str] | None) -> list[str] | None:
 class PathsParams(_Section):
     """Every generated path, declared once; dvc.yaml interpolates these with ${paths.*}."""
 
+    _file_names = field_validator("*")(_file_name)
+
     # Installed versions of trainwell and the libraries behind its numbers; every stage depends on it.
     versions: str = ".trainwell/versions.json"
     demo_dir: str = "data/demo"
@@ -118,6 +121,7 @@ class DataParams(_Section):
     )
 
     _unique_classes = field_validator("classes")(_unique)
+    _file_names = field_validator("dir", "manifest")(_file_name)
 
     @field_validator("extensions")
     @classmethod
@@ -295,6 +299,8 @@ class TrainParams(_Section):
     # Batches per compiled call: fewer host round trips on fast accelerators. The guard then
     # sees one loss per call and rolls back whole calls.
     steps_per_execution: int = Field(1, ge=1)
+
+    _file_names = field_validator("weights")(_file_name)
 
     @model_validator(mode="after")
     def _backbone_settings_fit_the_model(self) -> TrainParams:
@@ -481,8 +487,7 @@ def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Para
         problems = [_describe_error(error, Params) for error in errors[:MAX_PROBLEMS]]
         if len(errors) > MAX_PROBLEMS:
             problems.append(f"... and {len(errors) - MAX_PROBLEMS} more problems")
-        listing = "\n  ".join(problems)
-        raise ParamsError(f"{source} is invalid:\n  {listing}") from None
+        raise ParamsError(f"{source} is invalid:", details=problems) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,21 @@ def short_repr(value: Any) -> str:
     except (ValueError, RecursionError):  # e.g. an int beyond Python's 4300-digit str() limit
         text = f"<{type(value).__name__}>"
     return cut(text)
+
+
+def file_name(value: str | None) -> str | None:
+    """A params value that names a file (a pydantic validator): refused when no file name can hold
+    it, a NUL or a lone surrogate (YAML's \\ud800 escape spells one; it stands for no byte), so the
+    stage stops at the key, not mid-way with a UnicodeEncodeError."""
+    if value is None:
+        return value
+    try:
+        if "\0" not in value:
+            os.fsencode(value)
+            return value
+    except UnicodeEncodeError:
+        pass
+    raise ValueError(f"{short_repr(value)} holds a NUL or a character no file name can (a lone surrogate)")
 
 
 def cut(text: str, limit: int = MAX_ECHO) -> str:

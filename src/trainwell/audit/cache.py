@@ -18,7 +18,7 @@ import numpy as np
 import PIL
 import simplejpeg
 
-from trainwell.console import warn
+from trainwell.console import shown, warn
 from trainwell.data.decode import format_for_extension
 from trainwell.errors import UsageError
 from trainwell.outputs import TEMPORARY_NAME_EXTRA, write_atomically
@@ -195,7 +195,7 @@ class AuditCache:
             try:
                 self._load()
             except Exception as exc:  # any unreadable or malformed cache is a miss, rebuilt on save
-                warn(f"audit: ignoring the audit cache '{self.path}' ({type(exc).__name__}: {str(exc)[:120]}); "
+                warn(f"audit: ignoring the audit cache '{shown(self.path)}' ({type(exc).__name__}: {shown(str(exc)[:120])}); "
                      "every file is checked afresh and the cache rewritten")
                 self.paths, self.columns, self.findings = [], {}, {}
                 self.previous_near_pairs, self.near_valid = [], False

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainwell import storage
+from trainwell.console import json_for_logs, shown
 from trainwell.kinds import DEFAULT_SEVERITY, Issue, Note
 from trainwell.params import AuditParams
 
@@ -92,19 +93,6 @@ class AuditReport:
         }
 
 
-# Characters that end or bend a line on a terminal or in a CI log.
-_LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
-
-
-def _one_line(text: str) -> str:
-    """text as one printable line: control and line-separator characters shown as escapes.
-
-    A file name holding a newline would otherwise split a finding over two lines, and a line
-    it starts with "::" is a workflow command to GitHub's runner even in the text report.
-    """
-    return _LINE_BREAKING.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
-
-
 def _kind_counts(issues: list[Issue]) -> list[str]:
     """One line per severity present, errors first: each kind and its count, the most frequent first."""
     lines = []
@@ -134,16 +122,18 @@ def _by_kind(issues: list[Issue], *, every: bool, where: str) -> list[str]:
         if first:
             same = [other for other in ordered[position:] if (other.kind, other.severity) == (issue.kind, issue.severity)]
             lines.append(f"{issue.severity.upper():7} {issue.kind}: {len(same)} file{'s' * (len(same) != 1)}")
-            shown = same if every else same[:EXAMPLES_PER_KIND]
-            lines += [f"  {_one_line(example.path)}: {_one_line(example.detail)}" for example in shown]
-            if len(same) > len(shown):
-                lines.append(f"  ... and {len(same) - len(shown)} more ({where})")
+            examples = same if every else same[:EXAMPLES_PER_KIND]
+            # A file name is data: shown as escapes (console.shown), so it can neither split the finding
+            # over two lines nor start one with "::", which GitHub's runner would obey even in a text report.
+            lines += [f"  {shown(example.path)}: {shown(example.detail)}" for example in examples]
+            if len(same) > len(examples):
+                lines.append(f"  ... and {len(same) - len(examples)} more ({where})")
     return lines
 
 
 def format_violations(report: AuditReport, *, every: bool = False, where: str = "every finding: --format json") -> str:
     """Only the findings that violate the policy, per kind with a few examples (what -q shows)."""
-    return _printable("\n".join(_by_kind(report.violations, every=every, where=where)))
+    return "\n".join(_by_kind(report.violations, every=every, where=where))
 
 
 def format_text(report: AuditReport, *, every: bool = False, where: str = "every finding: --format json, or -v") -> str:
@@ -152,14 +142,14 @@ def format_text(report: AuditReport, *, every: bool = False, where: str = "every
     counts and what to do next. Its length follows the kinds found, not the files."""
     numbers = report.headline()
     lines = [
-        f"audited {report.files_scanned} files in {_one_line(report.root)}: {numbers['errors']} with errors, "
+        f"audited {report.files_scanned} files in {shown(report.root)}: {numbers['errors']} with errors, "
         f"{numbers['warnings']} with warnings, {numbers['policy_errors']} failing the policy; "
         f"{numbers['quarantined']} quarantined",
         *_kind_counts(report.issues),
-        *(f"NOTE    {note.kind}: {_one_line(note.detail)}" for note in report.notes),
+        *(f"NOTE    {note.kind}: {shown(note.detail)}" for note in report.notes),
         *_by_kind(report.issues, every=every, where=where),
         f"{report.files_decoded} decoded, {report.files_scanned - report.files_decoded} unchanged since the last audit",
-        "usable images per class: " + ", ".join(f"{_one_line(label)} {count}"
+        "usable images per class: " + ", ".join(f"{shown(label)} {count}"
                                                  for label, count in report.class_counts.items()),
     ]
     if report.policy_holds:
@@ -171,7 +161,7 @@ def format_text(report: AuditReport, *, every: bool = False, where: str = "every
             "those files, or drop the kinds from audit.fail_on in params.yaml to train without them "
             "(quarantined files are always left out)"
         )
-    return _printable("\n".join(lines))  # an undecodable file name must not crash print()
+    return "\n".join(lines)
 
 
 # A lone surrogate cannot be encoded as UTF-8, so print() of a str holding one raises
@@ -221,7 +211,7 @@ def format_github(report: AuditReport) -> str:
 def render(report: AuditReport, *, output_format: str, every: bool = False,
            where: str = "every finding: --format json, or -v") -> str:
     if output_format == "json":
-        return report.to_json()
+        return json_for_logs(report.to_json())
     if output_format == "github":
         return format_github(report)
     return format_text(report, every=every, where=where)

@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainwell.console import shown
 from trainwell.errors import DataError, TrainwellError, UsageError
 from trainwell.params import GateCheck
 
@@ -114,12 +115,14 @@ def format_table(rows: list[Row], *, revision: str | None) -> str:
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    header = ["metric", "value", f"at {revision}" if revision else "baseline", "change", "rule", "result"]
+    # Metric names, file names and the revision are the user's: shown as escapes, never a line of their own.
+    header = ["metric", "value", f"at {shown(revision)}" if revision else "baseline", "change", "rule", "result"]
     lines = [header]
     for row in rows:
         change = "-" if row.value is None or row.baseline is None else f"{row.value - row.baseline:+.4f}"
         result = "pass" if row.passed else "FAIL: " + "; ".join(row.failures)
-        lines.append([row.metric, number(row.value), number(row.baseline), change, ", ".join(row.rules) or "-", result])
+        lines.append([shown(row.metric), number(row.value), number(row.baseline), change, ", ".join(row.rules) or "-",
+                      shown(result)])
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     rendered = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
     rendered.insert(1, "  ".join("-" * width for width in widths))

@@ -9,10 +9,10 @@ from pathlib import Path
 import yaml
 
 from trainwell import __version__
-from trainwell.console import say
+from trainwell.console import say, shown
 from trainwell.data.splits import CLASSES_FILE, COUNTS_FILE
 from trainwell.errors import DataError
-from trainwell.outputs import write_text_atomically
+from trainwell.outputs import guard_stage, guarded, write_text_atomically
 from trainwell.params import Params, load_params
 from trainwell.reports.card import limitations, render_card_json, render_card_markdown
 from trainwell.training.evaluation import PER_CLASS_JSON
@@ -101,11 +101,13 @@ def build_card(params: Params) -> dict:
     }
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
+    guard_stage("card", params=params, params_file=params_file)
     card = build_card(params)
     write_text_atomically(params.paths.card_json, render_card_json(card))
     write_text_atomically(params.paths.card, render_card_markdown(card))
-    say(f"card: wrote {params.paths.card} and {params.paths.card_json} "
+    say(f"card: wrote {shown(params.paths.card)} and {shown(params.paths.card_json)} "
         f"(data version {card['data']['version'] or 'not recorded outside dvc repro'})")
     return 0

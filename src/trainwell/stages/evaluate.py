@@ -8,7 +8,7 @@ import numpy as np
 
 from trainwell.console import say, warn
 from trainwell.errors import DataError
-from trainwell.outputs import write_json, write_rows, write_table
+from trainwell.outputs import guard_stage, guarded, write_json, write_rows, write_table
 from trainwell.params import load_params
 from trainwell.training.evaluation import (
     CONFUSION_FILE,
@@ -25,11 +25,13 @@ from trainwell.training.evaluation import (
 HEADLINE = ("test_images", "accuracy", "macro_f1", "expected_calibration_error")
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     from trainwell.training.inputs import plan_inputs
     from trainwell.training.model_files import load_model_file
 
     params = load_params(params_file)
+    guard_stage("evaluate", params=params, params_file=params_file)
     # Held in memory within train.memory_budget_mb, streamed shard by shard past it.
     test_input = plan_inputs(cache_dir=params.paths.cache_dir, splits=["test"],
                              memory_budget_bytes=params.train.memory_budget_mb << 20)["test"]

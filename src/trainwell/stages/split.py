@@ -18,7 +18,7 @@ from trainwell.data.splits import (
     write_split_csv,
 )
 from trainwell.errors import DataError
-from trainwell.outputs import read_rows, write_json
+from trainwell.outputs import guard_stage, guarded, read_rows, write_json
 from trainwell.params import load_params
 
 
@@ -32,8 +32,10 @@ def read_groups(audit_report: str | Path) -> list[list[str]]:
     return list(report.get("duplicate_groups", [])) + near
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
+    guard_stage("split", params=params, params_file=params_file)
     data, paths = params.data, params.paths
     listing = list_sources(data.dir, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
     quarantined = {row["path"] for row in read_rows(paths.quarantine, columns=["path"])}

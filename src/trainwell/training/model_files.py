@@ -22,7 +22,7 @@ from typing import Any
 import keras
 
 from trainwell.errors import UsageError
-from trainwell.outputs import write_error
+from trainwell.outputs import check_output, write_error
 
 # An archive member may unpack to at most this many times its compressed size, plus a slack
 # for small, highly compressible arrays (biases of zeros): weights of a trained model barely
@@ -126,6 +126,7 @@ def save_model_file(model: keras.Model, path: str | Path) -> None:
     failed to load with a misleading "File not found".
     """
     target = Path(path)
+    check_output(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.stem}.{os.getpid()}.partial.keras")
     try:
