@@ -4,12 +4,15 @@ Files are checked in forked worker processes, chunk by chunk. A decoder that kil
 (a segfault or abort in a C library, the kernel's out-of-memory killer) breaks the pool: the
 chunk in question is then retried one file per fresh process, the file that kills its process
 again is reported as `decoder_crash`, and the rest of the audit goes on in a new pool. A file
-whose check outlasts `audit.file_timeout_s` is interrupted by an alarm and is `decode_timeout`.
+whose check outlasts `audit.file_timeout_s` is `decode_timeout`: interrupted by an alarm when it is
+in Python code, killed with its process by a watchdog in the auditing process when it is not (a
+decoder inside C never sees the alarm), and never checked again in that audit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import gc
 import multiprocessing
@@ -17,11 +20,12 @@ import os
 import pickle
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,12 @@ from trainwell.progress import progress_bar
 Item = tuple[str, str]  # (path relative to the root, label)
 # Fewer files than this are checked in bare forked children; more in a process pool.
 SMALL_JOB = 64
+# A check still running this long (s) after its alarm is killed with its process. An alarm is
+# handled only between Python bytecodes: a scan-bomb JPEG inside libjpeg ran 78 s against a 30 s
+# limit. The grace lets a check in Python code stop at the alarm, keeping its process (and pool).
+KILL_GRACE_S = 0.5
+# How often (s) the watchdog looks at what each checker process is doing.
+WATCH_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -73,9 +83,80 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise CheckTimedOut
 
 
-def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams) -> CheckedBatch:
-    """check_into for each item, each interrupted after audit.file_timeout_s by an alarm (in a
-    process's main thread only, where signals are delivered; elsewhere the checks run unbounded).
+def _timeout_finding(policy: AuditParams, *, killed: bool) -> tuple[str, str]:
+    how = "its process was killed (a decoder in C code cannot be interrupted)" if killed else "interrupted"
+    return ("decode_timeout", f"checking took longer than audit.file_timeout_s = {policy.file_timeout_s:g} s; "
+            f"{how}; not decoded")
+
+
+class _Board:
+    """What each checker process is doing, in memory shared with them (forked after it is made).
+
+    Three doubles per slot: the checker's pid, the index (in check_all's items) of the file it is
+    checking, -1 between files, and when that check started (time.monotonic: one clock for every
+    process). A checker claims a slot when it starts; the watchdog (_watched) reads them all.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.cells = multiprocessing.RawArray(ctypes.c_double, [0.0, -1.0, 0.0] * slots)
+        self.claimed = multiprocessing.RawValue(ctypes.c_int, 0)
+        self.lock = multiprocessing.Lock()
+
+
+# In a checker process: its board and the offset of its slot there (None: unwatched, as the
+# auditing process's own threads are, which only an alarm can stop).
+_my_slot: tuple[_Board, int] | None = None
+
+
+def _claim_slot(board: _Board) -> None:
+    """Run in a new checker process: take the board's next free slot."""
+    global _my_slot
+    with board.lock:
+        slot = board.claimed.value
+        board.claimed.value = slot + 1
+    if slot < board.slots:
+        board.cells[3 * slot] = os.getpid()
+        _my_slot = (board, 3 * slot)
+
+
+@contextlib.contextmanager
+def _watched(board: _Board, *, policy: AuditParams, timed_out: set[int]) -> Iterator[None]:
+    """While inside, kill every checker whose file has run KILL_GRACE_S past audit.file_timeout_s,
+    adding that file's index to `timed_out`: its result is then decode_timeout, and it is never
+    checked again in this audit. A thread of the auditing process, asleep but for a look at the
+    board every WATCH_INTERVAL_S."""
+    stop = threading.Event()
+    limit_s = policy.file_timeout_s + KILL_GRACE_S
+
+    def watch() -> None:
+        while not stop.wait(WATCH_INTERVAL_S):
+            now = time.monotonic()
+            for base in range(0, 3 * board.slots, 3):
+                pid, index, started = board.cells[base:base + 3]
+                # The index is written after the start time and cleared between files, so an
+                # index that is the same on a second look goes with the start time read.
+                if index >= 0 and now - started > limit_s and board.cells[base + 1] == index and pid > 0:
+                    timed_out.add(int(index))
+                    board.cells[base + 1] = -1.0
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="trainwell-check-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams, first: int = 0,
+                 known: frozenset[int] = frozenset()) -> CheckedBatch:
+    """check_into for each item (item i being check_all's item first + i), each interrupted after
+    audit.file_timeout_s by an alarm (in a process's main thread only, where signals are
+    delivered) and, in a watched checker process, killed past it (see _watched). Items in `known`
+    already timed out in this audit: they are decode_timeout without a second try.
 
     The handler is installed once per chunk and only the timer is set per file: a handler swap
     per file cost ~25 us, 7% of a file's check.
@@ -83,20 +164,27 @@ def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams) ->
     batch = CheckedBatch(columns=new_columns(len(chunk)), findings={})
     timed = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGALRM, _on_alarm) if timed else None
-    timeout_s = policy.file_timeout_s
+    cells, base = (_my_slot[0].cells, _my_slot[1]) if _my_slot is not None else (None, 0)
     try:
         for row, (path, _) in enumerate(chunk):
+            if first + row in known:
+                batch.findings[row] = [_timeout_finding(policy, killed=True)]
+                continue
             try:
+                if cells is not None:  # the start time first: the watchdog trusts an index's time
+                    cells[base + 2] = time.monotonic()
+                    cells[base + 1] = first + row
                 if timed:
-                    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+                    signal.setitimer(signal.ITIMER_REAL, policy.file_timeout_s)
                 found = check_into(batch.columns, row, root=root, path=path, policy=policy)
             except CheckTimedOut:
                 clear_row(batch.columns, row)  # what it wrote before the alarm is not a result
-                found = [("decode_timeout", f"checking took longer than audit.file_timeout_s = {timeout_s:g} s; "
-                          "not decoded")]
+                found = [_timeout_finding(policy, killed=False)]
             finally:
                 if timed:
                     signal.setitimer(signal.ITIMER_REAL, 0)
+                if cells is not None:
+                    cells[base + 1] = -1.0
             if found:
                 batch.findings[row] = found
     finally:
@@ -105,25 +193,46 @@ def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams) ->
     return batch
 
 
-def _alone(item: Item, *, root: Path | str, policy: AuditParams) -> CheckedBatch:
-    """One file in a process of its own: a decoder_crash finding when that process dies."""
-    results = _in_children([item], root=root, policy=policy, workers=1)
-    if results is not None:
-        return results
+@dataclass
+class _Job:
+    """What the checks of one check_all call share: the root, the policy, and the indices of the
+    files whose checker was killed for running out of time (never checked again)."""
+
+    root: Path | str
+    policy: AuditParams
+    timed_out: set[int] = field(default_factory=set)
+
+    def known(self, first: int, count: int) -> frozenset[int]:
+        """The timed-out indices among items first .. first + count - 1 (a copy: the watchdog adds to the set)."""
+        return frozenset(index for index in frozenset(self.timed_out) if first <= index < first + count)
+
+
+def _alone(item: Item, index: int, *, job: _Job) -> CheckedBatch:
+    """Item `index` in a process of its own: decode_timeout when it was killed for its time, a
+    decoder_crash finding when that process died otherwise."""
+    if index not in job.timed_out:
+        results = _in_children([item], first=index, job=job, workers=1)
+        if results is not None:
+            return results
+    if index in job.timed_out:
+        return CheckedBatch.alone(_timeout_finding(job.policy, killed=True))
     return CheckedBatch.alone(("decoder_crash", "decoding it killed the process (a crash in a decoder library, or "
                                "the out-of-memory killer); never decoded again"))
 
 
-def _fork_check(items: list[Item], *, root: Path | str, policy: AuditParams) -> tuple[int, int]:
-    """Fork a child that checks items and pickles the results into a pipe; return (pid, read end)."""
+def _fork_check(items: list[Item], *, first: int, job: _Job, board: _Board) -> tuple[int, int]:
+    """Fork a child that checks items (check_all's first, first + 1, ...) and pickles the results
+    into a pipe, watched on `board`; return (pid, read end)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: check, answer, and leave without running the parent's exit handlers
         status = 1
         try:
             os.close(read_end)
+            _claim_slot(board)
             with os.fdopen(write_end, "wb") as answer:
-                pickle.dump(_check_chunk(items, root=root, policy=policy), answer)
+                pickle.dump(_check_chunk(items, root=job.root, policy=job.policy, first=first,
+                                         known=job.known(first, len(items))), answer)
             status = 0
         finally:
             os._exit(status)
@@ -163,32 +272,40 @@ def reap_all() -> None:
         os.waitpid(_unreaped.pop(), 0)
 
 
-def _in_children(items: list[Item], *, root: Path | str, policy: AuditParams, workers: int) -> CheckedBatch | None:
-    """Check a few files in `workers` forked children side by side; None when one died before it answered.
+def _in_children(items: list[Item], *, first: int, job: _Job, workers: int) -> CheckedBatch | None:
+    """Check a few files (check_all's first, first + 1, ...) in `workers` forked children side by
+    side; None when one died (or was killed for its time) before it answered.
 
     Bare forks and pipes cost ~2 ms each where a process pool costs ~8: the difference is a
     quarter of a re-audit after a small change, which is exactly when a handful of files is checked.
     """
     share = -(-len(items) // workers)
-    return _collect([_fork_check(items[start:start + share], root=root, policy=policy)
-                     for start in range(0, len(items), share)])
+    starts = range(0, len(items), share)
+    board = _Board(len(starts))
+    with _watched(board, policy=job.policy, timed_out=job.timed_out):
+        return _collect([_fork_check(items[start:start + share], first=first + start, job=job, board=board)
+                         for start in starts])
 
 
-def _in_processes(items: list[Item], *, root: Path | str, policy: AuditParams, workers: int) -> Iterator[CheckedBatch]:
+def _in_processes(items: list[Item], *, job: _Job, workers: int) -> Iterator[CheckedBatch]:
     # Processes, not threads: per-file work is ~0.3 ms of mostly Python and small numpy calls, so
     # threads serialise on the GIL. Chunks amortise the hand-over of their results (a few arrays,
     # ~0.1 ms); at most 64 files each, so the last chunk leaves the other workers idle for ~20 ms,
     # not the ~60 ms of 3,000 files cut into 16 chunks.
     size = max(1, min(64, len(items) // (workers * 8)))
-    chunks = [items[start:start + size] for start in range(0, len(items), size)]
-    check = functools.partial(_check_chunk, root=root, policy=policy)
+    starts = range(0, len(items), size)
+    check = functools.partial(_check_chunk, root=job.root, policy=job.policy)
     position = 0
-    while position < len(chunks):
+    while position < len(starts):
         broken = None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        board = _Board(workers)  # a pool starts at most `workers` processes, each claiming a slot
+        with _watched(board, policy=job.policy, timed_out=job.timed_out), ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_claim_slot,
+                initargs=(board,)) as pool:
             # Each future is let go once its batch is handed on: a finished future keeps its
             # result, and holding every one would keep a second copy of the audit's columns.
-            pending = deque(pool.submit(check, chunk) for chunk in chunks[position:])
+            pending = deque(pool.submit(check, items[start:start + size], first=start,
+                                        known=job.known(start, size)) for start in starts[position:])
             offset = 0
             while pending:
                 try:
@@ -200,9 +317,12 @@ def _in_processes(items: list[Item], *, root: Path | str, policy: AuditParams, w
                 yield results
         if broken is None:
             return
-        # Some worker died; the pool's other results are lost with it. The first chunk without a
-        # result is checked one file per process (finding the culprit), the rest in a new pool.
-        yield CheckedBatch.joined([_alone(item, root=root, policy=policy) for item in chunks[broken]])
+        # Some worker died or was killed; the pool's other results are lost with it. The first chunk
+        # without a result is checked one file per process (finding the culprit), the rest in a new
+        # pool, which skips every file that has timed out.
+        start = starts[broken]
+        yield CheckedBatch.joined([_alone(item, start + row, job=job)
+                                   for row, item in enumerate(items[start:start + size])])
         position = broken + 1
 
 
@@ -212,18 +332,18 @@ def check_all(items: list[Item], *, root: Path | str, policy: AuditParams, reap:
     With `reap=False` the checker processes are left for the caller to reap (reap_all) once it
     has other work done: by then they have exited, where waiting here holds the caller up."""
     try:
-        yield from _check_all(items, root=root, policy=policy)
+        yield from _check_all(items, job=_Job(root=root, policy=policy))
     finally:
         if reap:
             reap_all()
 
 
-def _check_all(items: list[Item], *, root: Path | str, policy: AuditParams) -> Iterator[CheckedBatch]:
-    workers = policy.workers or os.cpu_count() or 1
-    if storage.is_remote(root):
+def _check_all(items: list[Item], *, job: _Job) -> Iterator[CheckedBatch]:
+    workers = job.policy.workers or os.cpu_count() or 1
+    if storage.is_remote(job.root):
         # Object-store reads wait on the network, so threads overlap them; forked processes would
         # each start tensorflow-io's S3 client (and its abort at exit, see storage.exit_process).
-        check = functools.partial(_check_chunk, root=root, policy=policy)
+        check = functools.partial(_check_chunk, root=job.root, policy=job.policy)
         with ThreadPoolExecutor(max_workers=4 * workers) as pool:
             yield from _counted(pool.map(check, [items[start:start + 16] for start in range(0, len(items), 16)]),
                                 total=len(items))
@@ -232,13 +352,13 @@ def _check_all(items: list[Item], *, root: Path | str, policy: AuditParams) -> I
     with frozen_heap():
         if workers == 1 or len(items) < SMALL_JOB:
             # A few files (a re-audit after a small change): bare child processes, still apart from this one.
-            results = _in_children(items, root=root, policy=policy, workers=workers) if items else None
-            if results is None and items:  # a decoder killed it: find which file, one process each
-                results = CheckedBatch.joined([_alone(item, root=root, policy=policy) for item in items])
+            results = _in_children(items, first=0, job=job, workers=workers) if items else None
+            if results is None and items:  # a decoder killed it, or it was killed: find which file, one process each
+                results = CheckedBatch.joined([_alone(item, index, job=job) for index, item in enumerate(items)])
             if results is not None:
                 yield results
             return
-        yield from _counted(_in_processes(items, root=root, policy=policy, workers=workers), total=len(items))
+        yield from _counted(_in_processes(items, job=job, workers=workers), total=len(items))
 
 
 _frozen_depth = 0
