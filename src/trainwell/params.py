@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -10,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from trainwell.errors import ParamsError
 from trainwell.kinds import AUDIT_KINDS, BLOCKING_KINDS
+from trainwell.names import class_list_problem
 from trainwell.params_file import MAX_ECHO, read_params_file
 from trainwell.params_file import cut as _cut
 from trainwell.params_file import short_repr as _short
@@ -57,10 +57,11 @@ class _Section(BaseModel):
 
 
 def _unique(values: list[str] | None) -> list[str] | None:
-    """A class list with no repeats: a repeated class would get two label indices."""
-    repeated = sorted(name for name, count in Counter(values or []).items() if count > 1)
-    if repeated:
-        raise ValueError(f"lists {_short(repeated)} more than once; name each class once")
+    """A class list of folder names (names.class_list_problem): each one visible path component,
+    named once, in one spelling (a repeated class would get two label indices)."""
+    problem = class_list_problem(values or [])
+    if problem:
+        raise ValueError(problem)
     return values
 
 
