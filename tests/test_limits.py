@@ -12,6 +12,7 @@ import yaml
 
 from tests import faults
 from tests.helpers import CLASSES, run
+from trainwell.cli import main
 from trainwell.params import load_params
 from trainwell.storage import content_digest
 
@@ -100,3 +101,110 @@ def test_predict_decodes_only_the_bytes_its_check_timed(tmp_path, scan_bomb):
     assert sum(len(batch) for batch in dataset) == 4
     assert time.monotonic() - started < ON_TIME_S
     assert sorted(failures) == [1, 2] and all(reason.startswith("changed:") for reason in failures.values())
+
+
+# -- one reader, always bounded -----------------------------------------------------------------
+
+MEASURED_RE_AUDIT = """
+import json, resource, sys
+from trainwell.audit.dataset import audit_dataset
+from trainwell.params import Params
+params = Params.model_validate({"audit": {"max_pixels": int(sys.argv[3])}})
+report = audit_dataset(root=sys.argv[1], data=params.data, policy=params.audit, cache_file=sys.argv[2])
+peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(json.dumps({"kinds": {issue.path: issue.kind for issue in report.issues}, "decoded": report.files_decoded,
+                  "peak_mib": peak_kib / 1024}))
+"""
+
+
+def _measured_audit(root, cache_file, max_pixels: int) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import tool_env
+
+    result = subprocess.run([sys.executable, "-c", MEASURED_RE_AUDIT, str(root), str(cache_file), str(max_pixels)],
+                            capture_output=True, text=True, env=tool_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def test_sparse_files_of_several_gb_are_refused_unread_with_the_cache_on(demo_copy, workdir):
+    """A re-audit with the cache hashes every changed file: sparse files of 3 and 5 GB (and one
+    of 16 MiB, just under the bound, which is read) cost no more memory than the first audit;
+    a plain read of a 2 GB file took the audit to 2.2 GB. Peak RSS of the auditing process and
+    of its checkers, measured by the kernel."""
+    max_pixels = 1_000_000  # storage bound: 17 MiB a file
+    cache_file = workdir / "cache" / "audit.json"
+    first = _measured_audit(demo_copy, cache_file, max_pixels)
+    sizes = {"circle": 3 << 30, "square": 5 << 30, "ring": 16 << 20}
+    for label, size in sizes.items():
+        victim = sorted((demo_copy / label).iterdir())[0]
+        os.truncate(victim, size)  # same name, new size: the cache hashes it again
+    again = _measured_audit(demo_copy, cache_file, max_pixels)
+    assert again["decoded"] == 3
+    too_large = sorted(path.split("/")[0] for path, kind in again["kinds"].items() if kind == "too_large")
+    assert too_large == ["circle", "square"], again["kinds"]  # the 16 MiB one is read: a JPEG with zeros after it
+    assert again["peak_mib"] < first["peak_mib"] + 64, (first["peak_mib"], again["peak_mib"])
+
+
+def test_the_cache_never_blocks_on_a_file_swapped_for_a_fifo(tmp_path):
+    """Listed as a regular file, a FIFO by the time the cache hashes it: refused, not waited on."""
+    import numpy as np
+
+    from trainwell.audit.cache import AuditCache
+    from trainwell.audit.checks import new_columns
+    from trainwell.params import AuditParams
+
+    image = faults.write(tmp_path / "data" / "a" / "x.jpg", faults.jpeg_bytes())
+    cache = AuditCache(tmp_path / "cache.json", AuditParams())
+    columns = new_columns(1)
+    columns["content"][0] = content_digest(image.read_bytes())
+    sizes, mtimes = np.array([image.stat().st_size]), np.array([image.stat().st_mtime_ns])
+    cache.save(paths=["a/x.jpg"], sizes=sizes, mtimes=mtimes, columns=columns, findings={}, near_pairs=[],
+               unchanged=False)
+    image.unlink()
+    os.mkfifo(image)
+    reloaded = AuditCache(tmp_path / "cache.json", AuditParams())
+    rows, unchanged = reloaded.match(root=tmp_path / "data", paths=["a/x.jpg"], sizes=sizes + 1, mtimes=mtimes)
+    assert rows.tolist() == [-1] and not unchanged.any()
+
+
+def _schemes(seed: int = 0) -> list[str]:
+    """URLs of schemes trainwell does not read, generated: file:// in its spellings, other
+    object stores, web schemes and made-up ones."""
+    import random
+
+    rng = random.Random(seed)
+    fixed = ["file:///etc", "file://localhost/etc", "FILE:///tmp", "file://", "gs://bucket/x", "hdfs://host/x",
+             "http://example.invalid/x", "https://example.invalid/x.jpg", "ftp://x/y", "S3a://bucket/x"]
+    made = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 8)))
+            + rng.choice(["", "+ssh", ".v2", "-1"]) + "://" + rng.choice(["", "x", "a/b/c.png", "../.."])
+            for _ in range(20)]
+    return fixed + [url for url in made if not url.startswith("s3://")]
+
+
+def test_a_url_of_a_scheme_trainwell_does_not_read_is_an_error_not_a_remote_path(workdir, capsys, tmp_path,
+                                                                                   predict_project):
+    """file:// was taken as remote: threads without timeouts, links followed out of the dataset, a
+    link cycle looped on. Only s3:// is remote; every other scheme is exit 2 naming it, from the
+    command line (audit, predict) and from params (data.dir, paths.cache_dir)."""
+    from trainwell import storage
+
+    assert storage.is_remote("s3://bucket/x") and not storage.is_remote("data/x") and not storage.is_remote("a:b")
+    for url in _schemes():
+        with pytest.raises(Exception, match="trainwell reads local paths and s3:// URLs only"):
+            storage.is_remote(url)
+    for url in _schemes()[:6]:
+        assert main(["audit", url]) == 2
+        assert "s3:// URLs only" in capsys.readouterr().err
+        assert main(["predict", url, "--classes", ",".join(CLASSES), "--model",
+                     str(predict_project / "models" / "model.keras")]) == 2
+        assert "s3:// URLs only" in capsys.readouterr().err
+        for section, key in (("data", "dir"), ("paths", "cache_dir")):
+            params = yaml.safe_load((workdir / "params.yaml").read_text())
+            params[section][key] = url
+            (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
+            assert main(["audit", "--params", str(tmp_path / "bad.yaml")]) == 2
+            assert f"'{section}.{key}'" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from trainwell.names import class_list_problem
 from trainwell.params_file import MAX_ECHO, read_params_file
 from trainwell.params_file import cut as _cut
 from trainwell.params_file import short_repr as _short
+from trainwell.storage import url_problem
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -65,6 +66,14 @@ def _unique(values: list[str] | None) -> list[str] | None:
     return values
 
 
+def _location(value: str) -> str:
+    """A local path or an s3:// URL: a file:// (or any other) URL is refused, never read as remote."""
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class PathsParams(_Section):
     """Every generated path, declared once; dvc.yaml interpolates these with ${paths.*}."""
 
@@ -94,6 +103,8 @@ class PathsParams(_Section):
     card: str = "models/card.md"
     card_json: str = "models/card.json"
 
+    _local_or_s3 = field_validator("cache_dir")(_location)
+
 
 class DemoParams(_Section):
     classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross", "ring"])
@@ -119,6 +130,7 @@ class DataParams(_Section):
     )
 
     _unique_classes = field_validator("classes")(_unique)
+    _local_or_s3 = field_validator("dir")(_location)
 
     @field_validator("extensions")
     @classmethod

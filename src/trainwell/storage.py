@@ -37,13 +37,16 @@ def is_remote(path: str | Path) -> bool:
     text = str(path)
     if text.startswith(REMOTE_SCHEMES):
         return True
-    if _SCHEME.match(text):
-        raise UsageError(unsupported_scheme(text))
+    problem = url_problem(text)
+    if problem:
+        raise UsageError(problem)
     return False
 
 
-def unsupported_scheme(location: str) -> str:
-    """Why a URL that is not s3:// is refused, and what to give instead."""
+def url_problem(location: str) -> str | None:
+    """Why a URL that is not s3:// is refused, and what to give instead; None for an s3:// URL or a local path."""
+    if location.startswith(REMOTE_SCHEMES) or not _SCHEME.match(location):
+        return None
     scheme = location.split("://", 1)[0]
     local = f" (for a local file, the path itself: '{location[len('file://'):]}')" if scheme.lower() == "file" else ""
     return (f"'{location}' is a {scheme}:// URL; trainwell reads local paths and {', '.join(REMOTE_SCHEMES)} URLs "
@@ -209,13 +212,14 @@ def open_regular(path: str | Path, *, max_bytes: int, limit: str) -> Iterator[IO
 
 
 def file_digest(path: str | Path, *, max_bytes: int, limit: str = IMAGE_LIMIT) -> bytes:
-    """content_digest of a local regular file of at most max_bytes, read 1 MiB at a time: its
-    memory is the block, not the file (a plain read of a 2 GB file took the audit cache to 2.2 GB)."""
+    """The SHA-256 of a local regular file of at most max_bytes (its first 16 bytes are the file's
+    content_digest), read 1 MiB at a time: its memory is the block, not the file (a plain read of
+    a 2 GB file took the audit cache to 2.2 GB)."""
     digest = hashlib.sha256()
     with open_regular(path, max_bytes=max_bytes, limit=limit) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.digest()[:16]
+    return digest.digest()
 
 
 def content_digest(data: bytes) -> bytes:
@@ -224,7 +228,13 @@ def content_digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()[:16]
 
 
-def read_json(path: str | Path, *, max_bytes: int, limit: str) -> Any:
+# The largest JSON or YAML document read whole (bytes) when no tighter bound applies: a million-file
+# audit report or cache path list is a few hundred MB.
+MAX_DOCUMENT_BYTES = 1 << 30
+DOCUMENT_LIMIT = "a document trainwell reads may have"
+
+
+def read_json(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES, limit: str = DOCUMENT_LIMIT) -> Any:
     """The JSON value in a user's file, read by read_regular_file. Every way it can be bad is an
     OSError (missing, not a regular file, too large) or a ValueError (not UTF-8, not JSON, nested
     too deeply, an integer of more digits than Python converts), with the reason."""

@@ -300,7 +300,7 @@ class AuditCache:
         for position in changed.tolist():
             try:  # the checks' own bounds: a file past them is too_large there, never hashed here
                 digests[position] = storage.file_digest(os.path.join(root, paths[position]),
-                                                        max_bytes=self.max_file_bytes)
+                                                        max_bytes=self.max_file_bytes)[:16]
             except (OSError, ValueError):
                 continue
         if digests:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from array import array
 from dataclasses import dataclass, field
@@ -242,6 +243,10 @@ def _safe_target(listing: Listing, root: Path, relative: str, *, regular_file: b
     return True
 
 
+# The largest manifest read (bytes): a million rows of 100-byte paths is 100 MB.
+MAX_MANIFEST_BYTES = 512 << 20
+
+
 def manifest_rows(manifest: Path, *, columns: tuple[str, ...] = ("path", "label")) -> list[tuple[str, ...]]:
     """The named columns of each row of a CSV manifest; a malformed file is a usage error naming the line.
 
@@ -249,7 +254,11 @@ def manifest_rows(manifest: Path, *, columns: tuple[str, ...] = ("path", "label"
     and header names are stripped. A byte-order mark (Excel's "CSV UTF-8") is allowed.
     """
     try:
-        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+        data = storage.read_regular_file(manifest, max_bytes=MAX_MANIFEST_BYTES, limit="a manifest may have")
+    except OSError as exc:
+        raise UsageError(f"manifest '{manifest}' cannot be read: {exc.strerror or exc}") from None
+    try:
+        with io.StringIO(data.decode("utf-8-sig"), newline="") as handle:
             reader = csv.reader(handle, strict=True)  # strict: an unclosed quote is an error, not a field
             header = next(reader, None)
             names = [name.strip() for name in header or []]

@@ -41,7 +41,7 @@ def _classes(params: Params, given: str | None) -> list[str]:
         return _valid_classes([name.strip() for name in given.split(",")], source="--classes")
     path = Path(params.paths.splits_dir) / CLASSES_FILE
     try:
-        classes = json.loads(path.read_text(encoding="utf-8"))
+        classes = storage.read_json(path)
     except (OSError, ValueError):
         raise UsageError(f"the class names are read from '{path}' (written by `dvc repro split`), which is missing "
                          "or unreadable; run the pipeline first, or pass --classes a,b,c in label order") from None

@@ -10,11 +10,11 @@ with the same navigation bar.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
+from trainwell import storage
 from trainwell.console import say
 from trainwell.data.cache import open_split
 from trainwell.data.splits import CLASSES_FILE, COUNTS_FILE, SPLIT_NAMES
@@ -39,7 +39,7 @@ CURVE_SPLITS = {"train": "training", "validation": "validation", "eval": "valida
 
 def _json(path: str | Path) -> dict | list | None:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return storage.read_json(path)
     except (OSError, ValueError):
         return None
 
