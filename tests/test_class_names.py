@@ -10,7 +10,9 @@ import pytest
 from tests import faults
 from tests.helpers import tiny_params, write_params
 from trainwell.cli import main
+from trainwell.errors import ParamsError
 from trainwell.names import is_folder_name
+from trainwell.params import parse_params
 
 
 def _not_components(seed: int = 0, count: int = 60) -> list[str]:
@@ -41,10 +43,14 @@ def _look_alike_pairs() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("section", ["data", "demo"])
 def test_a_class_that_is_not_one_folder_name_is_a_params_error_naming_the_key(workdir, capsys, section):
-    """Every generated bad name, alone and among good ones: exit 2 naming `<section>.classes`,
-    before anything is listed or read."""
-    for bad in _not_components(seed=1 if section == "data" else 2):
+    """Every generated bad name among good ones is a params error naming `<section>.classes`;
+    through the command (a few of them), exit 2 before anything is listed or read."""
+    names = _not_components(seed=1 if section == "data" else 2)
+    for bad in names:
         assert not is_folder_name(bad)
+        with pytest.raises(ParamsError, match=rf"'{section}\.classes': lists .*one folder name"):
+            parse_params({section: {"classes": ["circle", bad, "square"]}})
+    for bad in names[::12]:
         params = tiny_params()
         params[section]["classes"] = ["circle", bad, "square"]
         write_params(workdir, params)
@@ -56,12 +62,14 @@ def test_a_class_that_is_not_one_folder_name_is_a_params_error_naming_the_key(wo
 def test_look_alike_class_names_in_params_are_refused(workdir, capsys):
     for first, second in _look_alike_pairs():
         assert first != second and unicodedata.normalize("NFC", first) == unicodedata.normalize("NFC", second)
-        params = tiny_params()
-        params["data"]["classes"] = ["circle", first, second]
-        write_params(workdir, params)
-        assert main(["audit"]) == 2
-        err = capsys.readouterr().err
-        assert "'data.classes'" in err and ascii(first) in err and ascii(second) in err
+        with pytest.raises(ParamsError) as refused:
+            parse_params({"data": {"classes": ["circle", first, second]}})
+        assert "'data.classes'" in str(refused.value) and ascii(first) in str(refused.value)
+        assert ascii(second) in str(refused.value)
+    params = tiny_params()
+    params["data"]["classes"] = ["circle", *_look_alike_pairs()[0]]
+    write_params(workdir, params)
+    assert main(["audit"]) == 2 and "'data.classes'" in capsys.readouterr().err
 
 
 def test_classes_from_params_never_lead_outside_the_dataset(demo_copy, workdir, capsys):

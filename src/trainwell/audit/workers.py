@@ -211,7 +211,7 @@ def _alone(item: Item, index: int, *, job: _Job) -> CheckedBatch:
     """Item `index` in a process of its own: decode_timeout when it was killed for its time, a
     decoder_crash finding when that process died otherwise."""
     if index not in job.timed_out:
-        results = _in_children([item], first=index, job=job, workers=1)
+        results = _in_children([item], first=index, job=job, workers=1)[0]
         if results is not None:
             return results
     if index in job.timed_out:
@@ -240,12 +240,12 @@ def _fork_check(items: list[Item], *, first: int, job: _Job, board: _Board) -> t
     return pid, read_end
 
 
-def _collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
-    """The joined answers of forked checkers (pid, read end), in order; None when one died before
-    it answered. A complete answer is all that is needed of a child: it is reaped later, so that
-    its exit (the kernel unmapping its copy of this process, ~1 ms) does not hold this one up."""
-    results: list[CheckedBatch] = []
-    died = False
+def _collect(children: list[tuple[int, int]]) -> list[CheckedBatch | None]:
+    """The answers of forked checkers (pid, read end), in order: None for one that died (or was
+    killed) before it answered. A complete answer is all that is needed of a child: it is reaped
+    later, so that its exit (the kernel unmapping its copy of this process, ~1 ms) does not hold
+    this one up."""
+    results: list[CheckedBatch | None] = []
     for pid, read_end in children:  # each child has its own pipe: reading one at a time cannot deadlock
         with os.fdopen(read_end, "rb") as answer:
             data = answer.read()
@@ -253,8 +253,8 @@ def _collect(children: list[tuple[int, int]]) -> CheckedBatch | None:
         try:
             results.append(pickle.loads(data))
         except Exception:  # nothing, or a cut-off pickle: the child died mid-answer
-            died = True
-    return None if died else CheckedBatch.joined(results)
+            results.append(None)
+    return results
 
 
 _unreaped: list[int] = []
@@ -272,9 +272,10 @@ def reap_all() -> None:
         os.waitpid(_unreaped.pop(), 0)
 
 
-def _in_children(items: list[Item], *, first: int, job: _Job, workers: int) -> CheckedBatch | None:
+def _in_children(items: list[Item], *, first: int, job: _Job, workers: int) -> list[CheckedBatch | None]:
     """Check a few files (check_all's first, first + 1, ...) in `workers` forked children side by
-    side; None when one died (or was killed for its time) before it answered.
+    side, each a consecutive share of them; per child, its results, or None when it died (or was
+    killed for its time) before it answered.
 
     Bare forks and pipes cost ~2 ms each where a process pool costs ~8: the difference is a
     quarter of a re-audit after a small change, which is exactly when a handful of files is checked.
@@ -285,6 +286,17 @@ def _in_children(items: list[Item], *, first: int, job: _Job, workers: int) -> C
     with _watched(board, policy=job.policy, timed_out=job.timed_out):
         return _collect([_fork_check(items[start:start + share], first=first + start, job=job, board=board)
                          for start in starts])
+
+
+def _apart(items: list[Item], *, job: _Job, workers: int) -> CheckedBatch:
+    """_in_children for check_all's items; the share of a child that died is checked again one
+    file per process, which finds the file that kills its process (or outlasts its time)."""
+    share = -(-len(items) // workers)
+    batches = _in_children(items, first=0, job=job, workers=workers)
+    return CheckedBatch.joined([
+        batch if batch is not None else CheckedBatch.joined(
+            [_alone(item, start + row, job=job) for row, item in enumerate(items[start:start + share])])
+        for start, batch in zip(range(0, len(items), share), batches)])
 
 
 def _in_processes(items: list[Item], *, job: _Job, workers: int) -> Iterator[CheckedBatch]:
@@ -352,11 +364,8 @@ def _check_all(items: list[Item], *, job: _Job) -> Iterator[CheckedBatch]:
     with frozen_heap():
         if workers == 1 or len(items) < SMALL_JOB:
             # A few files (a re-audit after a small change): bare child processes, still apart from this one.
-            results = _in_children(items, first=0, job=job, workers=workers) if items else None
-            if results is None and items:  # a decoder killed it, or it was killed: find which file, one process each
-                results = CheckedBatch.joined([_alone(item, index, job=job) for index, item in enumerate(items)])
-            if results is not None:
-                yield results
+            if items:
+                yield _apart(items, job=job, workers=workers)
             return
         yield from _counted(_in_processes(items, job=job, workers=workers), total=len(items))
 
