@@ -208,3 +208,4 @@ def test_a_url_of_a_scheme_trainwell_does_not_read_is_an_error_not_a_remote_path
             (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
             assert main(["audit", "--params", str(tmp_path / "bad.yaml")]) == 2
             assert f"'{section}.{key}'" in capsys.readouterr().err
+

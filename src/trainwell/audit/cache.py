@@ -37,7 +37,7 @@ _DIGEST_KEY = ', "digest": "'
 # the image properties judged against the dataset) are recomputed from cached results on every run.
 _PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "file_timeout_s")
 # The modules whose code decides a per-file result, relative to the package folder.
-_CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/similarity.py")
+_CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/watchdog.py", "audit/similarity.py")
 
 
 def _library_versions() -> str:

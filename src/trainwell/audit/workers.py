@@ -12,13 +12,13 @@ decoder inside C never sees the alarm), and never checked again in that audit.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import gc
 import multiprocessing
 import os
 import pickle
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
@@ -32,18 +32,14 @@ import numpy as np
 
 from trainwell import storage
 from trainwell.audit.checks import Findings, check_into, clear_row, new_columns, warm_up
+from trainwell.audit.watchdog import Board, claim_slot, my_cells, timeout_finding, watched
+from trainwell.data.decode import max_file_bytes
 from trainwell.params import AuditParams
 from trainwell.progress import progress_bar
 
 Item = tuple[str, str]  # (path relative to the root, label)
 # Fewer files than this are checked in bare forked children; more in a process pool.
 SMALL_JOB = 64
-# A check still running this long (s) after its alarm is killed with its process. An alarm is
-# handled only between Python bytecodes: a scan-bomb JPEG inside libjpeg ran 78 s against a 30 s
-# limit. The grace lets a check in Python code stop at the alarm, keeping its process (and pool).
-KILL_GRACE_S = 0.5
-# How often (s) the watchdog looks at what each checker process is doing.
-WATCH_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -83,74 +79,6 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise CheckTimedOut
 
 
-def _timeout_finding(policy: AuditParams, *, killed: bool) -> tuple[str, str]:
-    how = "its process was killed (a decoder in C code cannot be interrupted)" if killed else "interrupted"
-    return ("decode_timeout", f"checking took longer than audit.file_timeout_s = {policy.file_timeout_s:g} s; "
-            f"{how}; not decoded")
-
-
-class _Board:
-    """What each checker process is doing, in memory shared with them (forked after it is made).
-
-    Three doubles per slot: the checker's pid, the index (in check_all's items) of the file it is
-    checking, -1 between files, and when that check started (time.monotonic: one clock for every
-    process). A checker claims a slot when it starts; the watchdog (_watched) reads them all.
-    """
-
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-        self.cells = multiprocessing.RawArray(ctypes.c_double, [0.0, -1.0, 0.0] * slots)
-        self.claimed = multiprocessing.RawValue(ctypes.c_int, 0)
-        self.lock = multiprocessing.Lock()
-
-
-# In a checker process: its board and the offset of its slot there (None: unwatched, as the
-# auditing process's own threads are, which only an alarm can stop).
-_my_slot: tuple[_Board, int] | None = None
-
-
-def _claim_slot(board: _Board) -> None:
-    """Run in a new checker process: take the board's next free slot."""
-    global _my_slot
-    with board.lock:
-        slot = board.claimed.value
-        board.claimed.value = slot + 1
-    if slot < board.slots:
-        board.cells[3 * slot] = os.getpid()
-        _my_slot = (board, 3 * slot)
-
-
-@contextlib.contextmanager
-def _watched(board: _Board, *, policy: AuditParams, timed_out: set[int]) -> Iterator[None]:
-    """While inside, kill every checker whose file has run KILL_GRACE_S past audit.file_timeout_s,
-    adding that file's index to `timed_out`: its result is then decode_timeout, and it is never
-    checked again in this audit. A thread of the auditing process, asleep but for a look at the
-    board every WATCH_INTERVAL_S."""
-    stop = threading.Event()
-    limit_s = policy.file_timeout_s + KILL_GRACE_S
-
-    def watch() -> None:
-        while not stop.wait(WATCH_INTERVAL_S):
-            now = time.monotonic()
-            for base in range(0, 3 * board.slots, 3):
-                pid, index, started = board.cells[base:base + 3]
-                # The index is written after the start time and cleared between files, so an
-                # index that is the same on a second look goes with the start time read.
-                if index >= 0 and now - started > limit_s and board.cells[base + 1] == index and pid > 0:
-                    timed_out.add(int(index))
-                    board.cells[base + 1] = -1.0
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-
-    thread = threading.Thread(target=watch, name="trainwell-check-watchdog", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams, first: int = 0,
                  known: frozenset[int] = frozenset()) -> CheckedBatch:
     """check_into for each item (item i being check_all's item first + i), each interrupted after
@@ -164,11 +92,11 @@ def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams, fi
     batch = CheckedBatch(columns=new_columns(len(chunk)), findings={})
     timed = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGALRM, _on_alarm) if timed else None
-    cells, base = (_my_slot[0].cells, _my_slot[1]) if _my_slot is not None else (None, 0)
+    cells, base = my_cells()
     try:
         for row, (path, _) in enumerate(chunk):
             if first + row in known:
-                batch.findings[row] = [_timeout_finding(policy, killed=True)]
+                batch.findings[row] = [timeout_finding(policy, killed=True)]
                 continue
             try:
                 if cells is not None:  # the start time first: the watchdog trusts an index's time
@@ -179,7 +107,7 @@ def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams, fi
                 found = check_into(batch.columns, row, root=root, path=path, policy=policy)
             except CheckTimedOut:
                 clear_row(batch.columns, row)  # what it wrote before the alarm is not a result
-                found = [_timeout_finding(policy, killed=False)]
+                found = [timeout_finding(policy, killed=False)]
             finally:
                 if timed:
                     signal.setitimer(signal.ITIMER_REAL, 0)
@@ -215,12 +143,12 @@ def _alone(item: Item, index: int, *, job: _Job) -> CheckedBatch:
         if results is not None:
             return results
     if index in job.timed_out:
-        return CheckedBatch.alone(_timeout_finding(job.policy, killed=True))
+        return CheckedBatch.alone(timeout_finding(job.policy, killed=True))
     return CheckedBatch.alone(("decoder_crash", "decoding it killed the process (a crash in a decoder library, or "
                                "the out-of-memory killer); never decoded again"))
 
 
-def _fork_check(items: list[Item], *, first: int, job: _Job, board: _Board) -> tuple[int, int]:
+def _fork_check(items: list[Item], *, first: int, job: _Job, board: Board) -> tuple[int, int]:
     """Fork a child that checks items (check_all's first, first + 1, ...) and pickles the results
     into a pipe, watched on `board`; return (pid, read end)."""
     read_end, write_end = os.pipe()
@@ -229,7 +157,7 @@ def _fork_check(items: list[Item], *, first: int, job: _Job, board: _Board) -> t
         status = 1
         try:
             os.close(read_end)
-            _claim_slot(board)
+            claim_slot(board)
             with os.fdopen(write_end, "wb") as answer:
                 pickle.dump(_check_chunk(items, root=job.root, policy=job.policy, first=first,
                                          known=job.known(first, len(items))), answer)
@@ -282,8 +210,8 @@ def _in_children(items: list[Item], *, first: int, job: _Job, workers: int) -> l
     """
     share = -(-len(items) // workers)
     starts = range(0, len(items), share)
-    board = _Board(len(starts))
-    with _watched(board, policy=job.policy, timed_out=job.timed_out):
+    board = Board(len(starts))
+    with watched(board, policy=job.policy, timed_out=job.timed_out):
         return _collect([_fork_check(items[start:start + share], first=first + start, job=job, board=board)
                          for start in starts])
 
@@ -310,9 +238,9 @@ def _in_processes(items: list[Item], *, job: _Job, workers: int) -> Iterator[Che
     position = 0
     while position < len(starts):
         broken = None
-        board = _Board(workers)  # a pool starts at most `workers` processes, each claiming a slot
-        with _watched(board, policy=job.policy, timed_out=job.timed_out), ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_claim_slot,
+        board = Board(workers)  # a pool starts at most `workers` processes, each claiming a slot
+        with watched(board, policy=job.policy, timed_out=job.timed_out), ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=claim_slot,
                 initargs=(board,)) as pool:
             # Each future is let go once its batch is handed on: a finished future keeps its
             # result, and holding every one would keep a second copy of the audit's columns.
@@ -338,6 +266,110 @@ def _in_processes(items: list[Item], *, job: _Job, workers: int) -> Iterator[Che
         position = broken + 1
 
 
+# Object-store files are fetched and checked a group at a time, the next group fetched while one
+# is checked: at most 32 files a group, and at most SPOOL_BYTES of temporary copies on disk at once
+# (two groups of files of max_file_bytes(audit.max_pixels): 3 files a group at the default 40M pixels).
+SPOOLED = 32
+SPOOL_BYTES = 4 << 30
+
+
+def _fetch(path: str, name: str, *, job: _Job, spool: str) -> Findings | None:
+    """Copy one object, bounded by what max_pixels allows, to spool/name; or why it cannot be."""
+    try:
+        data = storage.read_regular_file(storage.join(job.root, path), max_bytes=max_file_bytes(job.policy.max_pixels))
+    except storage.FileTooLarge as exc:
+        return [("too_large", str(exc))]
+    except OSError as exc:
+        return [("unreadable", f"could not read the file: {exc.strerror or exc}")]
+    with open(os.path.join(spool, name), "wb") as copy:
+        copy.write(data)
+    return None
+
+
+class _WatchedPool:
+    """A fork pool of checker processes watched for files past their time (_watched), for work
+    that arrives in groups: started once (forking a process that has loaded TensorFlow costs tens
+    of ms), and again after a worker dies or is killed."""
+
+    def __init__(self, *, job: _Job, workers: int) -> None:
+        self.job, self.workers = job, workers
+        self.check = functools.partial(_check_chunk, root=job.root, policy=job.policy)
+        self.stack: contextlib.ExitStack | None = None
+        self.pool: ProcessPoolExecutor | None = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        board = Board(self.workers)
+        self.stack = contextlib.ExitStack()
+        self.stack.enter_context(watched(board, policy=self.job.policy, timed_out=self.job.timed_out))
+        self.pool = self.stack.enter_context(ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("fork"), initializer=claim_slot,
+            initargs=(board,)))
+        return self.pool
+
+    def close(self) -> None:
+        if self.stack is not None:
+            self.stack.close()
+        self.stack = self.pool = None
+
+    def checked(self, items: list[Item], *, first: int) -> CheckedBatch:
+        """Items first, first + 1, ... of the job, checked in a share per worker; the share of a
+        worker that died is checked again one file per process (_alone), and the pool started anew."""
+        share = -(-len(items) // self.workers)
+        starts = range(0, len(items), share)
+        pool = self.pool or self._start()
+        futures = [pool.submit(self.check, items[start:start + share], first=first + start,
+                               known=self.job.known(first + start, share)) for start in starts]
+        batches: list[CheckedBatch] = []
+        for start, future in zip(starts, futures):
+            try:
+                batches.append(future.result())
+            except BrokenProcessPool:
+                self.close()
+                batches.append(CheckedBatch.joined([_alone(item, first + start + row, job=self.job)
+                                                    for row, item in enumerate(items[start:start + share])]))
+        return CheckedBatch.joined(batches)
+
+
+def _fetched_then_checked(items: list[Item], *, job: _Job, workers: int) -> Iterator[CheckedBatch]:
+    """Object-store files, a group at a time: fetched by threads (reads wait on the network) into a
+    private temporary folder, the next group while one is checked there as local files are, in a
+    pool of forked processes, so a decoder stuck in C is killed on time here too. The checkers
+    never touch the object store (so none starts tensorflow-io's S3 client, with its abort at
+    exit: see storage.exit_process)."""
+    size = max(1, min(SPOOLED, SPOOL_BYTES // (2 * max_file_bytes(job.policy.max_pixels))))
+    # Numbered copies, each with its object's extension (extension_mismatch is judged from it).
+    names = [f"{index:09d}{os.path.splitext(path)[1]}" for index, (path, _) in enumerate(items)]
+    with ThreadPoolExecutor(max_workers=4 * workers) as readers, \
+            tempfile.TemporaryDirectory(prefix="trainwell-audit-") as spool:
+        fetch = functools.partial(_fetch, job=job, spool=spool)
+        checkers = _WatchedPool(job=_Job(root=spool, policy=job.policy), workers=workers)
+
+        def fetching(start: int) -> list:
+            return [readers.submit(fetch, items[index][0], names[index]) for index in range(start, start + size)
+                    if index < len(items)]
+
+        first = 0
+        try:
+            ahead = fetching(0)
+            for start in range(0, len(items), size):
+                fetched = [future.result() for future in ahead]
+                ahead = fetching(start + size)  # the next group downloads while this one is checked
+                batch = CheckedBatch(columns=new_columns(len(fetched)), findings={})
+                copied = [row for row, found in enumerate(fetched) if found is None]
+                if copied:  # numbered for the checkers from `first` on, so a killed one is known by its number
+                    checked = checkers.checked([(names[start + row], "") for row in copied], first=first)
+                    first += len(copied)
+                    for name, column in checked.columns.items():
+                        batch.columns[name][copied] = column
+                    batch.findings.update({copied[row]: found for row, found in checked.findings.items()})
+                batch.findings.update({row: found for row, found in enumerate(fetched) if found is not None})
+                for row in copied:
+                    os.unlink(os.path.join(spool, names[start + row]))
+                yield batch
+        finally:
+            checkers.close()
+
+
 def check_all(items: list[Item], *, root: Path | str, policy: AuditParams, reap: bool = True) -> Iterator[CheckedBatch]:
     """The results of items, in order, as consecutive CheckedBatches as they are ready.
 
@@ -352,15 +384,11 @@ def check_all(items: list[Item], *, root: Path | str, policy: AuditParams, reap:
 
 def _check_all(items: list[Item], *, job: _Job) -> Iterator[CheckedBatch]:
     workers = job.policy.workers or os.cpu_count() or 1
-    if storage.is_remote(job.root):
-        # Object-store reads wait on the network, so threads overlap them; forked processes would
-        # each start tensorflow-io's S3 client (and its abort at exit, see storage.exit_process).
-        check = functools.partial(_check_chunk, root=job.root, policy=job.policy)
-        with ThreadPoolExecutor(max_workers=4 * workers) as pool:
-            yield from _counted(pool.map(check, [items[start:start + 16] for start in range(0, len(items), 16)]),
-                                total=len(items))
-        return
     warm_up()
+    if storage.is_remote(job.root):
+        with frozen_heap():
+            yield from _counted(_fetched_then_checked(items, job=job, workers=workers), total=len(items))
+        return
     with frozen_heap():
         if workers == 1 or len(items) < SMALL_JOB:
             # A few files (a re-audit after a small change): bare child processes, still apart from this one.
