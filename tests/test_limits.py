@@ -105,29 +105,27 @@ def test_predict_decodes_only_the_bytes_its_check_timed(tmp_path, scan_bomb):
 
 # -- one reader, always bounded -----------------------------------------------------------------
 
+# Audits a folder with the cache, makes files sparse giants (same names, new sizes: the cache
+# hashes them again), re-audits; prints the peak RSS after each (this process or a checker's).
 MEASURED_RE_AUDIT = """
-import json, resource, sys
+import json, os, resource, sys
 from trainwell.audit.dataset import audit_dataset
 from trainwell.params import Params
-params = Params.model_validate({"audit": {"max_pixels": int(sys.argv[3])}})
-report = audit_dataset(root=sys.argv[1], data=params.data, policy=params.audit, cache_file=sys.argv[2])
-peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print(json.dumps({"kinds": {issue.path: issue.kind for issue in report.issues}, "decoded": report.files_decoded,
-                  "peak_mib": peak_kib / 1024}))
+root, cache_file, max_pixels, giants = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+params = Params.model_validate({"audit": {"max_pixels": max_pixels}})
+
+def audited():
+    report = audit_dataset(root=root, data=params.data, policy=params.audit, cache_file=cache_file)
+    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {"kinds": {issue.path: issue.kind for issue in report.issues}, "decoded": report.files_decoded,
+            "peak_mib": peak_kib / 1024}
+
+first = audited()
+for path, size in giants.items():
+    os.truncate(os.path.join(root, path), size)
+print(json.dumps([first, audited()]))
 """
-
-
-def _measured_audit(root, cache_file, max_pixels: int) -> dict:
-    import json
-    import subprocess
-    import sys
-
-    from tests.helpers import tool_env
-
-    result = subprocess.run([sys.executable, "-c", MEASURED_RE_AUDIT, str(root), str(cache_file), str(max_pixels)],
-                            capture_output=True, text=True, env=tool_env(), timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)
 
 
 def test_sparse_files_of_several_gb_are_refused_unread_with_the_cache_on(demo_copy, workdir):
@@ -135,14 +133,20 @@ def test_sparse_files_of_several_gb_are_refused_unread_with_the_cache_on(demo_co
     of 16 MiB, just under the bound, which is read) cost no more memory than the first audit;
     a plain read of a 2 GB file took the audit to 2.2 GB. Peak RSS of the auditing process and
     of its checkers, measured by the kernel."""
-    max_pixels = 1_000_000  # storage bound: 17 MiB a file
-    cache_file = workdir / "cache" / "audit.json"
-    first = _measured_audit(demo_copy, cache_file, max_pixels)
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import tool_env
+
     sizes = {"circle": 3 << 30, "square": 5 << 30, "ring": 16 << 20}
-    for label, size in sizes.items():
-        victim = sorted((demo_copy / label).iterdir())[0]
-        os.truncate(victim, size)  # same name, new size: the cache hashes it again
-    again = _measured_audit(demo_copy, cache_file, max_pixels)
+    giants = {f"{label}/{sorted((demo_copy / label).iterdir())[0].name}": size for label, size in sizes.items()}
+    max_pixels = 1_000_000  # storage bound: 17 MiB a file
+    result = subprocess.run([sys.executable, "-c", MEASURED_RE_AUDIT, str(demo_copy), str(workdir / "cache.json"),
+                             str(max_pixels), json.dumps(giants)], capture_output=True, text=True, env=tool_env(),
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, again = json.loads(result.stdout)
     assert again["decoded"] == 3
     too_large = sorted(path.split("/")[0] for path, kind in again["kinds"].items() if kind == "too_large")
     assert too_large == ["circle", "square"], again["kinds"]  # the 16 MiB one is read: a JPEG with zeros after it
