@@ -83,7 +83,7 @@ def _check_chunk(chunk: list[Item], *, root: Path | str, policy: AuditParams, fi
                  known: frozenset[int] = frozenset()) -> CheckedBatch:
     """check_into for each item (item i being check_all's item first + i), each interrupted after
     audit.file_timeout_s by an alarm (in a process's main thread only, where signals are
-    delivered) and, in a watched checker process, killed past it (see _watched). Items in `known`
+    delivered) and, in a watched checker process, killed past it (audit/watchdog.py). Items in `known`
     already timed out in this audit: they are decode_timeout without a second try.
 
     The handler is installed once per chunk and only the timer is set per file: a handler swap
@@ -287,7 +287,7 @@ def _fetch(path: str, name: str, *, job: _Job, spool: str) -> Findings | None:
 
 
 class _WatchedPool:
-    """A fork pool of checker processes watched for files past their time (_watched), for work
+    """A fork pool of checker processes watched for files past their time (audit/watchdog.py), for work
     that arrives in groups: started once (forking a process that has loaded TensorFlow costs tens
     of ms), and again after a worker dies or is killed."""
 
