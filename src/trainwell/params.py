@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -10,10 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from trainwell.errors import ParamsError
 from trainwell.kinds import AUDIT_KINDS, BLOCKING_KINDS
+from trainwell.names import class_list_problem
 from trainwell.params_file import MAX_ECHO, read_params_file
 from trainwell.params_file import cut as _cut
 from trainwell.params_file import file_name as _file_name
 from trainwell.params_file import short_repr as _short
+from trainwell.storage import url_problem
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -58,11 +59,20 @@ class _Section(BaseModel):
 
 
 def _unique(values: list[str] | None) -> list[str] | None:
-    """A class list with no repeats: a repeated class would get two label indices."""
-    repeated = sorted(name for name, count in Counter(values or []).items() if count > 1)
-    if repeated:
-        raise ValueError(f"lists {_short(repeated)} more than once; name each class once")
+    """A class list of folder names (names.class_list_problem): each one visible path component,
+    named once, in one spelling (a repeated class would get two label indices)."""
+    problem = class_list_problem(values or [])
+    if problem:
+        raise ValueError(problem)
     return values
+
+
+def _location(value: str) -> str:
+    """A local path or an s3:// URL: a file:// (or any other) URL is refused, never read as remote."""
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class PathsParams(_Section):
@@ -96,6 +106,8 @@ class PathsParams(_Section):
     card: str = "models/card.md"
     card_json: str = "models/card.json"
 
+    _local_or_s3 = field_validator("cache_dir")(_location)
+
 
 class DemoParams(_Section):
     classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross", "ring"])
@@ -122,6 +134,7 @@ class DataParams(_Section):
 
     _unique_classes = field_validator("classes")(_unique)
     _file_names = field_validator("dir", "manifest")(_file_name)
+    _local_or_s3 = field_validator("dir")(_location)
 
     @field_validator("extensions")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from trainwell.errors import ParamsError
+from trainwell.storage import FileTooLarge, read_regular_file
 
 # Limits on hostile params files: a real one is a few kilobytes and a few hundred values.
 MAX_PARAMS_BYTES = 1_000_000
@@ -113,19 +114,16 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def _read_text(path: Path) -> str | None:
-    """The file's text; None when it does not exist. Refuses folders, huge files and non-UTF-8 bytes."""
+    """The file's text; None when it does not exist. Refuses folders, FIFOs, devices, huge files and
+    non-UTF-8 bytes (storage.read_regular_file: checked on the open file, so it never blocks)."""
     try:
-        if not path.exists():
-            return None
-        if not path.is_file():  # a folder, or a FIFO or device that could block or never end
-            kind = "a directory" if path.is_dir() else "not a regular file"
-            raise ParamsError(f"{path} is {kind}; params must be a UTF-8 YAML file")
-        with path.open("rb") as handle:
-            data = handle.read(MAX_PARAMS_BYTES + 1)
+        data = read_regular_file(path, max_bytes=MAX_PARAMS_BYTES, limit="a params file may have (a few kB of YAML)")
+    except FileNotFoundError:
+        return None
+    except FileTooLarge:
+        raise ParamsError(f"{path} is larger than {MAX_PARAMS_BYTES:,} bytes; a params file is a few kB of YAML") from None
     except OSError as exc:
-        raise ParamsError(f"{path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_PARAMS_BYTES:
-        raise ParamsError(f"{path} is larger than {MAX_PARAMS_BYTES:,} bytes; a params file is a few kB of YAML")
+        raise ParamsError(f"{path} cannot be read: {exc.strerror or exc}; params must be a UTF-8 YAML file") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
