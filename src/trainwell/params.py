@@ -321,6 +321,9 @@ class ExportParams(_Section):
     # The SavedModel's own decoder on the test split's original files (resizing in TensorFlow
     # rounds differently from Pillow's; files already at data.image_size decode identically).
     min_agreement_encoded: float = Field(0.99, ge=0.0, le=1.0)
+    # The SavedModel's bytes signature refuses a request holding a larger image (and one past
+    # audit.max_pixels, before decoding). TensorFlow's decoders take no more than 2**31 - 1 bytes.
+    max_image_bytes: int = Field(32 << 20, ge=1, le=2**31 - 1)
 
 
 class CardParams(_Section):

@@ -16,6 +16,7 @@ from trainwell.outputs import write_text_atomically
 from trainwell.params import Params, load_params
 from trainwell.reports.card import limitations, render_card_json, render_card_markdown
 from trainwell.training.evaluation import PER_CLASS_JSON
+from trainwell.training.served_limits import describe, served_limits
 
 TRAINING_KEYS = ("model", "weights", "frozen_epochs", "fine_tune_learning_rate", "epochs", "batch_size", "learning_rate", "seed", "loss", "output_activation", "class_weight",
                  "augment", "augment_layers", "mixed_precision", "strategy")
@@ -97,6 +98,8 @@ def build_card(params: Params) -> dict:
         "label_review": label_review,
         "label_review_file": f"{params.paths.label_report_dir}/suspects.csv",
         "export": _json_or_none(params.paths.export_metrics),
+        # What the SavedModel's bytes signature refuses (the whole request, with an error naming the image).
+        "served_refusals": describe(served_limits(params)),
         "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit),
     }
 

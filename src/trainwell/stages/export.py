@@ -110,6 +110,7 @@ def _bars(params: Params) -> dict[str, float]:
 def main(*, params_file: str = "params.yaml") -> int:
     from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_models, write_saved_model
     from trainwell.training.model_files import load_model_file
+    from trainwell.training.served_limits import served_limits
 
     params = load_params(params_file)
     if not Path(params.paths.model).exists():
@@ -121,7 +122,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     shutil.rmtree(staging, ignore_errors=True)  # only trainwell writes there (see outputs.staging_dir)
     staging.mkdir(parents=True)
     try:
-        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL)
+        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL, limits=served_limits(params))
         representative = (_representative(train, params.export.representative_images)
                           if params.export.int8 == "full_integer" else None)
         tflite = tflite_models(model=model, int8_mode=params.export.int8, representative=representative)
