@@ -382,15 +382,14 @@ def test_many_problems_are_listed_capped(tmp_path):
 # Thresholds a metric is compared with: any finite number is a meaningful bar, and nothing is
 # allocated or waited for by its size. Every other number has an upper bound.
 COMPARED_ONLY = {"gate.checks.0.min", "gate.checks.0.max", "gate.checks.0.max_drop", "gate.checks.0.max_rise"}
-HUGE = [2**40, 2**63, 10**30]
+HUGE = 10**30  # past every bound, an int or a float
 
 
-@pytest.mark.parametrize("value", HUGE, ids=["2^40", "2^63", "1e30"])
 @pytest.mark.parametrize(("key", "place", "is_list"), [field for field in NUMBER_FIELDS if field.id not in COMPARED_ONLY])
-def test_every_size_and_count_has_an_upper_bound_named_in_the_message(tmp_path, key, place, is_list, value):
+def test_every_size_and_count_has_an_upper_bound_named_in_the_message(tmp_path, key, place, is_list):
     """A value past any machine's reach is a params error naming the key and its bound (exit 2), not
     a traceback mid-stage: `train.dense_units: 2147483648` ended in ResourceExhaustedError (exit 3)."""
-    message = _error(_write(tmp_path, place([value] if is_list else value)))
+    message = _error(_write(tmp_path, place([HUGE] if is_list else HUGE)))
     assert f"'{key}{'.0' if is_list else ''}'" in message and "less than" in message, message
 
 
@@ -403,7 +402,7 @@ def test_the_bounds_are_the_shipped_params_ceilings():
                                                         "batch_size": 256}})
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(20))
 def test_sizes_that_multiply_are_bounded_together_by_the_memory_they_take(seed):
     """Generated networks: refused exactly when the estimate passes 16 GiB, naming the keys to lower."""
     from trainwell.params_limits import GIB, NETWORK_BYTES, cnn_size
