@@ -175,8 +175,8 @@ def test_files_whose_config_or_hdf5_lies_about_sizes_are_refused_before_allocati
     from trainwell.data.cache import CACHE_FORMAT
 
     (tmp_path / "layered").mkdir()
-    lies = {**model_fuzzing.config_lies(saved_model, tmp_path, 12, seed=1),
-            **model_fuzzing.config_lies(layered_model, tmp_path / "layered", 12, seed=2),
+    lies = {**model_fuzzing.config_lies(saved_model, tmp_path, 8, seed=1),
+            **model_fuzzing.config_lies(layered_model, tmp_path / "layered", 8, seed=2),
             **model_fuzzing.hdf5_lies(layered_model, tmp_path)}
     config = json.loads(zipfile.ZipFile(layered_model).read("config.json"))
     dense = next(layer for layer in config["config"]["layers"] if layer["config"].get("units") == 6)
