@@ -217,8 +217,8 @@ def served_bombs(max_pixels: int, max_bytes: int, seed: int = 0) -> dict[str, tu
         tiny = lzw_constant(16)
         bombs[f"gif-screen-{index}"] = (gif((width, height), [(4, 4, tiny)]), f"{width}x{height} = ")
         bombs[f"gif-first-frame-{index}"] = (gif((4, 4), [(width, height, lzw_constant(64))]), f"{width}x{height} = ")
-        scans = rng.randrange(65, 3000)
-        bombs[f"jpeg-scans-{index}"] = (jpeg_scans(scans), f"{scans + 10} JPEG scans")
+        scans = rng.randrange(55, 3000)  # and the 10 a progressive JPEG has
+        bombs[f"jpeg-scans-{index}"] = (jpeg_scans(scans), "more than 64 JPEG scans")
         padding = rng.randrange(1, 1 << 16)
         bombs[f"bytes-{index}"] = (faults.jpeg_bytes(index) + bytes(max_bytes + padding),
                                    f"bytes, more than the limit of {max_bytes}")
@@ -236,6 +236,9 @@ def served_bombs(max_pixels: int, max_bytes: int, seed: int = 0) -> dict[str, tu
     bombs["gif-uneven-sub-blocks"] = (gif((4, 4), [(4, 4, b"")])[:-2] + uneven + b"\x00\x3b", "more than 1024 steps")
     bombs["gif-no-image"] = (gif((4, 4), []), "a GIF without an image")
     bombs["gif-truncated"] = (gif((4, 4), [(4, 4, lzw_constant(16))])[:-4], "ends before its first image does")
+    # Start-of-scan markers and nothing else, up to the byte limit: counting them must not copy them.
+    bombs["jpeg-marker-flood"] = (faults.jpeg_bytes(0)[:-2] + b"\xff\xda" * ((max_bytes - 8192) // 2),
+                                  "more than 64 JPEG scans")
     bombs["jpeg-past-libjpeg"] = (jpeg_claiming(65535, 65535), "Invalid JPEG data")
     bombs["webp"] = (faults.encode(np.zeros((4, 4, 3), np.uint8), "WEBP"), "not a JPEG, PNG, GIF or BMP")
     bombs["tiff"] = (faults.encode(np.zeros((4, 4, 3), np.uint8), "TIFF"), "not a JPEG, PNG, GIF or BMP")

@@ -77,13 +77,14 @@ def formats(head: tf.Tensor) -> tf.Tensor:
     return code
 
 
-def _jpeg_scans(image_bytes: tf.Tensor) -> tf.Tensor:
-    """[N] start-of-scan markers (FF DA) anywhere in each file, all files at once.
+def _jpeg_scans(image_bytes: tf.Tensor, limit: int) -> tf.Tensor:
+    """[N] start-of-scan markers (FF DA) in each file, counted up to limit + 1, all files at once.
 
     Entropy-coded data stuffs every FF byte, so FF DA there is always a marker; metadata (an EXIF
-    thumbnail) can add a few, which only makes the count cautious.
+    thumbnail) can add a few, which only makes the count cautious. The split stops after limit + 1
+    markers: 32 MB of FF DA would otherwise become 16 million strings (32 bytes each) in memory.
     """
-    return tf.strings.split(image_bytes, sep=b"\xff\xda").row_lengths() - 1
+    return tf.strings.split(image_bytes, sep=b"\xff\xda", maxsplit=limit + 1).row_lengths() - 1
 
 
 def _for_each(image_bytes: tf.Tensor, selected: tf.Tensor, read: Callable[[tf.Tensor], tf.Tensor], width: int
@@ -151,14 +152,14 @@ def gif_first_image(data: tf.Tensor) -> tf.Tensor:
     return tf.stack([end, fields[5] + 256 * fields[6], fields[7] + 256 * fields[8], status])
 
 
-def _deep_facts(image_bytes: tf.Tensor, code: tf.Tensor) -> tf.Tensor:
+def _deep_facts(image_bytes: tf.Tensor, code: tf.Tensor, limits: ServedLimits) -> tf.Tensor:
     """[N, 5]: width, height, scans, first image end, walk status; what the first 32 bytes cannot
     say: a JPEG's frame header as libjpeg reads it (tf.io.extract_jpeg_shape, which stops at the
     first scan) and its scans, a GIF's first image. Zeros for other formats."""
     jpeg_shape = _for_each(image_bytes, tf.equal(code, JPEG),
                            lambda data: tf.cast(tf.io.extract_jpeg_shape(data), tf.int64), 3)
     gif_walk = _for_each(image_bytes, tf.equal(code, GIF), gif_first_image, 4)
-    scans = tf.where(tf.equal(code, JPEG), _jpeg_scans(image_bytes), _int(0))
+    scans = tf.where(tf.equal(code, JPEG), _jpeg_scans(image_bytes, limits.max_jpeg_scans), _int(0))
     return tf.stack([jpeg_shape[:, 1] + gif_walk[:, 1], jpeg_shape[:, 0] + gif_walk[:, 2], scans, gif_walk[:, 0],
                      gif_walk[:, 3]], axis=1)
 
@@ -196,9 +197,8 @@ def _reasons(limits: ServedLimits, *, size: tf.Tensor, code: tf.Tensor, head: tf
     width, height = _dimensions(code, head, facts)
     pixels = tf.maximum(width, 0) * tf.maximum(height, 0)
     scans = facts[:, 2]
-    reason = tf.where(scans > limits.max_jpeg_scans, tf.strings.join(
-        [_text(scans), f" JPEG scans, more than the limit of {limits.max_jpeg_scans} (a progressive colour JPEG "
-         "has about 10, and each scan is a pass over the whole image)"]), "")
+    reason = tf.where(scans > limits.max_jpeg_scans, f"more than {limits.max_jpeg_scans} JPEG scans, the limit (a "
+                      "progressive colour JPEG has about 10, and each scan is a pass over the whole image)", "")
     reason = tf.where(pixels > limits.max_pixels, tf.strings.join(
         [_text(width), "x", _text(height), " = ", _text(pixels),
          f" pixels, more than the limit of {limits.max_pixels} (audit.max_pixels)"]), reason)
@@ -223,7 +223,7 @@ def check_request(image_bytes: tf.Tensor, limits: ServedLimits) -> Checked:
     code = formats(head)
     # The deeper reads cost time in proportion to the bytes: only for images within the byte limit.
     deep = tf.where(size <= limits.max_image_bytes, code, UNKNOWN)
-    facts = _deep_facts(image_bytes, deep)
+    facts = _deep_facts(image_bytes, deep, limits)
     reasons = _reasons(limits, size=size, code=code, head=head, facts=facts)
     refused = tf.not_equal(reasons, "")
     positions = tf.where(refused)[:, 0]
