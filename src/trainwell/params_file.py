@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import reprlib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
+from pydantic import BaseModel
 
 from trainwell.errors import ParamsError
 from trainwell.storage import FileTooLarge, read_regular_file
@@ -147,3 +148,36 @@ def read_params_file(path: Path) -> Any:
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{path} must be a mapping of sections (demo, data, audit, ...), got {type(raw).__name__}")
     return raw
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model that holds the key at `loc` (list indices and dict keys are stepped over)."""
+    model = root
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        nested = _nested_model(field.annotation) if field is not None else None
+        if nested is not None:
+            model = nested
+    return model
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside an annotation such as GuardParams or list[GateCheck], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((model for arg in get_args(annotation) if (model := _nested_model(arg))), None)
+
+
+def describe_error(error: Any, root: type[BaseModel]) -> str:
+    """One line for one pydantic error: the key, what is wrong or allowed, a capped echo of the input."""
+    key = cut(".".join(str(part) for part in error["loc"]))
+    if error["type"] == "extra_forbidden":
+        # Name the keys that are allowed at that level, so a typo is a one-look fix.
+        allowed = ", ".join(_model_at(root, error["loc"][:-1]).model_fields)
+        return f"unknown key '{key}'; allowed here: {allowed}"
+    if error["type"] == "value_error":
+        # Our own validators: their message already names the values (capped by _short).
+        message = cut(str(error["ctx"]["error"]), 4 * MAX_ECHO)
+    else:
+        message = f"{error['msg']} (got {short_repr(error['input'])})"
+    return f"'{key}': {message}" if key else message

@@ -14,6 +14,7 @@ from trainwell.outputs import guard_stage, guarded, write_text_atomically
 from trainwell.params import Params, load_params
 from trainwell.reports.card import limitations, render_card_json, render_card_markdown
 from trainwell.training.evaluation import PER_CLASS_JSON
+from trainwell.training.served_limits import describe, served_limits
 
 # The largest model file hashed for the card (bytes); the file is trainwell's own, bounded all the same.
 MAX_MODEL_BYTES = 16 << 30
@@ -98,6 +99,8 @@ def build_card(params: Params) -> dict:
         "label_review": label_review,
         "label_review_file": f"{params.paths.label_report_dir}/suspects.csv",
         "export": _json_or_none(params.paths.export_metrics),
+        # What the SavedModel's bytes signature refuses (the whole request, with an error naming the image).
+        "served_refusals": describe(served_limits(params)),
         "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit),
     }
 

@@ -111,6 +111,7 @@ def _bars(params: Params) -> dict[str, float]:
 def main(*, params_file: str = "params.yaml") -> int:
     from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_models, write_saved_model
     from trainwell.training.model_files import load_model_file
+    from trainwell.training.served_limits import served_limits
 
     params = load_params(params_file)
     guard_stage("export", params=params, params_file=params_file)
@@ -122,7 +123,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     staging = fresh_staging_dir(final, marker=PARITY_FILE)
     staging.mkdir(parents=True)
     try:
-        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL)
+        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL, limits=served_limits(params))
         representative = (_representative(train, params.export.representative_images)
                           if params.export.int8 == "full_integer" else None)
         tflite = tflite_models(model=model, int8_mode=params.export.int8, representative=representative)
