@@ -173,11 +173,19 @@ def tflite_probabilities(model_content: bytes, images: np.ndarray, *, batch_size
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+# Decimals kept of the largest probability difference. The figure lands in files DVC hashes, and
+# its last digits come from the CPU's math kernels (TFLite's and oneDNN's SIMD paths differ between
+# CPU families by ~1e-7): at 4 decimals another machine writes the same bytes, and 1e-4 of a
+# probability is below anything a user would act on.
+DIFFERENCE_DECIMALS = 4
+
+
 def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement (share of images whose most probable class is the same) and the largest probability gap."""
+    """Top-1 agreement (share of images whose most probable class is the same) and the largest
+    probability gap, rounded to DIFFERENCE_DECIMALS so the figure does not depend on the machine."""
     if len(reference) == 0:
         return {"agreement": 1.0, "max_probability_difference": 0.0}
     return {
         "agreement": float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1))),
-        "max_probability_difference": float(np.abs(reference - candidate).max()),
+        "max_probability_difference": round(float(np.abs(reference - candidate).max()), DIFFERENCE_DECIMALS),
     }
