@@ -132,12 +132,12 @@ def _rewrite_one_percent(root: Path, count: int) -> int:
 
 def _synthetic_columns(count: int) -> dict[str, np.ndarray]:
     """Audit-cache columns for `count` files: random hashes, 1% exact copies, 1% near copies."""
-    from trainwell.audit.cache import COLUMNS
+    from trainwell.audit.file_checks import stored_columns
 
     rng = np.random.default_rng(count)
     columns = {name: rng.integers(0, 256, size=(count, *empty.shape[1:]), dtype=np.uint8).view(empty.dtype)
                if empty.dtype.kind in "uS" else np.zeros((count, *empty.shape[1:]), empty.dtype)
-               for name, empty in COLUMNS.items()}
+               for name, empty in stored_columns().items()}
     columns["content"] = rng.integers(1, 256, size=(count, 16), dtype=np.uint8).view("S16").ravel()
     columns["pixel_hash"] = rng.integers(1, 256, size=(count, 16), dtype=np.uint8).view("S16").ravel()
     copies = np.arange(0, count, 100)

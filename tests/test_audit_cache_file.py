@@ -235,10 +235,10 @@ def test_a_failed_move_leaves_no_temporary_file(tmp_path):
 
 def _damaged_sidecars(seed: int, count: int) -> list[bytes]:
     """A real sidecar with one to three bytes of its header changed, some also cut short."""
-    from trainwell.audit.cache import _RECORD
+    from trainwell.audit.cache import record_type
 
     rng = random.Random(seed)
-    real = _npy(np.zeros(3, dtype=_RECORD))
+    real = _npy(np.zeros(3, dtype=record_type()))
     damaged = []
     for _ in range(count):
         changed = bytearray(real)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import PIL
 import simplejpeg
 
 from trainwell import storage
+from trainwell.audit import file_checks
 from trainwell.console import shown, warn
 from trainwell.data.decode import format_for_extension, max_file_bytes
 from trainwell.errors import UsageError
@@ -33,11 +35,10 @@ from trainwell.storage import content_digest
 FORMAT = 5
 # cache.json ends with this key: a CRC-32 of the text before it and of the sidecar's records.
 _DIGEST_KEY = ', "digest": "'
-# Per-file checks depend on these policy fields; the dataset-level ones (duplicates, balance and
-# the image properties judged against the dataset) are recomputed from cached results on every run.
-_PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "file_timeout_s")
-# The modules whose code decides a per-file result, relative to the package folder.
-_CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/watchdog.py", "audit/similarity.py")
+# The modules whose code decides a per-file result, relative to the package folder; the module of
+# each registered check's `measure` is added to them (fingerprint).
+_CODE = ("data/decode.py", "audit/checks.py", "audit/file_checks.py", "audit/workers.py", "audit/watchdog.py",
+         "audit/similarity.py")
 
 
 def _library_versions() -> str:
@@ -48,12 +49,24 @@ def _library_versions() -> str:
 
 
 def fingerprint(policy: AuditParams) -> str:
-    """Changes whenever a cached result could be stale: the per-file thresholds, the checking code
-    or the version of a library it decodes with."""
-    fields = {name: getattr(policy, name) for name in _PER_FILE_FIELDS}
-    digest = hashlib.sha256(json.dumps({"format": FORMAT, **fields, "libraries": _library_versions()}).encode())
-    for name in _CODE:
-        digest.update((Path(__file__).parents[1] / name).read_bytes())
+    """Changes whenever a cached result could be stale: the per-file checks' params, the columns
+    they store, the checking code or the version of a library it decodes with.
+
+    All of it comes from the registry (audit/file_checks.FILE_CHECKS); the dataset-level checks
+    (duplicates, balance, the image properties judged against the dataset) are recomputed from
+    cached results on every run, so their params are not in it."""
+    fields = {name: getattr(policy, name) for name in file_checks.policy_fields()}
+    layout = [[name, empty.dtype.str, list(empty.shape[1:])] for name, empty in file_checks.stored_columns().items()]
+    digest = hashlib.sha256(json.dumps({"format": FORMAT, **fields, "columns": layout,
+                                        "libraries": _library_versions()}).encode())
+    package = Path(__file__).parents[1]
+    code = [package / name for name in _CODE]
+    for measure in file_checks.measures():
+        source = Path(inspect.getfile(measure))
+        if source not in code:
+            code.append(source)
+    for source in code:
+        digest.update(source.read_bytes())
     return digest.hexdigest()
 
 
@@ -142,26 +155,11 @@ def content_hash(data: bytes) -> str:
     return content_digest(data).hex()
 
 
-# The stored columns, row i describing paths[i]. `content` and `pixel_hash` are 128-bit SHA-256
-# digests (pixel_hash empty for a file that did not decode); perceptual_hash is 8 packed bytes,
-# fine a 16x16 grey and thumbnail an 8x8 RGB box filter (see similarity.py). The float columns are the raw image-property
-# scores (checks.property_scores), NaN for a file that has none (not decoded, or one flat colour):
-# they are judged against the whole dataset on every run, so a re-audit needs no decoding for them.
-COLUMNS = {
-    "content": np.zeros(0, "S16"),
-    "pixel_hash": np.zeros(0, "S16"),
-    "perceptual_hash": np.zeros((0, 8), np.uint8),
-    "fine": np.zeros((0, 256), np.uint8),
-    "thumbnail": np.zeros((0, 192), np.uint8),
-    "brightest": np.zeros(0, np.float32),  # luma (0-255) of the brightest 1% of pixels
-    "darkest": np.zeros(0, np.float32),  # luma of the darkest 1%
-    "sharpness": np.zeros(0, np.float32),  # variance of the Laplacian of the luma
-    "entropy": np.zeros(0, np.float32),  # of the luma histogram, in bits (0-8)
-}
-SCORE_COLUMNS = tuple(name for name, empty in COLUMNS.items() if empty.dtype.kind == "f")
-# One record per file in the sidecar: its lstat (bytes, ns) and the columns above.
-_RECORD = np.dtype([("size", np.int64), ("mtime_ns", np.int64),
-                    *((name, empty.dtype, empty.shape[1:]) for name, empty in COLUMNS.items())])
+def record_type() -> np.dtype:
+    """One record per file in the sidecar: its lstat (bytes, ns) and the registry's columns
+    (audit/file_checks.stored_columns), row i describing paths[i]."""
+    return np.dtype([("size", np.int64), ("mtime_ns", np.int64),
+                     *((name, empty.dtype, empty.shape[1:]) for name, empty in file_checks.stored_columns().items())])
 
 
 class AuditCache:
@@ -169,7 +167,7 @@ class AuditCache:
 
     `cache.json` holds the fingerprint, the file paths, the findings of files that have any and
     the near-duplicate pairs; the `cache.json.npy` sidecar holds one fixed-size record per file:
-    its size, mtime and the COLUMNS above. (Per-file JSON objects took longer to parse than the
+    its size, mtime and the checks' columns (record_type). (Per-file JSON objects took longer to parse than the
     rest of a re-audit, and so did rebuilding one Python object per unchanged file: a re-audit
     works on whole columns and touches Python objects only for the files that changed.)
 
@@ -220,12 +218,13 @@ class AuditCache:
             raise ValueError("its digest does not match its contents (a damaged or hand-edited file)")
         paths, findings = stored.get("paths"), stored.get("findings", {})
         near = stored.get("near_duplicates", {})
-        if (records.dtype != _RECORD or not isinstance(paths, list) or len(paths) != len(records)
+        record = record_type()
+        if (records.dtype != record or not isinstance(paths, list) or len(paths) != len(records)
                 or not set(map(type, paths)) <= {str} or not isinstance(findings, dict)
                 or not isinstance(near, dict)):
             raise ValueError("records and paths do not match")
         self.paths, self.findings = paths, findings
-        self.columns = {name: records[name] for name in _RECORD.names or ()}
+        self.columns = {name: records[name] for name in record.names or ()}
         if near.get("settings") == self.near_settings and isinstance(near.get("pairs", []), list):
             self.previous_near_pairs = near.get("pairs", [])
             self.near_valid = True
@@ -351,9 +350,9 @@ class AuditCache:
         kept = np.flatnonzero(keep)
         kept_paths = [paths[position] for position in kept.tolist()] if not keep.all() else list(paths)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        records = np.empty(len(kept), dtype=_RECORD)
+        records = np.empty(len(kept), dtype=record_type())
         records["size"], records["mtime_ns"] = sizes[kept], mtimes[kept]
-        for name in COLUMNS:
+        for name in file_checks.stored_columns():
             records[name] = columns[name][kept]
         sidecar = self._sidecar()
         write_atomically(sidecar, lambda handle: np.save(handle, records, allow_pickle=False), move=_move)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.audit.cache import COLUMNS, AuditCache
+from trainwell.audit.cache import AuditCache
 from trainwell.audit.checks import new_columns
 from trainwell.audit.near_duplicates import Confirm, near_duplicate_groups, near_duplicate_pairs
 from trainwell.audit.properties import property_findings
@@ -22,7 +22,7 @@ from trainwell.params import AuditParams, DataParams, Params
 
 @dataclass
 class FileTable:
-    """Per-file results of one audit as columns, row i describing paths[i] (see audit_cache.COLUMNS).
+    """Per-file results of one audit as columns, row i describing paths[i] (see file_checks.stored_columns).
 
     Only `findings` holds per-file Python objects, and only for the files that have some: a
     re-audit fills the columns for unchanged files with one gather from the cache.
@@ -225,11 +225,11 @@ def _reuse_rows(table: FileTable, cache: AuditCache, rows: np.ndarray) -> None:
     if len(rows) == len(cache.paths) and np.array_equal(rows[reused], reused):
         # The same files in the same order, the usual re-audit: whole columns copied, no gather
         # (~4x faster). Rows to be checked get a stale copy here, which their check overwrites.
-        for name in COLUMNS:
-            table.columns[name][:] = cache.columns[name]
+        for name, column in table.columns.items():
+            column[:] = cache.columns[name]
         return
-    for name in COLUMNS:
-        table.columns[name][reused] = cache.columns[name][rows[reused]]
+    for name, column in table.columns.items():
+        column[reused] = cache.columns[name][rows[reused]]
 
 
 def _judged(*, listing: Listing, table: FileTable, cache: AuditCache, policy: AuditParams, sizes: np.ndarray,

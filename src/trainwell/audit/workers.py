@@ -45,7 +45,7 @@ SMALL_JOB = 64
 @dataclass
 class CheckedBatch:
     """The results of checking a run of files, row i for the run's file i: their columns
-    (cache.COLUMNS) and the findings of the rows that have any.
+    (file_checks.stored_columns) and the findings of the rows that have any.
 
     This is what crosses from a worker to the auditing process: a few arrays and a short dict
     per chunk, where one object per file cost more to pickle and unpickle than checking a
