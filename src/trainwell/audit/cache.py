@@ -29,9 +29,8 @@ from trainwell.outputs import TEMPORARY_NAME_EXTRA, write_atomically
 from trainwell.params import AuditParams
 from trainwell.storage import content_digest
 
-# The layout of cache.json and its sidecar. A cache of another format (or none: format 1 had no
-# such key and no property scores; 2 no digest; 3 a SHA-256 one; 4 no fine thumbnail) is a clean miss, rebuilt on save,
-# never read as this one.
+# The layout of cache.json and its sidecar (its history is in CHANGELOG.md). A cache of another
+# format, or of none (format 1 had no "format" key), is a clean miss, rebuilt on save, never read as this one.
 FORMAT = 5
 # cache.json ends with this key: a CRC-32 of the text before it and of the sidecar's records.
 _DIGEST_KEY = ', "digest": "'

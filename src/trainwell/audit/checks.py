@@ -41,7 +41,7 @@ def clear_row(columns: dict[str, np.ndarray], row: int) -> None:
     """Row `row` back to "not checked" (what a file whose check was cut short leaves behind)."""
     for column in columns.values():
         # b"" for the digests: numpy stores an integer 0 in a bytes column as b"0", a digest that
-        # looked real (a timed-out file was cached, and two of them were "exact duplicates").
+        # looks real (a timed-out file would be cached, and two of them be "exact duplicates").
         column[row] = np.nan if column.dtype.kind == "f" else b"" if column.dtype.kind == "S" else 0
 
 

@@ -25,10 +25,9 @@ _SECONDS_PER_SCREENED_CODE = 12e-9
 # A code whose slot holds a key: its key compared and its bucket bounds gathered (see _bucket_bounds).
 _SECONDS_PER_LOOKUP = 15e-9
 # From this many codes on, choose_plan measures how often real codes share keys, on a sample of at
-# most _SAMPLE of them (three sorts of it per plan weighed: ~0.1 s at 1,000,000 codes). Below, a
-# poor choice costs at most ~0.3 s (every pair a candidate in each of 15 tables). It was 50,000:
-# 49,999 codes with their low 32 bits equal took 78 s (6 blocks, 2 matching, for random codes)
-# where 50,000 took 1.5 s, and the sample of 1,000 costs microseconds.
+# most _SAMPLE of them (three sorts of it per plan weighed: ~0.1 s at 1,000,000 codes, microseconds
+# at 1,000). Below, a poor choice costs at most ~0.3 s (every pair a candidate in each of 15
+# tables); above, a plan chosen for random codes can cost minutes on codes that share many bits.
 _MEASURE_FROM = 1_000
 _SAMPLE = 1 << 16
 _SECONDS_PER_CANDIDATE = 40e-9
