@@ -17,7 +17,7 @@ from trainwell.params import AuditParams
 Findings = list[tuple[str, str]]  # (kind, detail) pairs
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One decoded file as the checks see it, and the cache row its results go to.
 
