@@ -1,17 +1,63 @@
-"""Shared fixtures: tiny params (few small images, 1-2 epochs) with every output under tmp_path."""
+"""Shared fixtures: tiny params (few small images, 1-2 epochs) with every output under tmp_path; the tier guard."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import CLASSES, tiny_params, write_params
+from tests.tier_guard import trainwell_tier_guard as tier_guard
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Watch this process, and every child Python through sitecustomize on PYTHONPATH, for costly work."""
+    guard_folder = str(Path(tier_guard.__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [guard_folder, os.environ.get("PYTHONPATH")]))
+    os.environ[tier_guard.RECORD_VARIABLE] = os.path.join(tempfile.mkdtemp(prefix="tier-guard-"), "uses")
+    tier_guard.install(child=False)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every cost marker implies `slow`: the fast tier is `-m "not slow"`."""
+    for item in items:
+        if any(item.get_closest_marker(cost) for cost in tier_guard.COSTS):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """While a test (and its fixtures) runs, its processes know which costs its markers allow."""
+    os.environ[tier_guard.ALLOWED_VARIABLE] = ",".join(sorted({marker.name for marker in item.iter_markers()}
+                                                              & set(tier_guard.COSTS)))
+    try:
+        return (yield)
+    finally:
+        os.environ.pop(tier_guard.ALLOWED_VARIABLE, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A phase that did work its markers do not allow fails, naming the marker, even if a child hid the error."""
+    report = yield
+    record = os.environ[tier_guard.RECORD_VARIABLE]
+    uses = tier_guard.read_uses(record)
+    if os.path.exists(record):
+        os.remove(record)
+    allowed = tier_guard.allowed_costs({marker.name for marker in item.iter_markers()})
+    unmarked = [tier_guard.message(cost, what) for cost, what in uses if cost not in allowed]
+    if unmarked:
+        report.outcome = "failed"
+        report.longrepr = "\n".join(dict.fromkeys(unmarked)) + (f"\n\n{report.longrepr}" if report.longrepr else "")
+    return report
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ def test_bad_transforms_are_params_errors_naming_the_step():
         resize(images(2), np.arange(2, dtype=np.int64))
 
 
+@pytest.mark.train
 def test_training_with_augmentation(demo_copy, workdir, capsys):
     params = tiny_params()
     params["train"]["augment"] = [{"name": "HorizontalFlip", "params": {"p": 0.5}},
@@ -101,6 +102,7 @@ def test_keras_augmentation_layers_act_in_training_only():
                   num_classes=5, image_size=16)
 
 
+@pytest.mark.train
 def test_training_with_keras_augmentation_layers_is_reproducible(demo_copy, workdir):
     import keras
 

@@ -180,7 +180,7 @@ def test_backbone_head_keeps_the_contract_and_the_backbones_own_preprocessing():
     assert keras.mixed_precision.dtype_policy().name == "float32"
 
 
-@pytest.mark.slow
+@pytest.mark.train
 def test_frozen_then_fine_tuned_and_resumed_across_the_boundary(demo_copy, workdir):
     """Kill `trainwell train` after its frozen epoch, resume it, and compare with an uninterrupted run.
 

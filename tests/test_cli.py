@@ -205,6 +205,7 @@ def test_doctor_never_loads_an_h5_model_without_trust(demo_copy, workdir, tmp_pa
     assert marker.exists()
 
 
+@pytest.mark.tf_process
 def test_keras_backports_refuse_another_keras_version():
     code = ("import keras, sys; keras.__version__ = '3.9.1'\n"
             "from trainwell.errors import TrainwellError\n"

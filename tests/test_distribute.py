@@ -99,6 +99,7 @@ def test_eval_slices_cover_the_split_once():
     assert sorted(seen) == list(range(21))
 
 
+@pytest.mark.train
 def test_mirrored_on_two_cpu_devices_trains_like_default(project, tmp_path):
     default = _copy_project(project, tmp_path / "default")
     mirrored = _copy_project(project, tmp_path / "mirrored", strategy="mirrored", cpu_devices=2)
@@ -124,6 +125,7 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("memory_budget_mb", [4096, 0], ids=["in memory", "streamed"])
 def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memory_budget_mb):
     # Each worker gets its own copy of the project, as two machines would have.
@@ -163,6 +165,7 @@ def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memo
         np.testing.assert_allclose(a, b, atol=1e-3)
 
 
+@pytest.mark.tf_process
 def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
     folder = _copy_project(project, tmp_path / "alone", strategy="multi_worker")
     env = tool_env()
@@ -172,6 +175,7 @@ def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
     assert "TF_CONFIG" in result.stderr and "Scaling out" in result.stderr
 
 
+@pytest.mark.train
 @pytest.mark.parametrize(
     "switches",
     [
@@ -222,6 +226,7 @@ def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
 
 
 
+@pytest.mark.train
 def test_one_device_strategy_path_runs_on_cpu():
     """The path `default` takes on a GPU (OneDeviceStrategy: batches prefetched onto the device),
     pointed at the CPU so it runs here: fit() consumes the per-device dataset and trains."""
@@ -243,6 +248,7 @@ def test_one_device_strategy_path_runs_on_cpu():
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.train
 def test_a_remainder_too_small_for_every_replica_still_trains(project, tmp_path):
     # 200 training images in global batches of 199 on 2 replicas: the last image cannot feed both
     # replicas, so it joins the first batch (one step of 200). The coverage check must count that

@@ -11,7 +11,7 @@ import yaml
 from tests.helpers import CLASSES, REPO_ROOT, run, tiny_params, write_params
 from trainwell.reports.card import markdown_text
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.dvc
 
 STAGES = ["demo_data", "audit", "split", "build", "label_review", "train", "evaluate", "export", "card", "report"]
 
@@ -32,6 +32,7 @@ def ran_stages(output: str) -> list[str]:
     return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
 
 
+@pytest.mark.train
 def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_factory):
     project = make_project(tmp_path, tiny_params())
     first = run(["dvc", "repro"], project)
@@ -116,6 +117,7 @@ def test_quarantined_file_never_reaches_training_when_policy_allows_it(tmp_path)
     assert sum(entry["count"] for entry in manifest["splits"].values()) == 60
 
 
+@pytest.mark.train
 def test_shipped_params_reach_the_accuracy_bar(tmp_path):
     """The README's promise: `dvc repro` on the embedded demo set gives test accuracy >= 0.95."""
     project = make_project(tmp_path, yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))

@@ -14,8 +14,6 @@ from trainwell.data.demo import generate
 from trainwell.params import DemoParams, load_params
 from trainwell.stages import audit, build, label_review, split
 
-pytestmark = pytest.mark.slow
-
 IMAGES_PER_CLASS = 1000
 OUTLIERS = 40
 # 3 fold models, not the default 5: half the training, each on two thirds of the images.
@@ -27,6 +25,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.train
 def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     # One 5,000-image review serves every claim (the review is the slow part): faults planted
     # before the split, so the test split holds flipped labels and strays too.
@@ -95,6 +94,7 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     assert "<img" in page and "Outliers" in page and "skews the reported accuracy" in page
 
 
+@pytest.mark.train
 def test_a_streamed_review_reports_each_fold_epoch_and_is_silent_under_quiet(demo_copy, workdir):
     # Every split streamed from 16-image shards (memory budget 0), through the real command.
     params = tiny_params()

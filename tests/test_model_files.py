@@ -100,6 +100,7 @@ def test_members_pointing_outside_the_archive_are_refused(saved_model, tmp_path,
         check_keras_archive(rewrite(saved_model, tmp_path / "traversal.keras", extra={name: b"x"}))
 
 
+@pytest.mark.tf_process
 def test_the_same_weights_save_to_the_same_bytes(saved_model, tmp_path):
     import time
 

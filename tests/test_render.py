@@ -17,7 +17,8 @@ from tests.helpers import run, tiny_params, tool_env
 from tests.test_dvc_pipeline import make_project
 from trainwell.reports.site import PAGES
 
-pytestmark = pytest.mark.slow
+# The module's project is a whole `dvc repro`, which trains.
+pytestmark = [pytest.mark.dvc, pytest.mark.train]
 
 TERMINAL_COLUMNS = 120
 HEADLINE = {"metrics/eval.json": ["accuracy", "macro_f1", "expected_calibration_error"],
@@ -45,6 +46,7 @@ def site_pages(project: Path) -> dict[str, Path]:
     return {key: Path(posixpath.normpath(index.parent / href)) for key, href in zip(PAGES, hrefs)}
 
 
+@pytest.mark.browser
 def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(project, tmp_path):
     require_chromium()
     pages = site_pages(project)
@@ -63,6 +65,7 @@ def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(
             assert "Gate: " in shown.dom and "test accuracy" in shown.dom
 
 
+@pytest.mark.browser
 def test_trainwell_plots_draws_the_dvc_plots_with_no_network(project, tmp_path):
     require_chromium()
     out = tmp_path / "plots"

@@ -162,6 +162,7 @@ def test_charts_never_fetch_data():
                           description="x")
 
 
+@pytest.mark.browser
 def test_every_page_renders_in_chromium_with_no_network(tmp_path):
     files = write_site(tmp_path / "project")
     shown = {key: open_page(path, tmp_path / f"chromium-{key}") for key, path in files.items()}

@@ -199,6 +199,7 @@ def peak_growth_mib(cache: Path, budget: int) -> tuple[int, bool, int]:
     return int(count), streaming == "True", int(growth)
 
 
+@pytest.mark.tf_process
 def test_a_split_larger_than_the_budget_streams_in_bounded_memory(tmp_path):
     # 24 shards of 500 images at 75x75x3: 12,000 images, 193 MiB decoded.
     cache = write_cache(tmp_path, counts=[500] * 24, size=75)
@@ -213,6 +214,7 @@ def test_a_split_larger_than_the_budget_streams_in_bounded_memory(tmp_path):
     assert growth < 0.6 * 193, f"peak RSS grew by {growth} MiB while streaming (in memory: {growth_in_memory} MiB)"
 
 
+@pytest.mark.train
 def test_training_streams_when_the_split_exceeds_the_budget(demo_copy, workdir, capsys):
     params = tiny_params()
     params["train"]["memory_budget_mb"] = 0
