@@ -25,6 +25,13 @@ def pytest_configure(config: pytest.Config) -> None:
     tier_guard.install(child=False)
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The guard's record folder (made by pytest_configure) goes with the run."""
+    record = os.environ.pop(tier_guard.RECORD_VARIABLE, None)
+    if record:
+        shutil.rmtree(os.path.dirname(record), ignore_errors=True)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every cost marker implies `slow`: the fast tier is `-m "not slow"`."""
