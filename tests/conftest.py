@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLASSES, tiny_params, write_params
+from tests.helpers import CLASSES, copy_project, tiny_params, write_params
 from tests.tier_guard import trainwell_tier_guard as tier_guard
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -109,3 +109,26 @@ def predict_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "data" / "splits").mkdir(parents=True)
     (folder / "data" / "splits" / "classes.json").write_text(json.dumps(CLASSES))
     return folder
+
+
+@pytest.fixture(scope="session")
+def built_project(demo_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo set audited, split and cached by the real stages with tiny params, once a run; read-only."""
+    from trainwell.stages import audit, build, split
+
+    folder = tmp_path_factory.mktemp("built")
+    write_params(folder, tiny_params())
+    shutil.copytree(demo_set, folder / "data" / "demo")
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    finally:
+        os.chdir(before)
+    return folder
+
+
+@pytest.fixture
+def built(built_project: Path, workdir: Path) -> Path:
+    """workdir holding a private copy of built_project (data/demo, splits, cache), free to change; the test runs inside it."""
+    return copy_project(built_project, workdir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,12 @@ def write_params(folder: Path, params: dict) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    """A private copy of a project (its git repository and DVC cache included), free to change."""
+    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    return target
 
 
 def tool_env() -> dict[str, str]:

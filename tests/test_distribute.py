@@ -185,10 +185,10 @@ def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
     ],
     ids=["mixed_float16", "bfloat16+xla", "steps_per_execution"],
 )
-def test_speed_switches_train_on_cpu_with_a_float32_softmax(built_tiny, switches, capsys):
+def test_speed_switches_train_on_cpu_with_a_float32_softmax(built, switches, capsys):
     params = tiny_params()
     params["train"].update(switches)
-    write_params(built_tiny, params)
+    write_params(built, params)
     assert keras.mixed_precision.dtype_policy().name == "float32"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -208,12 +208,6 @@ def test_speed_switches_train_on_cpu_with_a_float32_softmax(built_tiny, switches
         assert model.get_layer("conv1").compute_dtype == switches["mixed_precision"].split("_")[1]
     assert fit.weights_are_finite(model)
     assert "0 guard incident(s)" in output
-
-
-@pytest.fixture
-def built_tiny(demo_copy: Path, workdir: Path) -> Path:
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
-    return workdir
 
 
 def test_cpu_devices_after_tensorflow_started_is_a_clear_error():

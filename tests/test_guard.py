@@ -15,7 +15,6 @@ import tensorflow as tf
 
 from tests.helpers import kill_train_after_backup, tiny_params, tool_env, write_params
 from trainwell.params import GuardParams
-from trainwell.stages import audit, build, split
 from trainwell.training.guard import BatchTrace, DivergenceGuard, LossWatch, RunningMean, all_finite
 
 
@@ -113,8 +112,7 @@ def test_running_mean_recovers_each_batch_loss_from_keras_running_average():
 
 
 @pytest.mark.train
-def test_sigkill_mid_training_resumes_to_identical_weights(demo_copy, workdir, tmp_path):
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+def test_sigkill_mid_training_resumes_to_identical_weights(built, workdir, tmp_path):
     params = tiny_params(epochs=40)
     write_params(workdir, params)
     backup_meta = workdir / params["paths"]["train_backup_dir"] / "meta.json"

@@ -13,15 +13,8 @@ import pytest
 from tests.helpers import tiny_params, write_params
 from trainwell.errors import ContractError
 from trainwell.params import load_params
-from trainwell.stages import audit, build, evaluate, report, split, train
+from trainwell.stages import evaluate, report, train
 from trainwell.training import evaluation, fit
-
-
-@pytest.fixture
-def built(demo_copy: Path, workdir: Path) -> Path:
-    """workdir with the tiny demo set audited, split and cached."""
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
-    return workdir
 
 
 def with_train(workdir: Path, **train_overrides) -> None:
