@@ -7,11 +7,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLASSES, copy_project, tiny_params, write_params
+from tests.helpers import CLASSES, copy_project, make_project, pipeline_params, run, tiny_params, write_params
 from tests.tier_guard import trainwell_tier_guard as tier_guard
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -132,3 +133,29 @@ def built_project(demo_set: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def built(built_project: Path, workdir: Path) -> Path:
     """workdir holding a private copy of built_project (data/demo, splits, cache), free to change; the test runs inside it."""
     return copy_project(built_project, workdir)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    folder: Path  # the project
+    output: str  # what the dvc command printed
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """A `trainwell init` project after one `dvc repro` with pipeline_params(): every stage ran once a test run.
+
+    Read-only (a no-op `dvc repro` is fine): copy it with helpers.copy_project to change anything.
+    Tests using it train and run dvc: mark them so.
+    """
+    folder = make_project(tmp_path_factory.mktemp("reproduced"), pipeline_params())
+    return Pipeline(folder=folder, output=run(["dvc", "repro"], folder).stdout)
+
+
+@pytest.fixture(scope="session")
+def experimented(reproduced: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """A copy of `reproduced` committed as the baseline, then `dvc exp run -S train.epochs=2`; read-only."""
+    folder = copy_project(reproduced.folder, tmp_path_factory.mktemp("experimented"))
+    run(["git", "add", "-A"], folder)
+    run(["git", "commit", "-q", "-m", "baseline"], folder)
+    return Pipeline(folder=folder, output=run(["dvc", "exp", "run", "-S", "train.epochs=2"], folder).stdout)

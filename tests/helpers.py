@@ -45,6 +45,25 @@ def write_params(folder: Path, params: dict) -> Path:
     return path
 
 
+def make_project(folder: Path, params: dict) -> Path:
+    """A git repository made a trainwell project by `trainwell init`, with the given params, committed."""
+    run(["git", "init", "-q", "-b", "main"], folder)
+    run(["git", "config", "user.email", "ci@example.invalid"], folder)
+    run(["git", "config", "user.name", "trainwell tests"], folder)
+    run(["trainwell", "init"], folder)
+    write_params(folder, params)
+    run(["git", "add", "-A"], folder)
+    run(["git", "commit", "-q", "-m", "project"], folder)
+    return folder
+
+
+def pipeline_params() -> dict:
+    """Tiny params for a whole `dvc repro`: one epoch and a two-fold, one-epoch label review, about a minute."""
+    params = tiny_params(epochs=1)
+    params["label_review"].update({"folds": 2, "epochs_per_fold": 1})
+    return params
+
+
 def copy_project(source: Path, target: Path) -> Path:
     """A private copy of a project (its git repository and DVC cache included), free to change."""
     shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)

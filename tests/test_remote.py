@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run, tiny_params, tool_env, write_params
-from tests.test_dvc_pipeline import make_project
+from tests.helpers import make_project, run, tiny_params, tool_env, write_params
 
 BUCKET = "trainwell-tests"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
