@@ -154,8 +154,8 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
 
 @pytest.fixture(scope="session")
 def experimented(reproduced: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """A copy of `reproduced` committed as the baseline, then `dvc exp run -S train.epochs=2`; read-only."""
+    """A copy of `reproduced` committed as the baseline, then `dvc exp run -S train.epochs=1`; read-only."""
     folder = copy_project(reproduced.folder, tmp_path_factory.mktemp("experimented"))
     run(["git", "add", "-A"], folder)
     run(["git", "commit", "-q", "-m", "baseline"], folder)
-    return Pipeline(folder=folder, output=run(["dvc", "exp", "run", "-S", "train.epochs=2"], folder).stdout)
+    return Pipeline(folder=folder, output=run(["dvc", "exp", "run", "-S", "train.epochs=1"], folder).stdout)

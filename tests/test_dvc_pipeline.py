@@ -90,9 +90,9 @@ def test_an_experiment_reruns_what_the_epochs_reach(reproduced, experimented):
     # Experiments: `dvc exp run -S` needs the results committed as a baseline (the fixture does).
     # label_review does not depend on epochs; the card does (its training table lists them).
     assert ran_stages(experimented.output) == ["train", "evaluate", "export", "card", "report"]
-    assert json.loads((reproduced.folder / "dvclive" / "metrics.json").read_text())["step"] == 0
-    assert json.loads((experimented.folder / "dvclive" / "metrics.json").read_text())["step"] == 1
-    assert yaml.safe_load((experimented.folder / "params.yaml").read_text())["train"]["epochs"] == 2
+    assert json.loads((reproduced.folder / "dvclive" / "metrics.json").read_text())["step"] == 1
+    assert json.loads((experimented.folder / "dvclive" / "metrics.json").read_text())["step"] == 0
+    assert yaml.safe_load((experimented.folder / "params.yaml").read_text())["train"]["epochs"] == 1
 
 
 def test_undecodable_file_stops_repro_at_audit_and_is_named(tmp_path):

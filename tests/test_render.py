@@ -68,7 +68,7 @@ def test_trainwell_plots_draws_the_dvc_plots_with_no_network(reproduced, tmp_pat
 
 
 def test_exp_show_only_changed_fits_a_120_column_terminal(reproduced, experimented):
-    """The README's command after `dvc exp run -S train.epochs=2`: the changed param and every headline
+    """The README's command after an epochs experiment (`dvc exp run -S train.epochs=1`, from 2): the changed param and every headline
     metric that changed are shown in full within 120 columns; the hashes of changed files fold into '…'."""
     project = experimented.folder  # `reproduced` committed as the baseline, then the experiment run
     before = {file: json.loads((reproduced.folder / file).read_text()) for file in HEADLINE}
