@@ -52,6 +52,7 @@ def test_repro_end_to_end_then_cached(reproduced):
     assert card["classes"] == sorted(CLASSES) and card["metrics"]["test_images"] == 15
     markdown = (project / "models" / "card.md").read_text()
     assert "## Intended use" in markdown and markdown_text(audited["data/demo"]) in markdown
+    assert "## Serving" in markdown and any("40,000,000 pixels" in line for line in card["served_refusals"])
 
     second = run(["dvc", "repro"], project)  # changes nothing, so the shared project stays as it was
     assert ran_stages(second.stdout) == []
