@@ -168,6 +168,7 @@ print(json.dumps({"outcomes": outcomes, "growth_mib": (resource.getrusage(resour
 """
 
 
+@pytest.mark.tf_process  # every lie is loaded in one fresh child interpreter, which imports TensorFlow
 def test_files_whose_config_or_hdf5_lies_about_sizes_are_refused_before_allocating(saved_model, layered_model, tmp_path):
     """Generated lies, loaded in a fresh process whose peak memory is measured: each is a UsageError
     (exit 2), and none allocates what it declares. Among them the issue's 17 KB file (2.5 million
