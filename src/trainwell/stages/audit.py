@@ -33,7 +33,7 @@ def main(
                              "(one sub-folder per class)")
         raise ParamsError(f"data.dir '{root}' in {params_file} does not exist or is not a folder; point it at "
                           "your dataset (one sub-folder per class)")
-    cache_file = params.paths.audit_cache if path is None else cache_file
+    cache_file = storage.project_path(params.paths.audit_cache) if path is None else cache_file
     report = audit_dataset(root=root, data=params.data, policy=params.audit, cache_file=cache_file)
     rendered = render(report, output_format=output_format)
     # Machine-readable output was asked for by name: -q hides only the text report.
