@@ -334,7 +334,15 @@ class LabelReviewParams(_Section):
     """k-fold cross-validation for out-of-fold probabilities and embeddings on every split (stage label_review)."""
 
     folds: int = Field(5, ge=2)
+    # At most this many epochs per fold model: each stops once its held-out loss has not fallen for
+    # early_stopping_patience epochs and keeps its best epoch's weights (0: every fold runs them all).
     epochs_per_fold: int = Field(12, ge=1)
+    early_stopping_patience: int = Field(3, ge=0)
+    # The fold models' input side (pixels). null: the images' own size (the 90th percentile of the
+    # sources' longer sides, as build records it) but at least 48, when smaller than data.image_size
+    # (28x28 digits cached at 75x75 are reviewed at 48x48: 2.4x fewer pixels, and better scores);
+    # else data.image_size. See training/fold_models.py's review_side.
+    image_size: int | None = Field(None, ge=8, le=1024)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
     learning_rate: float = Field(1e-3, gt=0.0)
     batch_size: int = Field(64, ge=1)
@@ -347,8 +355,13 @@ class LabelReviewParams(_Section):
         "low_self_confidence", "low_normalized_margin", "prune_by_noise_rate", "prune_by_class", "both",
         "confident_learning", "predicted_neq_given",
     ] = "low_self_confidence"
-    # Outlier: mean distance to its 10 nearest neighbours > Q3 + fence x IQR (Datalab: 1.7; README).
-    outlier_fence: float = Field(3.0, ge=0.0)
+    # How cleanlab counts the label issues low_self_confidence and low_normalized_margin flag
+    # (cleanlab.count.num_label_issues): the confident joint's off-diagonal as it is (cleanlab's
+    # find_label_issues), or calibrated first; see training/label_review.py's rank_label_issues.
+    estimation_method: Literal["off_diagonal", "off_diagonal_calibrated"] = "off_diagonal_calibrated"
+    # Outlier: log of its mean distance to its 10 nearest neighbours > Q3 + fence x IQR of its own
+    # class's (README "Label review"; training/outliers.py).
+    outlier_fence: float = Field(2.5, ge=0.0)
 
 
 class GateCheck(_Section):
