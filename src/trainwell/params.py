@@ -334,14 +334,11 @@ class LabelReviewParams(_Section):
     """k-fold cross-validation for out-of-fold probabilities and embeddings on every split (stage label_review)."""
 
     folds: int = Field(5, ge=2)
-    # At most this many epochs per fold model: each stops once its held-out loss has not fallen for
-    # early_stopping_patience epochs and keeps its best epoch's weights (0: every fold runs them all).
+    # At most; a fold stops when its held-out loss has not fallen for early_stopping_patience epochs (0: never).
     epochs_per_fold: int = Field(12, ge=1)
     early_stopping_patience: int = Field(3, ge=0)
-    # The fold models' input side (pixels). null: the images' own size (the 90th percentile of the
-    # sources' longer sides, as build records it) but at least 48, when smaller than data.image_size
-    # (28x28 digits cached at 75x75 are reviewed at 48x48: 2.4x fewer pixels, and better scores);
-    # else data.image_size. See training/fold_models.py's review_side.
+    # The fold models' input side (pixels). null: the sources' own (as build records it), at least 48,
+    # when below data.image_size (28x28 digits cached at 75x75: 48x48); see fold_models.review_side.
     image_size: int | None = Field(None, ge=8, le=1024)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
     learning_rate: float = Field(1e-3, gt=0.0)
@@ -355,12 +352,10 @@ class LabelReviewParams(_Section):
         "low_self_confidence", "low_normalized_margin", "prune_by_noise_rate", "prune_by_class", "both",
         "confident_learning", "predicted_neq_given",
     ] = "low_self_confidence"
-    # How cleanlab counts the label issues low_self_confidence and low_normalized_margin flag
-    # (cleanlab.count.num_label_issues): the confident joint's off-diagonal as it is (cleanlab's
-    # find_label_issues), or calibrated first; see training/label_review.py's rank_label_issues.
+    # How cleanlab counts the issues low_self_confidence / low_normalized_margin flag (num_label_issues):
+    # the confident joint's off-diagonal as it is, or calibrated first (label_review.rank_label_issues).
     estimation_method: Literal["off_diagonal", "off_diagonal_calibrated"] = "off_diagonal_calibrated"
-    # Outlier: log of its mean distance to its 10 nearest neighbours > Q3 + fence x IQR of its own
-    # class's (README "Label review"; training/outliers.py).
+    # Outlier: log mean distance to 10 nearest neighbours > Q3 + fence x IQR of its class's (outliers.py).
     outlier_fence: float = Field(2.5, ge=0.0)
 
 
