@@ -2,9 +2,10 @@
 
 Usage: python benchmarks/near_duplicates.py [--sizes 10000 100000] [--full] [--baseline-sizes 10000 40000]
 
-Synthetic pHashes and 8x8 thumbnails shaped like a real audit's: 90% random pictures, 9.8% near
-copies of earlier ones (1 to d+1 bits flipped, thumbnails nudged on both sides of the limit) and
-0.2% blank pictures sharing one hash and thumbnail (the heavy bucket). For each size it prints
+Synthetic pHashes, 16x16 fine and 8x8 colour thumbnails shaped like a real audit's: 90% random
+pictures, 9.8% near copies of earlier ones (1 to d+1 bits flipped, fine thumbnails with noise on
+both sides of the confirmation bar, colours shifted in brightness) and 0.2% blank pictures sharing
+one hash and thumbnails (the heavy bucket). For each size it prints
 the seconds and peak RSS of the indexed search (`near_duplicate_pairs`, method "index"), and
 where comparing every pair is affordable (--baseline-sizes) that exhaustive search's figures,
 the speed-up ratio and whether both found the same pairs. --full adds 1,000,000 hashes (about
@@ -28,15 +29,19 @@ import time
 import numpy as np
 
 from trainwell.audit.hamming import choose_plan
-from trainwell.audit.near_duplicates import near_duplicate_pairs
+from trainwell.audit.near_duplicates import Confirm, near_duplicate_pairs
+from trainwell.params import AuditParams
 
-PIXEL_DIFFERENCE = 4.0  # the default audit.near_duplicate_pixel_difference
+CONFIRM = Confirm(min_similarity=AuditParams().near_duplicate_similarity,
+                  max_colour_difference=AuditParams().near_duplicate_pixel_difference)
 
 
-def synthetic(count: int, max_distance: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`count` pHashes (n, 8) and thumbnails (n, 192) with near copies and a blank crowd, shuffled."""
+def synthetic(count: int, max_distance: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`count` pHashes (n, 8), fine (n, 256) and colour thumbnails (n, 192) with near copies and a
+    blank crowd, shuffled."""
     rng = np.random.default_rng(seed)
     hashes = rng.integers(0, 256, size=(count, 8), dtype=np.uint8)
+    fine = rng.integers(0, 256, size=(count, 256), dtype=np.uint8)
     thumbnails = rng.integers(0, 256, size=(count, 192), dtype=np.uint8)
     copies, blanks = int(count * 0.098), int(count * 0.002)
     originals = rng.integers(0, count - copies - blanks, size=copies)
@@ -45,13 +50,17 @@ def synthetic(count: int, max_distance: int, seed: int = 0) -> tuple[np.ndarray,
     flips = rng.integers(1, max_distance + 2, size=copies)
     chosen = np.argsort(rng.random((copies, 64)), axis=1) < flips[:, None]
     hashes[targets] = hashes[originals] ^ np.packbits(chosen, axis=1)
-    # Thumbnails nudged by 0..6 per value: around the limit of 4 on average.
-    nudge = rng.integers(0, 7, size=(copies, 1), dtype=np.int16)
+    # Fine thumbnails with noise of 0..12 grey levels (around the 0.995 bar for a spread of ~74), and
+    # colours made brighter by 0..20 (chroma unchanged: every copy passes the colour check).
+    noise = rng.integers(0, 13, size=(copies, 1)) * rng.uniform(-1, 1, size=(copies, 256))
+    fine[targets] = np.clip(fine[originals] + noise, 0, 255).astype(np.uint8)
+    nudge = rng.integers(0, 21, size=(copies, 1), dtype=np.int16)
     thumbnails[targets] = np.clip(thumbnails[originals].astype(np.int16) + nudge, 0, 255).astype(np.uint8)
     hashes[count - blanks :] = 0
+    fine[count - blanks :] = 0
     thumbnails[count - blanks :] = 0
     order = rng.permutation(count)
-    return hashes[order], thumbnails[order]
+    return hashes[order], fine[order], thumbnails[order]
 
 
 def _status_mib(field: str) -> float:
@@ -61,7 +70,7 @@ def _status_mib(field: str) -> float:
 
 def measure(count: int, max_distance: int, method: str) -> dict:
     """One search in this process: seconds, RSS of the inputs, peak RSS while searching (MiB)."""
-    hashes, thumbnails = synthetic(count, max_distance)
+    hashes, fine, thumbnails = synthetic(count, max_distance)
     inputs = _status_mib("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as clear:
@@ -70,8 +79,8 @@ def measure(count: int, max_distance: int, method: str) -> dict:
     except OSError:
         reset = False
     start = time.perf_counter()
-    pairs = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=max_distance,
-                                 max_pixel_difference=PIXEL_DIFFERENCE, method=method)
+    pairs = near_duplicate_pairs(hashes=hashes, fine=fine, thumbnails=thumbnails, max_distance=max_distance,
+                                 confirm=CONFIRM, method=method)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "inputs_mib": inputs, "peak_mib": _status_mib("VmHWM"), "peak_is_search_only": reset,
             "pairs": len(pairs), "digest": hashlib.sha256(pairs.tobytes()).hexdigest()[:16]}
@@ -97,7 +106,7 @@ def main() -> None:
         print(json.dumps(measure(int(count), int(max_distance), method)))
         return
     sizes = sorted(set(args.sizes) | set(args.baseline_sizes) | ({1_000_000} if args.full else set()))
-    print(f"near-duplicate search, d = {args.distance} bits, thumbnail limit {PIXEL_DIFFERENCE} (0-255 mean)")
+    print(f"near-duplicate search, d = {args.distance} bits, confirmed at similarity {CONFIRM.min_similarity}")
     print(f"{'hashes':>9}  {'plan':<18} {'indexed s':>9} {'peak MiB':>9} {'inputs':>7} {'pairs':>8}  "
           f"{'every pair s':>12} {'peak MiB':>9}  speed-up  same pairs")
     results = []

@@ -145,6 +145,7 @@ def _synthetic_columns(count: int) -> dict[str, np.ndarray]:
     near = np.arange(50, count, 100)
     columns["perceptual_hash"][near + 1] = columns["perceptual_hash"][near] ^ np.uint8(1)
     columns["thumbnail"][near + 1] = columns["thumbnail"][near]
+    columns["fine"][near + 1] = columns["fine"][near]
     columns["brightest"][:] = rng.uniform(120, 255, count)
     columns["darkest"][:] = rng.uniform(0, 100, count)
     columns["sharpness"][:] = rng.lognormal(6, 1, count)
@@ -218,8 +219,8 @@ def run_stage(stage: str, project: Path, count: int) -> dict:
             duplicates, _ = _duplicate_findings(table)
             near, _, _ = _near_duplicate_findings(table, policy=params.audit, stable=np.zeros(count, bool),
                                                   previous_pairs=[])
-            properties = property_findings(table.paths, table.columns, policy=params.audit)
-            extra["findings"] = len(duplicates) + len(near) + len(properties)
+            properties, notes = property_findings(table.paths, table.labels, table.columns, policy=params.audit)
+            extra["findings"] = len(duplicates) + len(near) + len(properties) + len(notes)
     elif stage == "cache":
         from trainwell.audit.cache import AuditCache
 

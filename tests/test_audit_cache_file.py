@@ -223,9 +223,13 @@ def test_a_failed_move_leaves_no_temporary_file(tmp_path):
     from trainwell.audit.cache import _move
 
     target = tmp_path / "cache.json"
-    target.mkdir()
+
+    def race(handle) -> None:  # after the writer's checks, while it writes the temporary file
+        target.mkdir()
+        handle.write(b"{}")
+
     with pytest.raises(UsageError, match=r"could not write '.*cache\.json'"):
-        write_atomically(target, lambda handle: handle.write(b"{}"), move=_move)
+        write_atomically(target, race, move=_move)
     assert [path.name for path in tmp_path.iterdir()] == ["cache.json"]
 
 

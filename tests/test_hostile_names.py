@@ -74,9 +74,10 @@ def test_text_report_keeps_one_line_per_finding_whatever_the_names(demo_copy, ca
     names = hostile_names(40, seed=1) + ["y\n::error title=INJECTED::pwned"]
     for index, name in enumerate(names):
         faults.write(demo_copy / "ring" / f"{name}.jpg", faults.truncated_jpeg(seed=index))
-    assert main(["audit", str(demo_copy)]) == 1
+    assert main(["-v", "audit", str(demo_copy)]) == 1  # -v: every finding, not a few per kind
     lines = capsys.readouterr().out.splitlines()
-    findings = [line for line in lines if line.startswith(("ERROR ", "WARNING ", "INFO "))]
+    assert [line for line in lines if line.startswith(("ERROR ", "WARNING ", "INFO "))] == ["ERROR   truncated: 41 files"]
+    findings = [line for line in lines if line.startswith("  ") and ".jpg: " in line]
     assert len(findings) == len(names)  # each truncated file is exactly one line
     assert not any(line.startswith("::") for line in lines)  # no line reads as a workflow command
     assert any("y\\n::error title=INJECTED::pwned.jpg" in line for line in findings)

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from trainwell.audit.hamming import Plan, _index_pairs, _query_pairs, choose_plan, hamming_pairs
-from trainwell.audit.near_duplicates import near_duplicate_pairs
+from trainwell.audit.near_duplicates import Confirm, confirmed, near_duplicate_pairs
 
 DISTANCES = (0, 1, 5, 10)
-PIXEL_DIFFERENCE = 4.0  # mean over the 192 thumbnail values: a summed limit of 768
-LIMIT = PIXEL_DIFFERENCE * 192
+CONFIRM = Confirm(min_similarity=0.995, max_colour_difference=6.0)
 
 
 def flipped(code: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -20,47 +19,59 @@ def flipped(code: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray
     return np.packbits(unpacked)
 
 
+def noisy(fine: np.ndarray, amplitude: int, rng: np.random.Generator, count: int = 1) -> np.ndarray:
+    """`count` copies of a fine thumbnail with uniform noise of +-amplitude grey levels."""
+    return np.clip(fine.astype(np.int16) + rng.integers(-amplitude, amplitude + 1, size=(count, 256)), 0, 255
+                   ).astype(np.uint8)
+
+
 @pytest.fixture(scope="module")
-def dataset() -> tuple[np.ndarray, np.ndarray]:
-    """30,000 random pHashes and thumbnails, plus planted trouble for every distance tested:
-    copies at exactly 0..11 bits from their original with thumbnails on both sides of the limit,
-    a heavy bucket of 400 identical hashes (300 identical thumbnails, 100 varied ones) and a
-    crowd of 200 hashes within 2 bits of one code (one long shared substring in every table)."""
+def dataset() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """30,000 random pHashes, fine thumbnails and colour thumbnails, plus planted trouble for every
+    distance tested: copies at exactly 0..11 bits from their original whose fine thumbnails are
+    alike, borderline or unlike (noise of 1, 4 or 30 grey levels on a 16x16 of spread ~37) and
+    whose colours are shifted in brightness (alike) or in hue (unlike), a heavy bucket of 400
+    identical hashes (300 identical pictures, 100 varied ones) and a crowd of 200 hashes within 2
+    bits of one code (one long shared substring in every table)."""
     rng = np.random.default_rng(16)
     hashes = [rng.integers(0, 256, size=(30_000, 8), dtype=np.uint8)]
+    fine = [rng.integers(0, 256, size=(30_000, 256), dtype=np.uint8)]
     thumbnails = [rng.integers(0, 256, size=(30_000, 192), dtype=np.uint8)]
     for original in range(600):
-        # Planted near each random original: every distance 0..11, the thumbnail's summed difference
-        # exactly at the limit, one over it, or far below (values 64..191, so +-4 never clips).
+        base_fine = rng.integers(64, 192, size=256, dtype=np.uint8)
         base_thumbnail = rng.integers(64, 192, size=192, dtype=np.uint8)
-        thumbnails[0][original] = base_thumbnail
+        fine[0][original], thumbnails[0][original] = base_fine, base_thumbnail
         for bits in range(12):
             hashes.append(flipped(hashes[0][original], bits, rng)[None])
-            shift = (4, 5, 1)[(original + bits) % 3] * (-1 if bits % 2 else 1)
-            thumbnails.append((base_thumbnail.astype(np.int16) + shift).astype(np.uint8)[None])
+            fine.append(noisy(base_fine, (1, 4, 30)[(original + bits) % 3], rng))
+            shifted = base_thumbnail.astype(np.int16) + (20 if bits % 2 else 0)  # brighter: same colours
+            if (original + bits) % 5 == 0:
+                shifted[0::3] += 40  # redder: other colours
+            thumbnails.append(np.clip(shifted, 0, 255).astype(np.uint8)[None])
     hashes.append(np.repeat(rng.integers(0, 256, size=(1, 8), dtype=np.uint8), 400, axis=0))
-    heavy = np.repeat(rng.integers(64, 192, size=(1, 192), dtype=np.uint8), 400, axis=0)
-    heavy[300:] = np.clip(heavy[300:].astype(np.int16) + rng.integers(-8, 9, size=(100, 192)), 0, 255)
-    thumbnails.append(heavy)
+    heavy_fine = np.repeat(rng.integers(64, 192, size=(1, 256), dtype=np.uint8), 400, axis=0)
+    heavy_fine[300:] = noisy(heavy_fine[0], 8, rng, count=100)
+    fine.append(heavy_fine)
+    thumbnails.append(np.repeat(rng.integers(64, 192, size=(1, 192), dtype=np.uint8), 400, axis=0))
     centre = rng.integers(0, 256, size=8, dtype=np.uint8)
     hashes.append(np.stack([flipped(centre, int(rng.integers(0, 3)), rng) for _ in range(200)]))
+    fine.append(noisy(rng.integers(64, 192, size=256, dtype=np.uint8), 2, rng, count=200))
     thumbnails.append(np.repeat(rng.integers(64, 192, size=(1, 192), dtype=np.uint8), 200, axis=0)
                       + rng.integers(0, 3, size=(200, 192), dtype=np.uint8))
     order = rng.permutation(sum(len(part) for part in hashes))  # planted rows spread among the others
-    return np.concatenate(hashes)[order], np.concatenate(thumbnails)[order]
+    return np.concatenate(hashes)[order], np.concatenate(fine)[order], np.concatenate(thumbnails)[order]
 
 
-def reference_pairs(hashes: np.ndarray, thumbnails: np.ndarray, max_distance: int) -> np.ndarray:
+def reference_pairs(hashes: np.ndarray, fine: np.ndarray, thumbnails: np.ndarray, max_distance: int) -> np.ndarray:
     """Every pair (i < j) compared: with pHash bits as +-1, a.b = 64 - 2 * distance (exact in
-    float32), then the thumbnails' summed absolute difference. Plain and slow, the definition to match."""
+    float32), then each candidate confirmed on its own. Plain and slow, the definition to match."""
     signs = np.unpackbits(hashes, axis=1).astype(np.float32) * 2 - 1
     found = []
     for start in range(0, len(hashes), 512):
         rows, columns = np.nonzero(signs[start : start + 512] @ signs[start:].T >= 64 - 2 * max_distance)
         rows, columns = rows + start, columns + start
-        rows, columns = rows[columns > rows], columns[columns > rows]
-        difference = np.abs(thumbnails[rows].astype(np.int64) - thumbnails[columns].astype(np.int64)).sum(axis=1)
-        found.append(np.stack([rows, columns], axis=1)[difference <= LIMIT])
+        candidates = np.stack([rows[columns > rows], columns[columns > rows]], axis=1)
+        found.append(candidates[confirmed(candidates, fine=fine, thumbnails=thumbnails, confirm=CONFIRM)])
     pairs = np.concatenate(found)
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
@@ -68,24 +79,24 @@ def reference_pairs(hashes: np.ndarray, thumbnails: np.ndarray, max_distance: in
 @pytest.fixture(scope="module")
 def expected(dataset) -> dict[int, np.ndarray]:
     """Reference pairs for every tested distance, from one exhaustive pass at the largest."""
-    hashes, thumbnails = dataset
-    widest = reference_pairs(hashes, thumbnails, max(DISTANCES))
+    hashes, fine, thumbnails = dataset
+    widest = reference_pairs(hashes, fine, thumbnails, max(DISTANCES))
     distance = np.unpackbits(hashes[widest[:, 0]] ^ hashes[widest[:, 1]], axis=1).sum(axis=1)
     return {limit: widest[distance <= limit] for limit in DISTANCES}
 
 
 @pytest.mark.parametrize("max_distance", DISTANCES)
 def test_indexed_search_finds_exactly_the_exhaustive_pairs(dataset, expected, max_distance):
-    hashes, thumbnails = dataset
-    found = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=max_distance,
-                                 max_pixel_difference=PIXEL_DIFFERENCE, method="index")
+    hashes, fine, thumbnails = dataset
+    found = near_duplicate_pairs(hashes=hashes, fine=fine, thumbnails=thumbnails, max_distance=max_distance,
+                                 confirm=CONFIRM, method="index")
     assert found.dtype == np.int64
     np.testing.assert_array_equal(found, expected[max_distance])
     # The planted cases are all there: the heavy bucket alone links 300 * 299 / 2 identical pictures.
     assert len(found) > 300 * 299 // 2
     if max_distance == 5:
-        auto = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=max_distance,
-                                    max_pixel_difference=PIXEL_DIFFERENCE)
+        auto = near_duplicate_pairs(hashes=hashes, fine=fine, thumbnails=thumbnails, max_distance=max_distance,
+                                    confirm=CONFIRM)
         np.testing.assert_array_equal(auto, found)
 
 
@@ -93,7 +104,7 @@ def test_indexed_search_finds_exactly_the_exhaustive_pairs(dataset, expected, ma
 def test_incremental_queries_plus_kept_pairs_rebuild_the_full_answer(dataset, expected, max_distance):
     """What audit.dataset does on a re-audit: pairs among unchanged rows come from the last run,
     pairs involving a changed row from a query for just those rows."""
-    hashes, thumbnails = dataset
+    hashes, fine, thumbnails = dataset
     rng = np.random.default_rng(max_distance)
     full = expected[max_distance]
     # Changed rows: random ones, members of linked pairs, and part of the heavy bucket.
@@ -105,8 +116,8 @@ def test_incremental_queries_plus_kept_pairs_rebuild_the_full_answer(dataset, ex
     is_changed[changed] = True
     kept = full[~is_changed[full[:, 0]] & ~is_changed[full[:, 1]]]
     for method in ("index", "exhaustive", "auto"):
-        fresh = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=max_distance,
-                                     max_pixel_difference=PIXEL_DIFFERENCE, rows=changed, method=method)
+        fresh = near_duplicate_pairs(hashes=hashes, fine=fine, thumbnails=thumbnails, max_distance=max_distance,
+                                     confirm=CONFIRM, rows=changed, method=method)
         np.testing.assert_array_equal(fresh, full[is_changed[full[:, 0]] | is_changed[full[:, 1]]])
         rebuilt = np.concatenate([kept, fresh])
         np.testing.assert_array_equal(rebuilt[np.lexsort((rebuilt[:, 1], rebuilt[:, 0]))], full)
@@ -114,11 +125,11 @@ def test_incremental_queries_plus_kept_pairs_rebuild_the_full_answer(dataset, ex
 
 def test_exhaustive_fallback_matches_on_a_sample(dataset, expected):
     """The blockwise exhaustive path (for distances no index pays for) agrees too."""
-    hashes, thumbnails = dataset
+    hashes, fine, thumbnails = dataset
     sample = np.arange(4000)
     for max_distance in DISTANCES:
-        found = near_duplicate_pairs(hashes=hashes[sample], thumbnails=thumbnails[sample], max_distance=max_distance,
-                                     max_pixel_difference=PIXEL_DIFFERENCE, method="exhaustive")
+        found = near_duplicate_pairs(hashes=hashes[sample], fine=fine[sample], thumbnails=thumbnails[sample],
+                                     max_distance=max_distance, confirm=CONFIRM, method="exhaustive")
         full = expected[max_distance]
         np.testing.assert_array_equal(found, full[(full[:, 0] < len(sample)) & (full[:, 1] < len(sample))])
 
@@ -128,8 +139,8 @@ def test_one_changed_blank_among_thousands_costs_its_own_pairs_only():
     them yields its 4,999, without building the others."""
     hashes = np.zeros((5000, 8), dtype=np.uint8)
     thumbnails = np.zeros((5000, 192), dtype=np.uint8)
-    found = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, max_distance=5,
-                                 max_pixel_difference=PIXEL_DIFFERENCE, rows=np.array([1234]))
+    found = near_duplicate_pairs(hashes=hashes, fine=np.zeros((5000, 256), dtype=np.uint8), thumbnails=thumbnails,
+                                 max_distance=5, confirm=CONFIRM, rows=np.array([1234]))
     assert len(found) == 4999
     assert ((found == 1234).any(axis=1)).all() and (found[:, 0] < found[:, 1]).all()
 
@@ -272,3 +283,44 @@ def test_a_slot_holding_another_key_gives_no_bucket():
     keys = np.array([3, 9, 5, 8, 7, 8], dtype=np.uint64)
     low, high = _bucket_bounds(entry, keys, sorted_keys=sorted_keys, distinct=distinct, starts=starts, ends=ends)
     assert [list(range(a, b)) for a, b in zip(low.tolist(), high.tolist())] == [[0, 1], [3, 4, 5], [], [2], [], [2]]
+
+
+def test_fine_similarity_is_the_best_aligned_correlation():
+    """fine_similarities against a plain loop: the first's central 14x14 against each of the
+    second's nine one-pixel-shifted windows, each standardised with its spread floored at
+    LOW_CONTRAST, 1 - half the mean squared difference (the correlation for contrasty pictures)."""
+    from trainwell.audit.similarity import LOW_CONTRAST, fine_similarities
+
+    rng = np.random.default_rng(3)
+    first = rng.integers(0, 256, size=(50, 256), dtype=np.uint8)
+    first[40:] = 90 + rng.integers(0, 3, size=(10, 256), dtype=np.uint8)  # near-flat pictures
+    second = np.concatenate([first[:10], np.roll(first[10:20].reshape(10, 16, 16), 1, axis=2).reshape(10, 256),
+                             rng.integers(0, 256, size=(10, 256), dtype=np.uint8),
+                             np.full((10, 256), 90, dtype=np.uint8) + rng.integers(0, 2, size=(10, 256), dtype=np.uint8),
+                             first[40:] + 1])
+    found = fine_similarities(first, second)
+    for row in range(50):
+        def standard(values: np.ndarray) -> np.ndarray:
+            values = values.astype(np.float64).ravel()
+            return (values - values.mean()) / max(values.std(), LOW_CONTRAST)
+
+        a = standard(first[row].reshape(16, 16)[1:-1, 1:-1])
+        best = max(1 - 0.5 * np.mean((a - standard(second[row].reshape(16, 16)[down:down + 14, across:across + 14]))
+                                     ** 2) for down in range(3) for across in range(3))
+        assert found[row] == pytest.approx(best, abs=1e-5)
+        if row < 30:  # contrasty pictures: the same as Pearson's correlation of the best window
+            assert found[row] <= 1.0
+    assert (found[:20] > 0.999).all()  # the same picture, and shifted by a pixel
+    assert (found[20:30] < 0.5).all()  # other noise
+    assert (found[30:40] < 0.995).all()  # a near-flat picture against noise: different
+    assert (found[40:] > 0.999).all()  # a near-flat picture one grey level brighter: the same
+
+
+def test_confirmation_keeps_alike_copies_and_drops_the_others(dataset, expected):
+    """The planted copies sit on both sides of the bar: confirmation must take some candidates and refuse others."""
+    hashes, fine, thumbnails = dataset
+    candidates = near_duplicate_pairs(hashes=hashes, fine=fine, thumbnails=thumbnails, max_distance=5,
+                                      confirm=Confirm(min_similarity=-1.0, max_colour_difference=255.0))
+    assert len(expected[5]) < len(candidates)
+    kept = {tuple(pair) for pair in expected[5].tolist()}
+    assert kept <= {tuple(pair) for pair in candidates.tolist()}

@@ -14,7 +14,7 @@ from tests import faults
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.workers import check_all
 from trainwell.data.groups import groups_from_pairs
-from trainwell.data.splits import SPLITS, plan_split, read_split_csv, stratified_split, write_split_csv
+from trainwell.data.splits import SPLITS, assign_splits, read_split_csv, stratified_split, write_split_csv
 from trainwell.params import AuditParams, DataParams
 
 
@@ -55,9 +55,9 @@ def test_vectorised_split_is_the_unit_by_unit_split(seed):
     groups = [list(rng.choice(paths, size=int(rng.integers(2, 6)), replace=False)) for _ in range(400)]
     for val_fraction, test_fraction in ((0.15, 0.15), (0.3, 0.05), (0.0, 0.5)):
         expected, kept = reference_split(files, val_fraction, test_fraction, seed, groups)
-        splits, kept_together = plan_split(files=files, val_fraction=val_fraction, test_fraction=test_fraction,
-                                           seed=seed, groups=groups)
-        assert splits == expected and kept_together == kept > 0
+        assignment = assign_splits(files=files, val_fraction=val_fraction, test_fraction=test_fraction,
+                                   seed=seed, groups=groups)
+        assert assignment.splits == expected and assignment.kept_together == kept > 0 and not assignment.broken_up
         assert stratified_split(files=files, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                 groups=groups) == expected
 

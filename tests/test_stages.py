@@ -150,7 +150,7 @@ def test_build_caches_uint8_shards_and_skips_undecodable(demo_copy, workdir, cap
 def test_content_checks_flag_dark_light_flat_and_stretched_images(demo_copy, workdir):
     rng = np.random.default_rng(0)
     two_tone = np.zeros((40, 40, 3), dtype=np.uint8)
-    two_tone[:2] = 128  # all but 5% of pixels the same: almost no information
+    two_tone[:1] = 128  # all but 2.5% of pixels the same: 0.17 bits, below audit.min_entropy (0.25)
     planted = {
         "noisy": (rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8), set()),
         "dark": (rng.integers(0, 12, size=(40, 40, 3), dtype=np.uint8), {"dark"}),
@@ -210,8 +210,9 @@ def test_audit_groups_near_duplicates_and_flags_blur_and_imbalance(demo_copy, wo
         faults.write(demo_copy / "triangle" / f"extra_{index}.png", faults.png_bytes(100 + index))
 
     report = audit_data.audit_dataset(root=demo_copy, data=load_params().data, policy=load_params().audit)
-    group = next(g for g in report.near_duplicate_groups if "ring/recompressed.jpg" in g)
-    assert {f"ring/{source.name}", "ring/recompressed.jpg", "cross/resized.png"} <= set(group)
+    group = next(g for g in report.near_duplicate_groups if "ring/recompressed.jpg" in g["members"])
+    assert {f"ring/{source.name}", "ring/recompressed.jpg", "cross/resized.png"} <= set(group["members"])
+    assert group["size"] == len(group["members"]) and group["lowest_similarity"] >= 0.995
     kinds = {(issue.path, issue.kind) for issue in report.issues}
     assert ("cross/resized.png", "near_duplicate") in kinds
     assert ("square/soft.png", "blurry") in kinds
@@ -221,17 +222,23 @@ def test_audit_groups_near_duplicates_and_flags_blur_and_imbalance(demo_copy, wo
     assert report.as_dict()["near_duplicate_groups"] == report.near_duplicate_groups
 
 
-def test_near_duplicate_groups_link_transitively_and_need_close_thumbnails():
-    from trainwell.audit.near_duplicates import near_duplicate_groups
+def test_near_duplicates_need_alike_fine_thumbnails_and_colours_and_never_chain():
+    from trainwell.audit.near_duplicates import Confirm, near_duplicate_groups, near_duplicate_pairs
 
-    hashes = np.array([[0] * 8, [0] * 7 + [0b111], [0] * 7 + [0b111111], [255] * 8, [0] * 8], dtype=np.uint8)
-    thumbnails = np.full((5, 192), 10, dtype=np.uint8)
-    thumbnails[1] += 2
-    thumbnails[2] += 4
-    thumbnails[4, :96] = 200  # same grey structure, different colours in half the picture
-    groups = near_duplicate_groups(hashes=hashes, thumbnails=thumbnails, max_distance=3, max_pixel_difference=3)
-    # 0-1 differ by 3 bits, 1-2 by 3 bits (0-2 by 6): one chain. 3 is far; 4 has other colours.
-    assert groups == [[0, 1, 2]]
+    rng = np.random.default_rng(0)
+    base = rng.integers(40, 200, size=(16, 16)).astype(np.int16)
+    fine = np.stack([base, base + 1, base + 2, rng.integers(40, 200, size=(16, 16)), base, base]).reshape(6, 256)
+    fine = np.clip(fine, 0, 255).astype(np.uint8)
+    hashes = np.zeros((6, 8), dtype=np.uint8)  # every pHash alike: only the finer measures decide
+    thumbnails = np.tile(np.array([120, 80, 80], dtype=np.uint8), (6, 64))
+    thumbnails[4] = np.tile([80, 80, 120], 64)  # same grey structure, another colour
+    thumbnails[5] = thumbnails[0] + 30  # the same picture brighter: chroma unchanged
+    confirm = Confirm(min_similarity=0.995, max_colour_difference=6.0)
+    pairs = near_duplicate_pairs(hashes=hashes, fine=fine, thumbnails=thumbnails, max_distance=5, confirm=confirm)
+    # 0, 1, 2 and 5 are one picture (brightness shifted); 3 has other content; 4 other colours.
+    assert pairs.tolist() == [[0, 1], [0, 2], [0, 5], [1, 2], [1, 5], [2, 5]]
+    groups = near_duplicate_groups(pairs, count=6, fine=fine)
+    assert [group.members for group in groups] == [[0, 1, 2, 5]] and groups[0].lowest_similarity >= 0.995
 
 
 def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir):
@@ -267,7 +274,7 @@ def test_incremental_audit_decodes_only_new_and_changed_files(demo_copy, workdir
     with_copy = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert with_copy.files_decoded == 1
     (demo_copy / "cross" / "copy.png").unlink()
-    assert any("circle/lookalike.png" in group for group in with_copy.near_duplicate_groups)
+    assert any("circle/lookalike.png" in group["members"] for group in with_copy.near_duplicate_groups)
     unchanged_again = audit_data.audit_dataset(root=demo_copy, data=params.data, policy=params.audit, cache_file=cache)
     assert unchanged_again.files_decoded == 0
     assert unchanged_again.near_duplicate_groups == with_copy.near_duplicate_groups

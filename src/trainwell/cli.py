@@ -9,9 +9,20 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import NoReturn
 
 from trainwell import __version__
-from trainwell.console import NORMAL, QUIET, VERBOSE, detail, error, set_verbosity
+from trainwell.console import (
+    NORMAL,
+    QUIET,
+    VERBOSE,
+    closed_pipes_dropped,
+    detail,
+    error,
+    set_verbosity,
+    shown,
+    silence_closed_pipes,
+)
 from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError, UsageError
 from trainwell.params import DEFAULT_PARAMS_FILE
 
@@ -52,9 +63,17 @@ def _verbosity_flags(parser: argparse.ArgumentParser, *, default: object) -> Non
                        help="print more detail, TensorFlow's own log lines included")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with what the user typed shown as escapes in its errors."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse puts unrecognised arguments in the message as typed: a newline in one would split the line.
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {shown(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainwell", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="trainwell", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"trainwell {__version__}")
     _verbosity_flags(parser, default=NORMAL)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -165,7 +184,7 @@ def dispatch(args: argparse.Namespace) -> int:
         # Only the default may be missing (it means "all defaults"): a named file that is not
         # there is a typo, and running on defaults would overwrite the user's outputs.
         raise UsageError(f"params file '{args.params}' does not exist; check the --params path")
-    detail(f"trainwell {__version__}: {args.command} with params from {getattr(args, 'params', '-')}")
+    detail(f"trainwell {__version__}: {args.command} with params from {shown(getattr(args, 'params', '-'))}")
     if args.command == "init":
         return _stage("init").main(directory=args.directory, data=args.data)
     if args.command == "audit":
@@ -200,7 +219,18 @@ def _save_traceback() -> str:
         return f"(not saved: {type(exc).__name__}: {exc})"
 
 
+# The status of a command whose output pipe closed under a write trainwell does not make itself
+# (a library's print): 128 + SIGPIPE, what a shell reports for a tool the signal stopped. Output
+# trainwell writes itself never gets here: it is dropped, and the command finishes with its own status.
+CLOSED_PIPE_EXIT = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    with closed_pipes_dropped():  # `trainwell ... | head`: the reader going away is not an error
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     set_verbosity(args.verbosity)
     # TensorFlow's C++ start-up chatter (CUDA probes on a CPU machine) buries the messages that
@@ -210,15 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except TrainwellError as exc:
-        error(f"trainwell {args.command}: error: {exc}")
+        # One line for the message, one for each detail: a newline inside a path never starts a line.
+        error("\n  ".join([f"trainwell {args.command}: error: {shown(exc.message)}",
+                           *(shown(line) for line in exc.details)]))
         return exc.exit_code
     except KeyboardInterrupt:
         error(f"trainwell {args.command}: interrupted")
         return 130
     except Exception as exc:  # the last line of defence: a bug must never read as "policy violated"
+        if isinstance(exc, BrokenPipeError) and silence_closed_pipes():
+            return CLOSED_PIPE_EXIT  # a closed stdout or stderr met outside console's writers: not a bug
         saved = _save_traceback()
         error(f"trainwell {args.command}: internal error (a bug in trainwell, please report it): "
-              f"{type(exc).__name__}: {str(exc)[:300]}; full traceback in {saved}")
+              f"{type(exc).__name__}: {shown(str(exc)[:300])}; full traceback in {shown(saved)}")
         return INTERNAL_ERROR_EXIT
 
 

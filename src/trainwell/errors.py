@@ -8,9 +8,19 @@ INTERNAL_ERROR_EXIT = 3
 
 
 class TrainwellError(Exception):
-    """Base for errors a user can act on; the CLI prints the message and exits non-zero."""
+    """Base for errors a user can act on; the CLI prints the message and exits non-zero.
+
+    The message is one line. A list of problems (each params key that is wrong) goes in `details`,
+    one item a line: the CLI prints each on its own line, so a newline inside a user string (a
+    path, a key) is shown as an escape and never starts a line of its own.
+    """
 
     exit_code = POLICY_EXIT
+
+    def __init__(self, message: str = "", *, details: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__("\n  ".join([message, *details]) if details else message)
+        self.message = message
+        self.details = list(details)
 
 
 class ParamsError(TrainwellError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -49,6 +50,12 @@ DEFAULT_SEVERITY = {
     "animated": "info",
 }
 AUDIT_KINDS = tuple(DEFAULT_SEVERITY)
+# Properties of a file rather than defects: when most of a dataset shares one (every file grayscale,
+# every JPEG named .png, every picture 12 pixels wide), it is said once, as a Note, not per file.
+SHARED_KINDS = ("grayscale", "alpha", "cmyk", "high_bit_depth", "palette", "animated", "extension_mismatch",
+                "too_small", "odd_aspect_ratio", "decoder_warning")
+# The share of the files scanned from which such a kind is a note.
+SHARED_SHARE = 0.5
 BLOCKING_KINDS = [kind for kind, severity in DEFAULT_SEVERITY.items() if severity == "error"]
 
 
@@ -72,6 +79,39 @@ class Issue:
 
     def as_dict(self) -> dict[str, str]:
         return {"path": self.path, "kind": self.kind, "severity": self.severity, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something most of the dataset shares, said once instead of once per file: a kind, how many files, a detail."""
+
+    kind: str
+    files: int
+    detail: str
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"kind": self.kind, "files": self.files, "detail": self.detail}
+
+
+def shared_notes(findings: list[Finding], *, files: int, policy_kinds: Collection[str]) -> tuple[list[Finding], list[Note]]:
+    """Findings of a SHARED_KINDS kind held by at least SHARED_SHARE of `files` become one note each.
+
+    A kind the policy fails on or quarantines stays per file whatever its share: those lists
+    need every file named.
+    """
+    holders: dict[str, dict[str, str]] = {}
+    for found in findings:
+        if found.kind in SHARED_KINDS and found.kind not in policy_kinds:
+            holders.setdefault(found.kind, {}).setdefault(found.path, found.detail)
+    shared = {kind for kind, paths in holders.items() if files and len(paths) >= SHARED_SHARE * files}
+    notes = []
+    for kind in sorted(shared):
+        details = Counter(holders[kind].values())
+        common, count = details.most_common(1)[0]
+        wording = f"{common} ({count} files; {len(details) - 1} other wordings)" if len(details) > 1 else common
+        notes.append(Note(kind, len(holders[kind]), f"{len(holders[kind])} of {files} files: {wording}; a property "
+                          "of this dataset, reported once"))
+    return [found for found in findings if found.kind not in shared], notes
 
 
 def severity_for(kind: str, *, fail_on: Collection[str]) -> str:

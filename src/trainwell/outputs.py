@@ -1,25 +1,202 @@
-"""Writing stage outputs: JSON reports and metrics, always into freshly created parent folders."""
+"""Writing outputs: whole or not at all, and never over an input of the run, a dataset or through a link out of the project."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
+import functools
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, ParamSpec, TypeVar
+
+import yaml
 
 from trainwell import storage
+from trainwell.console import shown
 from trainwell.errors import DataError, TrainwellError, UsageError
+from trainwell.params import Params
 
 # mkstemp creates files readable by their owner only; outputs get the mode open() would give them.
 # Read once at import, while the process is still single-threaded (os.umask has no getter).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+class OutputGuard:
+    """What one run of a command may not write: its inputs (compared by resolved path and by inode,
+    so a hard link or a link to one is the same file; an input folder with everything in it), the
+    datasets it reads (anything at or under them), a link (a writer replaces the file at a name: it
+    would replace the user's link, not write where it points), anything that is not a regular file,
+    and anything reached through a link out of the project."""
+
+    def __init__(self, project: str | Path = ".") -> None:
+        self.project = os.path.abspath(project)
+        self.inputs: list[str] = []
+        self.datasets: list[str] = []
+        # Regular files a run reads by the thousand (predict's images): compared by inode only, from
+        # a set made the first time a target exists (a new file can be none of them).
+        self.files: list[str] = []
+        self._file_identities: set[tuple[int, int]] | None = None
+
+    def check(self, path: str | Path, *, folder: bool = False, label: str = "") -> None:
+        """Raise UsageError naming `path` (after `label`, such as "--output") and the rule when trainwell
+        may not write it (or, for a generated `folder`, replace it); object-store URLs pass."""
+        if storage.is_remote(path):
+            return
+        given = os.fspath(path)
+        reason = (_unwritable_kind(given, folder=folder) or self._leaves_project(given)
+                  or self._in_dataset(given, folder) or self._is_input(given, folder))
+        if reason:
+            raise UsageError(f"trainwell will not write {label + ' ' if label else ''}'{shown(given)}': {reason}")
+
+    def _leaves_project(self, given: str) -> str | None:
+        real = os.path.realpath(given)
+        if _inside(os.path.abspath(given), self.project) and not _inside(real, os.path.realpath(self.project)):
+            return (f"it leads out of the project through a link (to '{shown(real)}'), and trainwell never writes "
+                    "through a link out of the project. Name that place itself if you mean to write there")
+        return None
+
+    def _in_dataset(self, given: str, folder: bool) -> str | None:
+        lexical, real = os.path.abspath(given), os.path.realpath(given)
+        for dataset in self.datasets:
+            if _inside(real, os.path.realpath(dataset)) or _inside(lexical, os.path.abspath(dataset)):
+                return f"it is in the dataset '{shown(dataset)}', which this run reads. Name a place outside it"
+            if folder and _inside(os.path.realpath(dataset), real):
+                return f"it holds the dataset '{shown(dataset)}', which this run reads. Name another folder"
+        return None
+
+    def _is_input(self, given: str, folder: bool) -> str | None:
+        """Why `given` is (or is in, or for a folder holds) something this run reads, or None."""
+        real = os.path.realpath(given)
+        try:
+            status: os.stat_result | None = os.stat(real)
+        except OSError:  # nothing there yet: compared by where it is only
+            status = None
+        for source in self.inputs:
+            source_real = os.path.realpath(source)
+            if _inside(real, source_real) or (status is not None and _same_file(status, source)):
+                return (f"it is '{shown(source)}'{'' if real == source_real else ' (or in it)'}, an input of this "
+                        "run, and trainwell never writes over what it reads. Name another file")
+            if folder and _inside(source_real, real):
+                return f"it holds '{shown(source)}', an input of this run. Name another folder"
+        if status is not None and self.files and (status.st_dev, status.st_ino) in self._identities():
+            return "it is one of the files this run reads, and trainwell never writes over what it reads. Name another file"
+        return None
+
+    def _identities(self) -> set[tuple[int, int]]:
+        if self._file_identities is None:
+            self._file_identities = set()
+            for path in self.files:
+                with contextlib.suppress(OSError):
+                    status = os.stat(path)
+                    self._file_identities.add((status.st_dev, status.st_ino))
+        return self._file_identities
+
+
+def _unwritable_kind(given: str, *, folder: bool) -> str | None:
+    """Why what is at `given` is not something a writer may replace (a link, a FIFO, a device), or None."""
+    if os.path.islink(given):
+        return ("it is a link, which trainwell would replace (it never writes through one). Name the file it "
+                "points to, or a new file")
+    if os.path.exists(given) and not (os.path.isdir(given) if folder else os.path.isfile(given)):
+        return (f"it exists and is not a {'folder' if folder else 'regular file'} (a "
+                f"{'file' if folder else 'folder'}, FIFO, device or socket), which would be replaced. Name a new place")
+    return None
+
+
+def _same_file(status: os.stat_result, source: str) -> bool:
+    try:
+        return os.path.samestat(status, os.stat(source))
+    except OSError:
+        return False
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or below it (both absolute and normalised the same way)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+_guard: OutputGuard | None = None  # the running command's; None outside a command (library use)
+Parameters = ParamSpec("Parameters")
+Result = TypeVar("Result")
+
+
+def guarded(main: Callable[Parameters, Result]) -> Callable[Parameters, Result]:
+    """Decorate a command's main: its writers start with a fresh guard, dropped when it returns, to
+    which the command declares what it reads (protect_inputs)."""
+
+    @functools.wraps(main)
+    def run(*args: Parameters.args, **kwargs: Parameters.kwargs) -> Result:
+        global _guard
+        outer, _guard = _guard, OutputGuard()
+        try:
+            return main(*args, **kwargs)
+        finally:
+            _guard = outer
+
+    return run
+
+
+def protect_inputs(*, inputs: Iterable[str | Path | None] = (), datasets: Iterable[str | Path | None] = (),
+                   files: Iterable[str] = (), project: str | Path | None = None) -> OutputGuard:
+    """Declare what the running command reads: `inputs` (files or folders), `datasets` (folders
+    nothing may be written in), `files` (regular files by the thousand, compared by inode), and its
+    project folder when that is not the current one; every writer refuses them until it returns."""
+    if _guard is None:
+        raise RuntimeError("protect_inputs() is for a command's main, decorated with outputs.guarded")
+    if project is not None:
+        _guard.project = os.path.abspath(project)
+    _guard.inputs += [os.fspath(path) for path in inputs if path and not storage.is_remote(path)]
+    _guard.datasets += [os.fspath(path) for path in datasets if path and not storage.is_remote(path)]
+    _guard.files += [path for path in files if not storage.is_remote(path)]
+    _guard._file_identities = None
+    return _guard
+
+
+def guard_stage(stage: str, *, params: Params, params_file: str | Path) -> OutputGuard:
+    """For a pipeline stage, before any work: protect_inputs with its params file, the dependencies
+    the dvc.yaml template gives it and data.dir as the dataset (unless the stage makes it: demo_data);
+    then check_output on every output the template gives it. What a stage reads and writes is what
+    the pipeline says, written down once; a params `paths:` entry naming an input is refused at once."""
+    values = params.model_dump(mode="json")
+
+    def resolve(entry: str | dict) -> str:
+        # "${paths.cache_dir}" -> params.paths.cache_dir; the template uses no other interpolation.
+        name = next(iter(entry)) if isinstance(entry, dict) else entry  # an out with options: {path: {...}}
+        return re.sub(r"\$\{([a-z_.]+)\}", lambda match: str(functools.reduce(
+            lambda node, key: node[key], match.group(1).split("."), values)), name)
+
+    template = resources.files("trainwell").joinpath("templates", "dvc.yaml.in").read_text(encoding="utf-8")
+    declared = yaml.safe_load(template)["stages"][stage]
+    dataset = params.data.dir
+    made = {resolve(entry): _first_key(entry) for key in ("outs", "metrics", "plots") for entry in declared.get(key, [])}
+    read = [path for path in map(resolve, declared.get("deps", [])) if path != dataset]
+    guard = protect_inputs(inputs=[params_file, *read], datasets=[] if dataset in made else [dataset])
+    for path, key in made.items():
+        guard.check(path, folder=os.path.isdir(path), label=f"{key} =")
+    return guard
+
+
+def _first_key(entry: str | dict) -> str:
+    """The params key an output of the dvc.yaml template comes from: ${paths.model} -> paths.model."""
+    found = re.search(r"\$\{([a-z_.]+)\}", next(iter(entry)) if isinstance(entry, dict) else entry)
+    return found.group(1) if found else "dvc.yaml"
+
+
+def check_output(path: str | Path, *, folder: bool = False, label: str = "") -> None:
+    """Refuse (UsageError) a place trainwell may not write: see OutputGuard. Outside a command only
+    the rules about links and special files apply, with the current folder as the project. A
+    command checks what the user named before any work (`label` says which option named it);
+    every writer checks again when it writes."""
+    (_guard or OutputGuard()).check(path, folder=folder, label=label)
 
 
 def write_bytes_atomically(path: str | Path, data: bytes) -> None:
@@ -47,6 +224,7 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object], *,
     error naming the target (write_error).
     """
     target = Path(path)
+    check_output(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -113,6 +291,7 @@ def clear_generated_dir(path: str | Path, *, marker: str) -> None:
     A folder without the marker may hold the user's own files: refuse instead of deleting them.
     """
     path = Path(path)
+    check_output(path, folder=True)
     if not path.exists():
         return
     clear_generated_dir_check(path, marker=marker)
@@ -128,6 +307,18 @@ def clear_generated_dir_check(path: Path, *, marker: str) -> None:
         )
 
 
+def fresh_staging_dir(path: str | Path, *, marker: str) -> Path:
+    """An empty staging folder (staging_dir) in which to build the generated folder `path`, after
+    checking that trainwell may replace `path` (check_output, and clear_generated_dir_check)."""
+    final = Path(path)
+    check_output(final, folder=True)
+    if final.exists():
+        clear_generated_dir_check(final, marker=marker)
+    staging = staging_dir(final)
+    shutil.rmtree(staging, ignore_errors=True)  # only trainwell writes there (a killed run's leftovers)
+    return staging
+
+
 def staging_dir(path: str | Path) -> Path:
     """Where a generated folder is built before it replaces `path` whole: a hidden sibling that only
     trainwell ever writes, so whatever a killed run left there may be deleted by the next."""
@@ -141,6 +332,7 @@ def replace_generated_dir(staging: Path, final: Path, *, marker: str) -> None:
     Two renames in one folder: at every moment `final` is either the old complete folder, absent,
     or the new complete one, never half of either.
     """
+    check_output(final, folder=True)
     old = final.with_name(f".{final.name}.old")
     clear_generated_dir(old, marker=marker)  # left by a run killed between the two renames
     if final.exists():

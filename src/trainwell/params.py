@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from trainwell import params_limits as limits
 from trainwell.errors import ParamsError
 from trainwell.kinds import AUDIT_KINDS, BLOCKING_KINDS
-from trainwell.params_file import MAX_ECHO, read_params_file
-from trainwell.params_file import cut as _cut
+from trainwell.names import class_list_problem
+from trainwell.params_file import describe_error, read_params_file
+from trainwell.params_file import file_name as _file_name
 from trainwell.params_file import short_repr as _short
+from trainwell.storage import url_problem
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -57,15 +59,26 @@ class _Section(BaseModel):
 
 
 def _unique(values: list[str] | None) -> list[str] | None:
-    """A class list with no repeats: a repeated class would get two label indices."""
-    repeated = sorted(name for name, count in Counter(values or []).items() if count > 1)
-    if repeated:
-        raise ValueError(f"lists {_short(repeated)} more than once; name each class once")
+    """A class list of folder names (names.class_list_problem): each one visible path component,
+    named once, in one spelling (a repeated class would get two label indices)."""
+    problem = class_list_problem(values or [])
+    if problem:
+        raise ValueError(problem)
     return values
+
+
+def _location(value: str) -> str:
+    """A local path or an s3:// URL: a file:// (or any other) URL is refused, never read as remote."""
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class PathsParams(_Section):
     """Every generated path, declared once; dvc.yaml interpolates these with ${paths.*}."""
+
+    _file_names = field_validator("*")(_file_name)
 
     # Installed versions of trainwell and the libraries behind its numbers; every stage depends on it.
     versions: str = ".trainwell/versions.json"
@@ -93,10 +106,12 @@ class PathsParams(_Section):
     card: str = "models/card.md"
     card_json: str = "models/card.json"
 
+    _local_or_s3 = field_validator("cache_dir")(_location)
+
 
 class DemoParams(_Section):
     classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross", "ring"])
-    images_per_class: int = Field(1000, ge=1)
+    images_per_class: int = Field(1000, ge=1, le=limits.MAX_IMAGES_PER_CLASS)
     image_size: int = Field(75, ge=16, le=1024)
     seed: Seed = 0
     # Write one deliberately corrupt file into the set, to demonstrate the audit.
@@ -118,6 +133,8 @@ class DataParams(_Section):
     )
 
     _unique_classes = field_validator("classes")(_unique)
+    _file_names = field_validator("dir", "manifest")(_file_name)
+    _local_or_s3 = field_validator("dir")(_location)
 
     @field_validator("extensions")
     @classmethod
@@ -133,35 +150,49 @@ class AuditParams(_Section):
     # files are listed in the quarantine file and left out of split and build.
     fail_on: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
     quarantine: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
-    max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard, read from the header")
-    min_side: int = Field(16, ge=1, description="pixels; a shorter side below this is too_small")
-    max_aspect_ratio: float = Field(4.0, ge=1.0, description="longer / shorter side above this is odd_aspect_ratio")
-    # Image properties, judged against the whole dataset (audit/properties.py): past the first bound a
-    # file is always reported; past the second only as an outlier of the dataset (robust z-score past
-    # outlier_z) or when the dataset's median is past it too. Luma 0-255: dark when the brightest 1%
-    # of pixels are below, light when the darkest 1% are above; entropy in bits; Laplacian variance.
-    dark_below: float = Field(40.0, ge=0.0, le=255.0)
+    max_pixels: int = Field(40_000_000, ge=1, le=limits.MAX_PIXELS, description="decompression-bomb guard, read from the header")
+    min_side: int = Field(16, ge=1, le=limits.MAX_SIDE, description="pixels; a shorter side below this is too_small")
+    max_aspect_ratio: float = Field(4.0, ge=1.0, le=limits.MAX_RATIO, description="longer / shorter side above this is odd_aspect_ratio")
+    # Image properties, judged against the whole dataset and each file's class (audit/properties.py):
+    # past the first bound a file is a defect on its own (nearly black, white, flat or edgeless);
+    # past the second only when it is an outlier (robust z-score past outlier_z) of its class and of
+    # the dataset. A bound the dataset's median is past is one note for the dataset. Luma 0-255: dark
+    # when the brightest 1% of pixels are below, light when the darkest 1% are above; entropy in
+    # bits; Laplacian variance.
+    dark_below: float = Field(10.0, ge=0.0, le=255.0)
     dark_outlier_below: float = Field(80.0, ge=0.0, le=255.0)
-    light_above: float = Field(245.0, ge=0.0, le=255.0)
+    light_above: float = Field(250.0, ge=0.0, le=255.0)
     light_outlier_above: float = Field(220.0, ge=0.0, le=255.0)
-    min_entropy: float = Field(2.0, ge=0.0, le=8.0)
+    min_entropy: float = Field(0.25, ge=0.0, le=8.0)
     min_entropy_outlier: float = Field(4.0, ge=0.0, le=8.0)
-    blurry_below: float = Field(1.0, ge=0.0)
-    blurry_outlier_below: float = Field(20.0, ge=0.0)
-    outlier_z: float = Field(3.5, gt=0.0)
-    # Near-duplicates: pHash (64 bits) within this many bits AND 8x8 RGB thumbnails within this
-    # mean absolute difference (0-255; re-encoded or resized copies measure about 1).
+    blurry_below: float = Field(1.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
+    blurry_outlier_below: float = Field(20.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
+    outlier_z: float = Field(3.5, gt=0.0, le=limits.MAX_Z)
+    # Near-duplicates (audit/near_duplicates.py): pHashes (64 bits) within this many bits are
+    # candidates; a candidate is a near-duplicate when its 16x16 grey thumbnails, aligned within a
+    # pixel, correlate at least this well (most re-encoded, resized or brightened copies: 0.995-1;
+    # two people's handwritten "1"s: up to 0.9948 in MNIST) AND its 8x8 colour thumbnails,
+    # brightness and contrast evened out, differ by at most this much (0-255; copies: mostly
+    # below 2, a copy brightened until parts clip up to 6).
     near_duplicate_distance: int = Field(5, ge=0, le=20)
-    near_duplicate_pixel_difference: float = Field(4.0, ge=0.0, le=255.0)
-    max_class_imbalance: float = Field(10.0, ge=1.0, description="largest / smallest class above this is reported")
-    workers: int = Field(0, ge=0, description="decode processes; 0 = one per CPU core")
-    file_timeout_s: float = Field(30.0, gt=0.0, description="seconds; a longer check is decode_timeout (75x75 JPEG: 0.4 ms)")
+    near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0)
+    near_duplicate_pixel_difference: float = Field(6.0, ge=0.0, le=255.0)
+    max_class_imbalance: float = Field(10.0, ge=1.0, le=limits.MAX_RATIO, description="largest / smallest class above this is reported")
+    workers: int = Field(0, ge=0, le=limits.MAX_WORKERS, description="decode processes; 0 = one per CPU core")
+    file_timeout_s: float = Field(30.0, gt=0.0, le=limits.MAX_TIMEOUT_S, description="seconds; a longer check is decode_timeout (75x75 JPEG: 0.4 ms)")
 
 
 class SplitParams(_Section):
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     seed: Seed = 0
+    # A class below this many usable images, or with none in validation or test, stops the stage
+    # (0: any class is accepted, and a class missing from a split is a warning).
+    min_images_per_class: int = Field(10, ge=0, le=1_000_000_000)
+    # A duplicate group larger than this share of its class (and than 10 files) is split like single
+    # files and reported: a group that big is more likely look-alikes than copies, and it must not
+    # decide where a slice of the class goes.
+    max_group_share: float = Field(0.05, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _leaves_training_data(self) -> SplitParams:
@@ -175,8 +206,8 @@ class SplitParams(_Section):
 
 class BuildParams(_Section):
     # Images per cache shard; a shard is the unit of streaming and shuffling for large sets.
-    shard_size: int = Field(4096, ge=1)
-    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
+    shard_size: int = Field(4096, ge=1, le=limits.MAX_SHARD_SIZE)
+    workers: int = Field(0, ge=0, le=limits.MAX_WORKERS, description="decode threads; 0 = one per CPU core")
     # Of the row shuffle before sharding: every shard then holds a mix of classes (data.cache.shuffle_rows).
     seed: Seed = 0
 
@@ -186,13 +217,13 @@ class GuardParams(_Section):
 
     enabled: bool = True
     # Steps between weight checks and in-memory snapshots: a rollback loses at most this many.
-    check_every: int = Field(10, ge=1)
+    check_every: int = Field(10, ge=1, le=limits.MAX_STEPS)
     # A batch loss this many times the recent median and above chance level (ln N) is a spike:
     # a sigmoid head that collapsed went from 0.33 to 1.54 (4.7x), to ln 5 = 1.61.
-    spike_factor: float = Field(4.0, gt=1.0)
-    spike_window: int = Field(50, ge=5, description="batches in the running median")
+    spike_factor: float = Field(4.0, gt=1.0, le=limits.MAX_FACTOR)
+    spike_window: int = Field(50, ge=5, le=limits.MAX_SPIKE_WINDOW, description="batches in the running median")
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="learning-rate multiplier after each rollback")
-    max_rollbacks: int = Field(5, ge=0)
+    max_rollbacks: int = Field(5, ge=0, le=limits.MAX_ROLLBACKS)
 
 
 class AugmentStep(_Section):
@@ -218,10 +249,10 @@ NO_WEIGHTS = "none"
 
 
 class TrainParams(_Section):
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(40, ge=1, le=limits.MAX_STEPS)
+    batch_size: int = Field(32, ge=1, le=limits.MAX_BATCH)
     # Adam's step size (for a backbone with frozen_epochs > 0: during the frozen epochs).
-    learning_rate: float = Field(1e-4, gt=0.0)
+    learning_rate: float = Field(1e-4, gt=0.0, le=limits.MAX_LEARNING_RATE)
     seed: Seed = 0
     # The network: "cnn" (the small CNN below) or a keras.applications backbone (README "Pretrained
     # backbones"), which gets a GlobalAveragePooling + dropout + Dense head.
@@ -232,14 +263,14 @@ class TrainParams(_Section):
     weights: str = Field(NO_WEIGHTS, min_length=1)
     # Epochs with the backbone frozen (only the head learns, at learning_rate) before the whole
     # network is fine-tuned at fine_tune_learning_rate with a fresh Adam.
-    frozen_epochs: int = Field(0, ge=0)
-    fine_tune_learning_rate: float = Field(1e-5, gt=0.0)
+    frozen_epochs: int = Field(0, ge=0, le=limits.MAX_STEPS)
+    fine_tune_learning_rate: float = Field(1e-5, gt=0.0, le=limits.MAX_LEARNING_RATE)
     # Dropout rate between the backbone's pooled features and the class scores (backbones only).
     head_dropout: float = Field(0.2, ge=0.0, lt=1.0)
     # The cnn's layers: one Conv2D + MaxPooling2D block per entry; [] is a valid model with no conv blocks.
-    conv_filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 16, 32])
-    kernel_size: int = Field(2, ge=1)
-    dense_units: int = Field(128, ge=1)
+    conv_filters: list[Annotated[int, Field(ge=1, le=limits.MAX_FILTERS)]] = Field(default_factory=lambda: [16, 16, 32])
+    kernel_size: int = Field(2, ge=1, le=limits.MAX_KERNEL)
+    dense_units: int = Field(128, ge=1, le=limits.MAX_UNITS)
     output_activation: Literal["softmax", "sigmoid", "linear"] = "softmax"
     loss: Literal["categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy"] = (
         "categorical_crossentropy"
@@ -254,7 +285,7 @@ class TrainParams(_Section):
     augment: list[AugmentStep] = Field(default_factory=list)
     # Processes that share each batch's augmentation with the pipeline thread (null: one per
     # CPU core beyond the first; 0: the pipeline thread alone). Results are the same for any value.
-    augment_processes: int | None = Field(None, ge=0)
+    augment_processes: int | None = Field(None, ge=0, le=limits.MAX_WORKERS)
     # Or (and) augmentation on the accelerator: Keras random preprocessing layers placed in the
     # model after the uint8 -> [0, 1] rescaling, active only in fit(), e.g.
     # [{name: RandomFlip, params: {mode: horizontal}}, {name: RandomRotation, params: {factor: 0.04}}].
@@ -270,7 +301,7 @@ class TrainParams(_Section):
     # Peak memory (MiB) the training input may take. A split is held in memory (fastest) while
     # about 4x its decoded size fits (train first, then val); the rest streams from the cache one
     # shard (build.shard_size images) at a time. 4096 keeps splits up to ~1 GiB decoded in memory.
-    memory_budget_mb: int = Field(4096, ge=0)
+    memory_budget_mb: int = Field(4096, ge=0, le=limits.MAX_MEMORY_BUDGET_MB)
     # Split the CPU into this many logical devices before TensorFlow starts (0: leave it), so
     # the mirrored code path runs and is tested on a machine without GPUs.
     cpu_devices: int = Field(0, ge=0, le=64)
@@ -280,7 +311,9 @@ class TrainParams(_Section):
     jit_compile: bool = False  # XLA
     # Batches per compiled call: fewer host round trips on fast accelerators. The guard then
     # sees one loss per call and rolls back whole calls.
-    steps_per_execution: int = Field(1, ge=1)
+    steps_per_execution: int = Field(1, ge=1, le=limits.MAX_STEPS_PER_EXECUTION)
+
+    _file_names = field_validator("weights")(_file_name)
 
     @model_validator(mode="after")
     def _backbone_settings_fit_the_model(self) -> TrainParams:
@@ -298,14 +331,14 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=limits.MAX_BATCH)
 
 
 class PredictParams(_Section):
     """`trainwell predict` (not a stage): batch size and how many classes each row lists."""
 
-    batch_size: int = Field(64, ge=1, le=65536)
-    top_k: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)
+    top_k: int = Field(3, ge=1, le=limits.MAX_TOP_K)
 
 
 class ExportParams(_Section):
@@ -314,13 +347,16 @@ class ExportParams(_Section):
     # dynamic_range: int8 weights, activations quantised per batch at run time (no calibration);
     # full_integer: int8 weights and activations, calibrated on training-cache images.
     int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"
-    representative_images: int = Field(256, ge=1)  # training images that calibrate full_integer
+    representative_images: int = Field(256, ge=1, le=limits.MAX_REPRESENTATIVE_IMAGES)  # training images that calibrate full_integer
     # Top-1 agreement with the Keras model on the test split below which the stage fails.
     min_agreement_float16: float = Field(0.999, ge=0.0, le=1.0)
     min_agreement_int8: float = Field(0.995, ge=0.0, le=1.0)
     # The SavedModel's own decoder on the test split's original files (resizing in TensorFlow
     # rounds differently from Pillow's; files already at data.image_size decode identically).
     min_agreement_encoded: float = Field(0.99, ge=0.0, le=1.0)
+    # The SavedModel's bytes signature refuses a request holding a larger image (and one past
+    # audit.max_pixels, before decoding). TensorFlow's decoders take no more than 2**31 - 1 bytes.
+    max_image_bytes: int = Field(32 << 20, ge=1, le=2**31 - 1)
 
 
 class CardParams(_Section):
@@ -333,16 +369,16 @@ class CardParams(_Section):
 class LabelReviewParams(_Section):
     """k-fold cross-validation for out-of-fold probabilities and embeddings on every split (stage label_review)."""
 
-    folds: int = Field(5, ge=2)
+    folds: int = Field(5, ge=2, le=limits.MAX_FOLDS)
     # At most; a fold stops when its held-out loss has not fallen for early_stopping_patience epochs (0: never).
-    epochs_per_fold: int = Field(12, ge=1)
-    early_stopping_patience: int = Field(3, ge=0)
+    epochs_per_fold: int = Field(12, ge=1, le=limits.MAX_STEPS)
+    early_stopping_patience: int = Field(3, ge=0, le=limits.MAX_STEPS)
     # The fold models' input side (pixels). null: the sources' own (as build records it), at least 48,
     # when below data.image_size (28x28 digits cached at 75x75: 48x48); see fold_models.review_side.
     image_size: int | None = Field(None, ge=8, le=1024)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
-    learning_rate: float = Field(1e-3, gt=0.0)
-    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
+    batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)
     seed: Seed = 0
     # cleanlab's find_label_issues(filter_by=...). low_self_confidence flags as many files as
     # confident learning estimates are mislabelled, taking those the models believe least: on the
@@ -356,7 +392,7 @@ class LabelReviewParams(_Section):
     # the confident joint's off-diagonal as it is, or calibrated first (label_review.rank_label_issues).
     estimation_method: Literal["off_diagonal", "off_diagonal_calibrated"] = "off_diagonal_calibrated"
     # Outlier: log mean distance to 10 nearest neighbours > Q3 + fence x IQR of its class's (outliers.py).
-    outlier_fence: float = Field(2.5, ge=0.0)
+    outlier_fence: float = Field(2.5, ge=0.0, le=limits.MAX_Z)
 
 
 class GateCheck(_Section):
@@ -421,6 +457,19 @@ class Params(_Section):
         )
 
 
+    @model_validator(mode="after")
+    def _fits_the_machine(self) -> Params:
+        # After _network_fits_image: the sizes that multiply each other, bounded together.
+        problem = limits.params_problem(self, classes=len(self.data.classes or ())) or next(
+            (found for found in (limits.held_images_problem(count=count, image_size=self.data.image_size, key=key)
+                                 for key, count in (("build.shard_size", self.build.shard_size),
+                                                    ("export.representative_images", self.export.representative_images)))
+             if found), None)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
 def _feature_map_size(image_size: int, kernel_size: int, blocks: int) -> int:
     """Side of the last conv block's output; 0 when a block gets a map smaller than its kernel."""
     size = image_size
@@ -433,50 +482,16 @@ def _feature_map_size(image_size: int, kernel_size: int, blocks: int) -> int:
     return size
 
 
-def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
-    """The model that holds the key at `loc` (list indices and dict keys are stepped over)."""
-    model = root
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        nested = _nested_model(field.annotation) if field is not None else None
-        if nested is not None:
-            model = nested
-    return model
-
-
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    """The model inside an annotation such as GuardParams or list[GateCheck], if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return next((model for arg in get_args(annotation) if (model := _nested_model(arg))), None)
-
-
-def _describe_error(error: Any, root: type[BaseModel]) -> str:
-    """One line for one pydantic error: the key, what is wrong or allowed, a capped echo of the input."""
-    key = _cut(".".join(str(part) for part in error["loc"]))
-    if error["type"] == "extra_forbidden":
-        # Name the keys that are allowed at that level, so a typo is a one-look fix.
-        allowed = ", ".join(_model_at(root, error["loc"][:-1]).model_fields)
-        return f"unknown key '{key}'; allowed here: {allowed}"
-    if error["type"] == "value_error":
-        # Our own validators: their message already names the values (capped by _short).
-        message = _cut(str(error["ctx"]["error"]), 4 * MAX_ECHO)
-    else:
-        message = f"{error['msg']} (got {_short(error['input'])})"
-    return f"'{key}': {message}" if key else message
-
-
 def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Params:
     """Validate a params mapping; raise ParamsError naming each bad key and what is allowed."""
     try:
         return Params.model_validate(raw or {})
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        problems = [_describe_error(error, Params) for error in errors[:MAX_PROBLEMS]]
+        problems = [describe_error(error, Params) for error in errors[:MAX_PROBLEMS]]
         if len(errors) > MAX_PROBLEMS:
             problems.append(f"... and {len(errors) - MAX_PROBLEMS} more problems")
-        listing = "\n  ".join(problems)
-        raise ParamsError(f"{source} is invalid:\n  {listing}") from None
+        raise ParamsError(f"{source} is invalid:", details=problems) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import sys
 import tokenize
 import warnings
 import zlib
@@ -18,23 +19,25 @@ import numpy as np
 import PIL
 import simplejpeg
 
-from trainwell.console import warn
-from trainwell.data.decode import format_for_extension
+from trainwell import storage
+from trainwell.console import shown, warn
+from trainwell.data.decode import format_for_extension, max_file_bytes
 from trainwell.errors import UsageError
 from trainwell.outputs import TEMPORARY_NAME_EXTRA, write_atomically
 from trainwell.params import AuditParams
+from trainwell.storage import content_digest
 
 # The layout of cache.json and its sidecar. A cache of another format (or none: format 1 had no
-# such key and no property scores; 2 no digest; 3 a SHA-256 one) is a clean miss, rebuilt on save,
+# such key and no property scores; 2 no digest; 3 a SHA-256 one; 4 no fine thumbnail) is a clean miss, rebuilt on save,
 # never read as this one.
-FORMAT = 4
+FORMAT = 5
 # cache.json ends with this key: a CRC-32 of the text before it and of the sidecar's records.
 _DIGEST_KEY = ', "digest": "'
 # Per-file checks depend on these policy fields; the dataset-level ones (duplicates, balance and
 # the image properties judged against the dataset) are recomputed from cached results on every run.
 _PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "file_timeout_s")
 # The modules whose code decides a per-file result, relative to the package folder.
-_CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/similarity.py")
+_CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/watchdog.py", "audit/similarity.py")
 
 
 def _library_versions() -> str:
@@ -73,6 +76,10 @@ _OWN_SIDECAR_FIELDS = {"size", "mtime_ns"}
 _SIDECAR_HEADER_LIMIT = 4096
 # The longest name a file may have in most file systems (bytes), when the folder cannot be asked.
 _NAME_MAX = 255
+# The largest cache files read (bytes): cache.json holds every path (a million files took ~100 MB),
+# the sidecar 264 bytes a file. A bigger file is not one trainwell wrote for any dataset it audits.
+MAX_CACHE_BYTES = 1 << 30
+MAX_SIDECAR_BYTES = 4 << 30
 
 
 def _foreign(path: Path, *, sidecar: bool) -> str | None:
@@ -90,8 +97,8 @@ def _foreign(path: Path, *, sidecar: bool) -> str | None:
         return f"unreadable ({exc.strerror or exc})"
     if not stat.S_ISREG(mode):
         return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-    try:
-        with open(path, "rb") as handle:
+    try:  # opened so a file swapped for a FIFO since the stat cannot block; only a header is read, whatever the size
+        with storage.open_regular(path, max_bytes=sys.maxsize, limit="") as handle:
             if sidecar:
                 return _foreign_sidecar(handle)
             head = handle.read(64)
@@ -131,25 +138,20 @@ def _promised_format(path: str) -> str | None:
     return format_for_extension(os.path.splitext(path)[1])
 
 
-def content_digest(data: bytes) -> bytes:
-    """The first 128 bits of the SHA-256 of a file's bytes: the key under which its results are
-    reused (SHA-256 rather than blake2b: CPUs with SHA instructions hash it twice as fast)."""
-    return hashlib.sha256(data).digest()[:16]
-
-
 def content_hash(data: bytes) -> str:
     return content_digest(data).hex()
 
 
 # The stored columns, row i describing paths[i]. `content` and `pixel_hash` are 128-bit SHA-256
-# digests (pixel_hash empty for a file that did not decode); perceptual_hash is 8 packed bytes and
-# thumbnail an 8x8 RGB box filter (see similarity.py). The float columns are the raw image-property
+# digests (pixel_hash empty for a file that did not decode); perceptual_hash is 8 packed bytes,
+# fine a 16x16 grey and thumbnail an 8x8 RGB box filter (see similarity.py). The float columns are the raw image-property
 # scores (checks.property_scores), NaN for a file that has none (not decoded, or one flat colour):
 # they are judged against the whole dataset on every run, so a re-audit needs no decoding for them.
 COLUMNS = {
     "content": np.zeros(0, "S16"),
     "pixel_hash": np.zeros(0, "S16"),
     "perceptual_hash": np.zeros((0, 8), np.uint8),
+    "fine": np.zeros((0, 256), np.uint8),
     "thumbnail": np.zeros((0, 192), np.uint8),
     "brightest": np.zeros(0, np.float32),  # luma (0-255) of the brightest 1% of pixels
     "darkest": np.zeros(0, np.float32),  # luma of the darkest 1%
@@ -180,10 +182,12 @@ class AuditCache:
     def __init__(self, path: str | Path | None, policy: AuditParams, *, dataset: str | Path | None = None) -> None:
         self.path = Path(path) if path else None
         self.fingerprint = fingerprint(policy)
+        self.max_file_bytes = max_file_bytes(policy.max_pixels)
         self.paths: list[str] = []
         self.columns: dict[str, np.ndarray] = {}
         self.findings: dict[str, list] = {}  # stored path -> [[kind, detail], ...], files with findings only
-        self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_pixel_difference]
+        self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_similarity,
+                              policy.near_duplicate_pixel_difference]
         self.previous_near_pairs: list[list[str]] = []
         self.near_valid = False  # previous_near_pairs were computed with today's settings
         if self.path:
@@ -193,7 +197,7 @@ class AuditCache:
             try:
                 self._load()
             except Exception as exc:  # any unreadable or malformed cache is a miss, rebuilt on save
-                warn(f"audit: ignoring the audit cache '{self.path}' ({type(exc).__name__}: {str(exc)[:120]}); "
+                warn(f"audit: ignoring the audit cache '{shown(self.path)}' ({type(exc).__name__}: {shown(str(exc)[:120])}); "
                      "every file is checked afresh and the cache rewritten")
                 self.paths, self.columns, self.findings = [], {}, {}
                 self.previous_near_pairs, self.near_valid = [], False
@@ -201,13 +205,16 @@ class AuditCache:
     def _load(self) -> None:
         """Take the stored results when they were made under this fingerprint; raise when malformed
         or damaged (the digest covers every byte of both files that is read)."""
-        text = self.path.read_text(encoding="utf-8") if self.path else "{}"
+        text = storage.read_regular_file(self.path, max_bytes=MAX_CACHE_BYTES,
+                                         limit="an audit cache file may have").decode() if self.path else "{}"
         stored = json.loads(text)
         if not isinstance(stored, dict):
             raise ValueError("not a JSON object")
         if stored.get("format") != FORMAT or stored.get("fingerprint") != self.fingerprint:
             return  # another format, other thresholds or code: a clean miss, not a fault
-        records = np.load(self._sidecar(), allow_pickle=False)
+        with storage.open_regular(self._sidecar(), max_bytes=MAX_SIDECAR_BYTES,
+                                  limit="an audit cache file may have") as handle:
+            records = np.load(handle, allow_pickle=False)
         body, _, _ = text.rpartition(_DIGEST_KEY)
         if not isinstance(records, np.ndarray) or _digest(body, records) != stored.get("digest"):
             raise ValueError("its digest does not match its contents (a damaged or hand-edited file)")
@@ -293,10 +300,10 @@ class AuditCache:
         changed = np.flatnonzero(~unchanged & (sizes >= 0))
         digests: dict[int, bytes] = {}
         for position in changed.tolist():
-            try:
-                with open(os.path.join(root, paths[position]), "rb") as handle:
-                    digests[position] = content_digest(handle.read())
-            except OSError:
+            try:  # the checks' own bounds: a file past them is too_large there, never hashed here
+                digests[position] = storage.file_digest(os.path.join(root, paths[position]),
+                                                        max_bytes=self.max_file_bytes)[:16]
+            except (OSError, ValueError):
                 continue
         if digests:
             # Rows holding any of these bytes, found with one vectorised search (not a dict of every

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from trainwell import storage
-from trainwell.audit.cache import COLUMNS, SCORE_COLUMNS, content_digest
-from trainwell.audit.similarity import grey_of, perceptual_hash, tiny_thumbnail
+from trainwell.audit.cache import COLUMNS, SCORE_COLUMNS
+from trainwell.audit.similarity import grey_of, similarity_features, tiny_thumbnail
 from trainwell.data.decode import DecodeError, decode_image, max_file_bytes
 from trainwell.params import AuditParams
 
@@ -50,6 +50,7 @@ class FileResult:
     content_hash: str | None = None  # of the file's bytes, for the incremental cache
     pixel_hash: str | None = None
     perceptual_hash: np.ndarray | None = None  # 8 packed bytes
+    fine: np.ndarray | None = None  # 16x16 grey, 256 uint8 values
     thumbnail: np.ndarray | None = None  # 8x8 RGB, 192 uint8 values
     scores: dict[str, float] | None = None  # property_scores; None when not decoded or one flat colour
 
@@ -132,15 +133,15 @@ def check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, pa
 def _check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, path: str,
                 policy: AuditParams) -> Findings:
     try:
-        if storage.is_remote(root):
-            data = storage.read_bytes(storage.join(root, path))
-        else:  # non-blocking, regular files only, refused past what max_pixels allows (see storage)
-            data = storage.read_regular_file(os.path.join(root, path), max_bytes=max_file_bytes(policy.max_pixels))
+        # Non-blocking, regular files only, refused past what max_pixels allows (see storage);
+        # objects past it are refused by their listed size.
+        location = storage.join(root, path) if storage.is_remote(root) else os.path.join(root, path)
+        data = storage.read_regular_file(location, max_bytes=max_file_bytes(policy.max_pixels))
     except storage.FileTooLarge as exc:
         return [("too_large", str(exc))]
     except OSError as exc:
         return [("unreadable", f"could not read the file: {exc.strerror or exc}")]
-    columns["content"][row] = content_digest(data)
+    columns["content"][row] = storage.content_digest(data)
     try:
         decoded = decode_image(data, suffix=os.path.splitext(path)[1], max_pixels=policy.max_pixels)
     except DecodeError as exc:
@@ -154,7 +155,7 @@ def _check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, p
         (columns["brightest"][row], columns["darkest"][row], columns["sharpness"][row],
          columns["entropy"][row]) = _scores(grey)
     columns["pixel_hash"][row] = pixel_digest(image)
-    columns["perceptual_hash"][row] = perceptual_hash(grey)
+    columns["perceptual_hash"][row], columns["fine"][row] = similarity_features(grey)
     columns["thumbnail"][row] = tiny_thumbnail(image)
     return findings
 
@@ -172,7 +173,7 @@ def warm_up() -> None:
         Image.fromarray(pixels).save(encoded, format=fmt)
         image = decode_image(encoded.getvalue(), max_pixels=1024).image
         grey = grey_of(image)
-        _scores(grey), pixel_digest(image), perceptual_hash(grey), tiny_thumbnail(image)
+        _scores(grey), pixel_digest(image), similarity_features(grey), tiny_thumbnail(image)
 
 
 def check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) -> FileResult:
@@ -185,6 +186,7 @@ def check_file(*, root: Path | str, path: str, label: str, policy: AuditParams) 
     if columns["pixel_hash"][0]:
         result.pixel_hash = columns["pixel_hash"][0].ljust(16, b"\0").hex()
         result.perceptual_hash = columns["perceptual_hash"][0].copy()
+        result.fine = columns["fine"][0].copy()
         result.thumbnail = columns["thumbnail"][0].copy()
         if np.isfinite(columns["brightest"][0]):
             result.scores = {name: float(columns[name][0]) for name in SCORE_COLUMNS}

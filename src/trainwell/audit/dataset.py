@@ -11,13 +11,12 @@ import numpy as np
 from trainwell import storage
 from trainwell.audit.cache import COLUMNS, AuditCache
 from trainwell.audit.checks import new_columns
-from trainwell.audit.near_duplicates import near_duplicate_pairs
+from trainwell.audit.near_duplicates import Confirm, near_duplicate_groups, near_duplicate_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
 from trainwell.audit.workers import CheckedBatch, check_all, frozen_heap, reap_all
-from trainwell.data.groups import groups_from_pairs
 from trainwell.data.listing import Listing, list_sources
-from trainwell.kinds import Finding, judge
+from trainwell.kinds import Finding, judge, shared_notes
 from trainwell.params import AuditParams, DataParams, Params
 
 
@@ -99,9 +98,10 @@ def _duplicate_findings(table: FileTable) -> tuple[list[Finding], list[list[str]
 
 def _near_duplicate_findings(
     table: FileTable, *, policy: AuditParams, stable: np.ndarray, previous_pairs: list[list[str]]
-) -> tuple[list[Finding], list[list[str]], list[list[str]]]:
-    """Near-duplicate issues and groups (pHash + tiny thumbnail), leaving out groups that are only
-    exact copies; also the linked pairs, for the cache.
+) -> tuple[list[Finding], list[dict], list[list[str]]]:
+    """Near-duplicate issues and groups (pHash candidates confirmed by finer thumbnails, grouped
+    around representatives), leaving out groups that are only exact copies; also the confirmed
+    pairs, for the cache.
 
     Pairs between two `stable` files (bytes unchanged since `previous_pairs` were found with
     today's settings) are taken from those; only the other files are compared against the rest,
@@ -111,12 +111,14 @@ def _near_duplicate_findings(
     if len(decoded) < 2:
         return [], [], []
     hashes = table.columns["perceptual_hash"][decoded]
+    fine = table.columns["fine"][decoded]
     thumbnails = table.columns["thumbnail"][decoded]
-    settings: dict = dict(max_distance=policy.near_duplicate_distance,
-                          max_pixel_difference=policy.near_duplicate_pixel_difference)
+    settings: dict = dict(fine=fine, thumbnails=thumbnails, max_distance=policy.near_duplicate_distance,
+                          confirm=Confirm(min_similarity=policy.near_duplicate_similarity,
+                                          max_colour_difference=policy.near_duplicate_pixel_difference))
     changed = np.flatnonzero(~stable[decoded])
     if len(changed) == len(decoded):
-        pairs = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, **settings)
+        pairs = near_duplicate_pairs(hashes=hashes, **settings)
     else:
         kept = np.zeros((0, 2), dtype=np.int64)
         if previous_pairs:
@@ -124,22 +126,31 @@ def _near_duplicate_findings(
             where = dict(zip([table.paths[row] for row in decoded[positions].tolist()], positions.tolist()))
             kept = np.array([(where[a], where[b]) for a, b in previous_pairs if a in where and b in where],
                             dtype=np.int64).reshape(-1, 2)
-        fresh = near_duplicate_pairs(hashes=hashes, thumbnails=thumbnails, rows=changed, **settings) \
+        fresh = near_duplicate_pairs(hashes=hashes, rows=changed, **settings) \
             if len(changed) else np.zeros((0, 2), dtype=np.int64)
         pairs = np.concatenate([kept, fresh])
     pair_paths = [[table.paths[a], table.paths[b]] for a, b in decoded[pairs].reshape(-1, 2).tolist()]
     issues, path_groups = [], []
-    for group in groups_from_pairs(len(decoded), pairs):
-        members = decoded[group]
+    for group in near_duplicate_groups(pairs, count=len(decoded), fine=fine):
+        members = decoded[group.members]
         if len(set(table.columns["pixel_hash"][members].tolist())) == 1:
             continue  # identical pixels: already reported as exact_duplicate or label_conflict
         group_paths = [table.paths[member] for member in members.tolist()]
-        path_groups.append(group_paths)
+        representative = table.paths[decoded[group.representative]]
+        path_groups.append({"representative": representative, "members": group_paths, "size": len(group_paths),
+                            "lowest_similarity": group.lowest_similarity})
         labels = sorted({table.labels[member] for member in members.tolist()})
         across = f" across classes {labels}" if len(labels) > 1 else ""
         for position, path in enumerate(group_paths):
-            issues.append(Finding(path, "near_duplicate", f"looks like {_others(group_paths, position)}{across}"))
+            role = "the representative" if path == representative else f"like {representative}"
+            issues.append(Finding(path, "near_duplicate", f"{role} of a group of {len(group_paths)} near-duplicates "
+                                  f"(each correlates >= {group.lowest_similarity:.3f} with the representative)"
+                                  f"{across}: {_others(group_paths, position)}"))
     return issues, path_groups, pair_paths
+
+
+# Below this many images a class needs more images, not a larger loss weight (params' split.min_images_per_class default).
+TOO_FEW_TO_WEIGHT = 10
 
 
 def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) -> list[Finding]:
@@ -151,9 +162,12 @@ def _imbalance_findings(class_counts: dict[str, int], *, policy: AuditParams) ->
     ratio = present[largest] / present[smallest]
     if ratio <= policy.max_class_imbalance:
         return []
+    # Weighting cannot help a class with a handful of images: it cannot even appear in every split.
+    advice = ("too few to train, validate and test on (the split stage refuses a class below "
+              "split.min_images_per_class): add images to it or leave it out of data.classes"
+              if present[smallest] < TOO_FEW_TO_WEIGHT else "consider train.class_weight: balanced")
     return [Finding(smallest, "class_imbalance", f"{present[largest]} images in '{largest}' vs {present[smallest]} "
-                  f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); consider "
-                  "train.class_weight: balanced")]
+                  f"in '{smallest}' (ratio {ratio:.1f} > {policy.max_class_imbalance}); {advice}")]
 
 
 def audit_folder(path: str | Path, *, params: Params | None = None, cache_file: str | Path | None = None) -> AuditReport:
@@ -231,7 +245,10 @@ def _judged(*, listing: Listing, table: FileTable, cache: AuditCache, policy: Au
         previous_pairs=cache.previous_near_pairs)
     findings.extend(near_findings)
     # Judged here, against every file's score, never per file: what is dark or blurry depends on the dataset.
-    findings.extend(property_findings(table.paths, table.columns, policy=policy))
+    property_issues, notes = property_findings(table.paths, table.labels, table.columns, policy=policy)
+    findings.extend(property_issues)
+    findings, shared = shared_notes(findings, files=len(listing.files), policy_kinds={*policy.fail_on, *policy.quarantine})
+    notes = shared + notes
     cache.save(paths=table.paths, sizes=sizes, mtimes=mtimes, columns=table.columns, findings=table.findings,
                near_pairs=near_pairs, unchanged=bool(unchanged.all()) and len(rows) == len(cache.paths))
 
@@ -255,5 +272,6 @@ def _judged(*, listing: Listing, table: FileTable, cache: AuditCache, policy: Au
         violations=[issue for issue in issues if issue.severity == "error"],
         near_duplicate_groups=near_groups,
         duplicate_groups=duplicate_groups,
+        notes=notes,
         files_decoded=decoded,
     )

@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from trainwell.audit.hamming import hamming_pairs, pairs_in_ranges
-from trainwell.data.groups import groups_from_pairs
+from trainwell.audit.similarity import colour_differences, fine_similarities
+from trainwell.data.groups import star_groups
 
-# Thumbnail comparisons per step: 16,384 pairs x 192 values as int16 is 6 MiB per operand.
+# Thumbnail comparisons per step: 16,384 pairs x 256 values as float32 is 16 MiB per operand.
 _THUMBNAIL_CHUNK = 1 << 14
 
 
+@dataclass(frozen=True)
+class Confirm:
+    """What a pHash candidate must also pass to be a near-duplicate (see near_duplicate_pairs)."""
+
+    min_similarity: float  # of the fine thumbnails (similarity.fine_similarities)
+    max_colour_difference: float  # of the 8x8 colour thumbnails (similarity.colour_differences)
+
+
+def confirmed(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confirm: Confirm) -> np.ndarray:
+    """Which of the candidate index pairs pass the fine and the colour comparison (a bool per pair)."""
+    passed = [np.zeros(0, dtype=bool)]
+    for offset in range(0, len(pairs), _THUMBNAIL_CHUNK):
+        first, second = pairs[offset:offset + _THUMBNAIL_CHUNK].T
+        alike = fine_similarities(fine[first], fine[second]) >= confirm.min_similarity
+        alike[alike] = colour_differences(thumbnails[first[alike]], thumbnails[second[alike]], fine[first[alike]],
+                                          fine[second[alike]]) <= confirm.max_colour_difference
+        passed.append(alike)
+    return np.concatenate(passed)
+
+
 def _units(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with the same pHash AND the same thumbnail form one unit: every pair inside a unit is
+    """Rows with the same pHash AND the same thumbnails form one unit: every pair inside a unit is
     linked (distance 0, difference 0), and a unit's members all link or all fail to link to
     another unit's. Returns each row's unit and each unit's representative row.
 
@@ -45,9 +68,10 @@ def _products(first_start: np.ndarray, first_size: np.ndarray, second_start: np.
 def near_duplicate_pairs(
     *,
     hashes: np.ndarray,
+    fine: np.ndarray,
     thumbnails: np.ndarray,
     max_distance: int,
-    max_pixel_difference: float,
+    confirm: Confirm,
     rows: np.ndarray | None = None,
     method: str = "auto",
 ) -> np.ndarray:
@@ -55,10 +79,14 @@ def near_duplicate_pairs(
     only pairs that involve one of those indices (how an incremental audit checks just its
     changed files).
 
-    Two images are linked when their pHashes differ in at most `max_distance` bits and their
-    8x8 RGB thumbnails differ by at most `max_pixel_difference` on average (0-255): pHash sees
-    only grey structure, so a pink and a lilac circle share one; a re-encoded or resized copy
-    differs from its original by about 1 on the thumbnail, different pictures by 8 and more.
+    A pair whose pHashes differ in at most `max_distance` bits is a candidate, not a verdict:
+    different pictures of one simple shape share a pHash (452 different people's handwritten
+    "1"s once chained into one group through their pHashes and 8x8 thumbnails). A candidate is a
+    near-duplicate when it also passes `confirm`: its 16x16 grey thumbnails, aligned within a
+    pixel, correlate at least `min_similarity`, and its colour thumbnails, brightness and contrast
+    evened out, differ by at most `max_colour_difference` (pHash sees only grey: a pink and a
+    lilac circle share one). Near-uniform pictures correlate weakly with anything, so they never
+    pair on their (noise-made) pHashes alone.
 
     The hash pairs come from hamming.hamming_pairs (multi-index tables, or every pair where
     that is cheaper; `method` forces one, for tests and benchmarks): 1,000,000 hashes take
@@ -66,17 +94,16 @@ def near_duplicate_pairs(
     """
     count = len(hashes)
     empty = np.zeros((0, 2), dtype=np.int64)
-    limit = max_pixel_difference * thumbnails.shape[1]
     asked = np.ones(count, dtype=bool)
     if rows is not None:
         asked[:] = False
         asked[np.asarray(rows, dtype=np.int64)] = True
-    if count < 2 or max_distance < 0 or limit < 0 or not asked.any():
+    if count < 2 or max_distance < 0 or not asked.any():
         return empty
     if hashes.shape[1:] != (8,):
         raise ValueError(f"hashes must be 64-bit pHashes as (n, 8) uint8, not shape {hashes.shape}")
     codes = np.ascontiguousarray(hashes, dtype=np.uint8).view(np.uint64).ravel()
-    unit_of_row, representatives = _units(codes, thumbnails)
+    unit_of_row, representatives = _units(codes, np.concatenate([fine, thumbnails], axis=1))
     # Rows grouped by unit, each unit's queried rows first: a unit then spans [start, start + size)
     # of `order` and its queried rows [start, start + queried), so every pair with a queried end
     # is one position range (no pair over unqueried rows is ever built, however large the unit).
@@ -87,14 +114,8 @@ def near_duplicate_pairs(
 
     unit_pairs = hamming_pairs(codes[representatives], max_distance=max_distance,
                                queries=None if rows is None else queried > 0, method=method)
-    linked = [np.zeros((0, 2), dtype=np.int64)]
-    unit_thumbnails = thumbnails[representatives]
-    for offset in range(0, len(unit_pairs), _THUMBNAIL_CHUNK):
-        chunk = unit_pairs[offset : offset + _THUMBNAIL_CHUNK]
-        difference = np.abs(unit_thumbnails[chunk[:, 0]].astype(np.int16)
-                            - unit_thumbnails[chunk[:, 1]].astype(np.int16)).sum(axis=1)
-        linked.append(chunk[difference <= limit])
-    first, second = np.concatenate(linked).T
+    first, second = unit_pairs[confirmed(unit_pairs, fine=fine[representatives],
+                                         thumbnails=thumbnails[representatives], confirm=confirm)].T
     found = []
     # Across linked units: queried rows of the first with every row of the second, then the
     # unqueried rows of the first with the queried rows of the second.
@@ -112,11 +133,27 @@ def near_duplicate_pairs(
     return np.stack([keys // count, keys % count], axis=1).astype(np.int64)
 
 
-def near_duplicate_groups(
-    *, hashes: np.ndarray, thumbnails: np.ndarray, max_distance: int, max_pixel_difference: float
-) -> list[list[int]]:
-    """Groups of pairwise-linked near-duplicates (see near_duplicate_pairs), linked transitively."""
-    pairs = near_duplicate_pairs(
-        hashes=hashes, thumbnails=thumbnails, max_distance=max_distance, max_pixel_difference=max_pixel_difference
-    )
-    return groups_from_pairs(len(hashes), pairs)
+@dataclass(frozen=True)
+class NearGroup:
+    """Near-duplicates around one representative: every member passed the comparison with it."""
+
+    representative: int
+    members: list[int]  # sorted; the representative among them
+    lowest_similarity: float  # the least alike member's fine similarity to the representative
+
+
+def near_duplicate_groups(pairs: np.ndarray, *, count: int, fine: np.ndarray) -> list[NearGroup]:
+    """Groups that never chain, from near-duplicate index pairs among `count` rows.
+
+    Linking pairs transitively once joined 452 different "1"s whose neighbours were each alike.
+    Here each group is a representative with its partners (data.groups.star_groups): every member
+    is a near-duplicate of the representative, not merely reachable through others.
+    """
+    groups = []
+    for representative, members in star_groups(count, pairs):
+        others = np.array([member for member in members if member != representative], dtype=np.int64)
+        lower = np.minimum(others, representative)  # each pair measured as it was found: lower index first
+        higher = np.maximum(others, representative)
+        similarity = fine_similarities(fine[lower], fine[higher])
+        groups.append(NearGroup(representative, members, round(float(similarity.min()), 4)))
+    return groups

@@ -1,4 +1,4 @@
-"""Image properties judged against the whole dataset: dark, light, low_information and blurry as outliers, with absolute bounds."""
+"""Image properties judged against the whole dataset and each file's class: dark, light, low_information and blurry."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from statistics import NormalDist
 
 import numpy as np
 
-from trainwell.kinds import Finding
+from trainwell.kinds import Finding, Note
 from trainwell.params import AuditParams
 
-# Below this many scored files a median and a spread say little: only the absolute bounds apply.
+# Below this many scored files (in the dataset, or in a class) a median and a spread say little:
+# a dataset that small gets only the absolute bounds, a class that small is judged by the dataset.
 MIN_FILES_FOR_OUTLIERS = 10
 # The dataset's own lower tail that counts as normal variation: its lowest 2% (see _spread).
 TAIL_FRACTION = 0.02
@@ -30,22 +31,23 @@ class Property:
 
     kind: str
     column: str
-    bound: str  # the AuditParams field: past it a file is always reported
-    outlier_bound: str  # past this one, only as an outlier (or when the dataset's median is past it too)
+    bound: str  # the AuditParams field: past it a file is a defect on its own (unless most of the dataset is)
+    outlier_bound: str  # past this one, an outlier of its class and of the dataset is reported
     toward_bad: Callable[[np.ndarray], np.ndarray]
     describe: Callable[[float], str]
+    unit: str
 
 
 PROPERTIES = (
     Property("dark", "brightest", "dark_below", "dark_outlier_below", np.log1p,
-             lambda value: f"the brightest 1% of pixels are at most {value:.0f} of 255"),
+             lambda value: f"the brightest 1% of pixels are at most {value:.0f} of 255", "of 255 (brightest 1%)"),
     # Headroom below white: a washed-out image has little, whatever its content.
     Property("light", "darkest", "light_above", "light_outlier_above", lambda values: np.log(256.0 - values),
-             lambda value: f"the darkest 1% of pixels are at least {value:.0f} of 255"),
+             lambda value: f"the darkest 1% of pixels are at least {value:.0f} of 255", "of 255 (darkest 1%)"),
     Property("low_information", "entropy", "min_entropy", "min_entropy_outlier", lambda values: values,
-             lambda value: f"brightness entropy {value:.2f} bits"),
+             lambda value: f"brightness entropy {value:.2f} bits", "bits of brightness entropy"),
     Property("blurry", "sharpness", "blurry_below", "blurry_outlier_below", np.log1p,
-             lambda value: f"variance of the Laplacian {value:.1f}"),
+             lambda value: f"variance of the Laplacian {value:.1f}", "variance of the Laplacian"),
 )
 
 
@@ -67,16 +69,43 @@ def _spread(values: np.ndarray, centre: float) -> float:
     return max(mad, (centre - float(np.partition(values, rank)[rank])) / tail_quantile, MIN_SPREAD)
 
 
-def property_findings(paths: list[str], columns: dict[str, np.ndarray], *, policy: AuditParams) -> list[Finding]:
-    """dark, light, low_information and blurry findings for the files with scores (NaN: none).
+def _robust_z(values: np.ndarray) -> np.ndarray:
+    """Each value's distance below the median in robust spreads (0 for all when there are too few)."""
+    if len(values) < MIN_FILES_FOR_OUTLIERS:
+        return np.zeros(len(values))
+    centre = float(np.median(values))
+    return (values - centre) / _spread(values, centre)
 
-    Per property, a file is reported when its score is past the absolute bound (so a dataset
-    that is bad throughout is still caught), or past the looser outlier bound and either a
-    robust outlier of this dataset (z-score past audit.outlier_z) or in a dataset whose median
-    is past that bound too. The outlier bound keeps the least sharp of a set of excellent
-    pictures from being called blurry.
+
+def _class_z(values: np.ndarray, raw: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each value's robust z against its own class (the dataset's where the class is too small),
+    and the median raw score of what it was measured against."""
+    z, medians = _robust_z(values), np.full(len(values), float(np.median(raw)))
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) >= MIN_FILES_FOR_OUTLIERS:
+            z[members] = _robust_z(values[members])
+            medians[members] = float(np.median(raw[members]))
+    return z, medians
+
+
+def property_findings(paths: list[str], labels: list[str], columns: dict[str, np.ndarray], *,
+                      policy: AuditParams) -> tuple[list[Finding], list[Note]]:
+    """dark, light, low_information and blurry findings for the files with scores (NaN: none), and
+    a note for each property most of the dataset shares.
+
+    Per property, a file is reported when its score is past the absolute bound (a defect on its
+    own: nearly black, nearly white, nearly flat, no edges at all), or past the looser outlier
+    bound AND a robust outlier (z-score past audit.outlier_z) of its own class (of the dataset,
+    for a class under MIN_FILES_FOR_OUTLIERS files). A class whose members are often dim (a
+    flower on a black ground, handwriting) is not a class of outliers, and one soft picture
+    among crisp ones still stands out. When the dataset's median is past a bound, that is a
+    property of the data, not of single files: it is one note, with the distribution, and only
+    files that also stand out are reported.
     """
-    findings = []
+    findings: list[Finding] = []
+    notes: list[Note] = []
+    label_array = np.asarray(labels, dtype=object)
     for prop in PROPERTIES:
         raw = columns[prop.column].astype(np.float64)
         scored = np.flatnonzero(np.isfinite(raw))
@@ -86,20 +115,27 @@ def property_findings(paths: list[str], columns: dict[str, np.ndarray], *, polic
         bound = float(prop.toward_bad(np.array([getattr(policy, prop.bound)]))[0])
         outlier_bound = float(prop.toward_bad(np.array([getattr(policy, prop.outlier_bound)]))[0])
         centre = float(np.median(values))
-        median = float(np.median(raw[scored]))
-        z = (values - centre) / _spread(values, centre) if len(scored) >= MIN_FILES_FOR_OUTLIERS \
-            else np.zeros(len(values))
-        outlier_limit = f"audit.{prop.outlier_bound} = {getattr(policy, prop.outlier_bound):g}"
-        for position in np.flatnonzero((values < bound) | (values < outlier_bound)).tolist():
+        class_z, class_median = _class_z(values, raw[scored], label_array[scored])
+        if centre < outlier_bound:
+            notes.append(_shared_note(prop, raw[scored], values < outlier_bound, policy=policy))
+        defect = (values < bound) & (centre >= bound)
+        outlier = (values < outlier_bound) & (class_z < -policy.outlier_z)
+        for position in np.flatnonzero(defect | outlier).tolist():
             what = prop.describe(float(raw[scored[position]]))
-            if values[position] < bound:
-                why = f"past audit.{prop.bound} = {getattr(policy, prop.bound):g}, always reported"
-            elif z[position] < -policy.outlier_z:
-                why = (f"an outlier in this dataset (median {median:.4g}, robust z {z[position]:.1f}) and past "
-                       f"{outlier_limit}")
-            elif centre < outlier_bound:
-                why = f"past {outlier_limit}, as is most of this dataset (median {median:.4g})"
+            if defect[position]:
+                why = f"past audit.{prop.bound} = {getattr(policy, prop.bound):g}"
             else:
-                continue
+                why = (f"an outlier of its class (robust z {class_z[position]:.1f} from the class median "
+                       f"{class_median[position]:.4g}), "
+                       f"past audit.{prop.outlier_bound} = {getattr(policy, prop.outlier_bound):g}")
             findings.append(Finding(paths[scored[position]], prop.kind, f"{what}: {why}"))
-    return findings
+    return findings, notes
+
+
+def _shared_note(prop: Property, raw: np.ndarray, past: np.ndarray, *, policy: AuditParams) -> Note:
+    low, median, high = np.percentile(raw, [5, 50, 95]).tolist()
+    return Note(prop.kind, int(past.sum()), (
+        f"{int(past.sum())} of {len(raw)} files are past audit.{prop.outlier_bound} = "
+        f"{getattr(policy, prop.outlier_bound):g} (median {median:.4g}, 5th-95th percentile {low:.4g}-{high:.4g} "
+        f"{prop.unit}): a property of this dataset, reported once; single files are reported only when they "
+        "also stand out from their class"))

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainwell import storage
-from trainwell.kinds import DEFAULT_SEVERITY, Issue
+from trainwell.console import json_for_logs, shown
+from trainwell.kinds import DEFAULT_SEVERITY, Issue, Note
 from trainwell.params import AuditParams
 
 SEVERITIES = ("error", "warning", "info")  # the order findings are shown in
@@ -26,8 +27,10 @@ class AuditReport:
     quarantined: list[str]
     class_counts: dict[str, int]
     violations: list[Issue]
-    near_duplicate_groups: list[list[str]] = field(default_factory=list)
+    # {representative, members, size, lowest_similarity}: every member is alike with the representative.
+    near_duplicate_groups: list[dict] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)  # pixel-identical files
+    notes: list[Note] = field(default_factory=list)  # what most of the dataset shares, said once
     files_decoded: int = 0  # how many were decoded this run (the rest came from the cache)
 
     @property
@@ -85,25 +88,9 @@ class AuditReport:
             "quarantined": self.quarantined,
             "near_duplicate_groups": self.near_duplicate_groups,
             "duplicate_groups": self.duplicate_groups,
+            "dataset_notes": [note.as_dict() for note in self.notes],
             "summary": self.summary(),
         }
-
-
-# Characters that end or bend a line on a terminal or in a CI log.
-_LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
-
-
-def _one_line(text: str) -> str:
-    """text as one printable line: control and line-separator characters shown as escapes.
-
-    A file name holding a newline would otherwise split a finding over two lines, and a line
-    it starts with "::" is a workflow command to GitHub's runner even in the text report.
-    """
-    return _LINE_BREAKING.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
-
-
-def _finding_line(issue: Issue) -> str:
-    return f"{issue.severity.upper():7} {issue.kind:18} {_one_line(issue.path)}: {_one_line(issue.detail)}"
 
 
 def _kind_counts(issues: list[Issue]) -> list[str]:
@@ -121,24 +108,48 @@ def _in_severity_order(issues: list[Issue]) -> list[Issue]:
     return sorted(issues, key=lambda issue: (SEVERITIES.index(issue.severity), issue.kind, issue.path))
 
 
-def format_violations(report: AuditReport) -> str:
-    """Only the findings that violate the policy, counted per kind then one line each (what -q shows)."""
-    lines = _kind_counts(report.violations) + [_finding_line(issue) for issue in _in_severity_order(report.violations)]
-    return _printable("\n".join(lines))
+# Findings shown per kind at the default verbosity; -v (or --format json) shows every one.
+EXAMPLES_PER_KIND = 3
 
 
-def format_text(report: AuditReport) -> str:
-    """Human-readable report: the counts per kind, errors first, then one line per finding in that order,
-    then the class counts and what to do next."""
+def _by_kind(issues: list[Issue], *, every: bool, where: str) -> list[str]:
+    """Per kind (errors first): a line with its count, then a few findings, or all of them with `every`."""
+    lines: list[str] = []
+    ordered = _in_severity_order(issues)
+    for position, issue in enumerate(ordered):
+        first = position == 0 or (ordered[position - 1].kind, ordered[position - 1].severity) != \
+            (issue.kind, issue.severity)
+        if first:
+            same = [other for other in ordered[position:] if (other.kind, other.severity) == (issue.kind, issue.severity)]
+            lines.append(f"{issue.severity.upper():7} {issue.kind}: {len(same)} file{'s' * (len(same) != 1)}")
+            examples = same if every else same[:EXAMPLES_PER_KIND]
+            # A file name is data: shown as escapes (console.shown), so it can neither split the finding
+            # over two lines nor start one with "::", which GitHub's runner would obey even in a text report.
+            lines += [f"  {shown(example.path)}: {shown(example.detail)}" for example in examples]
+            if len(same) > len(examples):
+                lines.append(f"  ... and {len(same) - len(examples)} more ({where})")
+    return lines
+
+
+def format_violations(report: AuditReport, *, every: bool = False, where: str = "every finding: --format json") -> str:
+    """Only the findings that violate the policy, per kind with a few examples (what -q shows)."""
+    return "\n".join(_by_kind(report.violations, every=every, where=where))
+
+
+def format_text(report: AuditReport, *, every: bool = False, where: str = "every finding: --format json, or -v") -> str:
+    """Human-readable report: the counts per kind, what the whole dataset shares, then per kind its
+    count and a few findings (`every`: all of them; `where` says where the rest are), then the class
+    counts and what to do next. Its length follows the kinds found, not the files."""
     numbers = report.headline()
     lines = [
-        f"audited {report.files_scanned} files in {_one_line(report.root)}: {numbers['errors']} with errors, "
+        f"audited {report.files_scanned} files in {shown(report.root)}: {numbers['errors']} with errors, "
         f"{numbers['warnings']} with warnings, {numbers['policy_errors']} failing the policy; "
         f"{numbers['quarantined']} quarantined",
         *_kind_counts(report.issues),
-        *(_finding_line(issue) for issue in _in_severity_order(report.issues)),
+        *(f"NOTE    {note.kind}: {shown(note.detail)}" for note in report.notes),
+        *_by_kind(report.issues, every=every, where=where),
         f"{report.files_decoded} decoded, {report.files_scanned - report.files_decoded} unchanged since the last audit",
-        "usable images per class: " + ", ".join(f"{_one_line(label)} {count}"
+        "usable images per class: " + ", ".join(f"{shown(label)} {count}"
                                                  for label, count in report.class_counts.items()),
     ]
     if report.policy_holds:
@@ -150,7 +161,7 @@ def format_text(report: AuditReport) -> str:
             "those files, or drop the kinds from audit.fail_on in params.yaml to train without them "
             "(quarantined files are always left out)"
         )
-    return _printable("\n".join(lines))  # an undecodable file name must not crash print()
+    return "\n".join(lines)
 
 
 # A lone surrogate cannot be encoded as UTF-8, so print() of a str holding one raises
@@ -197,12 +208,13 @@ def format_github(report: AuditReport) -> str:
     return "\n".join(lines)
 
 
-def render(report: AuditReport, *, output_format: str) -> str:
+def render(report: AuditReport, *, output_format: str, every: bool = False,
+           where: str = "every finding: --format json, or -v") -> str:
     if output_format == "json":
-        return report.to_json()
+        return json_for_logs(report.to_json())
     if output_format == "github":
         return format_github(report)
-    return format_text(report)
+    return format_text(report, every=every, where=where)
 
 
 def quarantine_rows(report: AuditReport, *, policy: AuditParams) -> list[dict[str, str]]:

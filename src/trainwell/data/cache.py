@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from trainwell import storage
 from trainwell.data.decode import DecodeError, max_file_bytes, prepare_image_and_side
 from trainwell.data.splits import CLASSES_FILE, SPLITS, read_split_csv
 from trainwell.errors import DataError
-from trainwell.outputs import clear_generated_dir_check, replace_generated_dir, staging_dir, write_json
+from trainwell.outputs import fresh_staging_dir, replace_generated_dir, write_json
 from trainwell.progress import progress
 
 MANIFEST = "manifest.json"
@@ -157,7 +156,12 @@ def build_cache(
     """Build every split's shards, its rows in a seeded shuffle (shuffle_rows), and write
     cache_dir/manifest.json; return the manifest."""
     classes_file = Path(splits_dir) / CLASSES_FILE
-    classes = json.loads(classes_file.read_text()) if classes_file.exists() else []
+    try:
+        classes = storage.read_json(classes_file)
+    except FileNotFoundError:
+        classes = []
+    except (OSError, ValueError) as exc:
+        raise DataError(f"'{classes_file}' cannot be read ({exc}); run `dvc repro split` again") from None
     if not classes:
         raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
     target = cache_dir
@@ -165,11 +169,7 @@ def build_cache(
         # Built whole beside the final folder, then swapped in: a build killed at any moment
         # leaves the previous cache (or none) in place, and its leftovers are cleared next time.
         # Only a folder an earlier build made (its manifest is the marker) is ever replaced.
-        if Path(cache_dir).exists():
-            clear_generated_dir_check(Path(cache_dir), marker=MANIFEST)
-        staging = staging_dir(cache_dir)
-        shutil.rmtree(staging, ignore_errors=True)
-        target = str(staging)
+        target = str(fresh_staging_dir(cache_dir, marker=MANIFEST))
     elif storage.exists(cache_dir) and not storage.exists(storage.join(cache_dir, MANIFEST)):
         # An object-store cache is overwritten shard by shard (the manifest names the live ones),
         # so the same marker rule decides whether those objects may be written over.

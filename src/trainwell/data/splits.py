@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -16,6 +17,8 @@ SPLITS = ("train", "val", "test")
 CLASSES_FILE = "classes.json"
 COUNTS_FILE = "counts.json"  # images per split and class, beside the split lists
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}  # what a person reads (metrics, pages)
+# Groups of up to this many files always move together, whatever their share of a small class.
+GROUP_ALWAYS_KEPT = 10
 
 
 def _units(files: list[tuple[str, str]], groups: list[list[str]]) -> tuple[list[tuple[str, str]], np.ndarray]:
@@ -51,6 +54,17 @@ def group_units(files: list[tuple[str, str]], groups: list[list[str]]) -> list[l
     return [units[unit] for unit in sorted(units)]
 
 
+@dataclass
+class SplitAssignment:
+    """What assign_splits decided: the splits, and what it did with the groups it was given."""
+
+    splits: dict[str, list[tuple[str, str]]]
+    kept_together: int  # units of two or more files placed in one split
+    # Groups larger than their share allows, whose files were placed one by one:
+    # {"class", "files", "share" (of the class), "example" (a member's path)}.
+    broken_up: list[dict] = field(default_factory=list)
+
+
 def stratified_split(
     *,
     files: list[tuple[str, str]],
@@ -66,25 +80,51 @@ def stratified_split(
     the class of its first file. Each class is shuffled with its own generator seeded by
     (seed, class name), so adding a class does not reshuffle the others.
     """
-    return plan_split(files=files, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                      groups=groups)[0]
+    return assign_splits(files=files, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                         groups=groups).splits
 
 
-def plan_split(
+def _break_up_large(ordered: list[tuple[str, str]], first: np.ndarray, *, max_group_share: float) -> list[dict]:
+    """Units larger than max(GROUP_ALWAYS_KEPT, max_group_share of their class) back to single files, in place.
+
+    A group that big is more likely a look-alike chain than copies (452 different people's "1"s,
+    40% of their class, once moved to test together), and it would decide the split: every split
+    must represent every class. Returns what was broken up."""
+    count = len(first)
+    unit_sizes = np.bincount(first, minlength=count)
+    labels = [label for _, label in ordered]
+    class_sizes = Counter(labels)
+    broken = []
+    for unit in np.flatnonzero(unit_sizes > GROUP_ALWAYS_KEPT).tolist():
+        label, size = labels[unit], int(unit_sizes[unit])
+        if size > max_group_share * class_sizes[label]:
+            members = np.flatnonzero(first == unit)
+            first[members] = members
+            broken.append({"class": label, "files": size, "share": round(size / class_sizes[label], 4),
+                           "example": ordered[unit][0]})
+    return broken
+
+
+def assign_splits(
     *,
     files: list[tuple[str, str]],
     val_fraction: float,
     test_fraction: float,
     seed: int,
     groups: list[list[str]] | None = None,
-) -> tuple[dict[str, list[tuple[str, str]]], int]:
-    """stratified_split's splits, and how many units of two or more files were kept together.
+    max_group_share: float = 1.0,
+) -> SplitAssignment:
+    """stratified_split's splits, how many units of two or more files were kept together, and
+    which groups were too large to keep (over max_group_share of their class, see _break_up_large).
 
     Per class, in the seeded order of its units, units fill test until it holds its share, then
     val, and the rest train: a unit goes to test when the files before it in that order are fewer
-    than test's target, which numpy answers for every unit at once with one cumulative sum.
+    than test's target, which numpy answers for every unit at once with one cumulative sum. A
+    split overshoots its share by less than one unit, and no unit is larger than
+    max(GROUP_ALWAYS_KEPT, max_group_share of its class).
     """
     ordered, first = _units(files, groups or [])
+    broken = _break_up_large(ordered, first, max_group_share=max_group_share)
     count = len(ordered)
     unit_starts = np.flatnonzero(first == np.arange(count))  # each unit's first file, ascending
     unit_of_file = np.searchsorted(unit_starts, first)
@@ -111,14 +151,19 @@ def plan_split(
     split_of_file = split_of_unit[unit_of_file]
     splits = {name: [ordered[index] for index in np.flatnonzero(split_of_file == code).tolist()]
               for code, name in ((0, "train"), (1, "val"), (2, "test"))}
-    return {name: splits[name] for name in SPLITS}, int((unit_sizes > 1).sum())
+    return SplitAssignment({name: splits[name] for name in SPLITS}, int((unit_sizes > 1).sum()), broken)
 
 
-def check_trainable(splits: dict[str, list[tuple[str, str]]], *, classes: list[str]) -> None:
-    """Refuse, with the counts, a split that training or evaluation could only fail on later.
+def check_trainable(splits: dict[str, list[tuple[str, str]]], *, classes: list[str],
+                    min_images_per_class: int = 0) -> list[str]:
+    """Refuse, with the counts, a split that training or evaluation could only fail on later or
+    judge wrongly; returns warnings for what is allowed but worth saying.
 
     A classifier needs two classes with training images; validation and test need at least one
-    image each (an empty validation split once ended training in a TypeError traceback).
+    image each (an empty validation split once ended training in a TypeError traceback). A class
+    with fewer than `min_images_per_class` images, or with none in validation or test, is refused
+    (a class with one image once trained 40 epochs and scored F1 0 on test, unremarked); with
+    `min_images_per_class` 0 the missing split is a warning instead.
     """
     counts = {name: Counter(label for _, label in rows) for name, rows in splits.items()}
     table = ", ".join(f"{label} {'/'.join(str(counts[name][label]) for name in SPLITS)}" for label in classes)
@@ -134,6 +179,17 @@ def check_trainable(splits: dict[str, list[tuple[str, str]]], *, classes: list[s
     if untrained:
         raise DataError(f"classes {untrained} have no training images; {where}. Add images to them or leave "
                         "them out of data.classes")
+    small = [label for label in classes if sum(counts[name][label] for name in SPLITS) < min_images_per_class]
+    if small:
+        raise DataError(f"classes {small} have fewer than split.min_images_per_class = {min_images_per_class} "
+                        f"images; {where}. Add images to them, leave them out of data.classes, or lower "
+                        "split.min_images_per_class (0 accepts any size)")
+    missing = [f"'{label}' has no {SPLIT_NAMES[name]} images" for label in classes for name in ("val", "test")
+               if not counts[name][label]]
+    if missing and min_images_per_class > 0:
+        raise DataError(f"every split must represent every class, but {'; '.join(missing)}; {where}. Add images to "
+                        "those classes, or raise split.val_fraction / split.test_fraction")
+    return [f"{text}: its metrics there are missing or 0" for text in missing]
 
 
 def split_receipt(splits: dict[str, list[tuple[str, str]]], *, classes: list[str], excluded: int) -> dict:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import re
+from typing import cast
+from xml.etree import ElementTree
 
 # Pinned so a vl-convert upgrade that changes its default Vega-Lite does not change the SVG bytes.
 VEGA_LITE_VERSION = "5.20"
@@ -22,11 +24,25 @@ CLASSES_WITH_CELL_LABELS = 20  # above this, a confusion matrix cell is too smal
 
 def render_svg(spec: dict, *, name: str, description: str) -> str:
     """A figure holding the chart as inline SVG. `name` prefixes the SVG's element ids, which must be
-    unique in the page; `description` is its accessible name (and what a text browser shows)."""
+    unique in the page; `description` is its accessible name (and what a text browser shows).
+
+    The spec may be anyone's (a DVC plot template): one that asks for data from a URL or a file is
+    not drawn, links (`href`) are left out, and whatever in the SVG would still fetch something is
+    removed (offline_svg). A spec that cannot be drawn gives a figure saying why, never an exception.
+    """
     import vl_convert  # imported here: only the stages that draw pay its start-up (~0.5 s, once a process)
 
-    svg = vl_convert.vegalite_to_svg({"$schema": SCHEMA, "config": CONFIG, **spec}, vl_version=VEGA_LITE_VERSION,
-                                     allowed_base_urls=[])
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # it may come from a file name (a metric's): an id, nothing more
+    refusal = _fetches(spec)
+    if refusal:
+        return _not_drawn(name=name, description=description, reason=refusal)
+    try:
+        drawable = cast(dict, _without_links(spec))  # a dict in, a dict out
+        svg = vl_convert.vegalite_to_svg({"$schema": SCHEMA, "config": CONFIG, **drawable},
+                                         vl_version=VEGA_LITE_VERSION, allowed_base_urls=[])
+        svg = offline_svg(svg)
+    except ValueError as exc:  # vl-convert's error for a spec it cannot draw; offline_svg's for one it cannot clean
+        return _not_drawn(name=name, description=description, reason=str(exc).split("\n")[0:2])
     # Element ids renamed by first appearance: unique in the page, and the same bytes every time
     # (vl-convert numbers gradients with a counter that runs on across the charts of one process).
     ids: dict[str, str] = {}
@@ -37,6 +53,82 @@ def render_svg(spec: dict, *, name: str, description: str) -> str:
     svg = re.sub(r'href="#([^"]+)"', lambda match: f'href="#{ids.get(match.group(1), match.group(1))}"', svg)
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(description)}" ', 1)
     return f'<figure class="chart" id="{name}">{svg}</figure>'
+
+
+def _not_drawn(*, name: str, description: str, reason: object) -> str:
+    text = " ".join(reason) if isinstance(reason, list) else str(reason)
+    return (f'<figure class="chart" id="{name}"><p>Not drawn: {html.escape(description)}. '
+            f"{html.escape(text[:300])}</p></figure>")
+
+
+def _fetches(node: object, key: str = "") -> str | None:
+    """Why a spec would load something (data or an image from a URL or a local file), or None.
+
+    vl-convert refuses http(s) URLs when told to (allowed_base_urls=[]) but reads file:// URLs all
+    the same: a template asking for file:///etc/passwd would put that file in the page.
+    """
+    if key in ("values", "datasets"):  # data: a row may well have a field named "url"
+        return None
+    if isinstance(node, dict):
+        if "url" in node:
+            return f"It asks to load {str(node['url'])[:100]!r}; trainwell draws only data held in the spec"
+        return next((found for child_key, child in node.items() if (found := _fetches(child, child_key))), None)
+    if isinstance(node, list):
+        return next((found for child in node if (found := _fetches(child))), None)
+    return None
+
+
+def _without_links(node: object, key: str = "") -> object:
+    """The spec without `href` (links on marks, in encodings or config), outside its data values:
+    a static page has nothing to link, and vl-convert fails on an href encoding."""
+    if key in ("values", "datasets"):
+        return node
+    if isinstance(node, dict):
+        return {child_key: _without_links(child, child_key) for child_key, child in node.items() if child_key != "href"}
+    if isinstance(node, list):
+        return [_without_links(child, key) for child in node]
+    return node
+
+
+# An attribute of a tag in vl-convert's SVG (values double-quoted, with & < > " escaped).
+_ATTRIBUTE = re.compile(r'\s([^\s=<>"/]+)="([^"]*)"')
+_TAG = re.compile(r"<[A-Za-z][^<>]*>")
+_INLINE_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp)[;,]", re.IGNORECASE)
+_URL_REFERENCE = re.compile(r"url\s*\(", re.IGNORECASE)
+_LOCAL_REFERENCE = re.compile(r"\s*url\(\s*#[^)\s]*\)\s*", re.IGNORECASE)
+_ACTIVE_ELEMENTS = {"script", "foreignobject", "iframe", "object", "embed", "style", "link", "audio", "video"}
+
+
+def _attribute_fetches(name: str, value: str) -> bool:
+    """Whether a browser would load something, or run script, for this attribute."""
+    name, value = name.lower(), html.unescape(value)
+    if name.startswith("on"):
+        return True
+    if name in ("href", "src") or name.endswith(":href"):
+        return not (value.startswith("#") or _INLINE_IMAGE.match(value))
+    # CSS values (fill, style, cursor...) may hold url(...), written with escapes (u\72l) too.
+    return "\\" in value or "@import" in value.lower() or (
+        bool(_URL_REFERENCE.search(value)) and not _LOCAL_REFERENCE.fullmatch(value))
+
+
+def offline_svg(svg: str) -> str:
+    """SVG with every attribute that would fetch something or run script removed (links, images by
+    URL or path, url() other than to an element of the page, event handlers), then checked as XML:
+    an element that can fetch or run anything, or markup that does not parse, is a ValueError."""
+    svg = _TAG.sub(lambda tag: _ATTRIBUTE.sub(
+        lambda found: "" if _attribute_fetches(found.group(1), found.group(2)) else found.group(0), tag.group(0)), svg)
+    if "<!" in svg or "<?" in svg:
+        raise ValueError("the drawing holds a declaration or processing instruction")
+    try:
+        root = ElementTree.fromstring(svg)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"the drawing is not well-formed SVG ({exc})") from None
+    for element in root.iter():
+        local = element.tag.rsplit("}", 1)[-1].lower()
+        if local in _ACTIVE_ELEMENTS or any(_attribute_fetches(key.rsplit("}", 1)[-1] if "}" in key else key, value)
+                                            for key, value in element.attrib.items()):
+            raise ValueError(f"the drawing holds a <{local}> element or attribute that could load or run something")
+    return svg
 
 
 def curves_chart(*, metric: str, series: dict[str, list[tuple[int, float]]]) -> dict:

@@ -61,8 +61,9 @@ def gallery_heading(*, shown: int, total: int, what: str, order: str) -> str:
 
 def _per_class_table(per_class: dict[str, dict]) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td class=n>{values['precision']:.3f}</td><td class=n>{values['recall']:.3f}"
-        f"</td><td class=n>{values['f1']:.3f}</td><td class=n>{values['support']}</td></tr>"
+        f"<tr><td>{html.escape(name)}</td><td class=n>{number_cell(values['precision'], 3)}</td>"
+        f"<td class=n>{number_cell(values['recall'], 3)}</td><td class=n>{number_cell(values['f1'], 3)}</td>"
+        f"<td class=n>{number_cell(values['support'])}</td></tr>"
         for name, values in per_class.items())
     return ("<table><tr><th>class</th><th class=n>precision</th><th class=n>recall</th><th class=n>F1</th>"
             f"<th class=n>test images</th></tr>{rows}</table>")
@@ -100,7 +101,7 @@ def render_evaluation(*, evaluation: dict, per_class: dict[str, dict], classes: 
         description="reliability diagram of the test split with the diagonal of perfect calibration, and the "
                     "number of test images per confidence bin") if reliability else "<p>No test images.</p>"
     body = [
-        f"<h1>Evaluation on the test split ({test_images} images)</h1>",
+        f"<h1>Evaluation on the test split ({number_cell(test_images)} images)</h1>",
         "<p>Every number and chart here is measured on the <b>test</b> split, which training never saw, except "
         "the training curves, which show the <b>training</b> and <b>validation</b> splits epoch by epoch.</p>",
         f'<div class="numbers">{headline}</div>',

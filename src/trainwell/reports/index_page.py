@@ -36,6 +36,8 @@ def headlines(*, evaluation: dict | None, audit: dict | None, labels: dict | Non
         Headline("macro F1 (test)", evaluation.get("macro_f1"), "evaluation"),
         Headline("expected calibration error (test)", evaluation.get("expected_calibration_error"), "evaluation"),
         Headline("audit errors", audit.get("errors"), "audit", bad=bool(audit.get("errors"))),
+        # Files with a warning: a clean real dataset has a handful (2% at most), so many more deserve a look.
+        Headline("files with audit warnings", audit.get("warnings"), "audit"),
         Headline("files quarantined", audit.get("quarantined"), "audit", bad=bool(audit.get("quarantined"))),
         Headline("label suspects", labels.get("suspects"), "labels"),
     ]

@@ -41,15 +41,17 @@ def render_split(*, classes: list[str], counts: dict[str, dict[str, int]], exclu
 
 
 def _incident_rows(incidents: list[dict]) -> str:
+    """One table row per incident; every value is the file's (incidents.json), so every one is escaped."""
     rows = []
     for incident in incidents:
-        files = [str(path) for path in incident.get("files", [])]
+        listed = incident.get("files", [])
+        files = [str(path) for path in listed] if isinstance(listed, list) else []
         shown = ", ".join(html.escape(path) for path in files[:MAX_INCIDENT_FILES])
         if len(files) > MAX_INCIDENT_FILES:
             shown += f", ... ({len(files)} files)"
-        rows.append(f"<tr><td class=n>{incident.get('epoch', '')}</td><td class=n>{incident.get('step', '')}</td>"
-                    f"<td>{html.escape(str(incident.get('kind', '')))}</td><td>{html.escape(str(incident.get('loss', '')))}"
-                    f"</td><td>{html.escape(str(incident.get('action', '')))}</td><td>{shown}</td></tr>")
+        cells = [html.escape(str(incident.get(key, ""))) for key in ("epoch", "step", "kind", "loss", "action")]
+        rows.append(f"<tr><td class=n>{cells[0]}</td><td class=n>{cells[1]}</td><td>{cells[2]}</td><td>{cells[3]}"
+                    f"</td><td>{cells[4]}</td><td>{shown}</td></tr>")
     return "".join(rows)
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 
-from trainwell.console import say, warn
+from trainwell.console import say, shown, warn
 from trainwell.data.cache import build_cache
+from trainwell.outputs import guard_stage, guarded
 from trainwell.params import load_params
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
+    guard_stage("build", params=params, params_file=params_file)
     manifest = build_cache(
         data_dir=params.data.dir,
         splits_dir=params.paths.splits_dir,
@@ -23,7 +26,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     )
     for entry in manifest["splits"].values():
         for skipped in entry["skipped"]:
-            warn(f"build: WARNING skipped {skipped['path']}: {skipped['reason']}")
+            warn(f"build: WARNING skipped {shown(skipped['path'])}: {shown(skipped['reason'])}")
     sizes = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())
-    say(f"build: cached {sizes} images at {params.data.image_size}x{params.data.image_size} in {params.paths.cache_dir}")
+    say(f"build: cached {sizes} images at {params.data.image_size}x{params.data.image_size} in {shown(params.paths.cache_dir)}")
     return 0

@@ -7,15 +7,18 @@ import warnings
 from trainwell.console import say, warn
 from trainwell.data.cache import read_manifest
 from trainwell.errors import ContractError
+from trainwell.outputs import guarded, protect_inputs
 from trainwell.params import load_params
 from trainwell.training.contract import check_contract, check_model, raise_on_errors
 from trainwell.training.model_files import load_model_file
 
 
+@guarded
 def main(*, params_file: str = "params.yaml", model_file: str | None = None, trust_model: bool = False) -> int:
     from trainwell.training.network import compile_model, model_for
 
     params = load_params(params_file)
+    protect_inputs(inputs=[params_file, model_file])  # writes nothing; guarded like every command
     manifest = read_manifest(params.paths.cache_dir)
     num_classes = len(manifest["classes"])
     train = params.train

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainwell.console import say
+from trainwell.console import say, warn
 from trainwell.errors import DataError
-from trainwell.outputs import write_json, write_rows, write_table
+from trainwell.outputs import guard_stage, guarded, write_json, write_rows, write_table
 from trainwell.params import load_params
 from trainwell.training.evaluation import (
     CONFUSION_FILE,
@@ -25,11 +25,13 @@ from trainwell.training.evaluation import (
 HEADLINE = ("test_images", "accuracy", "macro_f1", "expected_calibration_error")
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     from trainwell.training.inputs import plan_inputs
     from trainwell.training.model_files import load_model_file
 
     params = load_params(params_file)
+    guard_stage("evaluate", params=params, params_file=params_file)
     # Held in memory within train.memory_budget_mb, streamed shard by shard past it.
     test_input = plan_inputs(cache_dir=params.paths.cache_dir, splits=["test"],
                              memory_budget_bytes=params.train.memory_budget_mb << 20)["test"]
@@ -66,6 +68,11 @@ def main(*, params_file: str = "params.yaml") -> int:
         (path, test.classes[label], test.classes[prediction], f"{probabilities[row, prediction]:.6f}",
          f"{probabilities[row, label]:.6f}")
         for row, (path, label, prediction) in enumerate(zip(test.paths, test.labels.tolist(), predictions.tolist()))))
+    untested = [name for name, values in metrics["per_class"].items() if not values["support"]]
+    if untested:
+        warn(f"evaluate: classes {untested} have no test images: each counts as F1 0 in macro F1 "
+             f"({metrics['macro_f1']:.4f}) and accuracy says nothing about them. Add images to them (the split stage "
+             "refuses this unless split.min_images_per_class is 0)")
     say(
         f"evaluate: accuracy {metrics['accuracy']:.4f} on {metrics['test_images']} test images; "
         f"expected calibration error {ece:.4f}"

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.console import say
+from trainwell.console import say, shown
 from trainwell.data.cache import ShardedSplit, open_split
 from trainwell.data.decode import DecodeError, decode_image, max_file_bytes, sniff_format
 from trainwell.errors import DataError, ExportError
-from trainwell.outputs import replace_generated_dir, staging_dir, write_json
+from trainwell.outputs import fresh_staging_dir, guard_stage, guarded, replace_generated_dir, write_json
 from trainwell.params import Params, load_params
 
 PARITY_FILE = "parity.json"  # written last: also the marker that the folder is ours (outputs.replace_generated_dir)
@@ -107,21 +107,23 @@ def _bars(params: Params) -> dict[str, float]:
             "int8": params.export.min_agreement_int8, "encoded": params.export.min_agreement_encoded}
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_models, write_saved_model
     from trainwell.training.model_files import load_model_file
+    from trainwell.training.served_limits import served_limits
 
     params = load_params(params_file)
+    guard_stage("export", params=params, params_file=params_file)
     if not Path(params.paths.model).exists():
         raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
     model = load_model_file(params.paths.model, compile=False)
     train = open_split(cache_dir=params.paths.cache_dir, split="train")
     final = Path(params.paths.export_dir)
-    staging = staging_dir(final)
-    shutil.rmtree(staging, ignore_errors=True)  # only trainwell writes there (see outputs.staging_dir)
+    staging = fresh_staging_dir(final, marker=PARITY_FILE)
     staging.mkdir(parents=True)
     try:
-        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL)
+        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL, limits=served_limits(params))
         representative = (_representative(train, params.export.representative_images)
                           if params.export.int8 == "full_integer" else None)
         tflite = tflite_models(model=model, int8_mode=params.export.int8, representative=representative)
@@ -145,5 +147,5 @@ def main(*, params_file: str = "params.yaml") -> int:
     say("export: " + ", ".join(f"{name} agrees on {results[name]['agreement']:.4f} (largest probability difference "
                                f"{results[name]['max_probability_difference']:.4f})"
                                for name in ("saved_model", "encoded", "float16", "int8"))
-        + f" of {results['test_images']} test images; written to {final}")
+        + f" of {results['test_images']} test images; written to {shown(final)}")
     return 0

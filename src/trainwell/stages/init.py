@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,13 +13,15 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from trainwell.console import say
+from trainwell import storage
+from trainwell.console import say, shown
 from trainwell.errors import UsageError
-from trainwell.outputs import staging_dir, write_bytes_atomically
+from trainwell.outputs import check_output, guarded, protect_inputs, staging_dir, write_bytes_atomically, write_error
 from trainwell.params import PathsParams, parse_params
 
 # Generated files no stage declares as a DVC output (DVC ignores its outputs in git itself).
 GITIGNORE_HEADER = "# trainwell: generated scratch files (DVC lists its own outputs in .gitignore files)"
+MAX_GITIGNORE_BYTES = 16 << 20  # a .gitignore is a few kB; past this it is not one
 
 
 def template(name: str) -> str:
@@ -84,29 +87,65 @@ def _data_dir_for(project: Path, data: str | None) -> str:
 def _gitignore_addition(project: Path, entries: list[str]) -> bytes:
     """The bytes to append to .gitignore (nothing when every entry is there), in the file's own line ending.
 
-    Read as bytes: the user's file may be in any encoding, use CRLF, or be a link to a shared file,
-    and it is only ever appended to, never rewritten. A FIFO or folder there is refused (dvc init
-    would block reading a FIFO).
+    Read as bytes: the user's file may be in any encoding or use CRLF, and it is only ever appended
+    to, never rewritten. A link there is refused (git itself never reads a linked .gitignore, and
+    trainwell never writes through a link), as is a FIFO or folder (dvc init would block reading a
+    FIFO) and a file that cannot be opened for appending.
     """
     path = project / ".gitignore"
+    if path.is_symlink():
+        raise UsageError(f"'{shown(path)}' is a link; git ignores a .gitignore that is a link (it never follows "
+                         "one), and trainwell never writes through one. Make it a regular file, then run trainwell "
+                         "init again")
     if os.path.lexists(path) and not path.is_file():
-        raise UsageError(f"'{path}' is not a regular file (a folder, FIFO or dangling link); fix it, then run "
+        raise UsageError(f"'{shown(path)}' is not a regular file (a folder, FIFO or dangling link); fix it, then run "
                          "trainwell init again")
-    existing = path.read_bytes() if path.exists() else b""
+    try:
+        existing = storage.read_regular_file(path, max_bytes=MAX_GITIGNORE_BYTES) if path.exists() else b""
+    except OSError as exc:
+        raise UsageError(f"'{shown(path)}' cannot be read ({exc.strerror or exc}); a .gitignore is a small text "
+                         "file. Fix it, then run trainwell init again") from None
     newline = b"\r\n" if b"\r\n" in existing else b"\n"
     present = {line.strip() for line in existing.splitlines()}
     missing = [entry.encode() for entry in entries if entry.encode() not in present]
     if not missing:
         return b""
+    if path.exists():
+        _check_appendable(path)
     lead = newline if existing and not existing.endswith(b"\n") else b""
     return lead + newline.join([GITIGNORE_HEADER.encode(), *missing]) + newline
 
 
-def _ensure_dvc(project: Path, git_top: Path) -> bool:
-    """Run `dvc init` (with --subdir below the git root) unless the project already is one."""
+def _check_appendable(path: Path) -> None:
+    """Open the file for appending and close it, writing nothing: a read-only file, file system or
+    immutable file is found before init writes anything else (opening changes neither bytes nor times)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOFOLLOW))
+    except OSError as exc:
+        raise UsageError(f"'{shown(path)}' cannot be written ({exc.strerror or exc}); trainwell init appends its "
+                         "scratch paths to it. Make it writable, then run trainwell init again") from None
+
+
+def _check_writable_folder(project: Path) -> None:
+    if not os.access(project, os.W_OK | os.X_OK):
+        raise UsageError(f"'{shown(project)}' is not a folder you can write in (its permissions, or a read-only "
+                         "file system); trainwell init writes dvc.yaml and params.yaml there")
+
+
+def _check_dvc_folder(project: Path) -> None:
+    dvc_folder = project / ".dvc"
+    if os.path.lexists(dvc_folder) and (dvc_folder.is_symlink() or not dvc_folder.is_dir()):
+        raise UsageError(f"'{shown(dvc_folder)}' exists but is not a folder (or is a link); move it away and run "
+                         "trainwell init again")
+    if not os.path.lexists(dvc_folder) and os.path.islink(project / ".dvcignore"):
+        raise UsageError(f"'{shown(project / '.dvcignore')}' is a link, which `dvc init` would write through; make "
+                         "it a regular file (or remove it), then run trainwell init again")
+
+
+def _ensure_dvc(project: Path, git_top: Path, undo: _Undo) -> bool:
+    """Run `dvc init` (with --subdir below the git root) unless the project already is one; what it
+    made and staged in git is noted in `undo`."""
     if os.path.lexists(project / ".dvc"):
-        if not (project / ".dvc").is_dir():
-            raise UsageError(f"'{project / '.dvc'}' exists but is not a folder; move it away and run trainwell init again")
         return False
     had_dvcignore = os.path.lexists(project / ".dvcignore")
     command = [sys.executable, "-m", "dvc", "init"]
@@ -120,31 +159,88 @@ def _ensure_dvc(project: Path, git_top: Path) -> bool:
         if not had_dvcignore:
             (project / ".dvcignore").unlink(missing_ok=True)
         said = [line for line in (result.stderr + result.stdout).splitlines() if "ERROR" in line]
-        raise UsageError(f"`dvc init` failed in '{project}': {' '.join(said or result.stderr.split())[:500]}")
+        raise UsageError(f"`dvc init` failed in '{shown(project)}': {' '.join(said or result.stderr.split())[:500]}")
+    undo.dvc_files = [".dvc", *([] if had_dvcignore else [".dvcignore"])]
     subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=project,
                    capture_output=True, check=False)
     return True
 
 
-def main(*, directory: str = ".", data: str | None = None) -> int:
-    project = _project(directory)
-    git_top = _git_top(project)
+def _plan(project: Path, data: str | None) -> tuple[str, bytes]:
+    """params.yaml's text and the bytes to append to .gitignore, after checking everything init will
+    write, so a refusal leaves the folder as it was."""
     existing = [name for name in ("dvc.yaml", "params.yaml") if os.path.lexists(project / name)]
     if existing:
-        raise UsageError(f"{' and '.join(existing)} already exist in '{project}'; trainwell init never overwrites "
-                         "them. Move them away to start afresh, or edit them by hand")
-    # Everything is worked out before anything is written, so a refusal leaves the folder as it was.
+        raise UsageError(f"{' and '.join(existing)} already exist in '{shown(project)}'; trainwell init never "
+                         "overwrites them. Move them away to start afresh, or edit them by hand")
     params_text = render_params(data_dir=_data_dir_for(project, data))
     paths = parse_params(yaml.safe_load(params_text), source="the params.yaml template").paths
     ignore = _gitignore_addition(project, scratch_paths(paths))
-    ran_dvc_init = _ensure_dvc(project, git_top)
-    write_bytes_atomically(project / "params.yaml", params_text.encode("utf-8"))
-    write_bytes_atomically(project / "dvc.yaml", template("dvc.yaml.in").encode("utf-8"))
-    if ignore:
-        with (project / ".gitignore").open("ab") as handle:  # appended: the file, its link and mode stay the user's
-            handle.write(ignore)
-    where = os.path.relpath(project)
+    _check_writable_folder(project)
+    for name in ("params.yaml", "dvc.yaml"):
+        check_output(project / name)
+    _check_dvc_folder(project)
+    return params_text, ignore
+
+
+@guarded
+def main(*, directory: str = ".", data: str | None = None) -> int:
+    project = _project(directory)
+    protect_inputs(project=project, datasets=[data] if data else [])
+    git_top = _git_top(project)
+    params_text, ignore = _plan(project, data)
+    undo = _Undo(project)
+    try:
+        ran_dvc_init = _ensure_dvc(project, git_top, undo)
+        for name, text in (("params.yaml", params_text), ("dvc.yaml", template("dvc.yaml.in"))):
+            write_bytes_atomically(project / name, text.encode("utf-8"))
+            undo.created.append(project / name)
+        if ignore:
+            _append(project / ".gitignore", ignore, undo)
+    except BaseException:
+        undo.run()  # all or nothing: a failure part-way leaves the folder (and git's index) as they were
+        raise
+    where = shown(os.path.relpath(project))
     say(f"init: {'ran dvc init; ' if ran_dvc_init else ''}wrote {where}/dvc.yaml and {where}/params.yaml"
         f"{'; added trainwell scratch paths to .gitignore' if ignore else ''}")
     say("next: check data.dir in params.yaml, then `dvc repro` (and commit dvc.lock and metrics/ afterwards)")
     return 0
+
+
+def _append(path: Path, data: bytes, undo: _Undo) -> None:
+    """Append to .gitignore (the file and its mode stay the user's; never through a link); a failure
+    is undone with the rest."""
+    try:
+        undo.appended = (path, path.stat().st_size if os.path.lexists(path) else None)
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(descriptor, "ab") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+class _Undo:
+    """What init has done so far, to take back when a later step fails."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        self.created: list[Path] = []
+        self.dvc_files: list[str] = []  # what `dvc init` made and staged in git, relative to the project
+        self.appended: tuple[Path, int | None] | None = None
+
+    def run(self) -> None:
+        for path in self.created:
+            path.unlink(missing_ok=True)
+        if self.appended is not None:
+            path, size = self.appended
+            if size is None:
+                path.unlink(missing_ok=True)
+            else:
+                with contextlib.suppress(OSError), path.open("r+b") as handle:
+                    handle.truncate(size)
+        if self.dvc_files:
+            subprocess.run(["git", "rm", "-r", "-q", "-f", "--cached", "--ignore-unmatch", "--", *self.dvc_files],
+                           cwd=self.project, capture_output=True, check=False)
+            shutil.rmtree(self.project / ".dvc", ignore_errors=True)
+            if ".dvcignore" in self.dvc_files:
+                (self.project / ".dvcignore").unlink(missing_ok=True)

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from trainwell.console import say
-from trainwell.outputs import write_bytes_atomically, write_json, write_rows, write_text_atomically
+from trainwell.outputs import (
+    guard_stage,
+    guarded,
+    write_bytes_atomically,
+    write_json,
+    write_rows,
+    write_text_atomically,
+)
 from trainwell.params import load_params
 from trainwell.reports.labels_page import MAX_CARDS, render_review
 from trainwell.reports.site import site_locations
@@ -30,8 +37,10 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     write_bytes_atomically(path, buffer.getvalue())
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
+    guard_stage("label_review", params=params, params_file=params_file)
     paths = params.paths
     review = review_labels(cache_dir=paths.cache_dir, review=params.label_review, train=params.train,
                            memory_budget_bytes=params.train.memory_budget_mb << 20)

@@ -11,38 +11,48 @@ from __future__ import annotations
 import html
 import json
 import subprocess
+import sys
 from pathlib import Path
 
-from trainwell.console import say
+from trainwell.console import say, shown
 from trainwell.errors import TrainwellError
-from trainwell.outputs import write_text_atomically
+from trainwell.outputs import check_output, guarded, protect_inputs, write_text_atomically
 from trainwell.reports.charts import render_svg
 from trainwell.reports.html import STYLE
 
 
 def dvc_plot_specs(revisions: list[str]) -> dict[str, list[dict]]:
     """plot id -> DVC's rendered entries ({type, revisions, content}) for the workspace or the given revisions."""
-    command = ["dvc", "plots", "diff", *revisions, "--json"] if revisions else ["dvc", "plots", "show", "--json"]
-    shown = subprocess.run(command, capture_output=True, text=True)
-    if shown.returncode != 0:
-        raise TrainwellError(f"{' '.join(command)} failed: {shown.stderr.strip()[-800:]}")
+    # The DVC beside this interpreter (as init runs it): `dvc` need not be on PATH.
+    arguments = ["plots", "diff", *revisions, "--json"] if revisions else ["plots", "show", "--json"]
+    command = [sys.executable, "-m", "dvc", *arguments]
+    shown = f"dvc {' '.join(arguments)}"
+    answer = subprocess.run(command, capture_output=True, text=True, errors="backslashreplace")
+    if answer.returncode != 0:
+        raise TrainwellError(f"{shown} failed: {answer.stderr.strip()[-800:]}")
     try:
-        answer = json.loads(shown.stdout)
+        document = json.loads(answer.stdout)
     except ValueError:
-        raise TrainwellError(f"{' '.join(command)} printed no JSON: {shown.stdout.strip()[:300]}") from None
-    if answer.get("errors"):
-        raise TrainwellError(f"dvc could not read every plot: {json.dumps(answer['errors'])[:800]}")
-    return answer.get("data", {})
+        raise TrainwellError(f"{shown} printed no JSON: {answer.stdout.strip()[:300]}") from None
+    if not isinstance(document, dict):
+        raise TrainwellError(f"{shown} printed JSON that is not an object: {answer.stdout.strip()[:300]}")
+    if document.get("errors"):
+        raise TrainwellError(f"dvc could not read every plot: {json.dumps(document['errors'])[:800]}")
+    data = document.get("data", {})
+    return {str(plot_id): entries for plot_id, entries in data.items()} if isinstance(data, dict) else {}
 
 
 def render_page(plots: dict[str, list[dict]], *, revisions: list[str]) -> str:
+    """The page: each Vega plot as static SVG (render_svg: nothing fetched, a spec it cannot draw
+    named with why), the others listed as not drawn."""
     figures, skipped = [], []
     for number, (plot_id, entries) in enumerate(plots.items()):
-        for entry in entries:
-            if entry.get("type") != "vega":
+        for entry in entries if isinstance(entries, list) else [entries]:
+            content = entry.get("content") if isinstance(entry, dict) else None
+            if not isinstance(entry, dict) or entry.get("type") != "vega" or not isinstance(content, dict):
                 skipped.append(plot_id)  # image plots: DVC copies the files; nothing to draw
                 continue
-            figures.append(render_svg(entry["content"], name=f"plot{number}", description=plot_id))
+            figures.append(render_svg(content, name=f"plot{number}", description=plot_id))
     note = (f"<p>Not drawn (not Vega plots): {html.escape(', '.join(sorted(set(skipped))))}</p>" if skipped else "")
     compared = html.escape(", ".join(revisions) if revisions else "the workspace")
     return "\n".join([
@@ -58,12 +68,15 @@ def render_page(plots: dict[str, list[dict]], *, revisions: list[str]) -> str:
     ])
 
 
+@guarded
 def main(*, out: str = "dvc_plots", revisions: list[str] | None = None) -> int:
     revisions = list(revisions or [])
+    protect_inputs(inputs=["dvc.yaml", "dvc.lock", "params.yaml"])
+    target = Path(out) / "index.html"
+    check_output(target, label="--out")  # before asking DVC for anything
     plots = dvc_plot_specs(revisions)
     if not plots:
         raise TrainwellError("dvc has no plots to show here; run `dvc repro` first (or check the `plots:` in dvc.yaml)")
-    target = Path(out) / "index.html"
     write_text_atomically(target, render_page(plots, revisions=revisions))
-    say(f"plots: {len(plots)} plots drawn as SVG in {target}; it renders with no network")
+    say(f"plots: {len(plots)} plots drawn as SVG in {shown(target)}; it renders with no network")
     return 0

@@ -5,20 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from trainwell import storage
 from trainwell.audit.workers import check_all
-from trainwell.console import say, warn
+from trainwell.console import json_for_logs, output_bytes, say, shown, warn
 from trainwell.data.splits import CLASSES_FILE
 from trainwell.data.targets import Targets, collect_targets
 from trainwell.errors import UsageError
 from trainwell.kinds import BLOCKING_KINDS, DEFAULT_SEVERITY
-from trainwell.outputs import PATH_ENCODING, write_bytes_atomically
+from trainwell.outputs import PATH_ENCODING, check_output, guarded, protect_inputs, write_bytes_atomically
 from trainwell.params import AuditParams, Params, load_params
 from trainwell.progress import progress_bar
 
@@ -41,7 +39,7 @@ def _classes(params: Params, given: str | None) -> list[str]:
         return _valid_classes([name.strip() for name in given.split(",")], source="--classes")
     path = Path(params.paths.splits_dir) / CLASSES_FILE
     try:
-        classes = json.loads(path.read_text(encoding="utf-8"))
+        classes = storage.read_json(path)
     except (OSError, ValueError):
         raise UsageError(f"the class names are read from '{path}' (written by `dvc repro split`), which is missing "
                          "or unreadable; run the pipeline first, or pass --classes a,b,c in label order") from None
@@ -65,23 +63,14 @@ def _check_model(model, *, classes: list[str]) -> None:
                          f"given ({', '.join(classes)[:200]}); pass --classes with one name per output, in label order")
 
 
-def _check_output(output: str | None, targets: Targets) -> None:
-    """Before any work: --output must be a new or regular file, and not one of the inputs."""
+def _check_output(output: str | None) -> None:
+    """Before any work: --output must be a place trainwell may write (outputs.check_output), which is
+    none of what this run reads (protect_inputs: the images, the manifest, the model, the class list)."""
     if output is None:
         return
     if not output:
         raise UsageError("--output is empty; give a file name, or leave --output out to print to stdout")
-    if os.path.lexists(output) and not (os.path.isfile(output) and not os.path.islink(output)):
-        raise UsageError(f"--output '{output}' exists and is not a regular file (a link, device, FIFO or folder); "
-                         "it would be replaced, not written into. Name a new file, or leave --output out for stdout")
-    real = os.path.realpath(output)
-    if any(os.path.realpath(location) == real for location in targets.locations if not storage.is_remote(location)):
-        raise UsageError(f"--output '{output}' is one of the images to classify; name another file")
-
-
-def _printable(text: str) -> str:
-    """A reason as one line without control characters: bytes from inside a file never reach the terminal raw."""
-    return "".join(character if character.isprintable() else f"\\x{ord(character):02x}" for character in text)
+    check_output(output, label="--output")
 
 
 def _probability_rows(probabilities, positions: list[int]) -> dict[int, str]:
@@ -96,16 +85,20 @@ def _probability_rows(probabilities, positions: list[int]) -> dict[int, str]:
             for index in np.flatnonzero(~(finite & in_range))}
 
 
-def check_targets(targets: Targets, *, policy: AuditParams) -> tuple[list[int], dict[int, str], dict[int, str]]:
-    """Positions that pass the audit's per-file checks, the refused ones with why, and warnings by position.
+def check_targets(targets: Targets, *, policy: AuditParams
+                  ) -> tuple[list[int], dict[int, str], dict[int, str], dict[int, bytes]]:
+    """Positions that pass the audit's per-file checks, the refused ones with why, warnings by
+    position, and the content digest of the bytes each accepted file was checked with.
 
-    The audit's own check (in child processes, so a decoder crash or hang is a finding, not
-    the end of the command) decides: a file the project would quarantine is never classified.
+    The audit's own check (in child processes, so a decoder crash is a finding and a decoder
+    past audit.file_timeout_s is killed, not the end of the command) decides: a file the project
+    would quarantine is never classified.
     """
     refuse_on = set(BLOCKING_KINDS) | set(policy.quarantine)
     accepted: list[int] = []
     refused: dict[int, str] = {}
     notes: dict[int, str] = {}
+    digests: dict[int, bytes] = {}
     by_root: dict[str, list[int]] = {}
     for position, location in enumerate(targets.locations):
         # Object-store files are checked with threads under their bucket; local files in processes.
@@ -114,25 +107,27 @@ def check_targets(targets: Targets, *, policy: AuditParams) -> tuple[list[int], 
     for root, positions in by_root.items():
         items = [(targets.locations[position][len(root):].lstrip("/") if root else targets.locations[position], "")
                  for position in positions]
-        findings = [found for batch in check_all(items, root=root, policy=policy)
-                    for found in (batch.findings.get(row, []) for row in range(len(batch)))]
-        for position, found in zip(positions, findings):
+        checked = [(batch.findings.get(row, []), bytes(batch.columns["content"][row]))
+                   for batch in check_all(items, root=root, policy=policy) for row in range(len(batch))]
+        for position, (found, digest) in zip(positions, checked):
             blocking = [(kind, text) for kind, text in found if kind in refuse_on]
             if blocking:
                 refused[position] = "; ".join(f"{kind}: {text}" for kind, text in blocking)
                 continue
             accepted.append(position)
+            digests[position] = digest
             warned = [kind for kind, _ in found if DEFAULT_SEVERITY.get(kind, "warning") == "warning"]
             if warned:
                 notes[position] = ",".join(warned)
-    return sorted(accepted), refused, notes
+    return sorted(accepted), refused, notes, digests
 
 
 def _render(rows: list[dict], *, output_format: str) -> str:
     if output_format == "json":
-        return json.dumps(rows, indent=1) + "\n"
+        return json_for_logs(json.dumps(rows, indent=1)) + "\n"
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    # Every text cell quoted: no row can start with "::", which a CI log would run as a workflow command.
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, quoting=csv.QUOTE_NONNUMERIC)
     writer.writeheader()
     for row in rows:
         flat = dict(row)
@@ -148,6 +143,7 @@ def _format_for(output: str | None, output_format: str | None) -> str:
     return "json" if output and output.lower().endswith(".json") else "csv"
 
 
+@guarded
 def main(
     *,
     params_file: str = "params.yaml",
@@ -169,7 +165,9 @@ def main(
         raise UsageError(f"no model at '{model_file}'; run `dvc repro` first, or pass --model FILE")
     class_names = _classes(params, classes)
     targets = collect_targets(paths, manifest=manifest, extensions=params.data.extensions)
-    _check_output(output, targets)
+    classes_file = None if classes is not None else str(Path(params.paths.splits_dir) / CLASSES_FILE)
+    protect_inputs(inputs=[params_file, model_file, manifest, classes_file], files=targets.locations)
+    _check_output(output)
     if not targets.order:
         raise UsageError(f"no image files found in {', '.join(paths)[:300]} (extensions {params.data.extensions}; "
                          "hidden files are skipped); give image files or folders that hold them")
@@ -179,13 +177,13 @@ def main(
 
     model = load_model_file(model_file, trust=trust_model, compile=False)
     _check_model(model, classes=class_names)
-    accepted, refused, notes = check_targets(targets, policy=params.audit)
+    accepted, refused, notes, digests = check_targets(targets, policy=params.audit)
     bar = progress_bar(total=len(accepted), description="predict")
     try:
         probabilities, failures = predict_files(
             model=model, locations=[targets.locations[position] for position in accepted],
             max_pixels=params.audit.max_pixels, batch_size=params.predict.batch_size,
-            report=lambda done: bar.update(done - bar.n))
+            report=lambda done: bar.update(done - bar.n), digests=[digests[position] for position in accepted])
     finally:
         bar.close()
     refused.update({accepted[index]: reason for index, reason in failures.items()})
@@ -196,9 +194,7 @@ def main(
     if output:
         write_bytes_atomically(output, rendered)
     else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(rendered)
-        sys.stdout.flush()
+        output_bytes(rendered)
     return _summarise(rows, targets=targets, refused=refused, allow_failures=allow_failures, output=output)
 
 
@@ -211,12 +207,12 @@ def _rows(targets: Targets, *, accepted: list[int], refused: dict[int, str], not
         if not listed:
             finding = targets.refused[position]
             rows.append({"path": finding.path, "status": "refused", "class": "", "probability": "", "top_k": [],
-                         "reason": _printable(f"{finding.kind}: {finding.detail}"), "notes": ""})
+                         "reason": shown(f"{finding.kind}: {finding.detail}"), "notes": ""})
             continue
         name = targets.names[position]
         if position in refused:
             rows.append({"path": name, "status": "refused", "class": "", "probability": "", "top_k": [],
-                         "reason": _printable(refused[position]), "notes": ""})
+                         "reason": shown(refused[position]), "notes": ""})
             continue
         top = ranked[position]
         rows.append({"path": name, "status": "ok", "class": top[0][0], "probability": round(top[0][1], 6),
@@ -230,7 +226,7 @@ def _summarise(rows: list[dict], *, targets: Targets, refused: dict[int, str], a
     refusals = [row for row in rows if row["status"] == "refused"]
     kinds = Counter(row["reason"].split(":", 1)[0] for row in refusals)
     classified = len(rows) - len(refusals)
-    where = f" to {output}" if output else ""
+    where = f" to {shown(output)}" if output else ""
     # With the results on stdout, the summary goes to stderr so the CSV or JSON stays parseable.
     (say if output else warn)(f"predict: classified {classified} of {len(rows)} inputs{where}"
         + (f"; {targets.ignored} files skipped (hidden, or not an image extension)" if targets.ignored else ""))

@@ -2,54 +2,71 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from trainwell.console import say
+from trainwell import storage
+from trainwell.console import say, shown, warn
 from trainwell.data.listing import list_sources
 from trainwell.data.splits import (
     CLASSES_FILE,
     COUNTS_FILE,
     SPLIT_NAMES,
     SPLITS,
+    assign_splits,
     check_trainable,
-    plan_split,
     split_receipt,
     write_split_csv,
 )
 from trainwell.errors import DataError
-from trainwell.outputs import read_rows, write_json
+from trainwell.outputs import guard_stage, guarded, read_rows, write_json
 from trainwell.params import load_params
 
 
 def read_groups(audit_report: str | Path) -> list[list[str]]:
     """Duplicate and near-duplicate groups from the audit report (none when there is no report)."""
-    path = Path(audit_report)
-    if not path.exists():
+    try:
+        report = storage.read_json(audit_report)
+    except FileNotFoundError:
         return []
-    report = json.loads(path.read_text())
-    return list(report.get("duplicate_groups", [])) + list(report.get("near_duplicate_groups", []))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"the audit report '{shown(str(audit_report))}' cannot be read ({exc}); run `dvc repro audit` again") from None
+    if not isinstance(report, dict):
+        raise DataError(f"the audit report '{shown(str(audit_report))}' is not a JSON object; run `dvc repro audit` again")
+    near = [group["members"] if isinstance(group, dict) else group for group in report.get("near_duplicate_groups", [])]
+    return list(report.get("duplicate_groups", [])) + near
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
+    guard_stage("split", params=params, params_file=params_file)
     data, paths = params.data, params.paths
     listing = list_sources(data.dir, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
     quarantined = {row["path"] for row in read_rows(paths.quarantine, columns=["path"])}
     usable = [(path, label) for path, label in listing.files if path not in quarantined]
     groups = read_groups(paths.audit_report)
-    splits, kept_together = plan_split(files=usable, val_fraction=params.split.val_fraction,
-                                       test_fraction=params.split.test_fraction, seed=params.split.seed, groups=groups)
+    assignment = assign_splits(files=usable, val_fraction=params.split.val_fraction,
+                               test_fraction=params.split.test_fraction, seed=params.split.seed, groups=groups,
+                               max_group_share=params.split.max_group_share)
+    splits, kept_together = assignment.splits, assignment.kept_together
     # An empty or one-class split would only surface later as a confusing TensorFlow error.
     if not splits["train"]:
         raise DataError(f"no usable images left for training in '{data.dir}' after the audit's quarantine")
-    check_trainable(splits, classes=listing.classes)
+    for text in check_trainable(splits, classes=listing.classes,
+                                min_images_per_class=params.split.min_images_per_class):
+        warn(f"split: {text}")
+    for group in assignment.broken_up:
+        warn(f"split: a duplicate group of {group['files']} files ({group['share']:.0%} of class "
+             f"'{group['class']}', e.g. {group['example']}) is over split.max_group_share = "
+             f"{params.split.max_group_share:g}: its files were split one by one so every split keeps the class; "
+             "look at the audit's near_duplicate groups to see whether they are really copies")
     for name in SPLITS:
         write_split_csv(Path(paths.splits_dir) / f"{name}.csv", splits[name])
     # The class order fixes label indices for build, train and evaluate alike.
     write_json(Path(paths.splits_dir) / CLASSES_FILE, listing.classes)
     receipt = split_receipt(splits, classes=listing.classes, excluded=len(listing.files) - len(usable))
     receipt["groups_kept_together"] = kept_together
+    receipt["groups_split_up"] = assignment.broken_up
     write_json(Path(paths.splits_dir) / COUNTS_FILE, receipt)
     # The metric is a few numbers (one row of `dvc exp show`); the counts per class are in counts.json.
     write_json(paths.split_metrics, {**{SPLIT_NAMES[name]: receipt[name]["total"] for name in SPLITS},

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from trainwell.console import say
-from trainwell.outputs import write_json
-from trainwell.params import load_params
+from trainwell.console import say, shown
+from trainwell.outputs import guard_stage, guarded, protect_inputs, write_json
+from trainwell.params import NO_WEIGHTS, load_params
+from trainwell.training.backup import remove_backup
 from trainwell.training.fit import train_model, weights_are_finite
 from trainwell.training.guard import TrainingDiverged
 from trainwell.training.model_files import save_model_file
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
+    guard_stage("train", params=params, params_file=params_file)
+    if params.train.weights != NO_WEIGHTS:  # a backbone's weights file is read too
+        protect_inputs(inputs=[params.train.weights])
     paths = params.paths
     incidents_file = Path(paths.train_report_dir) / "incidents.json"
     try:
@@ -28,15 +32,15 @@ def main(*, params_file: str = "params.yaml") -> int:
     if not weights_are_finite(model):
         raise TrainingDiverged(
             f"the trained weights contain NaN or Inf; the model was NOT saved. Lower train.learning_rate, "
-            f"check the audit report, and see {incidents_file}"
+            f"check the audit report, and see {shown(incidents_file)}"
         )
     save_model_file(model, paths.model)
     # The backup is trainwell's own scratch state, never user data: drop it once the model is safe.
-    shutil.rmtree(paths.train_backup_dir, ignore_errors=True)
+    remove_backup(paths.train_backup_dir)
     incidents = len(summary["incidents"])
     say(
         f"train: epochs {summary['first_epoch'] + 1}-{summary['first_epoch'] + summary['epochs_run']} over "
         f"{summary['train_images']} training and {summary['val_images']} validation images; "
-        f"{incidents} guard incident(s); model saved to {paths.model}"
+        f"{incidents} guard incident(s); model saved to {shown(paths.model)}"
     )
     return 0

@@ -6,8 +6,8 @@ import json
 from importlib import metadata
 
 from trainwell import __version__
-from trainwell.console import say
-from trainwell.outputs import write_bytes_atomically
+from trainwell.console import say, shown
+from trainwell.outputs import guard_stage, guarded, write_bytes_atomically
 from trainwell.params import load_params
 
 # Distributions whose version can change a stage's output: decoding, resizing, training, metrics.
@@ -26,10 +26,12 @@ def installed_versions() -> dict[str, str]:
     return versions
 
 
+@guarded
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
+    guard_stage("versions", params=params, params_file=params_file)
     versions = installed_versions()
     write_bytes_atomically(params.paths.versions, (json.dumps(versions, indent=2) + "\n").encode())
     say(f"versions: trainwell {versions['trainwell']}, tensorflow {versions['tensorflow']}, "
-        f"keras {versions['keras']} recorded in {params.paths.versions}")
+        f"keras {versions['keras']} recorded in {shown(params.paths.versions)}")
     return 0

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from trainwell.console import warn
-from trainwell.outputs import write_json
+from trainwell.console import shown, warn
+from trainwell.outputs import write_atomically, write_json
 from trainwell.params import TrainParams
 from trainwell.training.guard import DivergenceGuard
 
@@ -52,15 +52,21 @@ class EpochBackup(keras.callbacks.Callback):
         self.guard = guard
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         arrays = [np.asarray(variable) for variable in model_state(self.model)]
-        temporary = self.folder / f".{BACKUP_STATE}.tmp"
-        with temporary.open("wb") as handle:
-            np.savez(handle, *arrays)
-        os.replace(temporary, self.folder / BACKUP_STATE)
+        # State first, then the meta that names its epoch: each whole or absent (outputs' writers).
+        write_atomically(self.folder / BACKUP_STATE, lambda handle: np.savez(handle, *arrays))
         meta = {"epoch": epoch, "fingerprint": self.fingerprint, "incidents": self.guard.incidents if self.guard else []}
-        write_json(self.folder / f".{BACKUP_META}.tmp", meta)
-        os.replace(self.folder / f".{BACKUP_META}.tmp", self.folder / BACKUP_META)
+        write_json(self.folder / BACKUP_META, meta)
+
+
+def remove_backup(folder: str | Path) -> None:
+    """Delete the backup's own two files, then the folder if that left it empty: paths.train_backup_dir
+    may name a folder that holds other files, which are not trainwell's to delete."""
+    folder = Path(folder)
+    for name in (BACKUP_STATE, BACKUP_META):
+        (folder / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        folder.rmdir()
 
 
 def read_backup(*, folder: Path, fingerprint: str) -> dict | None:
@@ -70,7 +76,7 @@ def read_backup(*, folder: Path, fingerprint: str) -> dict | None:
         return None
     meta = json.loads(meta_path.read_text())
     if meta.get("fingerprint") != fingerprint:
-        warn(f"train: ignoring the backup in {folder}: it belongs to other params, data or weights")
+        warn(f"train: ignoring the backup in {shown(folder)}: it belongs to other params, data or weights")
         return None
     return meta
 
@@ -87,7 +93,7 @@ def restore_state(*, model: keras.Model, folder: Path) -> bool:
         arrays = [state[f"arr_{index}"] for index in range(len(state.files))]
     if len(arrays) != len(targets) or any(tuple(array.shape) != tuple(target.shape)
                                           for array, target in zip(arrays, targets)):
-        warn(f"train: ignoring the backup in {folder}: it does not match this model")
+        warn(f"train: ignoring the backup in {shown(folder)}: it does not match this model")
         return False
     for variable, value in zip(targets, arrays):
         variable.assign(value)

@@ -148,7 +148,7 @@ def raise_on_errors(problems: list[Problem]) -> list[Problem]:
     """Raise ContractError listing every error; return the warnings for the caller to print."""
     errors = [problem.message for problem in problems if problem.severity == "error"]
     if errors:
-        raise ContractError("model contract check failed:\n  - " + "\n  - ".join(errors))
+        raise ContractError("model contract check failed:", details=[f"- {error}" for error in errors])
     return [problem for problem in problems if problem.severity != "error"]
 
 

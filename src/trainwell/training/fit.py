@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainwell.console import NORMAL, say, verbosity, warn
+from trainwell.console import NORMAL, say, shown, verbosity, warn
 from trainwell.data.cache import read_manifest
 from trainwell.params import NO_WEIGHTS, TrainParams
 from trainwell.training.augment import BatchAugmenter, default_processes
@@ -246,7 +246,7 @@ def resume_point(*, model: keras.Model, train: TrainParams, plan: InputPlan, str
         if saved_in != stretches[0]:
             enter_stretch(model=model, train=train, plan=plan, strategy=strategy, stretch=stretches[0])
         return 0, []
-    say(f"train: resuming after epoch {meta['epoch'] + 1} from the backup in {backup_dir}")
+    say(f"train: resuming after epoch {meta['epoch'] + 1} from the backup in {shown(backup_dir)}")
     return meta["epoch"] + 1, meta["incidents"]
 
 
