@@ -27,6 +27,27 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _flagged_by(params, **settings) -> set[str]:
+    """The files rank_label_issues flags from a finished review's saved probabilities, under other
+    settings (train+val and test ranked apart, as the review ranks them)."""
+    import numpy as np
+
+    from trainwell.data.cache import combine_splits, open_split
+    from trainwell.training.label_review import REVIEWED_SPLITS, rank_label_issues
+
+    parts = [open_split(cache_dir=params.paths.cache_dir, split=name) for name in REVIEWED_SPLITS]
+    combined = combine_splits(parts, folder=params.paths.cache_dir)
+    is_test = np.repeat(np.arange(len(parts)), [len(part.labels) for part in parts]) == REVIEWED_SPLITS.index("test")
+    labels = combined.labels.astype(np.int64)
+    probabilities = np.load(Path(params.paths.label_report_dir) / label_review.PROBABILITIES_FILE)
+    flagged = set()
+    for members in (np.flatnonzero(~is_test), np.flatnonzero(is_test)):
+        flagged |= {combined.paths[members[index]] for index, _ in rank_label_issues(
+            labels=labels[members], probabilities=probabilities[members], filter_by=params.label_review.filter_by,
+            **settings)}
+    return flagged
+
+
 def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     # One 5,000-image review serves every claim (the review is the slow part): faults planted
     # before the split, so the test split holds flipped labels and strays too.
@@ -57,8 +78,17 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     right = set(split_of) - flips - strays
     print(f"label issues: precision {precision:.3f}, recall {recall:.3f}; {len(flagged & right)} of {len(right)} "
           f"right labels flagged")
-    assert precision >= 0.8 and recall >= 0.8, (precision, recall)
-    assert len(flagged & right) < 0.015 * len(right)
+    # Counted on the calibrated confident joint (label_review.estimation_method's default), cleanlab
+    # flags about as many as its models doubt: on real digits (out-of-fold accuracy 0.94) 258 for
+    # 257 flips, precision 0.957 / recall 0.961, where the plain off-diagonal count gave 0.986 /
+    # 0.825 (benchmarks/end_to_end.py). On this harder set (0.88) it flags more than were flipped:
+    # measured 0.76 / 0.95, 75 right labels; off_diagonal from the same probabilities 0.94 / 0.86.
+    assert precision >= 0.72 and recall >= 0.9, (precision, recall)
+    assert len(flagged & right) < 0.02 * len(right)
+    plain = _flagged_by(load_params(), estimation_method="off_diagonal")
+    plain_precision, plain_recall = precision_recall(plain, flips, ignore=strays)
+    print(f"off_diagonal count: precision {plain_precision:.3f}, recall {plain_recall:.3f}")
+    assert plain < flagged and plain_precision >= 0.9 and plain_recall >= 0.8, (plain_precision, plain_recall)
     test_files = {path for path, name in split_of.items() if name == "test"}
     _, test_recall = precision_recall(flagged & test_files, flips & test_files, ignore=strays)
     assert test_recall >= 0.7, test_recall
