@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
 from tests.helpers import run, tiny_params, tool_env, write_params
 from trainwell.params import load_params
@@ -125,18 +127,14 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.mark.train
-@pytest.mark.parametrize("memory_budget_mb", [4096, 0], ids=["in memory", "streamed"])
-def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memory_budget_mb):
-    # Each worker gets its own copy of the project, as two machines would have.
-    folders = [_copy_project(project, tmp_path / f"worker{index}", strategy="multi_worker", epochs=2,
-                             memory_budget_mb=memory_budget_mb) for index in (0, 1)]
+def _run_two_workers(folders: list[Path], command: str) -> list[tuple[str, str]]:
+    """`trainwell COMMAND` as two workers of one cluster on 127.0.0.1, each in its own folder; their output."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     processes = []
     for index, folder in enumerate(folders):
         env = tool_env()
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen([sys.executable, "-m", "trainwell", "train"], cwd=folder, env=env,
+        processes.append(subprocess.Popen([sys.executable, "-m", "trainwell", command], cwd=folder, env=env,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     for process in processes:
@@ -146,6 +144,17 @@ def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memo
             process.kill()
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, f"worker exited {process.returncode}\n{stdout}\n{stderr}"
+    return outputs
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("memory_budget_mb", [4096, 0], ids=["in memory", "streamed"])
+def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memory_budget_mb):
+    # Each worker gets its own copy of the project, as two machines would have.
+    folders = [_copy_project(project, tmp_path / f"worker{index}", strategy="multi_worker", epochs=2,
+                             memory_budget_mb=memory_budget_mb) for index in (0, 1)]
+    outputs = _run_two_workers(folders, "train")
+    for stdout, _ in outputs:
         assert "multi_worker strategy over 2 replicas; global batch 32" in stdout
     for a, b in zip(_weights(folders[0]), _weights(folders[1])):
         np.testing.assert_array_equal(a, b)
@@ -251,3 +260,39 @@ def test_a_remainder_too_small_for_every_replica_still_trains(project, tmp_path)
                            epochs=1)
     result = run(["trainwell", "train"], cwd=folder)
     assert "epochs 1-1 over 200 training and 100 validation images" in result.stdout
+
+
+def _review_project(project: Path, target: Path, **train_overrides) -> Path:
+    folder = _copy_project(project, target, **train_overrides)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["label_review"].update(folds=2, epochs_per_fold=2)
+    write_params(folder, params)
+    return folder
+
+
+def _review(folder: Path) -> tuple[np.ndarray, list[str]]:
+    """A finished review's out-of-fold probabilities and its flagged files, most suspicious first."""
+    report = folder / load_params(folder / "params.yaml").paths.label_report_dir
+    with (report / "suspects.csv").open(newline="") as handle:
+        flagged = [row["path"] for row in csv.DictReader(handle)]
+    return np.load(report / "out_of_fold_probabilities.npy"), flagged
+
+
+@pytest.mark.train
+def test_label_review_runs_under_the_training_strategies_with_the_same_results(project, tmp_path):
+    """Fold models train under train.strategy as `train` does: two logical CPU devices (mirrored)
+    and two localhost workers give one device's out-of-fold probabilities, up to float summation
+    order, and the same suspects."""
+    single = _review_project(project, tmp_path / "single")
+    run(["trainwell", "label-review"], cwd=single)
+    probabilities, flagged = _review(single)
+    mirrored = _review_project(project, tmp_path / "mirrored", strategy="mirrored", cpu_devices=2)
+    run(["trainwell", "label-review"], cwd=mirrored)
+    workers = [_review_project(project, tmp_path / f"worker{index}", strategy="multi_worker") for index in (0, 1)]
+    _run_two_workers(workers, "label-review")
+    for folder in (mirrored, *workers):
+        other_probabilities, other_flagged = _review(folder)
+        np.testing.assert_allclose(other_probabilities, probabilities, atol=2e-3)
+        assert other_flagged == flagged
+    # Both workers score every image, not only their share, and agree to the bit.
+    np.testing.assert_array_equal(_review(workers[0])[0], _review(workers[1])[0])

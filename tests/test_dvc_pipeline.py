@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -136,3 +137,21 @@ def test_shipped_params_reach_the_accuracy_bar(tmp_path):
     assert "all pass" in gate.stdout
     split_sizes = json.loads((project / "metrics" / "split.json").read_text())
     assert split_sizes["training"] == 3500 and split_sizes["validation"] == 750
+
+
+def test_a_queued_experiment_reuses_the_audit_cache_of_the_project(tmp_path):
+    # DVC runs a queued experiment in a fresh clone under .dvc/tmp/exps/, holding only what git and
+    # DVC track; the audit cache is neither, yet the experiment must find the project's.
+    project = make_project(tmp_path, tiny_params())
+    run(["dvc", "repro", "audit"], project)
+    cache = Path(yaml.safe_load((project / "params.yaml").read_text())["paths"]["audit_cache"])
+    assert (project / cache).is_file()
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "audited"], project)
+    # A dataset-level threshold: the audit re-runs, while every file's cached checks still hold.
+    run(["dvc", "exp", "run", "--queue", "audit", "-S", "audit.max_class_imbalance=9", "--name", "queued"], project)
+    run(["dvc", "exp", "run", "--run-all"], project)
+    log = run(["dvc", "queue", "logs", "queued"], project).stdout
+    files = 5 * 12
+    assert f"0 decoded, {files} unchanged since the last audit" in log, log[-2000:]
+    assert not list((project / ".dvc" / "tmp" / "exps").rglob(cache.name))  # none left in a temporary workspace
