@@ -30,7 +30,7 @@ SUGGESTED_FILE = "suggested_labels.csv"
 # are not written: they are nearest-neighbour distances whose last bits come from the machine's BLAS,
 # and a file DVC hashes must be the same bytes on any machine (the fold models' probabilities are).
 PROBABILITIES_FILE = "out_of_fold_probabilities.npy"
-# Significant digits of a flagged outlier's score and decimals of its distance past the fence: a
+# Significant digits of a flagged outlier's score (its distance past the fence keeps 3 decimals): a
 # few rows, far from the kernels' ~1e-7 noise.
 SCORE_DIGITS = ".4g"
 
@@ -62,7 +62,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     ]
     outliers = [
         {"index": index, "path": file_paths[index], "split": split_names[index], "label": classes[labels[index]],
-         "score": float(review.outlier_scores[index]), "past_fence": f"{review.outlier_excess[index]:.2f}"}
+         "score": float(review.outlier_scores[index]), "past_fence": f"{review.outlier_excess[index]:.3f}"}
         for index in review.outliers
     ]
     # A wrong label or a stray image in the test split changes the accuracy evaluate reports.
