@@ -16,7 +16,8 @@ from trainwell.data.decode import prepare_image
 from trainwell.errors import ExportError
 from trainwell.reports.card import markdown_text, render_card_markdown
 
-pytestmark = pytest.mark.slow
+# The exported project and most tests run `trainwell` commands in their own processes.
+pytestmark = pytest.mark.tf_process
 SIZE = EXPORT_SIZE
 
 

@@ -13,26 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.browser import external_references, open_page, require_chromium
-from tests.helpers import run, tiny_params, tool_env
-from tests.test_dvc_pipeline import make_project
+from tests.helpers import run, tool_env
 from trainwell.reports.site import PAGES
 
-pytestmark = pytest.mark.slow
+# Every test reads the shared `reproduced` project (conftest.py), which dvc repro trained.
+pytestmark = [pytest.mark.dvc, pytest.mark.train]
 
 TERMINAL_COLUMNS = 120
 HEADLINE = {"metrics/eval.json": ["accuracy", "macro_f1", "expected_calibration_error"],
             "metrics/audit.json": ["errors", "quarantined"], "metrics/labels.json": ["suspects"]}
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project after `dvc repro` with tiny params, one epoch (the width test runs a second), and a
-    two-fold, one-epoch label review: every stage runs, in about a minute."""
-    params = tiny_params(epochs=1)
-    params["label_review"].update({"folds": 2, "epochs_per_fold": 1})
-    folder = make_project(tmp_path_factory.mktemp("site"), params)
-    run(["dvc", "repro"], folder)
-    return folder
 
 
 def site_pages(project: Path) -> dict[str, Path]:
@@ -45,9 +34,10 @@ def site_pages(project: Path) -> dict[str, Path]:
     return {key: Path(posixpath.normpath(index.parent / href)) for key, href in zip(PAGES, hrefs)}
 
 
-def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(project, tmp_path):
+@pytest.mark.browser
+def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(reproduced, tmp_path):
     require_chromium()
-    pages = site_pages(project)
+    pages = site_pages(reproduced.folder)
     for key, page in pages.items():
         assert page.is_file(), f"the navigation links {key} to {page}, which dvc repro did not write"
         assert external_references(page.read_text()) == [], key
@@ -63,10 +53,11 @@ def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(
             assert "Gate: " in shown.dom and "test accuracy" in shown.dom
 
 
-def test_trainwell_plots_draws_the_dvc_plots_with_no_network(project, tmp_path):
+@pytest.mark.browser
+def test_trainwell_plots_draws_the_dvc_plots_with_no_network(reproduced, tmp_path):
     require_chromium()
     out = tmp_path / "plots"
-    run(["trainwell", "plots", "--out", str(out)], project)
+    run(["trainwell", "plots", "--out", str(out)], reproduced.folder)
     page = out / "index.html"
     assert external_references(page.read_text()) == []
     shown = open_page(page, tmp_path / "chromium")
@@ -76,13 +67,11 @@ def test_trainwell_plots_draws_the_dvc_plots_with_no_network(project, tmp_path):
     assert "Loss (training and validation splits)" in shown.dom and "F1 per class (test split)" in shown.dom
 
 
-def test_exp_show_only_changed_fits_a_120_column_terminal(project):
-    """The README's command after `dvc exp run -S train.epochs=2`: the changed param and every headline
+def test_exp_show_only_changed_fits_a_120_column_terminal(reproduced, experimented):
+    """The README's command after an epochs experiment (`dvc exp run -S train.epochs=1`, from 2): the changed param and every headline
     metric that changed are shown in full within 120 columns; the hashes of changed files fold into '…'."""
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-q", "-m", "baseline"], project)
-    before = {file: json.loads((project / file).read_text()) for file in HEADLINE}
-    run(["dvc", "exp", "run", "-S", "train.epochs=2"], project)
+    project = experimented.folder  # `reproduced` committed as the baseline, then the experiment run
+    before = {file: json.loads((reproduced.folder / file).read_text()) for file in HEADLINE}
     after = {file: json.loads((project / file).read_text()) for file in HEADLINE}
     # --only-changed hides what did not change: DVC shows 5 decimals, so compare at that precision.
     changed = [key for file, keys in HEADLINE.items() for key in keys

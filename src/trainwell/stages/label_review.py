@@ -25,10 +25,14 @@ from trainwell.training.label_review import REVIEWED_SPLITS, review_labels
 SUSPECTS_FILE = "suspects.csv"
 OUTLIERS_FILE = "outliers.csv"
 SUGGESTED_FILE = "suggested_labels.csv"
-# Rows of both .npy files: train, val, then test, each in cache order (data/cache/<split>/paths.json; a
-# seeded shuffle of the split list, see data.cache.shuffle_rows).
+# Rows of the .npy file: train, val, then test, each in cache order (data/cache/<split>/paths.json; a
+# seeded shuffle of the split list, see data.cache.shuffle_rows). The outlier scores of every file
+# are not written: they are nearest-neighbour distances whose last bits come from the machine's BLAS,
+# and a file DVC hashes must be the same bytes on any machine (the fold models' probabilities are).
 PROBABILITIES_FILE = "out_of_fold_probabilities.npy"
-OUTLIER_SCORES_FILE = "outlier_scores.npy"
+# Significant digits of a flagged outlier's score (its distance past the fence keeps 3 decimals): a
+# few rows, far from the kernels' ~1e-7 noise.
+SCORE_DIGITS = ".4g"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -49,9 +53,8 @@ def main(*, params_file: str = "params.yaml") -> int:
     split_names = [REVIEWED_SPLITS[index] for index in review.split_of]
     suggested = review.probabilities.argmax(axis=1)
     report_dir = Path(paths.label_report_dir)
-    # Kept for anyone who wants to re-rank with other cleanlab settings or another outlier cut without retraining.
+    # Kept for anyone who wants to re-rank with other cleanlab settings without retraining.
     _save_npy(report_dir / PROBABILITIES_FILE, review.probabilities)
-    _save_npy(report_dir / OUTLIER_SCORES_FILE, review.outlier_scores)
     suspects = [
         {"index": index, "path": file_paths[index], "split": split_names[index], "given_label": classes[labels[index]],
          "suggested_label": classes[suggested[index]], "score": score}
@@ -59,7 +62,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     ]
     outliers = [
         {"index": index, "path": file_paths[index], "split": split_names[index], "label": classes[labels[index]],
-         "score": float(review.outlier_scores[index])}
+         "score": float(review.outlier_scores[index]), "past_fence": f"{review.outlier_excess[index]:.3f}"}
         for index in review.outliers
     ]
     # A wrong label or a stray image in the test split changes the accuracy evaluate reports.
@@ -69,7 +72,8 @@ def main(*, params_file: str = "params.yaml") -> int:
     for file_name, rows, fields, number_format in (
         (SUSPECTS_FILE, suspects, ["path", "split", "given_label", "suggested_label", "score",
                                    "affects_reported_accuracy"], ".6f"),
-        (OUTLIERS_FILE, outliers, ["path", "split", "label", "score", "affects_reported_accuracy"], ".6g"),
+        (OUTLIERS_FILE, outliers, ["path", "split", "label", "score", "past_fence", "affects_reported_accuracy"],
+         SCORE_DIGITS),
     ):
         write_rows(report_dir / file_name, [{**{field: row[field] for field in fields},
                                              "score": format(row["score"], number_format)} for row in rows],
