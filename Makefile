@@ -13,7 +13,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 # dvc runs each stage's `trainwell ...` command through the shell: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install install-dev repro test test-fast lint clean-venv
+.PHONY: install install-dev repro test test-fast lint docs clean-venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else "trainwell needs Python 3.10, 3.11 or 3.12 (TensorFlow 2.16); set PYTHON=/path/to/python3.11")'
@@ -46,6 +46,11 @@ test: $(DEV_STAMP)
 # train, dvc, browser, install each imply slow; the tier guard in tests/conftest.py keeps them honest).
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
+
+# The documentation site from docs/ into site/; --strict: a broken link or API reference fails.
+# NO_MKDOCS_2_WARNING: Material prints a banner about MkDocs 2.0 on every build otherwise.
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 clean-venv:
 	rm -rf $(VENV)
