@@ -335,12 +335,15 @@ class ExportParams(_Section):
     # full_integer: int8 weights and activations, calibrated on training-cache images.
     int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"
     representative_images: int = Field(256, ge=1)  # training images that calibrate full_integer
-    # Top-1 agreement with the Keras model on the test split below which the stage fails.
+    # Top-1 agreement with Keras on the decided test images; a miss warns and counts in the export
+    # metrics' `bars_missed`, which the shipped gate checks (a short run finishes, a release is held).
     min_agreement_float16: float = Field(0.999, ge=0.0, le=1.0)
     min_agreement_int8: float = Field(0.995, ge=0.0, le=1.0)
     # The SavedModel's own decoder on the test split's original files (resizing in TensorFlow
     # rounds differently from Pillow's; files already at data.image_size decode identically).
     min_agreement_encoded: float = Field(0.99, ge=0.0, le=1.0)
+    # Decided: Keras' top probability leads the second by this (0-1); nearer ties rounding may flip are not judged.
+    tie_margin: float = Field(0.05, ge=0.0, le=1.0)
 
 
 class CardParams(_Section):
@@ -391,6 +394,7 @@ class GateParams(_Section):
             GateCheck(metric="metrics/eval.json:macro_f1", min=0.9, max_drop=0.02),
             GateCheck(metric="metrics/audit.json:errors", max=0),
             GateCheck(metric="metrics/audit.json:quarantined", max=0),
+            GateCheck(metric="metrics/export.json:bars_missed", max=0),
         ]
     )
 

@@ -140,11 +140,23 @@ def tflite_probabilities(model_content: bytes, images: np.ndarray, *, batch_size
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement (share of images whose most probable class is the same) and the largest probability gap."""
+def parity(reference: np.ndarray, candidate: np.ndarray, *, tie_margin: float = 0.0) -> dict[str, float]:
+    """Top-1 agreement over every image and over the decided ones, and the largest probability gap.
+
+    An image is decided when the reference's most probable class leads the second by at least
+    tie_margin (a probability, 0-1). Below it the two classes are a near-tie that the rounding of
+    float16 or int8 arithmetic may flip either way: such a flip says nothing about the export, and a
+    short run's model is mostly near-ties. `decided_agreement` is what the export bars judge.
+    """
     if len(reference) == 0:
-        return {"agreement": 1.0, "max_probability_difference": 0.0}
+        return {"agreement": 1.0, "decided_agreement": 1.0, "decided_images": 0, "max_probability_difference": 0.0}
+    same = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    ranked = np.sort(reference, axis=1)
+    lead = ranked[:, -1] - ranked[:, -2] if reference.shape[1] > 1 else np.ones(len(reference))
+    decided = lead >= tie_margin
     return {
-        "agreement": float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1))),
+        "agreement": float(np.mean(same)),
+        "decided_agreement": float(np.mean(same[decided])) if decided.any() else 1.0,
+        "decided_images": int(decided.sum()),
         "max_probability_difference": float(np.abs(reference - candidate).max()),
     }
