@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from trainwell.console import native_logs_hidden
+
 SAVED_MODEL = "saved_model"
 TFLITE_FILES = {"float16": "model_float16.tflite", "int8": "model_int8.tflite"}
 PIXELS_SIGNATURE = "serve_pixels"
@@ -124,7 +126,7 @@ def _convert(archive: Path, *, kind: str, int8_mode: str, representative: np.nda
 def tflite_models(*, model: keras.Model, int8_mode: str = "dynamic_range",
                   representative: np.ndarray | None = None) -> dict[str, bytes]:
     """The model on uint8 pixels as TFLite flatbuffers, one per kind in TFLITE_FILES, from one temporary archive."""
-    with tempfile.TemporaryDirectory(prefix="trainwell-tflite-") as folder:
+    with tempfile.TemporaryDirectory(prefix="trainwell-tflite-") as folder, native_logs_hidden():
         archive = Path(folder) / "pixels"
         _pixels_archive(model, archive)
         return {kind: _convert(archive, kind=kind, int8_mode=int8_mode, representative=representative)
