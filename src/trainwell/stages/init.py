@@ -34,8 +34,20 @@ def template(name: str) -> str:
 
 
 def render_params(*, data_dir: str) -> str:
-    """The commented params.yaml with data.dir set; the path is written as a quoted YAML scalar."""
-    # A JSON string is a valid YAML double-quoted scalar: any character a path may hold survives.
+    """The commented params.yaml with data.dir set, in the form DVC's own YAML writer gives it.
+
+    The template is already in that form (block lists, empty for null, no list at a section's
+    end), so `dvc exp run -S key=value`, which rewrites the whole file through ruamel.yaml, changes
+    only the line of the value it sets (tests/test_params_round_trip.py runs DVC on it).
+    """
+    from dvc.utils.serialize import dumps_yaml
+
+    written = dumps_yaml({"dir": data_dir})
+    # DVC's scalar, quoted only where YAML 1.2 needs it, unless PyYAML (YAML 1.1, which reads `yes`
+    # as true) would read another value, or DVC folds it over lines: then a JSON string, which is a
+    # valid YAML double-quoted scalar for any path.
+    if written.count("\n") == 1 and yaml.safe_load(written) == {"dir": data_dir}:
+        return template("params.yaml.in").replace("{data_dir}", written.removeprefix("dir: ").rstrip("\n"))
     return template("params.yaml.in").replace("{data_dir}", json.dumps(data_dir))
 
 
