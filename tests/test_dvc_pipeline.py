@@ -73,8 +73,7 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_fact
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = next(iter(shown.values()))["data"]
-    assert {"metrics/audit.json", "metrics/split.json", "metrics/eval.json", "metrics/labels.json",
-            "metrics/export.json"} == set(files)
+    assert set(files) == {"metrics/eval.json"}  # the headline; the other stages' numbers are outputs beside it
 
     plots = run(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], project)
     html = (tmp_path / "plots" / "index.html").read_text()

@@ -20,8 +20,8 @@ from trainwell.reports.site import PAGES
 pytestmark = pytest.mark.slow
 
 TERMINAL_COLUMNS = 120
-HEADLINE = {"metrics/eval.json": ["accuracy", "macro_f1", "expected_calibration_error"],
-            "metrics/audit.json": ["errors", "quarantined"], "metrics/labels.json": ["suspects"]}
+# The DVC metrics: eval.json's headline only (the other stages' numbers are outputs beside it).
+HEADLINE = {"metrics/eval.json": ["accuracy", "macro_f1", "expected_calibration_error"]}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,15 @@ def test_exp_show_only_changed_fits_a_120_column_terminal(project):
     assert sorted(row[epochs_column:epochs_column + 2].strip() for row in rows) == ["1", "2"], shown
     # Nothing but the changed param among the params: the other ~100 stay out of the way.
     assert not re.search(r"\b(audit|label_review|export|split)\.", header), shown
+    # The experiment's name, in full.
+    names = run(["dvc", "exp", "ls", "--name-only"], project).stdout.split()
+    assert names and all(re.search(rf"\b{re.escape(name)}\b", shown) for name in names), shown
+
+    # `dvc metrics show`: the headline, one row, within the terminal.
+    metrics = subprocess.run(["dvc", "metrics", "show"],
+                             cwd=project, env=environment, capture_output=True, text=True, check=True).stdout
+    assert max(map(len, metrics.splitlines())) <= TERMINAL_COLUMNS, metrics
+    assert "accuracy" in metrics and "…" not in metrics, metrics
 
 
 def test_a_queued_sweep_of_short_runs_finishes_every_experiment(project):
