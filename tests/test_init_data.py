@@ -86,3 +86,29 @@ def test_hostile_folders_are_surveyed_not_crashed_on(tmp_path, capsys):
     assert "\x1b" not in said and "\a" not in said
     assert "headers could not be read" in said and "data.image_size = 40" in said
     assert "empty_class 0" in said
+
+
+@pytest.mark.parametrize(("images", "expected"), [
+    ({"median_side": 28, "headers": 50, "grey": 50}, ["enlarged to 75x75", "Every image it was trained on is grayscale"]),
+    ({"median_side": 75, "headers": 9, "grey": 0}, ["native size, 75x75"]),
+    ({"median_side": 400, "headers": 9, "grey": 3}, ["median shorter side is 400 pixels", "3 of 9 images sampled"]),
+    (None, ["detail smaller than a pixel at that size"]),
+])
+def test_the_cards_limitations_come_from_the_datas_real_properties(images, expected):
+    from trainwell.reports.card import limitations
+
+    lines = " ".join(limitations(image_size=75, splits={}, label_review=None, audit={}, images=images))
+    for phrase in expected:
+        assert phrase in lines, lines
+    if images and images["median_side"] < 75:
+        assert "detail smaller than a pixel" not in lines  # the old sentence, odd for enlarged images
+
+
+def test_the_card_stage_reads_the_data_it_describes(tmp_path, monkeypatch):
+    from trainwell.params import Params
+    from trainwell.stages.card import _image_properties
+
+    write_images(tmp_path / "digits", {"a": 3, "b": 2}, size=(28, 28), mode="L")
+    params = Params.model_validate({"data": {"dir": str(tmp_path / "digits")}})
+    assert _image_properties(params) == {"median_side": 28, "headers": 5, "grey": 5}
+    assert _image_properties(Params.model_validate({"data": {"dir": str(tmp_path / "missing")}})) is None

@@ -34,10 +34,30 @@ def markdown_paragraphs(value: object) -> str:
     return "\n\n".join(markdown_text(paragraph) for paragraph in paragraphs if paragraph)
 
 
-def limitations(*, image_size: int, splits: dict, label_review: dict | None, audit: dict) -> list[str]:
-    """What a reader must know before trusting the numbers, derived from the data (not boilerplate)."""
-    lines = [f"Every image is resized to {image_size}x{image_size} pixels before the model sees it; detail "
-             "smaller than a pixel at that size is invisible to it."]
+def limitations(*, image_size: int, splits: dict, label_review: dict | None, audit: dict,
+                images: dict | None = None) -> list[str]:
+    """What a reader must know before trusting the numbers, derived from the data (not boilerplate).
+
+    images: the data's `median_side` (pixels), `headers` read and how many were `grey`, or None.
+    """
+    side = (images or {}).get("median_side")
+    size = f"{image_size}x{image_size}"
+    if isinstance(side, int) and side < image_size:
+        lines = [f"The images are small (median shorter side {side} pixels) and are enlarged to {size}: the model "
+                 "sees no detail the originals lack, and images of other sizes are resized to the same."]
+    elif isinstance(side, int) and side == image_size:
+        lines = [f"The model sees the images at their native size, {size} pixels (a median); images of other sizes "
+                 "are resized to it."]
+    else:
+        seen = f" (the images' median shorter side is {side} pixels)" if isinstance(side, int) else ""
+        lines = [f"Every image is resized to {size} pixels before the model sees it{seen}; detail smaller than a "
+                 "pixel at that size is invisible to it."]
+    grey, headers = (images or {}).get("grey", 0), (images or {}).get("headers", 0)
+    if headers and grey == headers:
+        lines.append("Every image it was trained on is grayscale (given as three equal channels): colour images "
+                     "are outside what it has seen.")
+    elif headers and grey:
+        lines.append(f"{grey} of {headers} images sampled are grayscale, the rest colour.")
     totals = {name: int(entry.get("total", 0)) for name, entry in splits.items() if isinstance(entry, dict)}
     if totals:
         lines.append(f"Trained on {totals.get('train', 0)} images and tuned on {totals.get('val', 0)}; the test "

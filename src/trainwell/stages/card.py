@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from trainwell import __version__
+from trainwell import __version__, storage
 from trainwell.console import say, shown
 from trainwell.data.splits import CLASSES_FILE, COUNTS_FILE
 from trainwell.errors import DataError
@@ -64,6 +64,17 @@ def _network(params: Params) -> str:
             f"global average pooling, dropout {train.head_dropout}, softmax head")
 
 
+def _image_properties(params: Params) -> dict | None:
+    """The data's median shorter side and how many images are grey, from up to 2,000 headers of a
+    local class-folder dataset (None for a manifest or an object store: the card then says less)."""
+    if params.data.manifest is not None or storage.is_remote(params.data.dir) or not Path(params.data.dir).is_dir():
+        return None
+    from trainwell.data.survey import survey_folder
+
+    found = survey_folder(params.data.dir, extensions=params.data.extensions, max_pixels=params.audit.max_pixels)
+    return {"median_side": found.median_side, "headers": found.read, "grey": found.grey} if found.read else None
+
+
 def build_card(params: Params) -> dict:
     evaluation = _json_or_none(params.paths.eval_metrics)
     details = _json_or_none(str(Path(params.paths.eval_report_dir) / PER_CLASS_JSON)) or {}
@@ -97,7 +108,8 @@ def build_card(params: Params) -> dict:
         "label_review": label_review,
         "label_review_file": f"{params.paths.label_report_dir}/suspects.csv",
         "export": _json_or_none(params.paths.export_metrics),
-        "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit),
+        "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit,
+                                   images=_image_properties(params)),
     }
 
 
