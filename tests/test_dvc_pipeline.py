@@ -77,7 +77,7 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_fact
 
     plots = run(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], project)
     html = (tmp_path / "plots" / "index.html").read_text()
-    assert "Confusion matrix (test split)" in html and "Loss (training and validation splits)" in html, plots.stdout
+    assert "Confusion matrix (test split" in html and "Loss (training and validation splits)" in html, plots.stdout
 
     # Experiments: `dvc exp run -S` needs the results committed as a baseline.
     run(["git", "add", "-A"], project)

@@ -76,6 +76,32 @@ def test_trainwell_plots_draws_the_dvc_plots_with_no_network(project, tmp_path):
     assert "Loss (training and validation splits)" in shown.dom and "F1 per class (test split)" in shown.dom
 
 
+def test_trainwell_plots_draws_what_the_report_site_draws(project, tmp_path):
+    """Rows of the confusion matrix are the actual class, with the count in each cell; the
+    reliability chart has its diagonal and each bin's image count. Read from the SVG, no browser."""
+    from trainwell.stages.plots import dvc_plot_specs
+
+    monkeypatch_cwd = pytest.MonkeyPatch()
+    monkeypatch_cwd.chdir(project)
+    try:
+        specs = dvc_plot_specs([])
+    finally:
+        monkeypatch_cwd.undo()
+    confusion = specs["reports/eval/predictions.csv"][0]["content"]
+    assert confusion["spec"]["encoding"]["y"]["field"] == "actual"  # rows, as on the evaluation page
+    run(["trainwell", "plots", "--out", str(tmp_path / "plots")], project)
+    figures = (tmp_path / "plots" / "index.html").read_text().split("<svg")[1:]
+    texts = [re.findall(r"<text[^>]*>([^<]*)</text>", figure) for figure in figures]
+    matrix = next(words for words in texts if any("Confusion matrix" in word for word in words))
+    tested = json.loads((project / "metrics" / "eval.json").read_text())["test_images"]
+    assert sum(int(word) for word in matrix if word.isdigit()) == tested  # every cell's count is drawn
+    reliability = next(words for words in texts if any("Reliability" in word for word in words))
+    assert any("perfect calibration" in word for word in reliability)
+    bins = (project / "reports" / "eval" / "reliability.csv").read_text().splitlines()[1:]
+    for row in bins:
+        assert row.rsplit(",", 1)[1] in reliability  # each bin's image count beside its point
+
+
 def test_exp_show_only_changed_fits_a_120_column_terminal(project):
     """The README's command after `dvc exp run -S train.epochs=2`: the changed param and every headline
     metric that changed are shown in full within 120 columns; the hashes of changed files fold into '…'."""
