@@ -191,3 +191,20 @@ def test_card_text_cannot_break_its_markdown():
         widths = {row.count("<td") + row.count("<th") for row in rows}
         assert len(widths) == 1, widths  # no cell split into two columns by a stray |
     assert markdown_text("a\nb") != markdown_text("a b")
+    # Paths and keys read as they are: not models\/model\.keras (issue #25).
+    assert markdown_text("models/model.keras") == "models/model.keras" and markdown_text("data.dir") == "data.dir"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_generated_card_text_renders_as_itself(seed):
+    """Random strings of Markdown's punctuation, digits and letters render to exactly their own text."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    rng = np.random.default_rng(seed)
+    alphabet = list("\\`*_~[]<>|&!#:@{}()-+=.1a /'\"%$^;,?") + ["www.", "http://", "1. ", "- "]
+    text = "".join(rng.choice(alphabet, size=int(rng.integers(1, 40))))
+    rendered = MarkdownIt("commonmark").enable("table").render(f"| x |\n|---|\n| {markdown_text(text)} |\n")
+    cell = rendered.split("<td>")[1].split("</td>")[0]
+    assert html.unescape(cell) == text.strip(), (text, markdown_text(text), cell)

@@ -176,3 +176,11 @@ def test_every_page_renders_in_chromium_with_no_network(tmp_path):
     fetching = tmp_path / "fetching.html"
     fetching.write_text('<html><body><h1>x</h1><img src="https://example.com/a.png"></body></html>')
     assert open_page(fetching, tmp_path / "chromium-fetching").requests == ["https://example.com/a.png"]
+
+
+def test_the_overviews_labels_link_names_every_split_the_review_covers():
+    from trainwell.reports.index_page import PAGE_SUMMARIES
+    from trainwell.training.label_review import REVIEWED_SPLITS
+
+    for split in REVIEWED_SPLITS:
+        assert {"train": "training", "val": "validation"}.get(split, split) in PAGE_SUMMARIES["labels"], split

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -331,8 +332,7 @@ class PredictParams(_Section):
 class ExportParams(_Section):
     """Stage export: a SavedModel taking encoded images and TFLite files, each checked against Keras on the test split."""
 
-    # dynamic_range: int8 weights, activations quantised per batch at run time (no calibration);
-    # full_integer: int8 weights and activations, calibrated on training-cache images.
+    # dynamic_range: int8 weights, activations quantised at run time; full_integer: both int8, calibrated.
     int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"
     representative_images: int = Field(256, ge=1)  # training images that calibrate full_integer
     # Top-1 agreement with Keras on the decided test images; a miss warns and counts in the export
@@ -470,10 +470,10 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 def _describe_error(error: Any, root: type[BaseModel]) -> str:
     """One line for one pydantic error: the key, what is wrong or allowed, a capped echo of the input."""
     key = _cut(".".join(str(part) for part in error["loc"]))
-    if error["type"] == "extra_forbidden":
-        # Name the keys that are allowed at that level, so a typo is a one-look fix.
-        allowed = ", ".join(_model_at(root, error["loc"][:-1]).model_fields)
-        return f"unknown key '{key}'; allowed here: {allowed}"
+    if error["type"] == "extra_forbidden":  # the closest key and every allowed one: a typo is a one-look fix
+        fields = list(_model_at(root, error["loc"][:-1]).model_fields)
+        close = difflib.get_close_matches(str(error["loc"][-1]), fields, n=1)
+        return f"unknown key '{key}';{f' did you mean {close[0]!r}?' if close else ''} allowed here: {', '.join(fields)}"
     if error["type"] == "value_error":
         # Our own validators: their message already names the values (capped by _short).
         message = _cut(str(error["ctx"]["error"]), 4 * MAX_ECHO)

@@ -14,7 +14,7 @@ PAGE_SUMMARIES = {
     "split": "images per class in the training, validation and test splits",
     "training": "loss and accuracy per epoch on the training and validation splits; guard incidents",
     "evaluation": "the test split: confusion matrix, calibration, per-class scores, the most confident mistakes",
-    "labels": "training and validation images whose label looks wrong",
+    "labels": "training, validation and test images whose label looks wrong, and outliers of their class",
 }
 
 
