@@ -54,7 +54,7 @@ def trainwell_run(folder: Path, model, params: Params, *, checks: bool) -> np.nd
     targets = collect_targets([str(folder)], manifest=None, extensions=params.data.extensions)
     locations = targets.locations
     if checks:
-        accepted, refused, _ = check_targets(targets, policy=params.audit)
+        accepted, refused, _, _ = check_targets(targets, policy=params.audit)
         assert not refused, refused
         locations = [locations[position] for position in accepted]
     probabilities, failures = predict_files(model=model, locations=locations, max_pixels=params.audit.max_pixels,

@@ -15,8 +15,8 @@ PACKAGE_ROOT = REPO_ROOT / "src" / "trainwell"
 LAYERS: list[tuple[str, set[str]]] = [
     # `trainwell` itself is its __init__: the version and lazy re-exports, importing nothing eagerly.
     ("foundation", {"trainwell", "trainwell.errors", "trainwell.kinds", "trainwell.console"}),
-    ("plumbing", {"trainwell.params", "trainwell.params_file", "trainwell.storage", "trainwell.outputs",
-                  "trainwell.progress"}),
+    ("plumbing", {"trainwell.params", "trainwell.params_file", "trainwell.params_limits", "trainwell.names", "trainwell.storage",
+                  "trainwell.outputs", "trainwell.progress"}),
     ("data", {"trainwell.data"}),
     ("reports", {"trainwell.reports"}),
     ("domain", {"trainwell.audit", "trainwell.training"}),

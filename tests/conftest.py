@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLASSES, tiny_params, write_params
+from tests.helpers import (
+    CLASSES,
+    EXPORT_MAX_IMAGE_BYTES,
+    EXPORT_MAX_PIXELS,
+    run,
+    save_export_model,
+    tiny_params,
+    write_params,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -55,4 +63,20 @@ def predict_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_model_file(keras_model, folder / "models" / "model.keras")
     (folder / "data" / "splits").mkdir(parents=True)
     (folder / "data" / "splits" / "classes.json").write_text(json.dumps(CLASSES))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project run through demo_data, audit, split, build and export (real stages), with an
+    untrained model saved and the served limits set low (tests/helpers.py); treat as read-only."""
+    folder = tmp_path_factory.mktemp("export")
+    params = tiny_params()
+    params["audit"]["max_pixels"] = EXPORT_MAX_PIXELS
+    params["export"]["max_image_bytes"] = EXPORT_MAX_IMAGE_BYTES
+    write_params(folder, params)
+    for stage in ("demo-data", "audit", "split", "build"):
+        run(["trainwell", stage], folder)
+    save_export_model(folder / "models" / "model.keras")
+    run(["trainwell", "export"], folder)
     return folder

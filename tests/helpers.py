@@ -84,3 +84,33 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
         elif path.is_file():
             state[str(path.relative_to(folder))] = (path.stat().st_mode, path.read_bytes())
     return state
+
+
+EXPORT_SIZE = 32  # image side of the model the export tests serve
+# The exported test project's served limits: low, so the bombs that cross them stay small.
+EXPORT_MAX_PIXELS = 1_000_000
+EXPORT_MAX_IMAGE_BYTES = 1 << 20
+
+
+def save_export_model(path: Path, *, near_ties: bool = False) -> None:
+    """An untrained tiny network (its outputs still depend on the input).
+
+    near_ties: every class's head weights are one shared column plus differences a thousandth of
+    its size, far below int8's step (1/127 of the largest weight), so int8 reorders the classes.
+    """
+    import keras
+    import numpy as np
+
+    from trainwell.training.model_files import save_model_file
+    from trainwell.training.network import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(num_classes=len(CLASSES), image_size=EXPORT_SIZE, conv_filters=[8, 8], kernel_size=3,
+                        dense_units=16)
+    if near_ties:
+        head = model.get_layer("class_scores")
+        kernel, bias = head.get_weights()
+        shared = np.repeat(kernel[:, :1], kernel.shape[1], axis=1)
+        differences = np.random.default_rng(1).normal(size=kernel.shape) * np.abs(kernel).mean() * 1e-3
+        head.set_weights([shared + differences, np.zeros_like(bias)])
+    save_model_file(model, path)

@@ -55,6 +55,7 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_fact
     assert card["classes"] == sorted(CLASSES) and card["metrics"]["test_images"] == 15
     markdown = (project / "models" / "card.md").read_text()
     assert "## Intended use" in markdown and markdown_text(audited["data/demo"]) in markdown
+    assert "## Serving" in markdown and any("40,000,000 pixels" in line for line in card["served_refusals"])
 
     second = run(["dvc", "repro"], project)
     assert ran_stages(second.stdout) == []

@@ -101,7 +101,8 @@ def test_the_gate_prints_metric_names_as_escapes(workdir, capsys):
     names = hostile_strings(20, seed=3)
     params = tiny_params()
     params["gate"]["checks"] = [{"metric": f"metrics/eval.json:{name}", "min": 0.5} for name in names] + [
-        {"metric": f"{name}.json:accuracy", "max": 1} for name in names[:5]]
+        # A metrics file name no file can have (a NUL) is a usage error of its own, tested below.
+        {"metric": f"{name}.json:accuracy", "max": 1} for name in [name for name in names if "\x00" not in name][:5]]
     write_params(workdir, params)
     Path(workdir / "metrics").mkdir()
     (workdir / "metrics" / "eval.json").write_text('{"accuracy": 0.9}')
@@ -111,6 +112,11 @@ def test_the_gate_prints_metric_names_as_escapes(workdir, capsys):
         assert not any(obeyed(line) for line in lines), lines
         if output_format == "text":  # a header, a rule, one row per check, the verdict
             assert len(lines) == 2 + len(params["gate"]["checks"]) + 1, lines
+    params["gate"]["checks"] = [{"metric": "x\x00\n::error::forged.json:accuracy", "max": 1}]
+    write_params(workdir, params)
+    assert main(["gate"]) == 2
+    lines = output_lines(capsys)
+    assert len(lines) == 1 and not obeyed(lines[0]) and "cannot be read as JSON" in lines[0], lines
 
 
 def test_init_in_a_folder_named_to_forge_a_command(tmp_path):

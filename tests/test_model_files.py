@@ -116,3 +116,94 @@ def test_the_same_weights_save_to_the_same_bytes(saved_model, tmp_path):
     assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "second.keras").read_bytes()
     reloaded = load_model_file(tmp_path / "second.keras")
     assert [weight.tolist() for weight in reloaded.get_weights()] == [weight.tolist() for weight in model.get_weights()]
+
+
+@pytest.fixture(scope="module")
+def layered_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model of several layer kinds, its optimizer built so its state is saved too."""
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.DepthwiseConv2D(3)(x)
+    x = keras.layers.LayerNormalization()(keras.layers.Flatten()(x))
+    outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.Dense(6)(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    path = tmp_path_factory.mktemp("layered") / "layered.keras"
+    model.save(path)
+    return path
+
+
+def test_models_of_every_layer_kind_load_with_their_weights(layered_model, saved_model):
+    """No false refusal: each variable Keras asks for is an array the file holds, optimizer state included."""
+    for path in (layered_model, saved_model):
+        reference = keras.models.load_model(path)
+        loaded = load_model_file(path)
+        assert [weight.tolist() for weight in loaded.get_weights()] == [w.tolist() for w in reference.get_weights()]
+
+
+LOAD_LIES = """
+import contextlib, io, json, os, resource, sys
+from trainwell.cli import main
+from trainwell.errors import UsageError
+from trainwell.training.model_files import load_model_file
+load_model_file(sys.argv[1])  # a good model first: what follows is the refusals alone
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcomes = {}
+for name, path in json.loads(sys.argv[2]).items():
+    try:
+        load_model_file(path)
+        outcomes[name] = "loaded"
+    except UsageError as error:
+        outcomes[name] = str(error)
+# The issue's own example, through the command: `trainwell doctor --model FILE`.
+os.chdir(sys.argv[3])
+stderr = io.StringIO()
+with contextlib.redirect_stderr(stderr):
+    code = main(["doctor", "--model", sys.argv[4]])
+outcomes["doctor"] = {"exit": code, "stderr": stderr.getvalue()}
+print(json.dumps({"outcomes": outcomes, "growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}))
+"""
+
+
+def test_files_whose_config_or_hdf5_lies_about_sizes_are_refused_before_allocating(saved_model, layered_model, tmp_path):
+    """Generated lies, loaded in a fresh process whose peak memory is measured: each is a UsageError
+    (exit 2), and none allocates what it declares. Among them the issue's 17 KB file (2.5 million
+    Dense units: `trainwell doctor` reached 6.7 GB) and gzip inside the HDF5 (7 GB)."""
+    from tests import model_fuzzing
+    from trainwell.data.cache import CACHE_FORMAT
+
+    (tmp_path / "layered").mkdir()
+    lies = {**model_fuzzing.config_lies(saved_model, tmp_path, 8, seed=1),
+            **model_fuzzing.config_lies(layered_model, tmp_path / "layered", 8, seed=2),
+            **model_fuzzing.hdf5_lies(layered_model, tmp_path)}
+    config = json.loads(zipfile.ZipFile(layered_model).read("config.json"))
+    dense = next(layer for layer in config["config"]["layers"] if layer["config"].get("units") == 6)
+    dense["config"]["units"] = 2_500_000  # after 256 features: a 2.56 GB kernel
+    issue = rewrite(layered_model, tmp_path / "issue.keras", config=lambda _: config)
+    assert issue.stat().st_size < 100_000
+    project = tmp_path / "project"
+    (project / "data" / "cache").mkdir(parents=True)
+    (project / "data" / "cache" / "manifest.json").write_text(
+        json.dumps({"format": CACHE_FORMAT, "classes": ["a", "b"], "image_shape": [8, 8, 3]}))
+    result = subprocess.run([sys.executable, "-c", LOAD_LIES, str(saved_model), json.dumps({k: str(v) for k, v in lies.items()}),
+                             str(project), str(issue)], capture_output=True, text=True, env=tool_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout)
+    doctor = measured["outcomes"].pop("doctor")
+    assert doctor["exit"] == 2 and "(256, 2500000)" in doctor["stderr"] and "does not hold" in doctor["stderr"], doctor
+    for name, outcome in measured["outcomes"].items():
+        assert outcome.startswith("'") and ("was not loaded" in outcome or "could not be loaded" in outcome), (name, outcome)
+        if ".units=" in name or ".build_config." in name:  # a variable asked for: refused before it exists
+            assert "that its weights file does not hold" in outcome, (name, outcome)
+    hdf5 = {name: outcome for name, outcome in measured["outcomes"].items() if name.startswith("hdf5-")}
+    assert "declares 268,435,456 bytes" in hdf5["hdf5-gzip"] and "gzip compression" in hdf5["hdf5-gzip"]
+    assert "stores 0" in hdf5["hdf5-unallocated"]
+    assert "stored in other files" in hdf5["hdf5-external-raw-data"]
+    assert "links" in hdf5["hdf5-external-link"] and "links" in hdf5["hdf5-soft-link"]
+    assert "not numbers" in hdf5["hdf5-strings"] and "not numbers" in hdf5["hdf5-objects"]
+    assert "chunks" in hdf5["hdf5-chunk-larger-than-array"]
+    assert ".npz" in measured["outcomes"]["npz-weights"]
+    # TensorFlow's runtime is loaded before the baseline; unguarded, the doctor alone took 2.56 GB more.
+    assert measured["growth_mib"] < 64, measured["growth_mib"]

@@ -396,3 +396,99 @@ def test_many_problems_are_listed_capped(tmp_path):
     assert message.count("train.conv_filters.") == MAX_PROBLEMS
     assert f"and {5000 - MAX_PROBLEMS} more problems" in message
     assert len(message) < 3000
+
+
+# Thresholds a metric is compared with: any finite number is a meaningful bar, and nothing is
+# allocated or waited for by its size. Every other number has an upper bound.
+COMPARED_ONLY = {"gate.checks.0.min", "gate.checks.0.max", "gate.checks.0.max_drop", "gate.checks.0.max_rise"}
+HUGE = 10**30  # past every bound, an int or a float
+
+
+@pytest.mark.parametrize(("key", "place", "is_list"), [field for field in NUMBER_FIELDS if field.id not in COMPARED_ONLY])
+def test_every_size_and_count_has_an_upper_bound_named_in_the_message(tmp_path, key, place, is_list):
+    """A value past any machine's reach is a params error naming the key and its bound (exit 2), not
+    a traceback mid-stage: `train.dense_units: 2147483648` ended in ResourceExhaustedError (exit 3)."""
+    message = _error(_write(tmp_path, place([HUGE] if is_list else HUGE)))
+    assert f"'{key}{'.0' if is_list else ''}'" in message and "less than" in message, message
+
+
+def test_the_bounds_are_the_shipped_params_ceilings():
+    """The limits are not so tight that the shipped defaults or a large real run hit them."""
+    parse_params({"data": {"image_size": 224}, "train": {"model": "EfficientNetV2B3", "batch_size": 32},
+                  "label_review": {"batch_size": 32}, "evaluate": {"batch_size": 64}, "predict": {"batch_size": 64},
+                  "audit": {"max_pixels": 200_000_000, "file_timeout_s": 3600}, "build": {"shard_size": 8192}})
+    parse_params({"data": {"image_size": 128}, "train": {"conv_filters": [64, 128, 256], "dense_units": 4096,
+                                                        "batch_size": 256}})
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_sizes_that_multiply_are_bounded_together_by_the_memory_they_take(seed):
+    """Generated networks: refused exactly when the estimate passes 16 GiB, naming the keys to lower."""
+    from trainwell.params_limits import GIB, NETWORK_BYTES, cnn_size
+
+    rng = __import__("random").Random(seed)
+    size = rng.choice([16, 32, 75, 128, 256, 512, 1024])
+    filters = [rng.choice([1, 8, 64, 512, 4096]) for _ in range(rng.randrange(0, 4))]
+    raw = {"data": {"image_size": size}, "train": {"conv_filters": filters, "kernel_size": 1,
+                                                    "dense_units": rng.choice([1, 128, 4096, 65536]),
+                                                    "batch_size": rng.choice([1, 32, 1024, 65536])},
+           "build": {"shard_size": 64}, "export": {"representative_images": 64}}  # held images: tested below
+    estimate = cnn_size(image_size=size, conv_filters=filters, kernel_size=1, dense_units=raw["train"]["dense_units"],
+                        classes=2)
+    batches = [raw["train"]["batch_size"], 64]  # label_review's default batch trains the same network
+    needed = max(max(estimate.training_bytes(batch) for batch in batches), estimate.inference_bytes(256))
+    if needed <= NETWORK_BYTES:
+        assert parse_params(raw).train.conv_filters == filters
+        return
+    with pytest.raises(ParamsError) as refused:
+        parse_params(raw)
+    message = str(refused.value)
+    assert f"{needed / GIB:,.1f} GiB" in message and "train.dense_units, train.conv_filters, data.image_size" in message
+
+
+def test_the_estimate_counts_the_parameters_keras_builds():
+    from trainwell.params_limits import cnn_size
+    from trainwell.training.network import build_model
+
+    for size, filters, kernel, units, classes in ((32, [4], 3, 8, 5), (75, [16, 16, 32], 2, 128, 3), (20, [], 1, 7, 2)):
+        model = build_model(num_classes=classes, image_size=size, conv_filters=filters, kernel_size=kernel,
+                            dense_units=units)
+        assert cnn_size(image_size=size, conv_filters=filters, kernel_size=kernel, dense_units=units,
+                        classes=classes).parameters == model.count_params()
+
+
+def test_a_class_count_the_head_cannot_hold_is_refused_before_building(tmp_path):
+    from trainwell.training.network import model_for
+
+    with pytest.raises(ParamsError, match="with 1,000,000 classes"):
+        model_for(Params().train.model_copy(update={"dense_units": 65536}), num_classes=1_000_000, image_size=75)
+
+
+@pytest.mark.parametrize("override", ["train.dense_units=2147483648", "train.conv_filters=[2147483648]",
+                                      "audit.file_timeout_s=1e10", "train.dense_units=2500000"])
+def test_the_command_line_exits_2_naming_the_key_and_bound(tmp_path, override, capsys, monkeypatch):
+    from trainwell.cli import main
+
+    section, rest = override.split(".", 1)
+    key, value = rest.split("=")
+    (tmp_path / "params.yaml").write_text(f"{section}:\n  {key}: {value}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["split"]) == 2
+    error = capsys.readouterr().err
+    assert f"{section}.{key}" in error and "less than or equal to" in error, error
+
+
+@pytest.mark.parametrize(("image_size", "key", "count"), [(1024, "build.shard_size", 4096), (512, "build.shard_size", 5462),
+                                                         (1024, "export.representative_images", 2000)])
+def test_images_held_at_once_are_bounded_by_their_bytes(image_size, key, count):
+    """A cache shard and the int8 calibration images are held whole: 4096 images of 1024x1024 are 12 GiB."""
+    section, name = key.split(".")
+    raw = {"data": {"image_size": image_size}, "train": {"conv_filters": [1], "dense_units": 1},
+           "build": {"shard_size": 16}, "export": {"representative_images": 16}}
+    raw[section][name] = count
+    with pytest.raises(ParamsError) as refused:
+        parse_params(raw)
+    largest = (4 << 30) // (image_size * image_size * 3)
+    assert f"lower {key} (at most {largest:,} at this data.image_size)" in str(refused.value)
+    raw[section][name] = largest
+    parse_params(raw)

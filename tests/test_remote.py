@@ -111,16 +111,29 @@ def test_s3_data_dir_audits_builds_and_trains(s3_endpoint, demo_set, tmp_path):
 
 
 def test_s3_audit_names_a_broken_object_and_exits_1(s3_endpoint, demo_set, tmp_path):
+    """Also: objects are fetched bounded by audit.max_pixels (one past it is refused by its listed
+    size) and checked from a temporary copy in forked processes, so a decoder stuck in C (a real
+    scan-bomb JPEG, minutes of libjpeg) is killed on time, as for local files; in threads it ran on."""
+    from tests import faults
+
     prefix = f"broken-{tmp_path.name}"
     local = tmp_path / "demo"
     shutil.copytree(demo_set, local)
     victim = sorted((local / "circle").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])
+    faults.write(local / "square" / "bomb.jpg", faults.scan_bomb_jpeg(1000, 1000, 400_000))  # within 1M pixels
+    faults.write(local / "ring" / "big.jpg", faults.jpeg_bytes() + bytes(18 << 20))  # past 1M pixels' 17 MiB
     upload(s3_endpoint, local, prefix)
-    write_params(tmp_path, tiny_params())
+    params = tiny_params()
+    params["audit"].update(file_timeout_s=1.0, max_pixels=1_000_000)
+    write_params(tmp_path, params)
     url = f"s3://{BUCKET}/{prefix}"
+    started = time.monotonic()
     result = trainwell(["audit", url, "--format", "github"], tmp_path, s3_endpoint)
+    assert time.monotonic() - started < 90  # a fresh process importing TensorFlow; the bomb alone runs minutes
     assert result.returncode == 1, result.stderr
+    assert f"::error file={url.replace(':', '%3A')}/square/bomb.jpg,title=decode_timeout::" in result.stdout
+    assert f"::error file={url.replace(':', '%3A')}/ring/big.jpg,title=too_large::" in result.stdout
     # Cut mid-header this small JPEG is `corrupt`; cut later it would be `truncated`. Either way
     # the object is named by its full URL.
     # ':' in a workflow command's property is escaped as %3A (GitHub's rules; the runner unescapes it).
@@ -216,3 +229,4 @@ def test_predict_reads_objects_and_prefixes(s3_endpoint, demo_set, tmp_path, pre
     assert sum(rows[path]["status"] == "ok" for path in ring) == 11
     assert rows[f"{url}/nothing-here"]["reason"].startswith("unreadable")
     assert [row["status"] for path, row in rows.items() if "/circle/" in path] == ["ok"]
+

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import difflib
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from trainwell import params_limits as limits
 from trainwell.errors import ParamsError
 from trainwell.kinds import AUDIT_KINDS, BLOCKING_KINDS
-from trainwell.params_file import MAX_ECHO, read_params_file
-from trainwell.params_file import cut as _cut
+from trainwell.names import class_list_problem
+from trainwell.params_file import describe_error, read_params_file
 from trainwell.params_file import file_name as _file_name
 from trainwell.params_file import short_repr as _short
+from trainwell.storage import url_problem
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -59,11 +59,20 @@ class _Section(BaseModel):
 
 
 def _unique(values: list[str] | None) -> list[str] | None:
-    """A class list with no repeats: a repeated class would get two label indices."""
-    repeated = sorted(name for name, count in Counter(values or []).items() if count > 1)
-    if repeated:
-        raise ValueError(f"lists {_short(repeated)} more than once; name each class once")
+    """A class list of folder names (names.class_list_problem): each one visible path component,
+    named once, in one spelling (a repeated class would get two label indices)."""
+    problem = class_list_problem(values or [])
+    if problem:
+        raise ValueError(problem)
     return values
+
+
+def _location(value: str) -> str:
+    """A local path or an s3:// URL: a file:// (or any other) URL is refused, never read as remote."""
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class PathsParams(_Section):
@@ -97,10 +106,12 @@ class PathsParams(_Section):
     card: str = "models/card.md"
     card_json: str = "models/card.json"
 
+    _local_or_s3 = field_validator("cache_dir")(_location)
+
 
 class DemoParams(_Section):
     classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross", "ring"])
-    images_per_class: int = Field(1000, ge=1)
+    images_per_class: int = Field(1000, ge=1, le=limits.MAX_IMAGES_PER_CLASS)
     image_size: int = Field(75, ge=16, le=1024)
     seed: Seed = 0
     # Write one deliberately corrupt file into the set, to demonstrate the audit.
@@ -123,6 +134,7 @@ class DataParams(_Section):
 
     _unique_classes = field_validator("classes")(_unique)
     _file_names = field_validator("dir", "manifest")(_file_name)
+    _local_or_s3 = field_validator("dir")(_location)
 
     @field_validator("extensions")
     @classmethod
@@ -138,9 +150,9 @@ class AuditParams(_Section):
     # files are listed in the quarantine file and left out of split and build.
     fail_on: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
     quarantine: list[AuditKind] = Field(default_factory=lambda: list(BLOCKING_KINDS))
-    max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard, read from the header")
-    min_side: int = Field(16, ge=1, description="pixels; a shorter side below this is too_small")
-    max_aspect_ratio: float = Field(4.0, ge=1.0, description="longer / shorter side above this is odd_aspect_ratio")
+    max_pixels: int = Field(40_000_000, ge=1, le=limits.MAX_PIXELS, description="decompression-bomb guard, read from the header")
+    min_side: int = Field(16, ge=1, le=limits.MAX_SIDE, description="pixels; a shorter side below this is too_small")
+    max_aspect_ratio: float = Field(4.0, ge=1.0, le=limits.MAX_RATIO, description="longer / shorter side above this is odd_aspect_ratio")
     # Image properties, judged against the whole dataset and each file's class (audit/properties.py):
     # past the first bound a file is a defect on its own (nearly black, white, flat or edgeless);
     # past the second only when it is an outlier (robust z-score past outlier_z) of its class and of
@@ -153,9 +165,9 @@ class AuditParams(_Section):
     light_outlier_above: float = Field(220.0, ge=0.0, le=255.0)
     min_entropy: float = Field(0.25, ge=0.0, le=8.0)
     min_entropy_outlier: float = Field(4.0, ge=0.0, le=8.0)
-    blurry_below: float = Field(1.0, ge=0.0)
-    blurry_outlier_below: float = Field(20.0, ge=0.0)
-    outlier_z: float = Field(3.5, gt=0.0)
+    blurry_below: float = Field(1.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
+    blurry_outlier_below: float = Field(20.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
+    outlier_z: float = Field(3.5, gt=0.0, le=limits.MAX_Z)
     # Near-duplicates (audit/near_duplicates.py): pHashes (64 bits) within this many bits are
     # candidates; a candidate is a near-duplicate when its 16x16 grey thumbnails, aligned within a
     # pixel, correlate at least this well (most re-encoded, resized or brightened copies: 0.995-1;
@@ -165,9 +177,9 @@ class AuditParams(_Section):
     near_duplicate_distance: int = Field(5, ge=0, le=20)
     near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0)
     near_duplicate_pixel_difference: float = Field(6.0, ge=0.0, le=255.0)
-    max_class_imbalance: float = Field(10.0, ge=1.0, description="largest / smallest class above this is reported")
-    workers: int = Field(0, ge=0, description="decode processes; 0 = one per CPU core")
-    file_timeout_s: float = Field(30.0, gt=0.0, description="seconds; a longer check is decode_timeout (75x75 JPEG: 0.4 ms)")
+    max_class_imbalance: float = Field(10.0, ge=1.0, le=limits.MAX_RATIO, description="largest / smallest class above this is reported")
+    workers: int = Field(0, ge=0, le=limits.MAX_WORKERS, description="decode processes; 0 = one per CPU core")
+    file_timeout_s: float = Field(30.0, gt=0.0, le=limits.MAX_TIMEOUT_S, description="seconds; a longer check is decode_timeout (75x75 JPEG: 0.4 ms)")
 
 
 class SplitParams(_Section):
@@ -194,8 +206,8 @@ class SplitParams(_Section):
 
 class BuildParams(_Section):
     # Images per cache shard; a shard is the unit of streaming and shuffling for large sets.
-    shard_size: int = Field(4096, ge=1)
-    workers: int = Field(0, ge=0, description="decode threads; 0 = one per CPU core")
+    shard_size: int = Field(4096, ge=1, le=limits.MAX_SHARD_SIZE)
+    workers: int = Field(0, ge=0, le=limits.MAX_WORKERS, description="decode threads; 0 = one per CPU core")
     # Of the row shuffle before sharding: every shard then holds a mix of classes (data.cache.shuffle_rows).
     seed: Seed = 0
 
@@ -205,13 +217,13 @@ class GuardParams(_Section):
 
     enabled: bool = True
     # Steps between weight checks and in-memory snapshots: a rollback loses at most this many.
-    check_every: int = Field(10, ge=1)
+    check_every: int = Field(10, ge=1, le=limits.MAX_STEPS)
     # A batch loss this many times the recent median and above chance level (ln N) is a spike:
     # a sigmoid head that collapsed went from 0.33 to 1.54 (4.7x), to ln 5 = 1.61.
-    spike_factor: float = Field(4.0, gt=1.0)
-    spike_window: int = Field(50, ge=5, description="batches in the running median")
+    spike_factor: float = Field(4.0, gt=1.0, le=limits.MAX_FACTOR)
+    spike_window: int = Field(50, ge=5, le=limits.MAX_SPIKE_WINDOW, description="batches in the running median")
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="learning-rate multiplier after each rollback")
-    max_rollbacks: int = Field(5, ge=0)
+    max_rollbacks: int = Field(5, ge=0, le=limits.MAX_ROLLBACKS)
 
 
 class AugmentStep(_Section):
@@ -237,10 +249,10 @@ NO_WEIGHTS = "none"
 
 
 class TrainParams(_Section):
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(40, ge=1, le=limits.MAX_STEPS)
+    batch_size: int = Field(32, ge=1, le=limits.MAX_BATCH)
     # Adam's step size (for a backbone with frozen_epochs > 0: during the frozen epochs).
-    learning_rate: float = Field(1e-4, gt=0.0)
+    learning_rate: float = Field(1e-4, gt=0.0, le=limits.MAX_LEARNING_RATE)
     seed: Seed = 0
     # The network: "cnn" (the small CNN below) or a keras.applications backbone (README "Pretrained
     # backbones"), which gets a GlobalAveragePooling + dropout + Dense head.
@@ -251,14 +263,14 @@ class TrainParams(_Section):
     weights: str = Field(NO_WEIGHTS, min_length=1)
     # Epochs with the backbone frozen (only the head learns, at learning_rate) before the whole
     # network is fine-tuned at fine_tune_learning_rate with a fresh Adam.
-    frozen_epochs: int = Field(0, ge=0)
-    fine_tune_learning_rate: float = Field(1e-5, gt=0.0)
+    frozen_epochs: int = Field(0, ge=0, le=limits.MAX_STEPS)
+    fine_tune_learning_rate: float = Field(1e-5, gt=0.0, le=limits.MAX_LEARNING_RATE)
     # Dropout rate between the backbone's pooled features and the class scores (backbones only).
     head_dropout: float = Field(0.2, ge=0.0, lt=1.0)
     # The cnn's layers: one Conv2D + MaxPooling2D block per entry; [] is a valid model with no conv blocks.
-    conv_filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16, 16, 32])
-    kernel_size: int = Field(2, ge=1)
-    dense_units: int = Field(128, ge=1)
+    conv_filters: list[Annotated[int, Field(ge=1, le=limits.MAX_FILTERS)]] = Field(default_factory=lambda: [16, 16, 32])
+    kernel_size: int = Field(2, ge=1, le=limits.MAX_KERNEL)
+    dense_units: int = Field(128, ge=1, le=limits.MAX_UNITS)
     output_activation: Literal["softmax", "sigmoid", "linear"] = "softmax"
     loss: Literal["categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy"] = (
         "categorical_crossentropy"
@@ -273,7 +285,7 @@ class TrainParams(_Section):
     augment: list[AugmentStep] = Field(default_factory=list)
     # Processes that share each batch's augmentation with the pipeline thread (null: one per
     # CPU core beyond the first; 0: the pipeline thread alone). Results are the same for any value.
-    augment_processes: int | None = Field(None, ge=0)
+    augment_processes: int | None = Field(None, ge=0, le=limits.MAX_WORKERS)
     # Or (and) augmentation on the accelerator: Keras random preprocessing layers placed in the
     # model after the uint8 -> [0, 1] rescaling, active only in fit(), e.g.
     # [{name: RandomFlip, params: {mode: horizontal}}, {name: RandomRotation, params: {factor: 0.04}}].
@@ -289,7 +301,7 @@ class TrainParams(_Section):
     # Peak memory (MiB) the training input may take. A split is held in memory (fastest) while
     # about 4x its decoded size fits (train first, then val); the rest streams from the cache one
     # shard (build.shard_size images) at a time. 4096 keeps splits up to ~1 GiB decoded in memory.
-    memory_budget_mb: int = Field(4096, ge=0)
+    memory_budget_mb: int = Field(4096, ge=0, le=limits.MAX_MEMORY_BUDGET_MB)
     # Split the CPU into this many logical devices before TensorFlow starts (0: leave it), so
     # the mirrored code path runs and is tested on a machine without GPUs.
     cpu_devices: int = Field(0, ge=0, le=64)
@@ -299,7 +311,7 @@ class TrainParams(_Section):
     jit_compile: bool = False  # XLA
     # Batches per compiled call: fewer host round trips on fast accelerators. The guard then
     # sees one loss per call and rolls back whole calls.
-    steps_per_execution: int = Field(1, ge=1)
+    steps_per_execution: int = Field(1, ge=1, le=limits.MAX_STEPS_PER_EXECUTION)
 
     _file_names = field_validator("weights")(_file_name)
 
@@ -319,14 +331,14 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=limits.MAX_BATCH)
 
 
 class PredictParams(_Section):
     """`trainwell predict` (not a stage): batch size and how many classes each row lists."""
 
-    batch_size: int = Field(64, ge=1, le=65536)
-    top_k: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)
+    top_k: int = Field(3, ge=1, le=limits.MAX_TOP_K)
 
 
 class ExportParams(_Section):
@@ -334,7 +346,7 @@ class ExportParams(_Section):
 
     # dynamic_range: int8 weights, activations quantised at run time; full_integer: both int8, calibrated.
     int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"
-    representative_images: int = Field(256, ge=1)  # training images that calibrate full_integer
+    representative_images: int = Field(256, ge=1, le=limits.MAX_REPRESENTATIVE_IMAGES)  # training images that calibrate full_integer
     # Top-1 agreement with Keras on the decided test images; a miss warns and counts in the export
     # metrics' `bars_missed`, which the shipped gate checks (a short run finishes, a release is held).
     min_agreement_float16: float = Field(0.999, ge=0.0, le=1.0)
@@ -344,6 +356,9 @@ class ExportParams(_Section):
     min_agreement_encoded: float = Field(0.99, ge=0.0, le=1.0)
     # Decided: Keras' top probability leads the second by this (0-1); nearer ties rounding may flip are not judged.
     tie_margin: float = Field(0.05, ge=0.0, le=1.0)
+    # The SavedModel's bytes signature refuses a request holding a larger image (and one past
+    # audit.max_pixels, before decoding). TensorFlow's decoders take no more than 2**31 - 1 bytes.
+    max_image_bytes: int = Field(32 << 20, ge=1, le=2**31 - 1)
 
 
 class CardParams(_Section):
@@ -356,11 +371,11 @@ class CardParams(_Section):
 class LabelReviewParams(_Section):
     """k-fold cross-validation for out-of-fold probabilities and embeddings on every split (stage label_review)."""
 
-    folds: int = Field(5, ge=2)
-    epochs_per_fold: int = Field(12, ge=1)
+    folds: int = Field(5, ge=2, le=limits.MAX_FOLDS)
+    epochs_per_fold: int = Field(12, ge=1, le=limits.MAX_STEPS)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
-    learning_rate: float = Field(1e-3, gt=0.0)
-    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
+    batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)
     seed: Seed = 0
     # cleanlab's find_label_issues(filter_by=...). low_self_confidence flags as many files as
     # confident learning estimates are mislabelled, taking those the models believe least: on the
@@ -371,7 +386,7 @@ class LabelReviewParams(_Section):
         "confident_learning", "predicted_neq_given",
     ] = "low_self_confidence"
     # Outlier: mean distance to its 10 nearest neighbours > Q3 + fence x IQR (Datalab: 1.7; README).
-    outlier_fence: float = Field(3.0, ge=0.0)
+    outlier_fence: float = Field(3.0, ge=0.0, le=limits.MAX_Z)
 
 
 class GateCheck(_Section):
@@ -437,6 +452,19 @@ class Params(_Section):
         )
 
 
+    @model_validator(mode="after")
+    def _fits_the_machine(self) -> Params:
+        # After _network_fits_image: the sizes that multiply each other, bounded together.
+        problem = limits.params_problem(self, classes=len(self.data.classes or ())) or next(
+            (found for found in (limits.held_images_problem(count=count, image_size=self.data.image_size, key=key)
+                                 for key, count in (("build.shard_size", self.build.shard_size),
+                                                    ("export.representative_images", self.export.representative_images)))
+             if found), None)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
 def _feature_map_size(image_size: int, kernel_size: int, blocks: int) -> int:
     """Side of the last conv block's output; 0 when a block gets a map smaller than its kernel."""
     size = image_size
@@ -449,46 +477,13 @@ def _feature_map_size(image_size: int, kernel_size: int, blocks: int) -> int:
     return size
 
 
-def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
-    """The model that holds the key at `loc` (list indices and dict keys are stepped over)."""
-    model = root
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        nested = _nested_model(field.annotation) if field is not None else None
-        if nested is not None:
-            model = nested
-    return model
-
-
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    """The model inside an annotation such as GuardParams or list[GateCheck], if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return next((model for arg in get_args(annotation) if (model := _nested_model(arg))), None)
-
-
-def _describe_error(error: Any, root: type[BaseModel]) -> str:
-    """One line for one pydantic error: the key, what is wrong or allowed, a capped echo of the input."""
-    key = _cut(".".join(str(part) for part in error["loc"]))
-    if error["type"] == "extra_forbidden":  # the closest key and every allowed one: a typo is a one-look fix
-        fields = list(_model_at(root, error["loc"][:-1]).model_fields)
-        close = difflib.get_close_matches(str(error["loc"][-1]), fields, n=1)
-        return f"unknown key '{key}';{f' did you mean {close[0]!r}?' if close else ''} allowed here: {', '.join(fields)}"
-    if error["type"] == "value_error":
-        # Our own validators: their message already names the values (capped by _short).
-        message = _cut(str(error["ctx"]["error"]), 4 * MAX_ECHO)
-    else:
-        message = f"{error['msg']} (got {_short(error['input'])})"
-    return f"'{key}': {message}" if key else message
-
-
 def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Params:
     """Validate a params mapping; raise ParamsError naming each bad key and what is allowed."""
     try:
         return Params.model_validate(raw or {})
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        problems = [_describe_error(error, Params) for error in errors[:MAX_PROBLEMS]]
+        problems = [describe_error(error, Params) for error in errors[:MAX_PROBLEMS]]
         if len(errors) > MAX_PROBLEMS:
             problems.append(f"... and {len(errors) - MAX_PROBLEMS} more problems")
         raise ParamsError(f"{source} is invalid:", details=problems) from None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import reprlib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
+from pydantic import BaseModel
 
 from trainwell.errors import ParamsError
+from trainwell.storage import FileTooLarge, read_regular_file
 
 # Limits on hostile params files: a real one is a few kilobytes and a few hundred values.
 MAX_PARAMS_BYTES = 1_000_000
@@ -113,19 +116,16 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def _read_text(path: Path) -> str | None:
-    """The file's text; None when it does not exist. Refuses folders, huge files and non-UTF-8 bytes."""
+    """The file's text; None when it does not exist. Refuses folders, FIFOs, devices, huge files and
+    non-UTF-8 bytes (storage.read_regular_file: checked on the open file, so it never blocks)."""
     try:
-        if not path.exists():
-            return None
-        if not path.is_file():  # a folder, or a FIFO or device that could block or never end
-            kind = "a directory" if path.is_dir() else "not a regular file"
-            raise ParamsError(f"{path} is {kind}; params must be a UTF-8 YAML file")
-        with path.open("rb") as handle:
-            data = handle.read(MAX_PARAMS_BYTES + 1)
+        data = read_regular_file(path, max_bytes=MAX_PARAMS_BYTES, limit="a params file may have (a few kB of YAML)")
+    except FileNotFoundError:
+        return None
+    except FileTooLarge:
+        raise ParamsError(f"{path} is larger than {MAX_PARAMS_BYTES:,} bytes; a params file is a few kB of YAML") from None
     except OSError as exc:
-        raise ParamsError(f"{path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_PARAMS_BYTES:
-        raise ParamsError(f"{path} is larger than {MAX_PARAMS_BYTES:,} bytes; a params file is a few kB of YAML")
+        raise ParamsError(f"{path} cannot be read: {exc.strerror or exc}; params must be a UTF-8 YAML file") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -149,3 +149,36 @@ def read_params_file(path: Path) -> Any:
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{path} must be a mapping of sections (demo, data, audit, ...), got {type(raw).__name__}")
     return raw
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model that holds the key at `loc` (list indices and dict keys are stepped over)."""
+    model = root
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        nested = _nested_model(field.annotation) if field is not None else None
+        if nested is not None:
+            model = nested
+    return model
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside an annotation such as GuardParams or list[GateCheck], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((model for arg in get_args(annotation) if (model := _nested_model(arg))), None)
+
+
+def describe_error(error: Any, root: type[BaseModel]) -> str:
+    """One line for one pydantic error: the key, what is wrong or allowed, a capped echo of the input."""
+    key = cut(".".join(str(part) for part in error["loc"]))
+    if error["type"] == "extra_forbidden":  # the closest key and every allowed one: a typo is a one-look fix
+        fields = list(_model_at(root, error["loc"][:-1]).model_fields)
+        close = difflib.get_close_matches(str(error["loc"][-1]), fields, n=1)
+        return f"unknown key '{key}';{f' did you mean {close[0]!r}?' if close else ''} allowed here: {', '.join(fields)}"
+    if error["type"] == "value_error":
+        # Our own validators: their message already names the values (capped by _short).
+        message = cut(str(error["ctx"]["error"]), 4 * MAX_ECHO)
+    else:
+        message = f"{error['msg']} (got {short_repr(error['input'])})"
+    return f"'{key}': {message}" if key else message

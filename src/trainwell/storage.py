@@ -1,27 +1,56 @@
-"""Local paths and object-store URLs (s3://, gs://, hdfs://) behind one small API.
+"""Local paths and s3:// URLs behind one small API, and the one bounded, regular-file-only reader of a user's files.
 
-Remote URLs go through tf.io.gfile with tensorflow-io's filesystem plugins; the endpoint and
+Remote URLs go through tf.io.gfile with tensorflow-io's S3 filesystem; the endpoint and
 credentials come from the usual variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_REGION, and S3_ENDPOINT / S3_USE_HTTPS / S3_VERIFY_SSL for S3-compatible servers).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+import re
 import stat
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
+from trainwell.errors import DataError, UsageError
 
-from trainwell.errors import DataError
+if TYPE_CHECKING:
+    import numpy as np
 
 _remote_used = False
+# The URL schemes trainwell reads (tested against a real S3-compatible server). Any other
+# `scheme://` is refused, not taken as remote: file:// through gfile followed links out of the
+# dataset, looped on a link cycle and ran the checks in threads no timeout could stop.
+REMOTE_SCHEMES = ("s3://",)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def is_remote(path: str | Path) -> bool:
-    return "://" in str(path)
+    """True for an s3:// URL, False for a local path; a URL of any other scheme is a UsageError."""
+    text = str(path)
+    if text.startswith(REMOTE_SCHEMES):
+        return True
+    problem = url_problem(text)
+    if problem:
+        raise UsageError(problem)
+    return False
+
+
+def url_problem(location: str) -> str | None:
+    """Why a URL that is not s3:// is refused, and what to give instead; None for an s3:// URL or a local path."""
+    if location.startswith(REMOTE_SCHEMES) or not _SCHEME.match(location):
+        return None
+    scheme = location.split("://", 1)[0]
+    local = f" (for a local file, the path itself: '{location[len('file://'):]}')" if scheme.lower() == "file" else ""
+    return (f"'{location}' is a {scheme}:// URL; trainwell reads local paths and {', '.join(REMOTE_SCHEMES)} URLs "
+            f"only{local}")
 
 
 def join(root: str | Path, *parts: str) -> str:
@@ -32,10 +61,10 @@ def join(root: str | Path, *parts: str) -> str:
 
 
 def _gfile():
-    """tf.io.gfile with tensorflow-io's filesystems (s3://, hdfs://) registered."""
+    """tf.io.gfile with tensorflow-io's filesystems (s3://) registered."""
     global _remote_used
     import tensorflow as tf
-    import tensorflow_io  # noqa: F401  (registers the s3:// and hdfs:// filesystems)
+    import tensorflow_io  # noqa: F401  (registers the s3:// filesystem)
 
     _remote_used = True
     return tf.io.gfile
@@ -49,7 +78,8 @@ def _remote_error(path: str, exc: Exception) -> DataError:
 
 
 def read_bytes(path: str | Path) -> bytes:
-    """A file's bytes. Local errors stay OSError, so callers can name the file and go on."""
+    """A file's bytes, whole: for trainwell's own outputs (the build cache). A user's files go
+    through read_regular_file. Local errors stay OSError, so callers can name the file and go on."""
     if not is_remote(path):
         with open(path, "rb") as handle:
             return handle.read()
@@ -61,43 +91,162 @@ def read_bytes(path: str | Path) -> bytes:
         raise OSError(f"{exc.__class__.__name__}: {getattr(exc, 'message', exc)}") from None
 
 
-def read_regular_file(path: str | Path, *, max_bytes: int) -> bytes:
-    """A local file's bytes, opened so it cannot block and refused unless it is a regular file of at most max_bytes.
+# What FileTooLarge says a limit is, unless the caller says otherwise.
+IMAGE_LIMIT = "an image within audit.max_pixels can take"
+
+
+class FileTooLarge(OSError):
+    """A file bigger than its reader allows (for an image: than the pixel limit allows): refused before reading (`too_large`)."""
+
+
+def _open_checked(path: str | Path, *, max_bytes: int, limit: str) -> tuple[int, int]:
+    """(descriptor, size) of a local regular file of at most max_bytes, opened so it cannot block.
 
     Checked on the open descriptor (not the name), so a file swapped for a FIFO or a device after
     an earlier check is refused instead of hanging, and a sparse many-GB file is refused before a
-    byte is read. Raises OSError with the reason; object-store paths go through read_bytes.
+    byte is read. Raises OSError with the reason (FileTooLarge past max_bytes).
     """
-    if is_remote(path):
-        return read_bytes(path)
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
-            raise OSError(f"'{path}' is not a regular file (a FIFO, socket, device or folder); not read")
+            raise OSError(f"'{path}' is {_file_type(status.st_mode)}, not a regular file; not read")
         if status.st_size > max_bytes:
-            raise FileTooLarge(f"{status.st_size} bytes, more than the {max_bytes} an image within audit.max_pixels "
-                               "can take; not read")
-        with os.fdopen(descriptor, "rb", buffering=0, closefd=True) as handle:
-            descriptor = -1
-            # One read sized by fstat (unbuffered: no copy through a buffer object); more only if the
-            # file grew since, and never past max_bytes.
-            data = handle.read(status.st_size + 1) or b""
-            while len(data) > status.st_size and len(data) <= max_bytes:
-                more = handle.read(min(1 << 20, max_bytes + 1 - len(data)))
-                if not more:
-                    break
-                data += more
-        if len(data) > max_bytes:
-            raise FileTooLarge(f"more than {max_bytes} bytes; not read")
-        return data
-    finally:
-        if descriptor >= 0:
-            os.close(descriptor)
+            raise FileTooLarge(f"{status.st_size} bytes, more than the {max_bytes} {limit}; not read")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor, status.st_size
 
 
-class FileTooLarge(OSError):
-    """A file bigger than any image the pixel limit allows: refused before reading (`too_large`)."""
+def _file_type(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
+
+
+def read_regular_file(path: str | Path, *, max_bytes: int, limit: str = IMAGE_LIMIT) -> bytes:
+    """A user's file's bytes: a local regular file of at most max_bytes (see _open_checked), or an
+    s3:// object of at most max_bytes. `limit` says in FileTooLarge's message what the bound is."""
+    if is_remote(path):
+        return _read_remote(str(path), max_bytes=max_bytes, limit=limit)
+    descriptor, size = _open_checked(path, max_bytes=max_bytes, limit=limit)
+    with os.fdopen(descriptor, "rb", buffering=0, closefd=True) as handle:
+        # One read sized by fstat (unbuffered: no copy through a buffer object); more only if the
+        # file grew since, and never past max_bytes.
+        data = handle.read(size + 1) or b""
+        while len(data) > size and len(data) <= max_bytes:
+            more = handle.read(min(1 << 20, max_bytes + 1 - len(data)))
+            if not more:
+                break
+            data += more
+    if len(data) > max_bytes:
+        raise FileTooLarge(f"more than {max_bytes} bytes ({limit}); not read")
+    return data
+
+
+def _read_remote(url: str, *, max_bytes: int, limit: str) -> bytes:
+    """An object's bytes, refused by its listed size past max_bytes and never read past it."""
+    gfile = _gfile()
+    try:
+        size = gfile.stat(url).length
+        if size > max_bytes:
+            raise FileTooLarge(f"{size} bytes, more than the {max_bytes} {limit}; not read")
+        with gfile.GFile(url, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError:
+        raise
+    except Exception as exc:  # tf.errors.* for remote files; the audit reports it like an I/O error
+        raise OSError(f"{exc.__class__.__name__}: {getattr(exc, 'message', exc)}") from None
+    if len(data) > max_bytes:
+        raise FileTooLarge(f"more than {max_bytes} bytes ({limit}); not read")
+    return data
+
+
+class _Bounded(io.RawIOBase):
+    """A raw reader over an open descriptor that raises FileTooLarge instead of reading past max_bytes."""
+
+    def __init__(self, descriptor: int, *, max_bytes: int, limit: str) -> None:
+        self._file = io.FileIO(descriptor, "rb", closefd=True)
+        self._left, self._max_bytes, self._limit = max_bytes, max_bytes, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)
+        count = self._file.readinto(view[:self._left + 1]) or 0
+        if count > self._left:
+            raise FileTooLarge(f"more than {self._max_bytes} bytes ({self._limit}); not read")
+        self._left -= count
+        return count
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        position = self._file.seek(offset, whence)
+        self._left = max(0, self._max_bytes - position)
+        return position
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+@contextmanager
+def open_regular(path: str | Path, *, max_bytes: int, limit: str) -> Iterator[IO[bytes]]:
+    """A local regular file of at most max_bytes, open for streaming (CSV rows, hashing, np.load):
+    opened as read_regular_file opens one, and raising FileTooLarge rather than read past max_bytes."""
+    descriptor, _ = _open_checked(path, max_bytes=max_bytes, limit=limit)
+    with io.BufferedReader(_Bounded(descriptor, max_bytes=max_bytes, limit=limit), buffer_size=1 << 20) as handle:
+        yield handle
+
+
+def file_digest(path: str | Path, *, max_bytes: int, limit: str = IMAGE_LIMIT) -> bytes:
+    """The SHA-256 of a local regular file of at most max_bytes (its first 16 bytes are the file's
+    content_digest), read 1 MiB at a time: its memory is the block, not the file (a plain read of
+    a 2 GB file took the audit cache to 2.2 GB)."""
+    digest = hashlib.sha256()
+    with open_regular(path, max_bytes=max_bytes, limit=limit) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+def content_digest(data: bytes) -> bytes:
+    """The first 128 bits of the SHA-256 of a file's bytes: the key under which its audit results
+    are reused (SHA-256 rather than blake2b: CPUs with SHA instructions hash it twice as fast)."""
+    return hashlib.sha256(data).digest()[:16]
+
+
+# The largest JSON or YAML document read whole (bytes) when no tighter bound applies: a million-file
+# audit report or cache path list is a few hundred MB.
+MAX_DOCUMENT_BYTES = 1 << 30
+DOCUMENT_LIMIT = "a document trainwell reads may have"
+
+
+def read_json(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES, limit: str = DOCUMENT_LIMIT) -> Any:
+    """The JSON value in a user's file, read by read_regular_file. Every way it can be bad is an
+    OSError (missing, not a regular file, too large) or a ValueError (not UTF-8, not JSON, nested
+    too deeply, an integer of more digits than Python converts), with the reason."""
+    data = read_regular_file(path, max_bytes=max_bytes, limit=limit)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+    except ValueError as exc:  # json.JSONDecodeError, or int's 4300-digit conversion limit
+        raise ValueError(f"not valid JSON: {str(exc)[:200]}") from None
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -120,12 +269,16 @@ def exists(path: str | Path) -> bool:
 
 
 def load_npy(path: str | Path) -> np.ndarray:
+    import numpy as np  # here, not at the top: reading params (params_file) needs this module, not numpy
+
     if not is_remote(path):
         return np.load(path, allow_pickle=False)
     return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
+    import numpy as np
+
     if not is_remote(path):
         np.save(path, array, allow_pickle=False)
         return

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import sys
 import tokenize
 import warnings
 import zlib
@@ -18,11 +19,13 @@ import numpy as np
 import PIL
 import simplejpeg
 
+from trainwell import storage
 from trainwell.console import shown, warn
-from trainwell.data.decode import format_for_extension
+from trainwell.data.decode import format_for_extension, max_file_bytes
 from trainwell.errors import UsageError
 from trainwell.outputs import TEMPORARY_NAME_EXTRA, write_atomically
 from trainwell.params import AuditParams
+from trainwell.storage import content_digest
 
 # The layout of cache.json and its sidecar. A cache of another format (or none: format 1 had no
 # such key and no property scores; 2 no digest; 3 a SHA-256 one; 4 no fine thumbnail) is a clean miss, rebuilt on save,
@@ -34,7 +37,7 @@ _DIGEST_KEY = ', "digest": "'
 # the image properties judged against the dataset) are recomputed from cached results on every run.
 _PER_FILE_FIELDS = ("max_pixels", "min_side", "max_aspect_ratio", "file_timeout_s")
 # The modules whose code decides a per-file result, relative to the package folder.
-_CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/similarity.py")
+_CODE = ("data/decode.py", "audit/checks.py", "audit/workers.py", "audit/watchdog.py", "audit/similarity.py")
 
 
 def _library_versions() -> str:
@@ -73,6 +76,10 @@ _OWN_SIDECAR_FIELDS = {"size", "mtime_ns"}
 _SIDECAR_HEADER_LIMIT = 4096
 # The longest name a file may have in most file systems (bytes), when the folder cannot be asked.
 _NAME_MAX = 255
+# The largest cache files read (bytes): cache.json holds every path (a million files took ~100 MB),
+# the sidecar 264 bytes a file. A bigger file is not one trainwell wrote for any dataset it audits.
+MAX_CACHE_BYTES = 1 << 30
+MAX_SIDECAR_BYTES = 4 << 30
 
 
 def _foreign(path: Path, *, sidecar: bool) -> str | None:
@@ -90,8 +97,8 @@ def _foreign(path: Path, *, sidecar: bool) -> str | None:
         return f"unreadable ({exc.strerror or exc})"
     if not stat.S_ISREG(mode):
         return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-    try:
-        with open(path, "rb") as handle:
+    try:  # opened so a file swapped for a FIFO since the stat cannot block; only a header is read, whatever the size
+        with storage.open_regular(path, max_bytes=sys.maxsize, limit="") as handle:
             if sidecar:
                 return _foreign_sidecar(handle)
             head = handle.read(64)
@@ -129,12 +136,6 @@ def _foreign_sidecar(handle: IO[bytes]) -> str | None:
 
 def _promised_format(path: str) -> str | None:
     return format_for_extension(os.path.splitext(path)[1])
-
-
-def content_digest(data: bytes) -> bytes:
-    """The first 128 bits of the SHA-256 of a file's bytes: the key under which its results are
-    reused (SHA-256 rather than blake2b: CPUs with SHA instructions hash it twice as fast)."""
-    return hashlib.sha256(data).digest()[:16]
 
 
 def content_hash(data: bytes) -> str:
@@ -181,6 +182,7 @@ class AuditCache:
     def __init__(self, path: str | Path | None, policy: AuditParams, *, dataset: str | Path | None = None) -> None:
         self.path = Path(path) if path else None
         self.fingerprint = fingerprint(policy)
+        self.max_file_bytes = max_file_bytes(policy.max_pixels)
         self.paths: list[str] = []
         self.columns: dict[str, np.ndarray] = {}
         self.findings: dict[str, list] = {}  # stored path -> [[kind, detail], ...], files with findings only
@@ -203,13 +205,16 @@ class AuditCache:
     def _load(self) -> None:
         """Take the stored results when they were made under this fingerprint; raise when malformed
         or damaged (the digest covers every byte of both files that is read)."""
-        text = self.path.read_text(encoding="utf-8") if self.path else "{}"
+        text = storage.read_regular_file(self.path, max_bytes=MAX_CACHE_BYTES,
+                                         limit="an audit cache file may have").decode() if self.path else "{}"
         stored = json.loads(text)
         if not isinstance(stored, dict):
             raise ValueError("not a JSON object")
         if stored.get("format") != FORMAT or stored.get("fingerprint") != self.fingerprint:
             return  # another format, other thresholds or code: a clean miss, not a fault
-        records = np.load(self._sidecar(), allow_pickle=False)
+        with storage.open_regular(self._sidecar(), max_bytes=MAX_SIDECAR_BYTES,
+                                  limit="an audit cache file may have") as handle:
+            records = np.load(handle, allow_pickle=False)
         body, _, _ = text.rpartition(_DIGEST_KEY)
         if not isinstance(records, np.ndarray) or _digest(body, records) != stored.get("digest"):
             raise ValueError("its digest does not match its contents (a damaged or hand-edited file)")
@@ -295,10 +300,10 @@ class AuditCache:
         changed = np.flatnonzero(~unchanged & (sizes >= 0))
         digests: dict[int, bytes] = {}
         for position in changed.tolist():
-            try:
-                with open(os.path.join(root, paths[position]), "rb") as handle:
-                    digests[position] = content_digest(handle.read())
-            except OSError:
+            try:  # the checks' own bounds: a file past them is too_large there, never hashed here
+                digests[position] = storage.file_digest(os.path.join(root, paths[position]),
+                                                        max_bytes=self.max_file_bytes)[:16]
+            except (OSError, ValueError):
                 continue
         if digests:
             # Rows holding any of these bytes, found with one vectorised search (not a dict of every

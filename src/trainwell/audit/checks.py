@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from trainwell import storage
-from trainwell.audit.cache import COLUMNS, SCORE_COLUMNS, content_digest
+from trainwell.audit.cache import COLUMNS, SCORE_COLUMNS
 from trainwell.audit.similarity import grey_of, similarity_features, tiny_thumbnail
 from trainwell.data.decode import DecodeError, decode_image, max_file_bytes
 from trainwell.params import AuditParams
@@ -133,15 +133,15 @@ def check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, pa
 def _check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, path: str,
                 policy: AuditParams) -> Findings:
     try:
-        if storage.is_remote(root):
-            data = storage.read_bytes(storage.join(root, path))
-        else:  # non-blocking, regular files only, refused past what max_pixels allows (see storage)
-            data = storage.read_regular_file(os.path.join(root, path), max_bytes=max_file_bytes(policy.max_pixels))
+        # Non-blocking, regular files only, refused past what max_pixels allows (see storage);
+        # objects past it are refused by their listed size.
+        location = storage.join(root, path) if storage.is_remote(root) else os.path.join(root, path)
+        data = storage.read_regular_file(location, max_bytes=max_file_bytes(policy.max_pixels))
     except storage.FileTooLarge as exc:
         return [("too_large", str(exc))]
     except OSError as exc:
         return [("unreadable", f"could not read the file: {exc.strerror or exc}")]
-    columns["content"][row] = content_digest(data)
+    columns["content"][row] = storage.content_digest(data)
     try:
         decoded = decode_image(data, suffix=os.path.splitext(path)[1], max_pixels=policy.max_pixels)
     except DecodeError as exc:

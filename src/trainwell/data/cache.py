@@ -131,7 +131,12 @@ def build_cache(
     """Build every split's shards, its rows in a seeded shuffle (shuffle_rows), and write
     cache_dir/manifest.json; return the manifest."""
     classes_file = Path(splits_dir) / CLASSES_FILE
-    classes = json.loads(classes_file.read_text()) if classes_file.exists() else []
+    try:
+        classes = storage.read_json(classes_file)
+    except FileNotFoundError:
+        classes = []
+    except (OSError, ValueError) as exc:
+        raise DataError(f"'{classes_file}' cannot be read ({exc}); run `dvc repro split` again") from None
     if not classes:
         raise DataError(f"'{Path(splits_dir) / CLASSES_FILE}' lists no classes; run `dvc repro split` first")
     target = cache_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from array import array
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 from trainwell import storage
 from trainwell.errors import DataError, UsageError
 from trainwell.kinds import Finding
+from trainwell.names import same_after_normalisation
 
 
 @dataclass
@@ -42,14 +44,16 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
             f"dataset folder '{root}' does not exist or is not a folder; "
             "set data.dir in params.yaml to a folder with one sub-folder per class"
         )
-    subdirs = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
-    wanted = sorted(subdirs) if classes is None else list(classes)
+    # Hidden entries (.git, .thumbs, .DS_Store) are nobody's class and no stray file: not listed at all.
+    visible = sorted((entry for entry in os.scandir(root) if not entry.name.startswith(".")), key=lambda e: e.name)
+    subdirs = [entry.name for entry in visible if entry.is_dir(follow_symlinks=False)]
+    wanted = refuse_look_alike(subdirs, where=f"dataset folder '{root}'") if classes is None else list(classes)
     stats_of_files = array("q")
     listing = Listing(root=root, classes=wanted, stats=stats_of_files)
     allowed = set(extensions)
 
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
+    for entry in visible:
+        if entry.is_file(follow_symlinks=False):
             listing.issues.append(Finding(entry.name, "stray_file", "file outside any class folder is ignored"))
         elif entry.is_symlink():
             _safe_target(listing, root, entry.name, regular_file=False)  # reported when it escapes or loops
@@ -77,6 +81,18 @@ def list_dataset(root: str | Path, *, classes: list[str] | None, extensions: lis
             for position in accepted:
                 stats_of_files.extend(stats[2 * position:2 * position + 2])
     return listing
+
+
+def refuse_look_alike(classes: list[str], *, where: str) -> list[str]:
+    """The class list found in the data, unless two of its names are the same after Unicode
+    normalisation (`café` composed in one folder name, decomposed in another): they look
+    identical but would be two classes. A DataError names them with their code points."""
+    alike = same_after_normalisation(classes)
+    if alike:
+        raise DataError(f"{where} has classes {', '.join(map(ascii, alike))[:300]} whose names are the same after "
+                        "Unicode normalisation (NFC) but written in different characters: they look identical and "
+                        "would be separate classes. Rename (or merge) them so each class has one spelling")
+    return classes
 
 
 def _add_class_files(listing: Listing, label: str, relatives: list[str], allowed: set[str], *,
@@ -124,7 +140,7 @@ def list_remote_dataset(root: str, *, classes: list[str] | None, extensions: lis
             listing.issues.append(Finding(relative, "stray_file", "file outside any class folder is ignored"))
             continue
         by_class.setdefault(relative.split("/", 1)[0], []).append(relative)
-    wanted = sorted(by_class) if classes is None else list(classes)
+    wanted = refuse_look_alike(sorted(by_class), where=f"'{root}'") if classes is None else list(classes)
     listing.classes = wanted
     allowed = set(extensions)
     for name in sorted(set(by_class) - set(wanted)):
@@ -227,6 +243,10 @@ def _safe_target(listing: Listing, root: Path, relative: str, *, regular_file: b
     return True
 
 
+# The largest manifest read (bytes): a million rows of 100-byte paths is 100 MB.
+MAX_MANIFEST_BYTES = 512 << 20
+
+
 def manifest_rows(manifest: Path, *, columns: tuple[str, ...] = ("path", "label")) -> list[tuple[str, ...]]:
     """The named columns of each row of a CSV manifest; a malformed file is a usage error naming the line.
 
@@ -234,7 +254,11 @@ def manifest_rows(manifest: Path, *, columns: tuple[str, ...] = ("path", "label"
     and header names are stripped. A byte-order mark (Excel's "CSV UTF-8") is allowed.
     """
     try:
-        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+        data = storage.read_regular_file(manifest, max_bytes=MAX_MANIFEST_BYTES, limit="a manifest may have")
+    except OSError as exc:
+        raise UsageError(f"manifest '{manifest}' cannot be read: {exc.strerror or exc}") from None
+    try:
+        with io.StringIO(data.decode("utf-8-sig"), newline="") as handle:
             reader = csv.reader(handle, strict=True)  # strict: an unclosed quote is an error, not a field
             header = next(reader, None)
             names = [name.strip() for name in header or []]
@@ -278,7 +302,7 @@ def list_manifest(
         raise DataError(f"labels manifest '{manifest}' does not exist; set data.manifest in params.yaml or remove it")
     rows = manifest_rows(manifest)
     labels_seen = sorted({label for _, label in rows if label})
-    wanted = sorted(labels_seen) if classes is None else list(classes)
+    wanted = refuse_look_alike(labels_seen, where=f"manifest '{manifest}'") if classes is None else list(classes)
     stats_of_files = array("q")
     listing = Listing(root=root, classes=wanted, stats=stats_of_files)
     by_path: dict[str, set[str]] = {}

@@ -6,11 +6,16 @@ import json
 import math
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
+from trainwell import storage
 from trainwell.console import shown
-from trainwell.errors import DataError, TrainwellError, UsageError
+from trainwell.errors import TrainwellError, UsageError
 from trainwell.params import GateCheck
+
+# The largest metrics file read (bytes): dvc metrics files are a few kB; per-class details of a
+# thousand classes stay under a megabyte.
+MAX_METRICS_BYTES = 16 << 20
+METRICS_LIMIT = "a metrics file may have"
 
 
 @dataclass
@@ -26,14 +31,31 @@ class Row:
         return not self.failures
 
 
-def lookup(document: dict, dotted: str) -> float | None:
-    """document['a']['b'] for 'a.b', as a float; None when absent or not a number."""
+class _NotANumber:
+    """What lookup finds at a key that holds something other than a number (a string, a list, a boolean)."""
+
+    def __init__(self, found: object) -> None:
+        self.type = "a boolean" if isinstance(found, bool) else f"a JSON {_json_type(found)}"
+
+
+def _json_type(value: object) -> str:
+    return {str: "string", list: "list", dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def lookup(document: object, dotted: str) -> float | _NotANumber | None:
+    """document['a']['b'] for 'a.b', as a float (inf or nan for non-finite numbers and for
+    integers too large for a float); None when absent; _NotANumber when it is not a number."""
     node: object = document
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
-    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        return _NotANumber(node)
+    try:
+        return float(node)
+    except OverflowError:  # an integer of hundreds of digits: no float holds it
+        return math.inf if node > 0 else -math.inf
 
 
 def split_metric(metric: str) -> tuple[str, str]:
@@ -44,39 +66,83 @@ def split_metric(metric: str) -> tuple[str, str]:
     return file, key
 
 
-def read_current(file: str) -> dict | None:
-    path = Path(file)
-    return json.loads(path.read_text()) if path.exists() else None
+def read_current(file: str) -> object:
+    """The JSON value in a metrics file; None when there is no such file. Anything else that keeps
+    it from being read as JSON (a folder, a FIFO, a device, too large, not UTF-8, not JSON, nested
+    too deeply, a number of thousands of digits) is a UsageError naming the file."""
+    try:
+        return storage.read_json(file, max_bytes=MAX_METRICS_BYTES, limit=METRICS_LIMIT)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"metrics file '{shown(file)}' cannot be read as JSON: {_reason(exc)}; the gate reads the JSON "
+                         "files `dvc repro` writes (check gate.checks in params.yaml)") from None
 
 
-def read_at_revision(file: str, revision: str) -> dict | None:
-    """The JSON file as committed at `revision`, or None when it did not exist there."""
+def _reason(exc: Exception) -> str:
+    return str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)[:300]
+
+
+def read_at_revision(file: str, revision: str) -> object:
+    """The JSON file as committed at `revision`, or None when it did not exist there; a file that
+    is not JSON there, or larger than a metrics file may be, is a UsageError naming it."""
     if revision.startswith("-"):
         # `git show --output=FILE` would write anywhere: a revision is never an option.
         raise UsageError(f"'{revision}' is not a git revision (it starts with '-')")
-    shown = subprocess.run(["git", "show", "--end-of-options", f"{revision}:{file}"], capture_output=True, text=True,
+    # Its size first: `git show` would hand over all of a committed multi-GB file.
+    sized = subprocess.run(["git", "cat-file", "-s", f"{revision}:{file}"], capture_output=True, text=True,
                            errors="backslashreplace")
-    if shown.returncode != 0:
-        if "invalid object name" in shown.stderr or "unknown revision" in shown.stderr:
+    if sized.returncode == 0 and int(sized.stdout.strip() or 0) > MAX_METRICS_BYTES:
+        raise UsageError(f"metrics file '{file}' at git revision '{revision}' has {sized.stdout.strip()} bytes, "
+                         f"more than the {MAX_METRICS_BYTES} {METRICS_LIMIT}")
+    committed = subprocess.run(["git", "show", "--end-of-options", f"{revision}:{file}"], capture_output=True)
+    if committed.returncode != 0:
+        stderr = committed.stderr.decode("utf-8", "backslashreplace")
+        if "invalid object name" in stderr or "unknown revision" in stderr:
             raise UsageError(f"git revision '{revision}' not found; fetch it first (git fetch origin {revision})")
         return None
     try:
-        return json.loads(shown.stdout)
-    except ValueError:
-        raise DataError(f"'{file}' at git revision '{revision}' is not valid JSON") from None
+        return json.loads(committed.stdout.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problem = f"is not UTF-8 text (byte {exc.start})"
+    except RecursionError:
+        problem = "is JSON nested too deeply to read"
+    except ValueError as exc:  # json.JSONDecodeError, or int's 4300-digit conversion limit
+        problem = f"is not valid JSON ({str(exc)[:200]})"
+    raise UsageError(f"metrics file '{file}' at git revision '{revision}' {problem}")
 
 
-def evaluate_checks(*, checks: list[GateCheck], current: dict[str, dict | None],
-                    baseline: dict[str, dict | None] | None) -> list[Row]:
-    """One row per check: the value, the baseline value, the rules applied and which failed. Pure."""
+def _value_problem(value: float | _NotANumber | None, file: str, *, what: str) -> str | None:
+    """Why a looked-up value cannot be compared, or None when it is a finite number."""
+    if value is None:
+        return f"missing from {file}; run `dvc repro` first" if what == "value" else None
+    if isinstance(value, _NotANumber):
+        return f"{what} in {file} is {value.type}, not a number"
+    if not math.isfinite(value):
+        return f"{what} in {file} is {value}, not a finite number"
+    return None
+
+
+def evaluate_checks(*, checks: list[GateCheck], current: dict[str, object],
+                    baseline: dict[str, object] | None) -> list[Row]:
+    """One row per check: the value, the baseline value, the rules applied and which failed. Pure.
+
+    Only a finite number can pass: a value that is missing, not a number, NaN or infinite fails
+    every rule of its check (`Infinity` would otherwise pass any `min`), and a baseline that is
+    not a finite number fails the rules that compare with it."""
     rows = []
     for check in checks:
         file, key = split_metric(check.metric)
-        value = lookup(current.get(file) or {}, key)
-        base = lookup((baseline or {}).get(file) or {}, key) if baseline is not None else None
-        rules, failures = [], []
-        if value is None or math.isnan(value):
-            failures.append(f"missing from {file}; run `dvc repro` first")
+        found = lookup(current.get(file), key)
+        found_base = lookup(baseline.get(file), key) if baseline is not None else None
+        failures = [problem for problem in (_value_problem(found, file, what="value"),) if problem]
+        value = found if isinstance(found, float) and not failures else None
+        relative = baseline is not None and (check.max_drop is not None or check.max_rise is not None)
+        base_problem = _value_problem(found_base, file, what="baseline value") if relative else None
+        if base_problem:
+            failures.append(base_problem)
+        base = found_base if isinstance(found_base, float) and math.isfinite(found_base) else None
+        rules = []
         if check.min is not None:
             rules.append(f">= {check.min:g}")
             if value is not None and value < check.min:
@@ -97,15 +163,19 @@ def evaluate_checks(*, checks: list[GateCheck], current: dict[str, dict | None],
     return rows
 
 
-def name_weakest_classes(rows: list[Row], *, per_class: dict | None, count: int = 3) -> None:
+def name_weakest_classes(rows: list[Row], *, per_class: object, count: int = 3) -> None:
     """Add to each failed macro-F1 row the classes with the lowest F1 (evaluate's per_class.json):
-    a macro average names no culprit, and a class with no test images scores 0 in it."""
-    classes = (per_class or {}).get("per_class")
-    if not isinstance(classes, dict) or not classes:
+    a macro average names no culprit, and a class with no test images scores 0 in it. Entries that
+    are not a class with a finite F1 are left out: the file is evaluate's, but read as any input."""
+    classes = per_class.get("per_class") if isinstance(per_class, dict) else None
+    if not isinstance(classes, dict):
         return
-    scored = sorted(((float(values.get("f1", 0.0)), name, values.get("support", "?")) for name, values in classes.items()
-                     if isinstance(values, dict)), key=lambda item: (item[0], item[1]))
-    weakest = ", ".join(f"'{name}' {f1:.2f} ({support} test images)" for f1, name, support in scored[:count])
+    scored = sorted((float(values["f1"]), str(name), values.get("support", "?")) for name, values in classes.items()
+                    if isinstance(values, dict) and isinstance(values.get("f1"), int | float)
+                    and math.isfinite(values["f1"]))
+    if not scored:
+        return
+    weakest = ", ".join(f"'{shown(name)}' {f1:.2f} ({shown(str(support))} test images)" for f1, name, support in scored[:count])
     for row in rows:
         if not row.passed and row.metric.endswith(":macro_f1"):
             row.failures.append(f"lowest F1: {weakest}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import yaml
@@ -16,6 +14,10 @@ from trainwell.outputs import guard_stage, guarded, write_text_atomically
 from trainwell.params import Params, load_params
 from trainwell.reports.card import limitations, render_card_json, render_card_markdown
 from trainwell.training.evaluation import PER_CLASS_JSON
+from trainwell.training.served_limits import describe, served_limits
+
+# The largest model file hashed for the card (bytes); the file is trainwell's own, bounded all the same.
+MAX_MODEL_BYTES = 16 << 30
 
 TRAINING_KEYS = ("model", "weights", "frozen_epochs", "fine_tune_learning_rate", "epochs", "batch_size", "learning_rate", "seed", "loss", "output_activation", "class_weight",
                  "augment", "augment_layers", "mixed_precision", "strategy")
@@ -23,7 +25,7 @@ TRAINING_KEYS = ("model", "weights", "frozen_epochs", "fine_tune_learning_rate",
 
 def _json_or_none(path: str) -> dict | None:
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        value = storage.read_json(path)
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -36,7 +38,8 @@ def data_version(*, lock_file: str, data_dir: str) -> str | None:
     runs the entry describes the data the model was trained on.
     """
     try:
-        lock = yaml.safe_load(Path(lock_file).read_text(encoding="utf-8"))
+        lock = yaml.safe_load(storage.read_regular_file(lock_file, max_bytes=storage.MAX_DOCUMENT_BYTES,
+                                                        limit=storage.DOCUMENT_LIMIT).decode("utf-8"))
         deps = lock["stages"]["audit"]["deps"]
     except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
         return None
@@ -48,11 +51,10 @@ def data_version(*, lock_file: str, data_dir: str) -> str | None:
 
 
 def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    try:
+        return storage.file_digest(path, max_bytes=MAX_MODEL_BYTES, limit="a model file may have").hex()
+    except OSError as exc:
+        raise DataError(f"the model '{path}' cannot be read: {exc.strerror or exc}") from None
 
 
 def _network(params: Params) -> str:
@@ -79,7 +81,7 @@ def build_card(params: Params) -> dict:
     evaluation = _json_or_none(params.paths.eval_metrics)
     details = _json_or_none(str(Path(params.paths.eval_report_dir) / PER_CLASS_JSON)) or {}
     try:
-        classes = json.loads((Path(params.paths.splits_dir) / CLASSES_FILE).read_text(encoding="utf-8"))
+        classes = storage.read_json(Path(params.paths.splits_dir) / CLASSES_FILE)
     except (OSError, ValueError):
         classes = None
     if evaluation is None or not isinstance(classes, list) or not Path(params.paths.model).is_file():
@@ -108,6 +110,8 @@ def build_card(params: Params) -> dict:
         "label_review": label_review,
         "label_review_file": f"{params.paths.label_report_dir}/suspects.csv",
         "export": _json_or_none(params.paths.export_metrics),
+        # What the SavedModel's bytes signature refuses (the whole request, with an error naming the image).
+        "served_refusals": describe(served_limits(params)),
         "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit,
                                    images=_image_properties(params)),
     }

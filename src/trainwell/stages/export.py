@@ -132,6 +132,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     read_manifest(params.paths.cache_dir)  # what is missing is said before TensorFlow's seconds of start-up
     from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_models, write_saved_model
     from trainwell.training.model_files import load_model_file
+    from trainwell.training.served_limits import served_limits
 
     model = load_model_file(params.paths.model, compile=False)
     train = open_split(cache_dir=params.paths.cache_dir, split="train")
@@ -139,7 +140,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     staging = fresh_staging_dir(final, marker=PARITY_FILE)
     staging.mkdir(parents=True)
     try:
-        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL)
+        write_saved_model(model=model, classes=train.classes, path=staging / SAVED_MODEL, limits=served_limits(params))
         representative = (_representative(train, params.export.representative_images)
                           if params.export.int8 == "full_integer" else None)
         tflite = tflite_models(model=model, int8_mode=params.export.int8, representative=representative)

@@ -39,7 +39,7 @@ def _classes(params: Params, given: str | None) -> list[str]:
         return _valid_classes([name.strip() for name in given.split(",")], source="--classes")
     path = Path(params.paths.splits_dir) / CLASSES_FILE
     try:
-        classes = json.loads(path.read_text(encoding="utf-8"))
+        classes = storage.read_json(path)
     except (OSError, ValueError):
         raise UsageError(f"the class names are read from '{path}' (written by `dvc repro split`), which is missing "
                          "or unreadable; run the pipeline first, or pass --classes a,b,c in label order") from None
@@ -85,16 +85,20 @@ def _probability_rows(probabilities, positions: list[int]) -> dict[int, str]:
             for index in np.flatnonzero(~(finite & in_range))}
 
 
-def check_targets(targets: Targets, *, policy: AuditParams) -> tuple[list[int], dict[int, str], dict[int, str]]:
-    """Positions that pass the audit's per-file checks, the refused ones with why, and warnings by position.
+def check_targets(targets: Targets, *, policy: AuditParams
+                  ) -> tuple[list[int], dict[int, str], dict[int, str], dict[int, bytes]]:
+    """Positions that pass the audit's per-file checks, the refused ones with why, warnings by
+    position, and the content digest of the bytes each accepted file was checked with.
 
-    The audit's own check (in child processes, so a decoder crash or hang is a finding, not
-    the end of the command) decides: a file the project would quarantine is never classified.
+    The audit's own check (in child processes, so a decoder crash is a finding and a decoder
+    past audit.file_timeout_s is killed, not the end of the command) decides: a file the project
+    would quarantine is never classified.
     """
     refuse_on = set(BLOCKING_KINDS) | set(policy.quarantine)
     accepted: list[int] = []
     refused: dict[int, str] = {}
     notes: dict[int, str] = {}
+    digests: dict[int, bytes] = {}
     by_root: dict[str, list[int]] = {}
     for position, location in enumerate(targets.locations):
         # Object-store files are checked with threads under their bucket; local files in processes.
@@ -103,18 +107,19 @@ def check_targets(targets: Targets, *, policy: AuditParams) -> tuple[list[int], 
     for root, positions in by_root.items():
         items = [(targets.locations[position][len(root):].lstrip("/") if root else targets.locations[position], "")
                  for position in positions]
-        findings = [found for batch in check_all(items, root=root, policy=policy)
-                    for found in (batch.findings.get(row, []) for row in range(len(batch)))]
-        for position, found in zip(positions, findings):
+        checked = [(batch.findings.get(row, []), bytes(batch.columns["content"][row]))
+                   for batch in check_all(items, root=root, policy=policy) for row in range(len(batch))]
+        for position, (found, digest) in zip(positions, checked):
             blocking = [(kind, text) for kind, text in found if kind in refuse_on]
             if blocking:
                 refused[position] = "; ".join(f"{kind}: {text}" for kind, text in blocking)
                 continue
             accepted.append(position)
+            digests[position] = digest
             warned = [kind for kind, _ in found if DEFAULT_SEVERITY.get(kind, "warning") == "warning"]
             if warned:
                 notes[position] = ",".join(warned)
-    return sorted(accepted), refused, notes
+    return sorted(accepted), refused, notes, digests
 
 
 def _render(rows: list[dict], *, output_format: str) -> str:
@@ -172,13 +177,13 @@ def main(
 
     model = load_model_file(model_file, trust=trust_model, compile=False)
     _check_model(model, classes=class_names)
-    accepted, refused, notes = check_targets(targets, policy=params.audit)
+    accepted, refused, notes, digests = check_targets(targets, policy=params.audit)
     bar = progress_bar(total=len(accepted), description="predict")
     try:
         probabilities, failures = predict_files(
             model=model, locations=[targets.locations[position] for position in accepted],
             max_pixels=params.audit.max_pixels, batch_size=params.predict.batch_size,
-            report=lambda done: bar.update(done - bar.n))
+            report=lambda done: bar.update(done - bar.n), digests=[digests[position] for position in accepted])
     finally:
         bar.close()
     refused.update({accepted[index]: reason for index, reason in failures.items()})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +47,8 @@ def _json(path: str | Path) -> object:
     """A JSON file another stage wrote, or None when it is missing, unreadable, too big or not JSON:
     the page then says that stage has not run. Whatever shape it holds is checked by its reader."""
     try:
-        return json.loads(storage.read_regular_file(path, max_bytes=MAX_INPUT_BYTES).decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
+        return storage.read_json(path, max_bytes=MAX_INPUT_BYTES)
+    except (OSError, ValueError):
         return None
 
 

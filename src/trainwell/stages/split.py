@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from trainwell.console import say, warn
+from trainwell import storage
+from trainwell.console import say, shown, warn
 from trainwell.data.listing import list_sources
 from trainwell.data.splits import (
     CLASSES_FILE,
@@ -24,10 +24,14 @@ from trainwell.params import load_params
 
 def read_groups(audit_report: str | Path) -> list[list[str]]:
     """Duplicate and near-duplicate groups from the audit report (none when there is no report)."""
-    path = Path(audit_report)
-    if not path.exists():
+    try:
+        report = storage.read_json(audit_report)
+    except FileNotFoundError:
         return []
-    report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"the audit report '{shown(str(audit_report))}' cannot be read ({exc}); run `dvc repro audit` again") from None
+    if not isinstance(report, dict):
+        raise DataError(f"the audit report '{shown(str(audit_report))}' is not a JSON object; run `dvc repro audit` again")
     near = [group["members"] if isinstance(group, dict) else group for group in report.get("near_duplicate_groups", [])]
     return list(report.get("duplicate_groups", [])) + near
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import stat
 import warnings
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import keras
 
+from trainwell import storage
 from trainwell.errors import ParamsError
 from trainwell.params import NO_WEIGHTS, TrainParams
 
@@ -31,6 +31,9 @@ class BackboneSpec:
 
 MOBILENET_V3 = "Rescaling(1/127.5, offset=-1): [0, 255] -> [-1, 1]"
 EFFICIENTNET_V2_B = "Rescaling(1/255) then Normalization with ImageNet's channel mean and variance"
+
+# The largest backbone weights file hashed (bytes): keras.applications' largest here is ~60 MB.
+MAX_WEIGHTS_BYTES = 4 << 30
 
 BACKBONES = {
     "MobileNetV3Small": BackboneSpec("MobileNetV3Small", "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
@@ -96,11 +99,10 @@ def weights_digest(path: Path | None) -> str | None:
     """sha256 of the weights file: a run resumes from a backup only with the same weights."""
     if path is None:
         return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    try:
+        return storage.file_digest(path, max_bytes=MAX_WEIGHTS_BYTES, limit="a backbone's weights file may have").hex()
+    except OSError as exc:  # swapped for a FIFO or a folder since weights_path looked, or grown past the bound
+        raise ParamsError(f"train.weights '{path}' cannot be read: {exc.strerror or exc}") from None
 
 
 def make_backbone(model: str, *, image_size: int, weights: Path | None) -> keras.Model:

@@ -11,14 +11,26 @@ import numpy as np
 import tensorflow as tf
 
 from trainwell.console import native_logs_hidden
+from trainwell.training.served_input import check_request
+from trainwell.training.served_limits import ServedLimits
 
 SAVED_MODEL = "saved_model"
 TFLITE_FILES = {"float16": "model_float16.tflite", "int8": "model_int8.tflite"}
 PIXELS_SIGNATURE = "serve_pixels"
+# Images of one request decoded and classified together: a request of 100,000 small JPEGs holds
+# the decoded pixels and activations of this many at a time, not of all of them.
+SERVED_BATCH = 64
+# Images of a batch decoded at once (map_fn's parallel iterations, TensorFlow's default in a
+# graph): each takes about audit.max_pixels x 3 bytes (0.11 GiB measured for 40 million pixels),
+# so a request peaks near 10 of them; 4 at once served ordinary JPEGs 20-30% slower.
+PARALLEL_DECODES = 10
 
 
-def decode_for_serving(image_bytes: tf.Tensor, *, size: int) -> tf.Tensor:
+def decode_for_serving(image_bytes: tf.Tensor, *, size: int, gif_first_image_end: tf.Tensor | int = 0) -> tf.Tensor:
     """TensorFlow's twin of `data.decode.prepare_image` for one encoded JPEG, PNG, GIF or BMP: (size, size, 3) uint8.
+
+    A GIF is cut after its first image (served_input.gif_first_image) and given its trailer, so
+    its other frames are never decoded: the first is all training ever used.
 
     JPEG is decoded with libjpeg's accurate integer DCT, which is what Pillow uses: TensorFlow's
     default (the fast DCT) changed pixels by up to 8 levels in every demo image, and 0.3% of test
@@ -26,6 +38,9 @@ def decode_for_serving(image_bytes: tf.Tensor, *, size: int) -> tf.Tensor:
     then identical to the cache; a resize rounds a little differently from Pillow's (see the
     export metrics' `encoded` agreement).
     """
+    cut = tf.cast(gif_first_image_end, tf.int64)
+    image_bytes = tf.cond(cut > 0, lambda: tf.strings.join([tf.strings.substr(image_bytes, tf.constant(0, tf.int64), cut), b"\x3b"]),
+                          lambda: image_bytes)
     image = tf.cond(
         tf.io.is_jpeg(image_bytes),
         lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
@@ -51,10 +66,11 @@ class ServingModule(tf.Module):
     variables in an order that changes from run to run, so its files were never byte-identical.
     """
 
-    def __init__(self, model: keras.Model, classes: list[str]):
+    def __init__(self, model: keras.Model, classes: list[str], limits: ServedLimits):
         super().__init__(name="trainwell_serving")
         self.model = model
         self.class_names = tf.constant(classes)
+        self.limits = limits
         size = int(model.input_shape[1])
         self.image_size = size
         self.serve_bytes = tf.function(self._serve_bytes,
@@ -72,19 +88,35 @@ class ServingModule(tf.Module):
         }
 
     def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Every image checked against the limits first (a refused one fails the request, see
+        served_input), then SERVED_BATCH at a time decoded and classified."""
         size = self.image_size
-        images = tf.map_fn(lambda data: decode_for_serving(data, size=size), image_bytes,
-                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
-        return self._outputs(tf.cast(self.model(images, training=False), tf.float32))
+        checked = check_request(image_bytes, self.limits)
+        count = tf.size(checked.image_bytes)
+        batches = (count + SERVED_BATCH - 1) // SERVED_BATCH
+
+        def classify(index: tf.Tensor, results: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
+            part = slice(index * SERVED_BATCH, (index + 1) * SERVED_BATCH)
+            images = tf.map_fn(lambda item: decode_for_serving(item[0], size=size, gif_first_image_end=item[1]),
+                               (checked.image_bytes[part], checked.gif_first_image_end[part]),
+                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
+                               parallel_iterations=PARALLEL_DECODES)
+            return index + 1, results.write(index, tf.cast(self.model(images, training=False), tf.float32))
+
+        classes = int(self.class_names.shape[0])
+        results = tf.TensorArray(tf.float32, size=batches, element_shape=tf.TensorShape([None, classes]),
+                                 infer_shape=False)
+        _, results = tf.while_loop(lambda index, _: index < batches, classify, [tf.constant(0), results])
+        return self._outputs(results.concat())
 
     def _serve_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         # Probabilities only: TFLite is converted from this signature, and its string ops are limited.
         return {"probabilities": tf.cast(self.model(images, training=False), tf.float32)}
 
 
-def write_saved_model(*, model: keras.Model, classes: list[str], path: Path) -> None:
-    """A SavedModel whose default signature takes encoded image bytes ([N] strings) and a pixels signature."""
-    module = ServingModule(model, classes)
+def write_saved_model(*, model: keras.Model, classes: list[str], path: Path, limits: ServedLimits) -> None:
+    """A SavedModel whose default signature takes encoded image bytes ([N] strings) within `limits`, and a pixels signature."""
+    module = ServingModule(model, classes, limits)
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve_bytes,
                                                        PIXELS_SIGNATURE: module.serve_pixels})
 
@@ -142,8 +174,16 @@ def tflite_probabilities(model_content: bytes, images: np.ndarray, *, batch_size
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+# Decimals kept of the largest probability difference. The figure lands in files DVC hashes, and
+# its last digits come from the CPU's math kernels (TFLite's and oneDNN's SIMD paths differ between
+# CPU families by ~1e-7): at 4 decimals another machine writes the same bytes, and 1e-4 of a
+# probability is below anything a user would act on.
+DIFFERENCE_DECIMALS = 4
+
+
 def parity(reference: np.ndarray, candidate: np.ndarray, *, tie_margin: float = 0.0) -> dict[str, float]:
-    """Top-1 agreement over every image and over the decided ones, and the largest probability gap.
+    """Top-1 agreement over every image and over the decided ones, and the largest probability gap
+    (rounded to DIFFERENCE_DECIMALS so the figure does not depend on the machine).
 
     An image is decided when the reference's most probable class leads the second by at least
     tie_margin (a probability, 0-1). Below it the two classes are a near-tie that the rounding of
@@ -160,5 +200,5 @@ def parity(reference: np.ndarray, candidate: np.ndarray, *, tie_margin: float = 
         "agreement": float(np.mean(same)),
         "decided_agreement": float(np.mean(same[decided])) if decided.any() else 1.0,
         "decided_images": int(decided.sum()),
-        "max_probability_difference": float(np.abs(reference - candidate).max()),
+        "max_probability_difference": round(float(np.abs(reference - candidate).max()), DIFFERENCE_DECIMALS),
     }

@@ -15,14 +15,17 @@ import json
 import os
 import zipfile
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 from typing import Any
 
+import h5py
 import keras
 
 from trainwell.errors import UsageError
 from trainwell.outputs import check_output, write_error
+from trainwell.training.model_weights import DeclaredSizeError, Inventory, inventory, only_stored_variables
 
 # An archive member may unpack to at most this many times its compressed size, plus a slack
 # for small, highly compressible arrays (biases of zeros): weights of a trained model barely
@@ -39,6 +42,12 @@ CODE_CARRYING = ("function", "__lambda__")
 def _refuse(path: Path, why: str) -> UsageError:
     return UsageError(f"'{path}' was not loaded: {why}. Re-save the model with model.save('model.keras') "
                       "from code you trust, or, only for a file you made yourself, pass --trust-model")
+
+
+def _refuse_sizes(path: Path, why: str) -> UsageError:
+    # --trust-model does not help here: sizes are checked for every file.
+    return UsageError(f"'{path}' was not loaded: {why}. A model file must hold every weight its config declares; "
+                      "re-save the model with model.save('model.keras')")
 
 
 def _named_objects(node: Any) -> Iterator[tuple[str, str]]:
@@ -154,8 +163,39 @@ def load_model_file(model_file: str | Path, *, trust: bool = False, compile: boo
             raise _refuse(path, "only .keras files are loaded: HDF5 (.h5) and SavedModel files can run code "
                                 "stored in them when loaded")
         check_keras_archive(path)
+    # Checked for every file that holds its weights in HDF5, trusted or not: a file made in good
+    # faith can still declare more than a machine holds.
+    stored = check_weights(path) if is_file else Inventory()
     try:
-        return keras.models.load_model(path, compile=compile, safe_mode=not trust)
+        with only_stored_variables(stored) if is_file else nullcontext():
+            return keras.models.load_model(path, compile=compile, safe_mode=not trust)
     except Exception as exc:  # a broken or hostile file must read as that, not as a bug in trainwell
+        if stored.refusal:  # Keras wraps what the check raised inside its own errors
+            raise _refuse_sizes(path, stored.refusal) from None
         raise UsageError(f"'{model_file}' could not be loaded as a Keras model ({type(exc).__name__}: "
                          f"{str(exc)[:300]}); pass a model saved with model.save('model.keras')") from None
+
+
+WEIGHTS_MEMBER = "model.weights.h5"  # where a .keras archive holds its weights (Keras' saving_lib)
+
+
+def check_weights(path: Path) -> Inventory:
+    """The arrays of a model file's weights (a .keras archive's HDF5 member, or an .h5 file), from
+    their metadata; UsageError for one declaring more than it stores (model_weights.inventory)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                if WEIGHTS_MEMBER not in names:
+                    if "model.weights.npz" in names:
+                        raise DeclaredSizeError("its weights are stored as .npz, whose sizes trainwell does not check")
+                    return Inventory()
+                with archive.open(WEIGHTS_MEMBER) as member, h5py.File(member, "r") as weights:
+                    return inventory(weights)
+        with h5py.File(path, "r") as weights:
+            return inventory(weights)
+    except DeclaredSizeError as exc:
+        raise _refuse_sizes(path, str(exc)) from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # h5py's errors for a file that is not HDF5
+        raise _refuse_sizes(path, f"its weights are not a readable HDF5 file ({type(exc).__name__}: "
+                                  f"{str(exc)[:200]})") from None

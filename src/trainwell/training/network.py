@@ -6,6 +6,7 @@ import keras
 
 from trainwell.errors import ParamsError
 from trainwell.params import SEED_CNN, TrainParams
+from trainwell.params_limits import training_problem
 from trainwell.training.backbone import build_backbone_classifier, weights_path
 
 
@@ -71,7 +72,13 @@ def model_for(
     for the label-review fold models, which also leave out the augmentation layers).
 
     A backbone comes with every layer trainable; fit.py freezes it for train.frozen_epochs.
+    Refused before a weight is allocated when it would not fit the machine with this many classes
+    (params can only check the class count data.classes names).
     """
+    problem = training_problem(train, image_size=image_size, classes=num_classes, batch_size=train.batch_size,
+                               batch_key="train.batch_size")
+    if problem:
+        raise ParamsError(problem)
     if train.model != SEED_CNN:
         return build_backbone_classifier(
             model=train.model,

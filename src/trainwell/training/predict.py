@@ -15,13 +15,17 @@ from trainwell.data.decode import DecodeError, max_file_bytes, prepare_image
 
 
 def prediction_dataset(
-    *, locations: list[str], image_size: int, max_pixels: int, batch_size: int, failures: dict[int, str]
+    *, locations: list[str], image_size: int, max_pixels: int, batch_size: int, failures: dict[int, str],
+    digests: list[bytes] | None = None,
 ) -> tf.data.Dataset:
     """Batches of uint8 images, decoded in parallel by `prepare_image` (the code `build` caches with).
 
     A file that fails now (changed or removed since it was checked) yields a black image and
     its reason in `failures` under its position; the caller reports it and drops its row, so
-    that image is never classified.
+    that image is never classified. With `digests` (storage.content_digest of the bytes each
+    file had when its check decoded it within audit.file_timeout_s), bytes that differ are not
+    decoded here at all: this decode runs in this process, where nothing could stop a decoder
+    held up by bytes that no check has timed.
     """
     lock = threading.Lock()
 
@@ -30,7 +34,12 @@ def prediction_dataset(
         location = locations[index]
         try:
             data = storage.read_regular_file(location, max_bytes=max_file_bytes(max_pixels))
+            # numpy's S16 digests drop trailing NUL bytes: compared the same way.
+            if digests is not None and storage.content_digest(data).rstrip(b"\0") != digests[index].rstrip(b"\0"):
+                raise _Changed
             return prepare_image(data, suffix=os.path.splitext(location)[1], size=image_size, max_pixels=max_pixels)
+        except _Changed:
+            reason = "changed: the file's bytes changed after it was checked; not decoded again (classify it again)"
         except storage.FileTooLarge as exc:
             reason = f"too_large: {exc}"
         except OSError as exc:
@@ -53,6 +62,10 @@ def prediction_dataset(
             .prefetch(tf.data.AUTOTUNE))
 
 
+class _Changed(Exception):
+    """A file's bytes are not the ones its check decoded."""
+
+
 class _BatchProgress(keras.callbacks.Callback):
     """Calls back with the number of images classified so far, once per batch."""
 
@@ -71,13 +84,15 @@ def predict_files(
     max_pixels: int,
     batch_size: int,
     report: Callable[[int], None] | None = None,
+    digests: list[bytes] | None = None,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Class probabilities (len(locations), classes) and the positions that failed to decode, with why."""
+    """Class probabilities (len(locations), classes) and the positions that failed to decode, with
+    why; `digests` as in prediction_dataset."""
     failures: dict[int, str] = {}
     if not locations:
         return np.zeros((0, int(model.output_shape[-1])), np.float32), failures
     dataset = prediction_dataset(locations=locations, image_size=int(model.input_shape[1]), max_pixels=max_pixels,
-                                 batch_size=batch_size, failures=failures)
+                                 batch_size=batch_size, failures=failures, digests=digests)
     callbacks = [_BatchProgress(batch_size=batch_size, total=len(locations), report=report)] if report else []
     probabilities = model.predict(dataset, verbose=0, callbacks=callbacks)
     return np.asarray(probabilities, dtype=np.float32), failures
