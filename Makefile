@@ -1,6 +1,7 @@
 # Two entry points do all set-up on a fresh machine with Python 3.10, 3.11 or 3.12:
 #   make repro   create .venv, install trainwell (runtime only), run the whole DVC pipeline
-#   make test    create .venv, install trainwell with its dev extra, run lint and the test suite
+#   make test    create .venv, install trainwell with its dev extra, run the whole test suite
+#   make test-fast  the same without the tests marked slow (under 3 minutes on 2 cores)
 # Each re-installs only when pyproject.toml changes (the stamps in .venv). Another interpreter:
 #   make repro PYTHON=/path/to/python3.12
 
@@ -41,6 +42,8 @@ lint: $(DEV_STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest
 
+# The fast tier: nothing that trains, runs a DVC pipeline, starts Chromium or builds a venv (the markers
+# train, dvc, browser, install each imply slow; the tier guard in tests/conftest.py keeps them honest).
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
 

@@ -1,10 +1,13 @@
-"""Shared fixtures: tiny params (few small images, 1-2 epochs) with every output under tmp_path."""
+"""Shared fixtures: tiny params (few small images, 1-2 epochs) with every output under tmp_path; the tier guard."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,13 +16,67 @@ from tests.helpers import (
     CLASSES,
     EXPORT_MAX_IMAGE_BYTES,
     EXPORT_MAX_PIXELS,
+    copy_project,
+    make_project,
+    pipeline_params,
     run,
     save_export_model,
     tiny_params,
     write_params,
 )
+from tests.tier_guard import trainwell_tier_guard as tier_guard
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Watch this process, and every child Python through sitecustomize on PYTHONPATH, for costly work."""
+    guard_folder = str(Path(tier_guard.__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [guard_folder, os.environ.get("PYTHONPATH")]))
+    os.environ[tier_guard.RECORD_VARIABLE] = os.path.join(tempfile.mkdtemp(prefix="tier-guard-"), "uses")
+    tier_guard.install(child=False)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The guard's record folder (made by pytest_configure) goes with the run."""
+    record = os.environ.pop(tier_guard.RECORD_VARIABLE, None)
+    if record:
+        shutil.rmtree(os.path.dirname(record), ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every cost marker implies `slow`: the fast tier is `-m "not slow"`."""
+    for item in items:
+        if any(item.get_closest_marker(cost) for cost in tier_guard.COSTS):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """While a test (and its fixtures) runs, its processes know which costs its markers allow."""
+    os.environ[tier_guard.ALLOWED_VARIABLE] = ",".join(sorted({marker.name for marker in item.iter_markers()}
+                                                              & set(tier_guard.COSTS)))
+    try:
+        return (yield)
+    finally:
+        os.environ.pop(tier_guard.ALLOWED_VARIABLE, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A phase that did work its markers do not allow fails, naming the marker, even if a child hid the error."""
+    report = yield
+    record = os.environ[tier_guard.RECORD_VARIABLE]
+    uses = tier_guard.read_uses(record)
+    if os.path.exists(record):
+        os.remove(record)
+    allowed = tier_guard.allowed_costs({marker.name for marker in item.iter_markers()})
+    unmarked = [tier_guard.message(cost, what) for cost, what in uses if cost not in allowed]
+    if unmarked:
+        report.outcome = "failed"
+        report.longrepr = "\n".join(dict.fromkeys(unmarked)) + (f"\n\n{report.longrepr}" if report.longrepr else "")
+    return report
 
 
 @pytest.fixture
@@ -80,3 +137,52 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_export_model(folder / "models" / "model.keras")
     run(["trainwell", "export"], folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def built_project(demo_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo set audited, split and cached by the real stages with tiny params, once a run; read-only."""
+    from trainwell.stages import audit, build, split
+
+    folder = tmp_path_factory.mktemp("built")
+    write_params(folder, tiny_params())
+    shutil.copytree(demo_set, folder / "data" / "demo")
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    finally:
+        os.chdir(before)
+    return folder
+
+
+@pytest.fixture
+def built(built_project: Path, workdir: Path) -> Path:
+    """workdir holding a private copy of built_project (data/demo, splits, cache), free to change; the test runs inside it."""
+    return copy_project(built_project, workdir)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    folder: Path  # the project
+    output: str  # what the dvc command printed
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """A `trainwell init` project after one `dvc repro` with pipeline_params(): every stage ran once a test run.
+
+    Read-only (a no-op `dvc repro` is fine): copy it with helpers.copy_project to change anything.
+    Tests using it train and run dvc: mark them so.
+    """
+    folder = make_project(tmp_path_factory.mktemp("reproduced"), pipeline_params())
+    return Pipeline(folder=folder, output=run(["dvc", "repro"], folder).stdout)
+
+
+@pytest.fixture(scope="session")
+def experimented(reproduced: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """A copy of `reproduced` committed as the baseline, then `dvc exp run -S train.epochs=1`; read-only."""
+    folder = copy_project(reproduced.folder, tmp_path_factory.mktemp("experimented"))
+    run(["git", "add", "-A"], folder)
+    run(["git", "commit", "-q", "-m", "baseline"], folder)
+    return Pipeline(folder=folder, output=run(["dvc", "exp", "run", "-S", "train.epochs=1"], folder).stdout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,36 @@ def write_params(folder: Path, params: dict) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def make_project(folder: Path, params: dict) -> Path:
+    """A git repository made a trainwell project by `trainwell init`, with the given params, committed."""
+    run(["git", "init", "-q", "-b", "main"], folder)
+    run(["git", "config", "user.email", "ci@example.invalid"], folder)
+    run(["git", "config", "user.name", "trainwell tests"], folder)
+    run(["trainwell", "init"], folder)
+    write_params(folder, params)
+    run(["git", "add", "-A"], folder)
+    run(["git", "commit", "-q", "-m", "project"], folder)
+    return folder
+
+
+def pipeline_params() -> dict:
+    """Tiny params for a whole `dvc repro`: tiny_params' two epochs and a two-fold, one-epoch label review.
+
+    Two epochs, as test_dvc_pipeline always trained: that model's test-split metrics come out the same
+    bytes with evaluate.batch_size 7 and 16, which the params-change test relies on (after one epoch
+    the calibration error moves in its 8th digit, so card and report re-run too).
+    """
+    params = tiny_params()
+    params["label_review"].update({"folds": 2, "epochs_per_fold": 1})
+    return params
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    """A private copy of a project (its git repository and DVC cache included), free to change."""
+    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    return target
 
 
 def tool_env() -> dict[str, str]:

@@ -47,15 +47,8 @@ def plant_faults(root: Path, *, flip_fraction: float, outliers: int, size: int, 
     planted before the split, so faults land in every split, test included.
     """
     classes = sorted(path.name for path in root.iterdir() if path.is_dir())
-    files = sorted(root.rglob("*.jpg"))
     rng = np.random.default_rng(seed)
-    flipped = {}
-    for index in rng.choice(len(files), size=round(flip_fraction * len(files)), replace=False):
-        source = files[index]
-        wrong = str(rng.choice([label for label in classes if label != source.parent.name]))
-        target = root / wrong / f"flipped_{source.name}"
-        source.rename(target)
-        flipped[f"{wrong}/{target.name}"] = source.parent.name
+    flipped = flip_labels(root, fraction=flip_fraction, rng=rng, pattern="*.jpg")
     planted = {}
     for number in range(outliers):
         kind = OUTLIER_KINDS[number % len(OUTLIER_KINDS)]
@@ -64,6 +57,21 @@ def plant_faults(root: Path, *, flip_fraction: float, outliers: int, size: int, 
         (root / label / name).write_bytes(encode_jpeg(outlier_image(kind, size=size, rng=rng)))
         planted[f"{label}/{name}"] = kind
     return flipped, planted
+
+
+def flip_labels(root: Path, *, fraction: float, rng: np.random.Generator, pattern: str = "*") -> dict[str, str]:
+    """Move a seeded share of the files root/<class>/<pattern> into a wrong class folder, renamed
+    flipped_<number><suffix> (file names may repeat across classes); returns relative path -> true class."""
+    classes = sorted(path.name for path in root.iterdir() if path.is_dir())
+    files = sorted(path for path in root.glob(f"*/{pattern}") if path.is_file())
+    flipped = {}
+    for index in rng.choice(len(files), size=round(fraction * len(files)), replace=False):
+        source = files[index]
+        wrong = str(rng.choice([label for label in classes if label != source.parent.name]))
+        target = root / wrong / f"flipped_{len(flipped):05d}{source.suffix}"
+        source.rename(target)
+        flipped[f"{wrong}/{target.name}"] = source.parent.name
+    return flipped
 
 
 def precision_recall(found: set[str], truth: set[str], *, ignore: set[str] = frozenset()) -> tuple[float, float]:

@@ -50,7 +50,7 @@ def test_check_model_on_a_users_compiled_model():
         trainwell.check_model(uncompiled, num_classes=5)
 
 
-@pytest.mark.slow
+@pytest.mark.train
 def test_divergence_guard_in_a_plain_fit():
     keras.utils.set_random_seed(0)
     features = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)

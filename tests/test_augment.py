@@ -9,7 +9,7 @@ import tensorflow as tf
 from tests.helpers import tiny_params, write_params
 from trainwell.errors import ParamsError
 from trainwell.params import AugmentStep
-from trainwell.stages import audit, build, split, train
+from trainwell.stages import train
 from trainwell.training.augment import BatchAugmenter, example_seeds
 from trainwell.training.inputs import make_train_dataset
 
@@ -69,12 +69,12 @@ def test_bad_transforms_are_params_errors_naming_the_step():
         resize(images(2), np.arange(2, dtype=np.int64))
 
 
-def test_training_with_augmentation(demo_copy, workdir, capsys):
+@pytest.mark.train
+def test_training_with_augmentation(built, capsys):
     params = tiny_params()
     params["train"]["augment"] = [{"name": "HorizontalFlip", "params": {"p": 0.5}},
                                   {"name": "Affine", "params": {"rotate": [-10, 10]}}]
-    write_params(workdir, params)
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    write_params(built, params)
     assert train.main() == 0
     assert "0 guard incident(s)" in capsys.readouterr().out
 
@@ -101,13 +101,13 @@ def test_keras_augmentation_layers_act_in_training_only():
                   num_classes=5, image_size=16)
 
 
-def test_training_with_keras_augmentation_layers_is_reproducible(demo_copy, workdir):
+@pytest.mark.train
+def test_training_with_keras_augmentation_layers_is_reproducible(built):
     import keras
 
     params = tiny_params()
     params["train"]["augment_layers"] = LAYERS
-    write_params(workdir, params)
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+    write_params(built, params)
     runs = []
     for _ in range(2):
         assert train.main() == 0

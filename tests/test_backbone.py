@@ -15,7 +15,6 @@ import pytest
 from tests.helpers import kill_train_after_backup, tiny_params, tool_env, write_params
 from trainwell.errors import ParamsError
 from trainwell.params import BACKBONE_MIN_IMAGE_SIZE, TrainParams, parse_params
-from trainwell.stages import audit, build, split
 from trainwell.training.backbone import BACKBONES, backbone_of, make_backbone, weights_path
 from trainwell.training.contract import check_contract
 from trainwell.training.fit import training_stretches
@@ -180,15 +179,14 @@ def test_backbone_head_keeps_the_contract_and_the_backbones_own_preprocessing():
     assert keras.mixed_precision.dtype_policy().name == "float32"
 
 
-@pytest.mark.slow
-def test_frozen_then_fine_tuned_and_resumed_across_the_boundary(demo_copy, workdir):
+@pytest.mark.train
+def test_frozen_then_fine_tuned_and_resumed_across_the_boundary(built, workdir):
     """Kill `trainwell train` after its frozen epoch, resume it, and compare with an uninterrupted run.
 
     The backup of the frozen epoch proves the backbone did not move while the head learnt; the
     resumed model proves fine-tuning moved it; the uninterrupted run proves resuming across the
     boundary (a new optimizer, the backbone released) changes nothing.
     """
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
     file_weights = _saved_backbone(workdir / "pretrained.weights.h5")
     params = _params(model=BACKBONE, weights="pretrained.weights.h5", epochs=2, frozen_epochs=1,
                      augment_layers=[{"name": "RandomFlip", "params": {"mode": "horizontal"}}])

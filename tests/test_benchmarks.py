@@ -9,6 +9,9 @@ import pytest
 
 from tests.helpers import REPO_ROOT, tool_env
 
+# Each script starts in a Python of its own, and several import TensorFlow before parsing --help.
+pytestmark = pytest.mark.tf_process
+
 
 @pytest.mark.parametrize("script", sorted(path.name for path in (REPO_ROOT / "benchmarks").glob("*.py")))
 def test_benchmark_starts_and_explains_itself(script):

@@ -138,3 +138,36 @@ def test_streamed_training_batches_mix_the_classes(built):
                                                    "splits": {"train": entry}}))
     planned, yielded = streamed_batch_classes(str(unshuffled))
     assert planned == yielded and max(yielded) <= 2
+
+
+def test_the_manifest_records_how_large_the_sources_were(tmp_path):
+    """build records each split's sources' longer sides (median, 90th percentile, largest) before
+    resizing: label review sizes its fold models by them. Generated sizes, some up- and some
+    downscaled; source_side reads the largest 90th percentile and shrugs at a manifest without it."""
+    from PIL import Image
+
+    from trainwell.data.cache import source_side, source_side_summary
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    sides = []
+    rows = []
+    for index in range(25):
+        width, height = (int(side) for side in rng.integers(8, 90, size=2))
+        sides.append(max(width, height))
+        path = f"a/{index}.png"
+        (root / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)).save(root / path)
+        rows.append((path, "a"))
+    entry = build_split(root=root, rows=rows, classes=["a"], image_size=32, shard_size=10, out_dir=tmp_path / "out",
+                        workers=2, max_pixels=10**6)
+    assert entry["source_side"] == source_side_summary(sides)
+    expected = np.percentile(sides, [50, 90], method="higher")
+    assert entry["source_side"] == {"median": int(expected[0]), "p90": int(expected[1]), "max": max(sides)}
+    assert source_side_summary([]) is None
+    manifest = {"splits": {"train": entry, "val": {"source_side": {"median": 5, "p90": 7, "max": 9}}, "test": {}}}
+    assert source_side(manifest) == max(int(expected[1]), 7)
+    for hostile in ({}, {"splits": []}, {"splits": {"train": "x"}}, {"splits": {"train": {"source_side": {"p90": "9"}}}},
+                    {"splits": {"train": {"source_side": None}}}, {"splits": {"train": {"source_side": {"p90": True}}}},
+                    {"splits": {"train": {"source_side": {"p90": -3}}}}):
+        assert source_side(hostile) is None

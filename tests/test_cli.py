@@ -12,7 +12,6 @@ import pytest
 from tests import faults
 from tests.helpers import run, snapshot, tiny_params, write_params
 from trainwell.cli import STAGES, main
-from trainwell.stages import audit, build, split
 
 
 @pytest.mark.parametrize("command", ["audit", "doctor", "gate", *STAGES])
@@ -87,8 +86,7 @@ def test_console_script_runs_as_a_subprocess(demo_copy, workdir):
     assert json.loads(module.stdout)["files_scanned"] == 60
 
 
-def test_doctor_passes_our_model_and_rejects_the_story_model(demo_copy, workdir, tmp_path, capsys):
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+def test_doctor_passes_our_model_and_rejects_the_story_model(built, workdir, tmp_path, capsys):
     assert main(["doctor"]) == 0
     assert "agree" in capsys.readouterr().out
 
@@ -136,8 +134,7 @@ def test_audit_stage_writes_the_html_page(demo_copy, workdir):
     assert "No findings" in Path(load_params().paths.audit_html).read_text()
 
 
-def test_missing_model_files_say_what_to_do(demo_copy, workdir, capsys):
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+def test_missing_model_files_say_what_to_do(built, capsys):
     assert main(["evaluate"]) == 1
     assert "run `dvc repro train` first" in capsys.readouterr().err
     assert main(["doctor", "--model", "nowhere.keras"]) == 2
@@ -176,12 +173,11 @@ def test_internal_error_is_exit_3_with_one_line_and_a_saved_traceback(workdir, m
     saved.unlink()
 
 
-def test_doctor_never_loads_an_h5_model_without_trust(demo_copy, workdir, tmp_path, capsys):
+def test_doctor_never_loads_an_h5_model_without_trust(built, workdir, tmp_path, capsys):
     """An HDF5 model's Lambda layer runs code when Keras loads it; doctor refuses the file unopened."""
     import keras
 
     marker = tmp_path / "code-ran"
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
 
     # What a hostile file carries: Keras stores a lambda's bytecode in HDF5 and runs it at load time.
     # (built from source so the marker path is a constant in the bytecode, not a closure)
@@ -205,6 +201,7 @@ def test_doctor_never_loads_an_h5_model_without_trust(demo_copy, workdir, tmp_pa
     assert marker.exists()
 
 
+@pytest.mark.tf_process
 def test_keras_backports_refuse_another_keras_version():
     code = ("import keras, sys; keras.__version__ = '3.9.1'\n"
             "from trainwell.errors import TrainwellError\n"

@@ -65,6 +65,7 @@ def fake_curves(workdir: Path) -> None:
             table.write_text(f"step\t{metric}\n0\t0.5\n1\t0.4\n")
 
 
+@pytest.mark.tf_process  # every command in one child interpreter, which imports TensorFlow
 def test_every_command_with_a_closed_stdout_finishes_and_keeps_its_status(workdir, predict_project, fake_curves,
                                                                           tmp_path):
     """`trainwell gate | true`, `trainwell audit DIR | true` and `trainwell predict DIR | head` each
@@ -93,7 +94,7 @@ def test_every_command_with_a_closed_stdout_finishes_and_keeps_its_status(workdi
     assert (workdir / "reports" / "index.html").is_file() and (workdir / "dvc_plots" / "index.html").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.train
 def test_training_commands_with_a_closed_stdout(demo_copy, workdir, tmp_path):
     """train, label-review and export (each prints a line, and Keras its progress) with no reader."""
     params = tiny_params(epochs=1)

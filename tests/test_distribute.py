@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
 from tests.helpers import run, tiny_params, tool_env, write_params
 from trainwell.params import load_params
@@ -99,6 +101,7 @@ def test_eval_slices_cover_the_split_once():
     assert sorted(seen) == list(range(21))
 
 
+@pytest.mark.train
 def test_mirrored_on_two_cpu_devices_trains_like_default(project, tmp_path):
     default = _copy_project(project, tmp_path / "default")
     mirrored = _copy_project(project, tmp_path / "mirrored", strategy="mirrored", cpu_devices=2)
@@ -124,17 +127,14 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.mark.parametrize("memory_budget_mb", [4096, 0], ids=["in memory", "streamed"])
-def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memory_budget_mb):
-    # Each worker gets its own copy of the project, as two machines would have.
-    folders = [_copy_project(project, tmp_path / f"worker{index}", strategy="multi_worker", epochs=2,
-                             memory_budget_mb=memory_budget_mb) for index in (0, 1)]
+def _run_two_workers(folders: list[Path], command: str) -> list[tuple[str, str]]:
+    """`trainwell COMMAND` as two workers of one cluster on 127.0.0.1, each in its own folder; their output."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     processes = []
     for index, folder in enumerate(folders):
         env = tool_env()
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen([sys.executable, "-m", "trainwell", "train"], cwd=folder, env=env,
+        processes.append(subprocess.Popen([sys.executable, "-m", "trainwell", command], cwd=folder, env=env,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     for process in processes:
@@ -144,6 +144,17 @@ def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memo
             process.kill()
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, f"worker exited {process.returncode}\n{stdout}\n{stderr}"
+    return outputs
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("memory_budget_mb", [4096, 0], ids=["in memory", "streamed"])
+def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memory_budget_mb):
+    # Each worker gets its own copy of the project, as two machines would have.
+    folders = [_copy_project(project, tmp_path / f"worker{index}", strategy="multi_worker", epochs=2,
+                             memory_budget_mb=memory_budget_mb) for index in (0, 1)]
+    outputs = _run_two_workers(folders, "train")
+    for stdout, _ in outputs:
         assert "multi_worker strategy over 2 replicas; global batch 32" in stdout
     for a, b in zip(_weights(folders[0]), _weights(folders[1])):
         np.testing.assert_array_equal(a, b)
@@ -163,6 +174,7 @@ def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memo
         np.testing.assert_allclose(a, b, atol=1e-3)
 
 
+@pytest.mark.tf_process
 def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
     folder = _copy_project(project, tmp_path / "alone", strategy="multi_worker")
     env = tool_env()
@@ -172,6 +184,7 @@ def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
     assert "TF_CONFIG" in result.stderr and "Scaling out" in result.stderr
 
 
+@pytest.mark.train
 @pytest.mark.parametrize(
     "switches",
     [
@@ -181,10 +194,10 @@ def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
     ],
     ids=["mixed_float16", "bfloat16+xla", "steps_per_execution"],
 )
-def test_speed_switches_train_on_cpu_with_a_float32_softmax(built_tiny, switches, capsys):
+def test_speed_switches_train_on_cpu_with_a_float32_softmax(built, switches, capsys):
     params = tiny_params()
     params["train"].update(switches)
-    write_params(built_tiny, params)
+    write_params(built, params)
     assert keras.mixed_precision.dtype_policy().name == "float32"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -206,12 +219,6 @@ def test_speed_switches_train_on_cpu_with_a_float32_softmax(built_tiny, switches
     assert "0 guard incident(s)" in output
 
 
-@pytest.fixture
-def built_tiny(demo_copy: Path, workdir: Path) -> Path:
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
-    return workdir
-
-
 def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
     from trainwell.errors import ParamsError
     from trainwell.training.distribute import configure_cpu_devices
@@ -222,6 +229,7 @@ def test_cpu_devices_after_tensorflow_started_is_a_clear_error():
 
 
 
+@pytest.mark.train
 def test_one_device_strategy_path_runs_on_cpu():
     """The path `default` takes on a GPU (OneDeviceStrategy: batches prefetched onto the device),
     pointed at the CPU so it runs here: fit() consumes the per-device dataset and trains."""
@@ -243,6 +251,7 @@ def test_one_device_strategy_path_runs_on_cpu():
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.train
 def test_a_remainder_too_small_for_every_replica_still_trains(project, tmp_path):
     # 200 training images in global batches of 199 on 2 replicas: the last image cannot feed both
     # replicas, so it joins the first batch (one step of 200). The coverage check must count that
@@ -251,3 +260,39 @@ def test_a_remainder_too_small_for_every_replica_still_trains(project, tmp_path)
                            epochs=1)
     result = run(["trainwell", "train"], cwd=folder)
     assert "epochs 1-1 over 200 training and 100 validation images" in result.stdout
+
+
+def _review_project(project: Path, target: Path, **train_overrides) -> Path:
+    folder = _copy_project(project, target, **train_overrides)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["label_review"].update(folds=2, epochs_per_fold=2)
+    write_params(folder, params)
+    return folder
+
+
+def _review(folder: Path) -> tuple[np.ndarray, list[str]]:
+    """A finished review's out-of-fold probabilities and its flagged files, most suspicious first."""
+    report = folder / load_params(folder / "params.yaml").paths.label_report_dir
+    with (report / "suspects.csv").open(newline="") as handle:
+        flagged = [row["path"] for row in csv.DictReader(handle)]
+    return np.load(report / "out_of_fold_probabilities.npy"), flagged
+
+
+@pytest.mark.train
+def test_label_review_runs_under_the_training_strategies_with_the_same_results(project, tmp_path):
+    """Fold models train under train.strategy as `train` does: two logical CPU devices (mirrored)
+    and two localhost workers give one device's out-of-fold probabilities, up to float summation
+    order, and the same suspects."""
+    single = _review_project(project, tmp_path / "single")
+    run(["trainwell", "label-review"], cwd=single)
+    probabilities, flagged = _review(single)
+    mirrored = _review_project(project, tmp_path / "mirrored", strategy="mirrored", cpu_devices=2)
+    run(["trainwell", "label-review"], cwd=mirrored)
+    workers = [_review_project(project, tmp_path / f"worker{index}", strategy="multi_worker") for index in (0, 1)]
+    _run_two_workers(workers, "label-review")
+    for folder in (mirrored, *workers):
+        other_probabilities, other_flagged = _review(folder)
+        np.testing.assert_allclose(other_probabilities, probabilities, atol=2e-3)
+        assert other_flagged == flagged
+    # Both workers score every image, not only their share, and agree to the bit.
+    np.testing.assert_array_equal(_review(workers[0])[0], _review(workers[1])[0])

@@ -8,34 +8,32 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import CLASSES, REPO_ROOT, run, tiny_params, write_params
+from tests.helpers import (
+    CLASSES,
+    REPO_ROOT,
+    copy_project,
+    make_project,
+    pipeline_params,
+    run,
+    tiny_params,
+    write_params,
+)
 from trainwell.reports.card import markdown_text
 
-pytestmark = pytest.mark.slow
+# The shared `reproduced` and `experimented` projects (conftest.py) train; the rest run dvc repro.
+pytestmark = pytest.mark.dvc
 
 STAGES = ["demo_data", "audit", "split", "build", "label_review", "train", "evaluate", "export", "card", "report"]
-
-
-def make_project(folder: Path, params: dict) -> Path:
-    """A git repository made a trainwell project by `trainwell init`, with the given params."""
-    run(["git", "init", "-q", "-b", "main"], folder)
-    run(["git", "config", "user.email", "ci@example.invalid"], folder)
-    run(["git", "config", "user.name", "trainwell tests"], folder)
-    run(["trainwell", "init"], folder)
-    write_params(folder, params)
-    run(["git", "add", "-A"], folder)
-    run(["git", "commit", "-q", "-m", "project"], folder)
-    return folder
 
 
 def ran_stages(output: str) -> list[str]:
     return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
 
 
-def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_factory):
-    project = make_project(tmp_path, tiny_params())
-    first = run(["dvc", "repro"], project)
-    assert ran_stages(first.stdout) == STAGES
+@pytest.mark.train
+def test_repro_end_to_end_then_cached(reproduced):
+    project = reproduced.folder
+    assert ran_stages(reproduced.output) == STAGES
     assert (project / "models" / "model.keras").is_file()
     evaluation = json.loads((project / "metrics" / "eval.json").read_text())
     assert evaluation["test_images"] == 15
@@ -57,16 +55,23 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_fact
     assert "## Intended use" in markdown and markdown_text(audited["data/demo"]) in markdown
     assert "## Serving" in markdown and any("40,000,000 pixels" in line for line in card["served_refusals"])
 
-    second = run(["dvc", "repro"], project)
+    second = run(["dvc", "repro"], project)  # changes nothing, so the shared project stays as it was
     assert ran_stages(second.stdout) == []
 
+
+@pytest.mark.train
+def test_a_second_fresh_project_writes_the_same_dvc_lock(reproduced, tmp_path):
     # A second fresh project with the same code, data and params: the same bytes everywhere, so
     # its dvc.lock is identical (model, exports, metrics, card) and CI can `git diff --exit-code`.
-    other = make_project(tmp_path_factory.mktemp("second-clone"), tiny_params())
+    other = make_project(tmp_path, pipeline_params())
     run(["dvc", "repro"], other)
-    assert (other / "dvc.lock").read_text() == (project / "dvc.lock").read_text()
+    assert (other / "dvc.lock").read_text() == (reproduced.folder / "dvc.lock").read_text()
 
-    params = tiny_params()
+
+@pytest.mark.train
+def test_a_params_change_reruns_only_evaluate_and_dvc_shows_metrics_and_plots(reproduced, tmp_path):
+    project = copy_project(reproduced.folder, tmp_path / "project")
+    params = pipeline_params()
     params["evaluate"]["batch_size"] = 7
     write_params(project, params)
     third = run(["dvc", "repro"], project)
@@ -80,14 +85,15 @@ def test_repro_end_to_end_then_cached_then_only_evaluate(tmp_path, tmp_path_fact
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "Confusion matrix (test split" in html and "Loss (training and validation splits)" in html, plots.stdout
 
-    # Experiments: `dvc exp run -S` needs the results committed as a baseline.
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-q", "-m", "baseline"], project)
-    experiment = run(["dvc", "exp", "run", "-S", "train.epochs=1"], project)
+
+@pytest.mark.train
+def test_an_experiment_reruns_what_the_epochs_reach(reproduced, experimented):
+    # Experiments: `dvc exp run -S` needs the results committed as a baseline (the fixture does).
     # label_review does not depend on epochs; the card does (its training table lists them).
-    assert ran_stages(experiment.stdout) == ["train", "evaluate", "export", "card", "report"]
-    assert json.loads((project / "dvclive" / "metrics.json").read_text())["step"] == 0
-    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 1
+    assert ran_stages(experimented.output) == ["train", "evaluate", "export", "card", "report"]
+    assert json.loads((reproduced.folder / "dvclive" / "metrics.json").read_text())["step"] == 1
+    assert json.loads((experimented.folder / "dvclive" / "metrics.json").read_text())["step"] == 0
+    assert yaml.safe_load((experimented.folder / "params.yaml").read_text())["train"]["epochs"] == 1
 
 
 def test_undecodable_file_stops_repro_at_audit_and_is_named(tmp_path):
@@ -116,6 +122,7 @@ def test_quarantined_file_never_reaches_training_when_policy_allows_it(tmp_path)
     assert sum(entry["count"] for entry in manifest["splits"].values()) == 60
 
 
+@pytest.mark.train
 def test_shipped_params_reach_the_accuracy_bar(tmp_path):
     """The README's promise: `dvc repro` on the embedded demo set gives test accuracy >= 0.95."""
     project = make_project(tmp_path, yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
@@ -129,3 +136,21 @@ def test_shipped_params_reach_the_accuracy_bar(tmp_path):
     assert "all pass" in gate.stdout
     split_sizes = json.loads((project / "metrics" / "split.json").read_text())
     assert split_sizes["training"] == 3500 and split_sizes["validation"] == 750
+
+
+def test_a_queued_experiment_reuses_the_audit_cache_of_the_project(tmp_path):
+    # DVC runs a queued experiment in a fresh clone under .dvc/tmp/exps/, holding only what git and
+    # DVC track; the audit cache is neither, yet the experiment must find the project's.
+    project = make_project(tmp_path, tiny_params())
+    run(["dvc", "repro", "audit"], project)
+    cache = Path(yaml.safe_load((project / "params.yaml").read_text())["paths"]["audit_cache"])
+    assert (project / cache).is_file()
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "audited"], project)
+    # A dataset-level threshold: the audit re-runs, while every file's cached checks still hold.
+    run(["dvc", "exp", "run", "--queue", "audit", "-S", "audit.max_class_imbalance=9", "--name", "queued"], project)
+    run(["dvc", "exp", "run", "--run-all"], project)
+    log = run(["dvc", "queue", "logs", "queued"], project).stdout
+    files = 5 * 12
+    assert f"0 decoded, {files} unchanged since the last audit" in log, log[-2000:]
+    assert not list((project / ".dvc" / "tmp" / "exps").rglob(cache.name))  # none left in a temporary workspace

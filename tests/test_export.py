@@ -15,7 +15,8 @@ from tests.helpers import CLASSES, EXPORT_SIZE, run, save_export_model, tiny_par
 from trainwell.data.decode import prepare_image
 from trainwell.reports.card import markdown_text, render_card_markdown
 
-pytestmark = pytest.mark.slow
+# The exported project and most tests run `trainwell` commands in their own processes.
+pytestmark = pytest.mark.tf_process
 SIZE = EXPORT_SIZE
 
 

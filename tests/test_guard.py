@@ -15,7 +15,6 @@ import tensorflow as tf
 
 from tests.helpers import kill_train_after_backup, tiny_params, tool_env, write_params
 from trainwell.params import GuardParams
-from trainwell.stages import audit, build, split
 from trainwell.training.guard import BatchTrace, DivergenceGuard, LossWatch, RunningMean, all_finite
 
 
@@ -27,6 +26,7 @@ def separable_data(count: int = 256) -> tuple[np.ndarray, np.ndarray]:
     return features, keras.utils.to_categorical(labels, 4).astype(np.float32)
 
 
+@pytest.mark.train
 def test_nan_batch_is_rolled_back_skipped_and_named():
     keras.utils.set_random_seed(0)
     features, labels = separable_data()
@@ -67,6 +67,7 @@ def test_nan_batch_is_rolled_back_skipped_and_named():
     assert model.evaluate(features, labels, verbose=0)[1] > 0.9
 
 
+@pytest.mark.train
 def test_untouched_run_has_no_incidents_and_same_weights_as_without_guard():
     features, labels = separable_data()
 
@@ -110,9 +111,8 @@ def test_running_mean_recovers_each_batch_loss_from_keras_running_average():
         running.accept(reported, size)
 
 
-@pytest.mark.slow
-def test_sigkill_mid_training_resumes_to_identical_weights(demo_copy, workdir, tmp_path):
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
+@pytest.mark.train
+def test_sigkill_mid_training_resumes_to_identical_weights(built, workdir, tmp_path):
     params = tiny_params(epochs=40)
     write_params(workdir, params)
     backup_meta = workdir / params["paths"]["train_backup_dir"] / "meta.json"

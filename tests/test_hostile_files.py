@@ -45,6 +45,7 @@ print(json.dumps({"report": report.as_dict(), "peak_mib": peak_kib / 1024}))
 """
 
 
+@pytest.mark.tf_process
 def test_fuzzed_files_never_crash_the_audit_and_what_passes_builds(tmp_path):
     """3,000 seeded mutations of 16 valid files of every format: the audit reports each without a
     traceback, stays under its memory bound, and every file it lets through decodes and resizes

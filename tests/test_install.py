@@ -15,7 +15,7 @@ import yaml
 
 from tests.helpers import CLASSES, REPO_ROOT, tiny_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.install, pytest.mark.dvc, pytest.mark.train]
 
 # Files a user's project commonly holds whose names used to shadow trainwell's old top-level packages.
 SHADOWS = {

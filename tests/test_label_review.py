@@ -14,8 +14,6 @@ from trainwell.data.demo import generate
 from trainwell.params import DemoParams, load_params
 from trainwell.stages import audit, build, label_review, split
 
-pytestmark = pytest.mark.slow
-
 IMAGES_PER_CLASS = 1000
 OUTLIERS = 40
 # 3 fold models, not the default 5: half the training, each on two thirds of the images.
@@ -27,6 +25,28 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _flagged_by(params, **settings) -> set[str]:
+    """The files rank_label_issues flags from a finished review's saved probabilities, under other
+    settings (train+val and test ranked apart, as the review ranks them)."""
+    import numpy as np
+
+    from trainwell.data.cache import combine_splits, open_split
+    from trainwell.training.label_review import REVIEWED_SPLITS, rank_label_issues
+
+    parts = [open_split(cache_dir=params.paths.cache_dir, split=name) for name in REVIEWED_SPLITS]
+    combined = combine_splits(parts, folder=params.paths.cache_dir)
+    is_test = np.repeat(np.arange(len(parts)), [len(part.labels) for part in parts]) == REVIEWED_SPLITS.index("test")
+    labels = combined.labels.astype(np.int64)
+    probabilities = np.load(Path(params.paths.label_report_dir) / label_review.PROBABILITIES_FILE)
+    flagged = set()
+    for members in (np.flatnonzero(~is_test), np.flatnonzero(is_test)):
+        flagged |= {combined.paths[members[index]] for index, _ in rank_label_issues(
+            labels=labels[members], probabilities=probabilities[members], filter_by=params.label_review.filter_by,
+            **settings)}
+    return flagged
+
+
+@pytest.mark.train
 def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     # One 5,000-image review serves every claim (the review is the slow part): faults planted
     # before the split, so the test split holds flipped labels and strays too.
@@ -57,8 +77,17 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     right = set(split_of) - flips - strays
     print(f"label issues: precision {precision:.3f}, recall {recall:.3f}; {len(flagged & right)} of {len(right)} "
           f"right labels flagged")
-    assert precision >= 0.8 and recall >= 0.8, (precision, recall)
-    assert len(flagged & right) < 0.015 * len(right)
+    # Counted on the calibrated confident joint (label_review.estimation_method's default), cleanlab
+    # flags about as many as its models doubt: on real digits (out-of-fold accuracy 0.94) 258 for
+    # 257 flips, precision 0.957 / recall 0.961, where the plain off-diagonal count gave 0.986 /
+    # 0.825 (benchmarks/end_to_end.py). On this harder set (0.88) it flags more than were flipped:
+    # measured 0.76 / 0.95, 75 right labels; off_diagonal from the same probabilities 0.94 / 0.86.
+    assert precision >= 0.72 and recall >= 0.9, (precision, recall)
+    assert len(flagged & right) < 0.02 * len(right)
+    plain = _flagged_by(load_params(), estimation_method="off_diagonal")
+    plain_precision, plain_recall = precision_recall(plain, flips, ignore=strays)
+    print(f"off_diagonal count: precision {plain_precision:.3f}, recall {plain_recall:.3f}")
+    assert plain < flagged and plain_precision >= 0.9 and plain_recall >= 0.8, (plain_precision, plain_recall)
     test_files = {path for path, name in split_of.items() if name == "test"}
     _, test_recall = precision_recall(flagged & test_files, flips & test_files, ignore=strays)
     assert test_recall >= 0.7, test_recall
@@ -78,8 +107,9 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     print(f"outliers: precision {precision:.3f}, recall {recall:.3f} ({len(odd)} flagged)")
     assert recall >= 0.8 and precision >= 0.3, (precision, recall)
     assert len(odd - strays) < 0.02 * len(split_of)
-    scores = [float(row["score"]) for row in outliers]
-    assert scores == sorted(scores)  # least like the rest first
+    # Farthest past its own class's fence first (cleanlab's score is dataset-wide, so not in order).
+    past = [float(row["past_fence"]) for row in outliers]
+    assert past == sorted(past, reverse=True) and min(past) > params["label_review"]["outlier_fence"]
 
     # The suggested manifest covers every split and relabels only the flagged files.
     adopted = {row["path"]: row["label"] for row in read_csv(report / label_review.SUGGESTED_FILE)}
@@ -95,6 +125,7 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     assert "<img" in page and "Outliers" in page and "skews the reported accuracy" in page
 
 
+@pytest.mark.train
 def test_a_streamed_review_reports_each_fold_epoch_and_is_silent_under_quiet(demo_copy, workdir):
     # Every split streamed from 16-image shards (memory budget 0), through the real command.
     params = tiny_params()
@@ -106,7 +137,7 @@ def test_a_streamed_review_reports_each_fold_epoch_and_is_silent_under_quiet(dem
     progress = [line for line in shown.stdout.splitlines() if ", epoch " in line]
     assert [line.split(", loss")[0] for line in progress] == [
         f"label_review: fold {fold}/2, epoch {epoch}/2" for fold in (1, 2) for epoch in (1, 2)]
-    assert "label_review: streaming each fold's training images" in shown.stdout
+    assert "each fold streams its images from the cache shards" in shown.stdout
     metrics = json.loads(Path(load_params().paths.label_metrics).read_text())
     assert metrics["files_reviewed"] == 60  # 30 train, 15 val, 15 test
     report = Path(load_params().paths.label_report_dir)
@@ -122,7 +153,7 @@ def test_outliers_past_the_reference_cap_come_from_a_seeded_sample():
     scores the images it did not sample as it scores test images."""
     import numpy as np
 
-    from trainwell.training.label_review import outlier_scores
+    from trainwell.training.outliers import outlier_scores
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(5, 32)) * 4
@@ -130,13 +161,43 @@ def test_outliers_past_the_reference_cap_come_from_a_seeded_sample():
     strays = np.arange(0, 1500, 150)  # 10 images pointing nowhere near any class
     reference[strays] = np.abs(rng.normal(size=(10, 32))) * np.where(rng.random((10, 32)) < 0.1, 40, 0.01)
     queries = np.abs(np.concatenate([centres[:3] + rng.normal(size=(3, 32)), rng.normal(size=(1, 32)) * 0.01 + 9]))
-    full, full_queries, full_limit = outlier_scores(reference=reference, queries=queries, fence=3.0)
-    sampled, sampled_queries, limit = outlier_scores(reference=reference, queries=queries, fence=3.0, seed=4,
-                                                     reference_cap=300)
-    assert set(np.flatnonzero(full < full_limit)) >= set(strays.tolist())
-    assert set(np.flatnonzero(sampled < limit)) >= set(strays.tolist())
-    assert len(np.flatnonzero(sampled < limit)) <= 2 * len(strays)
-    assert (sampled_queries[:3] > limit).all() and (full_queries[:3] > full_limit).all()
+    full = outlier_scores(reference=reference, queries=queries, fence=3.0)
+    sampled = outlier_scores(reference=reference, queries=queries, fence=3.0, seed=4, reference_cap=300)
+    assert set(np.flatnonzero(full.reference_flagged)) >= set(strays.tolist())
+    assert set(np.flatnonzero(sampled.reference_flagged)) >= set(strays.tolist())
+    assert len(np.flatnonzero(sampled.reference_flagged)) <= 2 * len(strays)
+    assert not sampled.query_flagged[:3].any() and not full.query_flagged[:3].any()
     again = outlier_scores(reference=reference, queries=queries, fence=3.0, seed=4, reference_cap=300)
-    np.testing.assert_array_equal(again[0], sampled)  # seeded: the same sample every run
-    assert not np.array_equal(sampled, full)
+    np.testing.assert_array_equal(again.reference_scores, sampled.reference_scores)  # seeded: the same sample
+    assert not np.array_equal(sampled.reference_scores, full.reference_scores)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_loose_class_ordinary_members_are_not_outliers_while_strays_are(seed):
+    """Outliers are fenced per class, on log distances: on real digits the thin "1"s spread more in
+    the embedding than other classes do, and a dataset-wide fence on the distances filled the list
+    with ordinary "1"s. Generated classes of different spreads, each with a few planted strays: the
+    strays are found in every class and ranked first, and no class's ordinary members crowd the list."""
+    import numpy as np
+
+    from trainwell.training.outliers import outlier_scores
+
+    rng = np.random.default_rng(seed)
+    spreads = rng.permutation([0.15, 0.2, 0.25, 0.3, 0.9])  # one class far looser than the rest
+    centres = np.abs(rng.normal(size=(5, 24))) + 0.2
+    labels = np.repeat(np.arange(5), 160)
+    reference = np.abs(centres[labels] + rng.normal(size=(len(labels), 24)) * spreads[labels, None])
+    strays = np.concatenate([np.flatnonzero(labels == label)[:3] for label in range(5)])
+    reference[strays] = np.abs(rng.normal(size=(len(strays), 24))) * (rng.random((len(strays), 24)) < 0.15) * 10
+    queries = np.abs(centres[[0, 4]] + rng.normal(size=(2, 24)) * spreads[[0, 4], None])
+    found = outlier_scores(reference=reference, queries=queries, fence=3.0, reference_labels=labels,
+                           query_labels=np.array([0, 4]))
+    flagged = np.flatnonzero(found.reference_flagged)
+    assert set(strays.tolist()) <= set(flagged.tolist())
+    ordinary = np.setdiff1d(flagged, strays)
+    assert len(ordinary) <= 0.03 * len(labels)
+    # Neither the loose class nor a tight one has its ordinary members on the list.
+    assert np.bincount(labels[ordinary], minlength=5).max() <= max(3, 0.03 * 160)
+    assert not found.query_flagged.any()
+    # The most suspicious first: every planted stray ranks above every ordinary image flagged.
+    assert found.reference_excess[strays].min() > found.reference_excess[ordinary].max(initial=-np.inf)

@@ -100,6 +100,7 @@ def test_members_pointing_outside_the_archive_are_refused(saved_model, tmp_path,
         check_keras_archive(rewrite(saved_model, tmp_path / "traversal.keras", extra={name: b"x"}))
 
 
+@pytest.mark.tf_process
 def test_the_same_weights_save_to_the_same_bytes(saved_model, tmp_path):
     import time
 
@@ -167,6 +168,7 @@ print(json.dumps({"outcomes": outcomes, "growth_mib": (resource.getrusage(resour
 """
 
 
+@pytest.mark.tf_process  # every lie is loaded in one fresh child interpreter, which imports TensorFlow
 def test_files_whose_config_or_hdf5_lies_about_sizes_are_refused_before_allocating(saved_model, layered_model, tmp_path):
     """Generated lies, loaded in a fresh process whose peak memory is measured: each is a UsageError
     (exit 2), and none allocates what it declares. Among them the issue's 17 KB file (2.5 million

@@ -57,7 +57,7 @@ def test_the_repository_params_yaml_is_what_dvc_writes(tmp_path):
     assert path.read_text() == (REPO_ROOT / "params.yaml").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.dvc
 def test_dvc_exp_run_s_changes_one_line_per_value(tmp_path):
     """The real command in a trainwell project: four values set (one a null), four lines changed."""
     run(["git", "init", "-q", "-b", "main"], tmp_path)

@@ -104,6 +104,7 @@ EXPECTED_KIND = {"corrupt.png": "corrupt", "truncated.jpg": "truncated", "nan.np
                  "empty.jpg": "empty_file", "text.jpg": "not_an_image"}
 
 
+@pytest.mark.tf_process
 def test_each_bad_input_kind_is_refused_by_path_and_kind(predict_project, tmp_path):
     folder = tmp_path / "inputs"
     for name, data in BAD_INPUTS.items():
@@ -136,6 +137,7 @@ def test_each_bad_input_kind_is_refused_by_path_and_kind(predict_project, tmp_pa
     assert allowed.returncode == 0
 
 
+@pytest.mark.tf_process
 def test_fuzzed_files_are_classified_or_refused_never_a_crash(predict_project, tmp_path):
     """Generated hostile input: mutated headers, truncations and bit flips of every format."""
     folder = tmp_path / "fuzz"
@@ -153,6 +155,7 @@ def test_fuzzed_files_are_classified_or_refused_never_a_crash(predict_project, t
                                                    "empty_file", "decoder_crash", "decode_timeout", "unreadable")
 
 
+@pytest.mark.tf_process
 def test_any_file_name_survives_into_csv_and_json(predict_project, tmp_path):
     folder = tmp_path / "names"
     names = [f"{name}.png" for name in hostile_names(12, seed=5)]
@@ -171,6 +174,7 @@ def test_any_file_name_survives_into_csv_and_json(predict_project, tmp_path):
     assert probabilities == sorted(probabilities, reverse=True)
 
 
+@pytest.mark.tf_process
 def test_manifest_rows_are_checked_before_anything_is_opened(predict_project, tmp_path):
     folder = tmp_path / "listed"
     faults.write(folder / "images" / "a.png", faults.png_bytes(1))
@@ -198,6 +202,7 @@ def test_manifest_rows_are_checked_before_anything_is_opened(predict_project, tm
     assert usage.returncode == 2 and "path" in usage.stderr
 
 
+@pytest.mark.tf_process
 def test_usage_errors_say_what_to_do(predict_project, tmp_path):
     nothing = run(["trainwell", "predict"], predict_project, check=False)
     assert nothing.returncode == 2 and "nothing to classify" in nothing.stderr
@@ -245,6 +250,7 @@ def test_class_names_that_would_shift_or_merge_labels_are_refused(predict_projec
     assert result.returncode == 2 and "--classes" in result.stderr, result.stderr
 
 
+@pytest.mark.tf_process
 def test_a_model_whose_scores_are_not_probabilities_classifies_nothing(tmp_path):
     """A head whose outputs overflow to NaN, or logits: every row refused with the reason, never a class."""
     import keras
@@ -268,6 +274,7 @@ def test_a_model_whose_scores_are_not_probabilities_classifies_nothing(tmp_path)
         assert row["status"] == "refused" and row["reason"].startswith("model_output") and row["class"] == ""
 
 
+@pytest.mark.tf_process
 def test_models_predict_cannot_feed_are_usage_errors(tmp_path):
     import keras
 
@@ -285,6 +292,7 @@ def test_models_predict_cannot_feed_are_usage_errors(tmp_path):
         assert result.returncode == 2 and "square RGB images" in result.stderr, (name, result.stderr)
 
 
+@pytest.mark.tf_process
 def test_rows_come_in_the_order_given_and_an_empty_folder_is_a_usage_error(predict_project, tmp_path):
     faults.write(tmp_path / "b.png", faults.png_bytes(1))
     faults.write(tmp_path / "d.png", faults.png_bytes(2))
@@ -301,7 +309,8 @@ def test_rows_come_in_the_order_given_and_an_empty_folder_is_a_usage_error(predi
 
 
 @pytest.mark.parametrize("content, expected", [
-    (b"\xef\xbb\xbfpath\r\n a.png\r\n", 0),              # Excel's BOM and CRLF; the leading space is part of the name
+    # Excel's BOM and CRLF; the leading space is part of the name. Read, it is classified: TensorFlow starts.
+    pytest.param(b"\xef\xbb\xbfpath\r\n a.png\r\n", 0, marks=pytest.mark.tf_process),
     (b"path,path\na.png,b.png\n", 2),                       # which column?
     (b'path\n"a.png\n', 2),                                 # an unclosed quote
 ])
@@ -315,6 +324,7 @@ def test_manifest_edge_cases(predict_project, tmp_path, content, expected):
         assert [row["path"] for row in rows_of(result.stdout)] == [" a.png"]
 
 
+@pytest.mark.tf_process
 def test_a_sparse_multi_gigabyte_file_is_refused_unread(predict_project, tmp_path):
     """Its size alone exceeds any image within audit.max_pixels: the audit's check refuses it before reading."""
     huge = faults.write(tmp_path / "huge.png", b"\x89PNG\r\n\x1a\n")

@@ -102,7 +102,7 @@ def every_command(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subproc
                                        text=True) for command in COMMANDS}
 
 
-@pytest.mark.slow
+@pytest.mark.train
 @pytest.mark.parametrize("command", [command[0] for command in COMMANDS])
 def test_no_tensorflow_log_line_at_default_verbosity(every_command, command):
     result = every_command[command]

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run, tiny_params, tool_env, write_params
-from tests.test_dvc_pipeline import make_project
+from tests.helpers import make_project, run, tiny_params, tool_env, write_params
 
 BUCKET = "trainwell-tests"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
@@ -83,6 +82,7 @@ def trainwell(command: list[str], cwd: Path, endpoint: str) -> subprocess.Comple
                           timeout=300)
 
 
+@pytest.mark.train
 def test_s3_data_dir_audits_builds_and_trains(s3_endpoint, demo_set, tmp_path):
     prefix = f"run-{tmp_path.name}"
     assert upload(s3_endpoint, demo_set, f"{prefix}/demo") == 61  # 60 images + the demo marker
@@ -110,6 +110,7 @@ def test_s3_data_dir_audits_builds_and_trains(s3_endpoint, demo_set, tmp_path):
     assert '"test_images": 15' in (tmp_path / "metrics" / "eval.json").read_text()
 
 
+@pytest.mark.tf_process
 def test_s3_audit_names_a_broken_object_and_exits_1(s3_endpoint, demo_set, tmp_path):
     """Also: objects are fetched bounded by audit.max_pixels (one past it is refused by its listed
     size) and checked from a temporary copy in forked processes, so a decoder stuck in C (a real
@@ -141,6 +142,7 @@ def test_s3_audit_names_a_broken_object_and_exits_1(s3_endpoint, demo_set, tmp_p
     assert re.search(rf"::error file={escaped}/circle/{victim.name},title=(corrupt|truncated)::", result.stdout)
 
 
+@pytest.mark.tf_process
 def test_build_never_writes_over_objects_it_did_not_make(s3_endpoint, demo_set, tmp_path):
     prefix = f"foreign-{tmp_path.name}"
     upload(s3_endpoint, demo_set, f"{prefix}/demo")
@@ -159,6 +161,7 @@ def test_build_never_writes_over_objects_it_did_not_make(s3_endpoint, demo_set, 
     assert body == b"the user's own file"
 
 
+@pytest.mark.tf_process
 def test_unreachable_bucket_is_a_clear_error(s3_endpoint, tmp_path):
     write_params(tmp_path, tiny_params())
     result = trainwell(["audit", f"s3://no-such-bucket-{tmp_path.name}/data"], tmp_path, s3_endpoint)
@@ -166,7 +169,7 @@ def test_unreachable_bucket_is_a_clear_error(s3_endpoint, tmp_path):
     assert "does not exist or holds no objects" in result.stderr and "set data.dir" in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.dvc
 def test_dvc_push_then_pull_restores_data_and_cache_bit_for_bit(s3_endpoint, tmp_path):
     project = make_project(tmp_path, tiny_params())
     env = s3_env(s3_endpoint)
@@ -210,6 +213,7 @@ def test_object_store_paths_keep_their_double_slash():
     assert storage.is_remote("s3://b/x") and not storage.is_remote("/tmp/x")
 
 
+@pytest.mark.tf_process
 def test_predict_reads_objects_and_prefixes(s3_endpoint, demo_set, tmp_path, predict_project):
     prefix = f"predict-{tmp_path.name}"
     local = tmp_path / "demo"

@@ -13,26 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.browser import external_references, open_page, require_chromium
-from tests.helpers import run, tiny_params, tool_env
-from tests.test_dvc_pipeline import make_project
+from tests.helpers import copy_project, run, tool_env
 from trainwell.reports.site import PAGES
 
-pytestmark = pytest.mark.slow
+# Every test reads the shared `reproduced` project (conftest.py), which dvc repro trained.
+pytestmark = [pytest.mark.dvc, pytest.mark.train]
 
 TERMINAL_COLUMNS = 120
 # The DVC metrics: eval.json's headline only (the other stages' numbers are outputs beside it).
 HEADLINE = {"metrics/eval.json": ["accuracy", "macro_f1", "expected_calibration_error"]}
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project after `dvc repro` with tiny params, one epoch (the width test runs a second), and a
-    two-fold, one-epoch label review: every stage runs, in about a minute."""
-    params = tiny_params(epochs=1)
-    params["label_review"].update({"folds": 2, "epochs_per_fold": 1})
-    folder = make_project(tmp_path_factory.mktemp("site"), params)
-    run(["dvc", "repro"], folder)
-    return folder
 
 
 def site_pages(project: Path) -> dict[str, Path]:
@@ -45,9 +34,10 @@ def site_pages(project: Path) -> dict[str, Path]:
     return {key: Path(posixpath.normpath(index.parent / href)) for key, href in zip(PAGES, hrefs)}
 
 
-def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(project, tmp_path):
+@pytest.mark.browser
+def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(reproduced, tmp_path):
     require_chromium()
-    pages = site_pages(project)
+    pages = site_pages(reproduced.folder)
     for key, page in pages.items():
         assert page.is_file(), f"the navigation links {key} to {page}, which dvc repro did not write"
         assert external_references(page.read_text()) == [], key
@@ -63,10 +53,11 @@ def test_every_page_of_the_site_renders_offline_and_asks_nothing_of_the_network(
             assert "Gate: " in shown.dom and "test accuracy" in shown.dom
 
 
-def test_trainwell_plots_draws_the_dvc_plots_with_no_network(project, tmp_path):
+@pytest.mark.browser
+def test_trainwell_plots_draws_the_dvc_plots_with_no_network(reproduced, tmp_path):
     require_chromium()
     out = tmp_path / "plots"
-    run(["trainwell", "plots", "--out", str(out)], project)
+    run(["trainwell", "plots", "--out", str(out)], reproduced.folder)
     page = out / "index.html"
     assert external_references(page.read_text()) == []
     shown = open_page(page, tmp_path / "chromium")
@@ -76,18 +67,14 @@ def test_trainwell_plots_draws_the_dvc_plots_with_no_network(project, tmp_path):
     assert "Loss (training and validation splits)" in shown.dom and "F1 per class (test split)" in shown.dom
 
 
-def test_trainwell_plots_draws_what_the_report_site_draws(project, tmp_path):
+def test_trainwell_plots_draws_what_the_report_site_draws(reproduced, tmp_path, monkeypatch):
     """Rows of the confusion matrix are the actual class, with the count in each cell; the
     reliability chart has its diagonal and each bin's image count. Read from the SVG, no browser."""
     from trainwell.stages.plots import dvc_plot_specs
 
-    monkeypatch_cwd = pytest.MonkeyPatch()
-    monkeypatch_cwd.chdir(project)
-    try:
-        specs = dvc_plot_specs([])
-    finally:
-        monkeypatch_cwd.undo()
-    confusion = specs["reports/eval/predictions.csv"][0]["content"]
+    project = reproduced.folder
+    monkeypatch.chdir(project)
+    confusion = dvc_plot_specs([])["reports/eval/predictions.csv"][0]["content"]
     assert confusion["spec"]["encoding"]["y"]["field"] == "actual"  # rows, as on the evaluation page
     run(["trainwell", "plots", "--out", str(tmp_path / "plots")], project)
     figures = (tmp_path / "plots" / "index.html").read_text().split("<svg")[1:]
@@ -97,18 +84,15 @@ def test_trainwell_plots_draws_what_the_report_site_draws(project, tmp_path):
     assert sum(int(word) for word in matrix if word.isdigit()) == tested  # every cell's count is drawn
     reliability = next(words for words in texts if any("Reliability" in word for word in words))
     assert any("perfect calibration" in word for word in reliability)
-    bins = (project / "reports" / "eval" / "reliability.csv").read_text().splitlines()[1:]
-    for row in bins:
+    for row in (project / "reports" / "eval" / "reliability.csv").read_text().splitlines()[1:]:
         assert row.rsplit(",", 1)[1] in reliability  # each bin's image count beside its point
 
 
-def test_exp_show_only_changed_fits_a_120_column_terminal(project):
-    """The README's command after `dvc exp run -S train.epochs=2`: the changed param and every headline
+def test_exp_show_only_changed_fits_a_120_column_terminal(reproduced, experimented):
+    """The README's command after an epochs experiment (`dvc exp run -S train.epochs=1`, from 2): the changed param and every headline
     metric that changed are shown in full within 120 columns; the hashes of changed files fold into '…'."""
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-q", "-m", "baseline"], project)
-    before = {file: json.loads((project / file).read_text()) for file in HEADLINE}
-    run(["dvc", "exp", "run", "-S", "train.epochs=2"], project)
+    project = experimented.folder  # `reproduced` committed as the baseline, then the experiment run
+    before = {file: json.loads((reproduced.folder / file).read_text()) for file in HEADLINE}
     after = {file: json.loads((project / file).read_text()) for file in HEADLINE}
     # --only-changed hides what did not change: DVC shows 5 decimals, so compare at that precision.
     changed = [key for file, keys in HEADLINE.items() for key in keys
@@ -134,15 +118,16 @@ def test_exp_show_only_changed_fits_a_120_column_terminal(project):
     assert names and all(re.search(rf"\b{re.escape(name)}\b", shown) for name in names), shown
 
     # `dvc metrics show`: the headline, one row, within the terminal.
-    metrics = subprocess.run(["dvc", "metrics", "show"],
-                             cwd=project, env=environment, capture_output=True, text=True, check=True).stdout
+    metrics = subprocess.run(["dvc", "metrics", "show"], cwd=project, env=environment, capture_output=True,
+                             text=True, check=True).stdout
     assert max(map(len, metrics.splitlines())) <= TERMINAL_COLUMNS, metrics
     assert "accuracy" in metrics and "…" not in metrics, metrics
 
 
-def test_a_queued_sweep_of_short_runs_finishes_every_experiment(project):
+def test_a_queued_sweep_of_short_runs_finishes_every_experiment(reproduced, tmp_path):
     """The issue's sweep: short runs queued and run by DVC's own queue. Each is exported and judged
     at the shipped export bars (a near-tie flipped by int8 is no failure), so none fails."""
+    project = copy_project(reproduced.folder, tmp_path / "sweep")
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "--allow-empty", "-m", "sweep baseline"], project)
     run(["dvc", "exp", "run", "--queue", "-S", "train.epochs=2", "-S", "train.learning_rate=0.001,0.003"], project)
@@ -152,7 +137,6 @@ def test_a_queued_sweep_of_short_runs_finishes_every_experiment(project):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     experiments = [experiment for commit in shown for run_ in (commit.get("experiments") or [])
                    for experiment in run_["revs"]]
-    rates = sorted(experiment["data"]["params"]["params.yaml"]["data"]["train"]["learning_rate"]
-                   for experiment in experiments if experiment["data"]["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
-                   and experiment.get("error") is None)
-    assert {0.001, 0.003} <= set(rates), shown
+    trained = [experiment["data"]["params"]["params.yaml"]["data"]["train"] for experiment in experiments
+               if experiment.get("error") is None]
+    assert {0.001, 0.003} <= {train["learning_rate"] for train in trained if train["epochs"] == 2}, shown

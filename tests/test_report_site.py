@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.browser import external_references, open_page
 from trainwell.params import GateCheck, PathsParams
@@ -161,6 +162,7 @@ def test_charts_never_fetch_data():
     assert "Not drawn" in figure and "<svg" not in figure and external_references(figure) == []
 
 
+@pytest.mark.browser
 def test_every_page_renders_in_chromium_with_no_network(tmp_path):
     files = write_site(tmp_path / "project")
     shown = {key: open_page(path, tmp_path / f"chromium-{key}") for key, path in files.items()}
@@ -184,3 +186,17 @@ def test_the_overviews_labels_link_names_every_split_the_review_covers():
 
     for split in REVIEWED_SPLITS:
         assert {"train": "training", "val": "validation"}.get(split, split) in PAGE_SUMMARIES["labels"], split
+
+
+def test_the_labels_page_marks_a_wrong_test_label_in_red_and_a_test_outlier_not():
+    """A wrong test label skews the reported accuracy; an unusual test image with its right label
+    does not, so an outlier card never says so (issue #22: 60 ordinary "1"s shown in red)."""
+    page = render_review(
+        suspects=[{"index": 0, "path": "ring/r_1.jpg", "split": "test", "given_label": "ring",
+                   "suggested_label": "circle", "score": 0.04}],
+        outliers=[{"index": 1, "path": "one/o_2.jpg", "split": "test", "label": "one", "score": 0.001}],
+        image=picture, reviewed=90, counts={"train": 60, "val": 15, "test": 15})
+    suspects, outliers = page.split("<h2>Outliers")
+    assert suspects.count("skews the reported accuracy") == 1
+    assert "skews the reported accuracy" not in outliers and "one/o_2.jpg" in outliers
+    assert "test split" in outliers

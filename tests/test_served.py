@@ -120,7 +120,7 @@ print(json.dumps({"outcomes": outcomes, "expected": expected, "growth_mib": (pea
 """
 
 
-@pytest.mark.slow
+@pytest.mark.tf_process  # the shared exported project is made by `trainwell` commands; this serves in a child
 def test_the_exported_model_refuses_bombs_and_serves_the_rest_in_bounded_memory(exported):
     """Through the SavedModel as TF Serving loads it, in a fresh process whose peak memory is measured.
 
@@ -148,7 +148,7 @@ def test_the_exported_model_refuses_bombs_and_serves_the_rest_in_bounded_memory(
     assert measured["growth_mib"] < 64, measured["growth_mib"]  # 8 MiB measured; 298 MiB unguarded
 
 
-@pytest.mark.slow
+@pytest.mark.tf_process  # the shared exported project is made by `trainwell` commands
 def test_a_gif_is_served_as_its_first_frame(exported):
     """An animated GIF gets the probabilities of its first frame alone, as `trainwell predict` and training see it."""
     import tensorflow as tf

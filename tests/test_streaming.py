@@ -199,6 +199,7 @@ def peak_growth_mib(cache: Path, budget: int) -> tuple[int, bool, int]:
     return int(count), streaming == "True", int(growth)
 
 
+@pytest.mark.tf_process
 def test_a_split_larger_than_the_budget_streams_in_bounded_memory(tmp_path):
     # 24 shards of 500 images at 75x75x3: 12,000 images, 193 MiB decoded.
     cache = write_cache(tmp_path, counts=[500] * 24, size=75)
@@ -213,6 +214,7 @@ def test_a_split_larger_than_the_budget_streams_in_bounded_memory(tmp_path):
     assert growth < 0.6 * 193, f"peak RSS grew by {growth} MiB while streaming (in memory: {growth_in_memory} MiB)"
 
 
+@pytest.mark.train
 def test_training_streams_when_the_split_exceeds_the_budget(demo_copy, workdir, capsys):
     params = tiny_params()
     params["train"]["memory_budget_mb"] = 0
@@ -236,3 +238,29 @@ def test_training_streams_when_the_split_exceeds_the_budget(demo_copy, workdir, 
     assert evaluate.main() == 0
     assert "streaming" not in capsys.readouterr().out
     assert streamed == [path.read_text() for path in written]
+
+
+def test_every_pipeline_keras_gets_has_the_tf_data_autotuner_off(tmp_path):
+    # Destroying an iterator waits for its autotuning thread's current pass: Keras drops a live
+    # iterator at every validation and prediction, and on busy cores each wait took seconds.
+    from trainwell.training.inputs import make_eval_dataset, make_train_dataset
+    from trainwell.training.predict import prediction_dataset
+
+    rng = np.random.default_rng(0)
+    split = open_split(cache_dir=write_cache(tmp_path / "cache", counts=[7, 5, 9]), split="train")
+    images = rng.integers(0, 256, size=(21, 4, 4, 3), dtype=np.uint8)
+    labels = rng.integers(0, 5, size=21)
+    datasets = []
+    for _ in range(2):  # generated shapes of the plans: sizes, batches, replicas
+        count, batch = int(rng.integers(0, 22)), int(rng.integers(1, 9))
+        replicas = int(rng.choice([1, 2])) if count >= 2 else 1
+        common = dict(num_classes=5, batch_size=max(batch, replicas), replicas=replicas)
+        datasets.append(make_eval_dataset(images=images[:count], labels=labels[:count], **common))
+        if count >= replicas:
+            datasets.append(make_train_dataset(images=images[:max(count, 1)], labels=labels[:max(count, 1)], seed=1,
+                                               first_epoch=0, epochs=2, **common))
+        datasets.append(make_streaming_dataset(split=split, seed=int(rng.integers(0, 9)), epochs=2, **common))
+        datasets.append(make_streaming_dataset(split=split, seed=None, **common))
+    datasets.append(prediction_dataset(locations=["missing.png"], image_size=4, max_pixels=100, batch_size=2,
+                                       failures={}))
+    assert all(dataset.options().autotune.enabled is False for dataset in datasets)

@@ -62,6 +62,7 @@ def test_truncated_and_multipage_tiffs():
     assert ("animated", "2 pages; only the first is used") in decode_image(pages, suffix=".tif").notes
 
 
+@pytest.mark.train
 def test_a_tiff_dataset_audits_builds_and_trains(demo_copy: Path, workdir: Path, capsys):
     # Every demo JPEG becomes a TIFF: a third RGB float32, a third 16-bit RGB, a third LZW.
     for number, path in enumerate(sorted(demo_copy.rglob("*.jpg"))):

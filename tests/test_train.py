@@ -13,15 +13,8 @@ import pytest
 from tests.helpers import tiny_params, write_params
 from trainwell.errors import ContractError
 from trainwell.params import load_params
-from trainwell.stages import audit, build, evaluate, report, split, train
+from trainwell.stages import evaluate, report, train
 from trainwell.training import evaluation, fit
-
-
-@pytest.fixture
-def built(demo_copy: Path, workdir: Path) -> Path:
-    """workdir with the tiny demo set audited, split and cached."""
-    assert audit.main() == 0 and split.main() == 0 and build.main() == 0
-    return workdir
 
 
 def with_train(workdir: Path, **train_overrides) -> None:
@@ -30,6 +23,7 @@ def with_train(workdir: Path, **train_overrides) -> None:
     write_params(workdir, params)
 
 
+@pytest.mark.train
 def test_train_then_evaluate(built, capsys):
     assert train.main() == 0
     paths = load_params().paths
@@ -91,6 +85,7 @@ def test_sigmoid_head_is_refused_before_any_training_step(built):
     assert not Path(paths.train_log_dir).exists()  # fit() never started
 
 
+@pytest.mark.train
 def test_hopeless_divergence_gives_up_and_saves_no_model(built):
     # A step size this large overflows float32 weights within a step; halving it 3 times cannot help.
     params = tiny_params()
@@ -111,6 +106,7 @@ def test_hopeless_divergence_gives_up_and_saves_no_model(built):
     assert all(len(incident["files"]) == min(8, 30 - 8 * incident["step"]) for incident in incidents)
 
 
+@pytest.mark.train
 def test_guard_recovers_from_a_diverging_learning_rate(built):
     # 1e30 sends the weights to Inf at once; each rollback divides the rate by 1e8 until
     # 1e-2, which trains. The stage must finish, record every incident, and save finite weights.
@@ -142,6 +138,7 @@ def test_metric_classification_report_is_exact():
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
 
 
+@pytest.mark.train
 def test_two_runs_give_bit_identical_weights(built):
     train_params = load_params().train
     first, _ = fit.train_model(cache_dir=load_params().paths.cache_dir, train=train_params, log_dir=None)
@@ -170,6 +167,7 @@ def test_balanced_class_weights():
     assert weights == {0: pytest.approx(6 / 9), 1: pytest.approx(2.0), 2: pytest.approx(1.0), 3: 1.0}
 
 
+@pytest.mark.train
 def test_training_with_balanced_class_weights(built, capsys):
     with_train(built, class_weight="balanced")
     assert train.main() == 0

@@ -372,7 +372,12 @@ class LabelReviewParams(_Section):
     """k-fold cross-validation for out-of-fold probabilities and embeddings on every split (stage label_review)."""
 
     folds: int = Field(5, ge=2, le=limits.MAX_FOLDS)
+    # At most; a fold stops when its held-out loss has not fallen for early_stopping_patience epochs (0: never).
     epochs_per_fold: int = Field(12, ge=1, le=limits.MAX_STEPS)
+    early_stopping_patience: int = Field(3, ge=0, le=limits.MAX_STEPS)
+    # The fold models' input side (pixels). null: the sources' own (as build records it), at least 48,
+    # when below data.image_size (28x28 digits cached at 75x75: 48x48); see fold_models.review_side.
+    image_size: int | None = Field(None, ge=8, le=1024)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
     learning_rate: float = Field(1e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
     batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)
@@ -385,8 +390,11 @@ class LabelReviewParams(_Section):
         "low_self_confidence", "low_normalized_margin", "prune_by_noise_rate", "prune_by_class", "both",
         "confident_learning", "predicted_neq_given",
     ] = "low_self_confidence"
-    # Outlier: mean distance to its 10 nearest neighbours > Q3 + fence x IQR (Datalab: 1.7; README).
-    outlier_fence: float = Field(3.0, ge=0.0, le=limits.MAX_Z)
+    # How cleanlab counts the issues low_self_confidence / low_normalized_margin flag (num_label_issues):
+    # the confident joint's off-diagonal as it is, or calibrated first (label_review.rank_label_issues).
+    estimation_method: Literal["off_diagonal", "off_diagonal_calibrated"] = "off_diagonal_calibrated"
+    # Outlier: log mean distance to 10 nearest neighbours > Q3 + fence x IQR of its class's (outliers.py).
+    outlier_fence: float = Field(2.5, ge=0.0, le=limits.MAX_Z)
 
 
 class GateCheck(_Section):

@@ -287,6 +287,30 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+# Where DVC puts the temporary workspaces of queued experiments (`dvc exp run --queue`, `dvc queue
+# start`) and of `dvc exp run --temp`: somewhere under <project>/.dvc/tmp/exps/ (DVC 3's EXEC_TMP_DIR).
+EXPERIMENT_WORKSPACES = (".dvc", "tmp", "exps")
+
+
+def project_path(path: str, *, cwd: str | Path | None = None) -> str:
+    """A relative path of the project's own scratch state, as every workspace of the project finds it.
+
+    DVC runs a queued experiment in a fresh clone under <project>/.dvc/tmp/exps/, holding only what
+    git and DVC track: a scratch file there (the audit cache) starts empty every time, and an
+    experiment that changes an `audit.*` param decodes every image again. Inside such a workspace
+    a relative path names the file in the project that queued it; anywhere else, and for an
+    absolute path or a URL, the path is returned as given.
+    """
+    if is_remote(path) or Path(path).is_absolute():
+        return path
+    here = Path(cwd if cwd is not None else os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if folder.parts[-len(EXPERIMENT_WORKSPACES):] == EXPERIMENT_WORKSPACES and folder != here:
+            project = folder.parents[len(EXPERIMENT_WORKSPACES) - 1]
+            return str(project / path)
+    return path
+
+
 def walk_files(root: str) -> list[str]:
     """Every non-hidden file below a remote root, as sorted posix paths relative to it.
 

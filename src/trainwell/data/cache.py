@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.data.decode import DecodeError, max_file_bytes, prepare_image
+from trainwell.data.decode import DecodeError, max_file_bytes, prepare_image_and_side
 from trainwell.data.splits import CLASSES_FILE, SPLITS, read_split_csv
 from trainwell.errors import DataError
 from trainwell.outputs import fresh_staging_dir, replace_generated_dir, write_json
@@ -30,11 +30,12 @@ CACHE_FORMAT = 2
 # -- writing ---------------------------------------------------------------------------------
 
 
-def _decode_one(root: Path | str, path: str, size: int, max_pixels: int) -> np.ndarray | str:
-    """The resized image, or the reason it could not be decoded (never raises for a bad file)."""
+def _decode_one(root: Path | str, path: str, size: int, max_pixels: int) -> tuple[np.ndarray, int] | str:
+    """The resized image and its source's longer side, or the reason it could not be decoded (never
+    raises for a bad file)."""
     try:
         data = storage.read_regular_file(storage.join(root, path), max_bytes=max_file_bytes(max_pixels))
-        return prepare_image(data, suffix=os.path.splitext(path)[1], size=size, max_pixels=max_pixels)
+        return prepare_image_and_side(data, suffix=os.path.splitext(path)[1], size=size, max_pixels=max_pixels)
     except storage.FileTooLarge as exc:
         return f"too_large: {exc}"
     except OSError as exc:
@@ -82,6 +83,7 @@ def build_split(
     shards: list[dict] = []
     skipped: list[dict] = []
     paths: list[str] = []
+    sides: list[int] = []
     counts: Counter[str] = Counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(rows), shard_size):
@@ -92,7 +94,8 @@ def build_split(
                 if isinstance(result, str):
                     skipped.append({"path": path, "reason": result})
                     continue
-                images.append(result)
+                images.append(result[0])
+                sides.append(result[1])
                 labels.append(index[label])
                 paths.append(path)
                 counts[label] += 1
@@ -114,7 +117,29 @@ def build_split(
         "per_class": {label: counts.get(label, 0) for label in classes},
         "shards": shards,
         "skipped": skipped,
+        "source_side": source_side_summary(sides),
     }
+
+
+def source_side_summary(sides: list[int]) -> dict[str, int] | None:
+    """The cached images' sources' longer sides (pixels, before resizing): median, 90th percentile
+    and largest; None for an empty split. Images upscaled to data.image_size hold no more detail
+    than this, which is what label review sizes its fold models by."""
+    if not sides:
+        return None
+    median, p90 = np.percentile(sides, [50, 90], method="higher")
+    return {"median": int(median), "p90": int(p90), "max": int(max(sides))}
+
+
+def source_side(manifest: dict) -> int | None:
+    """The 90th percentile of the sources' longer sides over every split (pixels), or None when the
+    cache does not record it (built before it did) or holds no image."""
+    splits = manifest.get("splits")
+    summaries = [split.get("source_side") for split in (splits.values() if isinstance(splits, dict) else [])
+                 if isinstance(split, dict)]
+    known = [summary["p90"] for summary in summaries if isinstance(summary, dict) and type(summary.get("p90")) is int
+             and summary["p90"] > 0]
+    return max(known) if known else None
 
 
 def build_cache(

@@ -439,7 +439,14 @@ def prepare_image(data: bytes, *, suffix: str, size: int, max_pixels: int) -> np
     feeds it to the model, so training and serving cannot see different pixels. Raises
     DecodeError (with the audit's kind) for a file that cannot become an image.
     """
-    return resize_image(decode_image(data, suffix=suffix, max_pixels=max_pixels).image, size=size)
+    return prepare_image_and_side(data, suffix=suffix, size=size, max_pixels=max_pixels)[0]
+
+
+def prepare_image_and_side(data: bytes, *, suffix: str, size: int, max_pixels: int) -> tuple[np.ndarray, int]:
+    """prepare_image's pixels and the decoded image's longer side before resizing (pixels): how much
+    detail the file really holds, which `build` records for the label review's fold models."""
+    image = decode_image(data, suffix=suffix, max_pixels=max_pixels).image
+    return resize_image(image, size=size), int(max(image.shape[:2]))
 
 
 def resize_image(image: np.ndarray, *, size: int) -> np.ndarray:

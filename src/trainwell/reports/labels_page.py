@@ -14,8 +14,10 @@ MAX_CARDS = 300
 TEST_NOTE = "<b class=error>test split: skews the reported accuracy</b><br>"
 
 
-def _card(*, image: np.ndarray, path: str, split: str, lines: str) -> str:
-    note = TEST_NOTE if split == "test" else f"{html.escape(split)} split<br>"
+def _card(*, image: np.ndarray, path: str, split: str, lines: str, alarm: bool = True) -> str:
+    """One thumbnail card. `alarm`: a test image here makes the reported accuracy wrong (a wrong
+    label does; an unusual image with its right label does not, so outliers never say so in red)."""
+    note = TEST_NOTE if split == "test" and alarm else f"{html.escape(split)} split<br>"
     return (f'<div class="card"><img alt="" src="{png_data_uri(image)}"><b>{html.escape(path)}</b><br>'
             f"{note}{lines}</div>")
 
@@ -59,13 +61,14 @@ def render_review(
         parts.append(f"<p>... and {len(suspects) - MAX_CARDS} more in suspects.csv.</p>")
     parts += [
         f"<h2>Outliers ({len(outliers)})</h2>",
-        "<p>Images unlike the rest: far from their nearest neighbours in the fold models' embeddings (the last "
-        "convolution block, pooled; cleanlab's outlier score, lower is stranger). Often not an image of any class.</p>"
-        "<div class=cards>",
+        "<p>Images unlike the rest of their class: far from their nearest neighbours in the fold models' "
+        "embeddings (the last convolution block, pooled; cleanlab's outlier score, lower is stranger), farther than "
+        "their own class's images mostly are, strangest first. Worth a look: one may be no image of any class; an "
+        "unusual image with its right label is no fault.</p><div class=cards>",
     ]
     for row in outliers[:MAX_CARDS]:
         parts.append(_card(image=image(row["index"]), path=row["path"], split=row["split"], lines=(
-            f"labelled <b>{html.escape(row['label'])}</b><br>outlier score {row['score']:.3g}")))
+            f"labelled <b>{html.escape(row['label'])}</b><br>outlier score {row['score']:.3g}"), alarm=False))
     parts.append("</div>")
     if len(outliers) > MAX_CARDS:
         parts.append(f"<p>... and {len(outliers) - MAX_CARDS} more in outliers.csv.</p>")

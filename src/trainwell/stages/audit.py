@@ -46,7 +46,7 @@ def main(
         guard_stage("audit", params=params, params_file=params_file)  # its outputs too
     else:
         protect_inputs(inputs=[params_file], datasets=[path])
-    cache_file = params.paths.audit_cache if path is None else cache_file
+    cache_file = storage.project_path(params.paths.audit_cache) if path is None else cache_file
     for label, target in (("--html", html_file), ("--cache" if path else "paths.audit_cache =", cache_file)):
         if target is not None:
             check_output(target, label=label)  # refused now, not after the whole audit

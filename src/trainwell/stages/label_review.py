@@ -62,7 +62,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     ]
     outliers = [
         {"index": index, "path": file_paths[index], "split": split_names[index], "label": classes[labels[index]],
-         "score": float(review.outlier_scores[index])}
+         "score": float(review.outlier_scores[index]), "past_fence": f"{review.outlier_excess[index]:.3f}"}
         for index in review.outliers
     ]
     # A wrong label or a stray image in the test split changes the accuracy evaluate reports.
@@ -72,7 +72,8 @@ def main(*, params_file: str = "params.yaml") -> int:
     for file_name, rows, fields, number_format in (
         (SUSPECTS_FILE, suspects, ["path", "split", "given_label", "suggested_label", "score",
                                    "affects_reported_accuracy"], ".6f"),
-        (OUTLIERS_FILE, outliers, ["path", "split", "label", "score", "affects_reported_accuracy"], ".6g"),
+        (OUTLIERS_FILE, outliers, ["path", "split", "label", "score", "past_fence", "affects_reported_accuracy"],
+         ".6g"),
     ):
         write_rows(report_dir / file_name, [{**{field: row[field] for field in fields},
                                              "score": format(row["score"], number_format)} for row in rows],

@@ -1,4 +1,4 @@
-"""tf.distribute plumbing for train: device set-up, the strategy from params, per-pipeline datasets."""
+"""tf.distribute plumbing for train and label review: device set-up, the strategy from params, seeds, per-pipeline datasets."""
 
 from __future__ import annotations
 
@@ -50,6 +50,19 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         devices = [device.name for device in gpus or tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     raise ParamsError(f"train.strategy '{name}' is not one of default, mirrored, multi_worker")
+
+
+def seed_everything(seed: int, *, deterministic_ops: bool = True) -> None:
+    """Python, numpy and TF seeds plus deterministic TF ops: same inputs, same weights, bit for bit."""
+    keras.utils.set_random_seed(seed)
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        # The switch is process-wide and TF exports no public way back (an earlier run in the
+        # same process, e.g. a test, may have turned it on).
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
 
 
 def input_pipelines(strategy: tf.distribute.Strategy) -> int:

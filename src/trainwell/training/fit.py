@@ -25,23 +25,11 @@ from trainwell.training.distribute import (
     distribute_dataset,
     input_pipelines,
     make_strategy,
+    seed_everything,
 )
 from trainwell.training.guard import BatchTrace, DivergenceGuard, all_finite
 from trainwell.training.inputs import SplitInput, plan_inputs
 from trainwell.training.network import build_network, compile_model
-
-
-def seed_everything(seed: int, *, deterministic_ops: bool = True) -> None:
-    """Python, numpy and TF seeds plus deterministic TF ops: same inputs, same weights, bit for bit."""
-    keras.utils.set_random_seed(seed)
-    if deterministic_ops:
-        tf.config.experimental.enable_op_determinism()
-    else:
-        # The switch is process-wide and TF exports no public way back (an earlier run in the
-        # same process, e.g. a test, may have turned it on).
-        from tensorflow.python.framework import config as tf_config
-
-        tf_config.disable_op_determinism()
 
 
 def fitting_steps_per_execution(requested: int, *step_counts: int) -> int:
@@ -314,8 +302,9 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
     train_data = distribute_dataset(strategy, lambda **shard: plan.train.train_dataset(
         seed=train.seed, first_epoch=first_epoch, epochs=end_epoch, class_weights=class_weights,
         augmenter=augmenter, **common, **shard))
-    # Repeated, with validation_steps = one full pass: Keras keeps one validation iterator
-    # across epochs when validation_steps is given.
+    # Repeated, with validation_steps = one full pass: whether Keras keeps one validation
+    # iterator across epochs has changed between versions (3.15 starts one per validation);
+    # either way every validation reads the whole split once.
     val_data = distribute_dataset(strategy, lambda **shard: plan.val.eval_dataset(**common, **shard).repeat())
     return model.fit(
         train_data,

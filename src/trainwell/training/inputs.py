@@ -26,6 +26,23 @@ from trainwell.training.batch_plan import (
 )
 
 
+def prefetched(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The end of every trainwell pipeline: prefetched, with tf.data's autotuning optimiser off.
+
+    The optimiser is a thread per iterator that re-plans buffer sizes and parallelism every few
+    seconds, and an iterator's destruction waits for its current pass. Keras drops a live
+    iterator at every validation and prediction (evaluate() and predict() start a fresh one and
+    predict() has already begun the next), and fit() drops its own when it returns: on 2 busy
+    cores each such wait took 8-19 s, and 18 s between the last epoch and fit() returning
+    (measured with py-spy; tests/test_streaming.py checks every pipeline has it off). Off,
+    AUTOTUNE means one call per core and a prefetch buffer that grows when the consumer waits;
+    the values are the same either way.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
 def _batch_finisher(
     *,
     num_classes: int,
@@ -151,7 +168,7 @@ def make_train_dataset(
     # With augmentation the Python stage is the bottleneck; more gather threads only compete with it.
     parallel = 1 if augmenter is not None else tf.data.AUTOTUNE
     gathered = indices.map(gather, num_parallel_calls=parallel, deterministic=True)
-    return _augmented(gathered, augmenter).prefetch(tf.data.AUTOTUNE)
+    return prefetched(_augmented(gathered, augmenter))
 
 
 def make_eval_dataset(
@@ -169,7 +186,9 @@ def make_eval_dataset(
     count = len(images)
     gather = _gatherer(images, labels, num_classes=num_classes, one_hot=one_hot)
     if count == 0:
-        return tf.data.Dataset.range(0).batch(batch_size).map(gather)
+        # No batches, but the element spec every consumer expects (gather takes the epoch too).
+        return prefetched(tf.data.Dataset.range(0).batch(batch_size).map(
+            lambda indices: gather(indices, tf.constant(0, tf.int64))))
     bounds = batch_bounds(count=count, batch_size=batch_size, replicas=min(replicas, count))
     indices = _replica_batches(
         epochs=tf.data.Dataset.range(1),
@@ -181,7 +200,7 @@ def make_eval_dataset(
     )
     # A known length lets Keras size its progress bar and stop without an "ran out of data" warning.
     indices = indices.apply(tf.data.experimental.assert_cardinality((len(bounds) - 1) * (replicas // pipelines)))
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return prefetched(indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
 
 # -- streaming from shards: for splits larger than the memory budget ------------------------
@@ -285,7 +304,7 @@ def make_streaming_dataset(
     if seed is FILE_ORDER:
         steps = block * local
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps * (epochs - first_epoch)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return prefetched(dataset)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from trainwell import storage
 from trainwell.data.decode import DecodeError, max_file_bytes, prepare_image
+from trainwell.training.inputs import prefetched
 
 
 def prediction_dataset(
@@ -56,10 +57,9 @@ def prediction_dataset(
         image = tf.numpy_function(load, [position], tf.uint8, stateful=False)
         return tf.ensure_shape(image, (image_size, image_size, 3))
 
-    return (tf.data.Dataset.range(len(locations))
-            .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(max(1, min(batch_size, len(locations))))  # .batch allocates its full size up front
-            .prefetch(tf.data.AUTOTUNE))
+    return prefetched(tf.data.Dataset.range(len(locations))
+                      .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                      .batch(max(1, min(batch_size, len(locations)))))  # .batch allocates its full size up front
 
 
 class _Changed(Exception):

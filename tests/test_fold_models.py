@@ -1,0 +1,65 @@
+"""Label review's fold models' input side: the sources' own size when smaller, never below what the network accepts."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainwell.params import BACKBONE_MIN_IMAGE_SIZE, LabelReviewParams, TrainParams, _feature_map_size
+from trainwell.training.fold_models import SMALLEST_REVIEW_SIDE, resized, review_side, smallest_side
+
+
+@pytest.mark.parametrize(("filters", "kernel"), list(itertools.product([[8], [16, 16, 32], [4, 4, 4, 4, 4]], [1, 2, 3, 5])))
+def test_the_smallest_side_is_the_least_every_cnn_block_accepts(filters, kernel):
+    train = TrainParams(conv_filters=filters, kernel_size=kernel)
+    side = smallest_side(train)
+    assert _feature_map_size(side, kernel, len(filters)) >= 1
+    assert _feature_map_size(side - 1, kernel, len(filters)) == 0
+
+
+def test_a_backbone_smallest_side_is_its_own_minimum():
+    for name, side in BACKBONE_MIN_IMAGE_SIZE.items():
+        assert smallest_side(TrainParams(model=name)) == side
+
+
+def test_review_side_over_generated_settings():
+    """Many generated (image_size, cached side, source side, network) cases: the side is never above
+    the cache's, never below what the network accepts (unless the cache itself is smaller), is the
+    chosen image_size when set, and the sources' own side (at least 48) when they are smaller."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        train = TrainParams(conv_filters=[16] * int(rng.integers(1, 5)), kernel_size=int(rng.integers(1, 6)))
+        wanted = None if rng.random() < 0.5 else int(rng.integers(8, 300))
+        cached = int(rng.integers(8, 300))
+        source = None if rng.random() < 0.2 else int(rng.integers(1, 2000))
+        review = LabelReviewParams(image_size=wanted)
+        side = review_side(review=review, train=train, cached_side=cached, source_side=source)
+        floor = min(smallest_side(train), cached)
+        assert floor <= side <= cached, (wanted, cached, source, side)
+        if wanted is not None:
+            assert side == max(min(wanted, cached), floor)
+        elif source is None:
+            assert side == cached
+        else:
+            assert side == max(min(max(source, SMALLEST_REVIEW_SIDE), cached), floor)
+
+
+def test_28_pixel_digits_cached_at_75_are_reviewed_at_48():
+    side = review_side(review=LabelReviewParams(), train=TrainParams(), cached_side=75, source_side=28)
+    assert side == 48
+    assert review_side(review=LabelReviewParams(), train=TrainParams(), cached_side=75, source_side=500) == 75
+    assert review_side(review=LabelReviewParams(image_size=32), train=TrainParams(), cached_side=75,
+                       source_side=28) == 32
+
+
+def test_resized_keeps_uint8_and_averages_areas():
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+    same = resized(tf.constant(images), 8)
+    np.testing.assert_array_equal(np.asarray(same), images)
+    half = np.asarray(resized(tf.constant(images), 4))
+    assert half.dtype == np.uint8 and half.shape == (3, 4, 4, 3)
+    blocks = images.reshape(3, 4, 2, 4, 2, 3).astype(np.float64).mean(axis=(2, 4))
+    assert np.abs(half.astype(np.float64) - blocks).max() <= 0.5 + 1e-6
