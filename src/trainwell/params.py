@@ -344,18 +344,15 @@ class PredictParams(_Section):
 class ExportParams(_Section):
     """Stage export: a SavedModel taking encoded images and TFLite files, each checked against Keras on the test split."""
 
-    # dynamic_range: int8 weights, activations quantised at run time; full_integer: both int8, calibrated.
-    int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"
+    int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"  # activations quantised at run time, or calibrated
     representative_images: int = Field(256, ge=1, le=limits.MAX_REPRESENTATIVE_IMAGES)  # training images that calibrate full_integer
-    # Top-1 agreement with Keras on the decided test images; a miss warns and counts in the export
-    # metrics' `bars_missed`, which the shipped gate checks (a short run finishes, a release is held).
+    # Top-1 agreement with Keras on decided test images; a miss warns and counts in export.json's bars_missed (gated).
     min_agreement_float16: float = Field(0.999, ge=0.0, le=1.0)
     min_agreement_int8: float = Field(0.995, ge=0.0, le=1.0)
     # The SavedModel's own decoder on the test split's original files (resizing in TensorFlow
     # rounds differently from Pillow's; files already at data.image_size decode identically).
     min_agreement_encoded: float = Field(0.99, ge=0.0, le=1.0)
-    # Decided: Keras' top probability leads the second by this (0-1); nearer ties rounding may flip are not judged.
-    tie_margin: float = Field(0.05, ge=0.0, le=1.0)
+    tie_margin: float = Field(0.05, ge=0.0, le=1.0)  # decided: top probability this far ahead of the second
     # The SavedModel's bytes signature refuses a request holding a larger image (and one past
     # audit.max_pixels, before decoding). TensorFlow's decoders take no more than 2**31 - 1 bytes.
     max_image_bytes: int = Field(32 << 20, ge=1, le=2**31 - 1)
