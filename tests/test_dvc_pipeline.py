@@ -79,12 +79,11 @@ def test_a_params_change_reruns_only_evaluate_and_dvc_shows_metrics_and_plots(re
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = next(iter(shown.values()))["data"]
-    assert {"metrics/audit.json", "metrics/split.json", "metrics/eval.json", "metrics/labels.json",
-            "metrics/export.json"} == set(files)
+    assert set(files) == {"metrics/eval.json"}  # the headline; the other stages' numbers are outputs beside it
 
     plots = run(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], project)
     html = (tmp_path / "plots" / "index.html").read_text()
-    assert "Confusion matrix (test split)" in html and "Loss (training and validation splits)" in html, plots.stdout
+    assert "Confusion matrix (test split" in html and "Loss (training and validation splits)" in html, plots.stdout
 
 
 @pytest.mark.train

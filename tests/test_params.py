@@ -141,8 +141,27 @@ def test_unknown_key_is_named_with_allowed_keys():
 
 
 def test_unknown_section_is_named():
-    with pytest.raises(ParamsError, match="unknown key 'trian'"):
+    with pytest.raises(ParamsError, match="unknown key 'trian'; did you mean 'train'"):
         parse_params({"trian": {}})
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("train.lerning_rate", "learning_rate"), ("train.epoch", "epochs"),
+                                             ("data.image-size", "image_size"), ("audit.failon", "fail_on"),
+                                             ("export.tie_marign", "tie_margin"), ("train.guard.spike_factr", "spike_factor")])
+def test_a_typo_gets_a_did_you_mean(typo, meant):
+    *sections, key = typo.split(".")
+    raw: dict = {key: 1}
+    for section in reversed(sections):
+        raw = {section: raw}
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert f"did you mean '{meant}'?" in str(error.value)
+
+
+def test_a_key_like_no_other_gets_no_guess():
+    with pytest.raises(ParamsError) as error:
+        parse_params({"train": {"zzzzqqq": 1}})
+    assert "did you mean" not in str(error.value) and "allowed here: epochs" in str(error.value)
 
 
 def test_mistyped_value_is_named():

@@ -300,7 +300,10 @@ def test_rows_come_in_the_order_given_and_an_empty_folder_is_a_usage_error(predi
     order = [str(tmp_path / "d.png"), str(tmp_path / "missing.png"), str(tmp_path / "b.png")]
     result = run(["trainwell", "predict", *order, "--allow-failures"], predict_project, check=False)
     assert [row["path"] for row in rows_of(result.stdout)] == order
-    assert json.loads(rows_of(result.stdout)[0]["top_k"])[0][0] in CLASSES  # the cell is JSON: names may hold spaces
+    first = rows_of(result.stdout)[0]  # the runners-up in columns of their own, most probable first
+    assert first["class"] in CLASSES and first["class_2"] in CLASSES and first["class_3"] in CLASSES
+    assert float(first["probability"]) >= float(first["probability_2"]) >= float(first["probability_3"])
+    assert rows_of(result.stdout)[1]["class_2"] == ""  # a refused input: empty cells
     empty = run(["trainwell", "predict", str(tmp_path / "empty")], predict_project, check=False)
     assert empty.returncode == 2 and "no image files" in empty.stderr
 

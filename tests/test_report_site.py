@@ -180,6 +180,14 @@ def test_every_page_renders_in_chromium_with_no_network(tmp_path):
     assert open_page(fetching, tmp_path / "chromium-fetching").requests == ["https://example.com/a.png"]
 
 
+def test_the_overviews_labels_link_names_every_split_the_review_covers():
+    from trainwell.reports.index_page import PAGE_SUMMARIES
+    from trainwell.training.label_review import REVIEWED_SPLITS
+
+    for split in REVIEWED_SPLITS:
+        assert {"train": "training", "val": "validation"}.get(split, split) in PAGE_SUMMARIES["labels"], split
+
+
 def test_the_labels_page_marks_a_wrong_test_label_in_red_and_a_test_outlier_not():
     """A wrong test label skews the reported accuracy; an unusual test image with its right label
     does not, so an outlier card never says so (issue #22: 60 ordinary "1"s shown in red)."""

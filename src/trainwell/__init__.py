@@ -7,6 +7,17 @@ The library API (the same objects the `trainwell` command uses), loaded on first
     problems = trainwell.check_model(model, num_classes=5)  # head/loss/labels contract, before training
     model.fit(..., callbacks=[trainwell.DivergenceGuard(num_classes=5)])
     inputs = trainwell.plan_inputs(cache_dir="data/cache", splits=["train", "val"], memory_budget_bytes=4 << 30)
+
+Every name of the API, with the module that documents it (`help(trainwell.audit.dataset)`; those
+under trainwell.training import TensorFlow):
+
+    audit_folder, audit_dataset     trainwell.audit.dataset
+    AuditReport                     trainwell.audit.report
+    check_model, check_contract     trainwell.training.contract
+    DivergenceGuard, TrainingDiverged   trainwell.training.guard
+    plan_inputs                     trainwell.training.inputs
+    Params, load_params             trainwell.params
+    TrainwellError, ContractError   trainwell.errors
 """
 
 from __future__ import annotations
@@ -41,4 +52,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    # Only what is loaded: help(trainwell) and tab completion read every name dir() lists, and
+    # the API names would start TensorFlow (seconds, and its log lines). The docstring lists them.
+    return ["__version__"]

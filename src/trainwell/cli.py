@@ -46,7 +46,7 @@ STAGES = {
     "train": ("train", "check the model contract, then train; never saves a model with NaN weights"),
     "evaluate": ("evaluate", "test-split accuracy, per-class precision/recall/F1, confusion matrix"),
     "export": ("export", "SavedModel (encoded image bytes in) and TFLite float16/int8, each checked against "
-               "the Keras model on the test split; fails when agreement misses export.min_agreement_*"),
+               "the Keras model on the test split; warns when agreement misses export.min_agreement_*"),
     "card": ("card", "write the model card (models/card.md and .json) from the pipeline's outputs"),
     "label-review": ("label_review", "k-fold out-of-fold predictions on every split, ranked by cleanlab into "
                      "likely label errors and outliers; never relabels a file"),

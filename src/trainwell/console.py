@@ -210,3 +210,36 @@ def detail(message: str) -> None:
 def error(message: str) -> None:
     """An error on stderr: always shown."""
     emit(message, sys.stderr)
+
+
+# TensorFlow's native log lines: TSL's ("2026-01-01 12:00:00.000: W tensorflow/...") and absl's
+# ("W0000 00:00:1796... 123 file.cc:390] ..."), which the TFLite converter writes even under
+# TF_CPP_MIN_LOG_LEVEL=3, and absl's notice that comes before them.
+_NATIVE_LOG_LINE = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
+                              rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
+@contextlib.contextmanager
+def native_logs_hidden() -> Iterator[None]:
+    """Below -v, what native code writes to file descriptor 2 inside this block is held, and only
+    the lines that are not TensorFlow's log lines are passed on afterwards. For short calls with no
+    progress bar of their own (the TFLite converter): Python's own stderr is held with it."""
+    if _level >= VERBOSE:
+        yield
+        return
+    sys.stderr.flush()
+    import tempfile
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True) if not _NATIVE_LOG_LINE.match(line)]
+            if kept:
+                write_text(b"".join(kept).decode("utf-8", "backslashreplace"), sys.stderr)

@@ -344,16 +344,15 @@ class PredictParams(_Section):
 class ExportParams(_Section):
     """Stage export: a SavedModel taking encoded images and TFLite files, each checked against Keras on the test split."""
 
-    # dynamic_range: int8 weights, activations quantised per batch at run time (no calibration);
-    # full_integer: int8 weights and activations, calibrated on training-cache images.
-    int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"
+    int8: Literal["dynamic_range", "full_integer"] = "dynamic_range"  # activations quantised at run time, or calibrated
     representative_images: int = Field(256, ge=1, le=limits.MAX_REPRESENTATIVE_IMAGES)  # training images that calibrate full_integer
-    # Top-1 agreement with the Keras model on the test split below which the stage fails.
+    # Top-1 agreement with Keras on decided test images; a miss warns and counts in export.json's bars_missed (gated).
     min_agreement_float16: float = Field(0.999, ge=0.0, le=1.0)
     min_agreement_int8: float = Field(0.995, ge=0.0, le=1.0)
     # The SavedModel's own decoder on the test split's original files (resizing in TensorFlow
     # rounds differently from Pillow's; files already at data.image_size decode identically).
     min_agreement_encoded: float = Field(0.99, ge=0.0, le=1.0)
+    tie_margin: float = Field(0.05, ge=0.0, le=1.0)  # decided: top probability this far ahead of the second
     # The SavedModel's bytes signature refuses a request holding a larger image (and one past
     # audit.max_pixels, before decoding). TensorFlow's decoders take no more than 2**31 - 1 bytes.
     max_image_bytes: int = Field(32 << 20, ge=1, le=2**31 - 1)
@@ -415,6 +414,7 @@ class GateParams(_Section):
             GateCheck(metric="metrics/eval.json:macro_f1", min=0.9, max_drop=0.02),
             GateCheck(metric="metrics/audit.json:errors", max=0),
             GateCheck(metric="metrics/audit.json:quarantined", max=0),
+            GateCheck(metric="metrics/export.json:bars_missed", max=0),
         ]
     )
 

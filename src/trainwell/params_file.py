@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import reprlib
 from pathlib import Path
@@ -171,10 +172,10 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 def describe_error(error: Any, root: type[BaseModel]) -> str:
     """One line for one pydantic error: the key, what is wrong or allowed, a capped echo of the input."""
     key = cut(".".join(str(part) for part in error["loc"]))
-    if error["type"] == "extra_forbidden":
-        # Name the keys that are allowed at that level, so a typo is a one-look fix.
-        allowed = ", ".join(_model_at(root, error["loc"][:-1]).model_fields)
-        return f"unknown key '{key}'; allowed here: {allowed}"
+    if error["type"] == "extra_forbidden":  # the closest key and every allowed one: a typo is a one-look fix
+        fields = list(_model_at(root, error["loc"][:-1]).model_fields)
+        close = difflib.get_close_matches(str(error["loc"][-1]), fields, n=1)
+        return f"unknown key '{key}';{f' did you mean {close[0]!r}?' if close else ''} allowed here: {', '.join(fields)}"
     if error["type"] == "value_error":
         # Our own validators: their message already names the values (capped by _short).
         message = cut(str(error["ctx"]["error"]), 4 * MAX_ECHO)

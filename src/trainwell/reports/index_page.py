@@ -14,7 +14,7 @@ PAGE_SUMMARIES = {
     "split": "images per class in the training, validation and test splits",
     "training": "loss and accuracy per epoch on the training and validation splits; guard incidents",
     "evaluation": "the test split: confusion matrix, calibration, per-class scores, the most confident mistakes",
-    "labels": "training and validation images whose label looks wrong",
+    "labels": "training, validation and test images whose label looks wrong, and outliers of their class",
 }
 
 
@@ -42,9 +42,12 @@ def headlines(*, evaluation: dict | None, audit: dict | None, labels: dict | Non
         Headline("label suspects", labels.get("suspects"), "labels"),
     ]
     for name, value in (export or {}).items():
-        if isinstance(value, (int, float)):
+        if name.endswith("_agreement") and isinstance(value, (int, float)):
             numbers.append(Headline(f"export agreement: {name.removesuffix('_agreement').replace('_', ' ')}", value,
                                     "index"))
+    missed = (export or {}).get("bars_missed")
+    if isinstance(missed, int):
+        numbers.append(Headline("export bars missed", missed, "index", bad=bool(missed)))
     return numbers
 
 

@@ -66,6 +66,17 @@ def _network(params: Params) -> str:
             f"global average pooling, dropout {train.head_dropout}, softmax head")
 
 
+def _image_properties(params: Params) -> dict | None:
+    """The data's median shorter side and how many images are grey, from up to 2,000 headers of a
+    local class-folder dataset (None for a manifest or an object store: the card then says less)."""
+    if params.data.manifest is not None or storage.is_remote(params.data.dir) or not Path(params.data.dir).is_dir():
+        return None
+    from trainwell.data.survey import survey_folder
+
+    found = survey_folder(params.data.dir, extensions=params.data.extensions, max_pixels=params.audit.max_pixels)
+    return {"median_side": found.median_side, "headers": found.read, "grey": found.grey} if found.read else None
+
+
 def build_card(params: Params) -> dict:
     evaluation = _json_or_none(params.paths.eval_metrics)
     details = _json_or_none(str(Path(params.paths.eval_report_dir) / PER_CLASS_JSON)) or {}
@@ -101,7 +112,8 @@ def build_card(params: Params) -> dict:
         "export": _json_or_none(params.paths.export_metrics),
         # What the SavedModel's bytes signature refuses (the whole request, with an error naming the image).
         "served_refusals": describe(served_limits(params)),
-        "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit),
+        "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit,
+                                   images=_image_properties(params)),
     }
 
 

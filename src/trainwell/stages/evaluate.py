@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from trainwell.console import say, warn
+from trainwell.data.cache import read_manifest
 from trainwell.errors import DataError
 from trainwell.outputs import guard_stage, guarded, write_json, write_rows, write_table
 from trainwell.params import load_params
@@ -27,17 +28,19 @@ HEADLINE = ("test_images", "accuracy", "macro_f1", "expected_calibration_error")
 
 @guarded
 def main(*, params_file: str = "params.yaml") -> int:
+    params = load_params(params_file)
+    guard_stage("evaluate", params=params, params_file=params_file)
+    # What is missing is said before TensorFlow's seconds of start-up.
+    read_manifest(params.paths.cache_dir)
+    if not Path(params.paths.model).exists():
+        raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
     from trainwell.training.inputs import plan_inputs
     from trainwell.training.model_files import load_model_file
 
-    params = load_params(params_file)
-    guard_stage("evaluate", params=params, params_file=params_file)
     # Held in memory within train.memory_budget_mb, streamed shard by shard past it.
     test_input = plan_inputs(cache_dir=params.paths.cache_dir, splits=["test"],
                              memory_budget_bytes=params.train.memory_budget_mb << 20)["test"]
     test = test_input.split
-    if not Path(params.paths.model).exists():
-        raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
     # Inference only: compile=False skips restoring the optimizer, whose state a mixed-precision
     # run saves in a form plain loading warns about ("Skipping variable loading for optimizer").
     model = load_model_file(params.paths.model, compile=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.console import say, shown
-from trainwell.data.cache import ShardedSplit, open_split
+from trainwell.console import say, shown, warn
+from trainwell.data.cache import ShardedSplit, open_split, read_manifest
 from trainwell.data.decode import DecodeError, decode_image, max_file_bytes, sniff_format
 from trainwell.errors import DataError, ExportError
 from trainwell.outputs import fresh_staging_dir, guard_stage, guarded, replace_generated_dir, write_json
@@ -76,9 +76,10 @@ def _measure(*, params: Params, model, staging: Path, tflite: dict[str, bytes]) 
         start += count
     classes = len(test.classes)
     joined = {name: np.concatenate(parts) if parts else np.zeros((0, classes)) for name, parts in outputs.items()}
-    results = {name: parity(joined["keras"], joined[name]) for name in ("saved_model", *tflite)}
+    margin = params.export.tie_margin
+    results = {name: parity(joined["keras"], joined[name], tie_margin=margin) for name in ("saved_model", *tflite)}
     results["encoded"] = parity(np.concatenate(encoded_reference) if encoded else np.zeros((0, classes)),
-                                np.concatenate(encoded) if encoded else np.zeros((0, classes)))
+                                np.concatenate(encoded) if encoded else np.zeros((0, classes)), tie_margin=margin)
     results["encoded"]["images"] = int(sum(len(part) for part in encoded))
     return {"test_images": int(sum(test.counts)), **results}
 
@@ -102,21 +103,37 @@ def _serve_encoded(serve, blobs: list[bytes]) -> tuple[np.ndarray, list[int]]:
 
 
 def _bars(params: Params) -> dict[str, float]:
-    # The SavedModel runs the very same graph: anything short of full agreement is a bug.
-    return {"saved_model": 1.0, "float16": params.export.min_agreement_float16,
-            "int8": params.export.min_agreement_int8, "encoded": params.export.min_agreement_encoded}
+    return {"float16": params.export.min_agreement_float16, "int8": params.export.min_agreement_int8,
+            "encoded": params.export.min_agreement_encoded}
+
+
+def _judge(params: Params, results: dict) -> list[str]:
+    """The bars the decided test images miss, as sentences. The SavedModel runs the very same graph
+    as Keras: any disagreement there, near-tie or not, is a bug and stops the stage."""
+    if results["saved_model"]["agreement"] < 1.0:
+        raise ExportError(f"export failed: the SavedModel agrees with Keras on {results['saved_model']['agreement']:.4f} "
+                          "of the test split though it runs the same graph (a bug in trainwell). Nothing was written")
+    return [f"{name} agrees on {results[name]['decided_agreement']:.4f} of the {results[name]['decided_images']} "
+            f"decided test images, below {bar}"
+            for name, bar in _bars(params).items() if results[name]["decided_agreement"] < bar]
+
+
+def _summary(name: str, result: dict) -> str:
+    return (f"{name} {result['decided_agreement']:.4f} of {result['decided_images']} decided "
+            f"({result['agreement']:.4f} of all; largest probability difference {result['max_probability_difference']:.4f})")
 
 
 @guarded
 def main(*, params_file: str = "params.yaml") -> int:
-    from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_models, write_saved_model
-    from trainwell.training.model_files import load_model_file
-    from trainwell.training.served_limits import served_limits
-
     params = load_params(params_file)
     guard_stage("export", params=params, params_file=params_file)
     if not Path(params.paths.model).exists():
         raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
+    read_manifest(params.paths.cache_dir)  # what is missing is said before TensorFlow's seconds of start-up
+    from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_models, write_saved_model
+    from trainwell.training.model_files import load_model_file
+    from trainwell.training.served_limits import served_limits
+
     model = load_model_file(params.paths.model, compile=False)
     train = open_split(cache_dir=params.paths.cache_dir, split="train")
     final = Path(params.paths.export_dir)
@@ -130,22 +147,24 @@ def main(*, params_file: str = "params.yaml") -> int:
         for kind, content in tflite.items():
             (staging / TFLITE_FILES[kind]).write_bytes(content)
         results = _measure(params=params, model=model, staging=staging, tflite=tflite)
-        misses = [f"{name} agrees on {results[name]['agreement']:.4f} of the test split, below {bar}"
-                  for name, bar in _bars(params).items() if results[name]["agreement"] < bar]
-        if misses:
-            raise ExportError("export parity failed: " + "; ".join(misses) + ". Nothing was written; lower the "
-                              "bar in params.yaml `export:` only if that loss is acceptable, or try export.int8")
-        write_json(staging / PARITY_FILE, {"int8_mode": params.export.int8, **results,
+        misses = _judge(params, results)
+        write_json(staging / PARITY_FILE, {"int8_mode": params.export.int8, "tie_margin": params.export.tie_margin,
+                                           **results, "bars_missed": misses,
                                            "bytes": {name: (staging / file).stat().st_size
                                                      for name, file in TFLITE_FILES.items()}})
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_generated_dir(staging, final, marker=PARITY_FILE)
-    write_json(params.paths.export_metrics, {f"{name}_agreement": round(results[name]["agreement"], 6)
-                                             for name in ("saved_model", "encoded", "float16", "int8")})
-    say("export: " + ", ".join(f"{name} agrees on {results[name]['agreement']:.4f} (largest probability difference "
-                               f"{results[name]['max_probability_difference']:.4f})"
-                               for name in ("saved_model", "encoded", "float16", "int8"))
-        + f" of {results['test_images']} test images; written to {shown(final)}")
+    write_json(params.paths.export_metrics, {**{f"{name}_agreement": round(results[name]["decided_agreement"], 6)
+                                                for name in ("saved_model", "encoded", "float16", "int8")},
+                                             "bars_missed": len(misses)})
+    say("export: agreement with Keras on the test images whose top two probabilities are at least "
+        f"{params.export.tie_margin:g} apart: " + "; ".join(_summary(name, results[name]) for name in
+                                                           ("saved_model", "encoded", "float16", "int8"))
+        + f"; written to {shown(final)}")
+    if misses:
+        # A warning, not a failure: a short exploratory run must finish. `trainwell gate` holds a release to the bars.
+        warn("export: " + "; ".join(misses) + ". Fine for a short experiment; before serving these files, train "
+             "longer or try export.int8 (the shipped gate fails on metrics/export.json:bars_missed)")
     return 0

@@ -17,7 +17,7 @@ from trainwell import storage
 from trainwell.console import say, shown
 from trainwell.errors import UsageError
 from trainwell.outputs import check_output, guarded, protect_inputs, staging_dir, write_bytes_atomically, write_error
-from trainwell.params import PathsParams, parse_params
+from trainwell.params import AuditParams, DataParams, PathsParams, parse_params
 
 # Generated files no stage declares as a DVC output (DVC ignores its outputs in git itself).
 GITIGNORE_HEADER = "# trainwell: generated scratch files (DVC lists its own outputs in .gitignore files)"
@@ -34,8 +34,20 @@ def template(name: str) -> str:
 
 
 def render_params(*, data_dir: str) -> str:
-    """The commented params.yaml with data.dir set; the path is written as a quoted YAML scalar."""
-    # A JSON string is a valid YAML double-quoted scalar: any character a path may hold survives.
+    """The commented params.yaml with data.dir set, in the form DVC's own YAML writer gives it.
+
+    The template is already in that form (block lists, empty for null, no list at a section's
+    end), so `dvc exp run -S key=value`, which rewrites the whole file through ruamel.yaml, changes
+    only the line of the value it sets (tests/test_params_round_trip.py runs DVC on it).
+    """
+    from dvc.utils.serialize import dumps_yaml
+
+    written = dumps_yaml({"dir": data_dir})
+    # DVC's scalar, quoted only where YAML 1.2 needs it, unless PyYAML (YAML 1.1, which reads `yes`
+    # as true) would read another value, or DVC folds it over lines: then a JSON string, which is a
+    # valid YAML double-quoted scalar for any path.
+    if written.count("\n") == 1 and yaml.safe_load(written) == {"dir": data_dir}:
+        return template("params.yaml.in").replace("{data_dir}", written.removeprefix("dir: ").rstrip("\n"))
     return template("params.yaml.in").replace("{data_dir}", json.dumps(data_dir))
 
 
@@ -82,6 +94,31 @@ def _data_dir_for(project: Path, data: str | None) -> str:
         raise UsageError(f"--data '{data}' is not a folder; give a folder with one sub-folder per class")
     resolved, root = folder.resolve(), project.resolve()
     return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
+
+
+IMAGE_SIZE_LINE = "  image_size: 75             # images are resized to image_size x image_size once, in `build`\n"
+
+
+def _fit_image_size(params_text: str, data: str) -> str:
+    """params.yaml with data.image_size fitted to the data at `data`; what was found and chosen is said."""
+    from trainwell.data.survey import choose_image_size, describe, survey_folder
+
+    defaults = DataParams()
+    found = survey_folder(Path(data).expanduser(), extensions=defaults.extensions, max_pixels=AuditParams().max_pixels)
+    size, reason = choose_image_size(found)
+    for line in describe(found):
+        say(f"init: {line}")
+    say(f"init: data.image_size = {size}: {reason}")
+    if found.grey:
+        say("init: grayscale images are given to the model as three equal channels (it takes RGB)")
+    assert params_text.count(IMAGE_SIZE_LINE) == 1, "the params template's data.image_size line changed"
+    return params_text.replace(IMAGE_SIZE_LINE, IMAGE_SIZE_LINE.replace(": 75 ", f": {size} ".ljust(5)))
+
+
+def _without_demo_stage(dvc_yaml: str) -> str:
+    """The pipeline without the demo_data stage: with --data it would write 5,000 unused images."""
+    start, end = dvc_yaml.index("  demo_data:\n"), dvc_yaml.index("  audit:\n")
+    return dvc_yaml[:start] + dvc_yaml[end:]
 
 
 def _gitignore_addition(project: Path, entries: list[str]) -> bytes:
@@ -174,6 +211,8 @@ def _plan(project: Path, data: str | None) -> tuple[str, bytes]:
         raise UsageError(f"{' and '.join(existing)} already exist in '{shown(project)}'; trainwell init never "
                          "overwrites them. Move them away to start afresh, or edit them by hand")
     params_text = render_params(data_dir=_data_dir_for(project, data))
+    if data is not None:
+        params_text = _fit_image_size(params_text, data)
     paths = parse_params(yaml.safe_load(params_text), source="the params.yaml template").paths
     ignore = _gitignore_addition(project, scratch_paths(paths))
     _check_writable_folder(project)
@@ -192,7 +231,8 @@ def main(*, directory: str = ".", data: str | None = None) -> int:
     undo = _Undo(project)
     try:
         ran_dvc_init = _ensure_dvc(project, git_top, undo)
-        for name, text in (("params.yaml", params_text), ("dvc.yaml", template("dvc.yaml.in"))):
+        pipeline = template("dvc.yaml.in") if data is None else _without_demo_stage(template("dvc.yaml.in"))
+        for name, text in (("params.yaml", params_text), ("dvc.yaml", pipeline)):
             write_bytes_atomically(project / name, text.encode("utf-8"))
             undo.created.append(project / name)
         if ignore:
@@ -203,8 +243,20 @@ def main(*, directory: str = ".", data: str | None = None) -> int:
     where = shown(os.path.relpath(project))
     say(f"init: {'ran dvc init; ' if ran_dvc_init else ''}wrote {where}/dvc.yaml and {where}/params.yaml"
         f"{'; added trainwell scratch paths to .gitignore' if ignore else ''}")
+    if data is not None and not _tracked(project, data):
+        say(f"init: {shown(data)} is not tracked by DVC or git yet; to version it: `dvc add {shown(data)}`, then "
+            f"`git add {shown(data.rstrip('/'))}.dvc .gitignore`")
     say("next: check data.dir in params.yaml, then `dvc repro` (and commit dvc.lock and metrics/ afterwards)")
     return 0
+
+
+def _tracked(project: Path, data: str) -> bool:
+    """Whether the data folder is already versioned: a .dvc file beside it, or files of it in git."""
+    folder = Path(data).expanduser()
+    if folder.with_name(folder.name + ".dvc").exists():
+        return True
+    listed = subprocess.run(["git", "ls-files", "--", str(folder.resolve())], cwd=project, capture_output=True)
+    return listed.returncode == 0 and bool(listed.stdout.strip())
 
 
 def _append(path: Path, data: bytes, undo: _Undo) -> None:

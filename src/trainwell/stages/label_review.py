@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from trainwell.console import say
+from trainwell.data.cache import read_manifest
 from trainwell.outputs import (
     guard_stage,
     guarded,
@@ -20,7 +21,6 @@ from trainwell.outputs import (
 from trainwell.params import load_params
 from trainwell.reports.labels_page import MAX_CARDS, render_review
 from trainwell.reports.site import site_locations
-from trainwell.training.label_review import REVIEWED_SPLITS, review_labels
 
 SUSPECTS_FILE = "suspects.csv"
 OUTLIERS_FILE = "outliers.csv"
@@ -46,6 +46,9 @@ def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
     guard_stage("label_review", params=params, params_file=params_file)
     paths = params.paths
+    read_manifest(paths.cache_dir)  # a missing cache is said before TensorFlow's seconds of start-up
+    from trainwell.training.label_review import REVIEWED_SPLITS, review_labels
+
     review = review_labels(cache_dir=paths.cache_dir, review=params.label_review, train=params.train,
                            memory_budget_bytes=params.train.memory_budget_mb << 20)
     split, labels = review.split, review.split.labels

@@ -17,7 +17,7 @@ from pathlib import Path
 from trainwell.console import say, shown
 from trainwell.errors import TrainwellError
 from trainwell.outputs import check_output, guarded, protect_inputs, write_text_atomically
-from trainwell.reports.charts import render_svg
+from trainwell.reports.charts import reliability_chart, render_svg
 from trainwell.reports.html import STYLE
 
 
@@ -42,6 +42,31 @@ def dvc_plot_specs(revisions: list[str]) -> dict[str, list[dict]]:
     return {str(plot_id): entries for plot_id, entries in data.items()} if isinstance(data, dict) else {}
 
 
+RELIABILITY_COLUMNS = {"lower", "upper", "confidence", "accuracy", "count"}  # evaluate's reliability.csv
+
+
+def as_the_site_draws(content: dict) -> dict:
+    """DVC's spec, drawn as the report site draws the same data. The confusion template shows its
+    counts only behind a checkbox a static page cannot have: they are switched on. A reliability
+    table of one revision is drawn with the site's chart: the diagonal of perfect calibration and
+    each bin's image count (a bin of one image can sit anywhere)."""
+    params = content.get("params")
+    if isinstance(params, list) and any(isinstance(item, dict) and item.get("name") == "showValues" for item in params):
+        content = {**content, "params": [{"name": "showValues", "value": True} if isinstance(item, dict)
+                                         and item.get("name") == "showValues" else item for item in params]}
+    data = content.get("data")
+    rows = data.get("values") if isinstance(data, dict) else None
+    if (isinstance(rows, list) and rows and all(isinstance(row, dict) and set(row) >= RELIABILITY_COLUMNS for row in rows)
+            and len({row.get("rev") for row in rows}) == 1):
+        try:
+            bins = [{"lower": float(row["lower"]), "upper": float(row["upper"]), "confidence": float(row["confidence"]),
+                     "accuracy": float(row["accuracy"]), "count": int(float(row["count"]))} for row in rows]
+        except (TypeError, ValueError):
+            return content  # not numbers: DVC's own drawing, as it is
+        return reliability_chart(bins=bins)
+    return content
+
+
 def render_page(plots: dict[str, list[dict]], *, revisions: list[str]) -> str:
     """The page: each Vega plot as static SVG (render_svg: nothing fetched, a spec it cannot draw
     named with why), the others listed as not drawn."""
@@ -52,7 +77,7 @@ def render_page(plots: dict[str, list[dict]], *, revisions: list[str]) -> str:
             if not isinstance(entry, dict) or entry.get("type") != "vega" or not isinstance(content, dict):
                 skipped.append(plot_id)  # image plots: DVC copies the files; nothing to draw
                 continue
-            figures.append(render_svg(content, name=f"plot{number}", description=plot_id))
+            figures.append(render_svg(as_the_site_draws(content), name=f"plot{number}", description=plot_id))
     note = (f"<p>Not drawn (not Vega plots): {html.escape(', '.join(sorted(set(skipped))))}</p>" if skipped else "")
     compared = html.escape(", ".join(revisions) if revisions else "the workspace")
     return "\n".join([

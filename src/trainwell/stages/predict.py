@@ -20,7 +20,7 @@ from trainwell.outputs import PATH_ENCODING, check_output, guarded, protect_inpu
 from trainwell.params import AuditParams, Params, load_params
 from trainwell.progress import progress_bar
 
-FIELDS = ["path", "status", "class", "probability", "top_k", "reason", "notes"]
+FIELDS = ["path", "status", "class", "probability", "reason", "notes"]  # CSV; the runners-up after probability
 
 
 def _valid_classes(classes: list[str], *, source: str) -> list[str]:
@@ -126,14 +126,19 @@ def _render(rows: list[dict], *, output_format: str) -> str:
     if output_format == "json":
         return json_for_logs(json.dumps(rows, indent=1)) + "\n"
     buffer = io.StringIO(newline="")
+    # The runners-up in columns of their own (class_2, probability_2, ...), not JSON in one cell:
+    # a spreadsheet sorts and filters them. The csv module quotes a name with a comma or a quote.
+    ranks = max((len(row["top_k"]) for row in rows), default=1)
+    extra = [name for rank in range(2, ranks + 1) for name in (f"class_{rank}", f"probability_{rank}")]
+    fields = [*FIELDS[:4], *extra, *FIELDS[4:]]
     # Every text cell quoted: no row can start with "::", which a CI log would run as a workflow command.
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, quoting=csv.QUOTE_NONNUMERIC)
+    writer = csv.DictWriter(buffer, fieldnames=fields, quoting=csv.QUOTE_NONNUMERIC)
     writer.writeheader()
     for row in rows:
-        flat = dict(row)
-        # JSON in the cell: class names may hold spaces, colons or commas ("golden retriever").
-        flat["top_k"] = json.dumps([[entry["class"], entry["probability"]] for entry in row["top_k"]]) if row["top_k"] else ""
-        writer.writerow(flat)
+        flat = {key: value for key, value in row.items() if key != "top_k"}
+        for rank, entry in enumerate(row["top_k"][1:], start=2):
+            flat[f"class_{rank}"], flat[f"probability_{rank}"] = entry["class"], entry["probability"]
+        writer.writerow({field: flat.get(field, "") for field in fields})
     return buffer.getvalue()
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainwell.console import say, shown
+from trainwell.data.cache import read_manifest
 from trainwell.outputs import guard_stage, guarded, protect_inputs, write_json
 from trainwell.params import NO_WEIGHTS, load_params
-from trainwell.training.backup import remove_backup
-from trainwell.training.fit import train_model, weights_are_finite
-from trainwell.training.guard import TrainingDiverged
-from trainwell.training.model_files import save_model_file
 
 
 @guarded
@@ -20,6 +17,12 @@ def main(*, params_file: str = "params.yaml") -> int:
     if params.train.weights != NO_WEIGHTS:  # a backbone's weights file is read too
         protect_inputs(inputs=[params.train.weights])
     paths = params.paths
+    read_manifest(paths.cache_dir)  # a missing cache is said at once, not after TensorFlow's seconds of start-up
+    from trainwell.training.backup import remove_backup
+    from trainwell.training.fit import train_model, weights_are_finite
+    from trainwell.training.guard import TrainingDiverged
+    from trainwell.training.model_files import save_model_file
+
     incidents_file = Path(paths.train_report_dir) / "incidents.json"
     try:
         model, summary = train_model(

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from trainwell.console import native_logs_hidden
 from trainwell.training.served_input import check_request
 from trainwell.training.served_limits import ServedLimits
 
@@ -157,7 +158,7 @@ def _convert(archive: Path, *, kind: str, int8_mode: str, representative: np.nda
 def tflite_models(*, model: keras.Model, int8_mode: str = "dynamic_range",
                   representative: np.ndarray | None = None) -> dict[str, bytes]:
     """The model on uint8 pixels as TFLite flatbuffers, one per kind in TFLITE_FILES, from one temporary archive."""
-    with tempfile.TemporaryDirectory(prefix="trainwell-tflite-") as folder:
+    with tempfile.TemporaryDirectory(prefix="trainwell-tflite-") as folder, native_logs_hidden():
         archive = Path(folder) / "pixels"
         _pixels_archive(model, archive)
         return {kind: _convert(archive, kind=kind, int8_mode=int8_mode, representative=representative)
@@ -180,12 +181,24 @@ def tflite_probabilities(model_content: bytes, images: np.ndarray, *, batch_size
 DIFFERENCE_DECIMALS = 4
 
 
-def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement (share of images whose most probable class is the same) and the largest
-    probability gap, rounded to DIFFERENCE_DECIMALS so the figure does not depend on the machine."""
+def parity(reference: np.ndarray, candidate: np.ndarray, *, tie_margin: float = 0.0) -> dict[str, float]:
+    """Top-1 agreement over every image and over the decided ones, and the largest probability gap
+    (rounded to DIFFERENCE_DECIMALS so the figure does not depend on the machine).
+
+    An image is decided when the reference's most probable class leads the second by at least
+    tie_margin (a probability, 0-1). Below it the two classes are a near-tie that the rounding of
+    float16 or int8 arithmetic may flip either way: such a flip says nothing about the export, and a
+    short run's model is mostly near-ties. `decided_agreement` is what the export bars judge.
+    """
     if len(reference) == 0:
-        return {"agreement": 1.0, "max_probability_difference": 0.0}
+        return {"agreement": 1.0, "decided_agreement": 1.0, "decided_images": 0, "max_probability_difference": 0.0}
+    same = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    ranked = np.sort(reference, axis=1)
+    lead = ranked[:, -1] - ranked[:, -2] if reference.shape[1] > 1 else np.ones(len(reference))
+    decided = lead >= tie_margin
     return {
-        "agreement": float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1))),
+        "agreement": float(np.mean(same)),
+        "decided_agreement": float(np.mean(same[decided])) if decided.any() else 1.0,
+        "decided_images": int(decided.sum()),
         "max_probability_difference": round(float(np.abs(reference - candidate).max()), DIFFERENCE_DECIMALS),
     }
