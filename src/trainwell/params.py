@@ -254,7 +254,7 @@ class TrainParams(_Section):
     # Adam's step size (for a backbone with frozen_epochs > 0: during the frozen epochs).
     learning_rate: float = Field(1e-4, gt=0.0, le=limits.MAX_LEARNING_RATE)
     seed: Seed = 0
-    # The network: "cnn" (the small CNN below) or a keras.applications backbone (README "Pretrained
+    # The network: "cnn" (the small CNN below) or a keras.applications backbone (docs/training.md "Pretrained
     # backbones"), which gets a GlobalAveragePooling + dropout + Dense head.
     model: ModelName = SEED_CNN
     # Backbone weights: "none" (random initialisation) or the path of a local weights file of the
@@ -292,7 +292,7 @@ class TrainParams(_Section):
     augment_layers: list[AugmentStep] = Field(default_factory=list)
     # Resume an interrupted run from its last completed epoch (same params and data only).
     resume: bool = True
-    # Where the steps run (README "Scaling out"). batch_size is the GLOBAL batch, split evenly
+    # Where the steps run (docs/scale.md "Scaling out"). batch_size is the GLOBAL batch, split evenly
     # over all replicas, so results do not depend on the device count; when you raise it for
     # more devices, scale learning_rate with it yourself (linear scaling is a starting point).
     # default: one device (the first GPU if any); mirrored: every local GPU, or every logical

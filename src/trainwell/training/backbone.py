@@ -159,7 +159,7 @@ def build_backbone_classifier(
     inputs = keras.Input(shape=(image_size, image_size, 3), dtype="uint8", name="image")
     x = inputs
     if augment_layers:
-        # The augmentation layers see [0, 1] images, as in the cnn (README: train.augment_layers);
+        # The augmentation layers see [0, 1] images, as in the cnn (docs/training.md: train.augment_layers);
         # the backbone's own preprocessing expects [0, 255] again.
         x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(x)
         for layer in augment_layers:

@@ -38,7 +38,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             raise ParamsError(
                 "train.strategy=multi_worker needs the TF_CONFIG environment variable on every worker, e.g. "
                 '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}; '
-                "see README 'Scaling out'"
+                "see docs/scale.md, 'Scaling out'"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")

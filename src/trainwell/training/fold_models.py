@@ -32,7 +32,7 @@ SMALLEST_REVIEW_SIDE = 48
 
 def smallest_side(train: TrainParams) -> int:
     """The smallest input side the network accepts: each cnn block's convolution (kernel_size) and
-    2x2 pooling must leave at least one pixel; a backbone's own minimum (README)."""
+    2x2 pooling must leave at least one pixel; a backbone's own minimum (docs/training.md)."""
     if train.model != SEED_CNN:
         from trainwell.params import BACKBONE_MIN_IMAGE_SIZE
 
