@@ -15,6 +15,7 @@ from trainwell.errors import ContractError
 from trainwell.params import load_params
 from trainwell.stages import evaluate, report, train
 from trainwell.training import evaluation, fit
+from trainwell.training.guard import TrainingDiverged
 
 
 def with_train(workdir: Path, **train_overrides) -> None:
@@ -87,12 +88,13 @@ def test_sigmoid_head_is_refused_before_any_training_step(built):
 
 @pytest.mark.train
 def test_hopeless_divergence_gives_up_and_saves_no_model(built):
-    # A step size this large overflows float32 weights within a step; halving it 3 times cannot help.
+    # The largest step size params allow (10) sends the weights far past any minimum within a step;
+    # lowering it by a tenth three times (to 7.29) cannot help.
     params = tiny_params()
-    params["train"].update(learning_rate=1e30, epochs=2)
-    params["train"]["guard"].update(max_rollbacks=3)
+    params["train"].update(learning_rate=10, epochs=2)
+    params["train"]["guard"].update(max_rollbacks=3, lr_factor=0.9)
     write_params(built, params)
-    with pytest.raises(train.TrainingDiverged, match="nothing was saved"):
+    with pytest.raises(TrainingDiverged, match="nothing was saved"):
         train.main()
     paths = load_params().paths
     assert not Path(paths.model).exists()
@@ -108,21 +110,21 @@ def test_hopeless_divergence_gives_up_and_saves_no_model(built):
 
 @pytest.mark.train
 def test_guard_recovers_from_a_diverging_learning_rate(built):
-    # 1e30 sends the weights to Inf at once; each rollback divides the rate by 1e8 until
-    # 1e-2, which trains. The stage must finish, record every incident, and save finite weights.
+    # 10 (the largest step size params allow) diverges at once; each rollback divides the rate by
+    # 10 until one trains. The stage must finish, record every incident, and save finite weights.
     params = tiny_params(epochs=12)
-    params["train"].update(learning_rate=1e30)
-    params["train"]["guard"].update(lr_factor=1e-8, max_rollbacks=6)
+    params["train"].update(learning_rate=10)
+    params["train"]["guard"].update(lr_factor=0.1, max_rollbacks=6)
     write_params(built, params)
     assert train.main() == 0
     paths = load_params().paths
     incidents = json.loads((Path(paths.train_report_dir) / "incidents.json").read_text())
-    assert len(incidents) == 4
+    assert len(incidents) == 3
     known = set(json.loads((built / "data" / "cache" / "train" / "paths.json").read_text()))
     assert all(set(incident["files"]) <= known and incident["files"] for incident in incidents)
     model = keras.models.load_model(paths.model)
     assert fit.weights_are_finite(model)
-    assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(0.01)  # 1e30 lowered 4 times
+    assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(0.01)  # 10 lowered 3 times
     final = json.loads((Path(paths.train_log_dir) / "metrics.json").read_text())
     assert final["train"]["accuracy"] > 0.4  # chance is 0.2: it learned after the incidents
 
