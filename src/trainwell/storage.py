@@ -238,7 +238,12 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES, limit: s
     """The JSON value in a user's file, read by read_regular_file. Every way it can be bad is an
     OSError (missing, not a regular file, too large) or a ValueError (not UTF-8, not JSON, nested
     too deeply, an integer of more digits than Python converts), with the reason."""
-    data = read_regular_file(path, max_bytes=max_bytes, limit=limit)
+    return parse_json(read_regular_file(path, max_bytes=max_bytes, limit=limit))
+
+
+def parse_json(data: bytes) -> Any:
+    """The JSON value in bytes from anywhere (a file, `git show`); a ValueError with the reason when
+    they are not UTF-8, not JSON, nested too deeply or hold an integer Python will not convert."""
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 from dataclasses import dataclass
@@ -102,14 +101,9 @@ def read_at_revision(file: str, revision: str) -> object:
             raise UsageError(f"git revision '{revision}' not found; fetch it first (git fetch origin {revision})")
         return None
     try:
-        return json.loads(committed.stdout.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        problem = f"is not UTF-8 text (byte {exc.start})"
-    except RecursionError:
-        problem = "is JSON nested too deeply to read"
-    except ValueError as exc:  # json.JSONDecodeError, or int's 4300-digit conversion limit
-        problem = f"is not valid JSON ({str(exc)[:200]})"
-    raise UsageError(f"metrics file '{file}' at git revision '{revision}' {problem}")
+        return storage.parse_json(committed.stdout)
+    except ValueError as exc:
+        raise UsageError(f"metrics file '{file}' at git revision '{revision}' is {exc}") from None
 
 
 def _value_problem(value: float | _NotANumber | None, file: str, *, what: str) -> str | None:
