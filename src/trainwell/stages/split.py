@@ -32,7 +32,7 @@ def read_groups(audit_report: str | Path) -> list[list[str]]:
         raise DataError(f"the audit report '{shown(str(audit_report))}' cannot be read ({exc}); run `dvc repro audit` again") from None
     if not isinstance(report, dict):
         raise DataError(f"the audit report '{shown(str(audit_report))}' is not a JSON object; run `dvc repro audit` again")
-    near = [group["members"] if isinstance(group, dict) else group for group in report.get("near_duplicate_groups", [])]
+    near = [group.get("members", []) if isinstance(group, dict) else group for group in report.get("near_duplicate_groups", [])]
     return list(report.get("duplicate_groups", [])) + near
 
 
@@ -57,7 +57,7 @@ def main(*, params_file: str = "params.yaml") -> int:
         warn(f"split: {text}")
     for group in assignment.broken_up:
         warn(f"split: a duplicate group of {group['files']} files ({group['share']:.0%} of class "
-             f"'{group['class']}', e.g. {group['example']}) is over split.max_group_share = "
+             f"'{shown(group['class'])}', e.g. {shown(group['example'])}) is over split.max_group_share = "
              f"{params.split.max_group_share:g}: its files were split one by one so every split keeps the class; "
              "look at the audit's near_duplicate groups to see whether they are really copies")
     for name in SPLITS:
