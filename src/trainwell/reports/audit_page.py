@@ -31,14 +31,11 @@ SEVERITY_ORDER = ("error", "warning", "info")
 def thumbnail(path: Path | str, *, max_pixels: int) -> str | None:
     """A data: URI PNG thumbnail of an image file, or None when it cannot be decoded.
 
-    Local files are read with the audit's own reader (regular files only, refused past what
-    max_pixels allows), and decoded under the same pixel limit.
+    Files are read with the audit's own reader (local regular files and s3:// objects, refused past
+    what max_pixels allows), and decoded under the same pixel limit.
     """
     try:
-        if storage.is_remote(path):
-            data = storage.read_bytes(path)
-        else:
-            data = storage.read_regular_file(path, max_bytes=max_file_bytes(max_pixels))
+        data = storage.read_regular_file(path, max_bytes=max_file_bytes(max_pixels))
         image = decode_image(data, suffix=os.path.splitext(str(path))[1], max_pixels=max_pixels).image
     except (OSError, DecodeError):
         return None
@@ -87,22 +84,20 @@ def _kind_section(kind: str, issues: list[dict], pictures: _Pictures) -> str:
     return "\n".join(parts)
 
 
-def _groups_section(groups: list, pictures: _Pictures) -> str:
+def _groups_section(groups: list[dict], pictures: _Pictures) -> str:
+    """Near-duplicate groups as AuditReport holds them: representative, members, size, lowest_similarity."""
     parts = [f'<h2 class="warning" id="near_duplicate">near_duplicate: {len(groups)} groups</h2>',
              "<p>Every member of a group looks like its representative (drawn first); the split keeps a group "
              "in one split.</p>"]
     for group in groups[:GROUPS_DRAWN]:
-        members = group["members"] if isinstance(group, dict) else group
-        representative = group.get("representative", members[0]) if isinstance(group, dict) else members[0]
+        members, representative = group["members"], group["representative"]
         ordered = [representative, *(member for member in members if member != representative)]
-        lowest = group.get("lowest_similarity") if isinstance(group, dict) else None
-        title = f"{len(members)} files" + (f", each correlating >= {lowest} with the first" if lowest else "")
+        title = f"{len(members)} files, each correlating >= {group['lowest_similarity']} with the first"
         cards = "".join(pictures.card(path, path.split("/")[0]) for path in ordered[:GROUP_THUMBNAILS])
         more = f"<p>and {len(members) - GROUP_THUMBNAILS} more</p>" if len(members) > GROUP_THUMBNAILS else ""
         parts.append(f'<p>{html.escape(title)}</p><div class="group">{cards}{more}</div>')
     if len(groups) > GROUPS_DRAWN:
-        rest = [(group["representative"], group["size"], group["lowest_similarity"]) if isinstance(group, dict)
-                else (group[0], len(group), "") for group in groups[GROUPS_DRAWN:]]
+        rest = [(group["representative"], group["size"], group["lowest_similarity"]) for group in groups[GROUPS_DRAWN:]]
         parts.append(f"<p>{GROUPS_DRAWN} of {len(groups)} groups drawn; the others:</p>")
         parts.append(_table(rest, ("representative", "files", "lowest similarity")))
     return "\n".join(parts)
