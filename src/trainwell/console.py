@@ -45,6 +45,18 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
+# A lone surrogate cannot be encoded as UTF-8, so print() of a str holding one raises
+# UnicodeEncodeError on a strict UTF-8 stdout. Python gives a file name's undecodable bytes as
+# U+DC80..U+DCFF (surrogateescape).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """text with each lone surrogate written as shown() writes it (\\xff for an undecodable byte,
+    else \\udXXX) and nothing else changed: for output with escapes of its own (workflow commands)."""
+    return _SURROGATE.sub(_escape, text)
+
+
 def shown(text: object) -> str:
     """Any string a user controls (a path, a class or metric name, a value read from a file) as it may
     appear inside a message: one line, with every character a terminal or CI log would act on, hide

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainwell import storage
-from trainwell.console import json_for_logs, shown
+from trainwell.console import json_for_logs, shown, without_surrogates
 from trainwell.kinds import DEFAULT_SEVERITY, Issue, Note
 from trainwell.params import AuditParams
 
@@ -164,25 +163,9 @@ def format_text(report: AuditReport, *, every: bool = False, where: str = "every
     return "\n".join(lines)
 
 
-# A lone surrogate cannot be encoded as UTF-8, so print() of a str holding one raises
-# UnicodeEncodeError on a strict UTF-8 stdout. Python gives a file name's undecodable bytes
-# as U+DC80..U+DCFF (surrogateescape); those are shown as the byte they stand for.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _printable(text: str) -> str:
-    """text with each lone surrogate replaced by a backslash escape: \\xff for an undecodable byte, else \\udXXX."""
-
-    def escape(match: re.Match[str]) -> str:
-        code = ord(match.group())
-        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
-
-    return _SURROGATE.sub(escape, text)
-
-
 def _escape_data(text: str) -> str:
     """A workflow command's message: %, CR and LF escaped (the runner's UnescapeData)."""
-    return _printable(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return without_surrogates(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _escape_property(text: str) -> str:
