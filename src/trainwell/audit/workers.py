@@ -148,6 +148,12 @@ def _alone(item: Item, index: int, *, job: _Job) -> CheckedBatch:
                                "the out-of-memory killer); never decoded again"))
 
 
+def _one_by_one(items: list[Item], *, first: int, job: _Job) -> CheckedBatch:
+    """_alone for each of items (item i being check_all's item first + i): the share of a checker
+    that died, checked again so that only the file that kills its process is lost."""
+    return CheckedBatch.joined([_alone(item, first + row, job=job) for row, item in enumerate(items)])
+
+
 def _fork_check(items: list[Item], *, first: int, job: _Job, board: Board) -> tuple[int, int]:
     """Fork a child that checks items (check_all's first, first + 1, ...) and pickles the results
     into a pipe, watched on `board`; return (pid, read end)."""
@@ -222,8 +228,7 @@ def _apart(items: list[Item], *, job: _Job, workers: int) -> CheckedBatch:
     share = -(-len(items) // workers)
     batches = _in_children(items, first=0, job=job, workers=workers)
     return CheckedBatch.joined([
-        batch if batch is not None else CheckedBatch.joined(
-            [_alone(item, start + row, job=job) for row, item in enumerate(items[start:start + share])])
+        batch if batch is not None else _one_by_one(items[start:start + share], first=start, job=job)
         for start, batch in zip(range(0, len(items), share), batches)])
 
 
@@ -261,8 +266,7 @@ def _in_processes(items: list[Item], *, job: _Job, workers: int) -> Iterator[Che
         # without a result is checked one file per process (finding the culprit), the rest in a new
         # pool, which skips every file that has timed out.
         start = starts[broken]
-        yield CheckedBatch.joined([_alone(item, start + row, job=job)
-                                   for row, item in enumerate(items[start:start + size])])
+        yield _one_by_one(items[start:start + size], first=start, job=job)
         position = broken + 1
 
 
@@ -325,8 +329,7 @@ class _WatchedPool:
                 batches.append(future.result())
             except BrokenProcessPool:
                 self.close()
-                batches.append(CheckedBatch.joined([_alone(item, first + start + row, job=self.job)
-                                                    for row, item in enumerate(items[start:start + share])]))
+                batches.append(_one_by_one(items[start:start + share], first=first + start, job=self.job))
         return CheckedBatch.joined(batches)
 
 
