@@ -19,11 +19,6 @@ FINE_SIDE = 16
 LOW_CONTRAST = 8.0
 
 
-def perceptual_hash(grey: np.ndarray) -> np.ndarray:
-    """64-bit pHash of a grey uint8 image as 8 packed bytes (see similarity_features)."""
-    return similarity_features(grey)[0]
-
-
 def similarity_features(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(pHash, fine thumbnail) of a grey uint8 image.
 
