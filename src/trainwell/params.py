@@ -460,11 +460,10 @@ class Params(_Section):
     @model_validator(mode="after")
     def _fits_the_machine(self) -> Params:
         # After _network_fits_image: the sizes that multiply each other, bounded together.
-        problem = limits.params_problem(self, classes=len(self.data.classes or ())) or next(
-            (found for found in (limits.held_images_problem(count=count, image_size=self.data.image_size, key=key)
-                                 for key, count in (("build.shard_size", self.build.shard_size),
-                                                    ("export.representative_images", self.export.representative_images)))
-             if found), None)
+        problem = limits.params_problem(self, classes=len(self.data.classes or ()))
+        for key, count in (("build.shard_size", self.build.shard_size),
+                           ("export.representative_images", self.export.representative_images)):
+            problem = problem or limits.held_images_problem(count=count, image_size=self.data.image_size, key=key)
         if problem:
             raise ValueError(problem)
         return self
