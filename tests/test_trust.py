@@ -204,3 +204,27 @@ def test_the_split_stage_reports_a_group_it_splits_up(demo_copy, workdir, capsys
     counts = json.loads(Path("data/splits/counts.json").read_text())
     assert counts["groups_split_up"][0]["files"] == 11
     assert all(counts[name]["per_class"]["circle"] > 0 for name in SPLITS)
+
+
+def test_an_audit_report_of_any_shape_gives_groups_or_an_error_naming_it(tmp_path):
+    """The split reads the audit report as any input: whatever shape it holds, paths or a DataError."""
+    import json
+    import random
+
+    from trainwell.errors import DataError
+    from trainwell.stages.split import read_groups
+
+    rng = random.Random(0)
+    pieces = [None, 5, "a", [], {}, ["a.png"], [["a.png", "b.png"]], {"members": ["a.png"]}, {"members": 3},
+              [{"members": ["a.png", "b.png"], "representative": "a.png"}], [{"size": 2}], [[1, 2]], [["a\n::x"]]]
+    report = tmp_path / "audit.json"
+    for case in range(300):
+        document = {key: rng.choice(pieces) for key in ("duplicate_groups", "near_duplicate_groups")
+                    if rng.random() < 0.8}
+        report.write_text(json.dumps(document if case % 10 else rng.choice(pieces)))
+        try:
+            groups = read_groups(report)
+        except DataError as error:
+            assert "audit.json" in str(error) and "dvc repro audit" in str(error)
+            continue
+        assert all(isinstance(path, str) for group in groups for path in group)

@@ -30,10 +30,16 @@ def read_groups(audit_report: str | Path) -> list[list[str]]:
         return []
     except (OSError, ValueError) as exc:
         raise DataError(f"the audit report '{shown(str(audit_report))}' cannot be read ({exc}); run `dvc repro audit` again") from None
-    if not isinstance(report, dict):
-        raise DataError(f"the audit report '{shown(str(audit_report))}' is not a JSON object; run `dvc repro audit` again")
-    near = [group.get("members", []) if isinstance(group, dict) else group for group in report.get("near_duplicate_groups", [])]
-    return list(report.get("duplicate_groups", [])) + near
+    exact = report.get("duplicate_groups", []) if isinstance(report, dict) else None
+    near = report.get("near_duplicate_groups", []) if isinstance(report, dict) else None
+    if isinstance(near, list):  # near-duplicate groups are {"representative", "members", ...}
+        near = [group.get("members") if isinstance(group, dict) else None for group in near]
+    groups = exact + near if isinstance(exact, list) and isinstance(near, list) else None
+    if groups is None or not all(isinstance(group, list) and all(isinstance(path, str) for path in group)
+                                 for group in groups):
+        raise DataError(f"the audit report '{shown(str(audit_report))}' does not hold groups of file paths where "
+                        "duplicate_groups and near_duplicate_groups belong; run `dvc repro audit` again")
+    return groups
 
 
 @guarded
