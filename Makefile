@@ -39,13 +39,17 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+# -n auto: one pytest-xdist worker per core; --dist loadgroup keeps the tests sharing an expensive
+# session fixture (tests/conftest.py SHARED_FIXTURE_GROUPS) on one worker, so it is built once.
+XDIST := -n auto --dist loadgroup
+
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 # The fast tier: nothing that trains, runs a DVC pipeline, starts Chromium or builds a venv (the markers
 # train, dvc, browser, install each imply slow; the tier guard in tests/conftest.py keeps them honest).
 test-fast: $(DEV_STAMP)
-	$(BIN)/python -m pytest -m 'not slow'
+	$(BIN)/python -m pytest $(XDIST) -m 'not slow'
 
 # The documentation site from docs/ into site/; --strict: a broken link or API reference fails.
 # NO_MKDOCS_2_WARNING: Material prints a banner about MkDocs 2.0 on every build otherwise.

@@ -44,12 +44,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(os.path.dirname(record), ignore_errors=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects
+# Session fixtures worth minutes, by the pytest-xdist group whose tests share one worker (`make test` runs
+# two, --dist loadgroup): any other split would build the fixture once per worker.
+SHARED_FIXTURE_GROUPS = {"reproduced": "pipeline", "experimented": "pipeline", "exported": "exported"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects, and before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every cost marker implies `slow`: the fast tier is `-m "not slow"`."""
+    """Every cost marker implies `slow`: the fast tier is `-m "not slow"`. Tests sharing an expensive
+    session fixture run on one xdist worker."""
     for item in items:
         if any(item.get_closest_marker(cost) for cost in tier_guard.COSTS):
             item.add_marker(pytest.mark.slow)
+        groups = {SHARED_FIXTURE_GROUPS[name] for name in getattr(item, "fixturenames", ())
+                  if name in SHARED_FIXTURE_GROUPS}
+        if groups and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(min(groups)))
 
 
 @pytest.hookimpl(wrapper=True)

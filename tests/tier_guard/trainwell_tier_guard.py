@@ -160,6 +160,13 @@ def install(*, child: bool) -> None:
     """Watch this process: Popen through an audit hook, Keras by patching it once it is imported and, in a
     child of the test run (child=True), TensorFlow's import, which the test process itself pays once."""
     if getattr(sys, "_trainwell_tier_guard", False):
+        if not child:
+            # A pytest-xdist worker is a child Python of the run (sitecustomize installed the guard in
+            # child mode) that then becomes a test process itself: it pays TensorFlow's import once,
+            # like the main process.
+            for finder in sys.meta_path:
+                if isinstance(finder, _WatchImports):
+                    finder.child = False
         return
     sys._trainwell_tier_guard = True  # type: ignore[attr-defined]
     sys.addaudithook(_audit)
