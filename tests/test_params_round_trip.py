@@ -34,14 +34,14 @@ def test_dvc_s_writer_keeps_the_template_as_it_is(data_dir, tmp_path):
     assert parse_params(yaml.safe_load(text)).data.dir == data_dir
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    apply_overrides(str(path), ["train.epochs=40"])  # the value it already has
+    apply_overrides(str(path), ["train.epochs=15"])  # the value it already has
     if len(data_dir) < 60 and "\n" not in data_dir:  # longer or multi-line paths DVC re-folds: quoted, still valid
         assert path.read_text() == text
     apply_overrides(str(path), ["train.epochs=3"])
     after = path.read_text()
     assert parse_params(yaml.safe_load(after)).data.dir == data_dir
     if len(data_dir) < 60 and "\n" not in data_dir:
-        assert changed_lines(text, after) == ["-  epochs: 40", "+  epochs: 3"]
+        assert changed_lines(text, after) == ["-  epochs: 15", "+  epochs: 3"]
 
 
 def test_the_repository_params_yaml_is_what_dvc_writes(tmp_path):
@@ -49,8 +49,8 @@ def test_the_repository_params_yaml_is_what_dvc_writes(tmp_path):
 
     path = tmp_path / "params.yaml"
     shutil.copy(REPO_ROOT / "params.yaml", path)
-    for key, value in [("train.epochs", "40"), ("data.image_size", "75"), ("gate.baseline", "null"),
-                       ("audit.min_side", "16"), ("train.learning_rate", "0.0001"), ("card.intended_use", "x")]:
+    for key, value in [("train.epochs", "15"), ("data.image_size", "48"), ("gate.baseline", "null"),
+                       ("audit.min_side", "16"), ("train.learning_rate", "0.001"), ("card.intended_use", "x")]:
         if key == "card.intended_use":
             continue  # a long string DVC folds: its change is its own lines
         apply_overrides(str(path), [f"{key}={value}"])

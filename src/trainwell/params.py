@@ -111,8 +111,8 @@ class PathsParams(_Section):
 
 class DemoParams(_Section):
     classes: list[str] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross", "ring"])
-    images_per_class: int = Field(1000, ge=1, le=limits.MAX_IMAGES_PER_CLASS)
-    image_size: int = Field(75, ge=16, le=1024)
+    images_per_class: int = Field(600, ge=1, le=limits.MAX_IMAGES_PER_CLASS)
+    image_size: int = Field(48, ge=16, le=1024)
     seed: Seed = 0
     # Write one deliberately corrupt file into the set, to demonstrate the audit.
     inject_corrupt: bool = False
@@ -127,7 +127,8 @@ class DataParams(_Section):
     # Optional CSV with columns path,label (paths relative to `dir`) instead of class folders.
     # Keep it inside `dir` so DVC sees it change.
     manifest: str | None = None
-    image_size: int = Field(75, ge=8, le=1024)
+    # The demo's own side; `trainwell init --data` writes your images' own (up to 75, the story's input).
+    image_size: int = Field(48, ge=8, le=1024)
     extensions: list[str] = Field(
         default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy"]
     )
@@ -249,10 +250,10 @@ NO_WEIGHTS = "none"
 
 
 class TrainParams(_Section):
-    epochs: int = Field(40, ge=1, le=limits.MAX_STEPS)
+    epochs: int = Field(15, ge=1, le=limits.MAX_STEPS)
     batch_size: int = Field(32, ge=1, le=limits.MAX_BATCH)
-    # Adam's step size (for a backbone with frozen_epochs > 0: during the frozen epochs).
-    learning_rate: float = Field(1e-4, gt=0.0, le=limits.MAX_LEARNING_RATE)
+    # Adam's step size (for a backbone with frozen_epochs > 0: during the frozen epochs); Keras' default.
+    learning_rate: float = Field(1e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
     seed: Seed = 0
     # The network: "cnn" (the small CNN below) or a keras.applications backbone (docs/training.md "Pretrained
     # backbones"), which gets a GlobalAveragePooling + dropout + Dense head.
@@ -368,7 +369,7 @@ class CardParams(_Section):
 class LabelReviewParams(_Section):
     """k-fold cross-validation for out-of-fold probabilities and embeddings on every split (stage label_review)."""
 
-    folds: int = Field(5, ge=2, le=limits.MAX_FOLDS)
+    folds: int = Field(3, ge=2, le=limits.MAX_FOLDS)
     # At most; a fold stops when its held-out loss has not fallen for early_stopping_patience epochs (0: never).
     epochs_per_fold: int = Field(12, ge=1, le=limits.MAX_STEPS)
     early_stopping_patience: int = Field(3, ge=0, le=limits.MAX_STEPS)
@@ -376,7 +377,7 @@ class LabelReviewParams(_Section):
     # when below data.image_size (28x28 digits cached at 75x75: 48x48); see fold_models.review_side.
     image_size: int | None = Field(None, ge=8, le=1024)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
-    learning_rate: float = Field(1e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
+    learning_rate: float = Field(3e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
     batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)
     seed: Seed = 0
     # cleanlab's find_label_issues(filter_by=...). low_self_confidence flags as many files as

@@ -96,7 +96,7 @@ def _data_dir_for(project: Path, data: str | None) -> str:
     return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
 
 
-IMAGE_SIZE_LINE = "  image_size: 75             # images are resized to image_size x image_size once, in `build`\n"
+IMAGE_SIZE_LINE = "  image_size: 48             # images are resized to image_size x image_size once, in `build`\n"
 
 
 def _fit_image_size(params_text: str, data: str) -> str:
@@ -112,11 +112,11 @@ def _fit_image_size(params_text: str, data: str) -> str:
     if found.grey:
         say("init: grayscale images are given to the model as three equal channels (it takes RGB)")
     assert params_text.count(IMAGE_SIZE_LINE) == 1, "the params template's data.image_size line changed"
-    return params_text.replace(IMAGE_SIZE_LINE, IMAGE_SIZE_LINE.replace(": 75 ", f": {size} ".ljust(5)))
+    return params_text.replace(IMAGE_SIZE_LINE, IMAGE_SIZE_LINE.replace(": 48 ", f": {size} ".ljust(5)))
 
 
 def _without_demo_stage(dvc_yaml: str) -> str:
-    """The pipeline without the demo_data stage: with --data it would write 5,000 unused images."""
+    """The pipeline without the demo_data stage: with --data it would write 3,000 unused images."""
     start, end = dvc_yaml.index("  demo_data:\n"), dvc_yaml.index("  audit:\n")
     return dvc_yaml[:start] + dvc_yaml[end:]
 
