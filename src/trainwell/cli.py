@@ -93,12 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Set up a trainwell project in DIR (default: the current folder), which must be inside a git "
         "repository: runs `dvc init` if needed, writes dvc.yaml and a commented params.yaml, and adds "
         "the generated paths to .gitignore. Existing dvc.yaml or params.yaml are never overwritten "
-        "(the command stops and says so). Then: `dvc repro`.",
+        "(the command stops and says so). Then: `dvc repro`. With --ci github it also writes "
+        ".github/workflows/trainwell.yml, a pull-request workflow: install (requirements.txt when there is "
+        "one), `dvc pull` when a DVC remote is configured, `dvc repro`, the audit's findings as annotations, "
+        "`trainwell gate --baseline` the base branch, the metrics diff as a comment, the report site as an "
+        "artifact. In a project init already set up, --ci writes only the workflow; an existing workflow "
+        "file is never overwritten (exit 2).",
         params=False,
     )
     init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="project folder (default: .)")
     init.add_argument("--data", metavar="PATH",
                       help="your dataset: a folder with one sub-folder per class (default: the embedded demo set)")
+    init.add_argument("--ci", choices=["github"],
+                      help="also write a CI workflow for pull requests (github: .github/workflows/trainwell.yml)")
     audit = add(
         "audit",
         "decode every image with the training decoder and report problems",
@@ -186,7 +193,7 @@ def dispatch(args: argparse.Namespace) -> int:
         raise UsageError(f"params file '{args.params}' does not exist; check the --params path")
     detail(f"trainwell {__version__}: {args.command} with params from {shown(getattr(args, 'params', '-'))}")
     if args.command == "init":
-        return _stage("init").main(directory=args.directory, data=args.data)
+        return _stage("init").main(directory=args.directory, data=args.data, ci=args.ci)
     if args.command == "audit":
         return _stage("audit").main(params_file=args.params, path=args.path, output_format=args.format,
                                     html_file=args.html_file, cache_file=args.cache_file)
