@@ -25,6 +25,7 @@ from trainwell.console import (
 )
 from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError, UsageError
 from trainwell.params import DEFAULT_PARAMS_FILE
+from trainwell.stopping import Stopped, stop_on_signals
 
 DESCRIPTION = """\
 trainwell: audited data, a GPU-feeding input pipeline and a classifier that cannot silently diverge.
@@ -251,9 +252,13 @@ def _main(argv: list[str] | None) -> int:
         error("\n  ".join([f"trainwell {args.command}: error: {shown(exc.message)}",
                            *(shown(line) for line in exc.details)]))
         return exc.exit_code
-    except KeyboardInterrupt:
-        error(f"trainwell {args.command}: interrupted")
-        return 130
+    except (KeyboardInterrupt, Stopped) as exc:
+        # Outputs are whole or absent (outputs.write_atomically); train's epoch backup is kept, so
+        # running it again resumes after the last finished epoch.
+        name = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
+        error(f"trainwell {args.command}: stopped by {name}; what was written is whole"
+              f"{', and running it again resumes from its last epoch backup' if args.command == 'train' else ''}")
+        return 143 if isinstance(exc, Stopped) else 130
     except Exception as exc:  # the last line of defence: a bug must never read as "policy violated"
         if isinstance(exc, BrokenPipeError) and silence_closed_pipes():
             return CLOSED_PIPE_EXIT  # a closed stdout or stderr met outside console's writers: not a bug
@@ -267,4 +272,6 @@ def run(argv: list[str] | None = None) -> None:
     """Console entry point: main()'s status as the exit code, safely after object-store I/O."""
     from trainwell.storage import exit_process
 
+    # Only a process of its own: a caller of main() (a test, a notebook) keeps its signal handlers.
+    stop_on_signals()
     exit_process(main(argv))
