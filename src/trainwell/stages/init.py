@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -245,8 +246,6 @@ def yaml_string(value: str) -> str:
 
 def render_workflow(ci: str, *, params: Params, remote: bool, requirements: bool) -> str:
     """The CI workflow for `ci`: the pipeline, the audit's annotations, the gate and the report site."""
-    import shlex
-
     environment = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
         # GitHub's own expressions are ${{ ... }}: the template's are [[ ... ]] and [% ... %].
@@ -265,11 +264,15 @@ def _plan_workflow(project: Path, ci: str, params: Params) -> tuple[Path, str]:
     target = project / CI_WORKFLOWS[ci][0]
     if os.path.lexists(target):
         raise UsageError(f"'{shown(target)}' already exists; trainwell init never overwrites it. Move it away to "
-                         f"have it written afresh, or compare it with the template in `trainwell init --help`")
+                         "have it written afresh, or run `trainwell init --ci github` in an empty git repository to "
+                         "see what it would write")
     check_output(target)
     remote = os.path.isdir(project / ".dvc") and bool(subprocess.run(
         [sys.executable, "-m", "dvc", "remote", "list"], cwd=project, capture_output=True).stdout.strip())
     text = render_workflow(ci, params=params, remote=remote, requirements=(project / "requirements.txt").is_file())
+    if Path(params.data.dir).is_absolute():
+        say(f"init: data.dir '{shown(params.data.dir)}' is outside the project, so a CI machine will not have it; "
+            "move the data into the project and `dvc add` it (with a DVC remote, the workflow pulls it)")
     return target, text
 
 
