@@ -34,7 +34,7 @@ def stop_on_signals() -> None:
     or SIGINT if it has not ended by then (exit 128 + the signal's number, as a shell reports it).
 
     Call it again after TensorFlow starts a multi-worker cluster: its preemption notifier takes
-    SIGTERM for itself and only logs it, so a worker would ignore `kill` and a stopped `dvc`.
+    SIGTERM for itself and only logs it, so a worker would ignore `kill` and a cancelled CI job.
     """
     global _watcher
     if threading.current_thread() is not threading.main_thread():

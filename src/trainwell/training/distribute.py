@@ -74,7 +74,7 @@ def _multi_worker_strategy() -> tf.distribute.Strategy:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     if callable(before):
         # TensorFlow's preemption notifier takes SIGTERM and only logs it: the command's own
-        # handler (trainwell.stopping) is put back, so `kill` and a stopped `dvc` stop the worker.
+        # handler (trainwell.stopping) is put back, so `kill` and a cancelled CI job stop the worker.
         signal.signal(signal.SIGTERM, before)
     return strategy
 
