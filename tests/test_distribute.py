@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -225,6 +226,38 @@ def test_a_worker_alone_says_whom_it_waits_for_a_second_with_its_index_exits_2_a
         alone.wait()
     with socket.create_server(("", ports[0])):  # the port is free again
         pass
+
+
+@pytest.mark.tf_process
+def test_sigterm_stops_a_worker_after_tensorflow_started_its_cluster(tmp_path):
+    # TensorFlow's preemption notifier takes SIGTERM when the cluster starts and only logs it (a
+    # bare MultiWorkerMirroredStrategy process outlives it); make_strategy gives it back.
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from trainwell import stopping
+        from trainwell.training import distribute
+        stopping.stop_on_signals()
+        replicas = distribute.make_strategy("multi_worker").num_replicas_in_sync
+        try:
+            print("replicas", replicas, flush=True)
+            time.sleep(120)
+        except stopping.Stopped:
+            print("stopped", flush=True)
+    """))
+    env = tool_env()
+    env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{_free_ports(1)[0]}"]},
+                                   "task": {"type": "worker", "index": 0}})
+    worker = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline() == "replicas 1\n"
+        worker.send_signal(signal.SIGTERM)
+        stdout, stderr = worker.communicate(timeout=30)
+        assert worker.returncode == 0 and stdout == "stopped\n", stderr[-2000:]
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 def test_cpu_devices_under_multi_worker_is_refused_before_tensorflow_starts():
