@@ -14,7 +14,7 @@ PACKAGE_ROOT = REPO_ROOT / "src" / "trainwell"
 # Within the middle layers, audit and training are peers that must not import each other.
 LAYERS: list[tuple[str, set[str]]] = [
     # `trainwell` itself is its __init__: the version and lazy re-exports, importing nothing eagerly.
-    ("foundation", {"trainwell", "trainwell.errors", "trainwell.kinds", "trainwell.console"}),
+    ("foundation", {"trainwell", "trainwell.errors", "trainwell.kinds", "trainwell.console", "trainwell.stopping"}),
     ("plumbing", {"trainwell.params", "trainwell.params_file", "trainwell.params_limits", "trainwell.names", "trainwell.storage",
                   "trainwell.outputs", "trainwell.progress"}),
     ("data", {"trainwell.data"}),

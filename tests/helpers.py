@@ -91,18 +91,19 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     return result
 
 
-def kill_train_after_backup(workdir: Path, backup_meta: Path, *, timeout_s: float = 120) -> subprocess.Popen:
-    """Start `trainwell train` in workdir and SIGKILL it as soon as its first epoch backup appears."""
-    import signal
+def kill_train_after_backup(workdir: Path, backup_meta: Path, *, timeout_s: float = 120,
+                            signal_number: int = 9) -> subprocess.Popen:
+    """Start `trainwell train` in workdir and send it `signal_number` (SIGKILL) as soon as its first
+    epoch backup appears; its stderr is kept in `process.stderr_text`."""
     import time
 
     process = subprocess.Popen(["trainwell", "train"], cwd=workdir, env=tool_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not backup_meta.exists():
         time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(signal_number)
+    _, process.stderr_text = process.communicate()  # type: ignore[attr-defined]
     return process
 
 

@@ -6,9 +6,11 @@ import csv
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -19,9 +21,10 @@ import tensorflow as tf
 import yaml
 
 from tests.helpers import run, tiny_params, tool_env, write_params
+from trainwell.errors import ParamsError
 from trainwell.params import load_params
 from trainwell.stages import audit, build, demo_data, split, train
-from trainwell.training import fit, network
+from trainwell.training import distribute, fit, network
 from trainwell.training.inputs import batch_bounds, make_eval_dataset, make_train_dataset
 
 # Every distributed run happens in a fresh `trainwell train` process: devices and
@@ -182,6 +185,92 @@ def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
     result = subprocess.run(["trainwell", "train"], cwd=folder, env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert "TF_CONFIG" in result.stderr and "Scaling out" in result.stderr
+
+
+def _read_until(stream, text: str, timeout_s: float) -> str:
+    """Lines of `stream` up to the first holding `text` (a reader thread, so a silent process cannot hang the test)."""
+    import queue
+    import threading
+
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    seen = ""
+    while text not in seen:
+        seen += lines.get(timeout=timeout_s)
+    return seen
+
+
+@pytest.mark.tf_process
+def test_a_worker_alone_says_whom_it_waits_for_a_second_with_its_index_exits_2_and_sigterm_stops_it(project, tmp_path):
+    folder = _copy_project(project, tmp_path / "alone", strategy="multi_worker")
+    ports = _free_ports(2)
+    env = tool_env()
+    env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+                                   "task": {"type": "worker", "index": 0}})
+    env["TRAINWELL_PEER_TIMEOUT"] = "300"
+    alone = subprocess.Popen(["trainwell", "train"], cwd=folder, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        said = _read_until(alone.stdout, f"waiting for worker 1 at 127.0.0.1:{ports[1]}", timeout_s=120)
+        assert f"worker 0 of 2 (port {ports[0]})" in said and "TRAINWELL_PEER_TIMEOUT" in said
+        # A second worker given the same index finds the port taken: a usage error naming both.
+        twin = subprocess.run(["trainwell", "train"], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+        assert twin.returncode == 2, twin.stderr
+        assert f"port {ports[0]}, this worker's (worker 0 in TF_CONFIG" in twin.stderr
+        assert "same task index" in twin.stderr and "internal error" not in twin.stderr
+        alone.send_signal(signal.SIGTERM)
+        assert alone.wait(timeout=30) == 143
+        assert "stopped by SIGTERM" in alone.stderr.read()
+    finally:
+        alone.kill()
+        alone.wait()
+    with socket.create_server(("", ports[0])):  # the port is free again
+        pass
+
+
+@pytest.mark.tf_process
+def test_sigterm_stops_a_worker_after_tensorflow_started_its_cluster(tmp_path):
+    # TensorFlow's preemption notifier takes SIGTERM when the cluster starts and only logs it (a
+    # bare MultiWorkerMirroredStrategy process outlives it); make_strategy gives it back.
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from trainwell import stopping
+        from trainwell.training import distribute
+        stopping.stop_on_signals()
+        replicas = distribute.make_strategy("multi_worker").num_replicas_in_sync
+        try:
+            print("replicas", replicas, flush=True)
+            time.sleep(120)
+        except stopping.Stopped:
+            print("stopped", flush=True)
+    """))
+    env = tool_env()
+    env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{_free_ports(1)[0]}"]},
+                                   "task": {"type": "worker", "index": 0}})
+    worker = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline() == "replicas 1\n"
+        worker.send_signal(signal.SIGTERM)
+        stdout, stderr = worker.communicate(timeout=30)
+        assert worker.returncode == 0 and stdout == "stopped\n", stderr[-2000:]
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_cpu_devices_under_multi_worker_is_refused_before_tensorflow_starts():
+    with pytest.raises(ParamsError, match=r"train\.cpu_devices=2 splits one machine's CPU"):
+        distribute.configure_cpu_devices(2, strategy="multi_worker")
+
+
+def test_mirrored_on_one_device_says_it_is_the_default_at_a_cost(capsys):
+    if len(tf.config.list_logical_devices("CPU")) != 1 or tf.config.list_logical_devices("GPU"):
+        pytest.skip("this process already split its CPU, or has GPUs")
+    assert distribute.make_strategy("mirrored").num_replicas_in_sync == 1
+    said = capsys.readouterr().err
+    assert "has one device" in said and "train.cpu_devices: 2 or more" in said
 
 
 @pytest.mark.train

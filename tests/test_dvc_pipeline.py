@@ -108,6 +108,18 @@ def test_undecodable_file_stops_repro_at_audit_and_is_named(tmp_path):
     assert not (project / "models" / "model.keras").exists()
 
 
+def test_a_params_typo_is_a_params_error_naming_the_key_and_the_stage_that_reads_it(tmp_path):
+    params = tiny_params()
+    params["train"]["learning_rat"] = params["train"].pop("learning_rate")
+    project = make_project(tmp_path, params)
+    result = run(["dvc", "repro"], project, check=False)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "Running stage 'versions'" in said and ran_stages(said) == []
+    assert "unknown key 'train.learning_rat'; did you mean 'learning_rate'? allowed here: " in said
+    assert "so no stage runs" in said and "read by train (then card, report)" in said
+    assert "exited with 2" in said  # a params error (2), not an internal one (3)
+
+
 def test_quarantined_file_never_reaches_training_when_policy_allows_it(tmp_path):
     params = tiny_params()
     params["demo"]["inject_corrupt"] = True

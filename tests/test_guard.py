@@ -112,6 +112,18 @@ def test_running_mean_recovers_each_batch_loss_from_keras_running_average():
 
 
 @pytest.mark.train
+def test_sigterm_mid_training_stops_with_143_and_keeps_the_backup(built, workdir):
+    params = tiny_params(epochs=40)
+    write_params(workdir, params)
+    backup_meta = workdir / params["paths"]["train_backup_dir"] / "meta.json"
+    process = kill_train_after_backup(workdir, backup_meta, signal_number=signal.SIGTERM)
+    assert process.returncode == 143, process.stderr_text
+    assert "stopped by SIGTERM" in process.stderr_text and "resumes from its last epoch backup" in process.stderr_text
+    assert json.loads(backup_meta.read_text())["epoch"] >= 0  # the backup is kept, whole
+    assert not (workdir / params["paths"]["model"]).exists()
+
+
+@pytest.mark.train
 def test_sigkill_mid_training_resumes_to_identical_weights(built, workdir, tmp_path):
     params = tiny_params(epochs=40)
     write_params(workdir, params)

@@ -492,3 +492,18 @@ def test_images_held_at_once_are_bounded_by_their_bytes(image_size, key, count):
     assert f"lower {key} (at most {largest:,} at this data.image_size)" in str(refused.value)
     raw[section][name] = largest
     parse_params(raw)
+
+
+@pytest.mark.parametrize(("raw", "readers"), [({"train": {"learning_rat": 0.1}}, "read by train (then card, report)"),
+                                              ({"export": {"tie_marign": 0.1}}, "read by export."),
+                                              ({"data": {"image-size": 32}}, "read by audit (then split, build, card)"),
+                                              ({"trian": {}}, "read by no stage.")])
+def test_the_versions_stage_says_a_typo_is_a_params_error_of_the_stages_that_read_it(tmp_path, capsys, raw, readers):
+    from trainwell.cli import main
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["versions", "--params", str(tmp_path / "params.yaml")]) == 2
+    said = capsys.readouterr().err
+    assert "is invalid, so no stage runs" in said and readers in said
+    assert "did you mean" in said and "allowed here:" in said
+    assert not (tmp_path / ".trainwell").exists()

@@ -25,6 +25,7 @@ from trainwell.console import (
 )
 from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError, UsageError
 from trainwell.params import DEFAULT_PARAMS_FILE
+from trainwell.stopping import Stopped, stop_on_signals
 
 DESCRIPTION = """\
 trainwell: audited data, a GPU-feeding input pipeline and a classifier that cannot silently diverge.
@@ -93,12 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Set up a trainwell project in DIR (default: the current folder), which must be inside a git "
         "repository: runs `dvc init` if needed, writes dvc.yaml and a commented params.yaml, and adds "
         "the generated paths to .gitignore. Existing dvc.yaml or params.yaml are never overwritten "
-        "(the command stops and says so). Then: `dvc repro`.",
+        "(the command stops and says so). Then: `dvc repro`. With --ci github it also writes "
+        ".github/workflows/trainwell.yml, a pull-request workflow: install (requirements.txt when there is "
+        "one), `dvc pull` when a DVC remote is configured, `dvc repro`, the audit's findings as annotations, "
+        "`trainwell gate --baseline` the base branch, the metrics diff as a comment, the report site as an "
+        "artifact. In a project init already set up, --ci writes only the workflow; an existing workflow "
+        "file is never overwritten (exit 2).",
         params=False,
     )
     init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="project folder (default: .)")
     init.add_argument("--data", metavar="PATH",
                       help="your dataset: a folder with one sub-folder per class (default: the embedded demo set)")
+    init.add_argument("--ci", choices=["github"],
+                      help="also write a CI workflow for pull requests (github: .github/workflows/trainwell.yml)")
     audit = add(
         "audit",
         "decode every image with the training decoder and report problems",
@@ -186,7 +194,7 @@ def dispatch(args: argparse.Namespace) -> int:
         raise UsageError(f"params file '{args.params}' does not exist; check the --params path")
     detail(f"trainwell {__version__}: {args.command} with params from {shown(getattr(args, 'params', '-'))}")
     if args.command == "init":
-        return _stage("init").main(directory=args.directory, data=args.data)
+        return _stage("init").main(directory=args.directory, data=args.data, ci=args.ci)
     if args.command == "audit":
         return _stage("audit").main(params_file=args.params, path=args.path, output_format=args.format,
                                     html_file=args.html_file, cache_file=args.cache_file)
@@ -244,9 +252,13 @@ def _main(argv: list[str] | None) -> int:
         error("\n  ".join([f"trainwell {args.command}: error: {shown(exc.message)}",
                            *(shown(line) for line in exc.details)]))
         return exc.exit_code
-    except KeyboardInterrupt:
-        error(f"trainwell {args.command}: interrupted")
-        return 130
+    except (KeyboardInterrupt, Stopped) as exc:
+        # Outputs are whole or absent (outputs.write_atomically); train's epoch backup is kept, so
+        # running it again resumes after the last finished epoch.
+        name = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
+        error(f"trainwell {args.command}: stopped by {name}; what was written is whole"
+              f"{', and running it again resumes from its last epoch backup' if args.command == 'train' else ''}")
+        return 143 if isinstance(exc, Stopped) else 130
     except Exception as exc:  # the last line of defence: a bug must never read as "policy violated"
         if isinstance(exc, BrokenPipeError) and silence_closed_pipes():
             return CLOSED_PIPE_EXIT  # a closed stdout or stderr met outside console's writers: not a bug
@@ -260,4 +272,6 @@ def run(argv: list[str] | None = None) -> None:
     """Console entry point: main()'s status as the exit code, safely after object-store I/O."""
     from trainwell.storage import exit_process
 
+    # Only a process of its own: a caller of main() (a test, a notebook) keeps its signal handlers.
+    stop_on_signals()
     exit_process(main(argv))

@@ -28,6 +28,11 @@ class ParamsError(TrainwellError, ValueError):
 
     exit_code = USAGE_EXIT
 
+    def __init__(self, message: str = "", *, details: list[str] | tuple[str, ...] = (),
+                 keys: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message, details=details)
+        self.keys = tuple(keys)  # the dotted keys found wrong, when a whole params file was checked
+
 
 class UsageError(TrainwellError, ValueError):
     """The command was given something it cannot use (a path that does not exist, a folder outside git)."""

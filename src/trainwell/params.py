@@ -491,7 +491,8 @@ def parse_params(raw: dict | None, *, source: str = DEFAULT_PARAMS_FILE) -> Para
         problems = [describe_error(error, Params) for error in errors[:MAX_PROBLEMS]]
         if len(errors) > MAX_PROBLEMS:
             problems.append(f"... and {len(errors) - MAX_PROBLEMS} more problems")
-        raise ParamsError(f"{source} is invalid:", details=problems) from None
+        keys = [".".join(str(part) for part in error["loc"]) for error in errors]
+        raise ParamsError(f"{source} is invalid:", details=problems, keys=keys) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:

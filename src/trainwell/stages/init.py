@@ -1,27 +1,39 @@
-"""`trainwell init`: make any git repository a trainwell project (dvc init, dvc.yaml, params.yaml, .gitignore)."""
+"""`trainwell init`: make any git repository a trainwell project (dvc init, dvc.yaml, params.yaml, .gitignore, CI)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+import jinja2
 import yaml
 
-from trainwell import storage
+from trainwell import __version__, storage
 from trainwell.console import say, shown
 from trainwell.errors import UsageError
-from trainwell.outputs import check_output, guarded, protect_inputs, staging_dir, write_bytes_atomically, write_error
-from trainwell.params import AuditParams, DataParams, PathsParams, parse_params
+from trainwell.outputs import (
+    check_output,
+    guarded,
+    protect_inputs,
+    staging_dir,
+    write_atomically,
+    write_bytes_atomically,
+    write_error,
+)
+from trainwell.params import AuditParams, DataParams, Params, PathsParams, load_params, parse_params
 
 # Generated files no stage declares as a DVC output (DVC ignores its outputs in git itself).
 GITIGNORE_HEADER = "# trainwell: generated scratch files (DVC lists its own outputs in .gitignore files)"
 MAX_GITIGNORE_BYTES = 16 << 20  # a .gitignore is a few kB; past this it is not one
+# --ci NAME -> (the workflow file it writes, relative to the project; its template)
+CI_WORKFLOWS = {"github": (".github/workflows/trainwell.yml", "github-workflow.yml.in")}
 
 
 def template(name: str) -> str:
@@ -222,12 +234,79 @@ def _plan(project: Path, data: str | None) -> tuple[str, bytes]:
     return params_text, ignore
 
 
+def yaml_string(value: str) -> str:
+    """`value` as one YAML double-quoted scalar that reads back as exactly `value` (any character escaped)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"'{shown(value)}' is not valid UTF-8 (a file name's raw bytes), which a workflow file "
+                         "cannot hold; rename it, or write the workflow by hand") from None
+    return yaml.safe_dump(value, default_style='"', allow_unicode=False, width=float("inf")).removesuffix("\n")
+
+
+def render_workflow(ci: str, *, params: Params, remote: bool, requirements: bool) -> str:
+    """The CI workflow for `ci`: the pipeline, the audit's annotations, the gate and the report site."""
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+        # GitHub's own expressions are ${{ ... }}: the template's are [[ ... ]] and [% ... %].
+        variable_start_string="[[", variable_end_string="]]", block_start_string="[%", block_end_string="%]",
+        comment_start_string="[#", comment_end_string="#]")
+    install = "pip install -r requirements.txt" if requirements else f"pip install trainwell=={__version__}"
+    return environment.from_string(template(CI_WORKFLOWS[ci][1])).render(
+        version=__version__, remote=remote, python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+        install_command=yaml_string(install),
+        audit_command=yaml_string(f"trainwell audit {shlex.quote(params.data.dir)} --format github"),
+        report_dir=yaml_string(PurePosixPath(params.paths.report_index).parent.as_posix()))
+
+
+def _plan_workflow(project: Path, ci: str, params: Params) -> tuple[Path, str]:
+    """Where the workflow goes and its text, refused (before anything is written) when a file is there."""
+    target = project / CI_WORKFLOWS[ci][0]
+    if os.path.lexists(target):
+        raise UsageError(f"'{shown(target)}' already exists; trainwell init never overwrites it. Move it away to "
+                         "have it written afresh, or run `trainwell init --ci github` in an empty git repository to "
+                         "see what it would write")
+    check_output(target)
+    remote = os.path.isdir(project / ".dvc") and bool(subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "list"], cwd=project, capture_output=True).stdout.strip())
+    text = render_workflow(ci, params=params, remote=remote, requirements=(project / "requirements.txt").is_file())
+    if Path(params.data.dir).is_absolute():
+        say(f"init: data.dir '{shown(params.data.dir)}' is outside the project, so a CI machine will not have it; "
+            "move the data into the project and `dvc add` it (with a DVC remote, the workflow pulls it)")
+    return target, text
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write a file that must not exist: one made since the check is kept, and this write fails instead."""
+    def link_new(temporary: str, target: Path) -> None:
+        os.link(temporary, target)  # EEXIST rather than replacing, unlike a rename
+        os.unlink(temporary)
+
+    write_atomically(path, lambda stream: stream.write(text.encode("utf-8")), move=link_new)
+
+
+def _workflow_only(project: Path, ci: str, data: str | None) -> int:
+    """--ci in a project init already set up: only the workflow is written, from its params.yaml."""
+    if data is not None:
+        raise UsageError("dvc.yaml and params.yaml already exist, so --data would change nothing; set data.dir in "
+                         "params.yaml, and run `trainwell init --ci ...` without --data")
+    protect_inputs(project=project, inputs=[project / "params.yaml"])
+    target, text = _plan_workflow(project, ci, load_params(project / "params.yaml"))
+    _write_new(target, text)
+    say(f"init: dvc.yaml and params.yaml were there already; wrote {shown(os.path.relpath(target))} only")
+    return 0
+
+
 @guarded
-def main(*, directory: str = ".", data: str | None = None) -> int:
+def main(*, directory: str = ".", data: str | None = None, ci: str | None = None) -> int:
     project = _project(directory)
     protect_inputs(project=project, datasets=[data] if data else [])
     git_top = _git_top(project)
+    if ci is not None and all(os.path.lexists(project / name) for name in ("dvc.yaml", "params.yaml")):
+        return _workflow_only(project, ci, data)
     params_text, ignore = _plan(project, data)
+    workflow = None if ci is None else _plan_workflow(
+        project, ci, parse_params(yaml.safe_load(params_text), source="the params.yaml template"))
     undo = _Undo(project)
     try:
         ran_dvc_init = _ensure_dvc(project, git_top, undo)
@@ -235,6 +314,9 @@ def main(*, directory: str = ".", data: str | None = None) -> int:
         for name, text in (("params.yaml", params_text), ("dvc.yaml", pipeline)):
             write_bytes_atomically(project / name, text.encode("utf-8"))
             undo.created.append(project / name)
+        if workflow is not None:
+            _write_new(*workflow)
+            undo.created.append(workflow[0])
         if ignore:
             _append(project / ".gitignore", ignore, undo)
     except BaseException:
@@ -242,6 +324,7 @@ def main(*, directory: str = ".", data: str | None = None) -> int:
         raise
     where = shown(os.path.relpath(project))
     say(f"init: {'ran dvc init; ' if ran_dvc_init else ''}wrote {where}/dvc.yaml and {where}/params.yaml"
+        f"{f' and {shown(os.path.relpath(workflow[0]))}' if workflow else ''}"
         f"{'; added trainwell scratch paths to .gitignore' if ignore else ''}")
     if data is not None and not _tracked(project, data):
         say(f"init: {shown(data)} is not tracked by DVC or git yet; to version it: `dvc add {shown(data)}`, then "

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
+from trainwell.console import say, warn
 from trainwell.errors import ParamsError
 
 
-def configure_cpu_devices(count: int) -> None:
+def configure_cpu_devices(count: int, *, strategy: str = "mirrored") -> None:
     """Split the first CPU into `count` logical devices (must run before TensorFlow initialises)."""
+    if count > 0 and strategy == "multi_worker":
+        # MultiWorkerMirroredStrategy takes one device per worker on a CPU-only machine: the
+        # logical devices would be made and never used.
+        raise ParamsError(f"train.cpu_devices={count} splits one machine's CPU for the mirrored strategy; under "
+                          "multi_worker each worker trains on one device (its GPUs when it has them, else its CPU). "
+                          "Set train.cpu_devices: 0, or train.strategy: mirrored to use them on this machine")
     if count <= 0:
         return
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -40,7 +48,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
                 '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}; '
                 "see docs/scale.md, 'Scaling out'"
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default":
         # A one-device strategy on the GPU makes the input pipeline prefetch onto the device
@@ -48,8 +56,27 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.OneDeviceStrategy(gpus[0].name) if gpus else tf.distribute.get_strategy()
     if name == "mirrored":
         devices = [device.name for device in gpus or tf.config.list_logical_devices("CPU")]
+        if len(devices) == 1:
+            warn(f"train.strategy is mirrored, but this machine has one device ({devices[0]}): it trains as the "
+                 "default strategy does, with the cost of a distributed one. For mirrored on a CPU set "
+                 "train.cpu_devices: 2 or more; on GPUs, make them visible (CUDA_VISIBLE_DEVICES)")
         return tf.distribute.MirroredStrategy(devices=devices)
     raise ParamsError(f"train.strategy '{name}' is not one of default, mirrored, multi_worker")
+
+
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy, once TF_CONFIG checks out and every peer answers (said while waiting)."""
+    from trainwell.training import peers
+
+    task = peers.read_tf_config(os.environ["TF_CONFIG"])
+    peers.wait_for_peers(task, timeout_s=peers.timeout_from_environment(), say=say)
+    before = signal.getsignal(signal.SIGTERM)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    if callable(before):
+        # TensorFlow's preemption notifier takes SIGTERM and only logs it: the command's own
+        # handler (trainwell.stopping) is put back, so `kill` and a cancelled CI job stop the worker.
+        signal.signal(signal.SIGTERM, before)
+    return strategy
 
 
 def seed_everything(seed: int, *, deterministic_ops: bool = True) -> None:

@@ -64,7 +64,7 @@ def set_up_runtime(train: TrainParams) -> tf.distribute.Strategy:
     """Devices, the strategy and seeds, in the order TensorFlow needs them."""
     # Devices and the strategy come first: TF must not have started, and multi-worker collectives
     # must be set up before any other op.
-    configure_cpu_devices(train.cpu_devices)
+    configure_cpu_devices(train.cpu_devices, strategy=train.strategy)
     strategy = make_strategy(train.strategy)
     # Keras turns XLA off while op determinism is on (not every XLA kernel is deterministic):
     # jit_compile trades bit-exact reruns for speed.

@@ -106,7 +106,7 @@ def review_labels(*, cache_dir: str | Path, review: LabelReviewParams, train: Tr
     budget; past it each fold streams its selection from the cache shards, resized on the way.
     """
     # Devices and the strategy before any other TensorFlow op, as `train` sets them up.
-    configure_cpu_devices(train.cpu_devices)
+    configure_cpu_devices(train.cpu_devices, strategy=train.strategy)
     strategy = make_strategy(train.strategy)
     seed_everything(review.seed)
     parts = [open_split(cache_dir=cache_dir, split=name) for name in REVIEWED_SPLITS]

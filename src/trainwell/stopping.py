@@ -1,0 +1,74 @@
+"""SIGTERM and Ctrl-C stop a command: it unwinds as for Ctrl-C, and one stuck in native code is ended after a grace period."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+
+# Seconds a command has, after SIGTERM or Ctrl-C, to unwind before it is ended where it stands:
+# Python runs a signal handler only between bytecodes, never while the main thread waits inside
+# TensorFlow (a collective waiting for a worker that died, a cluster start-up).
+GRACE_S = 10.0
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_watcher: threading.Thread | None = None
+
+
+class Stopped(BaseException):
+    """SIGTERM reached the command; like KeyboardInterrupt, no `except Exception` holds it."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+def _raise_stopped(signal_number: int, frame: object) -> None:
+    raise Stopped(signal_number)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM raises Stopped in the main thread, and a watcher ends the process GRACE_S after SIGTERM
+    or SIGINT if it has not ended by then (exit 128 + the signal's number, as a shell reports it).
+
+    Call it again after TensorFlow starts a multi-worker cluster: its preemption notifier takes
+    SIGTERM for itself and only logs it, so a worker would ignore `kill` and a cancelled CI job.
+    """
+    global _watcher
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (a library caller's thread)
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    if _watcher is None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        os.register_at_fork(after_in_child=_forget_in_child)
+        _watcher = threading.Thread(target=_watch, args=(read_end,), name="trainwell-stop-watcher", daemon=True)
+        _watcher.start()
+
+
+def _watch(read_end: int) -> None:
+    """Wait for a stopping signal's byte from the wakeup pipe, then give the main thread GRACE_S to end."""
+    while True:
+        received = os.read(read_end, 64)
+        stopping = [number for number in received if number in STOPPING_SIGNALS]
+        if stopping:
+            break
+    time.sleep(GRACE_S)
+    name = signal.Signals(stopping[0]).name
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f"trainwell: still running {GRACE_S:.0f} s after {name} (waiting inside "
+                                      f"TensorFlow); stopped there. What was written is whole.\n".encode())
+    os._exit(128 + stopping[0])
+
+
+def _forget_in_child() -> None:
+    """A forked child (an audit checker) keeps Python's defaults: its SIGTERM ends it, and it never
+    writes to the parent's wakeup pipe."""
+    global _watcher
+    _watcher = None  # the thread was not copied into the child
+    with contextlib.suppress(ValueError):  # a fork from another thread: nothing was set there
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

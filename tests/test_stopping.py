@@ -1,0 +1,75 @@
+"""SIGTERM and Ctrl-C stop a trainwell process: unwinding in Python, or ended after the grace period when stuck in native code."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+# A child Python with trainwell's handlers; `body` runs after it prints "ready".
+PRELUDE = """
+import hashlib, os, signal, sys, time
+from trainwell import stopping
+stopping.GRACE_S = {grace}
+stopping.stop_on_signals()
+print("ready", flush=True)
+"""
+
+
+def start(body: str, *, grace: float = 0.5) -> subprocess.Popen:
+    script = PRELUDE.format(grace=grace) + textwrap.dedent(body)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    return process
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_process_stuck_in_native_code_is_ended_after_the_grace_period(sent, code):
+    # pbkdf2 runs in C for minutes without looking at signals, like a TensorFlow collective waiting for a peer.
+    process = start("hashlib.pbkdf2_hmac('sha256', b'x', b'y', 2**31 - 1)")
+    time.sleep(0.2)
+    process.send_signal(sent)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code and time.monotonic() - started < 30
+    assert f"still running 0 s after {signal.Signals(sent).name}" in stderr
+
+
+def test_sigterm_in_python_code_unwinds_as_stopped():
+    process = start("""
+        try:
+            print("sleeping", flush=True)
+            time.sleep(60)
+        except stopping.Stopped as stopped:
+            print("unwound", stopped.signal_number, flush=True)
+            sys.exit(7)
+    """, grace=30)
+    assert process.stdout is not None and process.stdout.readline() == "sleeping\n"
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 7 and f"unwound {int(signal.SIGTERM)}" in stdout, stderr
+
+
+def test_a_forked_child_keeps_the_default_sigterm_and_leaves_its_parent_alone():
+    process = start("""
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.write(write_end, b"x")  # the fork hooks have run
+            time.sleep(60)
+            os._exit(0)
+        os.read(read_end, 1)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+        print("child", os.waitstatus_to_exitcode(status), flush=True)
+        time.sleep(1.0)  # twice the grace period: the parent's watcher must not have fired
+        print("parent alive", flush=True)
+    """)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert f"child {-int(signal.SIGTERM)}" in stdout and "parent alive" in stdout
