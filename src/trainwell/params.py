@@ -373,8 +373,7 @@ class LabelReviewParams(_Section):
     # At most; a fold stops when its held-out loss has not fallen for early_stopping_patience epochs (0: never).
     epochs_per_fold: int = Field(12, ge=1, le=limits.MAX_STEPS)
     early_stopping_patience: int = Field(3, ge=0, le=limits.MAX_STEPS)
-    # The fold models' input side (pixels). null: the sources' own (as build records it), at least 48,
-    # when below data.image_size (28x28 digits cached at 75x75: 48x48); see fold_models.review_side.
+    # Fold models' input side (px). null: the sources' own, at least 48, when below data.image_size (review_side).
     image_size: int | None = Field(None, ge=8, le=1024)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
     learning_rate: float = Field(3e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
