@@ -40,6 +40,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import real_data
+from trainwell.audit import near_duplicates
 from trainwell.audit.dataset import audit_dataset
 from trainwell.console import QUIET, set_verbosity
 from trainwell.params import Params
@@ -88,12 +89,29 @@ def plant(folder: Path, count: int, seed: int) -> list[tuple[str, str, str]]:
     return planted
 
 
-def audit(folder: Path, overrides: dict) -> tuple[dict, float]:
+CANDIDATES = [0]  # candidate pairs (pHash or crop hash matches) the current audit confirmed or refused
+
+
+def _counting(confirmed):
+    def counted(pairs, **keywords):
+        CANDIDATES[0] += len(pairs)
+        return confirmed(pairs, **keywords)
+    return counted
+
+
+# The near-duplicate search runs in this process (audit/dataset.py): count what it hands to the
+# confirmation, the figure that grows with look-alikes (a hash too loose gives millions).
+near_duplicates.confirmed = _counting(near_duplicates.confirmed)
+
+
+def audit(folder: Path, overrides: dict) -> tuple[dict, float, int]:
+    """The audit's report as a dict, its seconds and its candidate pairs."""
     params = Params()
     params = params.model_copy(update={"audit": params.audit.model_copy(update=overrides)})
+    CANDIDATES[0] = 0
     started = time.monotonic()
     report = audit_dataset(root=folder, data=params.data, policy=params.audit)
-    return report.as_dict(), time.monotonic() - started
+    return report.as_dict(), time.monotonic() - started, CANDIDATES[0]
 
 
 def clean_figures(report: dict) -> dict:
@@ -152,19 +170,23 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an audit param for this run, e.g. near_duplicate_similarity=0.995 (repeatable)")
     args = parser.parse_args()
-    overrides = {key: float(value) for key, value in (item.split("=", 1) for item in args.set)}
+    overrides = {key: int(value) if value.isdigit() else float(value)
+                 for key, value in (item.split("=", 1) for item in args.set)}
     set_verbosity(QUIET)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.sets.split(","):
             clean = Path(scratch) / name
             real_data.write(name, clean)
-            report, seconds = audit(clean, overrides)
+            report, seconds, candidates = audit(clean, overrides)
             figures = clean_figures(report)
+            figures["candidate_pairs"] = candidates
             planted_folder = Path(scratch) / f"{name}_planted"
             shutil.copytree(clean, planted_folder)
             planted = plant(planted_folder, args.planted, args.seed)
-            figures.update(planted_figures(audit(planted_folder, overrides)[0], planted))
+            planted_report, _, planted_candidates = audit(planted_folder, overrides)
+            figures.update(planted_figures(planted_report, planted))
+            figures["planted_candidate_pairs"] = planted_candidates
             figures["audit_seconds"] = seconds
             results[name] = figures
             kinds = ", ".join(f"{kind} {share:.1%}" for kind, share in figures["by_kind"].items()) or "none"
@@ -172,7 +194,7 @@ def main() -> None:
             print(f"{name}: {figures['files']} files, {figures['flagged_share']:.1%} with a warning or error "
                   f"(bar 2%); per kind: {kinds}; dataset notes: {', '.join(figures['notes']) or 'none'}")
             print(f"  near-duplicate groups {figures['near_duplicate_groups']}, largest {figures['largest_group']} "
-                  f"files (bar 10); planted copies found {figures['recall']:.3f} ({edits}); "
+                  f"files (bar 10), candidate pairs {candidates:,} ({planted_candidates:,} with copies); planted copies found {figures['recall']:.3f} ({edits}); "
                   f"files grouped outside the planted pairs: {figures['grouped_outside_planted']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -169,14 +169,15 @@ class AuditParams(_Section):
     blurry_below: float = Field(1.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
     blurry_outlier_below: float = Field(20.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
     outlier_z: float = Field(3.5, gt=0.0, le=limits.MAX_Z)
-    # Near-duplicates (audit/near_duplicates.py): pHashes (64 bits) within this many bits are
-    # candidates; a candidate is a near-duplicate when its 16x16 grey thumbnails, aligned within a
-    # pixel, correlate at least this well (most re-encoded, resized or brightened copies: 0.995-1;
-    # two people's handwritten "1"s: up to 0.9948 in MNIST) AND its 8x8 colour thumbnails,
-    # brightness and contrast evened out, differ by at most this much (0-255; copies: mostly
-    # below 2, a copy brightened until parts clip up to 6).
+    # Near-duplicates (audit/near_duplicates.py): pHashes (64 bits), or one's crop hashes and the
+    # other's pHash, within this many bits are candidates; near-duplicates when their 16x16 grey
+    # thumbnails, aligned within a pixel, correlate this well (copies: 0.995-1; two writers' "1"s:
+    # up to 0.9948 in MNIST), or read as crops of each other (3% a side, blurred alike) the crop
+    # bar (0.999; MNIST look-alikes reach 0.998), AND their 8x8 colour thumbnails, brightness and
+    # contrast evened out, differ by at most this much (0-255; copies: below 2, clipped ones 6).
     near_duplicate_distance: int = Field(5, ge=0, le=20)
     near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0)
+    near_duplicate_crop_similarity: float = Field(0.999, ge=0.0, le=1.0)
     near_duplicate_pixel_difference: float = Field(6.0, ge=0.0, le=255.0)
     max_class_imbalance: float = Field(10.0, ge=1.0, le=limits.MAX_RATIO, description="largest / smallest class above this is reported")
     workers: int = Field(0, ge=0, le=limits.MAX_WORKERS, description="decode processes; 0 = one per CPU core")

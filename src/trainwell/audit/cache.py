@@ -31,7 +31,7 @@ from trainwell.storage import content_digest
 
 # The layout of cache.json and its sidecar (its history is in CHANGELOG.md). A cache of another
 # format, or of none (format 1 had no "format" key), is a clean miss, rebuilt on save, never read as this one.
-FORMAT = 5
+FORMAT = 6
 # cache.json ends with this key: a CRC-32 of the text before it and of the sidecar's records.
 _DIGEST_KEY = ', "digest": "'
 # The modules whose code decides a per-file result, relative to the package folder; the module of

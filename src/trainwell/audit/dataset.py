@@ -113,9 +113,11 @@ def _near_duplicate_findings(
     hashes = table.columns["perceptual_hash"][decoded]
     fine = table.columns["fine"][decoded]
     thumbnails = table.columns["thumbnail"][decoded]
-    settings: dict = dict(fine=fine, thumbnails=thumbnails, max_distance=policy.near_duplicate_distance,
-                          confirm=Confirm(min_similarity=policy.near_duplicate_similarity,
-                                          max_colour_difference=policy.near_duplicate_pixel_difference))
+    confirm = Confirm(min_similarity=policy.near_duplicate_similarity,
+                      max_colour_difference=policy.near_duplicate_pixel_difference,
+                      min_crop_similarity=policy.near_duplicate_crop_similarity)
+    settings: dict = dict(crops=table.columns["crop_hashes"][decoded], fine=fine, thumbnails=thumbnails,
+                          max_distance=policy.near_duplicate_distance, confirm=confirm)
     changed = np.flatnonzero(~stable[decoded])
     if len(changed) == len(decoded):
         pairs = near_duplicate_pairs(hashes=hashes, **settings)
@@ -131,7 +133,7 @@ def _near_duplicate_findings(
         pairs = np.concatenate([kept, fresh])
     pair_paths = [[table.paths[a], table.paths[b]] for a, b in decoded[pairs].reshape(-1, 2).tolist()]
     issues, path_groups = [], []
-    for group in near_duplicate_groups(pairs, count=len(decoded), fine=fine):
+    for group in near_duplicate_groups(pairs, count=len(decoded), fine=fine, confirm=confirm):
         members = decoded[group.members]
         if len(set(table.columns["pixel_hash"][members].tolist())) == 1:
             continue  # identical pixels: already reported as exact_duplicate or label_conflict

@@ -354,3 +354,44 @@ def hamming_pairs(
     else:
         found = _query_pairs(codes, max_distance, plan, queries)
     return np.concatenate(found).astype(np.int64, copy=False) if found else empty
+
+
+def cross_pairs(queries: np.ndarray, database: np.ndarray, *, max_distance: int) -> np.ndarray:
+    """Index pairs (q, d) with queries[q] at most `max_distance` bits from database[d], as an
+    (n, 2) int64 array in no particular order, each pair once: hamming_pairs between two sets.
+
+    The database is sorted into the tables of the plan choose_plan picks for it, and each query's
+    key is looked up by binary search in each table (a pair kept only in the first table it meets
+    in, as _index_pairs keeps it); when comparing every pair is cheaper, it does that in blocks.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.uint64)
+    database = np.ascontiguousarray(database, dtype=np.uint64)
+    if not len(queries) or not len(database) or max_distance < 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    plan = choose_plan(count=len(database), max_distance=max_distance, codes=database)
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    if plan is None:
+        query_signs, database_signs = (np.unpackbits(codes.view(np.uint8).reshape(-1, 8), axis=1).astype(np.float32)
+                                       * 2.0 - 1.0 for codes in (queries, database))
+        block = max(1, _EXHAUSTIVE_BLOCK // len(database))
+        for start in range(0, len(queries), block):
+            row, column = np.nonzero(query_signs[start:start + block] @ database_signs.T >= BITS - 2 * max_distance - 0.5)
+            found.append(np.stack([row + start, column], axis=1).astype(np.int64))
+        return np.concatenate(found)
+    masks = plan.block_masks
+    for chosen in combinations(range(plan.blocks), plan.matching):
+        table_mask = np.uint64(sum(masks[block] for block in chosen))
+        earlier = [np.uint64(masks[block]) for block in range(chosen[-1]) if block not in chosen]
+        order = np.argsort(database & table_mask)
+        sorted_keys = (database & table_mask)[order]
+        keys = queries & table_mask
+        low, high = np.searchsorted(sorted_keys, keys, side="left"), np.searchsorted(sorted_keys, keys, side="right")
+        meets = np.flatnonzero(high > low)
+        for source, position in pairs_in_ranges(meets, low[meets], high[meets]):
+            partner = order[position]
+            difference = queries[source] ^ database[partner]
+            keep = popcount(difference) <= max_distance
+            for block_mask in earlier:
+                keep &= (difference & block_mask) != 0
+            found.append(np.stack([source[keep], partner[keep]], axis=1).astype(np.int64))
+    return np.concatenate(found)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainwell.audit.hamming import hamming_pairs, pairs_in_ranges
-from trainwell.audit.similarity import colour_differences, fine_similarities
+from trainwell.audit.hamming import cross_pairs, hamming_pairs, pairs_in_ranges
+from trainwell.audit.similarity import colour_differences, crop_tolerant_similarities, fine_similarities
 from trainwell.data.groups import star_groups
 
 # Thumbnail comparisons per step: 16,384 pairs x 256 values as float32 is 16 MiB per operand.
@@ -20,6 +20,30 @@ class Confirm:
 
     min_similarity: float  # of the fine thumbnails (similarity.fine_similarities)
     max_colour_difference: float  # of the 8x8 colour thumbnails (similarity.colour_differences)
+    # of the fine thumbnails read as crops of each other (similarity.crop_tolerant_similarities),
+    # which a pair failing min_similarity may pass instead; above 1: never
+    min_crop_similarity: float = 2.0
+
+
+# A candidate this unlike on the fine comparison is not compared crop-tolerantly (81 crops each
+# way cost ~100x the fine comparison): on planted crops and resizes of MNIST digits, faces and
+# photographs, the fine similarity of those the crop-tolerant comparison confirmed was above 0.9.
+_CROP_FLOOR = 0.9
+
+
+def similarities(first: np.ndarray, second: np.ndarray, confirm: Confirm) -> tuple[np.ndarray, np.ndarray]:
+    """(similarity, alike) of pairs of fine thumbnails: alike when the fine similarity reaches
+    confirm.min_similarity or, failing that, the crop-tolerant one reaches min_crop_similarity;
+    the similarity is the one that decided (the fine one when neither passed)."""
+    similarity = fine_similarities(first, second)
+    alike = similarity >= confirm.min_similarity
+    retry = np.flatnonzero(~alike & (similarity >= _CROP_FLOOR))
+    if len(retry) and confirm.min_crop_similarity <= 1.0:
+        cropped = crop_tolerant_similarities(first[retry], second[retry])
+        passed = retry[cropped >= confirm.min_crop_similarity]
+        alike[passed] = True
+        similarity[passed] = cropped[cropped >= confirm.min_crop_similarity]
+    return similarity, alike
 
 
 def confirmed(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confirm: Confirm) -> np.ndarray:
@@ -27,7 +51,7 @@ def confirmed(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, co
     passed = [np.zeros(0, dtype=bool)]
     for offset in range(0, len(pairs), _THUMBNAIL_CHUNK):
         first, second = pairs[offset:offset + _THUMBNAIL_CHUNK].T
-        alike = fine_similarities(fine[first], fine[second]) >= confirm.min_similarity
+        alike = similarities(fine[first], fine[second], confirm)[1]
         alike[alike] = colour_differences(thumbnails[first[alike]], thumbnails[second[alike]], fine[first[alike]],
                                           fine[second[alike]]) <= confirm.max_colour_difference
         passed.append(alike)
@@ -55,6 +79,32 @@ def _units(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.nd
     return unit_of_row.ravel(), representatives
 
 
+def _crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
+                queries: np.ndarray | None) -> np.ndarray:
+    """Index pairs (i < j) where a crop hash of one (similarity.crop_hashes) is within
+    max_distance bits of the other's pHash: a copy cropped a few percent and its original. With
+    a boolean `queries` mask, only pairs with a queried end: the queried rows' crops against
+    every pHash, and every row's crops against the queried rows' pHashes.
+
+    Each row's crops meet its own pHash (it is a crop of itself), so those pairs are dropped.
+    The search is hamming.cross_pairs: len(CROP_PROBES) lookups a row in the pHash tables.
+    """
+    probes = crops.shape[1]
+    flat = np.ascontiguousarray(crops, dtype=np.uint8).view(np.uint64).ravel()  # row r's crops at r * probes + k
+    if queries is None:
+        found = cross_pairs(flat, codes, max_distance=max_distance)
+        owners, partners = found[:, 0] // probes, found[:, 1]
+    else:
+        asked = np.flatnonzero(queries)
+        mine = np.repeat(asked, probes) * probes + np.tile(np.arange(probes), len(asked))
+        outward = cross_pairs(flat[mine], codes, max_distance=max_distance)
+        inward = cross_pairs(flat, codes[asked], max_distance=max_distance)
+        owners = np.concatenate([asked[outward[:, 0] // probes], inward[:, 0] // probes])
+        partners = np.concatenate([outward[:, 1], asked[inward[:, 1]]])
+    keep = owners != partners
+    return np.stack([np.minimum(owners, partners)[keep], np.maximum(owners, partners)[keep]], axis=1).astype(np.int64)
+
+
 def _products(first_start: np.ndarray, first_size: np.ndarray, second_start: np.ndarray,
               second_size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positions (p, q) for every p in [first_start, +first_size) and q in [second_start,
@@ -68,6 +118,7 @@ def _products(first_start: np.ndarray, first_size: np.ndarray, second_start: np.
 def near_duplicate_pairs(
     *,
     hashes: np.ndarray,
+    crops: np.ndarray | None = None,
     fine: np.ndarray,
     thumbnails: np.ndarray,
     max_distance: int,
@@ -114,6 +165,11 @@ def near_duplicate_pairs(
 
     unit_pairs = hamming_pairs(codes[representatives], max_distance=max_distance,
                                queries=None if rows is None else queried > 0, method=method)
+    if crops is not None:
+        unit_pairs = np.unique(np.concatenate([unit_pairs, _crop_pairs(crops[representatives], codes[representatives],
+                                                                        max_distance=max_distance,
+                                                                        queries=None if rows is None else queried > 0)]),
+                               axis=0)
     first, second = unit_pairs[confirmed(unit_pairs, fine=fine[representatives],
                                          thumbnails=thumbnails[representatives], confirm=confirm)].T
     found = []
@@ -142,18 +198,21 @@ class NearGroup:
     lowest_similarity: float  # the least alike member's fine similarity to the representative
 
 
-def near_duplicate_groups(pairs: np.ndarray, *, count: int, fine: np.ndarray) -> list[NearGroup]:
+def near_duplicate_groups(pairs: np.ndarray, *, count: int, fine: np.ndarray,
+                          confirm: Confirm | None = None) -> list[NearGroup]:
     """Groups that never chain, from near-duplicate index pairs among `count` rows.
 
     Linking pairs transitively once joined 452 different "1"s whose neighbours were each alike.
     Here each group is a representative with its partners (data.groups.star_groups): every member
-    is a near-duplicate of the representative, not merely reachable through others.
+    is a near-duplicate of the representative, not merely reachable through others. Given the
+    `confirm` that found the pairs, a member confirmed as a crop counts its crop-tolerant similarity.
     """
     groups = []
     for representative, members in star_groups(count, pairs):
         others = np.array([member for member in members if member != representative], dtype=np.int64)
         lower = np.minimum(others, representative)  # each pair measured as it was found: lower index first
         higher = np.maximum(others, representative)
-        similarity = fine_similarities(fine[lower], fine[higher])
+        similarity = fine_similarities(fine[lower], fine[higher]) if confirm is None else \
+            similarities(fine[lower], fine[higher], confirm)[0]
         groups.append(NearGroup(representative, members, round(float(similarity.min()), 4)))
     return groups
