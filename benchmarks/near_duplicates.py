@@ -1,6 +1,6 @@
 """Benchmark: the audit's near-duplicate search (multi-index hashing) beside comparing every pair, in one run.
 
-Usage: python benchmarks/near_duplicates.py [--sizes 10000 100000] [--full] [--baseline-sizes 10000 40000]
+Usage: python benchmarks/near_duplicates.py [--sizes 10000 100000] [--full] [--baseline-sizes 10000 40000] [--crops]
 
 Synthetic pHashes, 16x16 fine and 8x8 colour thumbnails shaped like a real audit's: 90% random
 pictures, 9.8% near copies of earlier ones (1 to d+1 bits flipped, fine thumbnails with noise on
@@ -68,9 +68,20 @@ def _status_mib(field: str) -> float:
         return int(next(line.split()[1] for line in status if line.startswith(field + ":"))) / 1024
 
 
-def measure(count: int, max_distance: int, method: str) -> dict:
+def synthetic_crops(hashes: np.ndarray, seed: int = 1) -> np.ndarray:
+    """Crop hashes (n, 5, 8) shaped like real ones: each within 2..8 bits of its own file's pHash
+    (a 2% crop moves pHash a few bits), so every file's crops meet its own pHash and its copies'."""
+    rng = np.random.default_rng(seed)
+    count = len(hashes)
+    flips = rng.integers(2, 9, size=(count, 5))
+    chosen = np.argsort(rng.random((count, 5, 64)), axis=2) < flips[:, :, None]
+    return hashes[:, None, :] ^ np.packbits(chosen, axis=2)
+
+
+def measure(count: int, max_distance: int, method: str, crops: bool = False) -> dict:
     """One search in this process: seconds, RSS of the inputs, peak RSS while searching (MiB)."""
     hashes, fine, thumbnails = synthetic(count, max_distance)
+    crop_hashes = synthetic_crops(hashes) if crops else None
     inputs = _status_mib("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as clear:
@@ -79,16 +90,16 @@ def measure(count: int, max_distance: int, method: str) -> dict:
     except OSError:
         reset = False
     start = time.perf_counter()
-    pairs = near_duplicate_pairs(hashes=hashes, fine=fine, thumbnails=thumbnails, max_distance=max_distance,
-                                 confirm=CONFIRM, method=method)
+    pairs = near_duplicate_pairs(hashes=hashes, crops=crop_hashes, fine=fine, thumbnails=thumbnails,
+                                 max_distance=max_distance, confirm=CONFIRM, method=method)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "inputs_mib": inputs, "peak_mib": _status_mib("VmHWM"), "peak_is_search_only": reset,
             "pairs": len(pairs), "digest": hashlib.sha256(pairs.tobytes()).hexdigest()[:16]}
 
 
-def in_fresh_process(count: int, max_distance: int, method: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--measure", str(count), str(max_distance), method],
-                          capture_output=True, text=True, check=True)
+def in_fresh_process(count: int, max_distance: int, method: str, crops: bool = False) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--measure", str(count), str(max_distance), method,
+                           *(["--crops"] if crops else [])], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -99,11 +110,14 @@ def main() -> None:
     parser.add_argument("--baseline-sizes", type=int, nargs="*", default=[10_000, 40_000],
                         help="counts at which every pair is also compared (quadratic: 40,000 take ~5 s)")
     parser.add_argument("--distance", type=int, default=5, help="audit.near_duplicate_distance (bits)")
+    parser.add_argument("--crops", action="store_true",
+                        help="also search five crop hashes a file against every pHash (the audit's default); "
+                             "the every-pair baseline then compares only the pHashes exhaustively")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         count, max_distance, method = args.measure
-        print(json.dumps(measure(int(count), int(max_distance), method)))
+        print(json.dumps(measure(int(count), int(max_distance), method, crops=args.crops)))
         return
     sizes = sorted(set(args.sizes) | set(args.baseline_sizes) | ({1_000_000} if args.full else set()))
     print(f"near-duplicate search, d = {args.distance} bits, confirmed at similarity {CONFIRM.min_similarity}")
@@ -113,12 +127,12 @@ def main() -> None:
     for count in sizes:
         plan = choose_plan(count=count, max_distance=args.distance)
         label = f"{plan.matching} of {plan.blocks} blocks" if plan else "exhaustive"
-        ours = in_fresh_process(count, args.distance, "index")
+        ours = in_fresh_process(count, args.distance, "index", crops=args.crops)
         line = (f"{count:>9,}  {label:<18} {ours['seconds']:>9.3f} {ours['peak_mib']:>9.0f} "
                 f"{ours['inputs_mib']:>7.0f} {ours['pairs']:>8,}")
         row = {"count": count, "plan": label, "indexed": ours}
         if count in args.baseline_sizes:
-            theirs = in_fresh_process(count, args.distance, "exhaustive")
+            theirs = in_fresh_process(count, args.distance, "exhaustive", crops=args.crops)
             ratio = theirs["seconds"] / ours["seconds"]
             line += (f"  {theirs['seconds']:>12.3f} {theirs['peak_mib']:>9.0f}  {ratio:>7.1f}x  "
                      f"{'yes' if theirs['digest'] == ours['digest'] else 'NO'}")

@@ -15,7 +15,13 @@ from trainwell.audit.cache import FORMAT
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.hamming import cross_pairs, popcount
 from trainwell.audit.near_duplicates import Confirm, _crop_pairs, near_duplicate_groups, near_duplicate_pairs
-from trainwell.audit.similarity import crop_hashes, grey_of, similarity_features, tiny_thumbnail
+from trainwell.audit.similarity import (
+    crop_hashes,
+    crop_tolerant_similarities,
+    grey_of,
+    similarity_features,
+    tiny_thumbnail,
+)
 from trainwell.params import AuditParams, DataParams
 
 POLICY = AuditParams()
@@ -191,3 +197,23 @@ def test_an_audit_finds_cropped_files_and_a_cache_of_the_previous_format_is_rebu
     assert rebuilt.files_decoded == 18 and rebuilt.as_dict() == first.as_dict()
     assert json.loads(cache.read_text())["format"] == FORMAT
     assert audit_dataset(root=root, data=data, policy=policy, cache_file=cache).files_decoded == 0
+
+
+def test_crop_hashes_and_crop_similarity_take_any_picture_shape_and_content():
+    """Generated odd pictures (1x1, one row, one column, huge aspect ratios, flat, noise, extremes):
+    five crop hashes each, and crop-tolerant similarities that are finite and at most 1."""
+    rng = np.random.default_rng(8)
+    shapes = [(1, 1), (1, 300), (300, 1), (2, 3), (7, 500), (129, 128), *(tuple(rng.integers(1, 200, size=2))
+                                                                         for _ in range(40))]
+    greys = []
+    for index, (height, width) in enumerate(shapes):
+        kind = index % 4
+        grey = (np.full((height, width), (0, 255, 128, 0)[kind], dtype=np.uint8) if kind != 3
+                else rng.integers(0, 256, size=(height, width), dtype=np.uint8))
+        codes = crop_hashes(grey)
+        assert codes.shape == (5, 8) and codes.dtype == np.uint8
+        greys.append(similarity_features(grey)[1])
+    fine = np.stack(greys)
+    similarity = crop_tolerant_similarities(fine, fine[::-1])
+    assert np.isfinite(similarity).all() and (similarity <= 1.0 + 1e-6).all()
+    assert (crop_tolerant_similarities(fine, fine) >= 0.999).all()  # each picture is an uncropped copy of itself

@@ -384,10 +384,14 @@ def cross_pairs(queries: np.ndarray, database: np.ndarray, *, max_distance: int)
         earlier = [np.uint64(masks[block]) for block in range(chosen[-1]) if block not in chosen]
         order = np.argsort(database & table_mask)
         sorted_keys = (database & table_mask)[order]
-        keys = queries & table_mask
+        # The queries' keys sorted too: binary searches for ascending keys stay in cache (unsorted,
+        # 500,000 searches in 100,000 keys took 0.14 s a table, ~8x this).
+        query_order = np.argsort(queries & table_mask)
+        keys = (queries & table_mask)[query_order]
         low, high = np.searchsorted(sorted_keys, keys, side="left"), np.searchsorted(sorted_keys, keys, side="right")
         meets = np.flatnonzero(high > low)
-        for source, position in pairs_in_ranges(meets, low[meets], high[meets]):
+        for found_at, position in pairs_in_ranges(meets, low[meets], high[meets]):
+            source = query_order[found_at]
             partner = order[position]
             difference = queries[source] ^ database[partner]
             keep = popcount(difference) <= max_distance
