@@ -217,3 +217,22 @@ def test_crop_hashes_and_crop_similarity_take_any_picture_shape_and_content():
     similarity = crop_tolerant_similarities(fine, fine[::-1])
     assert np.isfinite(similarity).all() and (similarity <= 1.0 + 1e-6).all()
     assert (crop_tolerant_similarities(fine, fine) >= 0.999).all()  # each picture is an uncropped copy of itself
+
+
+def test_incremental_search_with_crops_plus_kept_pairs_is_the_full_answer():
+    """near_duplicate_pairs with `rows` (the changed files) plus the full answer's pairs between
+    unchanged files gives the full answer, crop pairs included, for generated change sets."""
+    rng = np.random.default_rng(9)
+    originals = [texture(rng, side=40) for _ in range(30)]
+    found = features(originals + [edited(picture, "crop", rng) for picture in originals]
+                     + [edited(picture, "jpeg", rng) for picture in originals[:10]])
+    loose = Confirm(min_similarity=CONFIRM.min_similarity, max_colour_difference=CONFIRM.max_colour_difference,
+                    min_crop_similarity=0.99)
+    settings = dict(max_distance=POLICY.near_duplicate_distance, confirm=loose, **found)
+    full = {tuple(pair) for pair in near_duplicate_pairs(**settings).tolist()}
+    assert len(full) >= 30
+    for _ in range(8):
+        changed = np.flatnonzero(rng.random(70) < rng.uniform(0.02, 0.4))
+        fresh = {tuple(pair) for pair in near_duplicate_pairs(rows=changed, **settings).tolist()}
+        kept = {pair for pair in full if pair[0] not in changed and pair[1] not in changed}
+        assert fresh | kept == full and not fresh & kept
