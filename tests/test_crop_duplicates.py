@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests import faults
+from trainwell.audit import hamming
 from trainwell.audit.cache import FORMAT
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.hamming import cross_pairs, popcount
@@ -139,10 +140,12 @@ def test_many_writers_ones_are_not_near_duplicates_even_as_crops():
     assert near_duplicate_groups(pairs, count=300, fine=found["fine"], confirm=CONFIRM) == []
 
 
+@pytest.mark.parametrize(("method", "direct_key_bits"), [("index", 22), ("index", 0), ("exhaustive", 22)])
 @pytest.mark.parametrize("seed", range(6))
-def test_cross_pairs_are_exactly_every_close_pair(seed):
+def test_cross_pairs_are_exactly_every_close_pair(seed, method, direct_key_bits, monkeypatch):
     """Generated codes (random, clustered, repeated, all-zero and all-one) against a generated
     database: the indexed cross search gives exactly the pairs a full comparison gives."""
+    monkeypatch.setattr(hamming, "_DIRECT_KEY_BITS", direct_key_bits)
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 2**63, size=int(rng.integers(1, 40)), dtype=np.uint64)
     near = base[rng.integers(0, len(base), size=3000)] ^ (np.uint64(1) << rng.integers(0, 64, size=3000).astype(np.uint64))
@@ -152,8 +155,8 @@ def test_cross_pairs_are_exactly_every_close_pair(seed):
     max_distance = int(rng.integers(0, 9))
     distances = popcount(queries[:, None] ^ database[None, :])
     expected = set(map(tuple, np.argwhere(distances <= max_distance).tolist()))
-    assert set(map(tuple, cross_pairs(queries, database, max_distance=max_distance).tolist())) == expected
-    assert len(cross_pairs(queries, database, max_distance=max_distance)) == len(expected)  # each pair once
+    found = cross_pairs(queries, database, max_distance=max_distance, method=method)
+    assert set(map(tuple, found.tolist())) == expected and len(found) == len(expected)  # each pair once
 
 
 def test_crop_pairs_of_queried_rows_are_the_full_answer_restricted():

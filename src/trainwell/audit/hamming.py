@@ -356,19 +356,25 @@ def hamming_pairs(
     return np.concatenate(found).astype(np.int64, copy=False) if found else empty
 
 
-def cross_pairs(queries: np.ndarray, database: np.ndarray, *, max_distance: int) -> np.ndarray:
+def cross_pairs(queries: np.ndarray, database: np.ndarray, *, max_distance: int, method: str = "auto") -> np.ndarray:
     """Index pairs (q, d) with queries[q] at most `max_distance` bits from database[d], as an
     (n, 2) int64 array in no particular order, each pair once: hamming_pairs between two sets.
 
     The database is sorted into the tables of the plan choose_plan picks for it, and each query's
     key is looked up by binary search in each table (a pair kept only in the first table it meets
     in, as _index_pairs keeps it); when comparing every pair is cheaper, it does that in blocks.
+    `method` forces one as hamming_pairs' does ("index" or "exhaustive"; "auto" chooses).
     """
     queries = np.ascontiguousarray(queries, dtype=np.uint64)
     database = np.ascontiguousarray(database, dtype=np.uint64)
     if not len(queries) or not len(database) or max_distance < 0:
         return np.zeros((0, 2), dtype=np.int64)
-    plan = choose_plan(count=len(database), max_distance=max_distance, codes=database)
+    if method not in ("auto", "index", "exhaustive"):
+        raise ValueError(f"method must be 'auto', 'index' or 'exhaustive', not {method!r}")
+    plan = None if method == "exhaustive" else choose_plan(count=len(database), max_distance=max_distance,
+                                                            codes=database)
+    if method == "index" and plan is None and max_distance < BITS:
+        plan = Plan(blocks=max_distance + 1, matching=1)
     found = [np.zeros((0, 2), dtype=np.int64)]
     if plan is None:
         query_signs, database_signs = (np.unpackbits(codes.view(np.uint8).reshape(-1, 8), axis=1).astype(np.float32)
@@ -380,18 +386,11 @@ def cross_pairs(queries: np.ndarray, database: np.ndarray, *, max_distance: int)
         return np.concatenate(found)
     masks = plan.block_masks
     for chosen in combinations(range(plan.blocks), plan.matching):
-        table_mask = np.uint64(sum(masks[block] for block in chosen))
         earlier = [np.uint64(masks[block]) for block in range(chosen[-1]) if block not in chosen]
-        order = np.argsort(database & table_mask)
-        sorted_keys = (database & table_mask)[order]
-        # The queries' keys sorted too: binary searches for ascending keys stay in cache (unsorted,
-        # 500,000 searches in 100,000 keys took 0.14 s a table, ~8x this).
-        query_order = np.argsort(queries & table_mask)
-        keys = (queries & table_mask)[query_order]
-        low, high = np.searchsorted(sorted_keys, keys, side="left"), np.searchsorted(sorted_keys, keys, side="right")
+        source_of, low, high, order = _cross_buckets(queries, database, [masks[block] for block in chosen])
         meets = np.flatnonzero(high > low)
         for found_at, position in pairs_in_ranges(meets, low[meets], high[meets]):
-            source = query_order[found_at]
+            source = source_of[found_at]
             partner = order[position]
             difference = queries[source] ^ database[partner]
             keep = popcount(difference) <= max_distance
@@ -399,3 +398,44 @@ def cross_pairs(queries: np.ndarray, database: np.ndarray, *, max_distance: int)
                 keep &= (difference & block_mask) != 0
             found.append(np.stack([source[keep], partner[keep]], axis=1).astype(np.int64))
     return np.concatenate(found)
+
+
+# Keys of at most this many bits are looked up in a table of 2^bits bucket starts (8 MiB at 20),
+# not by sorting the queries and binary search.
+_DIRECT_KEY_BITS = 22
+
+
+def _compact_keys(codes: np.ndarray, block_masks: list[int]) -> np.ndarray:
+    """The bits of `codes` under the (contiguous) block masks, packed side by side from bit 0."""
+    keys = np.zeros(len(codes), dtype=np.uint64)
+    offset = 0
+    for mask in block_masks:
+        start, width = (mask & -mask).bit_length() - 1, mask.bit_count()
+        keys |= ((codes >> np.uint64(start)) & np.uint64((1 << width) - 1)) << np.uint64(offset)
+        offset += width
+    return keys
+
+
+def _cross_buckets(queries: np.ndarray, database: np.ndarray,
+                   block_masks: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For one table (the blocks `block_masks`): the database's positions sorted by key (`order`)
+    and, per query (`source_of` gives which), the range [low, high) of `order` sharing its key.
+
+    A short key indexes an array of bucket bounds: two gathers a query, where sorting 500,000
+    queries' keys and searching for them cost 8x that; a long one falls back to the sorts."""
+    bits = sum(mask.bit_count() for mask in block_masks)
+    if bits <= _DIRECT_KEY_BITS:
+        database_keys = _compact_keys(database, block_masks).astype(np.int64)
+        order = np.argsort(database_keys, kind="stable")
+        sizes = np.bincount(database_keys, minlength=1 << bits)
+        query_keys = _compact_keys(queries, block_masks).astype(np.int64)
+        high = np.cumsum(sizes)[query_keys]
+        return np.arange(len(queries)), high - sizes[query_keys], high, order
+    table_mask = np.uint64(sum(block_masks))
+    order = np.argsort(database & table_mask)
+    sorted_keys = (database & table_mask)[order]
+    # The queries' keys sorted too: binary searches for ascending keys stay in cache (unsorted,
+    # 500,000 searches in 100,000 keys took 0.14 s a table, ~8x this).
+    source_of = np.argsort(queries & table_mask)
+    keys = (queries & table_mask)[source_of]
+    return source_of, np.searchsorted(sorted_keys, keys, side="left"), np.searchsorted(sorted_keys, keys, side="right"), order
