@@ -144,7 +144,8 @@ def test_many_writers_ones_are_not_near_duplicates_even_as_crops():
 @pytest.mark.parametrize("seed", range(6))
 def test_cross_pairs_are_exactly_every_close_pair(seed, method, direct_key_bits, monkeypatch):
     """Generated codes (random, clustered, repeated, all-zero and all-one) against a generated
-    database: the indexed cross search gives exactly the pairs a full comparison gives."""
+    database, queries owned by database entries or not: the indexed cross search gives exactly the
+    pairs a full comparison gives, never a query with its owner."""
     monkeypatch.setattr(hamming, "_DIRECT_KEY_BITS", direct_key_bits)
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 2**63, size=int(rng.integers(1, 40)), dtype=np.uint64)
@@ -153,9 +154,13 @@ def test_cross_pairs_are_exactly_every_close_pair(seed, method, direct_key_bits,
     queries = np.concatenate([near[rng.integers(0, len(near), size=500)] ^ np.uint64(int(rng.integers(0, 2**20))),
                               rng.integers(0, 2**63, size=200, dtype=np.uint64), np.zeros(2, np.uint64)])
     max_distance = int(rng.integers(0, 9))
+    # Each query may belong to a database entry (a crop hash to its own file's pHash), often a close one.
+    owners = rng.integers(-1, len(database), size=len(queries))
+    owners[:300] = np.maximum(owners[:300], 0)
+    queries[:300] = database[owners[:300]] ^ np.uint64(int(rng.integers(0, 8)))
     distances = popcount(queries[:, None] ^ database[None, :])
-    expected = set(map(tuple, np.argwhere(distances <= max_distance).tolist()))
-    found = cross_pairs(queries, database, max_distance=max_distance, method=method)
+    expected = set(map(tuple, np.argwhere(distances <= max_distance).tolist())) - set(enumerate(owners.tolist()))
+    found = cross_pairs(queries, database, max_distance=max_distance, method=method, owners=owners)
     assert set(map(tuple, found.tolist())) == expected and len(found) == len(expected)  # each pair once
 
 

@@ -86,23 +86,25 @@ def _crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
     a boolean `queries` mask, only pairs with a queried end: the queried rows' crops against
     every pHash, and every row's crops against the queried rows' pHashes.
 
-    Each row's crops meet its own pHash (it is a crop of itself), so those pairs are dropped.
+    Each row's crops meet its own pHash (it is a crop of itself): cross_pairs leaves those out.
     The search is hamming.cross_pairs: len(CROP_PROBES) lookups a row in the pHash tables.
     """
     probes = crops.shape[1]
     flat = np.ascontiguousarray(crops, dtype=np.uint8).view(np.uint64).ravel()  # row r's crops at r * probes + k
+    owner = np.repeat(np.arange(len(codes)), probes)  # the row each crop hash is of
     if queries is None:
-        found = cross_pairs(flat, codes, max_distance=max_distance)
+        found = cross_pairs(flat, codes, max_distance=max_distance, owners=owner)
         owners, partners = found[:, 0] // probes, found[:, 1]
     else:
         asked = np.flatnonzero(queries)
         mine = np.repeat(asked, probes) * probes + np.tile(np.arange(probes), len(asked))
-        outward = cross_pairs(flat[mine], codes, max_distance=max_distance)
-        inward = cross_pairs(flat, codes[asked], max_distance=max_distance)
+        outward = cross_pairs(flat[mine], codes, max_distance=max_distance, owners=owner[mine])
+        position = np.full(len(codes), -1, dtype=np.int64)
+        position[asked] = np.arange(len(asked))  # where each row's pHash is among the queried ones
+        inward = cross_pairs(flat, codes[asked], max_distance=max_distance, owners=position[owner])
         owners = np.concatenate([asked[outward[:, 0] // probes], inward[:, 0] // probes])
         partners = np.concatenate([outward[:, 1], asked[inward[:, 1]]])
-    keep = owners != partners
-    return np.stack([np.minimum(owners, partners)[keep], np.maximum(owners, partners)[keep]], axis=1).astype(np.int64)
+    return np.stack([np.minimum(owners, partners), np.maximum(owners, partners)], axis=1).astype(np.int64)
 
 
 def _products(first_start: np.ndarray, first_size: np.ndarray, second_start: np.ndarray,
