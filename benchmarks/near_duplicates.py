@@ -8,7 +8,8 @@ both sides of the confirmation bar, colours shifted in brightness) and 0.2% blan
 one hash and thumbnails (the heavy bucket). For each size it prints
 the seconds and peak RSS of the indexed search (`near_duplicate_pairs`, method "index"), and
 where comparing every pair is affordable (--baseline-sizes) that exhaustive search's figures,
-the speed-up ratio and whether both found the same pairs. --full adds 1,000,000 hashes (about
+the speed-up ratio and whether both found the same pairs. --crops adds five crop hashes a file
+(each 2-8 bits from its own pHash, as real ones are), searched against every pHash as the audit does. --full adds 1,000,000 hashes (about
 half a minute with data generation; the bar there is under 60 s and 2 GiB).
 
 Each measurement runs in a fresh process that first generates its data, then resets its peak
