@@ -169,12 +169,11 @@ class AuditParams(_Section):
     blurry_below: float = Field(1.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
     blurry_outlier_below: float = Field(20.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
     outlier_z: float = Field(3.5, gt=0.0, le=limits.MAX_Z)
-    # Near-duplicates (audit/near_duplicates.py): pHashes (64 bits), or one's crop hashes and the
-    # other's pHash, within this many bits are candidates; near-duplicates when their 16x16 grey
-    # thumbnails, aligned within a pixel, correlate this well (copies: 0.995-1; two writers' "1"s:
-    # up to 0.9948 in MNIST), or read as crops of each other (3% a side, blurred alike) the crop
-    # bar (0.999; MNIST look-alikes reach 0.998), AND their 8x8 colour thumbnails, brightness and
-    # contrast evened out, differ by at most this much (0-255; copies: below 2, clipped ones 6).
+    # Near-duplicates (audit/near_duplicates.py): pHashes, or one's crop hashes and the other's
+    # pHash, within this many bits are candidates; near-duplicates when their 16x16 grey thumbnails
+    # correlate this well (copies 0.995-1; two writers' "1"s up to 0.9948), or read as crops of each
+    # other the crop bar (MNIST look-alikes reach 0.998), AND their 8x8 colour thumbnails, brightness
+    # and contrast evened out, differ by at most this much (0-255; copies: below 2, clipped ones 6).
     near_duplicate_distance: int = Field(5, ge=0, le=20)
     near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0)
     near_duplicate_crop_similarity: float = Field(0.999, ge=0.0, le=1.0)
