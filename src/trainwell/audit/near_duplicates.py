@@ -26,8 +26,8 @@ class Confirm:
 
 
 # A candidate this unlike on the fine comparison is not compared crop-tolerantly (81 crops each
-# way cost ~100x the fine comparison): on planted crops and resizes of MNIST digits, faces and
-# photographs, the fine similarity of those the crop-tolerant comparison confirmed was above 0.9.
+# way cost ~10x the fine comparison): of 1,600 planted crops and resizes of photographs, faces,
+# MNIST and scikit-learn digits, none it confirmed at 0.995 had a fine similarity below 0.907.
 _CROP_FLOOR = 0.9
 
 
