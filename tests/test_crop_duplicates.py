@@ -207,6 +207,29 @@ def test_an_audit_finds_cropped_files_and_a_cache_of_the_previous_format_is_rebu
     assert audit_dataset(root=root, data=data, policy=policy, cache_file=cache).files_decoded == 0
 
 
+def test_past_the_crop_search_cap_only_pairs_the_phash_finds_are_reported(tmp_path, monkeypatch):
+    """A dataset larger than CROP_SEARCH_MAX_FILES is searched by pHash alone (the crop search grows
+    faster than the files); at or below it, the crops are found."""
+    from trainwell.audit import dataset
+
+    rng = np.random.default_rng(11)
+    root = tmp_path / "data"
+    for index in range(8):
+        picture = texture(rng)
+        faults.write(root / "textures" / f"{index:02d}.png", faults.encode(Image.fromarray(picture), "PNG"))
+        faults.write(root / "textures" / f"{index:02d}_cropped.png",
+                     faults.encode(Image.fromarray(edited(picture, "crop", rng)), "PNG"))
+    data, policy = DataParams(dir=str(root)), AuditParams(near_duplicate_crop_similarity=0.997)
+
+    def grouped(cap: int) -> int:
+        monkeypatch.setattr(dataset, "CROP_SEARCH_MAX_FILES", cap)
+        report = audit_dataset(root=root, data=data, policy=policy, cache_file=tmp_path / f"cache-{cap}.json")
+        return len(report.near_duplicate_groups)
+
+    with_crops, without = grouped(16), grouped(15)
+    assert with_crops > without and with_crops >= 4
+
+
 def test_crop_hashes_and_crop_similarity_take_any_picture_shape_and_content():
     """Generated odd pictures (1x1, one row, one column, huge aspect ratios, flat, noise, extremes):
     five crop hashes each, and crop-tolerant similarities that are finite and at most 1."""

@@ -54,6 +54,10 @@ class FileTable:
 # A finding names at most this many of its group's other members: a group of n copies would
 # otherwise write n x n names into the report (the whole group is in its duplicate_groups list).
 NAMED_OTHERS = 5
+# Crop hashes are searched (near_duplicates._crop_pairs) up to this many decoded files. Their
+# search grows faster than the files: 2.9 s at 100,000 but 102 s at 1,000,000 against 15 s for
+# the pHashes alone (benchmarks/near_duplicates.py --crops), past the 60 s bar for 1M hashes.
+CROP_SEARCH_MAX_FILES = 250_000
 
 
 def _others(paths: list[str], position: int) -> str:
@@ -116,7 +120,8 @@ def _near_duplicate_findings(
     confirm = Confirm(min_similarity=policy.near_duplicate_similarity,
                       max_colour_difference=policy.near_duplicate_pixel_difference,
                       min_crop_similarity=policy.near_duplicate_crop_similarity)
-    settings: dict = dict(crops=table.columns["crop_hashes"][decoded], fine=fine, thumbnails=thumbnails,
+    crops = table.columns["crop_hashes"][decoded] if len(decoded) <= CROP_SEARCH_MAX_FILES else None
+    settings: dict = dict(crops=crops, fine=fine, thumbnails=thumbnails,
                           max_distance=policy.near_duplicate_distance, confirm=confirm)
     changed = np.flatnonzero(~stable[decoded])
     if len(changed) == len(decoded):
