@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import IO, ParamSpec, TypeVar
@@ -257,7 +257,7 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     write_bytes_atomically(path, text.encode("utf-8", "backslashreplace"))
 
 
-def write_json(path: str | Path, payload: dict | list) -> None:
+def write_json(path: str | Path, payload: Mapping[str, object] | list) -> None:
     """Write pretty JSON (DVC metrics files are read by people too), whole or not at all;
     object-store URLs work too (the build cache's manifest). ASCII-only: a path's odd bytes
     travel as \\u escapes and come back as the same string."""

@@ -14,7 +14,7 @@ from trainwell.audit.similarity import grey_of, similarity_features, tiny_thumbn
 from trainwell.kinds import DEFAULT_SEVERITY
 from trainwell.params import AuditParams
 
-Findings = list[tuple[str, str]]  # (kind, detail) pairs
+KindDetails = list[tuple[str, str]]  # one file's (kind, detail) pairs; a Finding adds the path
 
 
 @dataclass(slots=True)
@@ -27,7 +27,7 @@ class Sample:
 
     image: np.ndarray  # RGB uint8, as training decodes it
     grey: np.ndarray  # its luma, uint8
-    findings: Findings  # what the decoder and the checks before this one found
+    findings: KindDetails  # what the decoder and the checks before this one found
     columns: dict[str, np.ndarray]
     row: int
 
@@ -47,7 +47,7 @@ class FileCheck:
     kinds: tuple[str, ...]
     columns: dict[str, np.ndarray]
     params: tuple[str, ...]
-    measure: Callable[[Sample, AuditParams], Findings] | None
+    measure: Callable[[Sample, AuditParams], KindDetails] | None
 
     @property
     def severities(self) -> dict[str, str]:
@@ -63,7 +63,7 @@ def pixel_digest(image: np.ndarray) -> bytes:
     return digest.digest()[:16]
 
 
-def shape_findings(image: np.ndarray, *, policy: AuditParams) -> Findings:
+def shape_findings(image: np.ndarray, *, policy: AuditParams) -> KindDetails:
     """too_small and odd_aspect_ratio: what an image's size says on its own."""
     findings = []
     height, width = image.shape[:2]
@@ -76,7 +76,7 @@ def shape_findings(image: np.ndarray, *, policy: AuditParams) -> Findings:
     return findings
 
 
-def constant_findings(image: np.ndarray, grey: np.ndarray) -> Findings:
+def constant_findings(image: np.ndarray, grey: np.ndarray) -> KindDetails:
     """constant: every pixel one colour."""
     # A flat colour has a flat luma, so the exact all-pixels comparison (16x the luma's work) runs
     # only when the luma's extremes meet: ~2 us instead of ~30 for a 75x75 image.
@@ -86,7 +86,7 @@ def constant_findings(image: np.ndarray, grey: np.ndarray) -> Findings:
     return []
 
 
-def content_findings(image: np.ndarray, *, policy: AuditParams, grey: np.ndarray | None = None) -> Findings:
+def content_findings(image: np.ndarray, *, policy: AuditParams, grey: np.ndarray | None = None) -> KindDetails:
     """Shape problems and a flat colour: what one decoded RGB uint8 image shows on its own.
 
     The image properties (dark, light, low_information, blurry) are not judged here: a score means
@@ -125,27 +125,27 @@ def property_scores(grey: np.ndarray) -> dict[str, float]:
     return dict(zip(PROPERTY_SCORES, scores(grey)))
 
 
-def _measure_pixels(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_pixels(sample: Sample, policy: AuditParams) -> KindDetails:
     sample.columns["pixel_hash"][sample.row] = pixel_digest(sample.image)
     return []
 
 
-def _measure_shape(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_shape(sample: Sample, policy: AuditParams) -> KindDetails:
     return shape_findings(sample.image, policy=policy)
 
 
-def _measure_constant(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_constant(sample: Sample, policy: AuditParams) -> KindDetails:
     return constant_findings(sample.image, sample.grey)
 
 
-def _measure_similarity(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_similarity(sample: Sample, policy: AuditParams) -> KindDetails:
     row = sample.row
     sample.columns["perceptual_hash"][row], sample.columns["fine"][row] = similarity_features(sample.grey)
     sample.columns["thumbnail"][row] = tiny_thumbnail(sample.image)
     return []
 
 
-def _measure_properties(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_properties(sample: Sample, policy: AuditParams) -> KindDetails:
     # A flat colour has no score (NaN), not a black one: it is reported as constant instead.
     if not any(kind == "constant" for kind, _ in sample.findings):
         row, columns = sample.row, sample.columns
@@ -197,6 +197,6 @@ def policy_fields() -> tuple[str, ...]:
     return tuple(dict.fromkeys(field for check in FILE_CHECKS for field in check.params))
 
 
-def measures() -> tuple[Callable[[Sample, AuditParams], Findings], ...]:
+def measures() -> tuple[Callable[[Sample, AuditParams], KindDetails], ...]:
     """What runs on each decoded file, in registry order (the order of its findings)."""
     return tuple(check.measure for check in FILE_CHECKS if check.measure is not None)

@@ -9,7 +9,7 @@ import numpy as np
 
 from trainwell import storage
 from trainwell.console import say, shown, warn
-from trainwell.data.cache import ShardedSplit, open_split, read_manifest
+from trainwell.data.cache import ShardedSplit, open_split, read_cache_manifest
 from trainwell.data.decode import DecodeError, decode_image, max_file_bytes, sniff_format
 from trainwell.errors import DataError, ExportError
 from trainwell.outputs import fresh_staging_dir, guard_stage, guarded, replace_generated_dir, write_json
@@ -129,7 +129,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     guard_stage("export", params=params, params_file=params_file)
     if not Path(params.paths.model).exists():
         raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
-    read_manifest(params.paths.cache_dir)  # what is missing is said before TensorFlow's seconds of start-up
+    read_cache_manifest(params.paths.cache_dir)  # what is missing is said before TensorFlow's seconds of start-up
     from trainwell.training.export import SAVED_MODEL, TFLITE_FILES, tflite_models, write_saved_model
     from trainwell.training.model_files import load_model_file
     from trainwell.training.served_limits import served_limits
