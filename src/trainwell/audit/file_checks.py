@@ -95,8 +95,18 @@ def content_findings(image: np.ndarray, *, policy: AuditParams, grey: np.ndarray
     return shape_findings(image, policy=policy) + constant_findings(image, grey_of(image) if grey is None else grey)
 
 
+# The raw image-property scores, each a float column of the audit cache, in the order `scores`
+# returns them: name -> what it measures.
+PROPERTY_SCORES = {
+    "brightest": "luma (0-255) of the brightest 1% of pixels",
+    "darkest": "luma of the darkest 1%",
+    "sharpness": "variance of the Laplacian of the luma",
+    "entropy": "of the luma histogram, in bits (0-8)",
+}
+
+
 def scores(grey: np.ndarray) -> tuple[float, float, float, float]:
-    """(brightest, darkest, sharpness, entropy): see property_scores."""
+    """(brightest, darkest, sharpness, entropy), PROPERTY_SCORES' order: see property_scores."""
     # Array methods, not numpy's module functions: these run once per file, and the functions'
     # Python wrappers cost about a microsecond each.
     size = grey.size
@@ -110,9 +120,6 @@ def scores(grey: np.ndarray) -> tuple[float, float, float, float]:
     # values fits int16 exactly (at most 4 x 255), a third faster than float32, same result.
     sharpness = float(cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_16S))[1][0, 0]) ** 2
     return float(brightest), float(darkest), sharpness, max(0.0, entropy)
-
-
-PROPERTY_SCORES = ("brightest", "darkest", "sharpness", "entropy")
 
 
 def property_scores(grey: np.ndarray) -> dict[str, float]:
@@ -148,9 +155,8 @@ def _measure_similarity(sample: Sample, policy: AuditParams) -> KindDetails:
 def _measure_properties(sample: Sample, policy: AuditParams) -> KindDetails:
     # A flat colour has no score (NaN), not a black one: it is reported as constant instead.
     if not any(kind == "constant" for kind, _ in sample.findings):
-        row, columns = sample.row, sample.columns
-        columns["brightest"][row], columns["darkest"][row], columns["sharpness"][row], columns["entropy"][row] = \
-            scores(sample.grey)
+        for name, value in zip(PROPERTY_SCORES, scores(sample.grey)):
+            sample.columns[name][sample.row] = value
     return []
 
 
@@ -173,12 +179,7 @@ FILE_CHECKS: tuple[FileCheck, ...] = (
     FileCheck("constant", ("constant",), {}, (), _measure_constant),
     FileCheck("similarity", (), {"perceptual_hash": np.zeros((0, 8), np.uint8), "fine": np.zeros((0, 256), np.uint8),
                                  "thumbnail": np.zeros((0, 192), np.uint8)}, (), _measure_similarity),
-    FileCheck("properties", (), {
-        "brightest": np.zeros(0, np.float32),  # luma (0-255) of the brightest 1% of pixels
-        "darkest": np.zeros(0, np.float32),  # luma of the darkest 1%
-        "sharpness": np.zeros(0, np.float32),  # variance of the Laplacian of the luma
-        "entropy": np.zeros(0, np.float32),  # of the luma histogram, in bits (0-8)
-    }, (), _measure_properties),
+    FileCheck("properties", (), {name: np.zeros(0, np.float32) for name in PROPERTY_SCORES}, (), _measure_properties),
 )
 
 

@@ -41,17 +41,12 @@ MAX_INPUT_BYTES = 256 << 20
 
 
 def _json(path: str | Path) -> object:
-    """A JSON file another stage wrote, or None when it is missing, unreadable, too big or not JSON:
-    the page then says that stage has not run. Whatever shape it holds is checked by its reader."""
-    try:
-        return storage.read_json(path, max_bytes=MAX_INPUT_BYTES)
-    except (OSError, ValueError):
-        return None
+    """A JSON file another stage wrote (storage.read_json_or_none, bounded by MAX_INPUT_BYTES)."""
+    return storage.read_json_or_none(path, max_bytes=MAX_INPUT_BYTES)
 
 
 def _dict(path: str | Path) -> dict | None:
-    value = _json(path)
-    return value if isinstance(value, dict) else None
+    return storage.read_json_object_or_none(path, max_bytes=MAX_INPUT_BYTES)
 
 
 def _number(value: object) -> bool:
