@@ -26,10 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 from PIL import Image
 
+from trainwell.audit.target_checks import check_targets
 from trainwell.data.demo import SHAPES, draw_shape, encode_jpeg
 from trainwell.data.targets import collect_targets
 from trainwell.params import Params
-from trainwell.stages.predict import check_targets
 from trainwell.training.predict import predict_files
 
 

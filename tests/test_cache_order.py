@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from tests.helpers import CLASSES, snapshot, tiny_params, write_params
-from trainwell.data.cache import MANIFEST, build_split, open_split, shuffle_rows
+from trainwell.data.cache import CACHE_MANIFEST, build_split, open_split, shuffle_rows
 from trainwell.data.decode import prepare_image
 from trainwell.data.demo import generate
 from trainwell.data.splits import SPLITS, read_split_csv
 from trainwell.params import DemoParams, load_params
 from trainwell.stages import audit, build, split
-from trainwell.training.inputs import plan_split
+from trainwell.training.inputs import choose_split_input
 
 IMAGES_PER_CLASS = 40  # split 20/10/10 a class: train 100 rows, val and test 50 each
 SHARD_SIZE = 8  # images per shard: 13 train shards, 7 each for val and test
@@ -63,7 +63,7 @@ def test_shuffle_rows_is_a_seeded_permutation_per_split():
 
 def test_every_shard_of_a_class_sorted_split_holds_several_classes(built):
     paths = load_params().paths
-    manifest = json.loads((Path(paths.cache_dir) / MANIFEST).read_text())
+    manifest = json.loads((Path(paths.cache_dir) / CACHE_MANIFEST).read_text())
     assert manifest["shuffle_seed"] == 0
     for name in SPLITS:
         listed = [label for _, label in read_split_csv(Path(paths.splits_dir) / f"{name}.csv")]
@@ -110,7 +110,7 @@ def streamed_batch_classes(cache_dir: str) -> tuple[list[int], list[int]]:
     """Classes per full training batch of 2 epochs streamed from the train split's shards: planned
     eagerly (epoch_batches, indices into the split's labels) and as the tf.data stream yields them.
     (The last shard's 4 rows make a short batch, left out.)"""
-    streamed = plan_split(open_split(cache_dir=cache_dir, split="train"), memory_budget_bytes=0)
+    streamed = choose_split_input(open_split(cache_dir=cache_dir, split="train"), memory_budget_bytes=0)
     assert streamed.streaming
     labels = streamed.split.labels
     planned = [len(set(labels[batch].tolist())) for epoch in range(2)
@@ -134,7 +134,7 @@ def test_streamed_training_batches_mix_the_classes(built):
     unshuffled = built / "unshuffled"
     entry = build_split(root=Path(load_params().data.dir), rows=rows, classes=sorted(CLASSES), image_size=32,
                         shard_size=SHARD_SIZE, out_dir=unshuffled / "train", workers=1, max_pixels=10**7)
-    (unshuffled / MANIFEST).write_text(json.dumps({**json.loads((Path(paths.cache_dir) / MANIFEST).read_text()),
+    (unshuffled / CACHE_MANIFEST).write_text(json.dumps({**json.loads((Path(paths.cache_dir) / CACHE_MANIFEST).read_text()),
                                                    "splits": {"train": entry}}))
     planned, yielded = streamed_batch_classes(str(unshuffled))
     assert planned == yielded and max(yielded) <= 2

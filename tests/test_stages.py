@@ -133,7 +133,7 @@ def test_build_caches_uint8_shards_and_skips_undecodable(demo_copy, workdir, cap
     (demo_copy / victim).write_bytes(faults.truncated_jpeg())
     assert build.main() == 0
     assert victim in capsys.readouterr().err
-    manifest = json.loads((Path(params.paths.cache_dir) / data_cache.MANIFEST).read_text())
+    manifest = json.loads((Path(params.paths.cache_dir) / data_cache.CACHE_MANIFEST).read_text())
     assert manifest["classes"] == sorted(CLASSES)
     assert manifest["image_shape"] == [32, 32, 3]
     train = manifest["splits"]["train"]
@@ -370,7 +370,7 @@ def test_manifest_dataset_flows_through_split_and_build(demo_set, workdir):
     params["data"]["manifest"] = "data/demo/labels.csv"
     write_params(workdir, params)
     assert audit.main() == 0 and split.main() == 0 and build.main() == 0
-    manifest = json.loads((Path(load_params().paths.cache_dir) / data_cache.MANIFEST).read_text())
+    manifest = json.loads((Path(load_params().paths.cache_dir) / data_cache.CACHE_MANIFEST).read_text())
     assert manifest["classes"] == sorted(CLASSES)
     assert sum(entry["count"] for entry in manifest["splits"].values()) == 60
     train_rows = read_csv(Path(load_params().paths.splits_dir) / "train.csv")

@@ -17,9 +17,9 @@ from trainwell.errors import DataError
 from trainwell.params import load_params
 from trainwell.stages import audit, build, evaluate, split, train
 from trainwell.training.inputs import (
+    choose_split_input,
     make_streaming_dataset,
     plan_inputs,
-    plan_split,
     read_npy_tensor,
     streaming_epoch_batches,
     streaming_step_sizes,
@@ -164,9 +164,9 @@ def test_a_view_of_several_splits_reads_exactly_its_examples_in_memory_or_stream
     inner = view.select(np.array([0, 1, 60, len(chosen) - 1]))
     assert indices_of(tf.constant(inner.load_images())) == [expected[0], expected[1], expected[60], expected[-1]]
     # The budget decides per view: in memory it holds exactly the same images.
-    held = plan_split(view, memory_budget_bytes=4 * view.image_bytes)
+    held = choose_split_input(view, memory_budget_bytes=4 * view.image_bytes)
     assert not held.streaming and indices_of(tf.constant(held.images)) == expected
-    assert plan_split(view, memory_budget_bytes=4 * view.image_bytes - 1).streaming
+    assert choose_split_input(view, memory_budget_bytes=4 * view.image_bytes - 1).streaming
     with pytest.raises(ValueError, match="increasing"):
         view.select(np.array([3, 2]))
 

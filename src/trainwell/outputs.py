@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import IO, ParamSpec, TypeVar
@@ -45,6 +45,22 @@ class OutputGuard:
         # a set made the first time a target exists (a new file can be none of them).
         self.files: list[str] = []
         self._file_identities: set[tuple[int, int]] | None = None
+        # The declared paths resolved through their links, each the first time a check needs it (a
+        # build writes a file per shard): protect_inputs clears it. The path being written is
+        # resolved afresh on every check.
+        self._resolved: dict[str, str] = {}
+
+    def _real(self, declared: str) -> str:
+        """os.path.realpath of a declared input, dataset or project folder, resolved once."""
+        real = self._resolved.get(declared)
+        if real is None:
+            real = self._resolved[declared] = os.path.realpath(declared)
+        return real
+
+    def forget_resolved(self) -> None:
+        """Drop what was resolved or stat'ed from the declared paths (they changed)."""
+        self._resolved.clear()
+        self._file_identities = None
 
     def check(self, path: str | Path, *, folder: bool = False, label: str = "") -> None:
         """Raise UsageError naming `path` (after `label`, such as "--output") and the rule when trainwell
@@ -59,7 +75,7 @@ class OutputGuard:
 
     def _leaves_project(self, given: str) -> str | None:
         real = os.path.realpath(given)
-        if _inside(os.path.abspath(given), self.project) and not _inside(real, os.path.realpath(self.project)):
+        if _inside(os.path.abspath(given), self.project) and not _inside(real, self._real(self.project)):
             return (f"it leads out of the project through a link (to '{shown(real)}'), and trainwell never writes "
                     "through a link out of the project. Name that place itself if you mean to write there")
         return None
@@ -67,9 +83,9 @@ class OutputGuard:
     def _in_dataset(self, given: str, folder: bool) -> str | None:
         lexical, real = os.path.abspath(given), os.path.realpath(given)
         for dataset in self.datasets:
-            if _inside(real, os.path.realpath(dataset)) or _inside(lexical, os.path.abspath(dataset)):
+            if _inside(real, self._real(dataset)) or _inside(lexical, os.path.abspath(dataset)):
                 return f"it is in the dataset '{shown(dataset)}', which this run reads. Name a place outside it"
-            if folder and _inside(os.path.realpath(dataset), real):
+            if folder and _inside(self._real(dataset), real):
                 return f"it holds the dataset '{shown(dataset)}', which this run reads. Name another folder"
         return None
 
@@ -81,7 +97,7 @@ class OutputGuard:
         except OSError:  # nothing there yet: compared by where it is only
             status = None
         for source in self.inputs:
-            source_real = os.path.realpath(source)
+            source_real = self._real(source)
             if _inside(real, source_real) or (status is not None and _same_file(status, source)):
                 return (f"it is '{shown(source)}'{'' if real == source_real else ' (or in it)'}, an input of this "
                         "run, and trainwell never writes over what it reads. Name another file")
@@ -157,7 +173,7 @@ def protect_inputs(*, inputs: Iterable[str | Path | None] = (), datasets: Iterab
     _guard.inputs += [os.fspath(path) for path in inputs if path and not storage.is_remote(path)]
     _guard.datasets += [os.fspath(path) for path in datasets if path and not storage.is_remote(path)]
     _guard.files += [path for path in files if not storage.is_remote(path)]
-    _guard._file_identities = None
+    _guard.forget_resolved()
     return _guard
 
 
@@ -257,7 +273,7 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     write_bytes_atomically(path, text.encode("utf-8", "backslashreplace"))
 
 
-def write_json(path: str | Path, payload: dict | list) -> None:
+def write_json(path: str | Path, payload: Mapping[str, object] | list) -> None:
     """Write pretty JSON (DVC metrics files are read by people too), whole or not at all;
     object-store URLs work too (the build cache's manifest). ASCII-only: a path's odd bytes
     travel as \\u escapes and come back as the same string."""

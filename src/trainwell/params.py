@@ -380,9 +380,8 @@ class LabelReviewParams(_Section):
     batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)
     seed: Seed = 0
     # cleanlab's find_label_issues(filter_by=...). low_self_confidence flags as many files as
-    # confident learning estimates are mislabelled, taking those the models believe least: on the
-    # demo set with 5% flipped labels it measured precision 0.92, recall 0.86 (prune_by_noise_rate:
-    # 0.76 / 0.92).
+    # confident learning estimates are mislabelled, taking those the models believe least: the more
+    # precise choice on planted flips (benchmarks/label_review.py; figures in CHANGELOG).
     filter_by: Literal[
         "low_self_confidence", "low_normalized_margin", "prune_by_noise_rate", "prune_by_class", "both",
         "confident_learning", "predicted_neq_given",

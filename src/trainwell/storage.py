@@ -241,6 +241,21 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES, limit: s
     return parse_json(read_regular_file(path, max_bytes=max_bytes, limit=limit))
 
 
+def read_json_or_none(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    """The JSON value in a file another stage wrote, or None when it is missing, unreadable, too big
+    or not JSON: a page or card then says that stage has not run. Its shape is the caller's to check."""
+    try:
+        return read_json(path, max_bytes=max_bytes)
+    except (OSError, ValueError):
+        return None
+
+
+def read_json_object_or_none(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> dict | None:
+    """read_json_or_none, and None for any value but a JSON object."""
+    value = read_json_or_none(path, max_bytes=max_bytes)
+    return value if isinstance(value, dict) else None
+
+
 def parse_json(data: bytes) -> Any:
     """The JSON value in bytes from anywhere (a file, `git show`); a ValueError with the reason when
     they are not UTF-8, not JSON, nested too deeply or hold an integer Python will not convert."""

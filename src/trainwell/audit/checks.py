@@ -15,7 +15,7 @@ from PIL import Image
 from trainwell import storage
 from trainwell.audit import file_checks
 from trainwell.audit.file_checks import (  # noqa: F401 (content_findings, property_scores: the checks' library API)
-    Findings,
+    KindDetails,
     Sample,
     content_findings,
     pixel_digest,
@@ -51,7 +51,7 @@ class FileResult:
 
     path: str
     label: str
-    findings: Findings = field(default_factory=list)
+    findings: KindDetails = field(default_factory=list)
     content_hash: str | None = None  # of the file's bytes, for the incremental cache
     pixel_hash: str | None = None
     perceptual_hash: np.ndarray | None = None  # 8 packed bytes
@@ -61,7 +61,7 @@ class FileResult:
 
 
 def check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, path: str,
-               policy: AuditParams) -> Findings:
+               policy: AuditParams) -> KindDetails:
     """Read and fully decode one file, write its results into row `row` of `columns` (new_columns)
     and return its findings; never raises for a bad file, records why it is bad instead.
 
@@ -76,7 +76,7 @@ def check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, pa
 
 
 def _check_into(columns: dict[str, np.ndarray], row: int, *, root: Path | str, path: str,
-                policy: AuditParams) -> Findings:
+                policy: AuditParams) -> KindDetails:
     try:
         # Non-blocking, regular files only, refused past what max_pixels allows (see storage);
         # objects past it are refused by their listed size.

@@ -200,16 +200,16 @@ def audit_dataset(
         # The cache keys files by local stat (size, mtime); remote objects are always read afresh.
         # Made first: a cache file it refuses stops the audit before any listing or decoding.
         # With a manifest only its rows are read, so a cache under the root is never audited.
-        cache = AuditCache(None if storage.is_remote(root) else cache_file, policy,
+        audit_cache = AuditCache(None if storage.is_remote(root) else cache_file, policy,
                            dataset=None if data.manifest else root)
         listing = list_sources(root, manifest=data.manifest, classes=data.classes, extensions=data.extensions)
         table = FileTable.empty(listing.files)
         stats = np.frombuffer(listing.stats, dtype=np.int64) if listing.stats is not None and len(listing.stats) \
             else np.full(2 * len(listing.files), -1, dtype=np.int64)
         sizes, mtimes = stats.reshape(-1, 2).T
-        rows, unchanged = cache.match(root=Path(root), paths=table.paths, sizes=sizes, mtimes=mtimes)
-        _reuse_rows(table, cache, rows)
-        for position, found in cache.reused_findings(rows).items():
+        rows, unchanged = audit_cache.match(root=Path(root), paths=table.paths, sizes=sizes, mtimes=mtimes)
+        _reuse_rows(table, audit_cache, rows)
+        for position, found in audit_cache.reused_findings(rows).items():
             table.findings[table.paths[position]] = found
         todo = np.flatnonzero(rows < 0)
         done = 0
@@ -218,46 +218,48 @@ def audit_dataset(
             table.put(todo[done:done + len(batch)], batch)
             done += len(batch)
         try:
-            return _judged(listing=listing, table=table, cache=cache, policy=policy, sizes=sizes, mtimes=mtimes,
-                           rows=rows, unchanged=unchanged, decoded=len(todo))
+            return _judge_and_save_cache(listing=listing, table=table, audit_cache=audit_cache, policy=policy,
+                                         sizes=sizes, mtimes=mtimes, rows=rows, unchanged=unchanged,
+                                         decoded=len(todo))
         finally:
             reap_all()  # the checkers exited while the dataset-level checks ran
 
 
-def _reuse_rows(table: FileTable, cache: AuditCache, rows: np.ndarray) -> None:
+def _reuse_rows(table: FileTable, audit_cache: AuditCache, rows: np.ndarray) -> None:
     """Fill the table's rows from the cache's (rows from AuditCache.match; -1 rows are left for the checks)."""
     reused = np.flatnonzero(rows >= 0)
     if not len(reused):
         return
-    if len(rows) == len(cache.paths) and np.array_equal(rows[reused], reused):
+    if len(rows) == len(audit_cache.paths) and np.array_equal(rows[reused], reused):
         # The same files in the same order, the usual re-audit: whole columns copied, no gather
         # (~4x faster). Rows to be checked get a stale copy here, which their check overwrites.
         for name, column in table.columns.items():
-            column[:] = cache.columns[name]
+            column[:] = audit_cache.columns[name]
         return
     for name, column in table.columns.items():
-        column[reused] = cache.columns[name][rows[reused]]
+        column[reused] = audit_cache.columns[name][rows[reused]]
 
 
-def _judged(*, listing: Listing, table: FileTable, cache: AuditCache, policy: AuditParams, sizes: np.ndarray,
-            mtimes: np.ndarray, rows: np.ndarray, unchanged: np.ndarray, decoded: int) -> AuditReport:
-    """The dataset-level checks over every file's results, the cache saved, and the policy's verdict."""
+def _judge_and_save_cache(*, listing: Listing, table: FileTable, audit_cache: AuditCache, policy: AuditParams,
+                          sizes: np.ndarray, mtimes: np.ndarray, rows: np.ndarray, unchanged: np.ndarray,
+                          decoded: int) -> AuditReport:
+    """The dataset-level checks over every file's results, the audit cache saved, and the policy's verdict."""
     findings: list[Finding] = list(listing.issues)
     for path, found in table.findings.items():
         findings.extend(Finding(path, kind, detail) for kind, detail in found)
     duplicate_findings, duplicate_groups = _duplicate_findings(table)
     findings.extend(duplicate_findings)
     near_findings, near_groups, near_pairs = _near_duplicate_findings(
-        table, policy=policy, stable=unchanged if cache.near_valid else np.zeros(len(rows), dtype=bool),
-        previous_pairs=cache.previous_near_pairs)
+        table, policy=policy, stable=unchanged if audit_cache.near_valid else np.zeros(len(rows), dtype=bool),
+        previous_pairs=audit_cache.previous_near_pairs)
     findings.extend(near_findings)
     # Judged here, against every file's score, never per file: what is dark or blurry depends on the dataset.
     property_issues, notes = property_findings(table.paths, table.labels, table.columns, policy=policy)
     findings.extend(property_issues)
     findings, shared = shared_notes(findings, files=len(listing.files), policy_kinds={*policy.fail_on, *policy.quarantine})
     notes = shared + notes
-    cache.save(paths=table.paths, sizes=sizes, mtimes=mtimes, columns=table.columns, findings=table.findings,
-               near_pairs=near_pairs, unchanged=bool(unchanged.all()) and len(rows) == len(cache.paths))
+    audit_cache.save(paths=table.paths, sizes=sizes, mtimes=mtimes, columns=table.columns, findings=table.findings,
+                     near_pairs=near_pairs, unchanged=bool(unchanged.all()) and len(rows) == len(audit_cache.paths))
 
     # Quarantine and balance: the class counts that matter are those left after the quarantine.
     quarantine_kinds = set(policy.quarantine)

@@ -14,7 +14,7 @@ from trainwell.audit.similarity import CROP_PROBES, crop_hashes, grey_of, simila
 from trainwell.kinds import DEFAULT_SEVERITY
 from trainwell.params import AuditParams
 
-Findings = list[tuple[str, str]]  # (kind, detail) pairs
+KindDetails = list[tuple[str, str]]  # one file's (kind, detail) pairs; a Finding adds the path
 
 
 @dataclass(slots=True)
@@ -27,7 +27,7 @@ class Sample:
 
     image: np.ndarray  # RGB uint8, as training decodes it
     grey: np.ndarray  # its luma, uint8
-    findings: Findings  # what the decoder and the checks before this one found
+    findings: KindDetails  # what the decoder and the checks before this one found
     columns: dict[str, np.ndarray]
     row: int
 
@@ -47,7 +47,7 @@ class FileCheck:
     kinds: tuple[str, ...]
     columns: dict[str, np.ndarray]
     params: tuple[str, ...]
-    measure: Callable[[Sample, AuditParams], Findings] | None
+    measure: Callable[[Sample, AuditParams], KindDetails] | None
 
     @property
     def severities(self) -> dict[str, str]:
@@ -63,7 +63,7 @@ def pixel_digest(image: np.ndarray) -> bytes:
     return digest.digest()[:16]
 
 
-def shape_findings(image: np.ndarray, *, policy: AuditParams) -> Findings:
+def shape_findings(image: np.ndarray, *, policy: AuditParams) -> KindDetails:
     """too_small and odd_aspect_ratio: what an image's size says on its own."""
     findings = []
     height, width = image.shape[:2]
@@ -76,7 +76,7 @@ def shape_findings(image: np.ndarray, *, policy: AuditParams) -> Findings:
     return findings
 
 
-def constant_findings(image: np.ndarray, grey: np.ndarray) -> Findings:
+def constant_findings(image: np.ndarray, grey: np.ndarray) -> KindDetails:
     """constant: every pixel one colour."""
     # A flat colour has a flat luma, so the exact all-pixels comparison (16x the luma's work) runs
     # only when the luma's extremes meet: ~2 us instead of ~30 for a 75x75 image.
@@ -86,7 +86,7 @@ def constant_findings(image: np.ndarray, grey: np.ndarray) -> Findings:
     return []
 
 
-def content_findings(image: np.ndarray, *, policy: AuditParams, grey: np.ndarray | None = None) -> Findings:
+def content_findings(image: np.ndarray, *, policy: AuditParams, grey: np.ndarray | None = None) -> KindDetails:
     """Shape problems and a flat colour: what one decoded RGB uint8 image shows on its own.
 
     The image properties (dark, light, low_information, blurry) are not judged here: a score means
@@ -95,8 +95,18 @@ def content_findings(image: np.ndarray, *, policy: AuditParams, grey: np.ndarray
     return shape_findings(image, policy=policy) + constant_findings(image, grey_of(image) if grey is None else grey)
 
 
+# The raw image-property scores, each a float column of the audit cache, in the order `scores`
+# returns them: name -> what it measures.
+PROPERTY_SCORES = {
+    "brightest": "luma (0-255) of the brightest 1% of pixels",
+    "darkest": "luma of the darkest 1%",
+    "sharpness": "variance of the Laplacian of the luma",
+    "entropy": "of the luma histogram, in bits (0-8)",
+}
+
+
 def scores(grey: np.ndarray) -> tuple[float, float, float, float]:
-    """(brightest, darkest, sharpness, entropy): see property_scores."""
+    """(brightest, darkest, sharpness, entropy), PROPERTY_SCORES' order: see property_scores."""
     # Array methods, not numpy's module functions: these run once per file, and the functions'
     # Python wrappers cost about a microsecond each.
     size = grey.size
@@ -112,9 +122,6 @@ def scores(grey: np.ndarray) -> tuple[float, float, float, float]:
     return float(brightest), float(darkest), sharpness, max(0.0, entropy)
 
 
-PROPERTY_SCORES = ("brightest", "darkest", "sharpness", "entropy")
-
-
 def property_scores(grey: np.ndarray) -> dict[str, float]:
     """The raw image-property scores of a luma image, named as the audit cache's float columns.
 
@@ -125,20 +132,20 @@ def property_scores(grey: np.ndarray) -> dict[str, float]:
     return dict(zip(PROPERTY_SCORES, scores(grey)))
 
 
-def _measure_pixels(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_pixels(sample: Sample, policy: AuditParams) -> KindDetails:
     sample.columns["pixel_hash"][sample.row] = pixel_digest(sample.image)
     return []
 
 
-def _measure_shape(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_shape(sample: Sample, policy: AuditParams) -> KindDetails:
     return shape_findings(sample.image, policy=policy)
 
 
-def _measure_constant(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_constant(sample: Sample, policy: AuditParams) -> KindDetails:
     return constant_findings(sample.image, sample.grey)
 
 
-def _measure_similarity(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_similarity(sample: Sample, policy: AuditParams) -> KindDetails:
     row = sample.row
     sample.columns["perceptual_hash"][row], sample.columns["fine"][row] = similarity_features(sample.grey)
     sample.columns["thumbnail"][row] = tiny_thumbnail(sample.image)
@@ -146,12 +153,11 @@ def _measure_similarity(sample: Sample, policy: AuditParams) -> Findings:
     return []
 
 
-def _measure_properties(sample: Sample, policy: AuditParams) -> Findings:
+def _measure_properties(sample: Sample, policy: AuditParams) -> KindDetails:
     # A flat colour has no score (NaN), not a black one: it is reported as constant instead.
     if not any(kind == "constant" for kind, _ in sample.findings):
-        row, columns = sample.row, sample.columns
-        columns["brightest"][row], columns["darkest"][row], columns["sharpness"][row], columns["entropy"][row] = \
-            scores(sample.grey)
+        for name, value in zip(PROPERTY_SCORES, scores(sample.grey)):
+            sample.columns[name][sample.row] = value
     return []
 
 
@@ -175,12 +181,7 @@ FILE_CHECKS: tuple[FileCheck, ...] = (
     FileCheck("similarity", (), {"perceptual_hash": np.zeros((0, 8), np.uint8), "fine": np.zeros((0, 256), np.uint8),
                                  "thumbnail": np.zeros((0, 192), np.uint8),
                                  "crop_hashes": np.zeros((0, len(CROP_PROBES), 8), np.uint8)}, (), _measure_similarity),
-    FileCheck("properties", (), {
-        "brightest": np.zeros(0, np.float32),  # luma (0-255) of the brightest 1% of pixels
-        "darkest": np.zeros(0, np.float32),  # luma of the darkest 1%
-        "sharpness": np.zeros(0, np.float32),  # variance of the Laplacian of the luma
-        "entropy": np.zeros(0, np.float32),  # of the luma histogram, in bits (0-8)
-    }, (), _measure_properties),
+    FileCheck("properties", (), {name: np.zeros(0, np.float32) for name in PROPERTY_SCORES}, (), _measure_properties),
 )
 
 
@@ -199,6 +200,6 @@ def policy_fields() -> tuple[str, ...]:
     return tuple(dict.fromkeys(field for check in FILE_CHECKS for field in check.params))
 
 
-def measures() -> tuple[Callable[[Sample, AuditParams], Findings], ...]:
+def measures() -> tuple[Callable[[Sample, AuditParams], KindDetails], ...]:
     """What runs on each decoded file, in registry order (the order of its findings)."""
     return tuple(check.measure for check in FILE_CHECKS if check.measure is not None)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from trainwell import storage
-from trainwell.audit.checks import Findings, check_into, clear_row, new_columns, warm_up
+from trainwell.audit.checks import KindDetails, check_into, clear_row, new_columns, warm_up
 from trainwell.audit.watchdog import Board, claim_slot, my_cells, timeout_finding, watched
 from trainwell.data.decode import max_file_bytes
 from trainwell.params import AuditParams
@@ -52,7 +52,7 @@ class CheckedBatch:
     small file's content."""
 
     columns: dict[str, np.ndarray]
-    findings: dict[int, Findings]
+    findings: dict[int, KindDetails]
 
     def __len__(self) -> int:
         return len(self.columns["content"])
@@ -277,7 +277,7 @@ SPOOLED = 32
 SPOOL_BYTES = 4 << 30
 
 
-def _fetch(path: str, name: str, *, job: _Job, spool: str) -> Findings | None:
+def _fetch(path: str, name: str, *, job: _Job, spool: str) -> KindDetails | None:
     """Copy one object, bounded by what max_pixels allows, to spool/name; or why it cannot be."""
     try:
         data = storage.read_regular_file(storage.join(job.root, path), max_bytes=max_file_bytes(job.policy.max_pixels))

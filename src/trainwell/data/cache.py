@@ -9,6 +9,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, cast
 
 import numpy as np
 
@@ -19,12 +20,56 @@ from trainwell.errors import DataError
 from trainwell.outputs import fresh_staging_dir, replace_generated_dir, write_json
 from trainwell.progress import progress
 
-MANIFEST = "manifest.json"
+CACHE_MANIFEST = "manifest.json"
 PATHS_FILE = "paths.json"  # per split: the source path of each cached image, in cache order
 # Cache order is a seeded shuffle of the split CSV (see shuffle_rows), never the CSV's own order:
 # every consumer pairs a row's pixels with its label and path by position in the cache itself.
 # 2: paths.json replaced paths.txt (one path a line broke on names holding a newline).
 CACHE_FORMAT = 2
+
+
+class ShardEntry(TypedDict):
+    """One shard of a split: its two file names, its image count and the sha256 of its pixels then labels."""
+
+    images: str
+    labels: str
+    count: int
+    sha256: str
+
+
+class SkippedFile(TypedDict):
+    """A file the build could not decode (changed since the audit): its path and why."""
+
+    path: str
+    reason: str
+
+
+class SourceSide(TypedDict):
+    """The cached images' sources' longer sides, in pixels before resizing."""
+
+    median: int
+    p90: int
+    max: int
+
+
+class SplitEntry(TypedDict):
+    """One split in the cache's manifest.json."""
+
+    count: int
+    per_class: dict[str, int]
+    shards: list[ShardEntry]
+    skipped: list[SkippedFile]
+    source_side: SourceSide | None
+
+
+class CacheManifest(TypedDict):
+    """The decoded cache's manifest.json: its format, class order, image shape, shuffle seed and splits."""
+
+    format: int
+    classes: list[str]
+    image_shape: list[int]  # [height, width, 3]
+    shuffle_seed: int
+    splits: dict[str, SplitEntry]
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -66,7 +111,7 @@ def build_split(
     out_dir: Path | str,
     workers: int,
     max_pixels: int,
-) -> dict:
+) -> SplitEntry:
     """Write rows, in the order given, as shards out_dir/images-NNNNN.npy + labels-NNNNN.npy; return this
     split's manifest entry.
 
@@ -80,8 +125,8 @@ def build_split(
     if not storage.is_remote(out_dir):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     name = str(out_dir).rstrip("/").rsplit("/", 1)[-1]
-    shards: list[dict] = []
-    skipped: list[dict] = []
+    shards: list[ShardEntry] = []
+    skipped: list[SkippedFile] = []
     paths: list[str] = []
     sides: list[int] = []
     counts: Counter[str] = Counter()
@@ -92,7 +137,7 @@ def build_split(
             images, labels = [], []
             for (path, label), result in zip(chunk, progress(results, total=len(chunk), description=f"build {name}")):
                 if isinstance(result, str):
-                    skipped.append({"path": path, "reason": result})
+                    skipped.append(SkippedFile(path=path, reason=result))
                     continue
                 images.append(result[0])
                 sides.append(result[1])
@@ -109,32 +154,32 @@ def build_split(
             storage.save_npy(storage.join(out_dir, label_file), label_array)
             digest = hashlib.sha256(image_array.tobytes())
             digest.update(label_array.tobytes())
-            shards.append({"images": image_file, "labels": label_file, "count": len(images), "sha256": digest.hexdigest()})
+            shards.append(ShardEntry(images=image_file, labels=label_file, count=len(images), sha256=digest.hexdigest()))
     # JSON, not one path a line: file names may hold newlines or any other character.
     write_json(storage.join(out_dir, PATHS_FILE), paths)
-    return {
-        "count": sum(shard["count"] for shard in shards),
-        "per_class": {label: counts.get(label, 0) for label in classes},
-        "shards": shards,
-        "skipped": skipped,
-        "source_side": source_side_summary(sides),
-    }
+    return SplitEntry(
+        count=sum(shard["count"] for shard in shards),
+        per_class={label: counts.get(label, 0) for label in classes},
+        shards=shards,
+        skipped=skipped,
+        source_side=source_side_summary(sides),
+    )
 
 
-def source_side_summary(sides: list[int]) -> dict[str, int] | None:
+def source_side_summary(sides: list[int]) -> SourceSide | None:
     """The cached images' sources' longer sides (pixels, before resizing): median, 90th percentile
     and largest; None for an empty split. Images upscaled to data.image_size hold no more detail
     than this, which is what label review sizes its fold models by."""
     if not sides:
         return None
     median, p90 = np.percentile(sides, [50, 90], method="higher")
-    return {"median": int(median), "p90": int(p90), "max": int(max(sides))}
+    return SourceSide(median=int(median), p90=int(p90), max=int(max(sides)))
 
 
-def source_side(manifest: dict) -> int | None:
+def source_side(cache_manifest: CacheManifest) -> int | None:
     """The 90th percentile of the sources' longer sides over every split (pixels), or None when the
     cache does not record it (built before it did) or holds no image."""
-    splits = manifest.get("splits")
+    splits = cache_manifest.get("splits")
     summaries = [split.get("source_side") for split in (splits.values() if isinstance(splits, dict) else [])
                  if isinstance(split, dict)]
     known = [summary["p90"] for summary in summaries if isinstance(summary, dict) and type(summary.get("p90")) is int
@@ -152,7 +197,7 @@ def build_cache(
     workers: int,
     max_pixels: int,
     seed: int,
-) -> dict:
+) -> CacheManifest:
     """Build every split's shards, its rows in a seeded shuffle (shuffle_rows), and write
     cache_dir/manifest.json; return the manifest."""
     classes_file = Path(splits_dir) / CLASSES_FILE
@@ -169,19 +214,19 @@ def build_cache(
         # Built whole beside the final folder, then swapped in: a build killed at any moment
         # leaves the previous cache (or none) in place, and its leftovers are cleared next time.
         # Only a folder an earlier build made (its manifest is the marker) is ever replaced.
-        target = str(fresh_staging_dir(cache_dir, marker=MANIFEST))
-    elif storage.exists(cache_dir) and not storage.exists(storage.join(cache_dir, MANIFEST)):
+        target = str(fresh_staging_dir(cache_dir, marker=CACHE_MANIFEST))
+    elif storage.exists(cache_dir) and not storage.exists(storage.join(cache_dir, CACHE_MANIFEST)):
         # An object-store cache is overwritten shard by shard (the manifest names the live ones),
         # so the same marker rule decides whether those objects may be written over.
         raise DataError(
-            f"'{cache_dir}' holds objects that trainwell did not write (no {MANIFEST}); refusing to write over "
+            f"'{cache_dir}' holds objects that trainwell did not write (no {CACHE_MANIFEST}); refusing to write over "
             "them. Point paths.cache_dir in params.yaml at an empty prefix"
         )
-    manifest: dict = {"format": CACHE_FORMAT, "classes": classes, "image_shape": [image_size, image_size, 3],
-                      "shuffle_seed": seed, "splits": {}}
+    cache_manifest = CacheManifest(format=CACHE_FORMAT, classes=classes, image_shape=[image_size, image_size, 3],
+                             shuffle_seed=seed, splits={})
     for name in SPLITS:
         rows = shuffle_rows(read_split_csv(Path(splits_dir) / f"{name}.csv"), seed=seed, split=name)
-        manifest["splits"][name] = build_split(
+        cache_manifest["splits"][name] = build_split(
             root=data_dir if storage.is_remote(data_dir) else Path(data_dir),
             rows=rows,
             classes=classes,
@@ -191,10 +236,10 @@ def build_cache(
             workers=workers,
             max_pixels=max_pixels,
         )
-    write_json(storage.join(target, MANIFEST), manifest)
+    write_json(storage.join(target, CACHE_MANIFEST), cache_manifest)
     if target != cache_dir:
-        replace_generated_dir(Path(target), Path(cache_dir), marker=MANIFEST)
-    return manifest
+        replace_generated_dir(Path(target), Path(cache_dir), marker=CACHE_MANIFEST)
+    return cache_manifest
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -214,16 +259,17 @@ class CachedSplit:
         return len(self.classes)
 
 
-def read_manifest(cache_dir: str | Path) -> dict:
-    path = storage.join(cache_dir, MANIFEST)
+def read_cache_manifest(cache_dir: str | Path) -> CacheManifest:
+    """The cache's manifest.json; a missing one, or one of another cache format, is a DataError saying to rebuild."""
+    path = storage.join(cache_dir, CACHE_MANIFEST)
     if not storage.exists(path):
         raise DataError(f"cache manifest '{path}' is missing; run `dvc repro build` first")
-    manifest = json.loads(storage.read_bytes(path))
-    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+    cache_manifest = json.loads(storage.read_bytes(path))
+    if not isinstance(cache_manifest, dict) or cache_manifest.get("format") != CACHE_FORMAT:
         raise DataError(f"the cache at '{cache_dir}' was built by another trainwell version (format "
-                        f"{manifest.get('format') if isinstance(manifest, dict) else '?'}, this one reads "
+                        f"{cache_manifest.get('format') if isinstance(cache_manifest, dict) else '?'}, this one reads "
                         f"{CACHE_FORMAT}); run `dvc repro build` (or `trainwell build`) again")
-    return manifest
+    return cast(CacheManifest, cache_manifest)  # build_cache's layout: this format is only ever written there
 
 
 def load_split(*, cache_dir: str | Path, split: str) -> CachedSplit:
@@ -344,10 +390,10 @@ def combine_splits(splits: list[ShardedSplit], *, folder: str) -> ShardedSplit:
 
 
 def open_split(*, cache_dir: str | Path, split: str) -> ShardedSplit:
-    manifest = read_manifest(cache_dir)
-    if split not in manifest["splits"]:
-        raise DataError(f"split '{split}' is not in the cache at '{cache_dir}'; have {sorted(manifest['splits'])}")
-    shards = manifest["splits"][split]["shards"]
+    cache_manifest = read_cache_manifest(cache_dir)
+    if split not in cache_manifest["splits"]:
+        raise DataError(f"split '{split}' is not in the cache at '{cache_dir}'; have {sorted(cache_manifest['splits'])}")
+    shards = cache_manifest["splits"][split]["shards"]
     folder = storage.join(cache_dir, split)
     labels = [storage.load_npy(storage.join(folder, shard["labels"])) for shard in shards]
     return ShardedSplit(
@@ -355,8 +401,8 @@ def open_split(*, cache_dir: str | Path, split: str) -> ShardedSplit:
         image_files=[storage.join(folder, shard["images"]) for shard in shards],
         label_files=[storage.join(folder, shard["labels"]) for shard in shards],
         counts=[int(shard["count"]) for shard in shards],
-        image_shape=tuple(manifest["image_shape"]),
+        image_shape=cast(tuple[int, int, int], tuple(cache_manifest["image_shape"])),
         labels=np.concatenate(labels) if labels else np.zeros((0,), np.int32),
         paths=json.loads(storage.read_bytes(storage.join(folder, PATHS_FILE))),
-        classes=manifest["classes"],
+        classes=cache_manifest["classes"],
     )

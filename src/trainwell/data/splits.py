@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TypedDict, cast
 
 import numpy as np
 
@@ -20,8 +20,30 @@ SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}  # what
 # Groups of up to this many files always move together, whatever their share of a small class.
 GROUP_ALWAYS_KEPT = 10
 
+# A duplicate group larger than its share allows, whose files were placed one by one: its class,
+# its size, its share of the class and one member's path (functional form: `class` is a keyword).
+BrokenGroup = TypedDict("BrokenGroup", {"class": str, "files": int, "share": float, "example": str})
 
-def _units(files: list[tuple[str, str]], groups: list[list[str]]) -> tuple[list[tuple[str, str]], np.ndarray]:
+
+class SplitCounts(TypedDict):
+    """One split's images: in all and per class."""
+
+    total: int
+    per_class: dict[str, int]
+
+
+# The split stage's counts.json, in the key order it is written (functional form: the split names as keys).
+class SplitReceipt(TypedDict):
+    files_excluded_by_audit: int
+    train: SplitCounts
+    val: SplitCounts
+    test: SplitCounts
+    groups_kept_together: int
+    groups_split_up: list[BrokenGroup]
+
+
+def _sorted_files_and_unit_starts(files: list[tuple[str, str]],
+                                  groups: list[list[str]]) -> tuple[list[tuple[str, str]], np.ndarray]:
     """(files sorted, and for each sorted file the position of its unit's first file).
 
     Only the paths named in a group get a dictionary entry, so a million files with a few
@@ -47,7 +69,7 @@ def group_units(files: list[tuple[str, str]], groups: list[list[str]]) -> list[l
     Groups are merged transitively; members that are not among `files` (quarantined) are ignored.
     Every unit is sorted, and units are ordered by their first file.
     """
-    ordered, first = _units(files, groups)
+    ordered, first = _sorted_files_and_unit_starts(files, groups)
     units: dict[int, list[tuple[str, str]]] = {}
     for index, unit in enumerate(first.tolist()):
         units.setdefault(unit, []).append(ordered[index])
@@ -60,9 +82,8 @@ class SplitAssignment:
 
     splits: dict[str, list[tuple[str, str]]]
     kept_together: int  # units of two or more files placed in one split
-    # Groups larger than their share allows, whose files were placed one by one:
-    # {"class", "files", "share" (of the class), "example" (a member's path)}.
-    broken_up: list[dict] = field(default_factory=list)
+    # Groups larger than their share allows, whose files were placed one by one.
+    broken_up: list[BrokenGroup] = field(default_factory=list)
 
 
 def stratified_split(
@@ -84,7 +105,8 @@ def stratified_split(
                          groups=groups).splits
 
 
-def _break_up_large(ordered: list[tuple[str, str]], first: np.ndarray, *, max_group_share: float) -> list[dict]:
+def _break_up_large(ordered: list[tuple[str, str]], first: np.ndarray, *,
+                    max_group_share: float) -> list[BrokenGroup]:
     """Units larger than max(GROUP_ALWAYS_KEPT, max_group_share of their class) back to single files, in place.
 
     A group that big is more likely a look-alike chain than copies (452 different people's "1"s,
@@ -94,14 +116,14 @@ def _break_up_large(ordered: list[tuple[str, str]], first: np.ndarray, *, max_gr
     unit_sizes = np.bincount(first, minlength=count)
     labels = [label for _, label in ordered]
     class_sizes = Counter(labels)
-    broken = []
+    broken: list[BrokenGroup] = []
     for unit in np.flatnonzero(unit_sizes > GROUP_ALWAYS_KEPT).tolist():
         label, size = labels[unit], int(unit_sizes[unit])
         if size > max_group_share * class_sizes[label]:
             members = np.flatnonzero(first == unit)
             first[members] = members
-            broken.append({"class": label, "files": size, "share": round(size / class_sizes[label], 4),
-                           "example": ordered[unit][0]})
+            broken.append(BrokenGroup({"class": label, "files": size, "share": round(size / class_sizes[label], 4),
+                                       "example": ordered[unit][0]}))
     return broken
 
 
@@ -123,7 +145,7 @@ def assign_splits(
     split overshoots its share by less than one unit, and no unit is larger than
     max(GROUP_ALWAYS_KEPT, max_group_share of its class).
     """
-    ordered, first = _units(files, groups or [])
+    ordered, first = _sorted_files_and_unit_starts(files, groups or [])
     broken = _break_up_large(ordered, first, max_group_share=max_group_share)
     count = len(ordered)
     unit_starts = np.flatnonzero(first == np.arange(count))  # each unit's first file, ascending
@@ -192,13 +214,20 @@ def check_trainable(splits: dict[str, list[tuple[str, str]]], *, classes: list[s
     return [f"{text}: its metrics there are missing or 0" for text in missing]
 
 
-def split_receipt(splits: dict[str, list[tuple[str, str]]], *, classes: list[str], excluded: int) -> dict:
-    """Counts per split and class (the split stage's counts.json; metrics/split.json keeps the totals)."""
-    receipt: dict = {"files_excluded_by_audit": excluded}
-    for name, rows in splits.items():
+def split_receipt(assignment: SplitAssignment, *, classes: list[str], excluded: int) -> SplitReceipt:
+    """Counts per split and class and what happened to the duplicate groups (the split stage's
+    counts.json; metrics/split.json keeps the totals)."""
+
+    def counted(rows: list[tuple[str, str]]) -> SplitCounts:
         counts = Counter(label for _, label in rows)
-        receipt[name] = {"total": len(rows), "per_class": {label: counts.get(label, 0) for label in classes}}
-    return receipt
+        return SplitCounts(total=len(rows), per_class={label: counts.get(label, 0) for label in classes})
+
+    splits = assignment.splits
+    return SplitReceipt({
+        "files_excluded_by_audit": excluded,
+        "train": counted(splits["train"]), "val": counted(splits["val"]), "test": counted(splits["test"]),
+        "groups_kept_together": assignment.kept_together, "groups_split_up": assignment.broken_up,
+    })
 
 
 def write_split_csv(path: str | Path, rows: list[tuple[str, str]]) -> None:

@@ -14,7 +14,7 @@ from trainwell.params import load_params
 def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
     guard_stage("build", params=params, params_file=params_file)
-    manifest = build_cache(
+    cache_manifest = build_cache(
         data_dir=params.data.dir,
         splits_dir=params.paths.splits_dir,
         cache_dir=params.paths.cache_dir,
@@ -24,9 +24,9 @@ def main(*, params_file: str = "params.yaml") -> int:
         max_pixels=params.audit.max_pixels,
         seed=params.build.seed,
     )
-    for entry in manifest["splits"].values():
+    for entry in cache_manifest["splits"].values():
         for skipped in entry["skipped"]:
             warn(f"build: WARNING skipped {shown(skipped['path'])}: {shown(skipped['reason'])}")
-    sizes = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())
+    sizes = ", ".join(f"{name} {entry['count']}" for name, entry in cache_manifest["splits"].items())
     say(f"build: cached {sizes} images at {params.data.image_size}x{params.data.image_size} in {shown(params.paths.cache_dir)}")
     return 0

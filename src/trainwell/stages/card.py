@@ -23,14 +23,6 @@ TRAINING_KEYS = ("model", "weights", "frozen_epochs", "fine_tune_learning_rate",
                  "augment", "augment_layers", "mixed_precision", "strategy")
 
 
-def _json_or_none(path: str) -> dict | None:
-    try:
-        value = storage.read_json(path)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def data_version(*, lock_file: str, data_dir: str) -> str | None:
     """DVC's hash of data.dir as dvc.lock records it for the audit stage (None outside `dvc repro`).
 
@@ -78,8 +70,8 @@ def _image_properties(params: Params) -> dict | None:
 
 
 def build_card(params: Params) -> dict:
-    evaluation = _json_or_none(params.paths.eval_metrics)
-    details = _json_or_none(str(Path(params.paths.eval_report_dir) / PER_CLASS_JSON)) or {}
+    evaluation = storage.read_json_object_or_none(params.paths.eval_metrics)
+    details = storage.read_json_object_or_none(str(Path(params.paths.eval_report_dir) / PER_CLASS_JSON)) or {}
     try:
         classes = storage.read_json(Path(params.paths.splits_dir) / CLASSES_FILE)
     except (OSError, ValueError):
@@ -87,9 +79,9 @@ def build_card(params: Params) -> dict:
     if evaluation is None or not isinstance(classes, list) or not Path(params.paths.model).is_file():
         raise DataError("the model card needs the model, the class list and the evaluation metrics; run "
                         "`dvc repro` (the card stage comes after train and evaluate)")
-    splits = _json_or_none(str(Path(params.paths.splits_dir) / COUNTS_FILE)) or {}
-    audit = _json_or_none(params.paths.audit_metrics) or {}
-    label_review = _json_or_none(params.paths.label_metrics)
+    splits = storage.read_json_object_or_none(str(Path(params.paths.splits_dir) / COUNTS_FILE)) or {}
+    audit = storage.read_json_object_or_none(params.paths.audit_metrics) or {}
+    label_review = storage.read_json_object_or_none(params.paths.label_metrics)
     train = params.train.model_dump(mode="json")
     size = params.data.image_size
     return {
@@ -109,7 +101,7 @@ def build_card(params: Params) -> dict:
         "per_class": details.get("per_class", {}),
         "label_review": label_review,
         "label_review_file": f"{params.paths.label_report_dir}/suspects.csv",
-        "export": _json_or_none(params.paths.export_metrics),
+        "export": storage.read_json_object_or_none(params.paths.export_metrics),
         # What the SavedModel's bytes signature refuses (the whole request, with an error naming the image).
         "served_refusals": describe(served_limits(params)),
         "limitations": limitations(image_size=size, splits=splits, label_review=label_review, audit=audit,

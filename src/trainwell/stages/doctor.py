@@ -5,11 +5,11 @@ from __future__ import annotations
 import warnings
 
 from trainwell.console import say, warn
-from trainwell.data.cache import read_manifest
+from trainwell.data.cache import read_cache_manifest
 from trainwell.errors import ContractError
 from trainwell.outputs import guarded, protect_inputs
 from trainwell.params import load_params
-from trainwell.training.contract import check_contract, check_model, raise_on_errors
+from trainwell.training.contract import check_contract, check_model, label_encoding_for, raise_on_errors
 from trainwell.training.model_files import load_model_file
 
 
@@ -19,15 +19,14 @@ def main(*, params_file: str = "params.yaml", model_file: str | None = None, tru
 
     params = load_params(params_file)
     protect_inputs(inputs=[params_file, model_file])  # writes nothing; guarded like every command
-    manifest = read_manifest(params.paths.cache_dir)
-    num_classes = len(manifest["classes"])
+    cache_manifest = read_cache_manifest(params.paths.cache_dir)
+    num_classes = len(cache_manifest["classes"])
     train = params.train
     if model_file is None:
-        model = model_for(train, num_classes=num_classes, image_size=manifest["image_shape"][0])
+        model = model_for(train, num_classes=num_classes, image_size=cache_manifest["image_shape"][0])
         compile_model(model=model, train=train)
-        label_encoding = "sparse" if train.loss == "sparse_categorical_crossentropy" else "one_hot"
         problems = check_contract(model=model, loss=train.loss, from_logits=train.from_logits,
-                                  num_classes=num_classes, label_encoding=label_encoding)
+                                  num_classes=num_classes, label_encoding=label_encoding_for(train.loss))
     else:
         with warnings.catch_warnings():
             # Loading restores the optimizer too; doctor never trains, so a saved optimizer that was
@@ -36,7 +35,7 @@ def main(*, params_file: str = "params.yaml", model_file: str | None = None, tru
             model = load_model_file(model_file, trust=trust_model)
         if getattr(model, "loss", None) is None:
             raise ContractError(f"'{model_file}' was saved without a compiled loss; compile it before saving")
-        # trainwell's pipeline feeds one-hot labels to any loss but the sparse one.
+        # trainwell's pipeline feeds labels as label_encoding_for(the model's loss) says; check_model asks it.
         problems = check_model(model, num_classes=num_classes)
     for warning in raise_on_errors(problems):
         warn(f"doctor: WARNING {warning.message}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from trainwell.console import say, warn
-from trainwell.data.cache import read_manifest
+from trainwell.data.cache import read_cache_manifest
 from trainwell.errors import DataError
 from trainwell.outputs import guard_stage, guarded, write_json, write_rows, write_table
 from trainwell.params import load_params
@@ -31,7 +31,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
     guard_stage("evaluate", params=params, params_file=params_file)
     # What is missing is said before TensorFlow's seconds of start-up.
-    read_manifest(params.paths.cache_dir)
+    read_cache_manifest(params.paths.cache_dir)
     if not Path(params.paths.model).exists():
         raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
     from trainwell.training.inputs import plan_inputs

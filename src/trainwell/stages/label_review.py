@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from trainwell.console import say
-from trainwell.data.cache import read_manifest
+from trainwell.data.cache import read_cache_manifest
 from trainwell.outputs import (
     guard_stage,
     guarded,
@@ -46,7 +46,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     params = load_params(params_file)
     guard_stage("label_review", params=params, params_file=params_file)
     paths = params.paths
-    read_manifest(paths.cache_dir)  # a missing cache is said before TensorFlow's seconds of start-up
+    read_cache_manifest(paths.cache_dir)  # a missing cache is said before TensorFlow's seconds of start-up
     from trainwell.training.label_review import REVIEWED_SPLITS, review_labels
 
     review = review_labels(cache_dir=paths.cache_dir, review=params.label_review, train=params.train,

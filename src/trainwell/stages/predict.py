@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from trainwell import storage
-from trainwell.audit.workers import check_all
+from trainwell.audit.target_checks import check_targets
 from trainwell.console import json_for_logs, output_bytes, say, shown, warn
 from trainwell.data.splits import CLASSES_FILE
 from trainwell.data.targets import Targets, collect_targets
 from trainwell.errors import UsageError
-from trainwell.kinds import BLOCKING_KINDS, DEFAULT_SEVERITY
 from trainwell.outputs import PATH_ENCODING, check_output, guarded, protect_inputs, write_bytes_atomically
-from trainwell.params import AuditParams, Params, load_params
+from trainwell.params import Params, load_params
 from trainwell.progress import progress_bar
 
 FIELDS = ["path", "status", "class", "probability", "reason", "notes"]  # CSV; the runners-up after probability
@@ -48,21 +47,6 @@ def _classes(params: Params, given: str | None) -> list[str]:
     return _valid_classes(classes, source=f"'{path}'")
 
 
-def _check_model(model, *, classes: list[str]) -> None:
-    """The model must take (size, size, 3) images and give one row of len(classes) scores per image."""
-    inputs, outputs = model.inputs, model.outputs
-    shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
-    if len(shape) != 4 or not isinstance(shape[1], int) or shape[1] != shape[2] or shape[3] != 3:
-        raise UsageError(f"the model takes {[tuple(tensor.shape) for tensor in inputs]}; trainwell predict needs one "
-                         "input of square RGB images, (None, size, size, 3), as `trainwell train` makes")
-    if len(outputs) != 1 or len(outputs[0].shape) != 2:
-        raise UsageError(f"the model gives {[tuple(tensor.shape) for tensor in outputs]}; trainwell predict needs one "
-                         "output of class scores, (None, classes)")
-    if int(outputs[0].shape[-1]) != len(classes):
-        raise UsageError(f"the model scores {outputs[0].shape[-1]} classes but {len(classes)} class names were "
-                         f"given ({', '.join(classes)[:200]}); pass --classes with one name per output, in label order")
-
-
 def _check_output(output: str | None) -> None:
     """Before any work: --output must be a place trainwell may write (outputs.check_output), which is
     none of what this run reads (protect_inputs: the images, the manifest, the model, the class list)."""
@@ -71,55 +55,6 @@ def _check_output(output: str | None) -> None:
     if not output:
         raise UsageError("--output is empty; give a file name, or leave --output out to print to stdout")
     check_output(output, label="--output")
-
-
-def _probability_rows(probabilities, positions: list[int]) -> dict[int, str]:
-    """Rows the model scored with something other than probabilities (NaN, inf, outside [0, 1], not summing to 1)."""
-    import numpy as np
-
-    finite = np.isfinite(probabilities).all(axis=1)
-    in_range = ((probabilities >= 0) & (probabilities <= 1)).all(axis=1) & (np.abs(probabilities.sum(axis=1) - 1) < 1e-3)
-    return {positions[index]: ("model_output: the model's scores are not finite" if not finite[index] else
-                               "model_output: the model's scores are not probabilities (outside [0, 1] or not "
-                               "summing to 1); is its head softmax?")
-            for index in np.flatnonzero(~(finite & in_range))}
-
-
-def check_targets(targets: Targets, *, policy: AuditParams
-                  ) -> tuple[list[int], dict[int, str], dict[int, str], dict[int, bytes]]:
-    """Positions that pass the audit's per-file checks, the refused ones with why, warnings by
-    position, and the content digest of the bytes each accepted file was checked with.
-
-    The audit's own check (in child processes, so a decoder crash is a finding and a decoder
-    past audit.file_timeout_s is killed, not the end of the command) decides: a file the project
-    would quarantine is never classified.
-    """
-    refuse_on = set(BLOCKING_KINDS) | set(policy.quarantine)
-    accepted: list[int] = []
-    refused: dict[int, str] = {}
-    notes: dict[int, str] = {}
-    digests: dict[int, bytes] = {}
-    by_root: dict[str, list[int]] = {}
-    for position, location in enumerate(targets.locations):
-        # Object-store files are checked with threads under their bucket; local files in processes.
-        root = "/".join(location.split("/", 3)[:3]) if storage.is_remote(location) else ""
-        by_root.setdefault(root, []).append(position)
-    for root, positions in by_root.items():
-        items = [(targets.locations[position][len(root):].lstrip("/") if root else targets.locations[position], "")
-                 for position in positions]
-        checked = [(batch.findings.get(row, []), bytes(batch.columns["content"][row]))
-                   for batch in check_all(items, root=root, policy=policy) for row in range(len(batch))]
-        for position, (found, digest) in zip(positions, checked):
-            blocking = [(kind, text) for kind, text in found if kind in refuse_on]
-            if blocking:
-                refused[position] = "; ".join(f"{kind}: {text}" for kind, text in blocking)
-                continue
-            accepted.append(position)
-            digests[position] = digest
-            warned = [kind for kind, _ in found if DEFAULT_SEVERITY.get(kind, "warning") == "warning"]
-            if warned:
-                notes[position] = ",".join(warned)
-    return sorted(accepted), refused, notes, digests
 
 
 def _render(rows: list[dict], *, output_format: str) -> str:
@@ -177,11 +112,11 @@ def main(
         raise UsageError(f"no image files found in {', '.join(paths)[:300]} (extensions {params.data.extensions}; "
                          "hidden files are skipped); give image files or folders that hold them")
     from trainwell.training.model_files import load_model_file
-    from trainwell.training.predict import predict_files
+    from trainwell.training.predict import check_prediction_model, non_probability_rows, predict_files
     from trainwell.training.predict import top_k as ranked
 
     model = load_model_file(model_file, trust=trust_model, compile=False)
-    _check_model(model, classes=class_names)
+    check_prediction_model(model, classes=class_names)
     accepted, refused, notes, digests = check_targets(targets, policy=params.audit)
     bar = progress_bar(total=len(accepted), description="predict")
     try:
@@ -192,7 +127,7 @@ def main(
     finally:
         bar.close()
     refused.update({accepted[index]: reason for index, reason in failures.items()})
-    refused.update(_probability_rows(probabilities, accepted))
+    refused.update(non_probability_rows(probabilities, accepted))
     ranking = ranked(probabilities, classes=class_names, k=top_k or params.predict.top_k)
     rows = _rows(targets, accepted=accepted, refused=refused, notes=notes, ranking=ranking)
     rendered = _render(rows, output_format=_format_for(output, output_format)).encode(**PATH_ENCODING)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import html
-import io
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from trainwell.data.splits import CLASSES_FILE, COUNTS_FILE, SPLIT_NAMES
 from trainwell.errors import DataError
 from trainwell.outputs import guard_stage, guarded, read_rows, write_text_atomically
 from trainwell.params import load_params
+from trainwell.reports.curve_files import read_curves
 from trainwell.reports.evaluation_page import Example, pick_examples, render_evaluation
 from trainwell.reports.gate import evaluate_checks, split_metric
 from trainwell.reports.index_page import headlines, render_index
@@ -34,9 +34,6 @@ from trainwell.training.evaluation import CONFUSION_FILE, PER_CLASS_JSON, PREDIC
 TRAINING_SETTINGS = ("epochs", "batch_size", "learning_rate", "seed", "conv_filters", "kernel_size", "dense_units",
                      "output_activation", "loss", "class_weight", "augment", "augment_layers", "strategy",
                      "mixed_precision")
-# training/curves.py's folders (dvclive's layout) -> the split's name on the pages; "eval" is what
-# dvclive itself and trainwell before 2026 called the validation split.
-CURVE_SPLITS = {"train": "training", "validation": "validation", "eval": "validation"}
 
 
 # The stages' outputs this one reads are a few kB to a few MB; past this a file is not one of them.
@@ -44,42 +41,16 @@ MAX_INPUT_BYTES = 256 << 20
 
 
 def _json(path: str | Path) -> object:
-    """A JSON file another stage wrote, or None when it is missing, unreadable, too big or not JSON:
-    the page then says that stage has not run. Whatever shape it holds is checked by its reader."""
-    try:
-        return storage.read_json(path, max_bytes=MAX_INPUT_BYTES)
-    except (OSError, ValueError):
-        return None
+    """A JSON file another stage wrote (storage.read_json_or_none, bounded by MAX_INPUT_BYTES)."""
+    return storage.read_json_or_none(path, max_bytes=MAX_INPUT_BYTES)
 
 
 def _dict(path: str | Path) -> dict | None:
-    value = _json(path)
-    return value if isinstance(value, dict) else None
+    return storage.read_json_object_or_none(path, max_bytes=MAX_INPUT_BYTES)
 
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def read_curves(log_dir: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """metric -> split -> (epoch, value) from training/curves.py's TSV files; epochs counted from 1.
-    Rows that are not a whole step and a number are left out."""
-    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    root = Path(log_dir) / "plots" / "metrics"
-    for folder, split in CURVE_SPLITS.items():
-        for table in sorted((root / folder).glob("*.tsv")):
-            try:
-                text = storage.read_regular_file(table, max_bytes=MAX_INPUT_BYTES).decode("utf-8", "replace")
-            except OSError:
-                continue
-            points = []
-            for row in list(csv.reader(io.StringIO(text, newline=""), delimiter="\t"))[1:]:  # header: step, name
-                try:
-                    points.append((int(row[0]) + 1, float(row[1])))
-                except (ValueError, IndexError):
-                    continue
-            curves.setdefault(table.stem, {})[split] = points
-    return curves
 
 
 def _not_run(*, current: str, locations: dict[str, str], what: str) -> str:
@@ -195,7 +166,7 @@ def main(*, params_file: str = "params.yaml") -> int:
                                 baseline=None)
     numbers = headlines(evaluation=evaluation, audit=_dict(paths.audit_metrics), labels=_dict(paths.label_metrics),
                         export=_dict(paths.export_metrics))
-    curves = read_curves(paths.train_log_dir)
+    curves = read_curves(paths.train_log_dir, max_bytes=MAX_INPUT_BYTES)
     train = params.train.model_dump(mode="json")
     incidents = _json(Path(paths.train_report_dir) / "incidents.json")
     incidents = [entry for entry in incidents if isinstance(entry, dict)] if isinstance(incidents, list) else None

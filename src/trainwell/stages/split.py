@@ -54,7 +54,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     assignment = assign_splits(files=usable, val_fraction=params.split.val_fraction,
                                test_fraction=params.split.test_fraction, seed=params.split.seed, groups=groups,
                                max_group_share=params.split.max_group_share)
-    splits, kept_together = assignment.splits, assignment.kept_together
+    splits = assignment.splits
     # An empty or one-class split would only surface later as a confusing TensorFlow error.
     if not splits["train"]:
         raise DataError(f"no usable images left for training in '{data.dir}' after the audit's quarantine")
@@ -70,15 +70,13 @@ def main(*, params_file: str = "params.yaml") -> int:
         write_split_csv(Path(paths.splits_dir) / f"{name}.csv", splits[name])
     # The class order fixes label indices for build, train and evaluate alike.
     write_json(Path(paths.splits_dir) / CLASSES_FILE, listing.classes)
-    receipt = split_receipt(splits, classes=listing.classes, excluded=len(listing.files) - len(usable))
-    receipt["groups_kept_together"] = kept_together
-    receipt["groups_split_up"] = assignment.broken_up
+    receipt = split_receipt(assignment, classes=listing.classes, excluded=len(listing.files) - len(usable))
     write_json(Path(paths.splits_dir) / COUNTS_FILE, receipt)
     # The metric is a few numbers (one row of `dvc exp show`); the counts per class are in counts.json.
-    write_json(paths.split_metrics, {**{SPLIT_NAMES[name]: receipt[name]["total"] for name in SPLITS},
+    write_json(paths.split_metrics, {**{SPLIT_NAMES[name]: len(splits[name]) for name in SPLITS},
                                      "files_excluded_by_audit": receipt["files_excluded_by_audit"],
                                      "groups_kept_together": receipt["groups_kept_together"]})
-    sizes = ", ".join(f"{name} {receipt[name]['total']}" for name in SPLITS)
+    sizes = ", ".join(f"{name} {len(splits[name])}" for name in SPLITS)
     say(
         f"split: {sizes}; {receipt['files_excluded_by_audit']} quarantined files left out; "
         f"{receipt['groups_kept_together']} duplicate groups kept within one split"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainwell.console import say, shown
-from trainwell.data.cache import read_manifest
+from trainwell.data.cache import read_cache_manifest
 from trainwell.outputs import guard_stage, guarded, protect_inputs, write_json
 from trainwell.params import NO_WEIGHTS, load_params
 
@@ -17,7 +17,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     if params.train.weights != NO_WEIGHTS:  # a backbone's weights file is read too
         protect_inputs(inputs=[params.train.weights])
     paths = params.paths
-    read_manifest(paths.cache_dir)  # a missing cache is said at once, not after TensorFlow's seconds of start-up
+    read_cache_manifest(paths.cache_dir)  # a missing cache is said at once, not after TensorFlow's seconds of start-up
     from trainwell.training.backup import remove_backup
     from trainwell.training.fit import train_model, weights_are_finite
     from trainwell.training.guard import TrainingDiverged
@@ -31,7 +31,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     except TrainingDiverged as diverged:
         write_json(incidents_file, diverged.incidents)
         raise
-    write_json(incidents_file, summary["incidents"])
+    write_json(incidents_file, summary.incidents)
     if not weights_are_finite(model):
         raise TrainingDiverged(
             f"the trained weights contain NaN or Inf; the model was NOT saved. Lower train.learning_rate, "
@@ -40,10 +40,9 @@ def main(*, params_file: str = "params.yaml") -> int:
     save_model_file(model, paths.model)
     # The backup is trainwell's own scratch state, never user data: drop it once the model is safe.
     remove_backup(paths.train_backup_dir)
-    incidents = len(summary["incidents"])
     say(
-        f"train: epochs {summary['first_epoch'] + 1}-{summary['first_epoch'] + summary['epochs_run']} over "
-        f"{summary['train_images']} training and {summary['val_images']} validation images; "
-        f"{incidents} guard incident(s); model saved to {shown(paths.model)}"
+        f"train: epochs {summary.first_epoch + 1}-{summary.first_epoch + summary.epochs_run} over "
+        f"{summary.train_images} training and {summary.val_images} validation images; "
+        f"{len(summary.incidents)} guard incident(s); model saved to {shown(paths.model)}"
     )
     return 0

@@ -6,22 +6,33 @@ import contextlib
 import hashlib
 import json
 from pathlib import Path
+from typing import TypedDict, TypeGuard
 
 import keras
 import numpy as np
 
+from trainwell import storage
 from trainwell.console import shown, warn
+from trainwell.data.cache import CacheManifest
 from trainwell.outputs import write_atomically, write_json
 from trainwell.params import TrainParams
-from trainwell.training.guard import DivergenceGuard
+from trainwell.training.guard import DivergenceGuard, Incident
 
 BACKUP_STATE = "state.npz"
 BACKUP_META = "meta.json"
 
 
-def run_fingerprint(*, train: TrainParams, manifest: dict, weights_sha256: str | None = None) -> str:
+class BackupMeta(TypedDict):
+    """meta.json beside the backup's state: the epoch it ends (0-based), whose run it is, the incidents so far."""
+
+    epoch: int
+    fingerprint: str
+    incidents: list[Incident]
+
+
+def run_fingerprint(*, train: TrainParams, cache_manifest: CacheManifest, weights_sha256: str | None = None) -> str:
     """Identifies a run by its params, cached data and backbone weights file: a backup is only resumed by the same run."""
-    identity: dict[str, object] = {"train": train.model_dump(mode="json"), "data": manifest}
+    identity: dict[str, object] = {"train": train.model_dump(mode="json"), "data": cache_manifest}
     if weights_sha256 is not None:  # train.weights names a path; the file's content is what counts
         identity["weights_sha256"] = weights_sha256
     payload = json.dumps(identity, sort_keys=True)
@@ -55,7 +66,7 @@ class EpochBackup(keras.callbacks.Callback):
         arrays = [np.asarray(variable) for variable in model_state(self.model)]
         # State first, then the meta that names its epoch: each whole or absent (outputs' writers).
         write_atomically(self.folder / BACKUP_STATE, lambda handle: np.savez(handle, *arrays))
-        meta = {"epoch": epoch, "fingerprint": self.fingerprint, "incidents": self.guard.incidents if self.guard else []}
+        meta = BackupMeta(epoch=epoch, fingerprint=self.fingerprint, incidents=self.guard.incidents if self.guard else [])
         write_json(self.folder / BACKUP_META, meta)
 
 
@@ -69,16 +80,30 @@ def remove_backup(folder: str | Path) -> None:
         folder.rmdir()
 
 
-def read_backup(*, folder: Path, fingerprint: str) -> dict | None:
+def read_backup(*, folder: Path, fingerprint: str) -> BackupMeta | None:
     """The meta of a backup this run may resume from (epoch, incidents), or None to start fresh."""
     meta_path, state_path = folder / BACKUP_META, folder / BACKUP_STATE
     if not (meta_path.exists() and state_path.exists()):
         return None
-    meta = json.loads(meta_path.read_text())
-    if meta.get("fingerprint") != fingerprint:
+    try:
+        meta = storage.read_json(meta_path)
+    except (OSError, ValueError) as exc:
+        warn(f"train: ignoring the backup in {shown(folder)}: its {BACKUP_META} cannot be read ({shown(str(exc))})")
+        return None
+    if not _is_backup_meta(meta):
+        warn(f"train: ignoring the backup in {shown(folder)}: its {BACKUP_META} is not one trainwell wrote")
+        return None
+    if meta["fingerprint"] != fingerprint:
         warn(f"train: ignoring the backup in {shown(folder)}: it belongs to other params, data or weights")
         return None
     return meta
+
+
+def _is_backup_meta(meta: object) -> TypeGuard[BackupMeta]:
+    """True for the shape EpochBackup writes: an epoch count, a fingerprint and a list of incident records."""
+    return (isinstance(meta, dict) and type(meta.get("epoch")) is int and meta["epoch"] >= 0
+            and isinstance(meta.get("fingerprint"), str) and isinstance(meta.get("incidents"), list)
+            and all(isinstance(incident, dict) for incident in meta["incidents"]))
 
 
 def restore_state(*, model: keras.Model, folder: Path) -> bool:

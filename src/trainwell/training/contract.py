@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import keras
 
 from trainwell.errors import ContractError
 
 PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")
+# How labels reach the loss: one float vector per image, or one integer class index per image.
+LabelEncoding = Literal["one_hot", "sparse"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,15 @@ def loss_name_and_logits(loss: object, from_logits: bool | None = None) -> tuple
         return _snake(name), bool(config.get("from_logits", False) if from_logits is None else from_logits)
     name = getattr(loss, "__name__", type(loss).__name__)
     return _snake(name), bool(from_logits)
+
+
+def label_encoding_for(loss: object) -> LabelEncoding:
+    """The label encoding a loss takes: class indices for a sparse loss, one-hot vectors for any other.
+
+    The one place this is decided: the input pipelines encode labels by it, and the contract check
+    tests the loss against it. A new kind of label (several per image) starts here.
+    """
+    return "sparse" if "sparse" in loss_name_and_logits(loss)[0] else "one_hot"
 
 
 def _snake(name: str) -> str:
@@ -166,6 +178,6 @@ def check_model(model: keras.Model, *, num_classes: int, label_encoding: str | N
     if loss is None:
         raise ContractError("the model has no compiled loss; call model.compile(loss=...) before checking it")
     if label_encoding is None:
-        label_encoding = "sparse" if "sparse" in loss_name_and_logits(loss)[0] else "one_hot"
+        label_encoding = label_encoding_for(loss)
     return check_contract(model=model, loss=loss, from_logits=None, num_classes=num_classes,
                           label_encoding=label_encoding, multi_label=multi_label)

@@ -85,11 +85,9 @@ def seed_everything(seed: int, *, deterministic_ops: bool = True) -> None:
     if deterministic_ops:
         tf.config.experimental.enable_op_determinism()
     else:
-        # The switch is process-wide and TF exports no public way back (an earlier run in the
-        # same process, e.g. a test, may have turned it on).
-        from tensorflow.python.framework import config as tf_config
+        from trainwell.training.tensorflow_internals import disable_op_determinism
 
-        tf_config.disable_op_determinism()
+        disable_op_determinism()
 
 
 def input_pipelines(strategy: tf.distribute.Strategy) -> int:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from trainwell import storage
 from trainwell.console import native_logs_hidden
+from trainwell.data.cache import ShardedSplit, open_split
+from trainwell.data.decode import DecodeError, decode_image, max_file_bytes, sniff_format
+from trainwell.errors import ExportError
 from trainwell.training.served_input import check_request
 from trainwell.training.served_limits import ServedLimits
 
@@ -202,3 +206,99 @@ def parity(reference: np.ndarray, candidate: np.ndarray, *, tie_margin: float = 
         "decided_images": int(decided.sum()),
         "max_probability_difference": round(float(np.abs(reference - candidate).max()), DIFFERENCE_DECIMALS),
     }
+
+
+# -- measuring parity on the test split --------------------------------------------------------
+
+ENCODED_FORMATS = ("jpeg", "png", "gif", "bmp")  # what tf.io.decode_image reads; TIFF, WebP and .npy are not
+PARITY_BATCH = 256  # images per Keras predict call while measuring parity (a shard at most)
+
+
+def representative_images(split: ShardedSplit, count: int) -> np.ndarray:
+    """count training images spread evenly over the split (shards read in order, each once)."""
+    total = len(split.labels)
+    if total == 0:
+        return np.zeros((0, *split.image_shape), np.uint8)
+    positions = np.unique(np.linspace(0, total - 1, min(count, total)).astype(np.int64))
+    return np.stack([split.image(int(position)) for position in positions])
+
+
+def _encoded_batch(data_dir: str, paths: list[str], *, max_pixels: int) -> tuple[list[int], list[bytes]]:
+    """Positions and bytes of the source files the SavedModel's own decoder reads (JPEG, PNG, GIF, BMP).
+
+    A file changed since `build` (gone, swapped for a FIFO, truncated, too large) is left out, so
+    the check is measured on the rest; it never hangs or stops the stage.
+    """
+    positions, blobs = [], []
+    for position, path in enumerate(paths):
+        try:
+            data = storage.read_regular_file(storage.join(data_dir, path), max_bytes=max_file_bytes(max_pixels))
+            decode_image(data, suffix="", max_pixels=max_pixels)
+        except (OSError, DecodeError):
+            continue
+        if sniff_format(data) in ENCODED_FORMATS:
+            positions.append(position)
+            blobs.append(data)
+    return positions, blobs
+
+
+def measure_parity(*, model: keras.Model, saved_model_dir: Path, tflite: dict[str, bytes], cache_dir: str,
+                   data_dir: str, max_pixels: int, tie_margin: float) -> dict:
+    """Keras, SavedModel (pixels and encoded bytes) and TFLite probabilities on the test split, shard
+    by shard, compared by `parity`: one entry per export, and the test split's image count."""
+    test = open_split(cache_dir=cache_dir, split="test")
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in ("keras", "saved_model", *tflite)}
+    encoded_reference, encoded = [], []
+    start = 0
+    for shard_file, count in zip(test.image_files, test.counts):
+        images = storage.load_npy(shard_file)
+        reference = model.predict(images, batch_size=PARITY_BATCH, verbose=0)
+        outputs["keras"].append(reference)
+        outputs["saved_model"].append(loaded.signatures[PIXELS_SIGNATURE](images=tf.constant(images))["probabilities"].numpy())
+        for kind, content in tflite.items():
+            outputs[kind].append(tflite_probabilities(content, images))
+        positions, blobs = _encoded_batch(data_dir, test.paths[start : start + count], max_pixels=max_pixels)
+        if blobs:
+            served, kept = _serve_encoded(loaded.signatures["serving_default"], blobs)
+            if kept:
+                encoded_reference.append(reference[[positions[index] for index in kept]])
+                encoded.append(served)
+        start += count
+    classes = len(test.classes)
+    joined = {name: np.concatenate(parts) if parts else np.zeros((0, classes)) for name, parts in outputs.items()}
+    results: dict = {name: parity(joined["keras"], joined[name], tie_margin=tie_margin)
+                     for name in ("saved_model", *tflite)}
+    results["encoded"] = parity(np.concatenate(encoded_reference) if encoded else np.zeros((0, classes)),
+                                np.concatenate(encoded) if encoded else np.zeros((0, classes)), tie_margin=tie_margin)
+    results["encoded"]["images"] = int(sum(len(part) for part in encoded))
+    return {"test_images": int(sum(test.counts)), **results}
+
+
+def _serve_encoded(serve: Callable[..., dict[str, tf.Tensor]], blobs: list[bytes]) -> tuple[np.ndarray, list[int]]:
+    """The bytes signature's probabilities and which blobs they belong to. A batch TensorFlow cannot
+    decode (one CMYK or odd file fails a whole call) is retried one file at a time, skipping the bad."""
+    import tensorflow as tf
+
+    try:
+        return serve(image_bytes=tf.constant(blobs))["probabilities"].numpy(), list(range(len(blobs)))
+    except tf.errors.InvalidArgumentError:
+        rows, kept = [], []
+        for index, blob in enumerate(blobs):
+            try:
+                rows.append(serve(image_bytes=tf.constant([blob]))["probabilities"].numpy()[0])
+                kept.append(index)
+            except tf.errors.InvalidArgumentError:
+                continue
+        return (np.stack(rows) if rows else np.zeros((0, 0), np.float32)), kept
+
+
+def bars_missed(results: dict, *, bars: dict[str, float]) -> list[str]:
+    """The bars the decided test images miss, as sentences. The SavedModel runs the very same graph
+    as Keras: any disagreement there, near-tie or not, is a bug and stops the stage."""
+    if results["saved_model"]["agreement"] < 1.0:
+        raise ExportError(f"export failed: the SavedModel agrees with Keras on {results['saved_model']['agreement']:.4f} "
+                          "of the test split though it runs the same graph (a bug in trainwell). Nothing was written")
+    return [f"{name} agrees on {results[name]['decided_agreement']:.4f} of the {results[name]['decided_images']} "
+            f"decided test images, below {bar}"
+            for name, bar in bars.items() if results[name]["decided_agreement"] < bar]

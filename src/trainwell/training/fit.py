@@ -12,12 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from trainwell.console import NORMAL, say, shown, verbosity, warn
-from trainwell.data.cache import read_manifest
+from trainwell.data.cache import read_cache_manifest
 from trainwell.params import NO_WEIGHTS, TrainParams
 from trainwell.training.augment import BatchAugmenter, default_processes
 from trainwell.training.backbone import backbone_of, set_backbone_frozen, weights_digest, weights_path
 from trainwell.training.backup import EpochBackup, read_backup, restore_state, run_fingerprint
-from trainwell.training.contract import Problem, check_contract, check_coverage, raise_on_errors
+from trainwell.training.contract import Problem, check_contract, check_coverage, label_encoding_for, raise_on_errors
 from trainwell.training.curves import CurveLog
 from trainwell.training.distribute import (
     build_from_local_batch,
@@ -27,9 +27,20 @@ from trainwell.training.distribute import (
     make_strategy,
     seed_everything,
 )
-from trainwell.training.guard import BatchTrace, DivergenceGuard, all_finite
+from trainwell.training.guard import BatchTrace, DivergenceGuard, Incident, all_finite
 from trainwell.training.inputs import SplitInput, plan_inputs
 from trainwell.training.network import build_network, compile_model
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What one train_model run did: the split sizes it read, the epochs it ran and the guard's incidents."""
+
+    train_images: int
+    val_images: int
+    first_epoch: int  # 0-based; above 0 when the run resumed from a backup
+    epochs_run: int
+    incidents: list[Incident]
 
 
 def fitting_steps_per_execution(requested: int, *step_counts: int) -> int:
@@ -200,10 +211,8 @@ def build_compiled_model(*, train: TrainParams, plan: InputPlan, strategy: tf.di
 
 def preflight_problems(*, model: keras.Model, train: TrainParams, plan: InputPlan) -> list[Problem]:
     """The model contract, and that the step counts fit() gets cover every image of both splits."""
-    one_hot = train.loss != "sparse_categorical_crossentropy"
     problems = check_contract(model=model, loss=train.loss, from_logits=train.from_logits,
-                              num_classes=plan.train.split.num_classes,
-                              label_encoding="one_hot" if one_hot else "sparse")
+                              num_classes=plan.train.split.num_classes, label_encoding=label_encoding_for(train.loss))
 
     # Measured against the largest batch the plan really holds: a remainder too small for
     # every replica joins the batch before it (a validation_steps=25 at batch 32 over 800 images leaves none out; 20 would skip 160).
@@ -225,7 +234,7 @@ def preflight_problems(*, model: keras.Model, train: TrainParams, plan: InputPla
 
 
 def resume_point(*, model: keras.Model, train: TrainParams, plan: InputPlan, strategy: tf.distribute.Strategy,
-                 backup_dir: str | None, fingerprint: str) -> tuple[int, list[dict]]:
+                 backup_dir: str | None, fingerprint: str) -> tuple[int, list[Incident]]:
     """(first epoch, incidents so far): from a matching backup, or (0, []) for a fresh run.
 
     The model leaves compiled for the stretch of the backup's epoch (its optimizer state is that
@@ -254,7 +263,7 @@ def resume_point(*, model: keras.Model, train: TrainParams, plan: InputPlan, str
 
 
 def training_callbacks(*, train: TrainParams, plan: InputPlan, log_dir: str | None, backup_dir: str | None,
-                       fingerprint: str, earlier_incidents: list[dict]) -> tuple[list, DivergenceGuard | None]:
+                       fingerprint: str, earlier_incidents: list[Incident]) -> tuple[list, DivergenceGuard | None]:
     """The guard (or TerminateOnNaN when it is off), the epoch backup and the curves DVC plots."""
     guard = None
     callbacks: list[keras.callbacks.Callback] = []
@@ -295,8 +304,8 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
         class_weights = balanced_class_weights(split.labels, split.num_classes)
         say("train: class weights " + ", ".join(
             f"{split.classes[index]} {weight:.3f}" for index, weight in class_weights.items()))
-    one_hot = train.loss != "sparse_categorical_crossentropy"
-    common = dict(num_classes=split.num_classes, batch_size=train.batch_size, one_hot=one_hot)
+    common = dict(num_classes=split.num_classes, batch_size=train.batch_size,
+                  one_hot=label_encoding_for(train.loss) == "one_hot")
     if augmenter is None:
         augmenter = make_augmenter(train)
     train_data = distribute_dataset(strategy, lambda **shard: plan.train.train_dataset(
@@ -326,7 +335,7 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
 
 def train_model(
     *, cache_dir: str, train: TrainParams, log_dir: str | None, backup_dir: str | None = None
-) -> tuple[keras.Model, dict]:
+) -> tuple[keras.Model, TrainSummary]:
     """Build, check and fit; return the model and a summary. Raises ContractError before any step.
 
     With a backbone and train.frozen_epochs, two fit() calls share the callbacks (guard, backup,
@@ -339,7 +348,7 @@ def train_model(
     model = build_compiled_model(train=train, plan=plan, strategy=strategy)
     for warning in raise_on_errors(preflight_problems(model=model, train=train, plan=plan)):
         warn(f"train: WARNING {warning.message}")
-    fingerprint = run_fingerprint(train=train, manifest=read_manifest(cache_dir), weights_sha256=digest)
+    fingerprint = run_fingerprint(train=train, cache_manifest=read_cache_manifest(cache_dir), weights_sha256=digest)
     first_epoch, earlier_incidents = (
         resume_point(model=model, train=train, plan=plan, strategy=strategy, backup_dir=backup_dir,
                      fingerprint=fingerprint)
@@ -363,11 +372,7 @@ def train_model(
                             first_epoch=max(first_epoch, stretch.first_epoch), end_epoch=stretch.end_epoch,
                             augmenter=augmenter)
         epochs_run += len(history.history.get("loss", []))
-    summary = {
-        "train_images": len(plan.train.split.labels),
-        "val_images": len(plan.val.split.labels),
-        "first_epoch": first_epoch,
-        "epochs_run": epochs_run,
-        "incidents": guard.incidents if guard else [],
-    }
+    summary = TrainSummary(train_images=len(plan.train.split.labels), val_images=len(plan.val.split.labels),
+                           first_epoch=first_epoch, epochs_run=epochs_run,
+                           incidents=guard.incidents if guard else [])
     return model, summary

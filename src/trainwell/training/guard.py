@@ -11,6 +11,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import keras
 import numpy as np
@@ -21,10 +22,22 @@ from trainwell.errors import TrainwellError
 from trainwell.params import GuardParams
 
 
+class Incident(TypedDict):
+    """One rollback as written to incidents.json, kept in the epoch backup and shown on the training page."""
+
+    epoch: int  # 1-based, as Keras prints epochs
+    step: int  # the batch (or the first batch of a compiled call) whose loss or weights were bad
+    kind: str  # a LossWatch kind, or nonfinite_weights
+    loss: float | str  # the batch loss; "nan", "inf" or "-inf" as text (JSON has no such numbers)
+    action: str  # what the guard did, in words
+    since_step: int  # the damage may come from steps since_step+1 .. step of this epoch; -1: the epoch's start
+    files: list[str]  # the source files of the batch at `step`
+
+
 class TrainingDiverged(TrainwellError):
     """Training kept diverging after the allowed rollbacks; nothing was saved."""
 
-    def __init__(self, message: str, incidents: list[dict] | None = None) -> None:
+    def __init__(self, message: str, incidents: list[Incident] | None = None) -> None:
         super().__init__(message)
         self.incidents = incidents or []
 
@@ -155,20 +168,20 @@ class Snapshot:
 
 
 def incident_record(*, epoch: int, step: int, kind: str, loss: float, snapshot_at: tuple[int, int],
-                    old_rate: float, new_rate: float, files: list[str]) -> dict:
+                    old_rate: float, new_rate: float, files: list[str]) -> Incident:
     """One incident as written to incidents.json (epochs 1-based, as Keras prints them)."""
-    return {
-        "epoch": epoch + 1,
-        "step": step,
-        "kind": kind,
-        "loss": loss if math.isfinite(loss) else str(loss),
-        "action": f"rolled back to epoch {snapshot_at[0] + 1} step {snapshot_at[1]}, "
+    return Incident(
+        epoch=epoch + 1,
+        step=step,
+        kind=kind,
+        loss=loss if math.isfinite(loss) else str(loss),
+        action=f"rolled back to epoch {snapshot_at[0] + 1} step {snapshot_at[1]}, "
         f"learning rate {old_rate:.3g} -> {new_rate:.3g}, batch skipped",
         # With check_every > 1 the damage may come from any batch after the snapshot:
         # steps since_step+1 .. step of this epoch. `files` is the batch at `step`.
-        "since_step": snapshot_at[1] if snapshot_at[0] == epoch else -1,
-        "files": files,
-    }
+        since_step=snapshot_at[1] if snapshot_at[0] == epoch else -1,
+        files=files,
+    )
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -195,7 +208,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.trace = trace
         # With steps_per_execution > 1 Keras reports one loss per compiled call of that many steps.
         self.steps_per_execution = steps_per_execution
-        self.incidents: list[dict] = []
+        self.incidents: list[Incident] = []
         self._running = RunningMean()
         self._snapshot: Snapshot | None = None
         self._snapshot_at = (0, -1)  # (epoch, step) the snapshot was taken after

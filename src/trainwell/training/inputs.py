@@ -368,7 +368,7 @@ class SplitInput:
 IN_MEMORY_COST = 4
 
 
-def plan_split(split: ShardedSplit, *, memory_budget_bytes: int) -> SplitInput:
+def choose_split_input(split: ShardedSplit, *, memory_budget_bytes: int) -> SplitInput:
     """One split (or view of one) in memory if what that costs (IN_MEMORY_COST x its decoded
     size) fits the budget, else streamed a shard at a time."""
     if IN_MEMORY_COST * split.image_bytes <= memory_budget_bytes:
@@ -381,7 +381,7 @@ def plan_inputs(*, cache_dir: str | Path, splits: list[str], memory_budget_bytes
     total) fits the budget; streamed from then on (a shard at a time, about 75 MiB in all here)."""
     plans, left = {}, memory_budget_bytes
     for name in splits:
-        plans[name] = plan_split(open_split(cache_dir=cache_dir, split=name), memory_budget_bytes=left)
+        plans[name] = choose_split_input(open_split(cache_dir=cache_dir, split=name), memory_budget_bytes=left)
         if not plans[name].streaming:
             left -= IN_MEMORY_COST * plans[name].split.image_bytes
     return plans

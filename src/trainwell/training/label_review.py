@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from trainwell.console import say
-from trainwell.data.cache import ShardedSplit, combine_splits, open_split, read_manifest, source_side
+from trainwell.data.cache import ShardedSplit, combine_splits, open_split, read_cache_manifest, source_side
 from trainwell.errors import DataError
 from trainwell.params import LabelReviewParams, TrainParams
 from trainwell.training.distribute import configure_cpu_devices, make_strategy, seed_everything
 from trainwell.training.fold_models import FoldModels, gather_images, review_side
-from trainwell.training.inputs import SplitInput, plan_split
+from trainwell.training.inputs import SplitInput, choose_split_input
 from trainwell.training.outliers import outlier_scores
 
 # Every split is reviewed, test included: a wrong test label makes the reported accuracy wrong.
@@ -119,7 +119,7 @@ def review_labels(*, cache_dir: str | Path, review: LabelReviewParams, train: Tr
                         "lower label_review.folds or add data")
     folds = assign_folds(labels, is_test=is_test, folds=review.folds, seed=review.seed)
     side = review_side(review=review, train=train, cached_side=split.image_shape[0],
-                       source_side=source_side(read_manifest(cache_dir)))
+                       source_side=source_side(read_cache_manifest(cache_dir)))
     pool = gather_images(split, side=side, memory_budget_bytes=memory_budget_bytes)
     say(f"label_review: {review.folds} fold models of {review.epochs_per_fold} epochs at {side}x{side}"
         + (f" (the sources' own size; cached at {split.image_shape[0]}x{split.image_shape[0]})"
@@ -172,5 +172,5 @@ def _view(split: ShardedSplit, rows: np.ndarray, pool: np.ndarray | None) -> Spl
     the pool did not fit, so neither does any fold's share of it)."""
     view = split.select(rows)
     if pool is None:
-        return plan_split(view, memory_budget_bytes=0)
+        return choose_split_input(view, memory_budget_bytes=0)
     return SplitInput(split=view, images=pool[rows])

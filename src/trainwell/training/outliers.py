@@ -10,9 +10,8 @@ import numpy as np
 OUTLIER_NEIGHBOURS = 10  # cleanlab Datalab's outlier issue's k
 # Neighbours are looked for among at most this many of a fold's held-out train+val images (a
 # seeded sample); the others are scored against that sample as test images are. The search
-# compares each scored image with every reference image: with all of them, the stage's cost per
-# image grew with the dataset (2 folds of 1 epoch: 0.94 s per 1,000 images at 10k, 3.9 s at 100k,
-# 3.7 GiB peak) and a million images would have spent hours there. Below the cap nothing changes.
+# compares each scored image with every reference image, so without a cap the cost per image
+# grows with the dataset (CHANGELOG has the figures). Below the cap nothing changes.
 OUTLIER_REFERENCE_CAP = 10_000
 SCORE_CHUNK = 50_000  # images scored against the reference at once (bounded memory)
 # A class needs this many reference images for a fence of its own (quartiles of fewer are mostly

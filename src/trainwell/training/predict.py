@@ -1,4 +1,5 @@
-"""Classifying files with a trained model: the build stage's decode path inside a batched, prefetching tf.data pipeline."""
+"""Classifying files with a trained model: its shape checked, the build stage's decode path inside a batched,
+prefetching tf.data pipeline, and its scores checked to be probabilities."""
 
 from __future__ import annotations
 
@@ -12,7 +13,23 @@ import tensorflow as tf
 
 from trainwell import storage
 from trainwell.data.decode import DecodeError, max_file_bytes, prepare_image
+from trainwell.errors import UsageError
 from trainwell.training.inputs import prefetched
+
+
+def check_prediction_model(model: keras.Model, *, classes: list[str]) -> None:
+    """The model must take (size, size, 3) images and give one row of len(classes) scores per image."""
+    inputs, outputs = model.inputs, model.outputs
+    shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
+    if len(shape) != 4 or not isinstance(shape[1], int) or shape[1] != shape[2] or shape[3] != 3:
+        raise UsageError(f"the model takes {[tuple(tensor.shape) for tensor in inputs]}; trainwell predict needs one "
+                         "input of square RGB images, (None, size, size, 3), as `trainwell train` makes")
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        raise UsageError(f"the model gives {[tuple(tensor.shape) for tensor in outputs]}; trainwell predict needs one "
+                         "output of class scores, (None, classes)")
+    if int(outputs[0].shape[-1]) != len(classes):
+        raise UsageError(f"the model scores {outputs[0].shape[-1]} classes but {len(classes)} class names were "
+                         f"given ({', '.join(classes)[:200]}); pass --classes with one name per output, in label order")
 
 
 def prediction_dataset(
@@ -103,3 +120,14 @@ def top_k(probabilities: np.ndarray, *, classes: list[str], k: int) -> list[list
     k = max(1, min(k, len(classes)))
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return [[(classes[column], float(row[column])) for column in columns] for row, columns in zip(probabilities, order)]
+
+
+def non_probability_rows(probabilities: np.ndarray, positions: list[int]) -> dict[int, str]:
+    """Rows the model scored with something other than probabilities (NaN, inf, outside [0, 1], not
+    summing to 1), as {positions[row]: reason}."""
+    finite = np.isfinite(probabilities).all(axis=1)
+    in_range = ((probabilities >= 0) & (probabilities <= 1)).all(axis=1) & (np.abs(probabilities.sum(axis=1) - 1) < 1e-3)
+    return {positions[index]: ("model_output: the model's scores are not finite" if not finite[index] else
+                               "model_output: the model's scores are not probabilities (outside [0, 1] or not "
+                               "summing to 1); is its head softmax?")
+            for index in np.flatnonzero(~(finite & in_range))}
