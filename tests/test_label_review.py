@@ -14,10 +14,10 @@ from trainwell.data.demo import generate
 from trainwell.params import DemoParams, load_params
 from trainwell.stages import audit, build, label_review, split
 
-# The demo's defaults (600 images a class at 48x48, 3 fold models): what `dvc repro` reviews.
-IMAGES_PER_CLASS = 600
-SIDE = 48
+IMAGES_PER_CLASS = 1000
 OUTLIERS = 40
+# 3 fold models, not the default 5: half the training, each on two thirds of the images.
+FOLDS = 3
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -48,13 +48,14 @@ def _flagged_by(params, **settings) -> set[str]:
 
 @pytest.mark.train
 def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
-    # One 3,000-image review serves every claim (the review is the slow part): faults planted
+    # One 5,000-image review serves every claim (the review is the slow part): faults planted
     # before the split, so the test split holds flipped labels and strays too.
     root = workdir / "data" / "demo"
-    generate(out_dir=root, demo=DemoParams(classes=CLASSES, images_per_class=IMAGES_PER_CLASS, image_size=SIDE))
-    flipped, planted = plant_faults(root, flip_fraction=0.05, outliers=OUTLIERS, size=SIDE)
-    params = tiny_params(image_size=SIDE)
+    generate(out_dir=root, demo=DemoParams(classes=CLASSES, images_per_class=IMAGES_PER_CLASS, image_size=75))
+    flipped, planted = plant_faults(root, flip_fraction=0.05, outliers=OUTLIERS, size=75)
+    params = tiny_params(image_size=75)
     params["split"].update(val_fraction=0.15, test_fraction=0.15)
+    params["label_review"].update(folds=FOLDS)
     write_params(workdir, params)
     assert audit.main() == 0 and split.main() == 0 and build.main() == 0
     before = snapshot(root)

@@ -369,14 +369,14 @@ class CardParams(_Section):
 class LabelReviewParams(_Section):
     """k-fold cross-validation for out-of-fold probabilities and embeddings on every split (stage label_review)."""
 
-    folds: int = Field(3, ge=2, le=limits.MAX_FOLDS)
+    folds: int = Field(5, ge=2, le=limits.MAX_FOLDS)
     # At most; a fold stops when its held-out loss has not fallen for early_stopping_patience epochs (0: never).
     epochs_per_fold: int = Field(12, ge=1, le=limits.MAX_STEPS)
     early_stopping_patience: int = Field(3, ge=0, le=limits.MAX_STEPS)
     # Fold models' input side (px). null: the sources' own, at least 48, when below data.image_size (review_side).
     image_size: int | None = Field(None, ge=8, le=1024)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
-    learning_rate: float = Field(3e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
+    learning_rate: float = Field(1e-3, gt=0.0, le=limits.MAX_LEARNING_RATE)
     batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)
     seed: Seed = 0
     # cleanlab's find_label_issues(filter_by=...). low_self_confidence flags as many files as
