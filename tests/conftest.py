@@ -45,8 +45,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 # Session fixtures worth minutes, by the pytest-xdist group whose tests share one worker (`make test` runs
-# two, --dist loadgroup): any other split would build the fixture once per worker.
+# two, --dist loadgroup): any other split would build the fixture once per worker. A module-scoped
+# fixture's tests are grouped by their module for the same reason (test_quiet's runs every command).
 SHARED_FIXTURE_GROUPS = {"reproduced": "pipeline", "experimented": "pipeline", "exported": "exported"}
+
+
+def _xdist_groups(item: pytest.Item) -> set[str]:
+    """The xdist groups of the shared fixtures this test uses."""
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    groups = set()
+    for name in getattr(item, "fixturenames", ()):
+        if name in SHARED_FIXTURE_GROUPS:
+            groups.add(SHARED_FIXTURE_GROUPS[name])
+        elif name in definitions and definitions[name][-1].scope == "module":
+            groups.add(item.nodeid.split("::")[0])
+    return groups
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects, and before xdist reads the groups
@@ -56,8 +69,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(item.get_closest_marker(cost) for cost in tier_guard.COSTS):
             item.add_marker(pytest.mark.slow)
-        groups = {SHARED_FIXTURE_GROUPS[name] for name in getattr(item, "fixturenames", ())
-                  if name in SHARED_FIXTURE_GROUPS}
+        groups = _xdist_groups(item)
         if groups and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(min(groups)))
 

@@ -20,10 +20,16 @@ print("ready", flush=True)
 """
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT at its default in the child, as a command started from a shell has it: a pytest-xdist
+    worker ignores SIGINT, its children inherit that, and Python then leaves Ctrl-C ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(body: str, *, grace: float = 0.5) -> subprocess.Popen:
     script = PRELUDE.format(grace=grace) + textwrap.dedent(body)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=_as_from_a_terminal)
     assert process.stdout is not None and process.stdout.readline() == "ready\n"
     return process
 
