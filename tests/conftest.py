@@ -65,13 +65,16 @@ def _xdist_groups(item: pytest.Item) -> set[str]:
 @pytest.hookimpl(tryfirst=True)  # before -m deselects, and before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every cost marker implies `slow`: the fast tier is `-m "not slow"`. Tests sharing an expensive
-    session fixture run on one xdist worker."""
+    fixture run on one xdist worker; slow tests are handed out first."""
     for item in items:
         if any(item.get_closest_marker(cost) for cost in tier_guard.COSTS):
             item.add_marker(pytest.mark.slow)
         groups = _xdist_groups(item)
         if groups and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(min(groups)))
+    # The slow tests first (stable: modules keep their order within each tier), so the two xdist
+    # workers do not end on one worker running a minutes-long test while the other idles.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.hookimpl(wrapper=True)
