@@ -57,7 +57,7 @@ def test_tracked_data_is_not_told_to_dvc_add(tmp_path, capsys):
     assert main(["init", str(project), "--data", str(project / "photos")]) == 0
     said = capsys.readouterr().out
     assert "dvc add" not in said
-    assert "data.image_size = 75: the default: the images' median shorter side is 150 px" in said
+    assert "data.image_size = 75: the largest size init chooses: the images' median shorter side is 150 px" in said
     assert load_params(project / "params.yaml").data.image_size == 75
 
 

@@ -17,7 +17,7 @@ from trainwell.data.listing import list_dataset
 
 MAX_HEADERS = 2000  # files whose header is read, spread evenly over the listing (about 0.1 ms each)
 SMALLEST_SIZE = 16  # pixels: the small CNN's three pooling blocks need at least this (and audit.min_side's default)
-LARGEST_DEFAULT_SIZE = 75  # pixels: the shipped data.image_size; larger images are shrunk to it unless the user raises it
+LARGEST_DEFAULT_SIZE = 75  # pixels: the story's input side, init's largest choice; larger images are shrunk to it
 # Pillow modes of one channel (grey, with or without alpha, or 16- and 32-bit grey).
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L"}
 
@@ -62,15 +62,15 @@ def survey_folder(root: str | Path, *, extensions: list[str], max_pixels: int, m
 
 
 def choose_image_size(survey: Survey) -> tuple[int, str]:
-    """data.image_size for this data, and why: its native size up to the default, never below the CNN's minimum."""
+    """data.image_size for this data, and why: its native size up to LARGEST_DEFAULT_SIZE, never below the CNN's minimum."""
     side = survey.median_side
     if side is None:
-        return LARGEST_DEFAULT_SIZE, "the default (no image header could be read)"
+        return LARGEST_DEFAULT_SIZE, "the largest size init chooses (no image header could be read)"
     if side < SMALLEST_SIZE:
         return SMALLEST_SIZE, f"the small CNN's minimum (the images' median shorter side is {side} px: enlarged)"
     if side <= LARGEST_DEFAULT_SIZE:
         return side, f"the data's native size (median shorter side {side} px): no resampling, nothing invented"
-    return LARGEST_DEFAULT_SIZE, (f"the default: the images' median shorter side is {side} px, so they are shrunk; "
+    return LARGEST_DEFAULT_SIZE, (f"the largest size init chooses: the images' median shorter side is {side} px, so they are shrunk; "
                                   "raise data.image_size for finer detail at more compute")
 
 
