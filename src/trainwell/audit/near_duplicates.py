@@ -58,10 +58,11 @@ def confirmed(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, co
     return np.concatenate(passed)
 
 
-def _units(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with the same pHash AND the same thumbnails form one unit: every pair inside a unit is
-    linked (distance 0, difference 0), and a unit's members all link or all fail to link to
-    another unit's. Returns each row's unit and each unit's representative row.
+def _bundles(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows the search cannot tell apart (the same pHash AND the same thumbnails) form one bundle:
+    every pair inside a bundle is linked (distance 0, difference 0), and a bundle's members all
+    link or all fail to link to another bundle's. Returns each row's bundle and each bundle's
+    representative row.
 
     Blank or flat pictures often share a hash by the thousand; collapsing them first keeps the
     search and the thumbnail checks proportional to distinct pictures, not to their pairs.
@@ -75,8 +76,8 @@ def _units(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.nd
         record = np.ascontiguousarray(record).view(np.dtype((np.void, record.shape[1]))).ravel()
         _, first, inverse = np.unique(record, return_index=True, return_inverse=True)
         label[shared] = shared[first[inverse.ravel()]]
-    representatives, unit_of_row = np.unique(label, return_inverse=True)
-    return unit_of_row.ravel(), representatives
+    representatives, bundle_of_row = np.unique(label, return_inverse=True)
+    return bundle_of_row.ravel(), representatives
 
 
 def _crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
@@ -156,34 +157,34 @@ def near_duplicate_pairs(
     if hashes.shape[1:] != (8,):
         raise ValueError(f"hashes must be 64-bit pHashes as (n, 8) uint8, not shape {hashes.shape}")
     codes = np.ascontiguousarray(hashes, dtype=np.uint8).view(np.uint64).ravel()
-    unit_of_row, representatives = _units(codes, np.concatenate([fine, thumbnails], axis=1))
-    # Rows grouped by unit, each unit's queried rows first: a unit then spans [start, start + size)
+    bundle_of_row, representatives = _bundles(codes, np.concatenate([fine, thumbnails], axis=1))
+    # Rows grouped by bundle, each bundle's queried rows first: a bundle then spans [start, start + size)
     # of `order` and its queried rows [start, start + queried), so every pair with a queried end
-    # is one position range (no pair over unqueried rows is ever built, however large the unit).
-    order = np.lexsort((~asked, unit_of_row))
-    sizes = np.bincount(unit_of_row, minlength=len(representatives))
-    queried = np.bincount(unit_of_row, weights=asked, minlength=len(representatives)).astype(np.int64)
+    # is one position range (no pair over unqueried rows is ever built, however large the bundle).
+    order = np.lexsort((~asked, bundle_of_row))
+    sizes = np.bincount(bundle_of_row, minlength=len(representatives))
+    queried = np.bincount(bundle_of_row, weights=asked, minlength=len(representatives)).astype(np.int64)
     starts = np.cumsum(sizes) - sizes
 
-    unit_pairs = hamming_pairs(codes[representatives], max_distance=max_distance,
+    bundle_pairs = hamming_pairs(codes[representatives], max_distance=max_distance,
                                queries=None if rows is None else queried > 0, method=method)
     if crops is not None:
-        unit_pairs = np.unique(np.concatenate([unit_pairs, _crop_pairs(crops[representatives], codes[representatives],
+        bundle_pairs = np.unique(np.concatenate([bundle_pairs, _crop_pairs(crops[representatives], codes[representatives],
                                                                         max_distance=max_distance,
                                                                         queries=None if rows is None else queried > 0)]),
                                axis=0)
-    first, second = unit_pairs[confirmed(unit_pairs, fine=fine[representatives],
+    first, second = bundle_pairs[confirmed(bundle_pairs, fine=fine[representatives],
                                          thumbnails=thumbnails[representatives], confirm=confirm)].T
     found = []
-    # Across linked units: queried rows of the first with every row of the second, then the
+    # Across linked bundles: queried rows of the first with every row of the second, then the
     # unqueried rows of the first with the queried rows of the second.
     found.append(_products(starts[first], queried[first], starts[second], sizes[second]))
     found.append(_products(starts[first] + queried[first], sizes[first] - queried[first], starts[second],
                            queried[second]))
-    # Inside a unit: each queried row with every row after it.
+    # Inside a bundle: each queried row with every row after it.
     sources = np.flatnonzero(asked[order])
-    unit_end = np.repeat(starts + sizes, sizes)
-    found.extend(pairs_in_ranges(sources, sources + 1, unit_end[sources]))
+    bundle_end = np.repeat(starts + sizes, sizes)
+    found.extend(pairs_in_ranges(sources, sources + 1, bundle_end[sources]))
     left = np.concatenate([order[positions] for positions, _ in found])
     right = np.concatenate([order[positions] for _, positions in found])
     # Sorted, as one int64 key per pair (i * count + j).

@@ -48,9 +48,10 @@ def template(name: str) -> str:
 def render_params(*, data_dir: str) -> str:
     """The commented params.yaml with data.dir set, in the form DVC's own YAML writer gives it.
 
-    The template is already in that form (block lists, empty for null, no list at a section's
-    end), so `dvc exp run -S key=value`, which rewrites the whole file through ruamel.yaml, changes
-    only the line of the value it sets (tests/test_params_round_trip.py runs DVC on it).
+    The template, generated from the params models (params/template.py), is already in that form
+    (block lists, empty for null, no list at a section's end), so `dvc exp run -S key=value`, which
+    rewrites the whole file through ruamel.yaml, changes only the line of the value it sets
+    (tests/test_params_round_trip.py runs DVC on it).
     """
     from dvc.utils.serialize import dumps_yaml
 
