@@ -39,10 +39,11 @@ def commit() -> str:
     return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def header(*, command: list[str], load_before: float, load_after: float, seconds: float) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def header(*, command: list[str], checkout: str, started: datetime, load_before: float, load_after: float,
+           seconds: float) -> str:
+    when = started.strftime("%Y-%m-%d %H:%M UTC")
     return (f"$ python {' '.join(command)}\n"
-            f"# trainwell {commit()}, {when}, {os.cpu_count()} cores, 1-min load average "
+            f"# trainwell {checkout}, {when}, {os.cpu_count()} cores, 1-min load average "
             f"{load_before:.1f} at the start, {load_after:.1f} at the end, {seconds:.0f} s\n")
 
 
@@ -50,6 +51,8 @@ def run(name: str, arguments: list[str]) -> int:
     """Run benchmarks/NAME.py, echo and collect its stdout; save it when it succeeds."""
     script = BENCHMARKS / f"{name}.py"
     command = [f"benchmarks/{name}.py", *arguments]
+    # The checkout and time it started from (a commit made while it runs is not what it measured).
+    checkout, started_at = commit(), datetime.now(timezone.utc)
     load_before, started = os.getloadavg()[0], time.monotonic()
     process = subprocess.Popen([sys.executable, "-u", str(script), *arguments], cwd=REPOSITORY,
                                stdout=subprocess.PIPE, text=True)
@@ -64,7 +67,7 @@ def run(name: str, arguments: list[str]) -> int:
         return process.returncode
     from trainwell.outputs import write_bytes_atomically
 
-    text = header(command=command, load_before=load_before, load_after=os.getloadavg()[0],
+    text = header(command=command, checkout=checkout, started=started_at, load_before=load_before, load_after=os.getloadavg()[0],
                   seconds=time.monotonic() - started) + "".join(lines)
     target = RESULTS / f"{name}.txt"
     write_bytes_atomically(target, text.encode())
