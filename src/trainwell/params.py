@@ -174,10 +174,15 @@ class AuditParams(_Section):
     # correlate this well (copies 0.995-1; two writers' "1"s up to 0.9948), or read as crops of each
     # other the crop bar (MNIST look-alikes reach 0.998), AND their 8x8 colour thumbnails, brightness
     # and contrast evened out, differ by at most this much (0-255; copies: below 2, clipped ones 6).
+    # A candidate failing both bars is still one when the better of its two similarities reaches the
+    # distinctive bar and its distance (1 - similarity) is at most the ratio times either file's
+    # next-best candidate's (a look-alike "1" always has a close rival; a cropped photo has none).
     near_duplicate_distance: int = Field(5, ge=0, le=20)
     near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0)
     near_duplicate_crop_similarity: float = Field(0.999, ge=0.0, le=1.0)
     near_duplicate_pixel_difference: float = Field(6.0, ge=0.0, le=255.0)
+    near_duplicate_distinctive_similarity: float = Field(0.995, ge=0.9, le=1.0)
+    near_duplicate_distinctive_ratio: float = Field(0.2, gt=0.0, le=1.0)
     max_class_imbalance: float = Field(10.0, ge=1.0, le=limits.MAX_RATIO, description="largest / smallest class above this is reported")
     workers: int = Field(0, ge=0, le=limits.MAX_WORKERS, description="decode processes; 0 = one per CPU core")
     file_timeout_s: float = Field(30.0, gt=0.0, le=limits.MAX_TIMEOUT_S, description="seconds; a longer check is decode_timeout (75x75 JPEG: 0.4 ms)")
