@@ -35,7 +35,8 @@ from trainwell.console import QUIET, set_verbosity
 from trainwell.params import Params
 
 TABLES: list = []
-DUMP: list[Path] = []  # --dump: where each set's candidate pairs and scores are saved
+DUMP: list[Path] = []
+CROP_DISTANCE = [0]  # --crop-distance: bits for the crop hashes' search (0: the audit's)  # --dump: where each set's candidate pairs and scores are saved
 _original = audit_dataset_module._near_duplicate_findings
 
 
@@ -47,12 +48,14 @@ def _capturing(table, **keywords):
 audit_dataset_module._near_duplicate_findings = _capturing
 
 
-def candidate_pairs(codes: np.ndarray, crops: np.ndarray, max_distance: int) -> np.ndarray:
-    """Every candidate pair (i < j) the audit's search makes: pHash or crop hash matches."""
+def candidate_pairs(codes: np.ndarray, crops: np.ndarray, max_distance: int, crop_distance: int) -> np.ndarray:
+    """Every candidate pair (i < j) the audit's search makes: pHash or crop hash matches (the
+    crop hashes within crop_distance bits: the audit's is max_distance; more, to see what a
+    wider crop search would find)."""
     plain = hamming_pairs(codes, max_distance=max_distance)
     probes = crops.shape[1]
     flat = np.ascontiguousarray(crops).view(np.uint64).ravel()
-    found = cross_pairs(flat, codes, max_distance=max_distance, owners=np.repeat(np.arange(len(codes)), probes))
+    found = cross_pairs(flat, codes, max_distance=crop_distance, owners=np.repeat(np.arange(len(codes)), probes))
     cropped = np.stack([found[:, 0] // probes, found[:, 1]], axis=1)
     both = np.concatenate([plain, np.sort(cropped, axis=1)])
     return np.unique(both, axis=0)
@@ -71,7 +74,7 @@ def measure(name: str, planted_count: int, seed: int, scratch: Path) -> list[dic
     columns = {key: table.columns[key][decoded] for key in ("perceptual_hash", "crop_hashes", "fine", "thumbnail")}
     codes = np.ascontiguousarray(columns["perceptual_hash"]).view(np.uint64).ravel()
     max_distance = Params().audit.near_duplicate_distance
-    pairs = candidate_pairs(codes, columns["crop_hashes"], max_distance)
+    pairs = candidate_pairs(codes, columns["crop_hashes"], max_distance, CROP_DISTANCE[0] or max_distance)
     fine, thumbnails = columns["fine"], columns["thumbnail"]
     plain = fine_similarities(fine[pairs[:, 0]], fine[pairs[:, 1]])
     cropped = crop_tolerant_similarities(fine[pairs[:, 0]], fine[pairs[:, 1]])
@@ -140,7 +143,9 @@ def main() -> None:
     parser.add_argument("--planted", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dump", type=Path, help="save each set's candidate pairs and their scores here (.npz)")
+    parser.add_argument("--crop-distance", type=int, default=0, help="search crop hashes within this many bits")
     args = parser.parse_args()
+    CROP_DISTANCE[0] = args.crop_distance
     if args.dump:
         args.dump.mkdir(parents=True, exist_ok=True)
         DUMP.append(args.dump)
