@@ -57,21 +57,39 @@ def test_distinctive_matches_the_rule_read_pair_by_pair(seed):
 
 
 def test_a_rival_a_tie_and_a_strong_partner():
-    """With the shipped bar (0.997) and ratio (0.2): a lone pair at 0.998 is a match, one at 0.996
-    is not; a rival at 0.995 (distance 0.002 > 0.2 x 0.005) undoes it, one at 0.98 does not; a
-    tie is never distinctive; a strong partner (a copy) is no rival."""
-    assert DISTINCTIVE.min_distinctive_similarity == 0.997 and DISTINCTIVE.distinctive_ratio == 0.2
+    """With the shipped bar (0.995) and ratio (0.2): a lone pair at 0.996 is a match, one at 0.994
+    is not; a rival at 0.99 (distance 0.004 > 0.2 x 0.01) undoes it, one at 0.97 does not; a tie
+    is never distinctive; a strong partner (a copy) is no rival."""
+    assert DISTINCTIVE.min_distinctive_similarity == 0.995 and DISTINCTIVE.distinctive_ratio == 0.2
     pairs, weak = np.array([[0, 1]]), np.array([False])
-    assert distinctive(pairs, np.array([0.998], np.float32), weak, DISTINCTIVE).tolist() == [True]
-    assert distinctive(pairs, np.array([0.996], np.float32), weak, DISTINCTIVE).tolist() == [False]
+    assert distinctive(pairs, np.array([0.996], np.float32), weak, DISTINCTIVE).tolist() == [True]
+    assert distinctive(pairs, np.array([0.994], np.float32), weak, DISTINCTIVE).tolist() == [False]
     three = np.array([[0, 1], [1, 2]])
-    for rival, expected in ((0.995, False), (0.98, True)):
-        found = distinctive(three, np.array([0.998, rival], np.float32), np.array([False, False]), DISTINCTIVE)
+    for rival, expected in ((0.99, False), (0.97, True)):
+        found = distinctive(three, np.array([0.996, rival], np.float32), np.array([False, False]), DISTINCTIVE)
         assert found.tolist() == [expected, False]
-    tie = distinctive(three, np.array([0.998, 0.998], np.float32), np.array([False, False]), DISTINCTIVE)
+    tie = distinctive(three, np.array([0.997, 0.997], np.float32), np.array([False, False]), DISTINCTIVE)
     assert tie.tolist() == [False, False]
-    copy = distinctive(three, np.array([0.998, 0.999], np.float32), np.array([False, True]), DISTINCTIVE)
+    copy = distinctive(three, np.array([0.996, 0.999], np.float32), np.array([False, True]), DISTINCTIVE)
     assert copy.tolist() == [True, True]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_look_alike_that_is_no_candidate_still_rivals(seed):
+    """Three noisy versions of one generated thumbnail among unrelated ones, only the first two a
+    candidate pair: from the candidates alone they are a distinctive match; the third, nearest
+    by thumbnail, is as close and undoes it. Unrelated thumbnails never do."""
+    rng = np.random.default_rng(seed)
+    base = np.kron(rng.uniform(40, 215, size=(4, 4)), np.ones((4, 4))) + rng.normal(0, 20, size=(16, 16))
+    versions = [np.clip(base + rng.normal(0, 2.5, size=(16, 16)), 0, 255) for _ in range(3)]
+    others = [rng.uniform(0, 255, size=(16, 16)) for _ in range(20)]
+    fine = np.stack([np.rint(picture).astype(np.uint8).ravel() for picture in versions + others])
+    pair = np.array([[0, 1]])
+    value = np.array([0.996], np.float32)  # as the candidate search would have scored it
+    assert distinctive(pair, value, np.array([False]), DISTINCTIVE).tolist() == [True]
+    assert distinctive(pair, value, np.array([False]), DISTINCTIVE, fine=fine).tolist() == [False]
+    alone = np.delete(fine, 2, axis=0)
+    assert distinctive(pair, value, np.array([False]), DISTINCTIVE, fine=alone).tolist() == [True]
 
 
 def test_cropped_textures_are_found_by_the_distinctive_rule_and_never_two_textures():

@@ -144,7 +144,7 @@ def _near_duplicate_findings(
         found = old if fresh is None else Scored(np.concatenate([old.pairs, fresh.pairs]),
                                                   np.concatenate([old.similarity, fresh.similarity]),
                                                   np.concatenate([old.strong, fresh.strong]))
-    accepted = distinctive(found.pairs, found.similarity, found.strong, confirm)
+    accepted = distinctive(found.pairs, found.similarity, found.strong, confirm, fine=fine)
     pairs, pair_similarity = found.pairs[accepted], found.similarity[accepted]
     named = decoded[found.pairs].reshape(-1, 2).tolist()
     kept_pairs = [[table.paths[a], table.paths[b], float(similarity), bool(strong)]
