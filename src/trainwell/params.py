@@ -181,7 +181,7 @@ class AuditParams(_Section):
     near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0)
     near_duplicate_crop_similarity: float = Field(0.999, ge=0.0, le=1.0)
     near_duplicate_pixel_difference: float = Field(6.0, ge=0.0, le=255.0)
-    near_duplicate_distinctive_similarity: float = Field(0.997, ge=0.9, le=1.0)
+    near_duplicate_distinctive_similarity: float = Field(0.995, ge=0.9, le=1.0)
     near_duplicate_distinctive_ratio: float = Field(0.2, gt=0.0, le=1.0)
     max_class_imbalance: float = Field(10.0, ge=1.0, le=limits.MAX_RATIO, description="largest / smallest class above this is reported")
     workers: int = Field(0, ge=0, le=limits.MAX_WORKERS, description="decode processes; 0 = one per CPU core")
