@@ -134,11 +134,33 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
 
 # Nearest thumbnails (by unshifted correlation) compared as rivals of each end of a distinctive match.
 _NEAREST = 8
-# Ends x files correlated at most, 256 multiply-adds each (2e8: ~5e10, seconds on one core); past
-# it the matches are refused: precision first (a dataset of 250,000 files affords 800 ends).
-_RIVAL_BUDGET = 200_000_000
-# Ends correlated at once: 32 x 250,000 files x 4 bytes is 32 MB.
-_RIVAL_CHUNK = 32
+# Ends x files correlated at most, 256 multiply-adds each: 1e8 took ~6 s of one core; past it the
+# matches are refused, precision first (250,000 files afford 200 ends, 5,000 files 10,000).
+_RIVAL_BUDGET = 100_000_000
+# Files standardised and correlated at once: 16,384 x 256 float32 is 16 MB, and the correlations
+# of 1,000 ends with them 64 MB (standardising every file at once: 1 GB at 1M files).
+_FILE_BLOCK = 16_384
+
+
+def _nearest_files(ends: np.ndarray, fine: np.ndarray, left_out: list[list[int]]) -> np.ndarray:
+    """(len(ends), _NEAREST) rows of `fine` most correlated (unshifted) with each end's, those in
+    its left_out list excepted; -1 where fewer remain."""
+    count = min(_NEAREST, len(fine))
+    best_value = np.full((len(ends), count), -np.inf, dtype=np.float32)
+    best_row = np.full((len(ends), count), -1, dtype=np.int64)
+    mine = standardised(fine[ends])
+    owners = np.repeat(np.arange(len(ends)), [len(rows) for rows in left_out])
+    skipped = np.array([row for rows in left_out for row in rows], dtype=np.int64)
+    for block in range(0, len(fine), _FILE_BLOCK):
+        correlation = mine @ standardised(fine[block:block + _FILE_BLOCK]).T
+        inside = (skipped >= block) & (skipped < block + _FILE_BLOCK)
+        correlation[owners[inside], skipped[inside] - block] = -np.inf
+        values = np.concatenate([best_value, correlation], axis=1)
+        rows = np.concatenate([best_row, np.broadcast_to(np.arange(block, block + correlation.shape[1]),
+                                                         correlation.shape)], axis=1)
+        top = np.argpartition(-values, count - 1, axis=1)[:, :count]
+        best_value, best_row = np.take_along_axis(values, top, axis=1), np.take_along_axis(rows, top, axis=1)
+    return np.where(np.isfinite(best_value), best_row, -1)
 
 
 def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray) -> np.ndarray:
@@ -146,7 +168,6 @@ def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray)
     nearest thumbnails, the partner and the end's or partner's strong partners (`copies`, pairs)
     left out; -inf where none is left, +inf (refused) past _RIVAL_BUDGET."""
     matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
-    rivals = np.full(matches.shape, -np.inf)
     if len(matches) * 2 * len(fine) > _RIVAL_BUDGET:
         return np.full(matches.shape, np.inf)
     partners: dict[int, set[int]] = {}
@@ -154,20 +175,16 @@ def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray)
         partners.setdefault(a, set()).add(b)
         partners.setdefault(b, set()).add(a)
     ends, others = matches.ravel(), matches[:, ::-1].ravel()
-    scaled = standardised(fine)
-    for start in range(0, len(ends), _RIVAL_CHUNK):
-        chunk = slice(start, start + _RIVAL_CHUNK)
-        correlation = scaled[ends[chunk]] @ scaled.T
-        for row, (end, other) in enumerate(zip(ends[chunk].tolist(), others[chunk].tolist())):
-            left_out = [end, other, *partners.get(end, ()), *partners.get(other, ())]
-            correlation[row, left_out] = -np.inf
-            nearest = np.argsort(-correlation[row], kind="stable")[:_NEAREST]
-            nearest = nearest[np.isfinite(correlation[row, nearest])]
-            if len(nearest):
-                mine = np.repeat(fine[[end]], len(nearest), axis=0)
-                rivals.ravel()[start + row] = float(np.maximum(fine_similarities(mine, fine[nearest]),
-                                                               crop_tolerant_similarities(mine, fine[nearest])).max())
-    return rivals
+    left_out = [sorted({end, other, *partners.get(end, ()), *partners.get(other, ())})
+                for end, other in zip(ends.tolist(), others.tolist())]
+    nearest = _nearest_files(ends, fine, left_out)
+    found = nearest >= 0
+    which, rows = np.nonzero(found)
+    similarity = np.full(nearest.shape, -np.inf)
+    if len(which):
+        first, second = fine[ends[which]], fine[nearest[which, rows]]
+        similarity[which, rows] = np.maximum(fine_similarities(first, second), crop_tolerant_similarities(first, second))
+    return similarity.max(axis=1).reshape(matches.shape)
 
 
 def _units(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
