@@ -169,14 +169,10 @@ class AuditParams(_Section):
     blurry_below: float = Field(1.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
     blurry_outlier_below: float = Field(20.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
     outlier_z: float = Field(3.5, gt=0.0, le=limits.MAX_Z)
-    # Near-duplicates (audit/near_duplicates.py): pHashes, or one's crop hashes and the other's
-    # pHash, within this many bits are candidates; near-duplicates when their 16x16 grey thumbnails
-    # correlate this well (copies 0.995-1; two writers' "1"s up to 0.9948), or read as crops of each
-    # other the crop bar (MNIST look-alikes reach 0.998), AND their 8x8 colour thumbnails, brightness
-    # and contrast evened out, differ by at most this much (0-255; copies: below 2, clipped ones 6).
-    # A candidate failing both bars is still one when the better of its two similarities reaches the
-    # distinctive bar and its distance (1 - similarity) is at most the ratio times either file's
-    # next-best candidate's (a look-alike "1" always has a close rival; a cropped photo has none).
+    # Near-duplicates (docs/audit.md): pHashes (or a crop hash and a pHash) within this many bits are candidates;
+    # near-duplicates when 16x16 grey thumbnails correlate this well (two writers' "1"s reach 0.9948), or as crops the
+    # crop bar (look-alikes reach 0.998), or are distinctive (the bar, and at most the ratio x the nearest rival's
+    # distance); AND 8x8 colours, brightness and contrast evened out, differ at most this much (0-255; copies < 2).
     near_duplicate_distance: int = Field(5, ge=0, le=20)
     near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0)
     near_duplicate_crop_similarity: float = Field(0.999, ge=0.0, le=1.0)
