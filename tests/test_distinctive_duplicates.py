@@ -170,3 +170,39 @@ def test_incremental_audits_decide_as_full_ones_across_adds_and_removes(tmp_path
         assert cached["issues"] == full["issues"], step
         flips = rng.choice(names, size=int(rng.integers(1, 5)), replace=False).tolist()
         present ^= set(flips)
+
+
+def test_malformed_kept_pairs_in_a_cache_with_a_valid_digest_are_a_rebuild_not_a_crash(tmp_path):
+    """Generated malformed near-duplicate entries (wrong lengths, types, similarities out of range,
+    strings for flags), written with a matching digest as a buggy writer would: each makes the
+    cache a miss, said in a warning, and the audit reports what a fresh one does."""
+    import json
+
+    from trainwell.audit import cache as cache_module
+
+    rng = np.random.default_rng(4)
+    root, cache = tmp_path / "data", tmp_path / "cache.json"
+    for index in range(4):
+        picture = texture(rng, side=40)
+        _write(root, f"t{index}", picture)
+        _write(root, f"t{index}_crop", edited(picture, "crop", rng))
+    data, policy = DataParams(dir=str(root)), AuditParams()
+    fresh = audit_dataset(root=root, data=data, policy=policy).as_dict()
+    audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
+    stored = json.loads(cache.read_text())
+    pairs = stored["near_duplicates"]["pairs"]
+    assert pairs and all(len(entry) == 4 for entry in pairs)
+    records = np.load(str(cache) + ".npy", allow_pickle=False)
+    path = pairs[0][0]
+    bad_entries = [[path], [path, path, 0.99], [path, 7, 0.99, True], [path, path, "0.99", True],
+                   [path, path, 1.5, True], [path, path, float("nan"), False], [path, path, 0.99, "yes"],
+                   [path, path, 0.99, 1], {"a": path}, None, [path, path, -2.0, False]]
+    for bad in bad_entries:
+        document = dict(stored, near_duplicates={"settings": stored["near_duplicates"]["settings"],
+                                                 "pairs": [*pairs, bad]})
+        document.pop("digest")
+        body = json.dumps(document)[:-1]
+        cache.write_text(f"{body}{cache_module._DIGEST_KEY}{cache_module._digest(body, records)}\"}}")
+        report = audit_dataset(root=root, data=data, policy=policy, cache_file=cache).as_dict()
+        assert report["near_duplicate_groups"] == fresh["near_duplicate_groups"], bad
+        assert report["issues"] == fresh["issues"], bad
