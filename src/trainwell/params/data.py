@@ -117,11 +117,11 @@ class AuditParams(_Section):
     blurry_outlier_below: float = Field(20.0, ge=0.0, le=limits.MAX_LAPLACIAN_VARIANCE)
     outlier_z: float = Field(3.5, gt=0.0, le=limits.MAX_Z,
                              description="robust z-score (median, MAD and the lowest 2%) past which a file is an outlier")
-    # Near-duplicates (audit/near_duplicates.py): pHashes, or one's crop hashes and the other's
-    # pHash, within this many bits are candidates; near-duplicates when their 16x16 grey thumbnails
-    # correlate this well (copies 0.995-1; two writers' "1"s up to 0.9948), or read as crops of each
-    # other the crop bar (MNIST look-alikes reach 0.998), AND their 8x8 colour thumbnails, brightness
-    # and contrast evened out, differ by at most this much (0-255; copies: below 2, clipped ones 6).
+    # Near-duplicates (docs/audit.md): pHashes (or a crop hash and a pHash) within this many bits are
+    # candidates; near-duplicates when 16x16 grey thumbnails correlate this well (two writers' "1"s
+    # reach 0.9948), or as crops the crop bar (look-alikes reach 0.998), or are distinctive (the bar,
+    # and at most the ratio x the nearest rival's distance); AND 8x8 colours, brightness and contrast
+    # evened out, differ at most this much (0-255; copies < 2).
     near_duplicate_distance: int = Field(5, ge=0, le=20,
                                          description="pHash bits (of 64) within which two files are compared ...")
     near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0, description=(
@@ -130,6 +130,10 @@ class AuditParams(_Section):
         "... or, read as crops of each other (up to 3% a side), this well (0-1)"))
     near_duplicate_pixel_difference: float = Field(6.0, ge=0.0, le=255.0,
                                                    description="... and their colours differ by at most this (0-255)")
+    near_duplicate_distinctive_similarity: float = Field(0.995, ge=0.9, le=1.0, description=(
+        "... or this well, when clearly closer than either file's ..."))
+    near_duplicate_distinctive_ratio: float = Field(0.2, gt=0.0, le=1.0, description=(
+        "... next-best candidate: distance <= this x the rival's"))
     max_class_imbalance: float = Field(10.0, ge=1.0, le=limits.MAX_RATIO,
                                        description="largest/smallest class above this is class_imbalance")
     workers: int = Field(0, ge=0, le=limits.MAX_WORKERS, description="decode processes; 0 = one per CPU core")
