@@ -15,6 +15,10 @@ from trainwell.params import DemoParams, load_params
 from trainwell.stages import audit, build, label_review, split
 
 IMAGES_PER_CLASS = 1000
+# The demo's side: fold models train at the sources' size, so 48 px costs about 0.4x of 75 px (the
+# test took half the time) and the claims hold as they did at 75 (label issues 0.833 / 0.980
+# against 0.76 / 0.95 there).
+SIDE = 48
 OUTLIERS = 40
 # 3 fold models, not the default 5: half the training, each on two thirds of the images.
 FOLDS = 3
@@ -51,9 +55,9 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     # One 5,000-image review serves every claim (the review is the slow part): faults planted
     # before the split, so the test split holds flipped labels and strays too.
     root = workdir / "data" / "demo"
-    generate(out_dir=root, demo=DemoParams(classes=CLASSES, images_per_class=IMAGES_PER_CLASS, image_size=75))
-    flipped, planted = plant_faults(root, flip_fraction=0.05, outliers=OUTLIERS, size=75)
-    params = tiny_params(image_size=75)
+    generate(out_dir=root, demo=DemoParams(classes=CLASSES, images_per_class=IMAGES_PER_CLASS, image_size=SIDE))
+    flipped, planted = plant_faults(root, flip_fraction=0.05, outliers=OUTLIERS, size=SIDE)
+    params = tiny_params(image_size=SIDE)
     params["split"].update(val_fraction=0.15, test_fraction=0.15)
     params["label_review"].update(folds=FOLDS)
     write_params(workdir, params)
@@ -81,7 +85,7 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     # flags about as many as its models doubt: on real digits (out-of-fold accuracy 0.94) 258 for
     # 257 flips, precision 0.957 / recall 0.961, where the plain off-diagonal count gave 0.986 /
     # 0.825 (benchmarks/end_to_end.py). On this harder set (0.88) it flags more than were flipped:
-    # measured 0.76 / 0.95, 75 right labels; off_diagonal from the same probabilities 0.94 / 0.86.
+    # measured 0.833 / 0.980, 49 right labels; off_diagonal from the same probabilities 0.973 / 0.876.
     assert precision >= 0.72 and recall >= 0.9, (precision, recall)
     assert len(flagged & right) < 0.02 * len(right)
     plain = _flagged_by(load_params(), estimation_method="off_diagonal")
@@ -105,6 +109,7 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     odd = {row["path"] for row in outliers}
     precision, recall = precision_recall(odd, strays)
     print(f"outliers: precision {precision:.3f}, recall {recall:.3f} ({len(odd)} flagged)")
+    # Measured 0.744 / 0.800 (32 of the 40 strays; the review is seeded, so reruns give the same).
     assert recall >= 0.8 and precision >= 0.3, (precision, recall)
     assert len(odd - strays) < 0.02 * len(split_of)
     # Farthest past its own class's fence first (cleanlab's score is dataset-wide, so not in order).
