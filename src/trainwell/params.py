@@ -371,8 +371,8 @@ class LabelReviewParams(_Section):
 
     folds: int = Field(5, ge=2, le=limits.MAX_FOLDS)
     # At most; a fold stops when its held-out loss has not fallen for early_stopping_patience epochs (0: never).
-    epochs_per_fold: int = Field(8, ge=1, le=limits.MAX_STEPS)
-    early_stopping_patience: int = Field(2, ge=0, le=limits.MAX_STEPS)
+    epochs_per_fold: int = Field(12, ge=1, le=limits.MAX_STEPS)
+    early_stopping_patience: int = Field(3, ge=0, le=limits.MAX_STEPS)
     # Fold models' input side (px). null: the sources' own, at least 32, when below data.image_size (review_side).
     image_size: int | None = Field(None, ge=8, le=1024)
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
