@@ -51,10 +51,10 @@ def review_side(*, review: LabelReviewParams, train: TrainParams, cached_side: i
     Images upscaled to data.image_size hold no detail a smaller input lacks, and a fold model's
     cost grows with its pixels (the default network's convolutions: about 2.5x fewer operations at
     32x32 than at 48x48). But not down to any size: at 28x28 (its last block's map 2x2, against
-    3x3 at 32) the fold models doubt more. On 5,131 real 28x28 digits (cached at 48x48) with 5% of labels flipped,
-    5 folds of at most 8 epochs at 1e-3: precision / recall 0.952 / 0.918 and 0.956 / 0.934 at 32 on
-    two flip draws (0.957 / 0.953 at 48 on the second); 5 folds at 2e-3: 0.943 at 28 (8 epochs) and
-    0.936 at 32 (6 epochs) on the first draw (CHANGELOG.md, 0.2.0, Changed).
+    3x3 at 32) the fold models doubt more. On 5,131 real 28x28 digits (cached at 48x48) with 5% of
+    labels flipped, three flip draws, 5 folds at 1e-3 (the defaults): precision / recall 0.961 / 0.953,
+    0.964 / 0.946 and 0.965 / 0.953 at 32; at 2e-3 for at most 8 epochs, 0.943 at 28 on the second
+    draw (CHANGELOG.md, 0.2.0, Changed).
     """
     wanted = review.image_size if review.image_size is not None else max(source_side or cached_side,
                                                                          SMALLEST_REVIEW_SIDE)
