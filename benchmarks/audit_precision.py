@@ -92,16 +92,16 @@ def plant(folder: Path, count: int, seed: int) -> list[tuple[str, str, str]]:
 CANDIDATES = [0]  # candidate pairs (pHash or crop hash matches) the current audit confirmed or refused
 
 
-def _counting(confirmed):
+def _counting(scored):
     def counted(pairs, **keywords):
         CANDIDATES[0] += len(pairs)
-        return confirmed(pairs, **keywords)
+        return scored(pairs, **keywords)
     return counted
 
 
 # The near-duplicate search runs in this process (audit/dataset.py): count what it hands to the
 # confirmation, the figure that grows with look-alikes (a hash too loose gives millions).
-near_duplicates.confirmed = _counting(near_duplicates.confirmed)
+near_duplicates.scored = _counting(near_duplicates.scored)
 
 
 def audit(folder: Path, overrides: dict) -> tuple[dict, float, int]:

@@ -1,12 +1,13 @@
 """Benchmark: trainwell's `train` and `label-review` against the scripts a user would otherwise run, end to end, in one run.
 
-Usage: python benchmarks/end_to_end.py [--dataset mnist|demo|both] [--runs 2] [--epochs 40]
+Usage: python benchmarks/end_to_end.py [--dataset mnist|demo|both] [--runs 2] [--epochs 15]
                                        [--flip-fraction 0.05] [--skip-train] [--skip-review] [--keep FOLDER]
 
 Datasets: `mnist` is benchmarks/real_data.py's held-back set (5,131 real 28x28 MNIST digits 0-4,
-PNG); `demo` is trainwell's demo set (5,000 synthetic 75x75 JPEGs). Each is audited, split and
-built by trainwell once (default params, data.image_size 75); the baseline reads the very same
-files of each split, copied into class folders.
+PNG); `demo` is trainwell's demo set (synthetic JPEGs, as `trainwell demo` writes them). Each is
+audited, split and built by trainwell once (the shipped params: data.image_size 48, Adam 1e-3,
+15 epochs unless --epochs); the baseline reads the very same files of each split, copied into
+class folders, at the same side.
 
 Training, alternately `--runs` times each, every run a fresh process:
 - trainwell: `trainwell train` with the default params (guard, epoch backup, op determinism on);
@@ -50,9 +51,13 @@ sys.path.insert(0, str(HERE))  # for real_data
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from trainwell.params import Params  # noqa: E402
+
+DEFAULTS = Params()  # the shipped params: both contenders train at their side, step size and epochs
+
 # Keras' line at each epoch's end with verbose=2: "99/99 - 3s - 30ms/step - accuracy: ...".
 EPOCH_END = re.compile(r"^\s*\d+/\d+ - \d+m?s")
-NATIVE_SIZE = {"mnist": 28, "demo": 75}
+NATIVE_SIZE = {"mnist": 28, "demo": DEFAULTS.demo.image_size}
 
 
 @dataclass
@@ -96,17 +101,15 @@ def write_images(name: str, folder: Path) -> None:
 
         real_data.write("mnist", folder)
     else:
-        from trainwell.data.demo import SHAPES, generate
-        from trainwell.params import DemoParams
+        from trainwell.data.demo import generate
 
-        generate(out_dir=folder, demo=DemoParams(classes=list(SHAPES), images_per_class=1000, image_size=75))
+        generate(out_dir=folder, demo=DEFAULTS.demo)  # what `dvc repro`'s demo_data stage writes
 
 
 def make_project(folder: Path, images: Path, epochs: int) -> dict[str, int]:
-    """A trainwell project on `images`, audited, split and built; returns images per split."""
-    from trainwell.params import Params
-
-    params = Params().model_dump(mode="json")
+    """A trainwell project on `images` with the shipped defaults but `epochs`, audited, split and
+    built; returns images per split."""
+    params = DEFAULTS.model_dump(mode="json")
     params["data"]["dir"] = str(images)
     params["train"]["epochs"] = epochs
     folder.mkdir(parents=True)
@@ -153,7 +156,9 @@ def tutorial_train(folders: Path, epochs: int, workspace: Path) -> TrainRun:
     model = workspace / "tutorial.keras"
     model.unlink(missing_ok=True)
     timed = run_timed([sys.executable, str(HERE / "tutorial_train.py"), str(folders / "train"), str(folders / "val"),
-                       str(model), "--test-dir", str(folders / "test"), "--epochs", str(epochs)], workspace)
+                       str(model), "--test-dir", str(folders / "test"), "--epochs", str(epochs),
+                       "--image-size", str(DEFAULTS.data.image_size),
+                       "--learning-rate", str(DEFAULTS.train.learning_rate)], workspace)
     ends, saved = timed.epoch_ends(), timed.first("saved")
     accuracy = float(next(line.split()[-1] for _, line in timed.lines if line.startswith("test accuracy")))
     return TrainRun(per_epoch=(ends[-1] - ends[0]) / max(1, len(ends) - 1), wall=saved, stall=saved - ends[-1],
@@ -248,7 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["mnist", "demo", "both"], default="both")
     parser.add_argument("--runs", type=int, default=2, help="runs of each contender, alternating")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.train.epochs)
     parser.add_argument("--flip-fraction", type=float, default=0.05)
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-review", action="store_true")
@@ -268,7 +273,8 @@ def main() -> None:
                 counts = make_project(project, images, args.epochs)
                 class_folders(project, images, workspace / "tutorial_folders")
                 print(f"{name}: train {counts['train']} / val {counts['val']} / test {counts['test']} images at "
-                      f"75x75, {args.epochs} epochs, batch 32; {args.runs} alternating runs each", flush=True)
+                      f"{DEFAULTS.data.image_size}x{DEFAULTS.data.image_size}, {args.epochs} epochs, batch 32, Adam "
+                      f"{DEFAULTS.train.learning_rate:g}; {args.runs} alternating runs each", flush=True)
                 train_walls = [run.wall for run in compare_training(project, workspace / "tutorial_folders", args,
                                                                    workspace)]
             if not args.skip_review:

@@ -22,7 +22,7 @@ import numpy as np
 
 from trainwell.params import GuardParams
 from trainwell.training.guard import DivergenceGuard
-from trainwell.training.inputs import make_train_dataset, steps_per_epoch
+from trainwell.training.inputs import BatchSpec, make_train_dataset, steps_per_epoch
 from trainwell.training.network import build_model
 
 
@@ -33,8 +33,8 @@ def one_run(*, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: 
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"])
     steps = steps_per_epoch(count=len(images), batch_size=batch_size)
     # One extra warm-up epoch (graph tracing) is run outside the timed part.
-    data = make_train_dataset(images=images, labels=labels, num_classes=5, batch_size=batch_size, seed=0,
-                              first_epoch=0, epochs=epochs + 1)
+    data = make_train_dataset(images=images, labels=labels, spec=BatchSpec(
+        num_classes=5, batch_size=batch_size, seed=0, first_epoch=0, epochs=epochs + 1))
     callbacks = []
     if guard:
         callbacks.append(DivergenceGuard(num_classes=5, policy=GuardParams()))

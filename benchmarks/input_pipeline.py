@@ -40,7 +40,7 @@ from trainwell.data.splits import write_split_csv
 from trainwell.outputs import write_json
 from trainwell.params import AugmentStep
 from trainwell.training.augment import BatchAugmenter, default_processes
-from trainwell.training.inputs import make_train_dataset, steps_per_epoch
+from trainwell.training.inputs import BatchSpec, make_train_dataset, steps_per_epoch
 
 
 def make_folder(root: Path, images: int) -> list[tuple[str, str]]:
@@ -120,8 +120,8 @@ def compare_augmentation(train, *, batch: int, repeats: int) -> None:
         """One epoch from a fresh iterator, timed from its first batch on (a running training
         pipeline is already warm): a live iterator would keep augmenting into its prefetch buffer
         while the bare loop is timed, slowing the loop and banking batches."""
-        dataset = make_train_dataset(images=train.images, labels=train.labels, num_classes=5, batch_size=batch,
-                                     seed=0, first_epoch=number, epochs=number + 1, augmenter=augmenter)
+        dataset = make_train_dataset(images=train.images, labels=train.labels, spec=BatchSpec(
+            num_classes=5, batch_size=batch, seed=0, first_epoch=number, epochs=number + 1, augmenter=augmenter))
         iterator = iter(dataset)
         batches = [next(iterator)[0].numpy()]
         start = time.perf_counter()
@@ -170,8 +170,8 @@ def main() -> None:
         count, batch = len(train.labels), args.batch_size
         total_epochs = 2 + args.epochs
 
-        ours = make_train_dataset(images=train.images, labels=train.labels, num_classes=5, batch_size=batch,
-                                  seed=0, first_epoch=0, epochs=total_epochs)
+        ours = make_train_dataset(images=train.images, labels=train.labels, spec=BatchSpec(
+            num_classes=5, batch_size=batch, seed=0, first_epoch=0, epochs=total_epochs))
         ours_iterator = iter(ours)
         steps = steps_per_epoch(count=count, batch_size=batch)
 

@@ -180,7 +180,7 @@ def run_stage(stage: str, project: Path, count: int) -> dict:
 
         action = lambda: build_stage.main(params_file="params.yaml")  # noqa: E731
     elif stage == "train_input":
-        from trainwell.training.inputs import plan_inputs
+        from trainwell.training.inputs import BatchSpec, plan_inputs
 
         def action() -> None:
             inputs = plan_inputs(cache_dir=params.paths.cache_dir, splits=["train", "val"],
@@ -189,7 +189,7 @@ def run_stage(stage: str, project: Path, count: int) -> dict:
             extra["streaming"] = train.streaming
             batches = train.epoch_batches(seed=0, epoch=0, batch_size=batch)
             seen = 0
-            dataset = train.train_dataset(seed=0, first_epoch=0, epochs=1, num_classes=CLASSES, batch_size=batch)
+            dataset = train.train_dataset(BatchSpec(num_classes=CLASSES, batch_size=batch, seed=0, first_epoch=0, epochs=1))
             for images, _ in dataset.take(train.steps(batch_size=batch)):
                 seen += int(images.shape[0])
             extra["batches"], extra["images_fed"] = len(batches), seen

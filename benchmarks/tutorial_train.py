@@ -1,11 +1,11 @@
 """The Keras tutorial's training script, with trainwell's network: end_to_end.py's baseline for `train`.
 
-Usage: python benchmarks/tutorial_train.py TRAIN_DIR VAL_DIR MODEL_OUT [--test-dir DIR] [--epochs 40]
+Usage: python benchmarks/tutorial_train.py TRAIN_DIR VAL_DIR MODEL_OUT [--test-dir DIR] [--epochs 15] [--image-size 48] [--learning-rate 1e-3]
 
 What the Keras image-classification tutorial runs: image_dataset_from_directory, then
 .cache().shuffle(1000).prefetch(AUTOTUNE), then model.fit with validation data, here with
 trainwell's default network (Rescaling, Conv2D 16/16/32 with kernel 2 and max pooling, Dense 128,
-softmax; Adam 1e-4, batch 32) so the two differ only in what surrounds the model. No seeds beyond
+softmax; Adam, batch 32; epochs, side and step size as trainwell's defaults unless given) so the two differ only in what surrounds the model. No seeds beyond
 the loader's, no op determinism, no guard, no backup: what a user would otherwise run. Prints
 Keras' line per epoch, "saved" once the model is on disk, then the test accuracy.
 """
@@ -24,8 +24,9 @@ def main() -> None:
     parser.add_argument("val_dir")
     parser.add_argument("model_out")
     parser.add_argument("--test-dir")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--image-size", type=int, default=75)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     args = parser.parse_args()
     import keras
     import tensorflow as tf
@@ -42,7 +43,7 @@ def main() -> None:
     layers += [keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"),
                keras.layers.Dense(classes, activation="softmax")]
     model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=args.epochs, verbose=2)
     model.save(args.model_out)
     print("saved", flush=True)

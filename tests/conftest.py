@@ -22,6 +22,7 @@ from tests.helpers import (
     run,
     save_export_model,
     tiny_params,
+    user_env,
     write_params,
 )
 from tests.tier_guard import trainwell_tier_guard as tier_guard
@@ -190,7 +191,8 @@ def built(built_project: Path, workdir: Path) -> Path:
 @dataclass(frozen=True)
 class Pipeline:
     folder: Path  # the project
-    output: str  # what the dvc command printed
+    output: str  # what the dvc command printed on stdout
+    errors: str = ""  # and on stderr (its stages' commands write to both)
 
 
 @pytest.fixture(scope="session")
@@ -198,10 +200,12 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     """A `trainwell init` project after one `dvc repro` with pipeline_params(): every stage ran once a test run.
 
     Read-only (a no-op `dvc repro` is fine): copy it with helpers.copy_project to change anything.
-    Tests using it train and run dvc: mark them so.
+    Tests using it train and run dvc: mark them so. Run in a user's environment (no
+    TF_CPP_MIN_LOG_LEVEL), so test_quiet reads what each stage printed from it.
     """
     folder = make_project(tmp_path_factory.mktemp("reproduced"), pipeline_params())
-    return Pipeline(folder=folder, output=run(["dvc", "repro"], folder).stdout)
+    done = run(["dvc", "repro"], folder, env=user_env())
+    return Pipeline(folder=folder, output=done.stdout, errors=done.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -81,9 +81,17 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command, capturing output; on an unexpected failure show everything it printed."""
-    result = subprocess.run(command, cwd=cwd, env=tool_env(), capture_output=True, text=True)
+def user_env() -> dict[str, str]:
+    """tool_env() as a user's shell has it: no TF_CPP_MIN_LOG_LEVEL (trainwell must keep TensorFlow quiet itself)."""
+    environment = tool_env()
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return environment
+
+
+def run(command: list[str], cwd: Path, check: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command (in tool_env() unless `env`), capturing output; on an unexpected failure show everything it printed."""
+    result = subprocess.run(command, cwd=cwd, env=env or tool_env(), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"

@@ -91,12 +91,6 @@ def test_repo_dvc_yaml_is_the_init_template_plus_source_folders():
     assert ours == yaml.safe_load(template("dvc.yaml.in"))
 
 
-def test_repo_params_yaml_is_the_init_template_with_the_demo_set():
-    from trainwell.stages.init import render_params
-
-    assert (REPO_ROOT / "params.yaml").read_text() == render_params(data_dir="data/demo")
-
-
 @pytest.mark.parametrize("path", sorted(PACKAGE_ROOT.rglob("*.py")), ids=lambda path: str(path.relative_to(PACKAGE_ROOT)))
 def test_no_module_grows_past_500_lines(path: Path):
     """A soft bound on module size: past 500 lines a module is cut along its seams."""

@@ -11,7 +11,7 @@ from trainwell.errors import ParamsError
 from trainwell.params import AugmentStep
 from trainwell.stages import train
 from trainwell.training.augment import BatchAugmenter, example_seeds
-from trainwell.training.inputs import make_train_dataset
+from trainwell.training.inputs import BatchSpec, make_train_dataset
 
 STEPS = [
     AugmentStep(name="HorizontalFlip", params={"p": 0.5}),
@@ -26,9 +26,9 @@ def images(count: int = 24, size: int = 16) -> np.ndarray:
 
 def batches(*, seed: int, replicas: int = 1, pipeline: int = 0, pipelines: int = 1) -> list[np.ndarray]:
     data = images()
-    dataset = make_train_dataset(images=data, labels=np.arange(len(data)) % 5, num_classes=5, batch_size=8,
-                                 seed=seed, first_epoch=0, epochs=2, augmenter=BatchAugmenter(STEPS),
-                                 replicas=replicas, pipeline=pipeline, pipelines=pipelines)
+    dataset = make_train_dataset(images=data, labels=np.arange(len(data)) % 5, spec=BatchSpec(
+        num_classes=5, batch_size=8, seed=seed, first_epoch=0, epochs=2, augmenter=BatchAugmenter(STEPS),
+        replicas=replicas, pipeline=pipeline, pipelines=pipelines))
     return [batch[0].numpy() for batch in dataset]
 
 

@@ -17,7 +17,7 @@ from trainwell.data.demo import generate
 from trainwell.data.splits import SPLITS, read_split_csv
 from trainwell.params import DemoParams, load_params
 from trainwell.stages import audit, build, split
-from trainwell.training.inputs import choose_split_input
+from trainwell.training.inputs import BatchSpec, choose_split_input
 
 IMAGES_PER_CLASS = 40  # split 20/10/10 a class: train 100 rows, val and test 50 each
 SHARD_SIZE = 8  # images per shard: 13 train shards, 7 each for val and test
@@ -116,8 +116,8 @@ def streamed_batch_classes(cache_dir: str) -> tuple[list[int], list[int]]:
     planned = [len(set(labels[batch].tolist())) for epoch in range(2)
                for batch in streamed.epoch_batches(seed=0, epoch=epoch, batch_size=BATCH_SIZE)
                if len(batch) == BATCH_SIZE]
-    dataset = streamed.train_dataset(seed=0, first_epoch=0, epochs=2, num_classes=len(streamed.split.classes),
-                                     batch_size=BATCH_SIZE)
+    dataset = streamed.train_dataset(BatchSpec(num_classes=len(streamed.split.classes), batch_size=BATCH_SIZE, seed=0,
+                                               first_epoch=0, epochs=2))
     yielded = [len(set(np.argmax(one_hot.numpy(), axis=1).tolist())) for _, one_hot in dataset
                if len(one_hot) == BATCH_SIZE]
     return planned, yielded

@@ -181,8 +181,8 @@ def test_crop_pairs_of_queried_rows_are_the_full_answer_restricted():
 
 def test_an_audit_finds_cropped_files_and_a_cache_of_the_previous_format_is_rebuilt(tmp_path):
     """Files on disk: cropped copies join their originals' groups (at a crop bar of 0.997, which
-    a set without look-alikes affords); a cache written in format 5 (before the crop hashes) is a
-    clean miss that decodes every file again, then format 6."""
+    a set without look-alikes affords); a cache written in format 6 (before the distinctive
+    matches: pairs stored as [path, path]) is a clean miss that decodes every file again, then format 7."""
     rng = np.random.default_rng(7)
     root, cache = tmp_path / "data", tmp_path / "audit-cache.json"
     for index in range(12):
@@ -197,9 +197,10 @@ def test_an_audit_finds_cropped_files_and_a_cache_of_the_previous_format_is_rebu
     groups = sorted(sorted(group["members"]) for group in first.near_duplicate_groups)
     assert len(groups) >= 5 and all(members == [f"textures/{members[0][9:11]}.png",
                                                 f"textures/{members[0][9:11]}_cropped.png"] for members in groups)
-    assert json.loads(cache.read_text())["format"] == FORMAT == 6
+    assert json.loads(cache.read_text())["format"] == FORMAT == 7
     stored = json.loads(cache.read_text())
-    stored["format"] = 5
+    stored["format"] = 6
+    stored["near_duplicates"]["pairs"] = [pair[:2] for pair in stored["near_duplicates"]["pairs"]]
     cache.write_text(json.dumps(stored))
     rebuilt = audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
     assert rebuilt.files_decoded == 18 and rebuilt.as_dict() == first.as_dict()

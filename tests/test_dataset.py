@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from trainwell.training.inputs import epoch_batches, epoch_order, make_eval_dataset, make_train_dataset, steps_per_epoch
+from trainwell.training.inputs import (
+    BatchSpec,
+    epoch_batches,
+    epoch_order,
+    make_eval_dataset,
+    make_train_dataset,
+    steps_per_epoch,
+)
 
 COUNT, BATCH = 37, 8
 
@@ -20,8 +27,8 @@ def arrays(count: int = COUNT, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
 
 def train_batches(seed: int, first_epoch: int = 0, epochs: int = 3) -> list[np.ndarray]:
     images, labels = arrays()
-    dataset = make_train_dataset(images=images, labels=labels, num_classes=5, batch_size=BATCH, seed=seed,
-                                 first_epoch=first_epoch, epochs=epochs)
+    dataset = make_train_dataset(images=images, labels=labels, spec=BatchSpec(
+        num_classes=5, batch_size=BATCH, seed=seed, first_epoch=first_epoch, epochs=epochs))
     return [batch[0].numpy()[:, 0, 0, 0] for batch in dataset]
 
 
@@ -70,7 +77,7 @@ def test_epoch_order_is_the_same_eagerly_and_inside_dataset_map():
 
 def test_eval_dataset_is_ordered_complete_and_labels_match():
     images, labels = arrays()
-    batches = list(make_eval_dataset(images=images, labels=labels, num_classes=5, batch_size=BATCH))
+    batches = list(make_eval_dataset(images=images, labels=labels, spec=BatchSpec(num_classes=5, batch_size=BATCH)))
     assert [int(b[0].shape[0]) for b in batches] == [8, 8, 8, 8, 5]
     ids = np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in batches])
     assert ids.tolist() == list(range(COUNT))
@@ -81,5 +88,6 @@ def test_eval_dataset_is_ordered_complete_and_labels_match():
 
 def test_sparse_labels_option():
     images, labels = arrays()
-    batch = next(iter(make_eval_dataset(images=images, labels=labels, num_classes=5, batch_size=BATCH, one_hot=False)))
+    batch = next(iter(make_eval_dataset(images=images, labels=labels,
+                                        spec=BatchSpec(num_classes=5, batch_size=BATCH, one_hot=False))))
     assert batch[1].dtype == tf.int32 and batch[1].shape == (8,)

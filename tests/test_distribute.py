@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -25,7 +26,7 @@ from trainwell.errors import ParamsError
 from trainwell.params import load_params
 from trainwell.stages import audit, build, demo_data, split, train
 from trainwell.training import distribute, fit, network
-from trainwell.training.inputs import batch_bounds, make_eval_dataset, make_train_dataset
+from trainwell.training.inputs import BatchSpec, batch_bounds, make_eval_dataset, make_train_dataset
 
 # Every distributed run happens in a fresh `trainwell train` process: devices and
 # MultiWorkerMirroredStrategy must be configured before TensorFlow starts.
@@ -70,12 +71,13 @@ def _eval_accuracy(folder: Path) -> float:
 def test_replica_slices_partition_every_global_batch():
     images = np.arange(70, dtype=np.uint8).reshape(70, 1, 1, 1).repeat(3, axis=3)
     labels = np.arange(70) % 5
-    common = dict(images=images, labels=labels, num_classes=5, batch_size=16, seed=1, first_epoch=0, epochs=2)
-    single = [batch[0][:, 0, 0, 0].numpy().tolist() for batch in make_train_dataset(**common)]
+    spec = BatchSpec(num_classes=5, batch_size=16, seed=1, first_epoch=0, epochs=2)
+    single = [batch[0][:, 0, 0, 0].numpy().tolist() for batch in make_train_dataset(images=images, labels=labels,
+                                                                                     spec=spec)]
     # Two workers with two replicas each: worker p yields slices 2p and 2p+1 of each global batch.
     workers = [
-        [batch[0][:, 0, 0, 0].numpy().tolist() for batch in make_train_dataset(**common, replicas=4, pipeline=p,
-                                                                              pipelines=2)]
+        [batch[0][:, 0, 0, 0].numpy().tolist() for batch in make_train_dataset(
+            images=images, labels=labels, spec=replace(spec, replicas=4, pipeline=p, pipelines=2))]
         for p in (0, 1)
     ]
     assert len(single) == 2 * 5  # 70 = 4 x 16 + 6 per epoch; 6 >= 4 replicas, so kept as its own batch
@@ -97,8 +99,8 @@ def test_eval_slices_cover_the_split_once():
     images = np.arange(21, dtype=np.uint8).reshape(21, 1, 1, 1).repeat(3, axis=3)
     seen = []
     for pipeline in (0, 1):
-        dataset = make_eval_dataset(images=images, labels=np.zeros(21, int), num_classes=5, batch_size=8, replicas=2,
-                                    pipeline=pipeline, pipelines=2)
+        dataset = make_eval_dataset(images=images, labels=np.zeros(21, int), spec=BatchSpec(
+            num_classes=5, batch_size=8, replicas=2, pipeline=pipeline, pipelines=2))
         assert dataset.cardinality().numpy() == 3
         seen += [value for batch in dataset for value in batch[0][:, 0, 0, 0].numpy().tolist()]
     assert sorted(seen) == list(range(21))
@@ -331,8 +333,9 @@ def test_one_device_strategy_path_runs_on_cpu():
     with strategy.scope():
         model = network.build_network(train=TrainParams(), num_classes=5, image_size=16)
         network.compile_model(model=model, train=TrainParams(learning_rate=0.01))
+    spec = BatchSpec(num_classes=5, batch_size=8, seed=0, first_epoch=0, epochs=2)
     dataset = distribute_dataset(strategy, lambda **shard: make_train_dataset(
-        images=data, labels=labels, num_classes=5, batch_size=8, seed=0, first_epoch=0, epochs=2, **shard))
+        images=data, labels=labels, spec=replace(spec, **shard)))
     assert isinstance(dataset, tf.distribute.DistributedDataset)
     before = [weight.copy() for weight in model.get_weights()]
     history = model.fit(dataset, epochs=2, steps_per_epoch=5, verbose=0)

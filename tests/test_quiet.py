@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import tiny_params, tool_env, write_params
+from tests.helpers import copy_project, user_env
 from trainwell import console
 
 TENSORFLOW_MODULES = ("tensorflow", "keras", "tensorflow_io", "absl.logging")
@@ -22,17 +22,10 @@ NATIVE_LOG_LINES = [
 ]
 
 
-def quiet_env() -> dict[str, str]:
-    """What a user's shell has: no TF_CPP_MIN_LOG_LEVEL (tests/helpers sets it for every other test)."""
-    environment = tool_env()
-    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    return environment
-
-
 def loaded_after(code: str, cwd: Path) -> list[str]:
     """The TensorFlow-family modules a fresh interpreter holds after running code."""
     probe = f"{code}\nimport sys\nprint(' '.join(m for m in {TENSORFLOW_MODULES!r} if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=quiet_env(), capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=user_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout.split("\n")[-2].split()
 
@@ -56,7 +49,7 @@ def test_a_missing_input_is_said_before_tensorflow_starts(command, tmp_path):
     code = ("import sys\nfrom trainwell.cli import main\n"
             f"status = main({command!r})\nassert status in (1, 2), status\n")
     assert loaded_after(code, tmp_path) == []
-    result = subprocess.run(["trainwell", *command], cwd=tmp_path, env=quiet_env(), capture_output=True, text=True)
+    result = subprocess.run(["trainwell", *command], cwd=tmp_path, env=user_env(), capture_output=True, text=True)
     assert result.returncode in (1, 2) and any(word in result.stderr for word in ("missing", "no model", "lists no", "needs the model")), \
         result.stderr
 
@@ -87,26 +80,37 @@ def test_an_exception_inside_still_restores_stderr(capfd):
     assert capfd.readouterr().err.splitlines()[-2:] == ["kept", "after"]
 
 
-COMMANDS = [["versions"], ["demo-data"], ["audit"], ["split"], ["build"], ["train"], ["evaluate"], ["label-review"],
-            ["export"], ["card"], ["report"], ["gate"], ["predict", "data/demo/circle"], ["doctor"]]
+# The commands no stage runs; every stage's command is read from the shared `dvc repro` (conftest's
+# `reproduced`, run in a user's environment): the same commands, started by DVC as a user starts them.
+OTHER_COMMANDS = [["gate"], ["predict", "data/demo/circle"], ["doctor"]]
+
+
+def assert_no_native_log_line(text: str, what: str) -> None:
+    for line in text.splitlines():
+        assert not console._NATIVE_LOG_LINE.match(line.encode()), f"{what}: {line}"
+        assert not line.startswith(("WARNING:tensorflow", "WARNING:absl", "INFO:tensorflow")), f"{what}: {line}"
 
 
 @pytest.fixture(scope="module")
-def every_command(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
-    """Each command once, in pipeline order, on a tiny project, with a user's environment."""
-    folder = tmp_path_factory.mktemp("quiet")
-    params = tiny_params(epochs=1)
-    params["label_review"].update({"folds": 2, "epochs_per_fold": 1})
-    write_params(folder, params)
-    return {command[0]: subprocess.run(["trainwell", *command], cwd=folder, env=quiet_env(), capture_output=True,
-                                       text=True) for command in COMMANDS}
+def other_commands(reproduced, tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+    """Each command no stage runs, once, on a copy of the reproduced project, with a user's environment."""
+    folder = copy_project(reproduced.folder, tmp_path_factory.mktemp("quiet"))
+    return {command[0]: subprocess.run(["trainwell", *command], cwd=folder, env=user_env(), capture_output=True,
+                                       text=True) for command in OTHER_COMMANDS}
 
 
 @pytest.mark.train
-@pytest.mark.parametrize("command", [command[0] for command in COMMANDS])
-def test_no_tensorflow_log_line_at_default_verbosity(every_command, command):
-    result = every_command[command]
+@pytest.mark.dvc
+def test_no_tensorflow_log_line_from_any_stage_under_dvc_repro(reproduced):
+    stages = [line for line in reproduced.output.splitlines() if line.startswith("Running stage")]
+    assert len(stages) >= 10, reproduced.output  # versions, demo_data ... report: every stage printed here
+    assert_no_native_log_line(reproduced.output + reproduced.errors, "dvc repro")
+
+
+@pytest.mark.train
+@pytest.mark.dvc
+@pytest.mark.parametrize("command", [command[0] for command in OTHER_COMMANDS])
+def test_no_tensorflow_log_line_at_default_verbosity(other_commands, command):
+    result = other_commands[command]
     assert result.returncode == 0, result.stderr
-    for line in (result.stdout + result.stderr).splitlines():
-        assert not console._NATIVE_LOG_LINE.match(line.encode()), f"{command}: {line}"
-        assert not line.startswith(("WARNING:tensorflow", "WARNING:absl", "INFO:tensorflow")), f"{command}: {line}"
+    assert_no_native_log_line(result.stdout + result.stderr, command)

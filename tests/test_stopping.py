@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -9,6 +11,8 @@ import textwrap
 import time
 
 import pytest
+
+from tests.helpers import run, tool_env
 
 # A child Python with trainwell's handlers; `body` runs after it prints "ready".
 PRELUDE = """
@@ -79,3 +83,79 @@ def test_a_forked_child_keeps_the_default_sigterm_and_leaves_its_parent_alone():
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert f"child {-int(signal.SIGTERM)}" in stdout and "parent alive" in stdout
+
+
+# A stage command as `trainwell` sets itself up (cli.run), which writes its pid, then waits.
+STAGE_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from trainwell import stopping
+stopping.stop_on_signals()
+stopping.stop_with_dvc()
+Path("pid").write_text(str(os.getpid()))
+try:
+    time.sleep(120)
+except stopping.Stopped:
+    Path("stopped").write_text("yes")
+    sys.exit(143)
+"""
+
+
+def _wait_for(path, *, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return path.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.dvc
+def test_a_stage_command_stops_when_dvc_is_killed(tmp_path):
+    # A real `dvc repro`, SIGKILLed mid-stage: its command is handed to another parent and must
+    # stop by itself (before, `trainwell train` ran on as an orphan holding its port).
+    (tmp_path / "stage.py").write_text(STAGE_SCRIPT)
+    (tmp_path / "dvc.yaml").write_text(f"stages:\n  wait:\n    cmd: {sys.executable} stage.py\n    deps: [stage.py]\n")
+    run(["git", "init", "-q", "-b", "main"], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    dvc = subprocess.Popen(["dvc", "repro", "-q"], cwd=tmp_path, env=tool_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(tmp_path / "pid", timeout_s=60)
+        stage = int((tmp_path / "pid").read_text())
+        dvc.kill()
+        dvc.wait(timeout=30)
+        assert _wait_for(tmp_path / "stopped", timeout_s=20)  # PARENT_POLL_S is 1 s
+        deadline = time.monotonic() + 20
+        while _alive(stage) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(stage)
+    finally:
+        if dvc.poll() is None:
+            dvc.kill()
+
+
+def test_outside_dvc_a_command_outlives_its_parent(tmp_path):
+    # `nohup trainwell train &`: the shell that started it may end; the command must not.
+    (tmp_path / "stage.py").write_text(STAGE_SCRIPT)
+    environment = {key: value for key, value in tool_env().items() if key != "DVC_STAGE"}
+    middle = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.Popen([{sys.executable!r}, "
+                               "'stage.py']); import time; time.sleep(120)"], cwd=tmp_path, env=environment)
+    try:
+        assert _wait_for(tmp_path / "pid", timeout_s=60)
+        orphan = int((tmp_path / "pid").read_text())
+        middle.kill()
+        middle.wait(timeout=30)
+        time.sleep(3)  # three of stop_with_dvc's polls, had it been watching
+        assert _alive(orphan) and not (tmp_path / "stopped").exists()
+        os.kill(orphan, signal.SIGTERM)
+        assert _wait_for(tmp_path / "stopped", timeout_s=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)

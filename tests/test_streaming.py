@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ from trainwell.errors import DataError
 from trainwell.params import load_params
 from trainwell.stages import audit, build, evaluate, split, train
 from trainwell.training.inputs import (
+    BatchSpec,
+    InMemoryInput,
+    StreamedInput,
     choose_split_input,
     make_streaming_dataset,
     plan_inputs,
@@ -65,7 +69,7 @@ def test_npy_reader_matches_numpy_eagerly_and_inside_a_dataset(tmp_path):
 @pytest.mark.parametrize("seed", [3, None], ids=["training order", "file order"])
 def test_streamed_batches_are_the_planned_ones_and_cover_each_epoch_once(tmp_path, seed):
     split_data = open_split(cache_dir=write_cache(tmp_path, counts=[50, 50, 23]), split="train")
-    dataset = make_streaming_dataset(split=split_data, num_classes=5, batch_size=16, seed=seed, first_epoch=0, epochs=2)
+    dataset = make_streaming_dataset(split=split_data, spec=BatchSpec(num_classes=5, batch_size=16, seed=seed, epochs=2))
     batches = list(dataset)
     assert len(batches) == 2 * streaming_steps(split=split_data, batch_size=16) == 2 * (4 + 4 + 2)
     seen = [indices_of(images) for images, _ in batches]
@@ -94,8 +98,8 @@ def test_streamed_training_shards_by_shard_across_workers(tmp_path):
     assert steps == (4 * 5 + 3) // 2  # 23 worker batches of 8 (the 23-image shard: 8, 8, 7) over 2 workers
     streams = []
     for worker in (0, 1):
-        dataset = make_streaming_dataset(split=split_data, num_classes=5, batch_size=16, seed=7, first_epoch=0,
-                                         epochs=3, replicas=4, pipeline=worker, pipelines=2)
+        dataset = make_streaming_dataset(split=split_data, spec=BatchSpec(
+            num_classes=5, batch_size=16, seed=7, first_epoch=0, epochs=3, replicas=4, pipeline=worker, pipelines=2))
         streams.append([indices_of(images) for images, _ in dataset])
         assert len(streams[worker]) == 3 * steps * 2  # two replica slices per step
     seen_over_epochs: set[int] = set()
@@ -121,7 +125,7 @@ def test_streamed_training_shards_by_shard_across_workers(tmp_path):
     single = layout | {"workers": 1, "replicas": 1}
     assert [b.tolist() for b in streaming_epoch_batches(split=split_data, seed=7, epoch=0, **single)] == [
         indices_of(images) for images, _ in make_streaming_dataset(
-            split=split_data, num_classes=5, batch_size=16, seed=7, first_epoch=0, epochs=1)]
+            split=split_data, spec=BatchSpec(num_classes=5, batch_size=16, seed=7, first_epoch=0, epochs=1))]
     with pytest.raises(DataError, match=r"not a multiple of the 2 workers.*use 14 or 16"):
         streaming_steps(split=split_data, batch_size=15, replicas=2, workers=2)
     one_shard = open_split(cache_dir=write_cache(tmp_path / "small", counts=[10]), split="train")
@@ -133,6 +137,36 @@ def test_the_memory_budget_decides_what_streams(tmp_path):
     cache = write_cache(tmp_path, counts=[40, 40])  # 80 images x 48 bytes = 3,840 bytes
     assert not plan_inputs(cache_dir=cache, splits=["train"], memory_budget_bytes=4 * 3840)["train"].streaming
     assert plan_inputs(cache_dir=cache, splits=["train"], memory_budget_bytes=4 * 3840 - 1)["train"].streaming
+
+
+@pytest.mark.parametrize("budget", [1 << 20, 0], ids=["in memory", "streamed"])
+def test_both_shapes_yield_their_batch_plan_and_evaluate_in_file_order(tmp_path, budget):
+    # One interface, two shapes: each yields the batches its own plan names (the guard's incident
+    # records), whatever the spec (generated: batch sizes, seeds, resumed epochs, class weights).
+    split_data = open_split(cache_dir=write_cache(tmp_path, counts=[20, 20, 7]), split="train")
+    split_input = choose_split_input(split_data, memory_budget_bytes=budget)
+    assert isinstance(split_input, InMemoryInput if budget else StreamedInput)
+    assert split_input.memory_cost == (4 * split_data.image_bytes if budget else 0)
+    rng = np.random.default_rng(budget)
+    for _ in range(2):
+        batch, seed, first = int(rng.integers(2, 20)), int(rng.integers(0, 1000)), int(rng.integers(0, 3))
+        weights = {int(rng.integers(0, 5)): float(rng.uniform(0.1, 4))}
+        spec = BatchSpec(num_classes=5, batch_size=batch, seed=seed, first_epoch=first, epochs=first + 2,
+                         class_weights=weights)
+        batches = list(split_input.train_dataset(spec))
+        planned = [plan.tolist() for epoch in (first, first + 1)
+                   for plan in split_input.epoch_batches(seed=seed, epoch=epoch, batch_size=batch)]
+        assert [indices_of(images) for images, _, _ in batches] == planned
+        assert len(batches) == 2 * split_input.steps(batch_size=batch)
+        for images, _, sample_weights in batches:
+            assert sample_weights.numpy().tolist() == [
+                pytest.approx(weights.get(index % 5, 1.0)) for index in indices_of(images)]
+    # A training spec evaluates every example once in file order, without weights or augmentation.
+    evaluated = list(split_input.eval_dataset(spec))
+    assert all(len(element) == 2 for element in evaluated)
+    assert sum((indices_of(images) for images, _ in evaluated), []) == list(range(47))
+    with pytest.raises(ValueError, match="training batches need a seed"):
+        split_input.train_dataset(BatchSpec(num_classes=5, batch_size=8))
 
 
 def test_a_view_of_several_splits_reads_exactly_its_examples_in_memory_or_streamed(tmp_path):
@@ -151,9 +185,9 @@ def test_a_view_of_several_splits_reads_exactly_its_examples_in_memory_or_stream
     assert indices_of(tf.constant(view.load_images())) == expected
     assert [int(view.image(index)[0, 0, 0]) + 256 * int(view.image(index)[0, 0, 1]) for index in (0, 50, 96)] == \
         [expected[0], expected[50], expected[96]]
-    streamed = make_streaming_dataset(split=view, num_classes=5, batch_size=16, seed=None)
+    streamed = make_streaming_dataset(split=view, spec=BatchSpec(num_classes=5, batch_size=16, seed=None))
     assert sum((indices_of(images) for images, _ in streamed), []) == expected  # file order, each once
-    training = list(make_streaming_dataset(split=view, num_classes=5, batch_size=16, seed=3, epochs=2))
+    training = list(make_streaming_dataset(split=view, spec=BatchSpec(num_classes=5, batch_size=16, seed=3, epochs=2)))
     epoch_steps = streaming_steps(split=view, batch_size=16)
     for epoch in (0, 1):
         seen = sum((indices_of(images) for images, _ in training[epoch * epoch_steps:(epoch + 1) * epoch_steps]), [])
@@ -176,7 +210,7 @@ def test_a_view_of_several_splits_reads_exactly_its_examples_in_memory_or_stream
 PEAK_SCRIPT = """
 import sys
 import tensorflow as tf
-from trainwell.training.inputs import plan_inputs
+from trainwell.training.inputs import BatchSpec, plan_inputs
 
 def peak_kib():
     with open("/proc/self/status") as status:
@@ -185,7 +219,7 @@ def peak_kib():
 tf.data.Dataset.range(3).map(lambda x: x + 1).reduce(tf.constant(0, tf.int64), lambda a, b: a + b)  # runtime up first
 before = peak_kib()
 plan = plan_inputs(cache_dir=sys.argv[1], splits=["train"], memory_budget_bytes=int(sys.argv[2]))["train"]
-dataset = plan.train_dataset(seed=0, num_classes=5, batch_size=256, first_epoch=0, epochs=1)
+dataset = plan.train_dataset(BatchSpec(num_classes=5, batch_size=256, seed=0, first_epoch=0, epochs=1))
 count = sum(int(images.shape[0]) for images, _ in dataset)
 print(count, plan.streaming, (peak_kib() - before) // 1024)
 """
@@ -254,13 +288,13 @@ def test_every_pipeline_keras_gets_has_the_tf_data_autotuner_off(tmp_path):
     for _ in range(2):  # generated shapes of the plans: sizes, batches, replicas
         count, batch = int(rng.integers(0, 22)), int(rng.integers(1, 9))
         replicas = int(rng.choice([1, 2])) if count >= 2 else 1
-        common = dict(num_classes=5, batch_size=max(batch, replicas), replicas=replicas)
-        datasets.append(make_eval_dataset(images=images[:count], labels=labels[:count], **common))
+        spec = BatchSpec(num_classes=5, batch_size=max(batch, replicas), replicas=replicas)
+        datasets.append(make_eval_dataset(images=images[:count], labels=labels[:count], spec=spec))
         if count >= replicas:
-            datasets.append(make_train_dataset(images=images[:max(count, 1)], labels=labels[:max(count, 1)], seed=1,
-                                               first_epoch=0, epochs=2, **common))
-        datasets.append(make_streaming_dataset(split=split, seed=int(rng.integers(0, 9)), epochs=2, **common))
-        datasets.append(make_streaming_dataset(split=split, seed=None, **common))
+            datasets.append(make_train_dataset(images=images[:max(count, 1)], labels=labels[:max(count, 1)],
+                                               spec=replace(spec, seed=1, first_epoch=0, epochs=2)))
+        datasets.append(make_streaming_dataset(split=split, spec=replace(spec, seed=int(rng.integers(0, 9)), epochs=2)))
+        datasets.append(make_streaming_dataset(split=split, spec=spec))
     datasets.append(prediction_dataset(locations=["missing.png"], image_size=4, max_pixels=100, batch_size=2,
                                        failures={}))
     assert all(dataset.options().autotune.enabled is False for dataset in datasets)

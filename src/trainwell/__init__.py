@@ -15,7 +15,7 @@ under trainwell.training import TensorFlow):
     AuditReport                     trainwell.audit.report
     check_model, check_contract     trainwell.training.contract
     DivergenceGuard, TrainingDiverged   trainwell.training.guard
-    plan_inputs                     trainwell.training.inputs
+    plan_inputs, BatchSpec          trainwell.training.inputs
     Params, load_params             trainwell.params
     TrainwellError, ContractError   trainwell.errors
 """
@@ -38,6 +38,7 @@ _API = {
     "DivergenceGuard": "trainwell.training.guard",
     "TrainingDiverged": "trainwell.training.guard",
     "plan_inputs": "trainwell.training.inputs",
+    "BatchSpec": "trainwell.training.inputs",
     "Params": "trainwell.params",
     "load_params": "trainwell.params",
     "TrainwellError": "trainwell.errors",

@@ -25,7 +25,7 @@ from trainwell.console import (
 )
 from trainwell.errors import INTERNAL_ERROR_EXIT, TrainwellError, UsageError
 from trainwell.params import DEFAULT_PARAMS_FILE
-from trainwell.stopping import Stopped, stop_on_signals
+from trainwell.stopping import Stopped, stop_on_signals, stop_with_dvc
 
 DESCRIPTION = """\
 trainwell: audited data, a GPU-feeding input pipeline and a classifier that cannot silently diverge.
@@ -274,4 +274,5 @@ def run(argv: list[str] | None = None) -> None:
 
     # Only a process of its own: a caller of main() (a test, a notebook) keeps its signal handlers.
     stop_on_signals()
+    stop_with_dvc()  # a killed `dvc repro` takes its stage's command with it
     exit_process(main(argv))

@@ -13,6 +13,11 @@ import time
 # Python runs a signal handler only between bytecodes, never while the main thread waits inside
 # TensorFlow (a collective waiting for a worker that died, a cluster start-up).
 GRACE_S = 10.0
+# Seconds between looks at whether the DVC process that started this command is still there: a
+# killed `dvc` (SIGKILL, a closed terminal) signals nothing to its stage's command.
+PARENT_POLL_S = 1.0
+# DVC sets it for every stage command it runs (dvc/stage/run.py, prepare_kwargs).
+DVC_STAGE_VARIABLE = "DVC_STAGE"
 STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _watcher: threading.Thread | None = None
 
@@ -47,6 +52,33 @@ def stop_on_signals() -> None:
         os.register_at_fork(after_in_child=_forget_in_child)
         _watcher = threading.Thread(target=_watch, args=(read_end,), name="trainwell-stop-watcher", daemon=True)
         _watcher.start()
+
+
+def stop_with_dvc() -> None:
+    """Under DVC, stop as on SIGTERM when the process that started this command ends.
+
+    `dvc repro` runs a stage as `$SHELL -c 'trainwell train'`, which the shell replaces with the
+    command, so the parent is `dvc` itself; killed, it leaves its stage running as an orphan that
+    holds the data, the backup and (multi-worker) the port. Only under DVC: a command a person
+    starts with `nohup` or `&` is meant to outlive the shell that started it. Call it after
+    stop_on_signals, so the SIGTERM it sends unwinds as Stopped.
+    """
+    if DVC_STAGE_VARIABLE not in os.environ or threading.current_thread() is not threading.main_thread():
+        return
+    parent = os.getppid()
+    if parent == 1:
+        return  # already an orphan (or DVC is the container's first process): nothing to follow
+    threading.Thread(target=_watch_parent, args=(parent,), name="trainwell-parent-watcher", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """SIGTERM to this process once it has been handed to another parent (the old one ended)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f"trainwell: the dvc process that started this command (pid {parent}) "
+                                      f"has ended; stopping as on SIGTERM.\n".encode())
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _watch(read_end: int) -> None:

@@ -31,7 +31,7 @@ from trainwell.storage import content_digest
 
 # The layout of cache.json and its sidecar (its history is in CHANGELOG.md). A cache of another
 # format, or of none (format 1 had no "format" key), is a clean miss, rebuilt on save, never read as this one.
-FORMAT = 6
+FORMAT = 7
 # cache.json ends with this key: a CRC-32 of the text before it and of the sidecar's records.
 _DIGEST_KEY = ', "digest": "'
 # The modules whose code decides a per-file result, relative to the package folder; the module of
@@ -183,9 +183,12 @@ class AuditCache:
         self.paths: list[str] = []
         self.columns: dict[str, np.ndarray] = {}
         self.findings: dict[str, list] = {}  # stored path -> [[kind, detail], ...], files with findings only
+        # Every setting the kept pairs depend on (format 6 left the crop bar out: changing it kept stale pairs).
         self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_similarity,
-                              policy.near_duplicate_pixel_difference]
-        self.previous_near_pairs: list[list[str]] = []
+                              policy.near_duplicate_pixel_difference, policy.near_duplicate_crop_similarity,
+                              policy.near_duplicate_distinctive_similarity, policy.near_duplicate_distinctive_ratio]
+        # Kept candidate pairs (near_duplicates.scored): [path, path, similarity, strong].
+        self.previous_near_pairs: list[list] = []
         self.near_valid = False  # previous_near_pairs were computed with today's settings
         if self.path:
             self._refuse_unusable(dataset)
@@ -224,8 +227,11 @@ class AuditCache:
             raise ValueError("records and paths do not match")
         self.paths, self.findings = paths, findings
         self.columns = {name: records[name] for name in record.names or ()}
-        if near.get("settings") == self.near_settings and isinstance(near.get("pairs", []), list):
-            self.previous_near_pairs = near.get("pairs", [])
+        pairs = near.get("pairs", [])
+        if near.get("settings") == self.near_settings and isinstance(pairs, list):
+            if not all(_is_kept_pair(entry) for entry in pairs):
+                raise ValueError("a near-duplicate pair is not [path, path, similarity, strong]")
+            self.previous_near_pairs = pairs
             self.near_valid = True
 
     def _refuse_unusable(self, dataset: str | Path | None) -> None:
@@ -335,7 +341,7 @@ class AuditCache:
                 for position in np.flatnonzero(holders[rows]).tolist()}
 
     def save(self, *, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray, columns: dict[str, np.ndarray],
-             findings: dict[str, list], near_pairs: list[list[str]], unchanged: bool) -> None:
+             findings: dict[str, list], near_pairs: list[list], unchanged: bool) -> None:
         """Write this run's rows (JSON + sidecar) atomically; skip when `unchanged` and the pairs match.
 
         Rows whose bytes could not be read (empty content digest) are left out: they are checked
@@ -367,6 +373,12 @@ class AuditCache:
         body = json.dumps(document)[:-1]  # the closing brace comes after the digest
         text = f"{body}{_DIGEST_KEY}{_digest(body, records)}\"}}".encode()
         write_atomically(self.path, lambda handle: handle.write(text), move=_move)
+
+
+def _is_kept_pair(entry: object) -> bool:
+    """Whether a stored near-duplicate entry is [path, path, similarity in 0..1, strong]."""
+    return (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str) and isinstance(entry[1], str)
+            and type(entry[2]) in (int, float) and -1.0 <= entry[2] <= 1.0 and isinstance(entry[3], bool))
 
 
 def _move(source: str | Path, target: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from trainwell import storage
 from trainwell.audit.cache import AuditCache
 from trainwell.audit.checks import new_columns
-from trainwell.audit.near_duplicates import Confirm, near_duplicate_groups, near_duplicate_pairs
+from trainwell.audit.near_duplicates import Confirm, Scored, distinctive, near_duplicate_groups, scored_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
 from trainwell.audit.workers import CheckedBatch, check_all, frozen_heap, reap_all
@@ -101,15 +101,17 @@ def _duplicate_findings(table: FileTable) -> tuple[list[Finding], list[list[str]
 
 
 def _near_duplicate_findings(
-    table: FileTable, *, policy: AuditParams, stable: np.ndarray, previous_pairs: list[list[str]]
-) -> tuple[list[Finding], list[dict], list[list[str]]]:
+    table: FileTable, *, policy: AuditParams, stable: np.ndarray, previous_pairs: list[list]
+) -> tuple[list[Finding], list[dict], list[list]]:
     """Near-duplicate issues and groups (pHash candidates confirmed by finer thumbnails, grouped
-    around representatives), leaving out groups that are only exact copies; also the confirmed
-    pairs, for the cache.
+    around representatives), leaving out groups that are only exact copies; also the kept
+    candidate pairs as [path, path, similarity, strong], for the cache.
 
     Pairs between two `stable` files (bytes unchanged since `previous_pairs` were found with
     today's settings) are taken from those; only the other files are compared against the rest,
-    so a re-audit after a small change stays cheap.
+    so a re-audit after a small change stays cheap. Which kept pairs are near-duplicates is
+    decided afresh over all of them (near_duplicates.distinctive), so a new file that is a closer
+    rival undoes a distinctive match, exactly as a full audit would.
     """
     decoded = np.flatnonzero(table.decoded)
     if len(decoded) < 2:
@@ -119,26 +121,36 @@ def _near_duplicate_findings(
     thumbnails = table.columns["thumbnail"][decoded]
     confirm = Confirm(min_similarity=policy.near_duplicate_similarity,
                       max_colour_difference=policy.near_duplicate_pixel_difference,
-                      min_crop_similarity=policy.near_duplicate_crop_similarity)
+                      min_crop_similarity=policy.near_duplicate_crop_similarity,
+                      min_distinctive_similarity=policy.near_duplicate_distinctive_similarity,
+                      distinctive_ratio=policy.near_duplicate_distinctive_ratio)
     crops = table.columns["crop_hashes"][decoded] if len(decoded) <= CROP_SEARCH_MAX_FILES else None
     settings: dict = dict(crops=crops, fine=fine, thumbnails=thumbnails,
                           max_distance=policy.near_duplicate_distance, confirm=confirm)
     changed = np.flatnonzero(~stable[decoded])
     if len(changed) == len(decoded):
-        pairs = near_duplicate_pairs(hashes=hashes, **settings)
+        found = scored_pairs(hashes=hashes, **settings)
     else:
-        kept = np.zeros((0, 2), dtype=np.int64)
+        kept: list[tuple[int, int, float, bool]] = []
         if previous_pairs:
             positions = np.flatnonzero(stable[decoded])
             where = dict(zip([table.paths[row] for row in decoded[positions].tolist()], positions.tolist()))
-            kept = np.array([(where[a], where[b]) for a, b in previous_pairs if a in where and b in where],
-                            dtype=np.int64).reshape(-1, 2)
-        fresh = near_duplicate_pairs(hashes=hashes, rows=changed, **settings) \
-            if len(changed) else np.zeros((0, 2), dtype=np.int64)
-        pairs = np.concatenate([kept, fresh])
-    pair_paths = [[table.paths[a], table.paths[b]] for a, b in decoded[pairs].reshape(-1, 2).tolist()]
+            kept = [(where[a], where[b], similarity, strong) for a, b, similarity, strong in previous_pairs
+                    if a in where and b in where]
+        fresh = scored_pairs(hashes=hashes, rows=changed, **settings) if len(changed) else None
+        old = Scored(np.array([entry[:2] for entry in kept], dtype=np.int64).reshape(-1, 2),
+                     np.array([entry[2] for entry in kept], dtype=np.float32),
+                     np.array([entry[3] for entry in kept], dtype=bool))
+        found = old if fresh is None else Scored(np.concatenate([old.pairs, fresh.pairs]),
+                                                  np.concatenate([old.similarity, fresh.similarity]),
+                                                  np.concatenate([old.strong, fresh.strong]))
+    accepted = distinctive(found.pairs, found.similarity, found.strong, confirm, fine=fine)
+    pairs, pair_similarity = found.pairs[accepted], found.similarity[accepted]
+    named = decoded[found.pairs].reshape(-1, 2).tolist()
+    kept_pairs = [[table.paths[a], table.paths[b], float(similarity), bool(strong)]
+                  for (a, b), similarity, strong in zip(named, found.similarity.tolist(), found.strong.tolist())]
     issues, path_groups = [], []
-    for group in near_duplicate_groups(pairs, count=len(decoded), fine=fine, confirm=confirm):
+    for group in near_duplicate_groups(pairs, count=len(decoded), fine=fine, similarity=pair_similarity):
         members = decoded[group.members]
         if len(set(table.columns["pixel_hash"][members].tolist())) == 1:
             continue  # identical pixels: already reported as exact_duplicate or label_conflict
@@ -153,7 +165,7 @@ def _near_duplicate_findings(
             issues.append(Finding(path, "near_duplicate", f"{role} of a group of {len(group_paths)} near-duplicates "
                                   f"(each correlates >= {group.lowest_similarity:.3f} with the representative)"
                                   f"{across}: {_others(group_paths, position)}"))
-    return issues, path_groups, pair_paths
+    return issues, path_groups, kept_pairs
 
 
 # Below this many images a class needs more images, not a larger loss weight (params' split.min_images_per_class default).

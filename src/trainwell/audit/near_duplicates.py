@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainwell.audit.hamming import cross_pairs, hamming_pairs, pairs_in_ranges
-from trainwell.audit.similarity import colour_differences, crop_tolerant_similarities, fine_similarities
+from trainwell.audit.similarity import colour_differences, crop_tolerant_similarities, fine_similarities, standardised
 from trainwell.data.groups import star_groups
 
 # Thumbnail comparisons per step: 16,384 pairs x 256 values as float32 is 16 MiB per operand.
@@ -23,6 +23,19 @@ class Confirm:
     # of the fine thumbnails read as crops of each other (similarity.crop_tolerant_similarities),
     # which a pair failing min_similarity may pass instead; above 1: never
     min_crop_similarity: float = 2.0
+    # A pair failing both bars is still a near-duplicate when its similarity (the better of the two)
+    # reaches this AND it is distinctive: its distance (1 - similarity) is at most distinctive_ratio
+    # times that of either file's next-best candidate (see distinctive). Above 1: never.
+    min_distinctive_similarity: float = 2.0
+    distinctive_ratio: float = 0.2
+
+    @property
+    def rival_floor(self) -> float:
+        """Below this similarity a pair can neither be a distinctive match nor stop one (a rival
+        must be within 1/distinctive_ratio of the weakest distinctive match's distance)."""
+        if self.min_distinctive_similarity > 1.0:
+            return 2.0
+        return 1.0 - (1.0 - self.min_distinctive_similarity) / self.distinctive_ratio
 
 
 # A candidate this unlike on the fine comparison is not compared crop-tolerantly (81 crops each
@@ -32,36 +45,153 @@ _CROP_FLOOR = 0.9
 
 
 def similarities(first: np.ndarray, second: np.ndarray, confirm: Confirm) -> tuple[np.ndarray, np.ndarray]:
-    """(similarity, alike) of pairs of fine thumbnails: alike when the fine similarity reaches
-    confirm.min_similarity or, failing that, the crop-tolerant one reaches min_crop_similarity;
-    the similarity is the one that decided (the fine one when neither passed)."""
+    """(similarity, strong) of pairs of fine thumbnails: strong when the fine similarity reaches
+    confirm.min_similarity or, failing that, the crop-tolerant one reaches min_crop_similarity.
+    The similarity is the fine one, or the crop-tolerant one where that was measured and higher
+    (it is measured for pairs failing the fine bar, when a crop bar or distinctive matches are on)."""
     similarity = fine_similarities(first, second)
-    alike = similarity >= confirm.min_similarity
-    retry = np.flatnonzero(~alike & (similarity >= _CROP_FLOOR))
-    if len(retry) and confirm.min_crop_similarity <= 1.0:
+    strong = similarity >= confirm.min_similarity
+    retry = np.flatnonzero(~strong & (similarity >= _CROP_FLOOR))
+    if len(retry) and min(confirm.min_crop_similarity, confirm.min_distinctive_similarity) <= 1.0:
         cropped = crop_tolerant_similarities(first[retry], second[retry])
-        passed = retry[cropped >= confirm.min_crop_similarity]
-        alike[passed] = True
-        similarity[passed] = cropped[cropped >= confirm.min_crop_similarity]
-    return similarity, alike
+        strong[retry[cropped >= confirm.min_crop_similarity]] = True
+        similarity[retry] = np.maximum(similarity[retry], cropped)
+    return similarity, strong
+
+
+def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray,
+           confirm: Confirm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(similarity, strong, kept) of candidate index pairs: `strong` passed the fine or crop bar
+    and the colour comparison; `kept` is strong or, colours alike, at least confirm.rival_floor
+    (a possible distinctive match, or a rival of one: what distinctive() needs)."""
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [(np.zeros(0, np.float32), np.zeros(0, bool),
+                                                                np.zeros(0, bool))]
+    for offset in range(0, len(pairs), _THUMBNAIL_CHUNK):
+        first, second = pairs[offset:offset + _THUMBNAIL_CHUNK].T
+        similarity, strong = similarities(fine[first], fine[second], confirm)
+        kept = strong | (similarity >= confirm.rival_floor)
+        kept[kept] = colour_differences(thumbnails[first[kept]], thumbnails[second[kept]], fine[first[kept]],
+                                        fine[second[kept]]) <= confirm.max_colour_difference
+        parts.append((similarity.astype(np.float32), strong & kept, kept))
+    return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
 
 
 def confirmed(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confirm: Confirm) -> np.ndarray:
-    """Which of the candidate index pairs pass the fine and the colour comparison (a bool per pair)."""
-    passed = [np.zeros(0, dtype=bool)]
-    for offset in range(0, len(pairs), _THUMBNAIL_CHUNK):
-        first, second = pairs[offset:offset + _THUMBNAIL_CHUNK].T
-        alike = similarities(fine[first], fine[second], confirm)[1]
-        alike[alike] = colour_differences(thumbnails[first[alike]], thumbnails[second[alike]], fine[first[alike]],
-                                          fine[second[alike]]) <= confirm.max_colour_difference
-        passed.append(alike)
-    return np.concatenate(passed)
+    """Which of the candidate index pairs pass the fine (or crop) and the colour comparison, a
+    bool per pair: the near-duplicates that need no distinctiveness test."""
+    return scored(pairs, fine=fine, thumbnails=thumbnails, confirm=confirm)[1]
 
 
-def _units(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with the same pHash AND the same thumbnails form one unit: every pair inside a unit is
-    linked (distance 0, difference 0), and a unit's members all link or all fail to link to
-    another unit's. Returns each row's unit and each unit's representative row.
+def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, confirm: Confirm,
+                fine: np.ndarray | None = None) -> np.ndarray:
+    """Which pairs are near-duplicates: the strong ones, and the others that reach
+    confirm.min_distinctive_similarity and are clearly closer than either file's next-best
+    candidate (a ratio test, as SIFT matching does): 1 - similarity at most
+    confirm.distinctive_ratio x (1 - the rival's similarity), at both ends.
+
+    pairs must hold every kept pair (scored) of the files involved: a rival is any other
+    non-strong pair at that file (strong ones are its copies, not look-alikes). A look-alike
+    among many (one writer's "1" among thousands) always has a close rival; a cropped copy of a
+    photograph has none. The answer is a function of these pairs alone, so an incremental audit
+    that merges its kept pairs with the fresh ones decides exactly as a full audit does, a new
+    file that is a closer rival undoing a kept match, a removed one restoring it.
+
+    Candidates come from hashes, so a look-alike may have no candidate rival (two alike "1"s of
+    scikit-learn's digits met only each other). Given every file's `fine` thumbnail, a match that
+    passed is also tested against each end's nearest thumbnails (nearest_rivals): the same
+    decision for the same files, whatever was cached.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    accepted = np.asarray(strong, dtype=bool).copy()
+    if confirm.min_distinctive_similarity > 1.0 or len(pairs) == 0:
+        return accepted
+    value = np.asarray(similarity, dtype=np.float64)
+    weak = np.flatnonzero(~accepted)
+    ends = np.concatenate([pairs[weak, 0], pairs[weak, 1]])
+    values = np.concatenate([value[weak], value[weak]])
+    order = np.lexsort((-values, ends))
+    ends, values = ends[order], values[order]
+    first = np.flatnonzero(np.diff(ends, prepend=-1) != 0)  # each file's best, then its second
+    count = int(pairs.max()) + 1
+    best, second = np.full(count, -np.inf), np.full(count, -np.inf)
+    best[ends[first]] = values[first]
+    has_second = (first + 1 < len(ends))
+    has_second[has_second] = ends[first[has_second] + 1] == ends[first[has_second]]
+    second[ends[first[has_second]]] = values[first[has_second] + 1]
+    distance = 1.0 - value[weak]
+    passed = value[weak] >= confirm.min_distinctive_similarity
+    for end in (pairs[weak, 0], pairs[weak, 1]):
+        # A tie for best leaves second == best: not distinctive.
+        rival = np.where(best[end] == value[weak], second[end], best[end])
+        passed &= distance <= confirm.distinctive_ratio * (1.0 - rival)
+    if fine is not None and passed.any():
+        survivors = weak[passed]
+        rivals = nearest_rivals(pairs[survivors], fine, copies=pairs[accepted])
+        passed[passed] = (distance[passed][:, None] <= confirm.distinctive_ratio * (1.0 - rivals)).all(axis=1)
+    accepted[weak[passed]] = True
+    return accepted
+
+
+# Nearest thumbnails (by unshifted correlation) compared as rivals of each end of a distinctive match.
+_NEAREST = 8
+# Ends x files correlated at most, 256 multiply-adds each: 1e8 took ~6 s of one core; past it the
+# matches are refused, precision first (250,000 files afford 200 ends, 5,000 files 10,000).
+_RIVAL_BUDGET = 100_000_000
+# Files standardised and correlated at once: 16,384 x 256 float32 is 16 MB, and the correlations
+# of 1,000 ends with them 64 MB (standardising every file at once: 1 GB at 1M files).
+_FILE_BLOCK = 16_384
+
+
+def _nearest_files(ends: np.ndarray, fine: np.ndarray, left_out: list[list[int]]) -> np.ndarray:
+    """(len(ends), _NEAREST) rows of `fine` most correlated (unshifted) with each end's, those in
+    its left_out list excepted; -1 where fewer remain."""
+    count = min(_NEAREST, len(fine))
+    best_value = np.full((len(ends), count), -np.inf, dtype=np.float32)
+    best_row = np.full((len(ends), count), -1, dtype=np.int64)
+    mine = standardised(fine[ends])
+    owners = np.repeat(np.arange(len(ends)), [len(rows) for rows in left_out])
+    skipped = np.array([row for rows in left_out for row in rows], dtype=np.int64)
+    for block in range(0, len(fine), _FILE_BLOCK):
+        correlation = mine @ standardised(fine[block:block + _FILE_BLOCK]).T
+        inside = (skipped >= block) & (skipped < block + _FILE_BLOCK)
+        correlation[owners[inside], skipped[inside] - block] = -np.inf
+        values = np.concatenate([best_value, correlation], axis=1)
+        rows = np.concatenate([best_row, np.broadcast_to(np.arange(block, block + correlation.shape[1]),
+                                                         correlation.shape)], axis=1)
+        top = np.argpartition(-values, count - 1, axis=1)[:, :count]
+        best_value, best_row = np.take_along_axis(values, top, axis=1), np.take_along_axis(rows, top, axis=1)
+    return np.where(np.isfinite(best_value), best_row, -1)
+
+
+def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray) -> np.ndarray:
+    """(n, 2) similarity of each end of each match to its closest other file among its _NEAREST
+    nearest thumbnails, the partner and the end's or partner's strong partners (`copies`, pairs)
+    left out; -inf where none is left, +inf (refused) past _RIVAL_BUDGET."""
+    matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
+    if len(matches) * 2 * len(fine) > _RIVAL_BUDGET:
+        return np.full(matches.shape, np.inf)
+    partners: dict[int, set[int]] = {}
+    for a, b in np.asarray(copies, dtype=np.int64).reshape(-1, 2).tolist():
+        partners.setdefault(a, set()).add(b)
+        partners.setdefault(b, set()).add(a)
+    ends, others = matches.ravel(), matches[:, ::-1].ravel()
+    left_out = [sorted({end, other, *partners.get(end, ()), *partners.get(other, ())})
+                for end, other in zip(ends.tolist(), others.tolist())]
+    nearest = _nearest_files(ends, fine, left_out)
+    found = nearest >= 0
+    which, rows = np.nonzero(found)
+    similarity = np.full(nearest.shape, -np.inf)
+    if len(which):
+        first, second = fine[ends[which]], fine[nearest[which, rows]]
+        similarity[which, rows] = np.maximum(fine_similarities(first, second), crop_tolerant_similarities(first, second))
+    return similarity.max(axis=1).reshape(matches.shape)
+
+
+def _bundles(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows the search cannot tell apart (the same pHash AND the same thumbnails) form one bundle:
+    every pair inside a bundle is linked (distance 0, difference 0), and a bundle's members all
+    link or all fail to link to another bundle's. Returns each row's bundle and each bundle's
+    representative row.
 
     Blank or flat pictures often share a hash by the thousand; collapsing them first keeps the
     search and the thumbnail checks proportional to distinct pictures, not to their pairs.
@@ -75,8 +205,8 @@ def _units(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.nd
         record = np.ascontiguousarray(record).view(np.dtype((np.void, record.shape[1]))).ravel()
         _, first, inverse = np.unique(record, return_index=True, return_inverse=True)
         label[shared] = shared[first[inverse.ravel()]]
-    representatives, unit_of_row = np.unique(label, return_inverse=True)
-    return unit_of_row.ravel(), representatives
+    representatives, bundle_of_row = np.unique(label, return_inverse=True)
+    return bundle_of_row.ravel(), representatives
 
 
 def _crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
@@ -108,13 +238,91 @@ def _crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
 
 
 def _products(first_start: np.ndarray, first_size: np.ndarray, second_start: np.ndarray,
-              second_size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              second_size: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions (p, q) for every p in [first_start, +first_size) and q in [second_start,
-    +second_size), for each entry of the four arrays."""
+    +second_size), for each entry of the four arrays; and the entry each pair came from."""
     products = first_size * second_size
     which = np.repeat(np.arange(len(products)), products)
     local = np.arange(int(products.sum())) - np.repeat(np.cumsum(products) - products, products)
-    return first_start[which] + local // second_size[which], second_start[which] + local % second_size[which]
+    return first_start[which] + local // second_size[which], second_start[which] + local % second_size[which], which
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Candidate pairs worth keeping (scored's `kept`), with what distinctive() decides on."""
+
+    pairs: np.ndarray  # (n, 2) int64, i < j, sorted
+    similarity: np.ndarray  # float32 per pair
+    strong: np.ndarray  # bool per pair: a near-duplicate whatever else there is
+    fine: np.ndarray | None = None  # every file's fine thumbnail, for nearest_rivals
+
+    def near_duplicates(self, confirm: Confirm) -> np.ndarray:
+        """The pairs that are near-duplicates (distinctive), as an (n, 2) array."""
+        return self.pairs[distinctive(self.pairs, self.similarity, self.strong, confirm, fine=self.fine)]
+
+
+def scored_pairs(
+    *,
+    hashes: np.ndarray,
+    crops: np.ndarray | None = None,
+    fine: np.ndarray,
+    thumbnails: np.ndarray,
+    max_distance: int,
+    confirm: Confirm,
+    rows: np.ndarray | None = None,
+    method: str = "auto",
+) -> Scored:
+    """Every kept candidate pair (i < j; see scored) with its similarity and strength; with
+    `rows`, only pairs that involve one of those indices. near_duplicate_pairs explains the search."""
+    count = len(hashes)
+    empty = Scored(np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, bool), fine)
+    asked = np.ones(count, dtype=bool)
+    if rows is not None:
+        asked[:] = False
+        asked[np.asarray(rows, dtype=np.int64)] = True
+    if count < 2 or max_distance < 0 or not asked.any():
+        return empty
+    if hashes.shape[1:] != (8,):
+        raise ValueError(f"hashes must be 64-bit pHashes as (n, 8) uint8, not shape {hashes.shape}")
+    codes = np.ascontiguousarray(hashes, dtype=np.uint8).view(np.uint64).ravel()
+    bundle_of_row, representatives = _bundles(codes, np.concatenate([fine, thumbnails], axis=1))
+    # Rows grouped by bundle, each bundle's queried rows first: a bundle then spans [start, start + size)
+    # of `order` and its queried rows [start, start + queried), so every pair with a queried end
+    # is one position range (no pair over unqueried rows is ever built, however large the bundle).
+    order = np.lexsort((~asked, bundle_of_row))
+    sizes = np.bincount(bundle_of_row, minlength=len(representatives))
+    queried = np.bincount(bundle_of_row, weights=asked, minlength=len(representatives)).astype(np.int64)
+    starts = np.cumsum(sizes) - sizes
+
+    bundle_pairs = hamming_pairs(codes[representatives], max_distance=max_distance,
+                               queries=None if rows is None else queried > 0, method=method)
+    if crops is not None:
+        bundle_pairs = np.unique(np.concatenate([bundle_pairs, _crop_pairs(crops[representatives], codes[representatives],
+                                                                        max_distance=max_distance,
+                                                                        queries=None if rows is None else queried > 0)]),
+                               axis=0)
+    similarity, strong, kept = scored(bundle_pairs, fine=fine[representatives],
+                                      thumbnails=thumbnails[representatives], confirm=confirm)
+    first, second = bundle_pairs[kept].T
+    similarity, strong = similarity[kept], strong[kept]
+    # Across kept bundles: queried rows of the first with every row of the second, then the
+    # unqueried rows of the first with the queried rows of the second.
+    left_a, right_a, which_a = _products(starts[first], queried[first], starts[second], sizes[second])
+    left_b, right_b, which_b = _products(starts[first] + queried[first], sizes[first] - queried[first],
+                                         starts[second], queried[second])
+    # Inside a bundle (identical pictures: similarity 1, strong): each queried row with every row after it.
+    sources = np.flatnonzero(asked[order])
+    bundle_end = np.repeat(starts + sizes, sizes)
+    inside = list(pairs_in_ranges(sources, sources + 1, bundle_end[sources]))
+    left = np.concatenate([order[left_a], order[left_b], *(order[positions] for positions, _ in inside)])
+    right = np.concatenate([order[right_a], order[right_b], *(order[positions] for _, positions in inside)])
+    within = len(left) - len(left_a) - len(left_b)
+    values = np.concatenate([similarity[which_a], similarity[which_b], np.ones(within, np.float32)])
+    strengths = np.concatenate([strong[which_a], strong[which_b], np.ones(within, bool)])
+    # Sorted, as one int64 key per pair (i * count + j).
+    keys, where = np.unique(np.minimum(left, right) * count + np.maximum(left, right), return_index=True)
+    return Scored(np.stack([keys // count, keys % count], axis=1).astype(np.int64), values[where], strengths[where],
+                  fine)
 
 
 def near_duplicate_pairs(
@@ -129,66 +337,25 @@ def near_duplicate_pairs(
     method: str = "auto",
 ) -> np.ndarray:
     """Index pairs (i < j) of near-duplicates, as an (n, 2) array sorted by i then j; with `rows`,
-    only pairs that involve one of those indices (how an incremental audit checks just its
-    changed files).
+    only pairs that involve one of those indices (rivals are then judged among the pairs found:
+    an incremental audit instead merges scored_pairs with its kept ones, see distinctive).
 
     A pair whose pHashes differ in at most `max_distance` bits is a candidate, not a verdict:
     different pictures of one simple shape share a pHash (452 different people's handwritten
     "1"s once chained into one group through their pHashes and 8x8 thumbnails). A candidate is a
     near-duplicate when it also passes `confirm`: its 16x16 grey thumbnails, aligned within a
-    pixel, correlate at least `min_similarity`, and its colour thumbnails, brightness and contrast
-    evened out, differ by at most `max_colour_difference` (pHash sees only grey: a pink and a
-    lilac circle share one). Near-uniform pictures correlate weakly with anything, so they never
-    pair on their (noise-made) pHashes alone.
+    pixel, correlate at least `min_similarity` (or, read as crops of each other,
+    `min_crop_similarity`; or it is a distinctive match, see distinctive), and its colour
+    thumbnails, brightness and contrast evened out, differ by at most `max_colour_difference`
+    (pHash sees only grey: a pink and a lilac circle share one). Near-uniform pictures correlate
+    weakly with anything, so they never pair on their (noise-made) pHashes alone.
 
     The hash pairs come from hamming.hamming_pairs (multi-index tables, or every pair where
     that is cheaper; `method` forces one, for tests and benchmarks): 1,000,000 hashes take
     seconds, not the hours comparing every pair would.
     """
-    count = len(hashes)
-    empty = np.zeros((0, 2), dtype=np.int64)
-    asked = np.ones(count, dtype=bool)
-    if rows is not None:
-        asked[:] = False
-        asked[np.asarray(rows, dtype=np.int64)] = True
-    if count < 2 or max_distance < 0 or not asked.any():
-        return empty
-    if hashes.shape[1:] != (8,):
-        raise ValueError(f"hashes must be 64-bit pHashes as (n, 8) uint8, not shape {hashes.shape}")
-    codes = np.ascontiguousarray(hashes, dtype=np.uint8).view(np.uint64).ravel()
-    unit_of_row, representatives = _units(codes, np.concatenate([fine, thumbnails], axis=1))
-    # Rows grouped by unit, each unit's queried rows first: a unit then spans [start, start + size)
-    # of `order` and its queried rows [start, start + queried), so every pair with a queried end
-    # is one position range (no pair over unqueried rows is ever built, however large the unit).
-    order = np.lexsort((~asked, unit_of_row))
-    sizes = np.bincount(unit_of_row, minlength=len(representatives))
-    queried = np.bincount(unit_of_row, weights=asked, minlength=len(representatives)).astype(np.int64)
-    starts = np.cumsum(sizes) - sizes
-
-    unit_pairs = hamming_pairs(codes[representatives], max_distance=max_distance,
-                               queries=None if rows is None else queried > 0, method=method)
-    if crops is not None:
-        unit_pairs = np.unique(np.concatenate([unit_pairs, _crop_pairs(crops[representatives], codes[representatives],
-                                                                        max_distance=max_distance,
-                                                                        queries=None if rows is None else queried > 0)]),
-                               axis=0)
-    first, second = unit_pairs[confirmed(unit_pairs, fine=fine[representatives],
-                                         thumbnails=thumbnails[representatives], confirm=confirm)].T
-    found = []
-    # Across linked units: queried rows of the first with every row of the second, then the
-    # unqueried rows of the first with the queried rows of the second.
-    found.append(_products(starts[first], queried[first], starts[second], sizes[second]))
-    found.append(_products(starts[first] + queried[first], sizes[first] - queried[first], starts[second],
-                           queried[second]))
-    # Inside a unit: each queried row with every row after it.
-    sources = np.flatnonzero(asked[order])
-    unit_end = np.repeat(starts + sizes, sizes)
-    found.extend(pairs_in_ranges(sources, sources + 1, unit_end[sources]))
-    left = np.concatenate([order[positions] for positions, _ in found])
-    right = np.concatenate([order[positions] for _, positions in found])
-    # Sorted, as one int64 key per pair (i * count + j).
-    keys = np.unique(np.minimum(left, right) * count + np.maximum(left, right))
-    return np.stack([keys // count, keys % count], axis=1).astype(np.int64)
+    return scored_pairs(hashes=hashes, crops=crops, fine=fine, thumbnails=thumbnails, max_distance=max_distance,
+                        confirm=confirm, rows=rows, method=method).near_duplicates(confirm)
 
 
 @dataclass(frozen=True)
@@ -200,21 +367,26 @@ class NearGroup:
     lowest_similarity: float  # the least alike member's fine similarity to the representative
 
 
-def near_duplicate_groups(pairs: np.ndarray, *, count: int, fine: np.ndarray,
-                          confirm: Confirm | None = None) -> list[NearGroup]:
+def near_duplicate_groups(pairs: np.ndarray, *, count: int, fine: np.ndarray, confirm: Confirm | None = None,
+                          similarity: np.ndarray | None = None) -> list[NearGroup]:
     """Groups that never chain, from near-duplicate index pairs among `count` rows.
 
     Linking pairs transitively once joined 452 different "1"s whose neighbours were each alike.
     Here each group is a representative with its partners (data.groups.star_groups): every member
     is a near-duplicate of the representative, not merely reachable through others. Given the
-    `confirm` that found the pairs, a member confirmed as a crop counts its crop-tolerant similarity.
+    `confirm` that found the pairs, a member confirmed as a crop counts its crop-tolerant similarity;
+    given each pair's `similarity` (Scored's), that is what counts.
     """
+    known = {} if similarity is None else dict(zip(map(tuple, np.asarray(pairs).tolist()), similarity.tolist()))
     groups = []
     for representative, members in star_groups(count, pairs):
         others = np.array([member for member in members if member != representative], dtype=np.int64)
         lower = np.minimum(others, representative)  # each pair measured as it was found: lower index first
         higher = np.maximum(others, representative)
-        similarity = fine_similarities(fine[lower], fine[higher]) if confirm is None else \
-            similarities(fine[lower], fine[higher], confirm)[0]
-        groups.append(NearGroup(representative, members, round(float(similarity.min()), 4)))
+        if known:
+            lowest = min(known[(a, b)] for a, b in zip(lower.tolist(), higher.tolist()))
+        else:
+            lowest = float((fine_similarities(fine[lower], fine[higher]) if confirm is None else
+                            similarities(fine[lower], fine[higher], confirm)[0]).min())
+        groups.append(NearGroup(representative, members, round(float(lowest), 4)))
     return groups

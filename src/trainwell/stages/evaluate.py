@@ -34,7 +34,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     read_cache_manifest(params.paths.cache_dir)
     if not Path(params.paths.model).exists():
         raise DataError(f"model '{params.paths.model}' is missing; run `dvc repro train` first")
-    from trainwell.training.inputs import plan_inputs
+    from trainwell.training.inputs import BatchSpec, plan_inputs
     from trainwell.training.model_files import load_model_file
 
     # Held in memory within train.memory_budget_mb, streamed shard by shard past it.
@@ -47,7 +47,7 @@ def main(*, params_file: str = "params.yaml") -> int:
     if test_input.streaming:
         say(f"evaluate: streaming the test split from {len(test.counts)} shards "
               f"({test.image_bytes / 2**20:.0f} MiB > train.memory_budget_mb)")
-    data = test_input.eval_dataset(num_classes=test.num_classes, batch_size=params.evaluate.batch_size)
+    data = test_input.eval_dataset(BatchSpec(num_classes=test.num_classes, batch_size=params.evaluate.batch_size))
     probabilities = model.predict(data.map(lambda images, labels: images), verbose=0)
     predictions = np.argmax(probabilities, axis=1) if len(test.labels) else np.zeros((0,), dtype=np.int64)
     metrics = classification_metrics(labels=test.labels, predictions=predictions, classes=test.classes)

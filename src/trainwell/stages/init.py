@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -48,9 +49,10 @@ def template(name: str) -> str:
 def render_params(*, data_dir: str) -> str:
     """The commented params.yaml with data.dir set, in the form DVC's own YAML writer gives it.
 
-    The template is already in that form (block lists, empty for null, no list at a section's
-    end), so `dvc exp run -S key=value`, which rewrites the whole file through ruamel.yaml, changes
-    only the line of the value it sets (tests/test_params_round_trip.py runs DVC on it).
+    The template, generated from the params models (params/template.py), is already in that form
+    (block lists, empty for null, no list at a section's end), so `dvc exp run -S key=value`, which
+    rewrites the whole file through ruamel.yaml, changes only the line of the value it sets
+    (tests/test_params_round_trip.py runs DVC on it).
     """
     from dvc.utils.serialize import dumps_yaml
 
@@ -108,7 +110,8 @@ def _data_dir_for(project: Path, data: str | None) -> str:
     return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
 
 
-IMAGE_SIZE_LINE = "  image_size: 48             # images are resized to image_size x image_size once, in `build`\n"
+# data.image_size's line in the generated template: key, value, the spaces before its comment, the comment.
+_IMAGE_SIZE_LINE = re.compile(r"^(  image_size: )(\d+)( *)(#.*)?$", re.MULTILINE)
 
 
 def _fit_image_size(params_text: str, data: str) -> str:
@@ -123,8 +126,18 @@ def _fit_image_size(params_text: str, data: str) -> str:
     say(f"init: data.image_size = {size}: {reason}")
     if found.grey:
         say("init: grayscale images are given to the model as three equal channels (it takes RGB)")
-    assert params_text.count(IMAGE_SIZE_LINE) == 1, "the params template's data.image_size line changed"
-    return params_text.replace(IMAGE_SIZE_LINE, IMAGE_SIZE_LINE.replace(": 48 ", f": {size} ".ljust(5)))
+    return with_data_image_size(params_text, size=size)
+
+
+def with_data_image_size(params_text: str, *, size: int) -> str:
+    """The generated params text with data.image_size's value replaced, its comment kept in its column."""
+    match = _IMAGE_SIZE_LINE.search(params_text, params_text.index("\ndata:"))
+    if match is None:
+        raise RuntimeError("the params template has no data.image_size line")  # a packaging bug, never user input
+    key, value, spaces, comment = match.groups(default="")
+    if comment:
+        spaces = " " * max(1, len(value) + len(spaces) - len(str(size)))
+    return params_text[:match.start()] + f"{key}{size}{spaces}{comment}" + params_text[match.end():]
 
 
 def _without_demo_stage(dvc_yaml: str) -> str:

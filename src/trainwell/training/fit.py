@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -28,7 +28,7 @@ from trainwell.training.distribute import (
     seed_everything,
 )
 from trainwell.training.guard import BatchTrace, DivergenceGuard, Incident, all_finite
-from trainwell.training.inputs import SplitInput, plan_inputs
+from trainwell.training.inputs import BatchSpec, SplitInput, plan_inputs
 from trainwell.training.network import build_network, compile_model
 
 
@@ -304,17 +304,17 @@ def fit_model(*, model: keras.Model, train: TrainParams, plan: InputPlan, strate
         class_weights = balanced_class_weights(split.labels, split.num_classes)
         say("train: class weights " + ", ".join(
             f"{split.classes[index]} {weight:.3f}" for index, weight in class_weights.items()))
-    common = dict(num_classes=split.num_classes, batch_size=train.batch_size,
-                  one_hot=label_encoding_for(train.loss) == "one_hot")
     if augmenter is None:
         augmenter = make_augmenter(train)
-    train_data = distribute_dataset(strategy, lambda **shard: plan.train.train_dataset(
-        seed=train.seed, first_epoch=first_epoch, epochs=end_epoch, class_weights=class_weights,
-        augmenter=augmenter, **common, **shard))
+    spec = BatchSpec(num_classes=split.num_classes, batch_size=train.batch_size,
+                     one_hot=label_encoding_for(train.loss) == "one_hot", seed=train.seed, first_epoch=first_epoch,
+                     epochs=end_epoch, class_weights=class_weights, augmenter=augmenter)
+    train_data = distribute_dataset(strategy, lambda **shard: plan.train.train_dataset(replace(spec, **shard)))
     # Repeated, with validation_steps = one full pass: whether Keras keeps one validation
     # iterator across epochs has changed between versions (3.15 starts one per validation);
-    # either way every validation reads the whole split once.
-    val_data = distribute_dataset(strategy, lambda **shard: plan.val.eval_dataset(**common, **shard).repeat())
+    # either way every validation reads the whole split once (eval_dataset: in file order,
+    # without the class weights and augmenter).
+    val_data = distribute_dataset(strategy, lambda **shard: plan.val.eval_dataset(replace(spec, **shard)).repeat())
     return model.fit(
         train_data,
         validation_data=val_data,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -15,7 +16,7 @@ from trainwell.console import say
 from trainwell.data.cache import ShardedSplit
 from trainwell.params import SEED_CNN, LabelReviewParams, TrainParams
 from trainwell.training.distribute import build_from_local_batch, distribute_dataset, input_pipelines
-from trainwell.training.inputs import IN_MEMORY_COST, SplitInput
+from trainwell.training.inputs import IN_MEMORY_COST, BatchSpec, SplitInput
 from trainwell.training.network import model_for
 
 # The embedding outliers are found in: the last convolution block's output (the input of the
@@ -169,16 +170,17 @@ class FoldModels:
         """
         review = self.review
         replicas, workers = self.strategy.num_replicas_in_sync, input_pipelines(self.strategy)
+        spec = BatchSpec(num_classes=self.num_classes, batch_size=review.batch_size, seed=review.seed + fold,
+                         epochs=review.epochs_per_fold)
         data = distribute_dataset(self.strategy, lambda **shard: self._images(training.train_dataset(
-            seed=review.seed + fold, first_epoch=0, epochs=review.epochs_per_fold, num_classes=self.num_classes,
-            batch_size=review.batch_size, **shard)))
+            replace(spec, **shard))))
         progress = FoldProgress(fold=fold, folds=review.folds, epochs=review.epochs_per_fold)
         callbacks: list[keras.callbacks.Callback] = [progress]
         validation, validation_steps = None, None
         if review.early_stopping_patience and len(held_out.split.labels):
             # Repeated, as train's validation data: one full pass of validation_steps batches each epoch.
             validation = distribute_dataset(self.strategy, lambda **shard: self._images(held_out.eval_dataset(
-                num_classes=self.num_classes, batch_size=review.batch_size, **shard).repeat()))
+                replace(spec, **shard)).repeat()))
             validation_steps = held_out.steps(batch_size=review.batch_size,
                                               replicas=min(replicas, len(held_out.split.labels)))
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=review.early_stopping_patience,
@@ -193,7 +195,7 @@ class FoldModels:
     def predict(self, held_out: SplitInput) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, embeddings) of every image of a view, in its order, from one pass of the twin."""
         self.twin.set_weights(self.model.get_weights())
-        data = self._images(held_out.eval_dataset(num_classes=self.num_classes, batch_size=PREDICT_BATCH))
+        data = self._images(held_out.eval_dataset(BatchSpec(num_classes=self.num_classes, batch_size=PREDICT_BATCH)))
         with quiet_retracing():
             probabilities, embeddings = self.scorer.predict(data.map(lambda images, labels: images), verbose=0)
         return np.asarray(probabilities, np.float32), np.asarray(embeddings, np.float32)

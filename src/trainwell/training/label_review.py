@@ -15,7 +15,7 @@ from trainwell.errors import DataError
 from trainwell.params import LabelReviewParams, TrainParams
 from trainwell.training.distribute import configure_cpu_devices, make_strategy, seed_everything
 from trainwell.training.fold_models import FoldModels, gather_images, review_side
-from trainwell.training.inputs import SplitInput, choose_split_input
+from trainwell.training.inputs import InMemoryInput, SplitInput, choose_split_input
 from trainwell.training.outliers import outlier_scores
 
 # Every split is reviewed, test included: a wrong test label makes the reported accuracy wrong.
@@ -173,4 +173,4 @@ def _view(split: ShardedSplit, rows: np.ndarray, pool: np.ndarray | None) -> Spl
     view = split.select(rows)
     if pool is None:
         return choose_split_input(view, memory_budget_bytes=0)
-    return SplitInput(split=view, images=pool[rows])
+    return InMemoryInput(split=view, images=pool[rows])

@@ -46,11 +46,16 @@ class ClusterTask:
 
 def port_of(address: str) -> int:
     """The port of host:port (or [v6]:port); UsageError naming the address when there is none."""
+    return host_and_port(address)[1]
+
+
+def host_and_port(address: str) -> tuple[str, int]:
+    """(host, port) of host:port, a v6 host without its brackets; UsageError naming the address when there is no port."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"TF_CONFIG lists '{shown(address)}', which is not host:port with a port 1-65535; "
                          f"write every task as host:port, {SCALING_OUT}")
-    return int(port)
+    return host.strip("[]"), int(port)
 
 
 def read_tf_config(text: str) -> ClusterTask:
@@ -148,9 +153,8 @@ class Greeter:
 def greeting_from(address: str, *, timeout_s: float = 2.0) -> bytes | None:
     """What the task at `address` says on connecting (b"" for a port that says nothing, such as
     TensorFlow's own server), or None when nothing listens there yet."""
-    host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as connection:
+        with socket.create_connection(host_and_port(address), timeout=timeout_s) as connection:
             received = b""
             while not received.endswith(b"\n") and len(received) < 4096:
                 chunk = connection.recv(4096)

@@ -1,0 +1,160 @@
+"""Benchmark: where the planted near-duplicates the audit misses fall, per set and per edit, beside the nearest false pairs.
+
+Usage: python benchmarks/near_duplicate_misses.py [--sets mnist,photos,...] [--planted 200] [--seed 0]
+
+Plants copies as benchmarks/audit_precision.py does (same edits, same seed), audits the folder
+with the shipped params, and for every planted pair prints whether the audit grouped it and, if
+not, why: was it a candidate at all (pHash within audit.near_duplicate_distance bits, or one's
+crop hash within that of the other's pHash), its fine similarity, its crop-tolerant similarity,
+its colour difference, and the best score either file has with any OTHER candidate (its
+nearest rival). Beside them, the highest fine and crop-tolerant scores among candidate pairs
+that are not planted copies (the look-alikes a looser bar would group): the baseline a rule
+must beat is "group every candidate above the look-alikes' best", which these figures show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import audit_precision
+import real_data
+from trainwell.audit import dataset as audit_dataset_module
+from trainwell.audit.hamming import cross_pairs, hamming_pairs, popcount
+from trainwell.audit.similarity import colour_differences, crop_tolerant_similarities, fine_similarities
+from trainwell.console import QUIET, set_verbosity
+from trainwell.params import Params
+
+TABLES: list = []
+DUMP: list[Path] = []
+CROP_DISTANCE = [0]  # --crop-distance: bits for the crop hashes' search (0: the audit's)  # --dump: where each set's candidate pairs and scores are saved
+_original = audit_dataset_module._near_duplicate_findings
+
+
+def _capturing(table, **keywords):
+    TABLES.append(table)
+    return _original(table, **keywords)
+
+
+audit_dataset_module._near_duplicate_findings = _capturing
+
+
+def candidate_pairs(codes: np.ndarray, crops: np.ndarray, max_distance: int, crop_distance: int) -> np.ndarray:
+    """Every candidate pair (i < j) the audit's search makes: pHash or crop hash matches (the
+    crop hashes within crop_distance bits: the audit's is max_distance; more, to see what a
+    wider crop search would find)."""
+    plain = hamming_pairs(codes, max_distance=max_distance)
+    probes = crops.shape[1]
+    flat = np.ascontiguousarray(crops).view(np.uint64).ravel()
+    found = cross_pairs(flat, codes, max_distance=crop_distance, owners=np.repeat(np.arange(len(codes)), probes))
+    cropped = np.stack([found[:, 0] // probes, found[:, 1]], axis=1)
+    both = np.concatenate([plain, np.sort(cropped, axis=1)])
+    return np.unique(both, axis=0)
+
+
+def measure(name: str, planted_count: int, seed: int, scratch: Path) -> list[dict]:
+    folder = scratch / name
+    real_data.write(name, folder)
+    planted = audit_precision.plant(folder, planted_count, seed)
+    TABLES.clear()
+    report, _, _ = audit_precision.audit(folder, {})
+    table = TABLES[-1]
+    decoded = np.flatnonzero(table.decoded)
+    paths = [table.paths[row] for row in decoded.tolist()]
+    index = {path: position for position, path in enumerate(paths)}
+    columns = {key: table.columns[key][decoded] for key in ("perceptual_hash", "crop_hashes", "fine", "thumbnail")}
+    codes = np.ascontiguousarray(columns["perceptual_hash"]).view(np.uint64).ravel()
+    max_distance = Params().audit.near_duplicate_distance
+    pairs = candidate_pairs(codes, columns["crop_hashes"], max_distance, CROP_DISTANCE[0] or max_distance)
+    fine, thumbnails = columns["fine"], columns["thumbnail"]
+    plain = fine_similarities(fine[pairs[:, 0]], fine[pairs[:, 1]])
+    cropped = crop_tolerant_similarities(fine[pairs[:, 0]], fine[pairs[:, 1]])
+    score = np.maximum(plain, cropped)
+    planted_keys = set()
+    for original, copy, _ in planted:
+        a, b = index.get(original), index.get(copy)
+        if a is not None and b is not None:
+            planted_keys.add((min(a, b), max(a, b)))
+    # Copies of one original are also copies of each other: not look-alikes.
+    origin = np.arange(len(paths))
+    for original, copy, _ in planted:
+        if original in index and copy in index:
+            origin[index[copy]] = index[original]
+    false = origin[pairs[:, 0]] != origin[pairs[:, 1]]
+    group_of = {}
+    for number, group in enumerate([*(group["members"] for group in report["near_duplicate_groups"]),
+                                    *report["duplicate_groups"]]):
+        for path in group:
+            group_of[path] = number
+    rows = []
+    for original, copy, edit in planted:
+        a, b = index[original], index[copy]
+        low, high = min(a, b), max(a, b)
+        distance = int(popcount(codes[low:low + 1] ^ codes[high:high + 1])[0])
+        crop_distance = min(int(popcount(np.ascontiguousarray(columns["crop_hashes"][x]).view(np.uint64) ^ codes[y]).min())
+                            for x, y in ((a, b), (b, a)))
+        pair_fine = float(fine_similarities(fine[[low]], fine[[high]])[0])
+        pair_crop = float(crop_tolerant_similarities(fine[[low]], fine[[high]])[0])
+        colour = float(colour_differences(thumbnails[[low]], thumbnails[[high]], fine[[low]], fine[[high]])[0])
+        rival = [float(score[((pairs[:, 0] == end) | (pairs[:, 1] == end)) & false].max(initial=-1.0))
+                 for end in (a, b)]
+        rows.append({"set": name, "edit": edit, "found": original in group_of and group_of.get(copy) == group_of[original],
+                     "candidate": distance <= max_distance or crop_distance <= max_distance, "distance": distance,
+                     "crop_distance": crop_distance, "fine": pair_fine, "crop": pair_crop, "colour": colour,
+                     "rival": max(rival)})
+    if DUMP:
+        copy_edit = np.full(len(paths), "", dtype=object)
+        for _, copy, edit in planted:
+            copy_edit[index[copy]] = edit
+        colours = colour_differences(thumbnails[pairs[:, 0]], thumbnails[pairs[:, 1]], fine[pairs[:, 0]],
+                                     fine[pairs[:, 1]])
+        np.savez(DUMP[0] / f"{name}.npz", pairs=pairs, fine=plain, crop=cropped, colour=colours, origin=origin,
+                 edit=copy_edit.astype(str), planted=np.array(sorted(planted_keys)).reshape(-1, 2))
+    false_fine = np.sort(plain[false])[::-1][:3]
+    false_crop = np.sort(cropped[false])[::-1][:3]
+    print(f"{name}: {len(paths)} files, {len(pairs):,} candidate pairs, {int(false.sum()):,} not planted copies; "
+          f"their best fine {np.round(false_fine, 4).tolist()}, best crop-tolerant {np.round(false_crop, 4).tolist()}; "
+          f"look-alike pairs at crop >= 0.995: {int((cropped[false] >= 0.995).sum())}, >= 0.997: "
+          f"{int((cropped[false] >= 0.997).sum())}")
+    for edit in audit_precision.EDITS:
+        mine = [row for row in rows if row["edit"] == edit]
+        missed = [row for row in mine if not row["found"]]
+        print(f"  {edit:10s} found {len(mine) - len(missed)}/{len(mine)}; misses: "
+              f"not candidates {sum(not row['candidate'] for row in missed)}")
+        for row in missed:
+            print(f"    candidate {'yes' if row['candidate'] else 'no '} pHash {row['distance']:2d} crop-hash "
+                  f"{row['crop_distance']:2d} fine {row['fine']:.4f} crop {row['crop']:.4f} colour {row['colour']:5.1f} "
+                  f"rival {row['rival']:.4f}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default=",".join(real_data.SETS))
+    parser.add_argument("--planted", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dump", type=Path, help="save each set's candidate pairs and their scores here (.npz)")
+    parser.add_argument("--crop-distance", type=int, default=0, help="search crop hashes within this many bits")
+    args = parser.parse_args()
+    CROP_DISTANCE[0] = args.crop_distance
+    if args.dump:
+        args.dump.mkdir(parents=True, exist_ok=True)
+        DUMP.append(args.dump)
+    set_verbosity(QUIET)
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.sets.split(","):
+            measure(name, args.planted, args.seed, Path(scratch))
+            shutil.rmtree(Path(scratch) / name)
+
+
+if __name__ == "__main__":
+    main()
