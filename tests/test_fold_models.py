@@ -28,7 +28,7 @@ def test_a_backbone_smallest_side_is_its_own_minimum():
 def test_review_side_over_generated_settings():
     """Many generated (image_size, cached side, source side, network) cases: the side is never above
     the cache's, never below what the network accepts (unless the cache itself is smaller), is the
-    chosen image_size when set, and the sources' own side (at least 48) when they are smaller."""
+    chosen image_size when set, and the sources' own side (at least SMALLEST_REVIEW_SIDE) when they are smaller."""
     rng = np.random.default_rng(0)
     for _ in range(500):
         train = TrainParams(conv_filters=[16] * int(rng.integers(1, 5)), kernel_size=int(rng.integers(1, 6)))
@@ -47,9 +47,11 @@ def test_review_side_over_generated_settings():
             assert side == max(min(max(source, SMALLEST_REVIEW_SIDE), cached), floor)
 
 
-def test_28_pixel_digits_cached_at_75_are_reviewed_at_48():
-    side = review_side(review=LabelReviewParams(), train=TrainParams(), cached_side=75, source_side=28)
-    assert side == 48
+def test_28_pixel_digits_cached_at_48_are_reviewed_at_32():
+    side = review_side(review=LabelReviewParams(), train=TrainParams(), cached_side=48, source_side=28)
+    assert side == 32
+    assert review_side(review=LabelReviewParams(), train=TrainParams(), cached_side=75, source_side=28) == 32
+    assert review_side(review=LabelReviewParams(), train=TrainParams(), cached_side=48, source_side=40) == 40
     assert review_side(review=LabelReviewParams(), train=TrainParams(), cached_side=75, source_side=500) == 75
     assert review_side(review=LabelReviewParams(image_size=32), train=TrainParams(), cached_side=75,
                        source_side=28) == 32

@@ -20,7 +20,7 @@ class LabelReviewParams(_Section):
         "... this many epochs, keeping its best epoch (0: always every epoch)"))
     # In pixels; the side is training/fold_models.review_side.
     image_size: int | None = Field(None, ge=8, le=1024, description=(
-        "fold models' input side; empty: the images' own size (at least 48) when below data.image_size"))
+        "fold models' input side; empty: the images' own size (at least 32) when below data.image_size"))
     # Faster than train.learning_rate: each fold model only has to rank labels, not ship.
     learning_rate: float = Field(1e-3, gt=0.0, le=limits.MAX_LEARNING_RATE, description="Adam step size for the fold models")
     batch_size: int = Field(64, ge=1, le=limits.MAX_BATCH)

@@ -28,7 +28,7 @@ FEATURE_LAYER = "flatten"
 PREDICT_BATCH = 256
 RESIZE_CHUNK = 4096  # images resized at once when the review's images are gathered
 # The smallest side the fold models are given when the sources are smaller (see review_side).
-SMALLEST_REVIEW_SIDE = 48
+SMALLEST_REVIEW_SIDE = 32
 
 
 def smallest_side(train: TrainParams) -> int:
@@ -50,10 +50,12 @@ def review_side(*, review: LabelReviewParams, train: TrainParams, cached_side: i
     cache's side nor below what the network accepts.
 
     Images upscaled to data.image_size hold no detail a smaller input lacks, and a fold model's
-    cost grows with its pixels. But not down to any size: on 5,131 real 28x28 digits (cached at
-    75x75) with 5% of labels flipped, the default network's out-of-fold accuracy on the true labels
-    was 0.980 at 28x28 (20 epochs), 0.984 at 40, 0.985 at 48 and 0.970 at 75 (12 epochs), and label
-    review's precision / recall 0.90 / 0.96 at 28, 0.97 / 0.94 at 40, 0.95 / 0.97 at 48, 0.89 / 0.96 at 75.
+    cost grows with its pixels (the default network's convolutions: about 2.5x fewer operations at
+    32x32 than at 48x48). But not down to any size: at 28x28 (its last block's map 2x2, against
+    3x3 at 32) the fold models doubt more. On 5,131 real 28x28 digits (cached at 48x48) with 5% of
+    labels flipped, three flip draws, 5 folds at 1e-3 (the defaults): precision / recall 0.961 / 0.953,
+    0.964 / 0.946 and 0.965 / 0.953 at 32; at 2e-3 for at most 8 epochs, 0.943 at 28 on the second
+    draw (CHANGELOG.md, 0.2.0, Changed).
     """
     wanted = review.image_size if review.image_size is not None else max(source_side or cached_side,
                                                                          SMALLEST_REVIEW_SIDE)
