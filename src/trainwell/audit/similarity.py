@@ -208,29 +208,55 @@ _INNER_MAPS = _AXIS_MAPS[:, _INNER, :].reshape(-1, FINE_SIDE)
 _CROP_CHUNK = 512
 
 
-def _as_cropped_from(originals: np.ndarray, copies: np.ndarray) -> np.ndarray:
-    """Best similarity of each copy, read as the original cropped by some of _CUTS on each side.
+def _targets(originals: np.ndarray) -> np.ndarray:
+    """The central 12x12 of each blurred original, standardised: (n, 144) float32."""
+    blurred = _BLUR @ originals @ _BLUR.T
+    return _standardised(blurred[:, _INNER, _INNER].reshape(len(originals), -1))
+
+
+def _crops(copies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each copy read as its original cut by every pair of _CUTS on each axis: the warped central
+    pixels (n, 81, 144) and their variance (n, 81), float32.
 
     Both axes' resampling are single matrix products over the whole chunk (numpy's stacked
-    products of 16x16 matrices ran one small product per pair, 20x slower)."""
+    products of 16x16 matrices ran one small product per copy, 20x slower)."""
     count, side, inner = len(copies), FINE_SIDE, FINE_SIDE - 2 * _MARGIN
     maps = len(_AXIS_MAPS)
-    blurred = _BLUR @ originals @ _BLUR.T
-    target = _standardised(blurred[:, _INNER, _INNER].reshape(count, -1))  # (n, 144)
     # Centred on mid-grey (each map's weights sum to 1, so it shifts every crop alike): the mean
     # square below then loses no float32 precision to a large mean.
     across = (copies.reshape(count * side, side) - 128) @ _INNER_MAPS.T  # columns: (n x 16 rows, 9 x 12)
     across = across.reshape(count, side, maps * inner).transpose(1, 0, 2).reshape(side, -1)
     warped = (_INNER_MAPS @ across).reshape(maps, inner, count, maps, inner)  # rows too
     warped = np.ascontiguousarray(warped.transpose(2, 0, 3, 1, 4)).reshape(count, maps * maps, inner * inner)
-    # fine_similarities' 1 - mean((w - t)^2) / 2, w the warped crop standardised, from three sums
-    # over the raw crops (mean, mean square, product with t) instead of standardising 81 crops a pair.
     mean = warped.mean(axis=2)
     variance = np.maximum(np.square(warped).mean(axis=2) - np.square(mean), 0.0)
-    spread = np.maximum(np.sqrt(variance), LOW_CONTRAST)
-    product = (warped @ target[:, :, None])[:, :, 0] / target.shape[1]  # mean(x t); t has mean 0
-    squared_difference = variance / np.square(spread) + np.square(target).mean(axis=1)[:, None] - 2 * product / spread
-    return np.minimum(1 - 0.5 * squared_difference.min(axis=1), 1.0)  # float32 sums may pass 1 by 1e-5
+    return warped, variance
+
+
+def _as_cropped_from(targets: np.ndarray, copies: np.ndarray, original: np.ndarray, copy: np.ndarray) -> np.ndarray:
+    """Best similarity of copies[copy[k]] read as targets' original original[k] cropped by some of
+    _CUTS on each side, for every pair k.
+
+    A file in many pairs (look-alike shapes: 4,820 pairs among ~1,450 files on the demo) is
+    warped once, not once a pair: copies are warped _CROP_CHUNK at a time, each with all its pairs.
+    fine_similarities' 1 - mean((w - t)^2) / 2, w the warped crop standardised, comes from three
+    sums over the raw crops (mean, mean square, product with t) instead of standardising 81 crops a pair.
+    """
+    best = np.empty(len(copy), dtype=np.float32)
+    order = np.argsort(copy, kind="stable")
+    bounds = np.searchsorted(copy[order], np.arange(0, len(copies) + _CROP_CHUNK, _CROP_CHUNK))
+    for group, start in enumerate(range(0, len(copies), _CROP_CHUNK)):
+        warped, variance = _crops(copies[start:start + _CROP_CHUNK])
+        spread = np.maximum(np.sqrt(variance), LOW_CONTRAST)
+        members = order[bounds[group]:bounds[group + 1]]
+        for offset in range(0, len(members), _CROP_CHUNK):
+            pairs = members[offset:offset + _CROP_CHUNK]
+            local, target = copy[pairs] - start, targets[original[pairs]]
+            product = (warped[local] @ target[:, :, None])[:, :, 0] / target.shape[1]  # mean(x t); t has mean 0
+            squared_difference = (variance[local] / np.square(spread[local]) + np.square(target).mean(axis=1)[:, None]
+                                  - 2 * product / spread[local])
+            best[pairs] = np.minimum(1 - 0.5 * squared_difference.min(axis=1), 1.0)  # float32 sums may pass 1 by 1e-5
+    return best
 
 
 def crop_tolerant_similarities(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -241,13 +267,17 @@ def crop_tolerant_similarities(first: np.ndarray, second: np.ndarray) -> np.ndar
     itself no better than another writer's. Here each is read as the other cut by 0, 1.5 or 3% at
     each of its four sides (81 crops, resampled onto the other's grid; both orders), both blurred
     alike, and compared on their central 12x12 as fine_similarities compares: 1 minus half the
-    mean squared difference of the standardised pixels, the best of all kept.
+    mean squared difference of the standardised pixels, the best of all kept. Each distinct
+    thumbnail is warped and blurred once, however many pairs it is in.
     """
-    side = FINE_SIDE
-    best = [np.zeros(0, dtype=np.float32)]
-    for start in range(0, len(first), _CROP_CHUNK):
-        first_images = first[start:start + _CROP_CHUNK].reshape(-1, side, side).astype(np.float32)
-        second_images = second[start:start + _CROP_CHUNK].reshape(-1, side, side).astype(np.float32)
-        best.append(np.maximum(_as_cropped_from(first_images, second_images),
-                               _as_cropped_from(second_images, first_images)))
-    return np.concatenate(best)
+    side, count = FINE_SIDE, len(first)
+    if count == 0:
+        return np.zeros(0, dtype=np.float32)
+    rows = np.concatenate([first.reshape(count, -1), second.reshape(count, -1)])
+    distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    images = distinct.reshape(-1, side, side).astype(np.float32)
+    targets = np.concatenate([_targets(images[start:start + _CROP_CHUNK])
+                              for start in range(0, len(images), _CROP_CHUNK)])
+    one, other = inverse[:count], inverse[count:]
+    return np.maximum(_as_cropped_from(targets, images, one, other), _as_cropped_from(targets, images, other, one))
