@@ -246,9 +246,11 @@ def _as_cropped_from(targets: np.ndarray, copies: np.ndarray, original: np.ndarr
     order = np.argsort(copy, kind="stable")
     bounds = np.searchsorted(copy[order], np.arange(0, len(copies) + _CROP_CHUNK, _CROP_CHUNK))
     for group, start in enumerate(range(0, len(copies), _CROP_CHUNK)):
+        members = order[bounds[group]:bounds[group + 1]]
+        if not len(members):
+            continue  # no pair reads these files as copies: nothing to warp
         warped, variance = _crops(copies[start:start + _CROP_CHUNK])
         spread = np.maximum(np.sqrt(variance), LOW_CONTRAST)
-        members = order[bounds[group]:bounds[group + 1]]
         for offset in range(0, len(members), _CROP_CHUNK):
             pairs = members[offset:offset + _CROP_CHUNK]
             local, target = copy[pairs] - start, targets[original[pairs]]
@@ -279,5 +281,7 @@ def crop_tolerant_similarities(first: np.ndarray, second: np.ndarray) -> np.ndar
     images = distinct.reshape(-1, side, side).astype(np.float32)
     targets = np.concatenate([_targets(images[start:start + _CROP_CHUNK])
                               for start in range(0, len(images), _CROP_CHUNK)])
+    # Both orders in one pass, so each distinct thumbnail is warped once, whichever side it is on.
     one, other = inverse[:count], inverse[count:]
-    return np.maximum(_as_cropped_from(targets, images, one, other), _as_cropped_from(targets, images, other, one))
+    both = _as_cropped_from(targets, images, np.concatenate([one, other]), np.concatenate([other, one]))
+    return np.maximum(both[:count], both[count:])
