@@ -117,15 +117,18 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.dvc
-def test_a_stage_command_stops_when_dvc_is_killed(tmp_path):
-    # A real `dvc repro`, SIGKILLed mid-stage: its command is handed to another parent and must
-    # stop by itself (before, `trainwell train` ran on as an orphan holding its port).
+@pytest.mark.parametrize("shell", ["/bin/bash", "/bin/sh"])
+def test_a_stage_command_stops_when_dvc_is_killed(tmp_path, shell):
+    # A real `dvc repro`, SIGKILLed mid-stage: its command must stop by itself (before, `trainwell
+    # train` ran on as an orphan holding its port). DVC runs it through $SHELL: bash replaces itself
+    # with the command; dash (/bin/sh on Debian, DVC's shell when SHELL is unset) stays its parent
+    # and outlives `dvc`, which is how CI, with no SHELL, caught a watcher that followed the parent.
     (tmp_path / "stage.py").write_text(STAGE_SCRIPT)
     (tmp_path / "dvc.yaml").write_text(f"stages:\n  wait:\n    cmd: {sys.executable} stage.py\n    deps: [stage.py]\n")
     run(["git", "init", "-q", "-b", "main"], tmp_path)
     run(["dvc", "init", "-q"], tmp_path)
-    dvc = subprocess.Popen(["dvc", "repro", "-q"], cwd=tmp_path, env=tool_env(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    dvc = subprocess.Popen(["dvc", "repro", "-q"], cwd=tmp_path, env={**tool_env(), "SHELL": shell},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert _wait_for(tmp_path / "pid", timeout_s=60)
         stage = int((tmp_path / "pid").read_text())

@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+import psutil
+
 # Seconds a command has, after SIGTERM or Ctrl-C, to unwind before it is ended where it stands:
 # Python runs a signal handler only between bytecodes, never while the main thread waits inside
 # TensorFlow (a collective waiting for a worker that died, a cluster start-up).
@@ -18,6 +20,9 @@ GRACE_S = 10.0
 PARENT_POLL_S = 1.0
 # DVC sets it for every stage command it runs (dvc/stage/run.py, prepare_kwargs).
 DVC_STAGE_VARIABLE = "DVC_STAGE"
+# Shells DVC may run a stage's command through (`$SHELL -c`); the `dvc` process is the first
+# ancestor that is none of them.
+SHELL_NAMES = frozenset({"sh", "ash", "dash", "bash", "zsh", "ksh", "mksh", "fish", "busybox", "csh", "tcsh"})
 STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _watcher: threading.Thread | None = None
 
@@ -55,30 +60,54 @@ def stop_on_signals() -> None:
 
 
 def stop_with_dvc() -> None:
-    """Under DVC, stop as on SIGTERM when the process that started this command ends.
+    """Under DVC, stop as on SIGTERM when the `dvc` process that started this command ends.
 
-    `dvc repro` runs a stage as `$SHELL -c 'trainwell train'`, which the shell replaces with the
-    command, so the parent is `dvc` itself; killed, it leaves its stage running as an orphan that
-    holds the data, the backup and (multi-worker) the port. Only under DVC: a command a person
-    starts with `nohup` or `&` is meant to outlive the shell that started it. Call it after
-    stop_on_signals, so the SIGTERM it sends unwinds as Stopped.
+    `dvc repro` runs a stage as `$SHELL -c 'trainwell train'`: bash replaces itself with the
+    command, dash (Debian's /bin/sh, DVC's shell when SHELL is unset) stays as its parent. Killed,
+    `dvc` leaves the shell and the command running as orphans that hold the data, the backup and
+    (multi-worker) the port. Only under DVC: a command a person starts with `nohup` or `&` is meant
+    to outlive the shell that started it. Call it after stop_on_signals, so the SIGTERM it sends
+    unwinds as Stopped.
     """
     if DVC_STAGE_VARIABLE not in os.environ or threading.current_thread() is not threading.main_thread():
         return
-    parent = os.getppid()
-    if parent == 1:
+    starter = _nearest_non_shell_ancestor()
+    if starter is None:
         return  # already an orphan (or DVC is the container's first process): nothing to follow
-    threading.Thread(target=_watch_parent, args=(parent,), name="trainwell-parent-watcher", daemon=True).start()
+    threading.Thread(target=_watch_starter, args=(starter,), name="trainwell-parent-watcher", daemon=True).start()
 
 
-def _watch_parent(parent: int) -> None:
-    """SIGTERM to this process once it has been handed to another parent (the old one ended)."""
-    while os.getppid() == parent:
+def _nearest_non_shell_ancestor() -> psutil.Process | None:
+    """The first ancestor that is not a shell (`dvc` itself), or None when the chain reaches pid 1."""
+    shells = SHELL_NAMES | {os.path.basename(os.environ.get("SHELL") or "/bin/sh")}
+    try:
+        ancestor = psutil.Process(os.getppid())
+        while ancestor.pid > 1 and ancestor.name() in shells:
+            parent = ancestor.parent()
+            if parent is None:
+                return None
+            ancestor = parent
+    except psutil.Error:
+        return None  # it ended while being looked at: too late to follow
+    return ancestor if ancestor.pid > 1 else None
+
+
+def _watch_starter(starter: psutil.Process) -> None:
+    """SIGTERM to this process once `starter` has ended (is_running also sees a reused pid)."""
+    while _running(starter):
         time.sleep(PARENT_POLL_S)
     with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), f"trainwell: the dvc process that started this command (pid {parent}) "
+        os.write(sys.stderr.fileno(), f"trainwell: the dvc process that started this command (pid {starter.pid}) "
                                       f"has ended; stopping as on SIGTERM.\n".encode())
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _running(process: psutil.Process) -> bool:
+    """Running, and not a zombie: a killed `dvc` stays one until its own parent reaps it."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _watch(read_end: int) -> None:
