@@ -99,6 +99,32 @@ def run(command: list[str], cwd: Path, check: bool = True,
     return result
 
 
+def trainwell_in_process(arguments: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`trainwell ARGUMENTS` run by cli.main in this process, in `cwd`, returning what run() would:
+    its exit status and what it printed. For commands a test runs many times: a child Python pays
+    TensorFlow's import (about 6 s of CPU here) each time, this process once. The console entry
+    point's own part (signal handlers, exit) is tested through real processes (test_cli, test_stopping)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from trainwell import cli
+
+    stdout, stderr = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True) for _ in range(2))
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            code = cli.main(arguments)
+    finally:
+        os.chdir(before)
+    printed = [stream.buffer.getvalue().decode("utf-8") for stream in (stdout, stderr)]  # type: ignore[attr-defined]
+    result = subprocess.CompletedProcess(["trainwell", *arguments], code, *printed)
+    if check and code != 0:
+        raise AssertionError(f"trainwell {' '.join(arguments)} exited {code}\nstdout:\n{printed[0]}\n"
+                             f"stderr:\n{printed[1]}")
+    return result
+
+
 def kill_train_after_backup(workdir: Path, backup_meta: Path, *, timeout_s: float = 120,
                             signal_number: int = 9) -> subprocess.Popen:
     """Start `trainwell train` in workdir and send it `signal_number` (SIGKILL) as soon as its first

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests import faults
-from tests.helpers import CLASSES, EXPORT_SIZE, run, save_export_model, tiny_params, write_params
+from tests.helpers import CLASSES, EXPORT_SIZE, run, save_export_model, tiny_params, trainwell_in_process, write_params
 from trainwell.data.decode import prepare_image
 from trainwell.reports.card import markdown_text, render_card_markdown
 
@@ -95,7 +95,7 @@ def test_near_ties_are_counted_but_not_judged(exported, tmp_path):
     params["export"].update({"min_agreement_int8": 0.995, "min_agreement_float16": 0.999})  # the shipped bars
     write_params(project, params)
     save_export_model(project / "models" / "model.keras", near_ties=True)
-    result = run(["trainwell", "export"], project)
+    result = trainwell_in_process(["export"], project)
     parity = json.loads((project / "models" / "export" / "parity.json").read_text())
     assert parity["int8"]["decided_images"] == 0 and parity["bars_missed"] == []
     assert json.loads((project / "metrics" / "export.json").read_text())["bars_missed"] == 0
@@ -112,7 +112,7 @@ def test_a_missed_bar_warns_writes_the_export_and_fails_the_gate(exported, tmp_p
     params["gate"]["checks"].append({"metric": "metrics/export.json:bars_missed", "max": 0})
     write_params(project, params)
     save_export_model(project / "models" / "model.keras", near_ties=True)
-    result = run(["trainwell", "export"], project)  # an experiment finishes: exit 0
+    result = trainwell_in_process(["export"], project)  # an experiment finishes: exit 0
     assert "int8 agrees on" in result.stderr and "decided test images, below 0.995" in result.stderr
     assert digests(project / "models" / "export") != before  # the new model's export, whole
     parity = json.loads((project / "models" / "export" / "parity.json").read_text())

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests import faults
 from tests.fuzzing import corpus
-from tests.helpers import CLASSES, run, tiny_params, write_params
+from tests.helpers import CLASSES, tiny_params, trainwell_in_process, write_params
 from tests.test_hostile_names import hostile_names
 from trainwell.data.cache import build_split
 from trainwell.data.decode import DecodeError, prepare_image
@@ -104,7 +104,6 @@ EXPECTED_KIND = {"corrupt.png": "corrupt", "truncated.jpg": "truncated", "nan.np
                  "empty.jpg": "empty_file", "text.jpg": "not_an_image"}
 
 
-@pytest.mark.tf_process
 def test_each_bad_input_kind_is_refused_by_path_and_kind(predict_project, tmp_path):
     folder = tmp_path / "inputs"
     for name, data in BAD_INPUTS.items():
@@ -115,7 +114,7 @@ def test_each_bad_input_kind_is_refused_by_path_and_kind(predict_project, tmp_pa
     (folder / "dangling.png").symlink_to(tmp_path / "nowhere.png")
     (folder / "loop.png").symlink_to(folder / "loop.png")
     (folder / "linked_folder").symlink_to(folder / "good")
-    result = run(["trainwell", "predict", str(folder), str(tmp_path / "missing.jpg"), "--params",
+    result = trainwell_in_process(["predict", str(folder), str(tmp_path / "missing.jpg"), "--params",
                   str(predict_project / "params.yaml"), "--model", str(predict_project / "models" / "model.keras"), "--classes",
                   ",".join(CLASSES)], predict_project, check=False)
     assert result.returncode == 1, result.stderr
@@ -132,18 +131,17 @@ def test_each_bad_input_kind_is_refused_by_path_and_kind(predict_project, tmp_pa
     assert "notes.txt" not in rows and "1 files skipped" in result.stderr
     assert "refused 11" in result.stderr and "classified 1 of 12 inputs" in result.stderr
 
-    allowed = run(["trainwell", "predict", str(folder), "--allow-failures", "--params", str(predict_project / "params.yaml")],
+    allowed = trainwell_in_process(["predict", str(folder), "--allow-failures", "--params", str(predict_project / "params.yaml")],
                   predict_project, check=False)
     assert allowed.returncode == 0
 
 
-@pytest.mark.tf_process
 def test_fuzzed_files_are_classified_or_refused_never_a_crash(predict_project, tmp_path):
     """Generated hostile input: mutated headers, truncations and bit flips of every format."""
     folder = tmp_path / "fuzz"
     for name, data in corpus(80, seed=11).items():
         faults.write(folder / name, data)
-    result = run(["trainwell", "predict", str(folder), "--format", "json", "--allow-failures"], predict_project, check=False)
+    result = trainwell_in_process(["predict", str(folder), "--format", "json", "--allow-failures"], predict_project, check=False)
     assert result.returncode in (0, 1), result.stderr  # 1 only when nothing at all was classified
     rows = json.loads(result.stdout)
     assert len(rows) == len(list(folder.rglob("*.*")))
@@ -155,18 +153,17 @@ def test_fuzzed_files_are_classified_or_refused_never_a_crash(predict_project, t
                                                    "empty_file", "decoder_crash", "decode_timeout", "unreadable")
 
 
-@pytest.mark.tf_process
 def test_any_file_name_survives_into_csv_and_json(predict_project, tmp_path):
     folder = tmp_path / "names"
     names = [f"{name}.png" for name in hostile_names(12, seed=5)]
     for position, name in enumerate(names):
         faults.write(folder / name.replace("/", "_"), faults.png_bytes(position))
     output = tmp_path / "out" / "predictions.csv"
-    run(["trainwell", "predict", str(folder), "--output", str(output)], predict_project)
+    trainwell_in_process(["predict", str(folder), "--output", str(output)], predict_project)
     text = output.read_bytes().decode("utf-8", "surrogateescape")
     written = {Path(row["path"]).name for row in rows_of(text)}
     assert written == {name.replace("/", "_") for name in names}
-    run(["trainwell", "predict", str(folder), "--output", str(tmp_path / "out.json")], predict_project)
+    trainwell_in_process(["predict", str(folder), "--output", str(tmp_path / "out.json")], predict_project)
     as_json = json.loads((tmp_path / "out.json").read_text())
     assert {Path(row["path"]).name for row in as_json} == written
     assert all(len(row["top_k"]) == 3 for row in as_json)
@@ -174,7 +171,6 @@ def test_any_file_name_survives_into_csv_and_json(predict_project, tmp_path):
     assert probabilities == sorted(probabilities, reverse=True)
 
 
-@pytest.mark.tf_process
 def test_manifest_rows_are_checked_before_anything_is_opened(predict_project, tmp_path):
     folder = tmp_path / "listed"
     faults.write(folder / "images" / "a.png", faults.png_bytes(1))
@@ -186,7 +182,7 @@ def test_manifest_rows_are_checked_before_anything_is_opened(predict_project, tm
         writer.writerow(["path", "note"])
         for path in ["images/a.png", "/etc/passwd", "../outside.png", "images/escape.png", "", "images/none.png"]:
             writer.writerow([path, "x"])
-    result = run(["trainwell", "predict", "--manifest", str(manifest)], predict_project, check=False)
+    result = trainwell_in_process(["predict", "--manifest", str(manifest)], predict_project, check=False)
     assert result.returncode == 1
     rows = {row["path"]: row for row in rows_of(result.stdout)}
     assert rows["images/a.png"]["status"] == "ok"
@@ -198,18 +194,17 @@ def test_manifest_rows_are_checked_before_anything_is_opened(predict_project, tm
 
     broken = folder / "broken.csv"
     broken.write_text("file\nimages/a.png\n")
-    usage = run(["trainwell", "predict", "--manifest", str(broken)], predict_project, check=False)
+    usage = trainwell_in_process(["predict", "--manifest", str(broken)], predict_project, check=False)
     assert usage.returncode == 2 and "path" in usage.stderr
 
 
-@pytest.mark.tf_process
 def test_usage_errors_say_what_to_do(predict_project, tmp_path):
-    nothing = run(["trainwell", "predict"], predict_project, check=False)
+    nothing = trainwell_in_process(["predict"], predict_project, check=False)
     assert nothing.returncode == 2 and "nothing to classify" in nothing.stderr
     faults.write(tmp_path / "a.png", faults.png_bytes())
-    wrong = run(["trainwell", "predict", str(tmp_path / "a.png"), "--classes", "a,b"], predict_project, check=False)
+    wrong = trainwell_in_process(["predict", str(tmp_path / "a.png"), "--classes", "a,b"], predict_project, check=False)
     assert wrong.returncode == 2 and "scores 5 classes" in wrong.stderr
-    no_model = run(["trainwell", "predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "none.keras")],
+    no_model = trainwell_in_process(["predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "none.keras")],
                    predict_project, check=False)
     assert no_model.returncode == 2 and "--model" in no_model.stderr
 
@@ -236,7 +231,7 @@ def test_output_that_is_not_a_new_or_regular_file_is_refused_before_any_work(pre
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "link.csv").symlink_to(tmp_path / "elsewhere.csv")
     for output in (str(tmp_path / "fifo"), str(tmp_path / "link.csv"), str(tmp_path / "in"), str(image), ""):
-        result = run(["trainwell", "predict", str(tmp_path / "in"), "-o", output], predict_project, check=False)
+        result = trainwell_in_process(["predict", str(tmp_path / "in"), "-o", output], predict_project, check=False)
         assert result.returncode == 2, (output, result.stderr)
         assert "--output" in result.stderr
     assert (tmp_path / "fifo").is_fifo() and (tmp_path / "link.csv").is_symlink() and not (tmp_path / "elsewhere.csv").exists()
@@ -246,11 +241,10 @@ def test_output_that_is_not_a_new_or_regular_file_is_refused_before_any_work(pre
 @pytest.mark.parametrize("classes", ["a, ,b,c,d,e", "a,a,b,c,d", ""])
 def test_class_names_that_would_shift_or_merge_labels_are_refused(predict_project, tmp_path, classes):
     faults.write(tmp_path / "a.png", faults.png_bytes())
-    result = run(["trainwell", "predict", str(tmp_path / "a.png"), "--classes", classes], predict_project, check=False)
+    result = trainwell_in_process(["predict", str(tmp_path / "a.png"), "--classes", classes], predict_project, check=False)
     assert result.returncode == 2 and "--classes" in result.stderr, result.stderr
 
 
-@pytest.mark.tf_process
 def test_a_model_whose_scores_are_not_probabilities_classifies_nothing(tmp_path):
     """A head whose outputs overflow to NaN, or logits: every row refused with the reason, never a class."""
     import keras
@@ -267,14 +261,13 @@ def test_a_model_whose_scores_are_not_probabilities_classifies_nothing(tmp_path)
                         tmp_path / f"{name}.keras")
     faults.write(tmp_path / "images" / "a.png", faults.png_bytes())
     for name in ("nan", "logits"):
-        result = run(["trainwell", "predict", str(tmp_path / "images"), "--model", str(tmp_path / f"{name}.keras"),
+        result = trainwell_in_process(["predict", str(tmp_path / "images"), "--model", str(tmp_path / f"{name}.keras"),
                       "--classes", ",".join(CLASSES), "--format", "json"], tmp_path, check=False)
         assert result.returncode == 1, result.stderr
         (row,) = json.loads(result.stdout)
         assert row["status"] == "refused" and row["reason"].startswith("model_output") and row["class"] == ""
 
 
-@pytest.mark.tf_process
 def test_models_predict_cannot_feed_are_usage_errors(tmp_path):
     import keras
 
@@ -287,30 +280,29 @@ def test_models_predict_cannot_feed_are_usage_errors(tmp_path):
         inputs = keras.Input(shape, dtype="uint8")
         pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1.0)(inputs))
         save_model_file(keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(pooled)), tmp_path / f"{name}.keras")
-        result = run(["trainwell", "predict", str(tmp_path / "a.png"), "--model", str(tmp_path / f"{name}.keras"),
+        result = trainwell_in_process(["predict", str(tmp_path / "a.png"), "--model", str(tmp_path / f"{name}.keras"),
                       "--classes", ",".join(CLASSES)], tmp_path, check=False)
         assert result.returncode == 2 and "square RGB images" in result.stderr, (name, result.stderr)
 
 
-@pytest.mark.tf_process
 def test_rows_come_in_the_order_given_and_an_empty_folder_is_a_usage_error(predict_project, tmp_path):
     faults.write(tmp_path / "b.png", faults.png_bytes(1))
     faults.write(tmp_path / "d.png", faults.png_bytes(2))
     (tmp_path / "empty").mkdir()
     order = [str(tmp_path / "d.png"), str(tmp_path / "missing.png"), str(tmp_path / "b.png")]
-    result = run(["trainwell", "predict", *order, "--allow-failures"], predict_project, check=False)
+    result = trainwell_in_process(["predict", *order, "--allow-failures"], predict_project, check=False)
     assert [row["path"] for row in rows_of(result.stdout)] == order
     first = rows_of(result.stdout)[0]  # the runners-up in columns of their own, most probable first
     assert first["class"] in CLASSES and first["class_2"] in CLASSES and first["class_3"] in CLASSES
     assert float(first["probability"]) >= float(first["probability_2"]) >= float(first["probability_3"])
     assert rows_of(result.stdout)[1]["class_2"] == ""  # a refused input: empty cells
-    empty = run(["trainwell", "predict", str(tmp_path / "empty")], predict_project, check=False)
+    empty = trainwell_in_process(["predict", str(tmp_path / "empty")], predict_project, check=False)
     assert empty.returncode == 2 and "no image files" in empty.stderr
 
 
 @pytest.mark.parametrize("content, expected", [
-    # Excel's BOM and CRLF; the leading space is part of the name. Read, it is classified: TensorFlow starts.
-    pytest.param(b"\xef\xbb\xbfpath\r\n a.png\r\n", 0, marks=pytest.mark.tf_process),
+    # Excel's BOM and CRLF; the leading space is part of the name. Read, it is classified.
+    (b"\xef\xbb\xbfpath\r\n a.png\r\n", 0),
     (b"path,path\na.png,b.png\n", 2),                       # which column?
     (b'path\n"a.png\n', 2),                                 # an unclosed quote
 ])
@@ -318,19 +310,18 @@ def test_manifest_edge_cases(predict_project, tmp_path, content, expected):
     faults.write(tmp_path / " a.png", faults.png_bytes())
     faults.write(tmp_path / "a.png", b"not the file the manifest names")
     (tmp_path / "m.csv").write_bytes(content)
-    result = run(["trainwell", "predict", "--manifest", str(tmp_path / "m.csv")], predict_project, check=False)
+    result = trainwell_in_process(["predict", "--manifest", str(tmp_path / "m.csv")], predict_project, check=False)
     assert result.returncode == expected, result.stderr
     if expected == 0:
         assert [row["path"] for row in rows_of(result.stdout)] == [" a.png"]
 
 
-@pytest.mark.tf_process
 def test_a_sparse_multi_gigabyte_file_is_refused_unread(predict_project, tmp_path):
     """Its size alone exceeds any image within audit.max_pixels: the audit's check refuses it before reading."""
     huge = faults.write(tmp_path / "huge.png", b"\x89PNG\r\n\x1a\n")
     with huge.open("r+b") as handle:
         handle.truncate(3 * 2**30)  # sparse: no disk used, 3 GiB to read
-    result = run(["trainwell", "predict", str(huge), "--format", "json"], predict_project, check=False)
+    result = trainwell_in_process(["predict", str(huge), "--format", "json"], predict_project, check=False)
     assert result.returncode == 1
     (row,) = json.loads(result.stdout)
     assert row["reason"].startswith("too_large") and "not read" in row["reason"]
