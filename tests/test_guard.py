@@ -125,14 +125,15 @@ def test_sigterm_mid_training_stops_with_143_and_keeps_the_backup(built, workdir
 
 @pytest.mark.train
 def test_sigkill_mid_training_resumes_to_identical_weights(built, workdir, tmp_path):
-    params = tiny_params(epochs=40)
+    # Killed as soon as the first epoch's backup exists: 20 tiny epochs (~0.1 s each) leave it time.
+    params = tiny_params(epochs=20)
     write_params(workdir, params)
     backup_meta = workdir / params["paths"]["train_backup_dir"] / "meta.json"
 
     process = kill_train_after_backup(workdir, backup_meta)
     assert process.returncode == -signal.SIGKILL
     killed_after = json.loads(backup_meta.read_text())["epoch"] + 1
-    assert 1 <= killed_after < 40
+    assert 1 <= killed_after < 20
     assert not (workdir / params["paths"]["model"]).exists()
 
     resumed = subprocess.run(["trainwell", "train"], cwd=workdir, env=tool_env(), capture_output=True, text=True)
@@ -140,17 +141,10 @@ def test_sigkill_mid_training_resumes_to_identical_weights(built, workdir, tmp_p
     assert f"resuming after epoch {killed_after}" in resumed.stdout
     resumed_weights = keras.models.load_model(workdir / params["paths"]["model"]).get_weights()
 
-    def fresh_run() -> tuple[list[np.ndarray], str]:
-        os.remove(workdir / params["paths"]["model"])
-        fresh = subprocess.run(["trainwell", "train"], cwd=workdir, env=tool_env(), capture_output=True, text=True)
-        assert fresh.returncode == 0 and "resuming" not in fresh.stdout, fresh.stderr
-        weights = keras.models.load_model(workdir / params["paths"]["model"]).get_weights()
-        return weights, (workdir / params["paths"]["train_log_dir"] / "metrics.json").read_text()
-
-    first_weights, first_metrics = fresh_run()
-    for a, b in zip(resumed_weights, first_weights):
-        assert np.array_equal(a, b)
-    # Two fresh processes: bit-identical weights and identical logged metrics.
-    second_weights, second_metrics = fresh_run()
-    assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights))
-    assert first_metrics == second_metrics
+    # An uninterrupted run in a fresh process reaches the same weights, bit for bit. (Two fresh
+    # processes agreeing on every output, logged metrics included, is test_install's dvc.lock check.)
+    os.remove(workdir / params["paths"]["model"])
+    fresh = subprocess.run(["trainwell", "train"], cwd=workdir, env=tool_env(), capture_output=True, text=True)
+    assert fresh.returncode == 0 and "resuming" not in fresh.stdout, fresh.stderr
+    fresh_weights = keras.models.load_model(workdir / params["paths"]["model"]).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(resumed_weights, fresh_weights))
