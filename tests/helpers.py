@@ -92,10 +92,14 @@ def run(command: list[str], cwd: Path, check: bool = True,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a command (in tool_env() unless `env`), capturing output; on an unexpected failure show everything it printed."""
     result = subprocess.run(command, cwd=cwd, env=env or tool_env(), capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(command)} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
+    return _checked(result) if check else result
+
+
+def _checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """The result, or an AssertionError showing the command and everything it printed when it failed."""
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, result.args))} exited {result.returncode}\nstdout:\n{result.stdout}"
+                             f"\nstderr:\n{result.stderr}")
     return result
 
 
@@ -119,10 +123,7 @@ def trainwell_in_process(arguments: list[str], cwd: Path, check: bool = True) ->
         os.chdir(before)
     printed = [stream.buffer.getvalue().decode("utf-8") for stream in (stdout, stderr)]  # type: ignore[attr-defined]
     result = subprocess.CompletedProcess(["trainwell", *arguments], code, *printed)
-    if check and code != 0:
-        raise AssertionError(f"trainwell {' '.join(arguments)} exited {code}\nstdout:\n{printed[0]}\n"
-                             f"stderr:\n{printed[1]}")
-    return result
+    return _checked(result) if check else result
 
 
 def kill_train_after_backup(workdir: Path, backup_meta: Path, *, timeout_s: float = 120,

@@ -8,8 +8,10 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 # Seconds a command has, after SIGTERM or Ctrl-C, to unwind before it is ended where it stands:
 # Python runs a signal handler only between bytecodes, never while the main thread waits inside
@@ -79,6 +81,8 @@ def stop_with_dvc() -> None:
 
 def _nearest_non_shell_ancestor() -> psutil.Process | None:
     """The first ancestor that is not a shell (`dvc` itself), or None when the chain reaches pid 1."""
+    import psutil  # here, not at import: every command imports this module, only a DVC stage needs it
+
     shells = SHELL_NAMES | {os.path.basename(os.environ.get("SHELL") or "/bin/sh")}
     try:
         ancestor = psutil.Process(os.getppid())
@@ -104,6 +108,8 @@ def _watch_starter(starter: psutil.Process) -> None:
 
 def _running(process: psutil.Process) -> bool:
     """Running, and not a zombie: a killed `dvc` stays one until its own parent reaps it."""
+    import psutil
+
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
