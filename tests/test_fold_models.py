@@ -65,3 +65,54 @@ def test_resized_keeps_uint8_and_averages_areas():
     assert half.dtype == np.uint8 and half.shape == (3, 4, 4, 3)
     blocks = images.reshape(3, 4, 2, 4, 2, 3).astype(np.float64).mean(axis=(2, 4))
     assert np.abs(half.astype(np.float64) - blocks).max() <= 0.5 + 1e-6
+
+
+def test_snapshots_keep_only_the_epochs_asked_for_and_the_last_few():
+    from trainwell.training.fold_models import Snapshots
+
+    scored = iter(range(100))
+    snapshots = Snapshots(score=lambda: np.full((2, 3), next(scored), np.float32), epochs=range(2, 9), keep=3)
+    for epoch in range(10):
+        snapshots.on_epoch_end(epoch)
+    # Epochs 0, 1 and 9 are outside the range (never scored); of 2..8, the last 3 are kept.
+    assert sorted(snapshots.by_epoch) == [6, 7, 8]
+    assert [float(snapshots.by_epoch[epoch][0, 0]) for epoch in (6, 7, 8)] == [4.0, 5.0, 6.0]
+
+
+@pytest.mark.train
+def test_held_out_probabilities_are_the_mean_of_the_last_epochs(built):
+    """A fold model's probabilities with average_epochs 2 are exactly the mean of one run stopped
+    after its first epoch and one after its second (seeded, deterministic); with early stopping on,
+    the review still runs and every row is a distribution."""
+    from trainwell.params import load_params
+    from trainwell.training.label_review import review_labels
+
+    params = load_params()
+
+    def probabilities(**settings) -> np.ndarray:
+        review = params.label_review.model_copy(update={"folds": 2, **settings})
+        return review_labels(cache_dir=params.paths.cache_dir, review=review, train=params.train,
+                             memory_budget_bytes=1 << 30).probabilities
+
+    first = probabilities(epochs_per_fold=1, average_epochs=1)
+    second = probabilities(epochs_per_fold=2, average_epochs=1)
+    averaged = probabilities(epochs_per_fold=2, average_epochs=2)
+    assert not np.array_equal(first, second)
+    np.testing.assert_allclose(averaged, (first + second) / 2, rtol=0, atol=2e-7)
+    stopped = probabilities(epochs_per_fold=3, average_epochs=2, early_stopping_patience=1)
+    np.testing.assert_allclose(stopped.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("counts", "expected"), [
+    ([91, 91, 91], 13),  # 2,907 digits a fold in batches of 32: 91 = 7 x 13
+    ([54, 54, 54], 9),   # the demo's 1,700
+    ([91, 92, 91], 1),   # folds one batch apart share no divisor: one batch a call, as before
+    ([64, 48], 16),      # a validation pass's count counts too
+    ([7], 7),
+])
+def test_fold_calls_take_the_most_batches_that_divide_every_epoch(counts, expected):
+    from trainwell.training.fold_models import FOLD_STEPS_PER_EXECUTION, fold_steps_per_execution
+
+    chosen = fold_steps_per_execution(counts)
+    assert chosen == expected and chosen <= FOLD_STEPS_PER_EXECUTION
+    assert all(count % chosen == 0 for count in counts)

@@ -84,9 +84,10 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     # Counted on the calibrated confident joint (label_review.estimation_method's default), cleanlab
     # flags about as many as its models doubt: on real digits (out-of-fold accuracy 0.94) 258 for
     # 257 flips, precision 0.957 / recall 0.961, where the plain off-diagonal count gave 0.986 /
-    # 0.825 (benchmarks/end_to_end.py). On this harder set (0.88) it flags more than were flipped:
-    # measured 0.833 / 0.980, 49 right labels; off_diagonal from the same probabilities 0.973 / 0.876.
-    assert precision >= 0.72 and recall >= 0.9, (precision, recall)
+    # 0.825 (benchmarks/end_to_end.py). On this harder set the defaults (3 folds of 8 epochs, the
+    # last 3 averaged, 0.95 of the count) measured 0.953 / 0.968, 12 right labels flagged (the
+    # earlier 12-epoch folds without averaging: 0.833 / 0.980, 49); off_diagonal 0.995 / 0.820.
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
     assert len(flagged & right) < 0.02 * len(right)
     plain = _flagged_by(load_params(), estimation_method="off_diagonal")
     plain_precision, plain_recall = precision_recall(plain, flips, ignore=strays)
@@ -109,8 +110,9 @@ def test_label_errors_in_every_split_and_planted_outliers_are_found(workdir):
     odd = {row["path"] for row in outliers}
     precision, recall = precision_recall(odd, strays)
     print(f"outliers: precision {precision:.3f}, recall {recall:.3f} ({len(odd)} flagged)")
-    # Measured 0.744 / 0.800 (32 of the 40 strays; the review is seeded, so reruns give the same).
-    assert recall >= 0.8 and precision >= 0.3, (precision, recall)
+    # Measured 0.714 / 0.750 (30 of the 40 strays; the review is seeded, so reruns give the same;
+    # 0.744 / 0.800 with the earlier 12-epoch folds, which cost about three times as much).
+    assert recall >= 0.75 and precision >= 0.3, (precision, recall)
     assert len(odd - strays) < 0.02 * len(split_of)
     # Farthest past its own class's fence first (cleanlab's score is dataset-wide, so not in order).
     past = [float(row["past_fence"]) for row in outliers]
@@ -206,3 +208,26 @@ def test_a_loose_class_ordinary_members_are_not_outliers_while_strays_are(seed):
     assert not found.query_flagged.any()
     # The most suspicious first: every planted stray ranks above every ordinary image flagged.
     assert found.reference_excess[strays].min() > found.reference_excess[ordinary].max(initial=-np.inf)
+
+
+@pytest.mark.parametrize("filter_by", ["low_self_confidence", "low_normalized_margin", "prune_by_noise_rate", "both"])
+@pytest.mark.parametrize("seed", range(3))
+def test_an_issue_share_keeps_the_most_suspicious_part_of_what_cleanlab_finds(filter_by, seed):
+    import numpy as np
+
+    from trainwell.training.label_review import rank_label_issues
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), 150)
+    logits = np.eye(4)[labels] * rng.uniform(1.0, 5.0, size=(len(labels), 1)) + rng.normal(size=(len(labels), 4))
+    flipped = rng.choice(len(labels), size=30, replace=False)
+    labels[flipped] = (labels[flipped] + 1) % 4
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    everything = rank_label_issues(labels=labels, probabilities=probabilities, filter_by=filter_by)
+    for share in (0.5, 0.95):
+        kept = rank_label_issues(labels=labels, probabilities=probabilities, filter_by=filter_by, issue_share=share)
+        assert abs(len(kept) - share * len(everything)) <= 1, (len(kept), len(everything))
+        assert {index for index, _ in kept} <= {index for index, _ in everything}
+        # The least sure of their labels are the ones kept.
+        dropped = [score for index, score in everything if index not in {kept_index for kept_index, _ in kept}]
+        assert max(score for _, score in kept) <= min(dropped, default=1.0) + 1e-12 or filter_by == "low_normalized_margin"

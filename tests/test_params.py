@@ -425,7 +425,7 @@ def test_sizes_that_multiply_are_bounded_together_by_the_memory_they_take(seed):
            "build": {"shard_size": 64}, "export": {"representative_images": 64}}  # held images: tested below
     estimate = cnn_size(image_size=size, conv_filters=filters, kernel_size=1, dense_units=raw["train"]["dense_units"],
                         classes=2)
-    batches = [raw["train"]["batch_size"], 64]  # label_review's default batch trains the same network
+    batches = [raw["train"]["batch_size"], Params().label_review.batch_size]  # its fold models are the same network
     needed = max(max(estimate.training_bytes(batch) for batch in batches), estimate.inference_bytes(256))
     if needed <= NETWORK_BYTES:
         assert parse_params(raw).train.conv_filters == filters
