@@ -268,3 +268,37 @@ def test_incremental_search_with_crops_plus_kept_pairs_is_the_full_answer():
         fresh = {tuple(pair) for pair in near_duplicate_pairs(rows=changed, **settings).tolist()}
         kept = {pair for pair in full if pair[0] not in changed and pair[1] not in changed}
         assert fresh | kept == full and not fresh & kept
+
+
+def test_kept_pairs_are_recomputed_when_the_code_that_scored_them_changes(tmp_path, monkeypatch):
+    """The cache keeps the near-duplicate pairs among unchanged files. Pairs kept by other pair
+    code are stale: all of them are scored again (the files' own results stay, nothing is decoded)."""
+    from trainwell.audit import cache as audit_cache
+    from trainwell.audit import dataset as audit_dataset_module
+
+    rng = np.random.default_rng(8)
+    root, cache = tmp_path / "data", tmp_path / "audit-cache.json"
+    for index in range(8):
+        picture = texture(rng)
+        faults.write(root / "textures" / f"{index:02d}.png", faults.encode(Image.fromarray(picture), "PNG"))
+        if index < 3:
+            faults.write(root / "textures" / f"{index:02d}_copy.jpg", faults.encode(Image.fromarray(picture), "JPEG"))
+    data, policy = DataParams(dir=str(root)), AuditParams()
+    first = audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
+    assert len(first.near_duplicate_groups) == 3
+    searches: list[str] = []
+    original = audit_dataset_module.scored_pairs
+
+    def recorded(**arguments):
+        searches.append("changed files" if arguments.get("rows") is not None else "every file")
+        return original(**arguments)
+
+    monkeypatch.setattr(audit_dataset_module, "scored_pairs", recorded)
+    # The same code: the kept pairs are used, no pair is searched for again.
+    again = audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
+    assert again.files_decoded == 0 and searches == [] and again.near_duplicate_groups == first.near_duplicate_groups
+    # Other pair code (another trainwell): every pair scored again from the cached columns.
+    monkeypatch.setattr(audit_cache, "pair_code_digest", lambda: "another version")
+    rescored = audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
+    assert rescored.files_decoded == 0 and searches == ["every file"]
+    assert rescored.near_duplicate_groups == first.near_duplicate_groups

@@ -38,6 +38,9 @@ _DIGEST_KEY = ', "digest": "'
 # each registered check's `measure` is added to them (fingerprint).
 _CODE = ("data/decode.py", "audit/checks.py", "audit/file_checks.py", "audit/workers.py", "audit/watchdog.py",
          "audit/similarity.py")
+# The modules that find and confirm the kept near-duplicate pairs from the cached per-file columns:
+# a change to them makes the kept pairs stale (recomputed), not the files' results (not re-decoded).
+_PAIR_CODE = ("audit/near_duplicates.py", "audit/hamming.py")
 
 
 def _library_versions() -> str:
@@ -66,6 +69,15 @@ def fingerprint(policy: AuditParams) -> str:
             code.append(source)
     for source in code:
         digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def pair_code_digest() -> str:
+    """SHA-256 of the code that scores near-duplicate pairs (_PAIR_CODE)."""
+    package = Path(__file__).parents[1]
+    digest = hashlib.sha256()
+    for name in _PAIR_CODE:
+        digest.update((package / name).read_bytes())
     return digest.hexdigest()
 
 
@@ -183,10 +195,12 @@ class AuditCache:
         self.paths: list[str] = []
         self.columns: dict[str, np.ndarray] = {}
         self.findings: dict[str, list] = {}  # stored path -> [[kind, detail], ...], files with findings only
-        # Every setting the kept pairs depend on (format 6 left the crop bar out: changing it kept stale pairs).
+        # Every setting the kept pairs depend on (format 6 left the crop bar out: changing it kept
+        # stale pairs), and the code that scored them (before, only a format bump dropped them).
         self.near_settings = [policy.near_duplicate_distance, policy.near_duplicate_similarity,
                               policy.near_duplicate_pixel_difference, policy.near_duplicate_crop_similarity,
-                              policy.near_duplicate_distinctive_similarity, policy.near_duplicate_distinctive_ratio]
+                              policy.near_duplicate_distinctive_similarity, policy.near_duplicate_distinctive_ratio,
+                              pair_code_digest()]
         # Kept candidate pairs (near_duplicates.scored): [path, path, similarity, strong].
         self.previous_near_pairs: list[list] = []
         self.near_valid = False  # previous_near_pairs were computed with today's settings
