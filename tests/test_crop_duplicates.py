@@ -179,18 +179,23 @@ def test_crop_pairs_of_queried_rows_are_the_full_answer_restricted():
         assert some == {pair for pair in full if queries[pair[0]] or queries[pair[1]]}
 
 
+def _write_textures(root, rng, *, count: int, copied: int, suffix: str, copy) -> None:
+    """`count` textures as PNGs under root/textures, the first `copied` with copy(picture)'s bytes beside them."""
+    for index in range(count):
+        picture = texture(rng)
+        faults.write(root / "textures" / f"{index:02d}.png", faults.encode(Image.fromarray(picture), "PNG"))
+        if index < copied:
+            faults.write(root / "textures" / f"{index:02d}{suffix}", copy(picture))
+
+
 def test_an_audit_finds_cropped_files_and_a_cache_of_the_previous_format_is_rebuilt(tmp_path):
     """Files on disk: cropped copies join their originals' groups (at a crop bar of 0.997, which
     a set without look-alikes affords); a cache written in format 6 (before the distinctive
     matches: pairs stored as [path, path]) is a clean miss that decodes every file again, then format 7."""
     rng = np.random.default_rng(7)
     root, cache = tmp_path / "data", tmp_path / "audit-cache.json"
-    for index in range(12):
-        picture = texture(rng)
-        faults.write(root / "textures" / f"{index:02d}.png", faults.encode(Image.fromarray(picture), "PNG"))
-        if index < 6:
-            faults.write(root / "textures" / f"{index:02d}_cropped.png",
-                         faults.encode(Image.fromarray(edited(picture, "crop", rng)), "PNG"))
+    _write_textures(root, rng, count=12, copied=6, suffix="_cropped.png",
+                    copy=lambda picture: faults.encode(Image.fromarray(edited(picture, "crop", rng)), "PNG"))
     data = DataParams(dir=str(root))
     policy = AuditParams(near_duplicate_crop_similarity=0.997)
     first = audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
@@ -276,13 +281,9 @@ def test_kept_pairs_are_recomputed_when_the_code_that_scored_them_changes(tmp_pa
     from trainwell.audit import cache as audit_cache
     from trainwell.audit import dataset as audit_dataset_module
 
-    rng = np.random.default_rng(8)
     root, cache = tmp_path / "data", tmp_path / "audit-cache.json"
-    for index in range(8):
-        picture = texture(rng)
-        faults.write(root / "textures" / f"{index:02d}.png", faults.encode(Image.fromarray(picture), "PNG"))
-        if index < 3:
-            faults.write(root / "textures" / f"{index:02d}_copy.jpg", faults.encode(Image.fromarray(picture), "JPEG"))
+    _write_textures(root, np.random.default_rng(8), count=8, copied=3, suffix="_copy.jpg",
+                    copy=lambda picture: faults.encode(Image.fromarray(picture), "JPEG"))
     data, policy = DataParams(dir=str(root)), AuditParams()
     first = audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
     assert len(first.near_duplicate_groups) == 3
