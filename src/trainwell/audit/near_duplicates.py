@@ -109,27 +109,64 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
     weak = np.flatnonzero(~accepted)
     ends = np.concatenate([pairs[weak, 0], pairs[weak, 1]])
     values = np.concatenate([value[weak], value[weak]])
-    order = np.lexsort((-values, ends))
-    ends, values = ends[order], values[order]
-    first = np.flatnonzero(np.diff(ends, prepend=-1) != 0)  # each file's best, then its second
-    count = int(pairs.max()) + 1
-    best, second = np.full(count, -np.inf), np.full(count, -np.inf)
-    best[ends[first]] = values[first]
-    has_second = (first + 1 < len(ends))
-    has_second[has_second] = ends[first[has_second] + 1] == ends[first[has_second]]
-    second[ends[first[has_second]]] = values[first[has_second] + 1]
+    close = pairs[accepted | (value >= confirm.min_distinctive_similarity)]
+    within = _within_own_gap(ends, np.concatenate([pairs[weak, 1], pairs[weak, 0]]), values,
+                             count=int(pairs.max()) + 1, confirm=confirm, close=close)
     distance = 1.0 - value[weak]
-    passed = value[weak] >= confirm.min_distinctive_similarity
-    for end in (pairs[weak, 0], pairs[weak, 1]):
-        # A tie for best leaves second == best: not distinctive.
-        rival = np.where(best[end] == value[weak], second[end], best[end])
-        passed &= distance <= confirm.distinctive_ratio * (1.0 - rival)
+    passed = (value[weak] >= confirm.min_distinctive_similarity) & within[:len(weak)] & within[len(weak):]
     if fine is not None and passed.any():
         survivors = weak[passed]
-        rivals = nearest_rivals(pairs[survivors], fine, copies=pairs[accepted])
+        # Each end's own group (the matches before its gap) is left out of its rivals, as its copies are.
+        rivals = nearest_rivals(pairs[survivors], fine, copies=np.concatenate([pairs[accepted], pairs[survivors]]))
         passed[passed] = (distance[passed][:, None] <= confirm.distinctive_ratio * (1.0 - rivals)).all(axis=1)
     accepted[weak[passed]] = True
     return accepted
+
+
+# The most matches a file can have before its gap (_within_own_gap): an original and up to this many copies.
+_MAX_GROUP_MATCHES = 4
+
+
+def _within_own_gap(ends: np.ndarray, others: np.ndarray, values: np.ndarray, *, count: int, confirm: Confirm,
+                    close: np.ndarray) -> np.ndarray:
+    """Per (end, other, similarity) entry: whether `other` is among `end`'s closest matches before
+    a clear gap. A file's candidates sorted by similarity s_1 >= s_2 >= ... (distances d = 1 - s):
+    its matches are the first k, for the smallest k <= _MAX_GROUP_MATCHES with d_k <=
+    distinctive_ratio x d_k+1 and s_k >= min_distinctive_similarity; none when there is no such gap.
+    k = 1 is the ratio test (a match clearly closer than the next-best); a larger k lets two or
+    three copies of one picture, each as close to the others as to the original, match all
+    together instead of each being the others' rival (the generalised 2NN test of copy-move
+    detection, Amerini et al. 2011). Look-alikes among many have no such gap and match nothing.
+    With k >= 2 the k must also be `close` to each other (index pairs, strong or at least
+    min_distinctive_similarity), as copies of one picture are: a file between two that are not
+    alike (a chain) matches neither.
+    """
+    order = np.lexsort((-values, ends))
+    sorted_ends, sorted_values = ends[order], values[order]
+    first = np.flatnonzero(np.diff(sorted_ends, prepend=-1) != 0)
+    rank_sorted = np.arange(len(sorted_ends)) - np.repeat(first, np.diff(np.append(first, len(sorted_ends))))
+    rank = np.empty(len(ends), dtype=np.int64)
+    rank[order] = rank_sorted
+    top = np.full((count, _MAX_GROUP_MATCHES + 1), -np.inf)
+    shown = rank_sorted <= _MAX_GROUP_MATCHES
+    top[sorted_ends[shown], rank_sorted[shown]] = sorted_values[shown]
+    gap = np.zeros(count, dtype=np.int64)  # matches per file; 0: no gap
+    for k in range(_MAX_GROUP_MATCHES, 0, -1):  # the smallest k with a gap wins
+        found = ((1.0 - top[:, k - 1]) <= confirm.distinctive_ratio * (1.0 - top[:, k])) & \
+            (top[:, k - 1] >= confirm.min_distinctive_similarity)
+        gap[found] = k
+    grouped = np.flatnonzero(gap >= 2)
+    if len(grouped):
+        alike = {(int(a), int(b)) for a, b in np.sort(np.asarray(close, dtype=np.int64).reshape(-1, 2), axis=1)}
+        members: dict[int, list[int]] = {int(end): [] for end in grouped}
+        for end, other in zip(sorted_ends[rank_sorted < gap[sorted_ends]].tolist(),
+                              others[order][rank_sorted < gap[sorted_ends]].tolist()):
+            if end in members:
+                members[end].append(other)
+        for end, group in members.items():
+            if any((min(a, b), max(a, b)) not in alike for index, a in enumerate(group) for b in group[index + 1:]):
+                gap[end] = 0
+    return rank < gap[ends]
 
 
 # Nearest thumbnails (by unshifted correlation) compared as rivals of each end of a distinctive match.
