@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -27,7 +29,8 @@ OFF = Confirm(min_similarity=DISTINCTIVE.min_similarity, max_colour_difference=D
 def plain_distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, confirm: Confirm) -> np.ndarray:
     """The rule read literally, pair by pair: the definition distinctive() must match. A file's
     matches are its weak candidates before the first clear gap (k <= 4; with k >= 2, alike to
-    each other); a weak pair is a near-duplicate when each end is among the other's matches."""
+    each other; a tie is never a gap); a weak pair is a near-duplicate when each end is among the
+    other's matches."""
     close = {tuple(pair) for pair, value, is_strong in zip(pairs.tolist(), similarity.tolist(), strong.tolist())
              if is_strong or value >= confirm.min_distinctive_similarity}
 
@@ -37,7 +40,7 @@ def plain_distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndar
                              if end in (c, d) and not is_strong), reverse=True)
         values = [value for value, _ in candidates] + [-np.inf]
         for k in range(1, min(4, len(candidates)) + 1):
-            if values[k - 1] >= confirm.min_distinctive_similarity and \
+            if values[k - 1] >= confirm.min_distinctive_similarity and values[k - 1] > values[k] and \
                     1 - values[k - 1] <= confirm.distinctive_ratio * (1 - values[k]):
                 group = [other for _, other in candidates[:k]]
                 if all((min(a, b), max(a, b)) in close for index, a in enumerate(group) for b in group[index + 1:]):
@@ -50,21 +53,36 @@ def plain_distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndar
                     dtype=bool)
 
 
+@pytest.mark.parametrize("ratio", [0.05, 0.2, 0.5, 1.0])
 @pytest.mark.parametrize("seed", range(12))
-def test_distinctive_matches_the_rule_read_pair_by_pair(seed):
-    """Generated pair sets (crowded and sparse nodes, ties, strong pairs among them) decide as the
-    literal rule does, whatever order the pairs come in."""
+def test_distinctive_matches_the_rule_read_pair_by_pair(seed, ratio):
+    """Generated pair sets (crowded and sparse nodes, ties, similarity 1.0, strong pairs among
+    them) decide as the literal rule does, whatever order the pairs come in, at any ratio params
+    allow (1.0 included: there a tie passes the distance test, and must still not be a gap)."""
     rng = np.random.default_rng(seed)
-    nodes = int(rng.integers(2, 30))
-    pairs = np.unique(np.sort(rng.integers(0, nodes, size=(int(rng.integers(1, 60)), 2)), axis=1), axis=0)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    similarity = rng.choice([0.97, 0.975, 0.98, 0.99, 0.995, 0.996, 0.998, 0.999], size=len(pairs)).astype(np.float32)
-    strong = rng.random(len(pairs)) < 0.2
-    expected = plain_distinctive(pairs, similarity, strong, DISTINCTIVE)
-    assert (distinctive(pairs, similarity, strong, DISTINCTIVE) == expected).all()
-    order = rng.permutation(len(pairs))
-    assert (distinctive(pairs[order], similarity[order], strong[order], DISTINCTIVE) == expected[order]).all()
-    assert (distinctive(pairs, similarity, strong, OFF) == strong).all()  # the rule off: only strong pairs
+    confirm = replace(DISTINCTIVE, distinctive_ratio=ratio)
+    for _ in range(20):
+        nodes = int(rng.integers(2, 30))
+        pairs = np.unique(np.sort(rng.integers(0, nodes, size=(int(rng.integers(1, 60)), 2)), axis=1), axis=0)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        similarity = rng.choice([0.97, 0.975, 0.98, 0.99, 0.995, 0.996, 0.998, 0.999, 1.0],
+                                size=len(pairs)).astype(np.float32)
+        strong = rng.random(len(pairs)) < 0.2
+        expected = plain_distinctive(pairs, similarity, strong, confirm)
+        assert (distinctive(pairs, similarity, strong, confirm) == expected).all()
+        order = rng.permutation(len(pairs))
+        assert (distinctive(pairs[order], similarity[order], strong[order], confirm) == expected[order]).all()
+        assert (distinctive(pairs, similarity, strong, OFF) == strong).all()  # the rule off: only strong pairs
+
+
+def test_two_weak_pairs_tied_at_one_are_no_match_and_ids_far_apart_cost_nothing():
+    """Found by review: a tie at similarity 1.0 (distance 0 <= ratio x 0) was taken as a gap and
+    input order picked the pair kept; and the gap table was sized by the largest file index."""
+    pairs, weak = np.array([[0, 4], [3, 4]]), np.array([False, False])
+    for order in ([0, 1], [1, 0]):
+        assert distinctive(pairs[order], np.array([1.0, 1.0], np.float32), weak, DISTINCTIVE).tolist() == [False, False]
+    far = distinctive(np.array([[0, 10**12]]), np.array([0.996], np.float32), np.array([False]), DISTINCTIVE)
+    assert far.tolist() == [True]
 
 
 def test_a_rival_a_tie_and_a_strong_partner():

@@ -110,8 +110,8 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
     ends = np.concatenate([pairs[weak, 0], pairs[weak, 1]])
     values = np.concatenate([value[weak], value[weak]])
     close = pairs[accepted | (value >= confirm.min_distinctive_similarity)]
-    within = _within_own_gap(ends, np.concatenate([pairs[weak, 1], pairs[weak, 0]]), values,
-                             count=int(pairs.max()) + 1, confirm=confirm, close=close)
+    within = _within_own_gap(ends, np.concatenate([pairs[weak, 1], pairs[weak, 0]]), values, confirm=confirm,
+                             close=close)
     distance = 1.0 - value[weak]
     passed = (value[weak] >= confirm.min_distinctive_similarity) & within[:len(weak)] & within[len(weak):]
     if fine is not None and passed.any():
@@ -127,12 +127,13 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
 _MAX_GROUP_MATCHES = 4
 
 
-def _within_own_gap(ends: np.ndarray, others: np.ndarray, values: np.ndarray, *, count: int, confirm: Confirm,
+def _within_own_gap(ends: np.ndarray, others: np.ndarray, values: np.ndarray, *, confirm: Confirm,
                     close: np.ndarray) -> np.ndarray:
     """Per (end, other, similarity) entry: whether `other` is among `end`'s closest matches before
     a clear gap. A file's candidates sorted by similarity s_1 >= s_2 >= ... (distances d = 1 - s):
-    its matches are the first k, for the smallest k <= _MAX_GROUP_MATCHES with d_k <=
-    distinctive_ratio x d_k+1 and s_k >= min_distinctive_similarity; none when there is no such gap.
+    its matches are the first k, for the smallest k <= _MAX_GROUP_MATCHES with s_k > s_k+1, d_k <=
+    distinctive_ratio x d_k+1 and s_k >= min_distinctive_similarity; none when there is no such gap
+    (a tie is never a gap, whatever the ratio: the answer must not depend on the pairs' order).
     k = 1 is the ratio test (a match clearly closer than the next-best); a larger k lets two or
     three copies of one picture, each as close to the others as to the original, match all
     together instead of each being the others' rival (the generalised 2NN test of copy-move
@@ -141,6 +142,8 @@ def _within_own_gap(ends: np.ndarray, others: np.ndarray, values: np.ndarray, *,
     min_distinctive_similarity), as copies of one picture are: a file between two that are not
     alike (a chain) matches neither.
     """
+    files, ends = np.unique(ends, return_inverse=True)  # numbered densely: memory follows the pairs, not the ids
+    count = len(files)
     order = np.lexsort((-values, ends))
     sorted_ends, sorted_values = ends[order], values[order]
     first = np.flatnonzero(np.diff(sorted_ends, prepend=-1) != 0)
@@ -153,7 +156,7 @@ def _within_own_gap(ends: np.ndarray, others: np.ndarray, values: np.ndarray, *,
     gap = np.zeros(count, dtype=np.int64)  # matches per file; 0: no gap
     for k in range(_MAX_GROUP_MATCHES, 0, -1):  # the smallest k with a gap wins
         found = ((1.0 - top[:, k - 1]) <= confirm.distinctive_ratio * (1.0 - top[:, k])) & \
-            (top[:, k - 1] >= confirm.min_distinctive_similarity)
+            (top[:, k - 1] > top[:, k]) & (top[:, k - 1] >= confirm.min_distinctive_similarity)
         gap[found] = k
     grouped = np.flatnonzero(gap >= 2)
     if len(grouped):
