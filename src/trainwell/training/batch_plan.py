@@ -8,6 +8,8 @@ counts fit() gets come from it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -149,3 +151,14 @@ def streaming_step_sizes(*, split: ShardedSplit, seed: int, epoch: int, batch_si
     shards = shard_order(seed=seed, epoch=epoch, shards=len(split.counts)).numpy()
     sizes = [int(size) for shard in shards for size in np.diff(shard_bounds[shard])]
     return [sum(parts) for parts in _deal(sizes, workers)]
+
+
+def fitting_steps_per_execution(requested: int, *step_counts: int) -> int:
+    """The largest value <= requested that divides every epoch's step count.
+
+    Keras runs a compiled call of steps_per_execution batches whole, so a count that does not
+    divide the epoch would pull batches of the next epoch into this one (and, for validation,
+    count some images twice).
+    """
+    common = math.gcd(*step_counts) if step_counts else 1
+    return max(value for value in range(1, requested + 1) if common % value == 0)

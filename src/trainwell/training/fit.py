@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from trainwell.params import NO_WEIGHTS, TrainParams
 from trainwell.training.augment import BatchAugmenter, default_processes
 from trainwell.training.backbone import backbone_of, set_backbone_frozen, weights_digest, weights_path
 from trainwell.training.backup import EpochBackup, read_backup, restore_state, run_fingerprint
+from trainwell.training.batch_plan import fitting_steps_per_execution
 from trainwell.training.contract import Problem, check_contract, check_coverage, label_encoding_for, raise_on_errors
 from trainwell.training.curves import CurveLog
 from trainwell.training.distribute import (
@@ -41,17 +41,6 @@ class TrainSummary:
     first_epoch: int  # 0-based; above 0 when the run resumed from a backup
     epochs_run: int
     incidents: list[Incident]
-
-
-def fitting_steps_per_execution(requested: int, *step_counts: int) -> int:
-    """The largest value <= requested that divides every epoch's step count.
-
-    Keras runs a compiled call of steps_per_execution batches whole, so a count that does not
-    divide the epoch would pull batches of the next epoch into this one (and, for validation,
-    count some images twice).
-    """
-    common = math.gcd(*step_counts) if step_counts else 1
-    return max(value for value in range(1, requested + 1) if common % value == 0)
 
 
 def weights_are_finite(model: keras.Model) -> bool:

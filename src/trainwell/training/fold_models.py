@@ -15,8 +15,8 @@ from trainwell import storage
 from trainwell.console import say
 from trainwell.data.cache import ShardedSplit
 from trainwell.params import SEED_CNN, LabelReviewParams, TrainParams
+from trainwell.training.batch_plan import fitting_steps_per_execution
 from trainwell.training.distribute import build_from_local_batch, distribute_dataset, input_pipelines
-from trainwell.training.fit import fitting_steps_per_execution
 from trainwell.training.inputs import IN_MEMORY_COST, BatchSpec, SplitInput
 from trainwell.training.network import model_for
 
@@ -112,7 +112,7 @@ def epoch_steps(*, review: LabelReviewParams, strategy: tf.distribute.Strategy, 
 def fold_steps_per_execution(step_counts: list[int]) -> int:
     """Batches per compiled call for folds whose epochs (and validation passes) take these many
     steps: the most, up to FOLD_STEPS_PER_EXECUTION, that divides every one, so that no call pulls
-    batches of the next epoch (fit.fitting_steps_per_execution). Folds of equal size share their
+    batches of the next epoch (batch_plan.fitting_steps_per_execution). Folds of equal size share their
     step count; 1 when the counts share no divisor."""
     return fitting_steps_per_execution(FOLD_STEPS_PER_EXECUTION, *step_counts)
 
