@@ -158,14 +158,12 @@ def _within_own_gap(ends: np.ndarray, others: np.ndarray, values: np.ndarray, *,
         found = ((1.0 - top[:, k - 1]) <= confirm.distinctive_ratio * (1.0 - top[:, k])) & \
             (top[:, k - 1] > top[:, k]) & (top[:, k - 1] >= confirm.min_distinctive_similarity)
         gap[found] = k
-    grouped = np.flatnonzero(gap >= 2)
-    if len(grouped):
+    inside = (rank_sorted < gap[sorted_ends]) & (gap[sorted_ends] >= 2)  # the matches of files with several
+    if inside.any():
         alike = {(int(a), int(b)) for a, b in np.sort(np.asarray(close, dtype=np.int64).reshape(-1, 2), axis=1)}
-        members: dict[int, list[int]] = {int(end): [] for end in grouped}
-        for end, other in zip(sorted_ends[rank_sorted < gap[sorted_ends]].tolist(),
-                              others[order][rank_sorted < gap[sorted_ends]].tolist()):
-            if end in members:
-                members[end].append(other)
+        members: dict[int, list[int]] = {}
+        for end, other in zip(sorted_ends[inside].tolist(), others[order][inside].tolist()):
+            members.setdefault(end, []).append(other)
         for end, group in members.items():
             if any((min(a, b), max(a, b)) not in alike for index, a in enumerate(group) for b in group[index + 1:]):
                 gap[end] = 0

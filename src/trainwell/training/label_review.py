@@ -142,13 +142,14 @@ def review_labels(*, cache_dir: str | Path, review: LabelReviewParams, train: Tr
         + ("" if pool is not None else "; each fold streams its images from the cache shards (held, they would "
            "take more than train.memory_budget_mb)"))
     training_rows = [np.flatnonzero(~is_test & (folds != fold)) for fold in range(review.folds)]
+    reference_rows = [np.flatnonzero(~is_test & (folds == fold)) for fold in range(review.folds)]
     # Several batches a call on one device only: under a distribution strategy Keras' multi-step
     # call over a distributed dataset failed here (TensorFlow 2.16, Keras 3; "You must feed a value for
     # placeholder tensor ... while/cond"), and a device per replica has its own dispatch to hide.
     steps_per_execution = 1 if train.strategy != "default" else fold_steps_per_execution([
         count for fold in range(review.folds) if (folds == fold).any()
         for count in epoch_steps(review=review, strategy=strategy, training=_counted(split, training_rows[fold], pool),
-                                 held_out=_counted(split, np.flatnonzero(~is_test & (folds == fold)), pool))])
+                                 held_out=_counted(split, reference_rows[fold], pool))])
     models = FoldModels(train=train, review=review, num_classes=split.num_classes, side=side, strategy=strategy,
                         steps_per_execution=steps_per_execution)
     probabilities = np.zeros((len(labels), split.num_classes), dtype=np.float32)
@@ -163,7 +164,7 @@ def review_labels(*, cache_dir: str | Path, review: LabelReviewParams, train: Tr
         # Outliers by embedding, among this fold's held-out train+val images (one model's space,
         # none of them seen by it); test images are scored against those, never the other way,
         # so test images never decide which training images are outliers (nor when a fold stops).
-        reference, queries = rows[~is_test[rows]], rows[is_test[rows]]
+        reference, queries = reference_rows[fold], rows[is_test[rows]]
         models.restart(review.seed + fold)
         scored = _view(split, rows, pool)
         epochs = models.fit(training=_view(split, training_rows[fold], pool),
