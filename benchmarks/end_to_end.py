@@ -1,7 +1,8 @@
 """Benchmark: trainwell's `train` and `label-review` against the scripts a user would otherwise run, end to end, in one run.
 
-Usage: python benchmarks/end_to_end.py [--dataset mnist|demo|both] [--runs 2] [--epochs 15]
-                                       [--flip-fraction 0.05] [--skip-train] [--skip-review] [--keep FOLDER]
+Usage: python benchmarks/end_to_end.py [--dataset mnist|demo|both] [--runs 3] [--epochs 15]
+                                       [--flip-fraction 0.05] [--tutorial-onednn] [--skip-train]
+                                       [--skip-review] [--keep FOLDER]
 
 Datasets: `mnist` is benchmarks/real_data.py's held-back set (5,131 real 28x28 MNIST digits 0-4,
 PNG); `demo` is trainwell's demo set (synthetic JPEGs, as `trainwell demo` writes them). Each is
@@ -10,13 +11,20 @@ audited, split and built by trainwell once (the shipped params: data.image_size 
 class folders, at the same side.
 
 Training, alternately `--runs` times each, every run a fresh process:
-- trainwell: `trainwell train` with the default params (guard, epoch backup, op determinism on);
+- trainwell: `trainwell train` with the default params (guard, epoch backup, op determinism on),
+  run k at `train.seed: k` (a user's seed is arbitrary, and the tutorial is unseeded: each of
+  its runs is another draw, so one fixed seed against several draws would compare luck);
 - the Keras tutorial's script (benchmarks/tutorial_train.py): image_dataset_from_directory +
-  cache + shuffle + prefetch, model.fit, the same network, epochs, batch and learning rate.
-Per run: seconds per epoch over epochs 2..N (from the time each epoch's Keras line appears),
-wall seconds (trainwell: start to exit; the tutorial: start to its model saved, before its test
-evaluation), the stall from the last epoch's line to the model saved, and test accuracy
-(trainwell's through `trainwell evaluate`, untimed).
+  cache + shuffle + prefetch, model.fit, the same network, epochs, batch and learning rate, on
+  the kernels TensorFlow picks for this CPU (`trainwell` turns oneDNN's on where TensorFlow
+  would not; --tutorial-onednn gives the tutorial them too, to see what else differs).
+Per run: seconds per epoch, the median of epochs 2..N (from the time each epoch's Keras line
+appears; this 2-core VM's cores are now and then taken for a second, which a mean would charge
+to whoever ran then), wall seconds (trainwell: start to exit; the tutorial: start to its model
+saved, before its test evaluation), the stall from the last epoch's line to the model saved, and
+test accuracy (trainwell's through `trainwell evaluate`, untimed). Times are compared as the
+ratio of the medians over runs and of the best runs; accuracy as the difference of the means,
+in points (bar: trainwell at most 0.5 points below).
 
 Label review, on a copy of the dataset with --flip-fraction of the files moved into a wrong class
 folder (before the split, so flips land in every split), alternately `--runs` times each:
@@ -58,6 +66,7 @@ DEFAULTS = Params()  # the shipped params: both contenders train at their side, 
 # Keras' line at each epoch's end with verbose=2: "99/99 - 3s - 30ms/step - accuracy: ...".
 EPOCH_END = re.compile(r"^\s*\d+/\d+ - \d+m?s")
 NATIVE_SIZE = {"mnist": 28, "demo": DEFAULTS.demo.image_size}
+KERNELS: list[str] = []  # what the tutorial's TensorFlow said it runs
 
 
 @dataclass
@@ -75,8 +84,8 @@ class Timed:
         return [stamp for stamp, line in self.lines if EPOCH_END.match(line)]
 
 
-def run_timed(command: list[str], cwd: Path) -> Timed:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+def run_timed(command: list[str], cwd: Path, **variables: str) -> Timed:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", **variables)
     started = time.monotonic()
     result = Timed()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -142,27 +151,45 @@ class TrainRun:
     accuracy: float
 
 
-def trainwell_train(project: Path) -> TrainRun:
+def median_epoch(ends: list[float]) -> float:
+    """The median of the epochs after the first (the first compiles), from the epochs' end times."""
+    return statistics.median(later - earlier for earlier, later in zip(ends, ends[1:])) if len(ends) > 1 else 0.0
+
+
+def set_seed(project: Path, seed: int) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["seed"] = seed
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def trainwell_train(project: Path, seed: int) -> TrainRun:
     shutil.rmtree(project / "models", ignore_errors=True)
+    set_seed(project, seed)
     timed = run_timed(trainwell("train"), project)
     ends = timed.epoch_ends()
     run_timed(trainwell("-q", "evaluate"), project)
     accuracy = json.loads((project / "metrics" / "eval.json").read_text())["accuracy"]
-    return TrainRun(per_epoch=(ends[-1] - ends[0]) / max(1, len(ends) - 1), wall=timed.wall,
+    return TrainRun(per_epoch=median_epoch(ends), wall=timed.wall,
                     stall=timed.first("model saved to") - ends[-1], accuracy=accuracy)
 
 
-def tutorial_train(folders: Path, epochs: int, workspace: Path) -> TrainRun:
+def tutorial_train(folders: Path, epochs: int, workspace: Path, onednn: bool) -> TrainRun:
     model = workspace / "tutorial.keras"
     model.unlink(missing_ok=True)
     timed = run_timed([sys.executable, str(HERE / "tutorial_train.py"), str(folders / "train"), str(folders / "val"),
                        str(model), "--test-dir", str(folders / "test"), "--epochs", str(epochs),
                        "--image-size", str(DEFAULTS.data.image_size),
-                       "--learning-rate", str(DEFAULTS.train.learning_rate)], workspace)
+                       "--learning-rate", str(DEFAULTS.train.learning_rate)], workspace,
+                      **({"TF_ENABLE_ONEDNN_OPTS": "1"} if onednn else {}))
+    if not KERNELS:
+        KERNELS.append(next(line for _, line in timed.lines if line.startswith("kernels:")))
     ends, saved = timed.epoch_ends(), timed.first("saved")
     accuracy = float(next(line.split()[-1] for _, line in timed.lines if line.startswith("test accuracy")))
-    return TrainRun(per_epoch=(ends[-1] - ends[0]) / max(1, len(ends) - 1), wall=saved, stall=saved - ends[-1],
-                    accuracy=accuracy)
+    return TrainRun(per_epoch=median_epoch(ends), wall=saved, stall=saved - ends[-1], accuracy=accuracy)
+
+
+def values(numbers: list[float]) -> str:
+    return " / ".join(f"{value:.4g}" for value in numbers)
 
 
 def ratio(ours: float, theirs: float) -> str:
@@ -177,21 +204,28 @@ def compare_training(project: Path, folders: Path, args: argparse.Namespace, wor
         order = ("trainwell", "tutorial") if number % 2 == 0 else ("tutorial", "trainwell")
         for who in order:
             if who == "trainwell":
-                ours.append(trainwell_train(project))
+                ours.append(trainwell_train(project, seed=number))
             else:
-                theirs.append(tutorial_train(folders, args.epochs, workspace))
+                theirs.append(tutorial_train(folders, args.epochs, workspace, args.tutorial_onednn))
         print(f"  round {number + 1}: " + "; ".join(
             f"{name} {run.per_epoch:.2f} s/epoch, wall {run.wall:.1f} s, stall {run.stall:.1f} s, "
             f"test accuracy {run.accuracy:.4f}" for name, run in (("trainwell", ours[-1]), ("tutorial", theirs[-1]))),
             flush=True)
-    print(f"  {'':28s} {'trainwell train':>22s} {'tutorial script':>22s} {'ratio (bar <= 1)':>17s}")
+    print(f"  TensorFlow kernels: trainwell oneDNN {'off' if os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '0' else 'on'} "
+          f"(the command's default); tutorial {KERNELS[0].removeprefix('kernels: ')} "
+          f"({'--tutorial-onednn' if args.tutorial_onednn else 'TensorFlow default for this CPU'})")
+    print(f"  {'':26s} {'trainwell train':>26s} {'tutorial script':>26s}  ratio of medians, of best (bar <= 1)")
     for label, pick in (("seconds per epoch (2..N)", lambda run: run.per_epoch), ("wall seconds", lambda run: run.wall),
-                        ("last epoch -> model saved", lambda run: run.stall),
-                        ("test accuracy", lambda run: run.accuracy)):
+                        ("last epoch -> model saved", lambda run: run.stall)):
         mine, baseline = [pick(run) for run in ours], [pick(run) for run in theirs]
-        paired = " / ".join(ratio(a, b) for a, b in zip(mine, baseline))
-        print(f"  {label:28s} {' / '.join(f'{v:.4g}' for v in mine):>22s} {' / '.join(f'{v:.4g}' for v in baseline):>22s}"
-              f"   median {ratio(statistics.median(mine), statistics.median(baseline))} (per round: {paired})")
+        print(f"  {label:26s} {values(mine):>26s} {values(baseline):>26s}"
+              f"   {ratio(statistics.median(mine), statistics.median(baseline))}, "
+              f"{ratio(min(mine), min(baseline))}")
+    mine, baseline = [run.accuracy for run in ours], [run.accuracy for run in theirs]
+    difference = 100 * (statistics.mean(mine) - statistics.mean(baseline))
+    print(f"  {'test accuracy':26s} {values(mine):>26s} {values(baseline):>26s}"
+          f"   mean {statistics.mean(mine):.4f} vs {statistics.mean(baseline):.4f}: {difference:+.2f} points "
+          f"(bar >= -0.5)")
     return ours
 
 
@@ -252,9 +286,11 @@ def compare_review(name: str, images: Path, args: argparse.Namespace, workspace:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["mnist", "demo", "both"], default="both")
-    parser.add_argument("--runs", type=int, default=2, help="runs of each contender, alternating")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each contender, alternating")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.train.epochs)
     parser.add_argument("--flip-fraction", type=float, default=0.05)
+    parser.add_argument("--tutorial-onednn", action="store_true",
+                        help="run the tutorial with TF_ENABLE_ONEDNN_OPTS=1 too (default: as TensorFlow chooses)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-review", action="store_true")
     parser.add_argument("--keep", metavar="FOLDER", help="work in this new folder and keep it")

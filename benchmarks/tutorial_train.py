@@ -7,7 +7,8 @@ What the Keras image-classification tutorial runs: image_dataset_from_directory,
 trainwell's default network (Rescaling, Conv2D 16/16/32 with kernel 2 and max pooling, Dense 128,
 softmax; Adam, batch 32; epochs, side and step size as trainwell's defaults unless given) so the two differ only in what surrounds the model. No seeds beyond
 the loader's, no op determinism, no guard, no backup: what a user would otherwise run. Prints
-Keras' line per epoch, "saved" once the model is on disk, then the test accuracy.
+which kernels TensorFlow runs (oneDNN on or off), Keras' line per epoch, "saved" once the model is on disk,
+then the test accuracy.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def main() -> None:
     args = parser.parse_args()
     import keras
     import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    # TensorFlow's own choice for this CPU (oneDNN on recent Intel CPUs), or TF_ENABLE_ONEDNN_OPTS.
+    print(f"kernels: oneDNN {'on' if _pywrap_util_port.IsMklEnabled() else 'off'}", flush=True)
 
     load = dict(image_size=(args.image_size, args.image_size), batch_size=32, label_mode="categorical")
     train = keras.utils.image_dataset_from_directory(args.train_dir, seed=0, **load)

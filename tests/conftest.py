@@ -26,8 +26,11 @@ from tests.helpers import (
     write_params,
 )
 from tests.tier_guard import trainwell_tier_guard as tier_guard
+from trainwell.cli import set_tensorflow_defaults
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# As the command line runs TensorFlow (oneDNN kernels on), so what a test trains in this process equals what
+# `trainwell train` trains; before anything imports TensorFlow.
+set_tensorflow_defaults(quiet=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

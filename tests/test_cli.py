@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from tests import faults
 from tests.helpers import run, snapshot, tiny_params, write_params
-from trainwell.cli import STAGES, main
+from trainwell.cli import STAGES, main, set_tensorflow_defaults
 
 
 @pytest.mark.parametrize("command", ["audit", "doctor", "gate", *STAGES])
@@ -217,3 +218,23 @@ def test_a_params_file_that_does_not_exist_is_a_usage_error(workdir, capsys):
     assert main(["train", "--params", "typo.yaml"]) == 2
     assert "params file 'typo.yaml' does not exist" in capsys.readouterr().err
     assert snapshot(workdir) == before  # nothing trained, nothing overwritten
+
+
+def test_tensorflow_runs_with_onednn_kernels_unless_the_user_chose_otherwise(monkeypatch):
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    set_tensorflow_defaults(quiet=False)
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # -v shows TensorFlow's own log
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    set_tensorflow_defaults(quiet=True)
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"  # the user's choice stands
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+
+
+def test_the_suite_trains_with_the_kernels_the_command_line_uses():
+    # conftest sets the command line's defaults before TensorFlow loads, so a model a test trains
+    # in this process is the one `trainwell train` trains (the flag is read once, at import).
+    from tensorflow.python.util import _pywrap_util_port
+
+    assert _pywrap_util_port.IsMklEnabled()
