@@ -33,7 +33,7 @@ def main() -> None:
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
 
-    # TensorFlow's own choice for this CPU (oneDNN on recent Intel CPUs), or TF_ENABLE_ONEDNN_OPTS.
+    # TensorFlow's own choice for this CPU (oneDNN on CPUs with AVX-512 VNNI/BF16 or AMX), or TF_ENABLE_ONEDNN_OPTS.
     print(f"kernels: oneDNN {'on' if _pywrap_util_port.IsMklEnabled() else 'off'}", flush=True)
 
     load = dict(image_size=(args.image_size, args.image_size), batch_size=32, label_mode="categorical")

@@ -244,8 +244,9 @@ def set_tensorflow_defaults(*, quiet: bool) -> None:
     # matter; real failures still reach Python as exceptions. -v (or the variable) shows it.
     if quiet:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # oneDNN's CPU kernels: TensorFlow turns them on by itself only on recent Intel CPUs, so on AMD
-    # and older ones its slower Eigen kernels run. Measured on a 2-core AMD EPYC: the demo network's
+    # oneDNN's CPU kernels: TensorFlow turns them on by itself only on CPUs with the newer deep-learning
+    # instructions (AVX-512 VNNI or BF16, AMX); elsewhere (an AVX2 AMD EPYC here) its slower Eigen
+    # kernels run. Measured on that 2-core EPYC: the demo network's
     # epoch 1.42 -> 0.87 s at 48x48, and reruns stay bit-identical under op determinism (the same
     # model file, byte for byte; tests/test_train.py). TF_ENABLE_ONEDNN_OPTS=0 keeps them off.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
