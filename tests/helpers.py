@@ -82,9 +82,11 @@ def tool_env() -> dict[str, str]:
 
 
 def user_env() -> dict[str, str]:
-    """tool_env() as a user's shell has it: no TF_CPP_MIN_LOG_LEVEL (trainwell must keep TensorFlow quiet itself)."""
+    """tool_env() as a user's shell has it: no TF_CPP_MIN_LOG_LEVEL (trainwell must keep TensorFlow quiet itself)
+    and no TF_ENABLE_ONEDNN_OPTS (the command picks the kernels itself; conftest set it for this process)."""
     environment = tool_env()
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    environment.pop("TF_ENABLE_ONEDNN_OPTS", None)
     return environment
 
 
