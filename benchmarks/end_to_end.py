@@ -66,7 +66,6 @@ DEFAULTS = Params()  # the shipped params: both contenders train at their side, 
 # Keras' line at each epoch's end with verbose=2: "99/99 - 3s - 30ms/step - accuracy: ...".
 EPOCH_END = re.compile(r"^\s*\d+/\d+ - \d+m?s")
 NATIVE_SIZE = {"mnist": 28, "demo": DEFAULTS.demo.image_size}
-KERNELS: list[str] = []  # what the tutorial's TensorFlow said it runs
 
 
 @dataclass
@@ -149,6 +148,7 @@ class TrainRun:
     wall: float
     stall: float
     accuracy: float
+    kernels: str = ""  # the tutorial's own report: "oneDNN on" or "oneDNN off"
 
 
 def median_epoch(ends: list[float]) -> float:
@@ -181,11 +181,11 @@ def tutorial_train(folders: Path, epochs: int, workspace: Path, onednn: bool) ->
                        "--image-size", str(DEFAULTS.data.image_size),
                        "--learning-rate", str(DEFAULTS.train.learning_rate)], workspace,
                       **({"TF_ENABLE_ONEDNN_OPTS": "1"} if onednn else {}))
-    if not KERNELS:
-        KERNELS.append(next(line for _, line in timed.lines if line.startswith("kernels:")))
     ends, saved = timed.epoch_ends(), timed.first("saved")
     accuracy = float(next(line.split()[-1] for _, line in timed.lines if line.startswith("test accuracy")))
-    return TrainRun(per_epoch=median_epoch(ends), wall=saved, stall=saved - ends[-1], accuracy=accuracy)
+    kernels = next(line for _, line in timed.lines if line.startswith("kernels:")).removeprefix("kernels: ")
+    return TrainRun(per_epoch=median_epoch(ends), wall=saved, stall=saved - ends[-1], accuracy=accuracy,
+                    kernels=kernels)
 
 
 def values(numbers: list[float]) -> str:
@@ -212,7 +212,7 @@ def compare_training(project: Path, folders: Path, args: argparse.Namespace, wor
             f"test accuracy {run.accuracy:.4f}" for name, run in (("trainwell", ours[-1]), ("tutorial", theirs[-1]))),
             flush=True)
     print(f"  TensorFlow kernels: trainwell oneDNN {'off' if os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '0' else 'on'} "
-          f"(the command's default); tutorial {KERNELS[0].removeprefix('kernels: ')} "
+          f"(the command's default); tutorial {theirs[0].kernels} "
           f"({'--tutorial-onednn' if args.tutorial_onednn else 'TensorFlow default for this CPU'})")
     print(f"  {'':26s} {'trainwell train':>26s} {'tutorial script':>26s}  ratio of medians, of best (bar <= 1)")
     for label, pick in (("seconds per epoch (2..N)", lambda run: run.per_epoch), ("wall seconds", lambda run: run.wall),

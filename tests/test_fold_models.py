@@ -113,6 +113,9 @@ def test_held_out_probabilities_are_the_mean_of_the_last_epochs(built):
 def test_fold_calls_take_the_most_batches_that_divide_every_epoch(counts, expected):
     from trainwell.training.fold_models import FOLD_STEPS_PER_EXECUTION, fold_steps_per_execution
 
-    chosen = fold_steps_per_execution(counts)
+    chosen = fold_steps_per_execution(counts, strategy="default")
     assert chosen == expected and chosen <= FOLD_STEPS_PER_EXECUTION
     assert all(count % chosen == 0 for count in counts)
+    # Under a distribution strategy one batch a call, whatever divides (see the docstring).
+    assert fold_steps_per_execution(counts, strategy="mirrored") == 1
+    assert fold_steps_per_execution(counts, strategy="multi_worker") == 1

@@ -109,11 +109,18 @@ def epoch_steps(*, review: LabelReviewParams, strategy: tf.distribute.Strategy, 
     return steps
 
 
-def fold_steps_per_execution(step_counts: list[int]) -> int:
+def fold_steps_per_execution(step_counts: list[int], *, strategy: str) -> int:
     """Batches per compiled call for folds whose epochs (and validation passes) take these many
     steps: the most, up to FOLD_STEPS_PER_EXECUTION, that divides every one, so that no call pulls
     batches of the next epoch (batch_plan.fitting_steps_per_execution). Folds of equal size share their
-    step count; 1 when the counts share no divisor."""
+    step count; 1 when the counts share no divisor.
+
+    Several batches a call on one device only (`strategy`: train.strategy): under a distribution
+    strategy Keras' multi-step call over a distributed dataset failed here (TensorFlow 2.16, Keras 3;
+    "You must feed a value for placeholder tensor ... while/cond"), and a device per replica has its
+    own dispatch to hide."""
+    if strategy != "default":
+        return 1
     return fitting_steps_per_execution(FOLD_STEPS_PER_EXECUTION, *step_counts)
 
 
@@ -193,7 +200,6 @@ class FoldModels:
         twin = self._network()
         pooled = keras.layers.GlobalMaxPooling2D(name="embedding")(twin.get_layer(FEATURE_LAYER).input)
         self.twin, self.scorer = twin, keras.Model(twin.inputs, [twin.outputs[0], pooled])
-        self.averaged: list[np.ndarray] = []  # the last fit's snapshots that predict averages in
 
     def _network(self) -> keras.Model:
         return model_for(self.train, num_classes=self.num_classes, image_size=self.side, output_activation="softmax",
@@ -210,11 +216,12 @@ class FoldModels:
         """A streamed view's batches arrive at the cache's side: resized on the way."""
         return dataset.map(lambda images, *rest: (resized(images, self.side), *rest))
 
-    def fit(self, *, training: SplitInput, held_out: SplitInput, scored: SplitInput, fold: int) -> int:
+    def fit(self, *, training: SplitInput, held_out: SplitInput, scored: SplitInput,
+            fold: int) -> tuple[int, list[np.ndarray]]:
         """The fold's epochs over `training` (held at the review's side, or streamed and resized),
-        stopped early when the loss on `held_out` stops falling (when early stopping is on);
-        returns the epochs run. `scored`'s probabilities after each epoch before the last that
-        predict averages in are kept (label_review.average_epochs).
+        stopped early when the loss on `held_out` stops falling (when early stopping is on).
+        Returns the epochs run and `scored`'s probabilities after each epoch before the kept one
+        that predict averages in (label_review.average_epochs).
 
         Early stopping keeps the weights of the epoch with the lowest held-out loss (the fold's own
         held-out train+val images, never test ones), so each fold gets as many epochs as its model
@@ -254,9 +261,8 @@ class FoldModels:
         run = len(history.history.get("loss", []))
         # The weights kept are the best epoch's (early stopping) or the last's: the window ends there.
         last = stopping.best_epoch if stopping is not None else run - 1
-        self.averaged = [snapshots.by_epoch[epoch] for epoch in range(last - review.average_epochs + 1, last)
-                         if epoch in snapshots.by_epoch]
-        return run
+        return run, [snapshots.by_epoch[epoch] for epoch in range(last - review.average_epochs + 1, last)
+                     if epoch in snapshots.by_epoch]
 
     def _inputs(self, view: SplitInput) -> tf.data.Dataset:
         data = self._images(view.eval_dataset(BatchSpec(num_classes=self.num_classes, batch_size=PREDICT_BATCH)))
@@ -268,11 +274,11 @@ class FoldModels:
         with quiet_retracing():
             return np.asarray(self.twin.predict(self._inputs(view), verbose=0), np.float32)
 
-    def predict(self, held_out: SplitInput) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, held_out: SplitInput, *, snapshots: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, embeddings) of every image of a view, in its order, from one pass of the
-        twin with the fold's final weights; the probabilities averaged with the last fit's snapshots."""
+        twin with the fold's final weights; the probabilities averaged with the fit's `snapshots`."""
         self.twin.set_weights(self.model.get_weights())
         with quiet_retracing():
             probabilities, embeddings = self.scorer.predict(self._inputs(held_out), verbose=0)
-        probabilities = np.mean([*self.averaged, np.asarray(probabilities, np.float32)], axis=0, dtype=np.float32)
+        probabilities = np.mean([*snapshots, np.asarray(probabilities, np.float32)], axis=0, dtype=np.float32)
         return probabilities, np.asarray(embeddings, np.float32)

@@ -143,13 +143,10 @@ def review_labels(*, cache_dir: str | Path, review: LabelReviewParams, train: Tr
            "take more than train.memory_budget_mb)"))
     training_rows = [np.flatnonzero(~is_test & (folds != fold)) for fold in range(review.folds)]
     reference_rows = [np.flatnonzero(~is_test & (folds == fold)) for fold in range(review.folds)]
-    # Several batches a call on one device only: under a distribution strategy Keras' multi-step
-    # call over a distributed dataset failed here (TensorFlow 2.16, Keras 3; "You must feed a value for
-    # placeholder tensor ... while/cond"), and a device per replica has its own dispatch to hide.
-    steps_per_execution = 1 if train.strategy != "default" else fold_steps_per_execution([
+    steps_per_execution = fold_steps_per_execution([
         count for fold in range(review.folds) if (folds == fold).any()
         for count in epoch_steps(review=review, strategy=strategy, training=_counted(split, training_rows[fold], pool),
-                                 held_out=_counted(split, reference_rows[fold], pool))])
+                                 held_out=_counted(split, reference_rows[fold], pool))], strategy=train.strategy)
     models = FoldModels(train=train, review=review, num_classes=split.num_classes, side=side, strategy=strategy,
                         steps_per_execution=steps_per_execution)
     probabilities = np.zeros((len(labels), split.num_classes), dtype=np.float32)
@@ -167,10 +164,10 @@ def review_labels(*, cache_dir: str | Path, review: LabelReviewParams, train: Tr
         reference, queries = reference_rows[fold], rows[is_test[rows]]
         models.restart(review.seed + fold)
         scored = _view(split, rows, pool)
-        epochs = models.fit(training=_view(split, training_rows[fold], pool),
-                            held_out=_view(split, reference, pool), scored=scored, fold=fold)
+        epochs, snapshots = models.fit(training=_view(split, training_rows[fold], pool),
+                                       held_out=_view(split, reference, pool), scored=scored, fold=fold)
         gc.collect()  # a streamed fold's training images go before its held-out ones are read
-        probabilities[rows], embeddings = models.predict(scored)
+        probabilities[rows], embeddings = models.predict(scored, snapshots=snapshots)
         found = outlier_scores(reference=embeddings[~is_test[rows]], queries=embeddings[is_test[rows]],
                                reference_labels=labels[reference], query_labels=labels[queries],
                                fence=review.outlier_fence, seed=review.seed + fold)
