@@ -3,13 +3,14 @@
 Usage: python benchmarks/near_duplicate_misses.py [--sets mnist,photos,...] [--planted 200] [--seed 0]
 
 Plants copies as benchmarks/audit_precision.py does (same edits, same seed), audits the folder
-with the shipped params, and for every planted pair prints whether the audit grouped it and, if
-not, why: was it a candidate at all (pHash within audit.near_duplicate_distance bits, or one's
-crop hash within that of the other's pHash), its fine similarity, its crop-tolerant similarity,
-its colour difference, and the best score either file has with any OTHER candidate (its
-nearest rival). Beside them, the highest fine and crop-tolerant scores among candidate pairs
-that are not planted copies (the look-alikes a looser bar would group): the baseline a rule
-must beat is "group every candidate above the look-alikes' best", which these figures show.
+with the shipped params, and for every planted pair the audit did not group prints why: was it
+a candidate at all (pHash within audit.near_duplicate_distance bits, one's crop hash within that
+of the other's pHash, or fine thumbnails alike unshifted), was it kept (alike enough to be
+weighed), its fine and detail similarities, its colour difference, and the best similarity
+either file has with any OTHER kept candidate that is not strong (its candidate rival) and with
+its nearest thumbnails (its nearest rival): a distinctive match needs its distance at most
+audit.near_duplicate_distinctive_ratio x a rival's. Beside them, the best similarities among
+kept candidate pairs that are not planted copies (the look-alikes a looser bar would group).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import audit_precision
 import real_data
 from trainwell.audit import dataset as audit_dataset_module
 from trainwell.audit.hamming import cross_pairs, hamming_pairs, popcount
-from trainwell.audit.similarity import colour_differences, crop_tolerant_similarities, fine_similarities
+from trainwell.audit.near_duplicates import Confirm, nearest_rivals, neighbour_pairs, scored
+from trainwell.audit.similarity import colour_differences, detail_similarities, fine_similarities
 from trainwell.console import QUIET, set_verbosity
 from trainwell.params import Params
 
@@ -48,17 +50,27 @@ def _capturing(table, **keywords):
 audit_dataset_module._near_duplicate_findings = _capturing
 
 
-def candidate_pairs(codes: np.ndarray, crops: np.ndarray, max_distance: int, crop_distance: int) -> np.ndarray:
+def candidate_pairs(codes: np.ndarray, crops: np.ndarray, fine: np.ndarray, max_distance: int,
+                    crop_distance: int) -> np.ndarray:
     """Every candidate pair (i < j) the audit's search makes: pHash or crop hash matches (the
     crop hashes within crop_distance bits: the audit's is max_distance; more, to see what a
-    wider crop search would find)."""
+    wider crop search would find) and fine thumbnails alike unshifted (neighbour_pairs)."""
     plain = hamming_pairs(codes, max_distance=max_distance)
     probes = crops.shape[1]
     flat = np.ascontiguousarray(crops).view(np.uint64).ravel()
     found = cross_pairs(flat, codes, max_distance=crop_distance, owners=np.repeat(np.arange(len(codes)), probes))
     cropped = np.stack([found[:, 0] // probes, found[:, 1]], axis=1)
-    both = np.concatenate([plain, np.sort(cropped, axis=1)])
+    both = np.concatenate([plain, np.sort(cropped, axis=1), neighbour_pairs(fine)])
     return np.unique(both, axis=0)
+
+
+def _confirm() -> Confirm:
+    policy = Params().audit
+    return Confirm(min_similarity=policy.near_duplicate_similarity,
+                   max_colour_difference=policy.near_duplicate_pixel_difference,
+                   min_crop_similarity=policy.near_duplicate_crop_similarity,
+                   min_distinctive_similarity=policy.near_duplicate_distinctive_similarity,
+                   distinctive_ratio=policy.near_duplicate_distinctive_ratio)
 
 
 def measure(name: str, planted_count: int, seed: int, scratch: Path) -> list[dict]:
@@ -71,19 +83,15 @@ def measure(name: str, planted_count: int, seed: int, scratch: Path) -> list[dic
     decoded = np.flatnonzero(table.decoded)
     paths = [table.paths[row] for row in decoded.tolist()]
     index = {path: position for position, path in enumerate(paths)}
-    columns = {key: table.columns[key][decoded] for key in ("perceptual_hash", "crop_hashes", "fine", "thumbnail")}
+    columns = {key: table.columns[key][decoded] for key in ("perceptual_hash", "crop_hashes", "fine", "detail",
+                                                             "thumbnail")}
     codes = np.ascontiguousarray(columns["perceptual_hash"]).view(np.uint64).ravel()
     max_distance = Params().audit.near_duplicate_distance
-    pairs = candidate_pairs(codes, columns["crop_hashes"], max_distance, CROP_DISTANCE[0] or max_distance)
-    fine, thumbnails = columns["fine"], columns["thumbnail"]
-    plain = fine_similarities(fine[pairs[:, 0]], fine[pairs[:, 1]])
-    cropped = crop_tolerant_similarities(fine[pairs[:, 0]], fine[pairs[:, 1]])
-    score = np.maximum(plain, cropped)
-    planted_keys = set()
-    for original, copy, _ in planted:
-        a, b = index.get(original), index.get(copy)
-        if a is not None and b is not None:
-            planted_keys.add((min(a, b), max(a, b)))
+    fine, detail, thumbnails = columns["fine"], columns["detail"], columns["thumbnail"]
+    pairs = candidate_pairs(codes, columns["crop_hashes"], fine, max_distance, CROP_DISTANCE[0] or max_distance)
+    confirm = _confirm()
+    # What the audit weighs: each candidate's similarity (detail for kept pairs), strength and whether it is kept.
+    score, strong, kept = scored(pairs, fine=fine, thumbnails=thumbnails, confirm=confirm, detail=detail)
     # Copies of one original are also copies of each other: not look-alikes.
     origin = np.arange(len(paths))
     for original, copy, _ in planted:
@@ -102,38 +110,37 @@ def measure(name: str, planted_count: int, seed: int, scratch: Path) -> list[dic
         distance = int(popcount(codes[low:low + 1] ^ codes[high:high + 1])[0])
         crop_distance = min(int(popcount(np.ascontiguousarray(columns["crop_hashes"][x]).view(np.uint64) ^ codes[y]).min())
                             for x, y in ((a, b), (b, a)))
-        pair_fine = float(fine_similarities(fine[[low]], fine[[high]])[0])
-        pair_crop = float(crop_tolerant_similarities(fine[[low]], fine[[high]])[0])
+        where = np.flatnonzero((pairs[:, 0] == low) & (pairs[:, 1] == high))
         colour = float(colour_differences(thumbnails[[low]], thumbnails[[high]], fine[[low]], fine[[high]])[0])
-        rival = [float(score[((pairs[:, 0] == end) | (pairs[:, 1] == end)) & false].max(initial=-1.0))
+        rival = [float(score[((pairs[:, 0] == end) | (pairs[:, 1] == end)) & false & kept & ~strong].max(initial=-1.0))
                  for end in (a, b)]
+        nearest = nearest_rivals(np.array([[low, high]]), fine, copies=np.zeros((0, 2), np.int64), detail=detail)
         rows.append({"set": name, "edit": edit, "found": original in group_of and group_of.get(copy) == group_of[original],
-                     "candidate": distance <= max_distance or crop_distance <= max_distance, "distance": distance,
-                     "crop_distance": crop_distance, "fine": pair_fine, "crop": pair_crop, "colour": colour,
-                     "rival": max(rival)})
+                     "candidate": len(where) > 0, "kept": bool(len(where) and kept[where[0]]),
+                     "strong": bool(len(where) and strong[where[0]]), "distance": distance,
+                     "crop_distance": crop_distance, "fine": float(fine_similarities(fine[[low]], fine[[high]])[0]),
+                     "detail": float(detail_similarities(detail[[low]], detail[[high]])[0]), "colour": colour,
+                     "rival": max(rival), "nearest": float(nearest.max())})
     if DUMP:
         copy_edit = np.full(len(paths), "", dtype=object)
         for _, copy, edit in planted:
             copy_edit[index[copy]] = edit
-        colours = colour_differences(thumbnails[pairs[:, 0]], thumbnails[pairs[:, 1]], fine[pairs[:, 0]],
-                                     fine[pairs[:, 1]])
-        np.savez(DUMP[0] / f"{name}.npz", pairs=pairs, fine=plain, crop=cropped, colour=colours, origin=origin,
-                 edit=copy_edit.astype(str), planted=np.array(sorted(planted_keys)).reshape(-1, 2))
-    false_fine = np.sort(plain[false])[::-1][:3]
-    false_crop = np.sort(cropped[false])[::-1][:3]
-    print(f"{name}: {len(paths)} files, {len(pairs):,} candidate pairs, {int(false.sum()):,} not planted copies; "
-          f"their best fine {np.round(false_fine, 4).tolist()}, best crop-tolerant {np.round(false_crop, 4).tolist()}; "
-          f"look-alike pairs at crop >= 0.995: {int((cropped[false] >= 0.995).sum())}, >= 0.997: "
-          f"{int((cropped[false] >= 0.997).sum())}")
+        np.savez(DUMP[0] / f"{name}.npz", pairs=pairs, score=score, strong=strong, kept=kept, origin=origin,
+                 edit=copy_edit.astype(str))
+    look_alikes = score[false & kept]
+    print(f"{name}: {len(paths)} files, {len(pairs):,} candidate pairs, {int(false.sum()):,} not planted copies "
+          f"({int((false & kept).sum()):,} kept); kept look-alikes' best similarity "
+          f"{np.round(np.sort(look_alikes)[::-1][:3], 4).tolist()}, strong ones {int((false & strong).sum())}")
     for edit in audit_precision.EDITS:
         mine = [row for row in rows if row["edit"] == edit]
         missed = [row for row in mine if not row["found"]]
         print(f"  {edit:10s} found {len(mine) - len(missed)}/{len(mine)}; misses: "
               f"not candidates {sum(not row['candidate'] for row in missed)}")
         for row in missed:
-            print(f"    candidate {'yes' if row['candidate'] else 'no '} pHash {row['distance']:2d} crop-hash "
-                  f"{row['crop_distance']:2d} fine {row['fine']:.4f} crop {row['crop']:.4f} colour {row['colour']:5.1f} "
-                  f"rival {row['rival']:.4f}")
+            print(f"    candidate {'yes' if row['candidate'] else 'no '} kept {'yes' if row['kept'] else 'no '} "
+                  f"pHash {row['distance']:2d} crop-hash {row['crop_distance']:2d} fine {row['fine']:.4f} "
+                  f"detail {row['detail']:.4f} colour {row['colour']:5.1f} candidate rival {row['rival']:.4f} "
+                  f"nearest rival {row['nearest']:.4f}")
     return rows
 
 

@@ -13,9 +13,10 @@ from PIL import Image
 from tests import faults
 from trainwell.audit import hamming
 from trainwell.audit.cache import FORMAT
+from trainwell.audit.candidates import crop_pairs
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.hamming import cross_pairs, popcount
-from trainwell.audit.near_duplicates import Confirm, _crop_pairs, near_duplicate_groups, near_duplicate_pairs
+from trainwell.audit.near_duplicates import Confirm, near_duplicate_groups, near_duplicate_pairs
 from trainwell.audit.similarity import (
     crop_hashes,
     crop_tolerant_similarities,
@@ -60,8 +61,9 @@ def edited(picture: np.ndarray, edit: str, rng: np.random.Generator) -> np.ndarr
 def features(pictures: list[np.ndarray]) -> dict[str, np.ndarray]:
     """What the audit stores per file (file_checks' similarity check), for near_duplicate_pairs."""
     greys = [grey_of(picture) for picture in pictures]
-    hashes, fine = zip(*(similarity_features(grey) for grey in greys))
-    return {"hashes": np.stack(hashes), "fine": np.stack(fine), "crops": np.stack([crop_hashes(grey) for grey in greys]),
+    hashes, fine, detail = zip(*(similarity_features(grey) for grey in greys))
+    return {"hashes": np.stack(hashes), "fine": np.stack(fine), "detail": np.stack(detail),
+            "crops": np.stack([crop_hashes(grey) for grey in greys]),
             "thumbnails": np.stack([tiny_thumbnail(picture) for picture in pictures])}
 
 
@@ -132,7 +134,7 @@ def test_many_writers_ones_are_not_near_duplicates_even_as_crops():
     rng = np.random.default_rng(5)
     ones = [np.repeat(stroke(rng)[:, :, None], 3, axis=2) for _ in range(300)]
     found = features(ones)
-    candidates = len(_crop_pairs(found["crops"], np.ascontiguousarray(found["hashes"]).view(np.uint64).ravel(),
+    candidates = len(crop_pairs(found["crops"], np.ascontiguousarray(found["hashes"]).view(np.uint64).ravel(),
                                  max_distance=POLICY.near_duplicate_distance, queries=None))
     assert candidates > 300  # the crop hashes do make look-alikes candidates ...
     pairs = near_duplicate_pairs(max_distance=POLICY.near_duplicate_distance, confirm=CONFIRM, **found)
@@ -171,11 +173,11 @@ def test_crop_pairs_of_queried_rows_are_the_full_answer_restricted():
     originals = [texture(rng, side=32) for _ in range(30)]
     found = features(originals + [edited(picture, "crop", rng) for picture in originals])
     codes = np.ascontiguousarray(found["hashes"]).view(np.uint64).ravel()
-    full = {tuple(pair) for pair in _crop_pairs(found["crops"], codes, max_distance=8, queries=None).tolist()}
+    full = {tuple(pair) for pair in crop_pairs(found["crops"], codes, max_distance=8, queries=None).tolist()}
     assert full
     for _ in range(10):
         queries = rng.random(60) < rng.uniform(0.02, 0.5)
-        some = {tuple(pair) for pair in _crop_pairs(found["crops"], codes, max_distance=8, queries=queries).tolist()}
+        some = {tuple(pair) for pair in crop_pairs(found["crops"], codes, max_distance=8, queries=queries).tolist()}
         assert some == {pair for pair in full if queries[pair[0]] or queries[pair[1]]}
 
 
@@ -226,6 +228,8 @@ def test_past_the_crop_search_cap_only_pairs_the_phash_finds_are_reported(tmp_pa
         faults.write(root / "textures" / f"{index:02d}_cropped.png",
                      faults.encode(Image.fromarray(edited(picture, "crop", rng)), "PNG"))
     data, policy = DataParams(dir=str(root)), AuditParams(near_duplicate_crop_similarity=0.997)
+
+    monkeypatch.setattr(dataset, "NEIGHBOUR_SEARCH_MAX_FILES", 0)  # the hashes' search alone
 
     def grouped(cap: int) -> int:
         monkeypatch.setattr(dataset, "CROP_SEARCH_MAX_FILES", cap)

@@ -43,15 +43,23 @@ def digits(tmp_path_factory) -> Path:
 
 
 def test_real_handwriting_gets_a_quiet_audit(digits):
-    """Real scans no one here made: at most 2% of files with a finding, no near-duplicate group,
-    and what every file shares (grayscale) said once. (The trust-on-real-data issue measured
-    100% of 5,131 MNIST digits flagged low_information and 452 different "1"s in one group;
-    benchmarks/audit_precision.py measures those sets.)"""
+    """Real scans no one here made: at most 2% of files with a finding, no near-duplicate group
+    but of scans that are the same to within 3 of their 16 grey levels in every pixel, and what
+    every file shares (grayscale) said once. (The trust-on-real-data issue measured 100% of 5,131
+    MNIST digits flagged low_information and 452 different "1"s in one group;
+    benchmarks/audit_precision.py measures those sets.) Of the 405,000 pairs of these scans, 3
+    are that alike (the next 53 differ by 4 levels somewhere): one writer's straight "1" twice."""
+    from sklearn.datasets import load_digits
+
     report = audit(digits)
     assert report.files_scanned == 901
     flagged = {issue.path for issue in report.issues if issue.severity in ("error", "warning")}
     assert len(flagged) <= 0.02 * 901, [issue.as_dict() for issue in report.issues][:5]
-    assert report.near_duplicate_groups == [] and report.duplicate_groups == []
+    assert report.duplicate_groups == [] and len(report.near_duplicate_groups) <= 3
+    scans = load_digits().images
+    for group in report.near_duplicate_groups:
+        members = [scans[int(Path(member).stem)] for member in group["members"]]
+        assert len(members) == 2 and np.abs(members[0] - members[1]).max() <= 3, group
     assert [note.kind for note in report.notes] == ["grayscale"] and report.notes[0].files == 901
 
 
@@ -104,8 +112,8 @@ def test_look_alikes_in_a_chain_never_form_one_group():
         canvas.paste(bar, ((64 - bar.width) // 2, (64 - bar.height) // 2))
         pictures.append(np.asarray(canvas.convert("RGB")))
     features = [similarity_features(grey_of(picture)) for picture in pictures]
-    hashes = np.stack([code for code, _ in features])
-    fine = np.stack([thumbnail for _, thumbnail in features])
+    hashes = np.stack([code for code, _, _ in features])
+    fine = np.stack([thumbnail for _, thumbnail, _ in features])
     thumbnails = np.stack([tiny_thumbnail(picture) for picture in pictures])
     loose = Confirm(min_similarity=0.98, max_colour_difference=255.0)  # looser than the default: more links
     pairs = near_duplicate_pairs(hashes=hashes, fine=fine, thumbnails=thumbnails, max_distance=12, confirm=loose)

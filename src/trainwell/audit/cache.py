@@ -40,7 +40,7 @@ _CODE = ("data/decode.py", "audit/checks.py", "audit/file_checks.py", "audit/wor
          "audit/similarity.py")
 # The modules that find and confirm the kept near-duplicate pairs from the cached per-file columns:
 # a change to them makes the kept pairs stale (recomputed), not the files' results (not re-decoded).
-_PAIR_CODE = ("audit/near_duplicates.py", "audit/hamming.py")
+_PAIR_CODE = ("audit/near_duplicates.py", "audit/candidates.py", "audit/hamming.py")
 
 
 def _library_versions() -> str:

@@ -54,10 +54,14 @@ class FileTable:
 # A finding names at most this many of its group's other members: a group of n copies would
 # otherwise write n x n names into the report (the whole group is in its duplicate_groups list).
 NAMED_OTHERS = 5
-# Crop hashes are searched (near_duplicates._crop_pairs) up to this many decoded files. Their
+# Crop hashes are searched (candidates.crop_pairs) up to this many decoded files. Their
 # search grows faster than the files: 2.9 s at 100,000 but 102 s at 1,000,000 against 15 s for
 # the pHashes alone (benchmarks/near_duplicates.py --crops), past the 60 s bar for 1M hashes.
 CROP_SEARCH_MAX_FILES = 250_000
+# Fine thumbnails are compared pair by pair for candidates (candidates.neighbour_pairs) up to
+# this many decoded files: its cost grows with their square (~5 s at 20,000 on 2 cores, minutes at
+# 100,000); past it the hashes alone find the candidates.
+NEIGHBOUR_SEARCH_MAX_FILES = 20_000
 
 
 def _others(paths: list[str], position: int) -> str:
@@ -118,6 +122,7 @@ def _near_duplicate_findings(
         return [], [], []
     hashes = table.columns["perceptual_hash"][decoded]
     fine = table.columns["fine"][decoded]
+    detail = table.columns["detail"][decoded]
     thumbnails = table.columns["thumbnail"][decoded]
     confirm = Confirm(min_similarity=policy.near_duplicate_similarity,
                       max_colour_difference=policy.near_duplicate_pixel_difference,
@@ -125,7 +130,8 @@ def _near_duplicate_findings(
                       min_distinctive_similarity=policy.near_duplicate_distinctive_similarity,
                       distinctive_ratio=policy.near_duplicate_distinctive_ratio)
     crops = table.columns["crop_hashes"][decoded] if len(decoded) <= CROP_SEARCH_MAX_FILES else None
-    settings: dict = dict(crops=crops, fine=fine, thumbnails=thumbnails,
+    settings: dict = dict(crops=crops, fine=fine, thumbnails=thumbnails, detail=detail,
+                          neighbours=len(decoded) <= NEIGHBOUR_SEARCH_MAX_FILES,
                           max_distance=policy.near_duplicate_distance, confirm=confirm)
     changed = np.flatnonzero(~stable[decoded])
     if len(changed) == len(decoded):
@@ -144,7 +150,7 @@ def _near_duplicate_findings(
         found = old if fresh is None else Scored(np.concatenate([old.pairs, fresh.pairs]),
                                                   np.concatenate([old.similarity, fresh.similarity]),
                                                   np.concatenate([old.strong, fresh.strong]))
-    accepted = distinctive(found.pairs, found.similarity, found.strong, confirm, fine=fine)
+    accepted = distinctive(found.pairs, found.similarity, found.strong, confirm, fine=fine, detail=detail)
     pairs, pair_similarity = found.pairs[accepted], found.similarity[accepted]
     named = decoded[found.pairs].reshape(-1, 2).tolist()
     kept_pairs = [[table.paths[a], table.paths[b], float(similarity), bool(strong)]

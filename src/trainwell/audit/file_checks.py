@@ -10,7 +10,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from trainwell.audit.similarity import CROP_PROBES, crop_hashes, grey_of, similarity_features, tiny_thumbnail
+from trainwell.audit.similarity import (
+    CROP_PROBES,
+    DETAIL_SIDE,
+    crop_hashes,
+    grey_of,
+    similarity_features,
+    tiny_thumbnail,
+)
 from trainwell.kinds import DEFAULT_SEVERITY
 from trainwell.params import AuditParams
 
@@ -147,7 +154,8 @@ def _measure_constant(sample: Sample, policy: AuditParams) -> KindDetails:
 
 def _measure_similarity(sample: Sample, policy: AuditParams) -> KindDetails:
     row = sample.row
-    sample.columns["perceptual_hash"][row], sample.columns["fine"][row] = similarity_features(sample.grey)
+    code, fine, detail = similarity_features(sample.grey)
+    sample.columns["perceptual_hash"][row], sample.columns["fine"][row], sample.columns["detail"][row] = code, fine, detail
     sample.columns["thumbnail"][row] = tiny_thumbnail(sample.image)
     sample.columns["crop_hashes"][row] = crop_hashes(sample.grey)
     return []
@@ -162,7 +170,7 @@ def _measure_properties(sample: Sample, policy: AuditParams) -> KindDetails:
 
 
 # `content` and `pixel_hash` are 128-bit SHA-256 digests (pixel_hash empty for a file that did not
-# decode); perceptual_hash is 8 packed bytes, fine a 16x16 grey, thumbnail an 8x8 RGB box filter
+# decode); perceptual_hash is 8 packed bytes, fine a 16x16 grey, detail a 24x24 grey, thumbnail an 8x8 RGB box filter
 # and crop_hashes the pHashes of five crops of a few percent, 8 packed bytes each (see similarity.py). The float columns are the raw image-property scores, NaN for a file that has
 # none (not decoded, or one flat colour): they are judged against the whole dataset on every run
 # (audit/properties.py), so a re-audit needs no decoding for them.
@@ -179,6 +187,7 @@ FILE_CHECKS: tuple[FileCheck, ...] = (
     FileCheck("shape", ("too_small", "odd_aspect_ratio"), {}, ("min_side", "max_aspect_ratio"), _measure_shape),
     FileCheck("constant", ("constant",), {}, (), _measure_constant),
     FileCheck("similarity", (), {"perceptual_hash": np.zeros((0, 8), np.uint8), "fine": np.zeros((0, 256), np.uint8),
+                                 "detail": np.zeros((0, DETAIL_SIDE * DETAIL_SIDE), np.uint8),
                                  "thumbnail": np.zeros((0, 192), np.uint8),
                                  "crop_hashes": np.zeros((0, len(CROP_PROBES), 8), np.uint8)}, (), _measure_similarity),
     FileCheck("properties", (), {name: np.zeros(0, np.float32) for name in PROPERTY_SCORES}, (), _measure_properties),

@@ -6,8 +6,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainwell.audit.hamming import cross_pairs, hamming_pairs, pairs_in_ranges
-from trainwell.audit.similarity import colour_differences, crop_tolerant_similarities, fine_similarities, standardised
+from trainwell.audit.candidates import crop_pairs, neighbour_pairs
+from trainwell.audit.hamming import hamming_pairs, pairs_in_ranges
+from trainwell.audit.similarity import (
+    DETAIL_CROPS,
+    FINE_CROPS,
+    colour_differences,
+    crop_tolerant_similarities,
+    detail_similarities,
+    fine_similarities,
+    standardised,
+)
 from trainwell.data.groups import star_groups
 
 # Thumbnail comparisons per step: 16,384 pairs x 256 values as float32 is 16 MiB per operand.
@@ -44,31 +53,49 @@ class Confirm:
 _CROP_FLOOR = 0.9
 
 
-def similarities(first: np.ndarray, second: np.ndarray, confirm: Confirm) -> tuple[np.ndarray, np.ndarray]:
-    """(similarity, strong) of pairs of fine thumbnails: strong when the fine similarity reaches
-    confirm.min_similarity or, failing that, the crop-tolerant one reaches min_crop_similarity.
-    The similarity is the fine one, or the crop-tolerant one where that was measured and higher
-    (it is measured for pairs failing the fine bar, when a crop bar or distinctive matches are on)."""
-    similarity = fine_similarities(first, second)
+def similarities(fine: np.ndarray, first: np.ndarray, second: np.ndarray,
+                 confirm: Confirm) -> tuple[np.ndarray, np.ndarray]:
+    """(similarity, strong) of index pairs (first[i], second[i]) of fine thumbnails: strong when
+    the fine similarity reaches confirm.min_similarity or, failing that, the crop-tolerant one
+    reaches min_crop_similarity. The similarity is the fine one, or the crop-tolerant one where
+    that was measured and higher (it is measured for pairs failing the fine bar, when a crop bar
+    or distinctive matches are on)."""
+    similarity = fine_similarities(fine[first], fine[second])
     strong = similarity >= confirm.min_similarity
     retry = np.flatnonzero(~strong & (similarity >= _CROP_FLOOR))
     if len(retry) and min(confirm.min_crop_similarity, confirm.min_distinctive_similarity) <= 1.0:
-        cropped = crop_tolerant_similarities(first[retry], second[retry])
+        cropped = FINE_CROPS.of_pairs(fine, first[retry], second[retry])
         strong[retry[cropped >= confirm.min_crop_similarity]] = True
         similarity[retry] = np.maximum(similarity[retry], cropped)
     return similarity, strong
 
 
-def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray,
-           confirm: Confirm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# A candidate at least this alike on the fine thumbnails is measured on the detail ones (scored):
+# planted crops of MNIST digits that reach 0.996-0.998 there score as low as 0.89 on the fine
+# ones (a one-pixel cut of a 28-pixel digit moves its strokes half a thumbnail pixel).
+_DETAIL_FLOOR = 0.88
+
+
+def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confirm: Confirm,
+           detail: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(similarity, strong, kept) of candidate index pairs: `strong` passed the fine or crop bar
     and the colour comparison; `kept` is strong or, colours alike, at least confirm.rival_floor
-    (a possible distinctive match, or a rival of one: what distinctive() needs)."""
+    (a possible distinctive match, or a rival of one: what distinctive() needs).
+
+    Given every file's `detail` thumbnail (the audit always gives it), a pair at least
+    _DETAIL_FLOOR alike on the fine thumbnails is measured on those too, and that is its
+    similarity: the distinctive test then weighs a pair and its rivals at 24 pixels, where a
+    cropped digit is told from a look-alike. A strong pair must then also reach
+    confirm.min_similarity on them."""
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [(np.zeros(0, np.float32), np.zeros(0, bool),
                                                                 np.zeros(0, bool))]
     for offset in range(0, len(pairs), _THUMBNAIL_CHUNK):
         first, second = pairs[offset:offset + _THUMBNAIL_CHUNK].T
-        similarity, strong = similarities(fine[first], fine[second], confirm)
+        similarity, strong = similarities(fine, first, second, confirm)
+        if detail is not None:
+            looked = np.flatnonzero(similarity >= _DETAIL_FLOOR)
+            similarity[looked] = DETAIL_CROPS.of_pairs(detail, first[looked], second[looked])
+            strong &= similarity >= confirm.min_similarity
         kept = strong | (similarity >= confirm.rival_floor)
         kept[kept] = colour_differences(thumbnails[first[kept]], thumbnails[second[kept]], fine[first[kept]],
                                         fine[second[kept]]) <= confirm.max_colour_difference
@@ -83,7 +110,7 @@ def confirmed(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, co
 
 
 def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, confirm: Confirm,
-                fine: np.ndarray | None = None) -> np.ndarray:
+                fine: np.ndarray | None = None, detail: np.ndarray | None = None) -> np.ndarray:
     """Which pairs are near-duplicates: the strong ones, and the others that reach
     confirm.min_distinctive_similarity and are clearly closer than either file's next-best
     candidate (a ratio test, as SIFT matching does): 1 - similarity at most
@@ -96,10 +123,11 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
     that merges its kept pairs with the fresh ones decides exactly as a full audit does, a new
     file that is a closer rival undoing a kept match, a removed one restoring it.
 
-    Candidates come from hashes, so a look-alike may have no candidate rival (two alike "1"s of
-    scikit-learn's digits met only each other). Given every file's `fine` thumbnail, a match that
-    passed is also tested against each end's nearest thumbnails (nearest_rivals): the same
-    decision for the same files, whatever was cached.
+    Candidates come from hashes (and, in smaller sets, alike thumbnails), so a look-alike may have
+    no candidate rival (two alike "1"s of scikit-learn's digits met only each other). Given every file's `fine` thumbnail, a match that
+    passed is also tested against each end's nearest thumbnails (nearest_rivals, measured on the
+    `detail` thumbnails when given, as scored measures weak pairs): the same decision for the same
+    files, whatever was cached.
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     accepted = np.asarray(strong, dtype=bool).copy()
@@ -117,7 +145,8 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
     if fine is not None and passed.any():
         survivors = weak[passed]
         # Each end's own group (the matches before its gap) is left out of its rivals, as its copies are.
-        rivals = nearest_rivals(pairs[survivors], fine, copies=np.concatenate([pairs[accepted], pairs[survivors]]))
+        rivals = nearest_rivals(pairs[survivors], fine, copies=np.concatenate([pairs[accepted], pairs[survivors]]),
+                                detail=detail)
         passed[passed] = (distance[passed][:, None] <= confirm.distinctive_ratio * (1.0 - rivals)).all(axis=1)
     accepted[weak[passed]] = True
     return accepted
@@ -181,8 +210,9 @@ _FILE_BLOCK = 16_384
 
 
 def _nearest_files(ends: np.ndarray, fine: np.ndarray, left_out: list[list[int]]) -> np.ndarray:
-    """(len(ends), _NEAREST) rows of `fine` most correlated (unshifted) with each end's, those in
-    its left_out list excepted; -1 where fewer remain."""
+    """(len(ends), _NEAREST) rows of `fine` most alike unshifted with each end's (as neighbour_pairs
+    measures: near-uniform rows are near each other, not near nothing), those in its left_out
+    list excepted; -1 where fewer remain."""
     count = min(_NEAREST, len(fine))
     best_value = np.full((len(ends), count), -np.inf, dtype=np.float32)
     best_row = np.full((len(ends), count), -1, dtype=np.int64)
@@ -190,7 +220,9 @@ def _nearest_files(ends: np.ndarray, fine: np.ndarray, left_out: list[list[int]]
     owners = np.repeat(np.arange(len(ends)), [len(rows) for rows in left_out])
     skipped = np.array([row for rows in left_out for row in rows], dtype=np.int64)
     for block in range(0, len(fine), _FILE_BLOCK):
-        correlation = mine @ standardised(fine[block:block + _FILE_BLOCK]).T
+        theirs = standardised(fine[block:block + _FILE_BLOCK])
+        # 1 - mean squared difference / 2, less the end's own term (the same along its row).
+        correlation = mine @ theirs.T / theirs.shape[1] - 0.5 * np.square(theirs).mean(axis=1)
         inside = (skipped >= block) & (skipped < block + _FILE_BLOCK)
         correlation[owners[inside], skipped[inside] - block] = -np.inf
         values = np.concatenate([best_value, correlation], axis=1)
@@ -201,10 +233,12 @@ def _nearest_files(ends: np.ndarray, fine: np.ndarray, left_out: list[list[int]]
     return np.where(np.isfinite(best_value), best_row, -1)
 
 
-def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray) -> np.ndarray:
+def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray,
+                   detail: np.ndarray | None = None) -> np.ndarray:
     """(n, 2) similarity of each end of each match to its closest other file among its _NEAREST
     nearest thumbnails, the partner and the end's or partner's strong partners (`copies`, pairs)
-    left out; -inf where none is left, +inf (refused) past _RIVAL_BUDGET."""
+    left out; -inf where none is left, +inf (refused) past _RIVAL_BUDGET. The nearest are found on
+    the fine thumbnails and measured on the `detail` ones when given (else fine and crop-tolerant)."""
     matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
     if len(matches) * 2 * len(fine) > _RIVAL_BUDGET:
         return np.full(matches.shape, np.inf)
@@ -219,7 +253,9 @@ def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray)
     found = nearest >= 0
     which, rows = np.nonzero(found)
     similarity = np.full(nearest.shape, -np.inf)
-    if len(which):
+    if len(which) and detail is not None:
+        similarity[which, rows] = detail_similarities(detail[ends[which]], detail[nearest[which, rows]])
+    elif len(which):
         first, second = fine[ends[which]], fine[nearest[which, rows]]
         similarity[which, rows] = np.maximum(fine_similarities(first, second), crop_tolerant_similarities(first, second))
     return similarity.max(axis=1).reshape(matches.shape)
@@ -247,34 +283,6 @@ def _bundles(codes: np.ndarray, thumbnails: np.ndarray) -> tuple[np.ndarray, np.
     return bundle_of_row.ravel(), representatives
 
 
-def _crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
-                queries: np.ndarray | None) -> np.ndarray:
-    """Index pairs (i < j) where a crop hash of one (similarity.crop_hashes) is within
-    max_distance bits of the other's pHash: a copy cropped a few percent and its original. With
-    a boolean `queries` mask, only pairs with a queried end: the queried rows' crops against
-    every pHash, and every row's crops against the queried rows' pHashes.
-
-    Each row's crops meet its own pHash (it is a crop of itself): cross_pairs leaves those out.
-    The search is hamming.cross_pairs: len(CROP_PROBES) lookups a row in the pHash tables.
-    """
-    probes = crops.shape[1]
-    flat = np.ascontiguousarray(crops, dtype=np.uint8).view(np.uint64).ravel()  # row r's crops at r * probes + k
-    owner = np.repeat(np.arange(len(codes)), probes)  # the row each crop hash is of
-    if queries is None:
-        found = cross_pairs(flat, codes, max_distance=max_distance, owners=owner)
-        owners, partners = found[:, 0] // probes, found[:, 1]
-    else:
-        asked = np.flatnonzero(queries)
-        mine = np.repeat(asked, probes) * probes + np.tile(np.arange(probes), len(asked))
-        outward = cross_pairs(flat[mine], codes, max_distance=max_distance, owners=owner[mine])
-        position = np.full(len(codes), -1, dtype=np.int64)
-        position[asked] = np.arange(len(asked))  # where each row's pHash is among the queried ones
-        inward = cross_pairs(flat, codes[asked], max_distance=max_distance, owners=position[owner])
-        owners = np.concatenate([asked[outward[:, 0] // probes], inward[:, 0] // probes])
-        partners = np.concatenate([outward[:, 1], asked[inward[:, 1]]])
-    return np.stack([np.minimum(owners, partners), np.maximum(owners, partners)], axis=1).astype(np.int64)
-
-
 def _products(first_start: np.ndarray, first_size: np.ndarray, second_start: np.ndarray,
               second_size: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions (p, q) for every p in [first_start, +first_size) and q in [second_start,
@@ -293,10 +301,12 @@ class Scored:
     similarity: np.ndarray  # float32 per pair
     strong: np.ndarray  # bool per pair: a near-duplicate whatever else there is
     fine: np.ndarray | None = None  # every file's fine thumbnail, for nearest_rivals
+    detail: np.ndarray | None = None  # every file's detail thumbnail, for nearest_rivals
 
     def near_duplicates(self, confirm: Confirm) -> np.ndarray:
         """The pairs that are near-duplicates (distinctive), as an (n, 2) array."""
-        return self.pairs[distinctive(self.pairs, self.similarity, self.strong, confirm, fine=self.fine)]
+        return self.pairs[distinctive(self.pairs, self.similarity, self.strong, confirm, fine=self.fine,
+                                      detail=self.detail)]
 
 
 def scored_pairs(
@@ -307,13 +317,15 @@ def scored_pairs(
     thumbnails: np.ndarray,
     max_distance: int,
     confirm: Confirm,
+    detail: np.ndarray | None = None,
+    neighbours: bool = False,
     rows: np.ndarray | None = None,
     method: str = "auto",
 ) -> Scored:
     """Every kept candidate pair (i < j; see scored) with its similarity and strength; with
     `rows`, only pairs that involve one of those indices. near_duplicate_pairs explains the search."""
     count = len(hashes)
-    empty = Scored(np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, bool), fine)
+    empty = Scored(np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, bool), fine, detail)
     asked = np.ones(count, dtype=bool)
     if rows is not None:
         asked[:] = False
@@ -323,7 +335,9 @@ def scored_pairs(
     if hashes.shape[1:] != (8,):
         raise ValueError(f"hashes must be 64-bit pHashes as (n, 8) uint8, not shape {hashes.shape}")
     codes = np.ascontiguousarray(hashes, dtype=np.uint8).view(np.uint64).ravel()
-    bundle_of_row, representatives = _bundles(codes, np.concatenate([fine, thumbnails], axis=1))
+    # A bundle's rows must look the same to every measure that decides (the detail thumbnail too).
+    bundle_of_row, representatives = _bundles(codes, np.concatenate([fine, thumbnails, *([] if detail is None else
+                                                                                        [detail])], axis=1))
     # Rows grouped by bundle, each bundle's queried rows first: a bundle then spans [start, start + size)
     # of `order` and its queried rows [start, start + queried), so every pair with a queried end
     # is one position range (no pair over unqueried rows is ever built, however large the bundle).
@@ -335,12 +349,15 @@ def scored_pairs(
     bundle_pairs = hamming_pairs(codes[representatives], max_distance=max_distance,
                                queries=None if rows is None else queried > 0, method=method)
     if crops is not None:
-        bundle_pairs = np.unique(np.concatenate([bundle_pairs, _crop_pairs(crops[representatives], codes[representatives],
+        bundle_pairs = np.unique(np.concatenate([bundle_pairs, crop_pairs(crops[representatives], codes[representatives],
                                                                         max_distance=max_distance,
                                                                         queries=None if rows is None else queried > 0)]),
                                axis=0)
-    similarity, strong, kept = scored(bundle_pairs, fine=fine[representatives],
-                                      thumbnails=thumbnails[representatives], confirm=confirm)
+    if neighbours:
+        bundle_pairs = np.unique(np.concatenate([bundle_pairs, neighbour_pairs(
+            fine[representatives], queries=None if rows is None else queried > 0)]), axis=0)
+    similarity, strong, kept = scored(bundle_pairs, fine=fine[representatives], thumbnails=thumbnails[representatives],
+                                      confirm=confirm, detail=None if detail is None else detail[representatives])
     first, second = bundle_pairs[kept].T
     similarity, strong = similarity[kept], strong[kept]
     # Across kept bundles: queried rows of the first with every row of the second, then the
@@ -360,7 +377,7 @@ def scored_pairs(
     # Sorted, as one int64 key per pair (i * count + j).
     keys, where = np.unique(np.minimum(left, right) * count + np.maximum(left, right), return_index=True)
     return Scored(np.stack([keys // count, keys % count], axis=1).astype(np.int64), values[where], strengths[where],
-                  fine)
+                  fine, detail)
 
 
 def near_duplicate_pairs(
@@ -371,6 +388,8 @@ def near_duplicate_pairs(
     thumbnails: np.ndarray,
     max_distance: int,
     confirm: Confirm,
+    detail: np.ndarray | None = None,
+    neighbours: bool = False,
     rows: np.ndarray | None = None,
     method: str = "auto",
 ) -> np.ndarray:
@@ -390,10 +409,15 @@ def near_duplicate_pairs(
 
     The hash pairs come from hamming.hamming_pairs (multi-index tables, or every pair where
     that is cheaper; `method` forces one, for tests and benchmarks): 1,000,000 hashes take
-    seconds, not the hours comparing every pair would.
+    seconds, not the hours comparing every pair would. With `neighbours`, pairs whose fine
+    thumbnails are alike unshifted are candidates too (neighbour_pairs: every pair compared, for
+    sets small enough), whatever their hashes: a re-encoded low-contrast tile or a cropped face can
+    move its pHash by 8-16 bits. With `detail`, the pairs neither clearly alike nor clearly not
+    are decided on the 24x24 detail thumbnails (scored).
     """
     return scored_pairs(hashes=hashes, crops=crops, fine=fine, thumbnails=thumbnails, max_distance=max_distance,
-                        confirm=confirm, rows=rows, method=method).near_duplicates(confirm)
+                        confirm=confirm, detail=detail, neighbours=neighbours, rows=rows,
+                        method=method).near_duplicates(confirm)
 
 
 @dataclass(frozen=True)
@@ -425,6 +449,6 @@ def near_duplicate_groups(pairs: np.ndarray, *, count: int, fine: np.ndarray, co
             lowest = min(known[(a, b)] for a, b in zip(lower.tolist(), higher.tolist()))
         else:
             lowest = float((fine_similarities(fine[lower], fine[higher]) if confirm is None else
-                            similarities(fine[lower], fine[higher], confirm)[0]).min())
+                            similarities(fine, lower, higher, confirm)[0]).min())
         groups.append(NearGroup(representative, members, round(float(lowest), 4)))
     return groups

@@ -1,0 +1,96 @@
+"""Candidate pairs the near-duplicate search adds to the pHash matches: crop hashes against pHashes, and thumbnails alike unshifted."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainwell.audit.hamming import cross_pairs
+from trainwell.audit.similarity import LOW_CONTRAST, standardised
+
+
+def crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
+               queries: np.ndarray | None) -> np.ndarray:
+    """Index pairs (i < j) where a crop hash of one (similarity.crop_hashes) is within
+    max_distance bits of the other's pHash: a copy cropped a few percent and its original. With
+    a boolean `queries` mask, only pairs with a queried end: the queried rows' crops against
+    every pHash, and every row's crops against the queried rows' pHashes.
+
+    Each row's crops meet its own pHash (it is a crop of itself): cross_pairs leaves those out.
+    The search is hamming.cross_pairs: len(CROP_PROBES) lookups a row in the pHash tables.
+    """
+    probes = crops.shape[1]
+    flat = np.ascontiguousarray(crops, dtype=np.uint8).view(np.uint64).ravel()  # row r's crops at r * probes + k
+    owner = np.repeat(np.arange(len(codes)), probes)  # the row each crop hash is of
+    if queries is None:
+        found = cross_pairs(flat, codes, max_distance=max_distance, owners=owner)
+        owners, partners = found[:, 0] // probes, found[:, 1]
+    else:
+        asked = np.flatnonzero(queries)
+        mine = np.repeat(asked, probes) * probes + np.tile(np.arange(probes), len(asked))
+        outward = cross_pairs(flat[mine], codes, max_distance=max_distance, owners=owner[mine])
+        position = np.full(len(codes), -1, dtype=np.int64)
+        position[asked] = np.arange(len(asked))  # where each row's pHash is among the queried ones
+        inward = cross_pairs(flat, codes[asked], max_distance=max_distance, owners=position[owner])
+        owners = np.concatenate([asked[outward[:, 0] // probes], inward[:, 0] // probes])
+        partners = np.concatenate([outward[:, 1], asked[inward[:, 1]]])
+    return np.stack([np.minimum(owners, partners), np.maximum(owners, partners)], axis=1).astype(np.int64)
+
+
+def informative_rows(fine: np.ndarray) -> np.ndarray:
+    """Whether each fine thumbnail's spread (grey levels) reaches LOW_CONTRAST: below it a
+    picture's differences from another are mostly noise (see neighbour_pairs)."""
+    return fine.astype(np.float32).std(axis=1) >= LOW_CONTRAST
+
+
+# Fine thumbnails alike unshifted to at least this (1 minus half the mean squared difference of
+# the standardised 16x16 thumbnails) are candidates whatever their pHashes (neighbour_pairs). Of
+# 200 planted copies each of MNIST digits, faces and photograph tiles, 90%, 84% and 80% reach it
+# (the rest: crops, and near-uniform tiles, which are left out); MNIST's 5,331 digits hold 12,472
+# such pairs (a "1" is alike unshifted with many), which the fine, crop and detail measures then
+# confirm or refuse like any candidate.
+NEIGHBOUR_FLOOR = 0.95
+# Rows compared with every other per step: 1,024 x 20,000 float32 similarities are 80 MiB.
+_NEIGHBOUR_BLOCK = 1024
+# The search's float32 products may round either way of the floor (summed in another order for
+# another block shape): pairs within this of it are measured again, one pair at a time.
+_NEIGHBOUR_SLACK = 1e-3
+
+
+def unshifted_similarities(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """1 minus half the mean squared difference of standardised rows, pair by pair (each sum
+    over one pair's values alone, so the same pair gives the same value in any search)."""
+    return 1.0 - 0.5 * np.square(first - second).mean(axis=1)
+
+
+def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> np.ndarray:
+    """Index pairs (i < j) whose fine thumbnails are alike unshifted to at least NEIGHBOUR_FLOOR;
+    with a boolean `queries` mask, only the pairs with a queried end (the same pairs a full
+    search finds there: each pair's value is its own, see unshifted_similarities).
+
+    Only thumbnails with a spread of at least LOW_CONTRAST take part: a near-uniform one's shape
+    is noise-sized, and two tiles of one clear sky are alike to 0.999 and clearly closer than any
+    third (on the photographs' clean tiles, searching them too made 17 files into 7 groups). Such
+    pictures stay candidates where their hashes agree, as before.
+
+    Every pair is compared (len(fine)^2 x 256 multiply-adds as matrix products: 20,000 files in
+    ~5 s on 2 cores), so the audit only asks below a file count (audit/dataset.py)."""
+    informative = informative_rows(fine)
+    rows = standardised(fine)
+    squares = np.square(rows).mean(axis=1)
+    asked = np.flatnonzero(informative if queries is None else informative & queries)
+    others = np.flatnonzero(informative)
+    found: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)]
+    for start in range(0, len(asked), _NEIGHBOUR_BLOCK):
+        block = asked[start:start + _NEIGHBOUR_BLOCK]
+        # 1 - (q_i + q_j) / 2 + mean(x_i x_j): the mean squared difference expanded.
+        value = 1.0 - 0.5 * (squares[block, None] + squares[None, others]) + rows[block] @ rows[others].T / rows.shape[1]
+        near = np.argwhere(value >= NEIGHBOUR_FLOOR - _NEIGHBOUR_SLACK)
+        first, second = block[near[:, 0]], others[near[:, 1]]
+        apart = first != second  # a file is not its own neighbour
+        first, second = first[apart], second[apart]
+        if queries is None:
+            keep = first < second  # each pair once, from its lower end
+            first, second = first[keep], second[keep]
+        found.append(np.stack([np.minimum(first, second), np.maximum(first, second)], axis=1))
+    pairs = np.unique(np.concatenate(found), axis=0)
+    return pairs[unshifted_similarities(rows[pairs[:, 0]], rows[pairs[:, 1]]) >= NEIGHBOUR_FLOOR]
