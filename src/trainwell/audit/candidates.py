@@ -49,7 +49,9 @@ def informative_rows(fine: np.ndarray) -> np.ndarray:
 # such pairs (a "1" is alike unshifted with many), which the fine, crop and detail measures then
 # confirm or refuse like any candidate.
 NEIGHBOUR_FLOOR = 0.95
-# Rows compared with every other per step: 1,024 x 20,000 float32 similarities are 80 MiB.
+# Similarities held per step: 2^22 float32 (16 MiB), e.g. 209 rows x 20,000 files; 1,024 rows at
+# most. (A fixed 1,024 rows cost 200 MiB of peak memory at 12,000 files in its temporaries.)
+_NEIGHBOUR_CELLS = 1 << 22
 _NEIGHBOUR_BLOCK = 1024
 # The search's float32 products may round either way of the floor (summed in another order for
 # another block shape): pairs within this of it are measured again, one pair at a time.
@@ -80,10 +82,15 @@ def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> n
     asked = np.flatnonzero(informative if queries is None else informative & queries)
     others = np.flatnonzero(informative)
     found: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)]
-    for start in range(0, len(asked), _NEIGHBOUR_BLOCK):
-        block = asked[start:start + _NEIGHBOUR_BLOCK]
-        # 1 - (q_i + q_j) / 2 + mean(x_i x_j): the mean squared difference expanded.
-        value = 1.0 - 0.5 * (squares[block, None] + squares[None, others]) + rows[block] @ rows[others].T / rows.shape[1]
+    theirs, their_halves = rows[others], 0.5 * squares[others]
+    step = max(1, min(_NEIGHBOUR_BLOCK, _NEIGHBOUR_CELLS // max(1, len(others))))
+    for start in range(0, len(asked), step):
+        block = asked[start:start + step]
+        # 1 - (q_i + q_j) / 2 + mean(x_i x_j): the mean squared difference expanded, in place.
+        value = rows[block] @ theirs.T
+        value /= rows.shape[1]
+        value -= their_halves[None, :]
+        value += (1.0 - 0.5 * squares[block])[:, None]
         near = np.argwhere(value >= NEIGHBOUR_FLOOR - _NEIGHBOUR_SLACK)
         first, second = block[near[:, 0]], others[near[:, 1]]
         apart = first != second  # a file is not its own neighbour
@@ -93,4 +100,9 @@ def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> n
             first, second = first[keep], second[keep]
         found.append(np.stack([np.minimum(first, second), np.maximum(first, second)], axis=1))
     pairs = np.unique(np.concatenate(found), axis=0)
-    return pairs[unshifted_similarities(rows[pairs[:, 0]], rows[pairs[:, 1]]) >= NEIGHBOUR_FLOOR]
+    # Measured again a pair at a time, 16,384 pairs a step (16 MiB an operand; all at once held
+    # 200 MiB for 50,000 pairs).
+    value = np.concatenate([np.zeros(0, np.float32), *(
+        unshifted_similarities(rows[pairs[start:start + 16_384, 0]], rows[pairs[start:start + 16_384, 1]])
+        for start in range(0, len(pairs), 16_384))])
+    return pairs[value >= NEIGHBOUR_FLOOR]
