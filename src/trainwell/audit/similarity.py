@@ -191,7 +191,7 @@ class CropTolerance:
         maps = np.stack([self.blur @ _cut_matrix(side, first, last) for first in cuts for last in cuts])
         self.inner = slice(margin, side - margin)
         # Only the output pixels compared, every cut pair's map stacked: (cuts^2 x inner, side).
-        self.inner_maps = maps[:, self.inner, :].reshape(-1, side).astype(np.float32)
+        self.inner_maps = maps[:, self.inner, :].reshape(-1, side)  # float64: see _crops
         self.maps = len(maps)
         self.blur = self.blur.astype(np.float32)
 
@@ -205,14 +205,20 @@ class CropTolerance:
         pixels (n, cuts^4, inner^2) and their variance (n, cuts^4), float32.
 
         Both axes' resampling are single matrix products over the whole chunk (numpy's stacked
-        products of small matrices ran one small product per copy, 20x slower)."""
+        products of small matrices ran one small product per copy, 20x slower). Their sums run in
+        float64: BLAS sums a row in an order that depends on the matrix it sits in, so in float32
+        a copy warped beside other copies differed from itself warped alone in the last bit (43 of
+        43 tried), and a full and an incremental audit could decide a pair at a bar differently.
+        In float64 those differences are far below float32's rounding of the result."""
         count, side, inner, maps = len(copies), self.side, self.side - 2 * self.margin, self.maps
         # Centred on mid-grey (each map's weights sum to 1, so it shifts every crop alike): the mean
         # square below then loses no float32 precision to a large mean.
-        across = (copies.reshape(count * side, side) - 128) @ self.inner_maps.T  # columns: (n x side rows, maps x inner)
+        centred = copies.reshape(count * side, side).astype(np.float64) - 128
+        across = centred @ self.inner_maps.T  # columns: (n x side rows, maps x inner)
         across = across.reshape(count, side, maps * inner).transpose(1, 0, 2).reshape(side, -1)
         warped = (self.inner_maps @ across).reshape(maps, inner, count, maps, inner)  # rows too
-        warped = np.ascontiguousarray(warped.transpose(2, 0, 3, 1, 4)).reshape(count, maps * maps, inner * inner)
+        warped = np.ascontiguousarray(warped.transpose(2, 0, 3, 1, 4), dtype=np.float32).reshape(
+            count, maps * maps, inner * inner)
         mean = warped.mean(axis=2)
         variance = np.maximum(np.square(warped).mean(axis=2) - np.square(mean), 0.0)
         return warped, variance
