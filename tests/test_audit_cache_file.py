@@ -282,3 +282,22 @@ def test_with_a_manifest_a_cache_under_the_root_is_allowed(tmp_path):
     again = audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)
     assert (first.files_scanned, first.files_decoded, again.files_decoded) == (4, 4, 0)
     assert again.as_dict() == first.as_dict()
+
+
+@pytest.mark.parametrize("shape", [(-1, 1), (1, -1)])
+def test_records_of_another_shape_under_a_valid_digest_are_a_rebuild(tmp_path, shape, capsys):
+    """The sidecar's records saved as a 2-D array and the digest recomputed (what a hand-made or
+    buggy writer could leave): a warning and a fresh audit, never an IndexError."""
+    from trainwell.audit import cache as cache_module
+
+    root, cache = _images(tmp_path / "data"), tmp_path / "audit-cache.json"
+    expected = _audit(root, cache).as_dict()
+    sidecar = Path(f"{cache}.npy")
+    document = json.loads(cache.read_text())
+    document.pop("digest")
+    records = np.load(sidecar).reshape(*shape)
+    np.save(sidecar, records, allow_pickle=False)
+    body = json.dumps(document)[:-1]
+    cache.write_text(f"{body}{cache_module._DIGEST_KEY}{cache_module._digest(body, records)}\"}}")
+    assert _audit(root, cache).as_dict() == expected
+    assert "ignoring the audit cache" in capsys.readouterr().err

@@ -204,6 +204,9 @@ class AuditCache:
         # Kept candidate pairs (near_duplicates.scored): [path, path, similarity, strong].
         self.previous_near_pairs: list[list] = []
         self.near_valid = False  # previous_near_pairs were computed with today's settings
+        # Which candidate searches found them ([crop hashes, thumbnails]): each runs below a file
+        # count, so a set crossing one must search afresh (audit/dataset.py compares).
+        self.previous_near_searches: list[bool] | None = None
         if self.path:
             self._refuse_unusable(dataset)
             self._refuse_foreign()
@@ -235,7 +238,7 @@ class AuditCache:
         paths, findings = stored.get("paths"), stored.get("findings", {})
         near = stored.get("near_duplicates", {})
         record = record_type()
-        if (records.dtype != record or not isinstance(paths, list) or len(paths) != len(records)
+        if (records.dtype != record or records.ndim != 1 or not isinstance(paths, list) or len(paths) != len(records)
                 or not set(map(type, paths)) <= {str} or not isinstance(findings, dict)
                 or not isinstance(near, dict)):
             raise ValueError("records and paths do not match")
@@ -246,6 +249,7 @@ class AuditCache:
             if not all(_is_kept_pair(entry) for entry in pairs):
                 raise ValueError("a near-duplicate pair is not [path, path, similarity, strong]")
             self.previous_near_pairs = pairs
+            self.previous_near_searches = near.get("searches")
             self.near_valid = True
 
     def _refuse_unusable(self, dataset: str | Path | None) -> None:
@@ -355,12 +359,14 @@ class AuditCache:
                 for position in np.flatnonzero(holders[rows]).tolist()}
 
     def save(self, *, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray, columns: dict[str, np.ndarray],
-             findings: dict[str, list], near_pairs: list[list], unchanged: bool) -> None:
+             findings: dict[str, list], near_pairs: list[list], unchanged: bool,
+             near_searches: list[bool] | None = None) -> None:
         """Write this run's rows (JSON + sidecar) atomically; skip when `unchanged` and the pairs match.
 
         Rows whose bytes could not be read (empty content digest) are left out: they are checked
         again next time."""
-        if not self.path or (unchanged and self.near_valid and near_pairs == self.previous_near_pairs):
+        if not self.path or (unchanged and self.near_valid and near_pairs == self.previous_near_pairs
+                             and near_searches == self.previous_near_searches):
             return
         # Checked again: a file may have appeared there while the audit ran (a long one, or a typo
         # shared by two terminals); this leaves it a few milliseconds instead of the whole audit.
@@ -382,7 +388,7 @@ class AuditCache:
             "paths": kept_paths,
             "findings": {path: [list(item) for item in found] for path, found in findings.items()
                          if kept_set is None or path in kept_set},
-            "near_duplicates": {"settings": self.near_settings, "pairs": near_pairs},
+            "near_duplicates": {"settings": self.near_settings, "searches": near_searches, "pairs": near_pairs},
         }
         body = json.dumps(document)[:-1]  # the closing brace comes after the digest
         text = f"{body}{_DIGEST_KEY}{_digest(body, records)}\"}}".encode()

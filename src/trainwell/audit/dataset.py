@@ -105,21 +105,23 @@ def _duplicate_findings(table: FileTable) -> tuple[list[Finding], list[list[str]
 
 
 def _near_duplicate_findings(
-    table: FileTable, *, policy: AuditParams, stable: np.ndarray, previous_pairs: list[list]
-) -> tuple[list[Finding], list[dict], list[list]]:
+    table: FileTable, *, policy: AuditParams, stable: np.ndarray, previous_pairs: list[list],
+    previous_searches: list[bool] | None = None,
+) -> tuple[list[Finding], list[dict], list[list], list[bool]]:
     """Near-duplicate issues and groups (pHash candidates confirmed by finer thumbnails, grouped
     around representatives), leaving out groups that are only exact copies; also the kept
-    candidate pairs as [path, path, similarity, strong], for the cache.
+    candidate pairs as [path, path, similarity, strong] and the searches that found them
+    ([crop hashes, thumbnails], each on below a file count), for the cache.
 
     Pairs between two `stable` files (bytes unchanged since `previous_pairs` were found with
-    today's settings) are taken from those; only the other files are compared against the rest,
+    today's settings and the same searches) are taken from those; only the other files are compared against the rest,
     so a re-audit after a small change stays cheap. Which kept pairs are near-duplicates is
     decided afresh over all of them (near_duplicates.distinctive), so a new file that is a closer
     rival undoes a distinctive match, exactly as a full audit would.
     """
     decoded = np.flatnonzero(table.decoded)
     if len(decoded) < 2:
-        return [], [], []
+        return [], [], [], []
     hashes = table.columns["perceptual_hash"][decoded]
     fine = table.columns["fine"][decoded]
     detail = table.columns["detail"][decoded]
@@ -133,7 +135,9 @@ def _near_duplicate_findings(
     settings: dict = dict(crops=crops, fine=fine, thumbnails=thumbnails, detail=detail,
                           neighbours=len(decoded) <= NEIGHBOUR_SEARCH_MAX_FILES,
                           max_distance=policy.near_duplicate_distance, confirm=confirm)
-    changed = np.flatnonzero(~stable[decoded])
+    searches = [crops is not None, bool(settings["neighbours"])]
+    # A set that crossed a search's file count must not keep pairs only the other search finds.
+    changed = np.flatnonzero(~stable[decoded]) if previous_searches == searches else np.arange(len(decoded))
     if len(changed) == len(decoded):
         found = scored_pairs(hashes=hashes, **settings)
     else:
@@ -171,7 +175,7 @@ def _near_duplicate_findings(
             issues.append(Finding(path, "near_duplicate", f"{role} of a group of {len(group_paths)} near-duplicates "
                                   f"(each correlates >= {group.lowest_similarity:.3f} with the representative)"
                                   f"{across}: {_others(group_paths, position)}"))
-    return issues, path_groups, kept_pairs
+    return issues, path_groups, kept_pairs, searches
 
 
 # Below this many images a class needs more images, not a larger loss weight (params' split.min_images_per_class default).
@@ -267,9 +271,9 @@ def _judge_and_save_cache(*, listing: Listing, table: FileTable, audit_cache: Au
         findings.extend(Finding(path, kind, detail) for kind, detail in found)
     duplicate_findings, duplicate_groups = _duplicate_findings(table)
     findings.extend(duplicate_findings)
-    near_findings, near_groups, near_pairs = _near_duplicate_findings(
+    near_findings, near_groups, near_pairs, near_searches = _near_duplicate_findings(
         table, policy=policy, stable=unchanged if audit_cache.near_valid else np.zeros(len(rows), dtype=bool),
-        previous_pairs=audit_cache.previous_near_pairs)
+        previous_pairs=audit_cache.previous_near_pairs, previous_searches=audit_cache.previous_near_searches)
     findings.extend(near_findings)
     # Judged here, against every file's score, never per file: what is dark or blurry depends on the dataset.
     property_issues, notes = property_findings(table.paths, table.labels, table.columns, policy=policy)
@@ -277,7 +281,8 @@ def _judge_and_save_cache(*, listing: Listing, table: FileTable, audit_cache: Au
     findings, shared = shared_notes(findings, files=len(listing.files), policy_kinds={*policy.fail_on, *policy.quarantine})
     notes = shared + notes
     audit_cache.save(paths=table.paths, sizes=sizes, mtimes=mtimes, columns=table.columns, findings=table.findings,
-                     near_pairs=near_pairs, unchanged=bool(unchanged.all()) and len(rows) == len(audit_cache.paths))
+                     near_pairs=near_pairs, near_searches=near_searches,
+                     unchanged=bool(unchanged.all()) and len(rows) == len(audit_cache.paths))
 
     # Quarantine and balance: the class counts that matter are those left after the quarantine.
     quarantine_kinds = set(policy.quarantine)

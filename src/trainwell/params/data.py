@@ -120,13 +120,13 @@ class AuditParams(_Section):
     # Near-duplicates (docs/audit.md): pHashes (or a crop hash and a pHash) within this many bits are
     # candidates, as are thumbnails alike unshifted (up to 20,000 files); near-duplicates when 16x16
     # grey thumbnails correlate this well (two writers' "1"s reach 0.9948), or as crops the crop bar
-    # (look-alikes reach 0.998), and the 24x24 ones reach the first bar too; or are distinctive (the
-    # bar on the 24x24 ones, and at most the ratio x the nearest rival's distance); AND 8x8 colours,
-    # brightness and contrast evened out, differ at most this much (0-255; copies < 2).
+    # (look-alikes reach 0.998); or are distinctive (the bar on the 24x24 ones, and at most the
+    # ratio x the nearest rival's distance); AND 8x8 colours, brightness and contrast evened out,
+    # differ at most this much (0-255; copies < 2).
     near_duplicate_distance: int = Field(5, ge=0, le=20,
                                          description="pHash bits (of 64) within which two files are compared ...")
     near_duplicate_similarity: float = Field(0.995, ge=0.0, le=1.0, description=(
-        "... then near-duplicates when 16x16 and 24x24 thumbnails correlate this well (0-1)"))
+        "... then near-duplicates when 16x16 thumbnails correlate this well (0-1)"))
     near_duplicate_crop_similarity: float = Field(0.999, ge=0.0, le=1.0, description=(
         "... or, read as crops of each other (up to 3% a side), this well (0-1)"))
     near_duplicate_pixel_difference: float = Field(6.0, ge=0.0, le=255.0,
