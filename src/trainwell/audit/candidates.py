@@ -68,6 +68,9 @@ NEIGHBOUR_FLOOR = 0.95
 # most. (A fixed 1,024 rows cost 200 MiB of peak memory at 12,000 files in its temporaries.)
 _NEIGHBOUR_CELLS = 1 << 22
 _NEIGHBOUR_BLOCK = 1024
+# Found pairs measured again per step: 16,384 x 256 float32 is 16 MiB an operand (all at once held
+# 200 MiB for 50,000 pairs).
+_REMEASURE_PAIRS = 16_384
 # The search's float32 products may round either way of the floor (summed in another order for
 # another block shape): pairs within this of it are measured again, one pair at a time.
 _NEIGHBOUR_SLACK = 1e-3
@@ -115,9 +118,8 @@ def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> n
             first, second = first[keep], second[keep]
         found.append(np.stack([np.minimum(first, second), np.maximum(first, second)], axis=1))
     pairs = np.unique(np.concatenate(found), axis=0)
-    # Measured again a pair at a time, 16,384 pairs a step (16 MiB an operand; all at once held
-    # 200 MiB for 50,000 pairs).
-    value = np.concatenate([np.zeros(0, np.float32), *(
-        unshifted_similarities(rows[pairs[start:start + 16_384, 0]], rows[pairs[start:start + 16_384, 1]])
-        for start in range(0, len(pairs), 16_384))])
+    value = np.empty(len(pairs), dtype=np.float32)
+    for start in range(0, len(pairs), _REMEASURE_PAIRS):
+        chunk = pairs[start:start + _REMEASURE_PAIRS]
+        value[start:start + len(chunk)] = unshifted_similarities(rows[chunk[:, 0]], rows[chunk[:, 1]])
     return pairs[value >= NEIGHBOUR_FLOOR]

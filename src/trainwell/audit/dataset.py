@@ -132,10 +132,10 @@ def _near_duplicate_findings(
                       min_distinctive_similarity=policy.near_duplicate_distinctive_similarity,
                       distinctive_ratio=policy.near_duplicate_distinctive_ratio)
     crops = table.columns["crop_hashes"][decoded] if len(decoded) <= CROP_SEARCH_MAX_FILES else None
-    settings: dict = dict(crops=crops, fine=fine, thumbnails=thumbnails, detail=detail,
-                          neighbours=len(decoded) <= NEIGHBOUR_SEARCH_MAX_FILES,
+    neighbours = len(decoded) <= NEIGHBOUR_SEARCH_MAX_FILES
+    settings: dict = dict(crops=crops, fine=fine, thumbnails=thumbnails, detail=detail, neighbours=neighbours,
                           max_distance=policy.near_duplicate_distance, confirm=confirm)
-    searches = [crops is not None, bool(settings["neighbours"])]
+    searches = [crops is not None, neighbours]
     # A set that crossed a search's file count must not keep pairs only the other search finds.
     changed = np.flatnonzero(~stable[decoded]) if previous_searches == searches else np.arange(len(decoded))
     if len(changed) == len(decoded):

@@ -12,8 +12,6 @@ from trainwell.audit.similarity import (
     DETAIL_CROPS,
     FINE_CROPS,
     colour_differences,
-    crop_tolerant_similarities,
-    detail_similarities,
     fine_similarities,
     standardised,
 )
@@ -128,10 +126,10 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
     file that is a closer rival undoing a kept match, a removed one restoring it.
 
     Candidates come from hashes (and, in smaller sets, alike thumbnails), so a look-alike may have
-    no candidate rival (two alike "1"s of scikit-learn's digits met only each other). Given every file's `fine` thumbnail, a match that
-    passed is also tested against each end's nearest thumbnails (nearest_rivals, measured on the
-    `detail` thumbnails when given, as scored measures weak pairs): the same decision for the same
-    files, whatever was cached.
+    no candidate rival (two alike "1"s of scikit-learn's digits met only each other). Given every
+    file's `fine` thumbnail, a match that passed is also tested against each end's nearest
+    thumbnails (nearest_rivals, measured on the `detail` thumbnails when given, as scored measures
+    weak pairs): the same decision for the same files, whatever was cached.
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     accepted = np.asarray(strong, dtype=bool).copy()
@@ -226,12 +224,12 @@ def _nearest_files(ends: np.ndarray, fine: np.ndarray, left_out: list[list[int]]
     for block in range(0, len(fine), _FILE_BLOCK):
         theirs = standardised(fine[block:block + _FILE_BLOCK])
         # 1 - mean squared difference / 2, less the end's own term (the same along its row).
-        correlation = mine @ theirs.T / theirs.shape[1] - 0.5 * np.square(theirs).mean(axis=1)
+        alike = mine @ theirs.T / theirs.shape[1] - 0.5 * np.square(theirs).mean(axis=1)
         inside = (skipped >= block) & (skipped < block + _FILE_BLOCK)
-        correlation[owners[inside], skipped[inside] - block] = -np.inf
-        values = np.concatenate([best_value, correlation], axis=1)
-        rows = np.concatenate([best_row, np.broadcast_to(np.arange(block, block + correlation.shape[1]),
-                                                         correlation.shape)], axis=1)
+        alike[owners[inside], skipped[inside] - block] = -np.inf
+        values = np.concatenate([best_value, alike], axis=1)
+        rows = np.concatenate([best_row, np.broadcast_to(np.arange(block, block + alike.shape[1]),
+                                                         alike.shape)], axis=1)
         top = np.argpartition(-values, count - 1, axis=1)[:, :count]
         best_value, best_row = np.take_along_axis(values, top, axis=1), np.take_along_axis(rows, top, axis=1)
     return np.where(np.isfinite(best_value), best_row, -1)
@@ -257,11 +255,12 @@ def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray,
     found = nearest >= 0
     which, rows = np.nonzero(found)
     similarity = np.full(nearest.shape, -np.inf)
+    first, second = ends[which], nearest[which, rows]
     if len(which) and detail is not None:
-        similarity[which, rows] = detail_similarities(detail[ends[which]], detail[nearest[which, rows]])
+        similarity[which, rows] = DETAIL_CROPS.of_pairs(detail, first, second)
     elif len(which):
-        first, second = fine[ends[which]], fine[nearest[which, rows]]
-        similarity[which, rows] = np.maximum(fine_similarities(first, second), crop_tolerant_similarities(first, second))
+        similarity[which, rows] = np.maximum(fine_similarities(fine[first], fine[second]),
+                                             FINE_CROPS.of_pairs(fine, first, second))
     return similarity.max(axis=1).reshape(matches.shape)
 
 
