@@ -14,6 +14,7 @@ from tests import faults
 from trainwell.audit import hamming
 from trainwell.audit.cache import FORMAT
 from trainwell.audit.candidates import crop_pairs
+from trainwell.audit.close_look import CloseLook, native_patch
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.hamming import cross_pairs, popcount
 from trainwell.audit.near_duplicates import Confirm, near_duplicate_groups, near_duplicate_pairs
@@ -62,7 +63,9 @@ def features(pictures: list[np.ndarray]) -> dict[str, np.ndarray]:
     """What the audit stores per file (file_checks' similarity check), for near_duplicate_pairs."""
     greys = [grey_of(picture) for picture in pictures]
     hashes, fine, detail = zip(*(similarity_features(grey) for grey in greys))
-    return {"hashes": np.stack(hashes), "fine": np.stack(fine), "detail": np.stack(detail),
+    native, shapes = zip(*(native_patch(grey) for grey in greys))
+    return {"hashes": np.stack(hashes), "fine": np.stack(fine),
+            "detail": CloseLook(np.stack(detail), np.stack(native), np.stack(shapes)),
             "crops": np.stack([crop_hashes(grey) for grey in greys]),
             "thumbnails": np.stack([tiny_thumbnail(picture) for picture in pictures])}
 

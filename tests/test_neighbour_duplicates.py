@@ -147,7 +147,7 @@ def test_the_detail_thumbnails_tell_more_cropped_strokes_from_look_alikes():
         found = features(ones + [edited(one, "crop", rng) for one in ones[:30]])
 
         decided = {}
-        for name, detail in (("detail", found["detail"]), ("fine", None)):
+        for name, detail in (("detail", found["detail"].detail), ("fine", None)):
             scored = scored_pairs(max_distance=POLICY.near_duplicate_distance, confirm=DISTINCTIVE, neighbours=True,
                                   **{**found, "detail": detail})
             copies = scored.pairs[:, 1] >= 300  # a crop with its original or with another's

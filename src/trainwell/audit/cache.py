@@ -37,10 +37,10 @@ _DIGEST_KEY = ', "digest": "'
 # The modules whose code decides a per-file result, relative to the package folder; the module of
 # each registered check's `measure` is added to them (fingerprint).
 _CODE = ("data/decode.py", "audit/checks.py", "audit/file_checks.py", "audit/workers.py", "audit/watchdog.py",
-         "audit/similarity.py")
+         "audit/similarity.py", "audit/close_look.py")
 # The modules that find and confirm the kept near-duplicate pairs from the cached per-file columns:
 # a change to them makes the kept pairs stale (recomputed), not the files' results (not re-decoded).
-_PAIR_CODE = ("audit/near_duplicates.py", "audit/candidates.py", "audit/hamming.py")
+_PAIR_CODE = ("audit/near_duplicates.py", "audit/candidates.py", "audit/close_look.py", "audit/hamming.py")
 
 
 def _library_versions() -> str:

@@ -11,6 +11,7 @@ import numpy as np
 from trainwell import storage
 from trainwell.audit.cache import AuditCache
 from trainwell.audit.checks import new_columns
+from trainwell.audit.close_look import CloseLook
 from trainwell.audit.near_duplicates import Confirm, Scored, distinctive, near_duplicate_groups, scored_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
@@ -124,7 +125,8 @@ def _near_duplicate_findings(
         return [], [], [], []
     hashes = table.columns["perceptual_hash"][decoded]
     fine = table.columns["fine"][decoded]
-    detail = table.columns["detail"][decoded]
+    detail = CloseLook(table.columns["detail"][decoded], table.columns["native"][decoded],
+                       table.columns["native_shape"][decoded])
     thumbnails = table.columns["thumbnail"][decoded]
     confirm = Confirm(min_similarity=policy.near_duplicate_similarity,
                       max_colour_difference=policy.near_duplicate_pixel_difference,

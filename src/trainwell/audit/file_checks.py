@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from trainwell.audit.close_look import NATIVE_SIDE, native_patch
 from trainwell.audit.similarity import (
     CROP_PROBES,
     DETAIL_SIDE,
@@ -156,6 +157,7 @@ def _measure_similarity(sample: Sample, policy: AuditParams) -> KindDetails:
     row = sample.row
     code, fine, detail = similarity_features(sample.grey)
     sample.columns["perceptual_hash"][row], sample.columns["fine"][row], sample.columns["detail"][row] = code, fine, detail
+    sample.columns["native"][row], sample.columns["native_shape"][row] = native_patch(sample.grey)
     sample.columns["thumbnail"][row] = tiny_thumbnail(sample.image)
     sample.columns["crop_hashes"][row] = crop_hashes(sample.grey)
     return []
@@ -170,7 +172,8 @@ def _measure_properties(sample: Sample, policy: AuditParams) -> KindDetails:
 
 
 # `content` and `pixel_hash` are 128-bit SHA-256 digests (pixel_hash empty for a file that did not
-# decode); perceptual_hash is 8 packed bytes, fine a 16x16 grey, detail a 24x24 grey, thumbnail an 8x8 RGB box filter
+# decode); perceptual_hash is 8 packed bytes, fine a 16x16 grey, detail a 24x24 grey, native the central 24x24 grey
+# pixels as decoded with native_shape the image's (height, width) (audit/close_look.py), thumbnail an 8x8 RGB box filter
 # and crop_hashes the pHashes of five crops of a few percent, 8 packed bytes each (see similarity.py). The float columns are the raw image-property scores, NaN for a file that has
 # none (not decoded, or one flat colour): they are judged against the whole dataset on every run
 # (audit/properties.py), so a re-audit needs no decoding for them.
@@ -188,6 +191,8 @@ FILE_CHECKS: tuple[FileCheck, ...] = (
     FileCheck("constant", ("constant",), {}, (), _measure_constant),
     FileCheck("similarity", (), {"perceptual_hash": np.zeros((0, 8), np.uint8), "fine": np.zeros((0, 256), np.uint8),
                                  "detail": np.zeros((0, DETAIL_SIDE * DETAIL_SIDE), np.uint8),
+                                 "native": np.zeros((0, NATIVE_SIDE * NATIVE_SIDE), np.uint8),
+                                 "native_shape": np.zeros((0, 2), np.uint32),
                                  "thumbnail": np.zeros((0, 192), np.uint8),
                                  "crop_hashes": np.zeros((0, len(CROP_PROBES), 8), np.uint8)}, (), _measure_similarity),
     FileCheck("properties", (), {name: np.zeros(0, np.float32) for name in PROPERTY_SCORES}, (), _measure_properties),

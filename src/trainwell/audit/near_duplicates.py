@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainwell.audit.candidates import crop_pairs, neighbour_pairs
+from trainwell.audit.close_look import CloseLook, close_look
 from trainwell.audit.hamming import hamming_pairs, pairs_in_ranges
 from trainwell.audit.similarity import (
-    DETAIL_CROPS,
     FINE_CROPS,
     colour_differences,
     fine_similarities,
@@ -75,7 +75,7 @@ _DETAIL_FLOOR = 0.88
 
 
 def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confirm: Confirm,
-           detail: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           detail: np.ndarray | CloseLook | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(similarity, strong, kept) of candidate index pairs: `strong` passed the fine or crop bar
     and the colour comparison; `kept` is strong or, colours alike, at least confirm.rival_floor
     (a possible distinctive match, or a rival of one: what distinctive() needs).
@@ -86,6 +86,7 @@ def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confi
     cropped digit is told from a look-alike. (Requiring strong pairs to pass on them too grouped
     nothing less on the real sets, lost a third of JPEG copies of low-contrast tiles and measured
     every pair of 2,000 near-identical pictures: 3.3x the time.)"""
+    look = close_look(detail)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [(np.zeros(0, np.float32), np.zeros(0, bool),
                                                                 np.zeros(0, bool))]
     for offset in range(0, len(pairs), _THUMBNAIL_CHUNK):
@@ -97,9 +98,9 @@ def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confi
         alike = strong | (similarity >= floor)
         alike[alike] = colour_differences(thumbnails[first[alike]], thumbnails[second[alike]], fine[first[alike]],
                                           fine[second[alike]]) <= confirm.max_colour_difference
-        if detail is not None:
+        if look is not None:
             looked = np.flatnonzero(alike & ~strong & (similarity >= _DETAIL_FLOOR))
-            similarity[looked] = DETAIL_CROPS.of_pairs(detail, first[looked], second[looked])
+            similarity[looked] = look.of_pairs(first[looked], second[looked])
         kept = alike & (strong | (similarity >= confirm.rival_floor))
         parts.append((similarity.astype(np.float32), strong & kept, kept))
     return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
@@ -112,7 +113,7 @@ def confirmed(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, co
 
 
 def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, confirm: Confirm,
-                fine: np.ndarray | None = None, detail: np.ndarray | None = None) -> np.ndarray:
+                fine: np.ndarray | None = None, detail: np.ndarray | CloseLook | None = None) -> np.ndarray:
     """Which pairs are near-duplicates: the strong ones, and the others that reach
     confirm.min_distinctive_similarity and are clearly closer than either file's next-best
     candidate (a ratio test, as SIFT matching does): 1 - similarity at most
@@ -236,7 +237,7 @@ def _nearest_files(ends: np.ndarray, fine: np.ndarray, left_out: list[list[int]]
 
 
 def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray,
-                   detail: np.ndarray | None = None) -> np.ndarray:
+                   detail: np.ndarray | CloseLook | None = None) -> np.ndarray:
     """(n, 2) similarity of each end of each match to its closest other file among its _NEAREST
     nearest thumbnails, the partner and the end's or partner's strong partners (`copies`, pairs)
     left out; -inf where none is left, +inf (refused) past _RIVAL_BUDGET. The nearest are found on
@@ -256,8 +257,9 @@ def nearest_rivals(matches: np.ndarray, fine: np.ndarray, *, copies: np.ndarray,
     which, rows = np.nonzero(found)
     similarity = np.full(nearest.shape, -np.inf)
     first, second = ends[which], nearest[which, rows]
-    if len(which) and detail is not None:
-        similarity[which, rows] = DETAIL_CROPS.of_pairs(detail, first, second)
+    look = close_look(detail)
+    if len(which) and look is not None:
+        similarity[which, rows] = look.of_pairs(first, second)
     elif len(which):
         similarity[which, rows] = np.maximum(fine_similarities(fine[first], fine[second]),
                                              FINE_CROPS.of_pairs(fine, first, second))
@@ -304,7 +306,7 @@ class Scored:
     similarity: np.ndarray  # float32 per pair
     strong: np.ndarray  # bool per pair: a near-duplicate whatever else there is
     fine: np.ndarray | None = None  # every file's fine thumbnail, for nearest_rivals
-    detail: np.ndarray | None = None  # every file's detail thumbnail, for nearest_rivals
+    detail: CloseLook | None = None  # every file's close look (detail thumbnails, native patches), for nearest_rivals
 
     def near_duplicates(self, confirm: Confirm) -> np.ndarray:
         """The pairs that are near-duplicates (distinctive), as an (n, 2) array."""
@@ -320,7 +322,7 @@ def scored_pairs(
     thumbnails: np.ndarray,
     max_distance: int,
     confirm: Confirm,
-    detail: np.ndarray | None = None,
+    detail: np.ndarray | CloseLook | None = None,
     neighbours: bool = False,
     rows: np.ndarray | None = None,
     method: str = "auto",
@@ -328,7 +330,8 @@ def scored_pairs(
     """Every kept candidate pair (i < j; see scored) with its similarity and strength; with
     `rows`, only pairs that involve one of those indices. near_duplicate_pairs explains the search."""
     count = len(hashes)
-    empty = Scored(np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, bool), fine, detail)
+    look = close_look(detail)
+    empty = Scored(np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, bool), fine, look)
     asked = np.ones(count, dtype=bool)
     if rows is not None:
         asked[:] = False
@@ -339,8 +342,8 @@ def scored_pairs(
         raise ValueError(f"hashes must be 64-bit pHashes as (n, 8) uint8, not shape {hashes.shape}")
     codes = np.ascontiguousarray(hashes, dtype=np.uint8).view(np.uint64).ravel()
     # A bundle's rows must look the same to every measure that decides (the detail thumbnail too).
-    bundle_of_row, representatives = _bundles(codes, np.concatenate([fine, thumbnails, *([] if detail is None else
-                                                                                        [detail])], axis=1))
+    bundle_of_row, representatives = _bundles(codes, np.concatenate([fine, thumbnails, *([] if look is None else
+                                                                                        look.columns())], axis=1))
     # Rows grouped by bundle, each bundle's queried rows first: a bundle then spans [start, start + size)
     # of `order` and its queried rows [start, start + queried), so every pair with a queried end
     # is one position range (no pair over unqueried rows is ever built, however large the bundle).
@@ -360,7 +363,7 @@ def scored_pairs(
         bundle_pairs = np.unique(np.concatenate([bundle_pairs, neighbour_pairs(
             fine[representatives], queries=None if rows is None else queried > 0)]), axis=0)
     similarity, strong, kept = scored(bundle_pairs, fine=fine[representatives], thumbnails=thumbnails[representatives],
-                                      confirm=confirm, detail=None if detail is None else detail[representatives])
+                                      confirm=confirm, detail=None if look is None else look[representatives])
     first, second = bundle_pairs[kept].T
     similarity, strong = similarity[kept], strong[kept]
     # Across kept bundles: queried rows of the first with every row of the second, then the
@@ -380,7 +383,7 @@ def scored_pairs(
     # Sorted, as one int64 key per pair (i * count + j).
     keys, where = np.unique(np.minimum(left, right) * count + np.maximum(left, right), return_index=True)
     return Scored(np.stack([keys // count, keys % count], axis=1).astype(np.int64), values[where], strengths[where],
-                  fine, detail)
+                  fine, look)
 
 
 def near_duplicate_pairs(
@@ -391,7 +394,7 @@ def near_duplicate_pairs(
     thumbnails: np.ndarray,
     max_distance: int,
     confirm: Confirm,
-    detail: np.ndarray | None = None,
+    detail: np.ndarray | CloseLook | None = None,
     neighbours: bool = False,
     rows: np.ndarray | None = None,
     method: str = "auto",

@@ -1,0 +1,176 @@
+"""The close look at alike pairs: native-resolution centre patches that tell a lossless crop of a small picture from a look-alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.test_crop_duplicates import edited, features
+from tests.test_distinctive_duplicates import DISTINCTIVE, POLICY, _write, crowded_stroke
+from trainwell.audit import close_look
+from trainwell.audit.close_look import (
+    NATIVE_EXACT,
+    NATIVE_MAX_SIZE_DIFFERENCE,
+    NATIVE_SIDE,
+    CloseLook,
+    comparable,
+    native_patch,
+    native_similarities,
+)
+from trainwell.audit.dataset import audit_dataset
+from trainwell.audit.near_duplicates import distinctive, scored_pairs
+from trainwell.params import AuditParams, DataParams
+
+
+def odd_pictures(rng: np.random.Generator) -> list[np.ndarray]:
+    """Grey pictures of awkward shapes and contents: 1x1, one row or column, a 1 x 70,000 strip,
+    flat, noise, a gradient, and random sizes around the patch side."""
+    shapes = [(1, 1), (1, 300), (300, 1), (2, 3), (7, 500), (1, 70_000), (24, 24), (25, 23),
+              *(tuple(int(side) for side in rng.integers(1, 60, size=2)) for _ in range(40))]
+    pictures = []
+    for index, (height, width) in enumerate(shapes):
+        kind = index % 4
+        if kind == 0:
+            pictures.append(np.full((height, width), (0, 255, 128)[index % 3], dtype=np.uint8))
+        elif kind == 1:
+            pictures.append(rng.integers(0, 256, size=(height, width), dtype=np.uint8))
+        elif kind == 2:
+            pictures.append(np.add.outer(np.arange(height), np.arange(width)).astype(np.uint8))
+        else:
+            pictures.append(np.clip(rng.normal(128, 60, size=(height, width)), 0, 255).astype(np.uint8))
+    return pictures
+
+
+def test_native_patches_take_any_picture_and_compare_only_what_they_can_judge():
+    """Generated pictures of any shape: a 24x24 uint8 patch and the picture's shape each; pairs are
+    comparable only when both patches show a quarter of their picture, the sides differ by at
+    most NATIVE_MAX_SIZE_DIFFERENCE and both hold more than a plane; comparable pairs measure
+    finite and at most 1, and a noisy picture is exactly itself."""
+    rng = np.random.default_rng(5)
+    pictures = odd_pictures(rng)
+    patches, shapes = zip(*(native_patch(picture) for picture in pictures))
+    patches, shapes = np.stack(patches), np.stack(shapes)
+    assert patches.shape == (len(pictures), NATIVE_SIDE * NATIVE_SIDE) and patches.dtype == np.uint8
+    assert shapes.dtype == np.uint32 and [tuple(shape) for shape in shapes.tolist()] == \
+        [picture.shape for picture in pictures]
+    first, second = np.divmod(np.arange(len(pictures) ** 2), len(pictures))
+    able = comparable(shapes, patches, first, second)
+    sizes = np.array([picture.shape for picture in pictures])
+    covered = 4 * np.minimum(sizes, NATIVE_SIDE).prod(axis=1) >= sizes.prod(axis=1)
+    near = (np.abs(sizes[first] - sizes[second]) <= NATIVE_MAX_SIZE_DIFFERENCE).all(axis=1)
+    assert not (able & ~(covered[first] & covered[second] & near)).any()
+    assert not able[(first == 5) | (second == 5)].any()  # the 1 x 70,000 strip: its patch shows nothing of it
+    similarity = native_similarities(shapes, patches, first[able], second[able])
+    assert np.isfinite(similarity).all() and (similarity <= 1.0).all()
+    noisy = np.flatnonzero(comparable(shapes, patches, np.arange(len(pictures)), np.arange(len(pictures))))
+    assert len(noisy) >= 10
+    assert (native_similarities(shapes, patches, noisy, noisy) == 1.0).all()
+
+
+def test_a_lossless_crop_is_its_original_and_a_flat_or_planar_patch_is_never_judged():
+    """A small noisy picture cropped 0-2 pixels a side reads 1.0 against its original (the same
+    pixels at a whole-pixel shift), brighter by 20 (no clipping) too; flat pictures and gradients
+    are not comparable, whatever they show (two corners of grey rectangles correlate 0.999)."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(30):
+        height, width = (int(side) for side in rng.integers(20, 40, size=2))
+        original = rng.integers(20, 200, size=(height, width), dtype=np.uint8)
+        cuts = rng.integers(0, 3, size=4)
+        crop = original[cuts[1]:height - cuts[3], cuts[0]:width - cuts[2]]
+        brighter = original + np.uint8(20)
+        flat = np.full((height, width), 90, dtype=np.uint8)
+        planar = np.add.outer(np.arange(height) * 3, np.arange(width) * 2).astype(np.uint8)
+        patches, shapes = (np.stack(column) for column in zip(*map(native_patch, (original, crop, brighter, flat,
+                                                                                     planar))))
+        first, second = np.zeros(4, dtype=np.int64), np.arange(1, 5)
+        able = comparable(shapes, patches, first, second)
+        assert able.tolist() == [True, True, False, False]
+        similarity = native_similarities(shapes, patches, first[:2], second[:2])
+        assert (similarity >= NATIVE_EXACT).all(), (cuts, similarity)
+        checked += 1
+    assert checked == 30
+
+
+def crowded(seed: int, count: int = 300, crops: int = 30) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`count` generated "1"s written alike (every one with look-alikes close by) and lossless
+    crops of the first `crops`, as RGB."""
+    rng = np.random.default_rng(seed)
+    strokes = [crowded_stroke(rng) for _ in range(count)]
+    ones = [np.repeat(stroke[:, :, None], 3, axis=2) for stroke in strokes]
+    return ones, [edited(one, "crop", rng) for one in ones[:crops]]
+
+
+def test_lossless_crops_of_look_alike_strokes_are_found_and_the_look_alikes_still_are_not():
+    """300 generated "1"s written alike and lossless crops of 30, over two draws: with the native
+    patches every crop that is a candidate pairs with its original (on the detail thumbnails
+    alone, another writer's stroke is often as close as the crop), and no pair of different
+    strokes is added."""
+    for seed in range(2):
+        ones, crops = crowded(seed)
+        found = features(ones + crops)
+        results = {}
+        for name, look in (("native", found["detail"]), ("detail", found["detail"].detail)):
+            scored = scored_pairs(max_distance=POLICY.near_duplicate_distance, confirm=DISTINCTIVE, neighbours=True,
+                                  **{**found, "detail": look})
+            accepted = distinctive(scored.pairs, scored.similarity, scored.strong, DISTINCTIVE, fine=found["fine"],
+                                   detail=look)
+            own = scored.pairs[:, 1] == scored.pairs[:, 0] + 300
+            copies = scored.pairs[:, 1] >= 300
+            results[name] = (int(own.sum()), int((accepted & own).sum()),
+                             {tuple(pair) for pair in scored.pairs[accepted & ~copies].tolist()})
+        candidates, found_natively, added = results["native"]
+        assert candidates >= 25 and found_natively == candidates, results["native"][:2]
+        assert found_natively > results["detail"][1]
+        assert added <= results["detail"][2]  # pairs of different strokes: none the native look adds
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_pair_measures_the_same_bits_natively_whatever_else_is_measured_with_it(seed):
+    """Generated pictures of a few sizes: every pair's native similarity is the same alone, in a
+    slice and in the whole batch (an incremental audit measures a pair among few, a full one among many)."""
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for _ in range(120):
+        height, width = (int(side) for side in rng.integers(22, 30, size=2))
+        pictures.append(np.clip(rng.normal(120, 50, size=(height, width)), 0, 255).astype(np.uint8))
+    patches, shapes = (np.stack(column) for column in zip(*map(native_patch, pictures)))
+    first, second = rng.integers(0, 120, 800), rng.integers(0, 120, 800)
+    keep = comparable(shapes, patches, first, second)
+    first, second = first[keep], second[keep]
+    together = native_similarities(shapes, patches, first, second)
+    look = CloseLook(np.zeros((120, 576), np.uint8), patches, shapes)
+    for start in range(0, len(first), 37):
+        alone = native_similarities(shapes, patches, first[start:start + 1], second[start:start + 1])
+        some = native_similarities(shapes, patches, first[start:start + 29], second[start:start + 29])
+        assert alone[0] == together[start] and np.array_equal(some, together[start:start + 29])
+        assert look[np.arange(120)].native is not None
+
+
+def test_an_audit_groups_lossless_crops_of_small_strokes_and_no_other_pictures_than_without_them(tmp_path,
+                                                                                                monkeypatch):
+    """The audit end to end (decode, per-file columns, search, decision) on 200 generated "1"s
+    written alike and lossless PNG crops of 12, with the native patches and without them (never
+    exact): with them, at least 10 crops share a group with their original, more than without;
+    the groups' other members (the generator draws some strokes alike to the pixel) are grouped
+    the same either way."""
+    ones, crops = crowded(3, count=200, crops=12)
+    root = tmp_path / "data"
+    for index, one in enumerate(ones):
+        _write(root, f"one_{index:03d}", one)
+    for index, crop in enumerate(crops):
+        _write(root, f"one_{index:03d}_crop", crop)
+
+    def audited() -> tuple[int, list[list[str]]]:
+        report = audit_dataset(root=root, data=DataParams(dir=str(root)), policy=AuditParams()).as_dict()
+        groups = [sorted(group["members"]) for group in report["near_duplicate_groups"]]
+        paired = sum(any(f"one_{index:03d}.png" in path for path in group) and
+                     any(f"one_{index:03d}_crop.png" in path for path in group) for index in range(12) for group in groups)
+        originals = ([path for path in group if "_crop" not in path] for group in groups)
+        return paired, sorted(group for group in originals if len(group) > 1)
+
+    with_native = audited()
+    monkeypatch.setattr(close_look, "NATIVE_EXACT", 2.0)
+    without = audited()
+    assert with_native[0] >= 10 and with_native[0] > without[0], (with_native[0], without[0])
+    assert with_native[1] == without[1]
