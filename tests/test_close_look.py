@@ -174,3 +174,91 @@ def test_an_audit_groups_lossless_crops_of_small_strokes_and_no_other_pictures_t
     without = audited()
     assert with_native[0] >= 10 and with_native[0] > without[0], (with_native[0], without[0])
     assert with_native[1] == without[1]
+
+
+def generated_patches(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Native patches of generated small pictures: noise, lossless crops of earlier ones (cut 0-3
+    pixels a side), flat and gradient pictures, exact repeats, and odd shapes (1x1, one row, a
+    1 x 70,000 strip, 8x8, 7x9)."""
+    pictures: list[np.ndarray] = []
+    for _ in range(int(rng.integers(30, 60))):
+        kind = int(rng.integers(0, 5))
+        if kind == 0 and pictures:
+            source = pictures[int(rng.integers(0, len(pictures)))]
+            height, width = source.shape
+            cuts = rng.integers(0, 4, size=4)
+            pictures.append(source[cuts[1]:max(cuts[1] + 1, height - cuts[3]), cuts[0]:max(cuts[0] + 1, width - cuts[2])])
+        elif kind == 1:
+            height, width = (int(side) for side in rng.integers(8, 50, size=2))
+            flat = rng.integers(0, 256)
+            pictures.append(np.full((height, width), flat, dtype=np.uint8) if rng.random() < 0.5 else
+                            np.add.outer(np.arange(height) * 2, np.arange(width)).astype(np.uint8))
+        elif kind == 2 and pictures:
+            pictures.append(pictures[int(rng.integers(0, len(pictures)))].copy())
+        else:
+            height, width = (int(side) for side in rng.integers(8, 50, size=2))
+            pictures.append(rng.integers(0, 256, size=(height, width), dtype=np.uint8))
+    pictures += [np.zeros((1, 1), np.uint8), np.arange(300, dtype=np.uint8)[None], np.zeros((1, 70_000), np.uint8),
+                 rng.integers(0, 256, size=(8, 8), dtype=np.uint8), rng.integers(0, 256, size=(7, 9), dtype=np.uint8)]
+    patches, shapes = zip(*map(native_patch, pictures))
+    return np.stack(patches), np.stack(shapes)
+
+
+def brute_block_pairs(native: np.ndarray, shapes: np.ndarray) -> set[tuple[int, int]]:
+    """block_pairs' definition read literally, one pair and one shift at a time."""
+    from trainwell.audit.candidates import _BLOCK, _BLOCK_REACH
+    from trainwell.audit.similarity import LOW_CONTRAST, beyond_plane
+
+    def block(index: int, down: int, across: int) -> bytes | None:
+        rows, columns = (min(int(side), NATIVE_SIDE) for side in shapes[index])
+        if 4 * rows * columns < int(shapes[index][0]) * int(shapes[index][1]):
+            return None  # the patch shows under a quarter of the picture
+        top, left = rows // 2 - _BLOCK // 2 + down, columns // 2 - _BLOCK // 2 + across
+        if top < 0 or left < 0 or top + _BLOCK > rows or left + _BLOCK > columns:
+            return None
+        return native[index].reshape(NATIVE_SIDE, NATIVE_SIDE)[top:top + _BLOCK, left:left + _BLOCK].tobytes()
+
+    found = set()
+    reach = range(-_BLOCK_REACH, _BLOCK_REACH + 1)
+    for owner in range(len(native)):
+        centre = block(owner, 0, 0)
+        if centre is None or beyond_plane(np.frombuffer(centre, np.uint8)[None], _BLOCK, _BLOCK)[0] < LOW_CONTRAST:
+            continue
+        for other in range(len(native)):
+            if other != owner and any(block(other, down, across) == centre for down in reach for across in reach):
+                found.add((min(owner, other), max(owner, other)))
+    return found
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_pairs_are_every_pair_sharing_a_centre_block_and_a_query_gets_its_share(seed):
+    """Generated patches (noise, lossless crops, flat, gradients, repeats, odd shapes): block_pairs
+    finds exactly the pairs its definition names, and a query for some files exactly the full
+    answer's pairs that touch them (the incremental audit's premise)."""
+    from trainwell.audit.candidates import block_pairs
+
+    rng = np.random.default_rng(seed)
+    native, shapes = generated_patches(rng)
+    full = {tuple(pair) for pair in block_pairs(native, shapes).tolist()}
+    assert full == brute_block_pairs(native, shapes)
+    queries = rng.random(len(native)) < 0.3
+    asked = {tuple(pair) for pair in block_pairs(native, shapes, queries=queries).tolist()}
+    assert asked == {pair for pair in full if queries[pair[0]] or queries[pair[1]]}
+
+
+def test_every_lossless_crop_of_a_small_noisy_picture_is_a_block_pair_with_its_original():
+    """Noise pictures of 16 to 48 pixels a side (up to twice the patch: it shows a quarter), each
+    cut 0-3 pixels at each side: the crop's centre block lies within reach of its original's."""
+    from trainwell.audit.candidates import block_pairs
+
+    rng = np.random.default_rng(11)
+    missed = []
+    for _ in range(300):
+        height, width = (int(side) for side in rng.integers(16, 49, size=2))
+        original = rng.integers(0, 256, size=(height, width), dtype=np.uint8)
+        cuts = rng.integers(0, 4, size=4)
+        crop = original[cuts[1]:height - cuts[3], cuts[0]:width - cuts[2]]
+        patches, shapes = (np.stack(column) for column in zip(*map(native_patch, (original, crop))))
+        if block_pairs(patches, shapes).tolist() != [[0, 1]]:
+            missed.append((height, width, cuts.tolist()))
+    assert not missed, missed

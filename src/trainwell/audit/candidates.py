@@ -1,11 +1,12 @@
-"""Candidate pairs the near-duplicate search adds to the pHash matches: crop hashes against pHashes, and thumbnails alike unshifted."""
+"""Candidate pairs the near-duplicate search adds to the pHash matches: crop hashes against pHashes, thumbnails alike unshifted, and shared centre blocks."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from trainwell.audit.close_look import NATIVE_SIDE
 from trainwell.audit.hamming import cross_pairs
-from trainwell.audit.similarity import LOW_CONTRAST, standardised
+from trainwell.audit.similarity import LOW_CONTRAST, beyond_plane, standardised
 
 
 def crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
@@ -43,18 +44,7 @@ def informative_rows(fine: np.ndarray) -> np.ndarray:
     gradients differ from each other only by angle and strength, which the standardised
     comparison leaves out (200 generated tiles of sky, gradients of different angles and
     strengths, made 39 groups when searched)."""
-    rows = fine.astype(np.float64)  # float64: a float32 product's last bit depends on the other rows
-    return (rows - rows @ _PLANE).std(axis=1) >= LOW_CONTRAST
-
-
-def _plane_projection() -> np.ndarray:
-    """(256, 256) projection of a 16x16 thumbnail onto the planes a + b x + c y."""
-    down, across = np.mgrid[0:16, 0:16]
-    basis = np.stack([np.ones(256), across.ravel() - 7.5, down.ravel() - 7.5], axis=1)
-    return (basis @ np.linalg.pinv(basis)).T
-
-
-_PLANE = _plane_projection()
+    return beyond_plane(fine, 16, 16) >= LOW_CONTRAST
 
 
 # Fine thumbnails alike unshifted to at least this (1 minus half the mean squared difference of
@@ -123,3 +113,67 @@ def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> n
         chunk = pairs[start:start + _REMEASURE_PAIRS]
         value[start:start + len(chunk)] = unshifted_similarities(rows[chunk[:, 0]], rows[chunk[:, 1]])
     return pairs[value >= NEIGHBOUR_FLOOR]
+
+
+
+# A block of this side (pixels) at the centre of each native patch is looked up, byte for byte,
+# among every other patch's blocks shifted up to _BLOCK_REACH pixels each way: a lossless crop of a
+# small picture cut 0-3 pixels a side holds its original's centre block within that reach.
+_BLOCK = 8
+_BLOCK_REACH = 3
+
+
+def _blocks(native: np.ndarray, sides: np.ndarray, down: int, across: int) -> tuple[np.ndarray, np.ndarray]:
+    """(which, blocks): the patches whose _BLOCK x _BLOCK block `down`, `across` pixels from their
+    centre block lies inside the part of the patch that shows their picture, and those blocks flattened."""
+    top = sides[:, 0] // 2 - _BLOCK // 2 + down
+    left = sides[:, 1] // 2 - _BLOCK // 2 + across
+    which = np.flatnonzero((top >= 0) & (left >= 0) & (top + _BLOCK <= sides[:, 0]) & (left + _BLOCK <= sides[:, 1]))
+    offsets = np.arange(_BLOCK)
+    patches = native.reshape(len(native), NATIVE_SIDE, NATIVE_SIDE)
+    blocks = patches[which[:, None, None], top[which, None, None] + offsets[None, :, None],
+                     left[which, None, None] + offsets[None, None, :]]
+    return which, blocks.reshape(len(which), _BLOCK * _BLOCK)
+
+
+def _keys(blocks: np.ndarray) -> np.ndarray:
+    """A 64-bit key per flattened block, never 0 (FNV-style mixing of its eight 64-bit words; a
+    collision only adds a candidate for the confirmation to refuse)."""
+    words = np.ascontiguousarray(blocks, dtype=np.uint8).view(np.uint64)
+    mixed = np.full(len(blocks), 0xCBF29CE484222325, dtype=np.uint64)
+    for word in words.T:
+        mixed = (mixed ^ word) * np.uint64(0x100000001B3)
+    return mixed | np.uint64(1)
+
+
+def block_pairs(native: np.ndarray, shapes: np.ndarray, *, queries: np.ndarray | None = None) -> np.ndarray:
+    """Index pairs (i < j) where the block at the centre of one's native patch
+    (close_look.native_patch) appears, byte for byte, within _BLOCK_REACH pixels of the other's
+    centre: a lossless crop of a small picture and its original, which a one-pixel cut of a
+    25-pixel face moves too far for pHashes and thumbnails (8-14 bits; 0.82-0.95 alike unshifted).
+    Only pictures their patch shows a quarter of take part, and only centre blocks holding more
+    than a tilted plane (black MNIST background and clear sky are shared by thousands). With a
+    boolean `queries` mask, only the pairs with a queried end (a pair is found by its two files'
+    bytes alone, so these are the full search's pairs there)."""
+    sides = np.minimum(shapes.astype(np.int64), NATIVE_SIDE)
+    covered = 4 * sides.prod(axis=1) >= shapes.astype(np.float64).prod(axis=1)
+    which, blocks = _blocks(native, sides, 0, 0)
+    keep = covered[which] & (beyond_plane(blocks, _BLOCK, _BLOCK) >= LOW_CONTRAST)
+    owners, keys = which[keep], _keys(blocks[keep])
+    order = np.argsort(keys, kind="stable")
+    keys, owners = keys[order], owners[order]
+    found: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)]
+    for down in range(-_BLOCK_REACH, _BLOCK_REACH + 1):
+        for across in range(-_BLOCK_REACH, _BLOCK_REACH + 1):
+            holders, shifted = _blocks(native, sides, down, across)
+            holders, shifted = holders[covered[holders]], shifted[covered[holders]]
+            looked_up = _keys(shifted)
+            start, stop = np.searchsorted(keys, looked_up, side="left"), np.searchsorted(keys, looked_up, side="right")
+            counts = stop - start
+            first = np.repeat(holders, counts)
+            second = owners[np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) +
+                            np.repeat(start, counts)]
+            apart = first != second
+            found.append(np.stack([np.minimum(first, second), np.maximum(first, second)], axis=1)[apart])
+    pairs = np.unique(np.concatenate(found), axis=0)
+    return pairs if queries is None else pairs[queries[pairs[:, 0]] | queries[pairs[:, 1]]]

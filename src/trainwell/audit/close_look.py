@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainwell.audit.similarity import DETAIL_CROPS, LOW_CONTRAST
+from trainwell.audit.similarity import DETAIL_CROPS, LOW_CONTRAST, beyond_plane
 
 # The native patch's side (pixels): the centre of the decoded picture, not resampled (576 bytes a file).
 NATIVE_SIDE = 24
@@ -38,20 +38,14 @@ def _patch_sides(shapes: np.ndarray) -> np.ndarray:
 
 def _informative(patches: np.ndarray, sides: np.ndarray) -> np.ndarray:
     """Whether each patch (its sides' part) holds more than a tilted plane: what is left after its
-    best-fitting plane spreads at least LOW_CONTRAST grey levels (two corners of grey rectangles,
-    or two hazy skies, correlate 0.999 whatever they show; candidates.informative_rows says the same
-    of fine thumbnails)."""
+    best-fitting plane spreads at least LOW_CONTRAST grey levels (two hazy skies correlate 0.999
+    whatever they show; candidates.informative_rows says the same of fine thumbnails)."""
     found = np.zeros(len(patches), dtype=bool)
     for (rows, columns) in {tuple(side) for side in sides.tolist()}:
         which = np.flatnonzero((sides[:, 0] == rows) & (sides[:, 1] == columns))
-        if rows < 3 or columns < 3:
-            continue  # a plane fits any picture this thin
-        down, across = np.mgrid[0:rows, 0:columns]
-        basis = np.stack([np.ones(rows * columns), across.ravel() - across.mean(), down.ravel() - down.mean()], axis=1)
-        pixels = patches[which].reshape(-1, NATIVE_SIDE, NATIVE_SIDE)[:, :rows, :columns].reshape(len(which), -1)
-        pixels = pixels.astype(np.float64)
-        residual = pixels - pixels @ (basis @ np.linalg.pinv(basis)).T
-        found[which] = residual.std(axis=1) >= LOW_CONTRAST
+        if rows >= 3 and columns >= 3:  # a plane fits any picture thinner than that
+            pixels = patches[which].reshape(-1, NATIVE_SIDE, NATIVE_SIDE)[:, :rows, :columns]
+            found[which] = beyond_plane(pixels, rows, columns) >= LOW_CONTRAST
     return found
 
 
@@ -124,17 +118,26 @@ class CloseLook:
         extra = [] if self.native is None or self.shape is None else [self.native, np.ascontiguousarray(self.shape).view(np.uint8)]
         return [self.detail, *extra]
 
-    def of_pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """Similarity of each index pair on the detail thumbnails (read as crops of each other:
-        similarity.DETAIL_CROPS), or on the native patches where the pair is comparable there and
-        they reach NATIVE_EXACT: the same pixels, up to brightness and contrast, at a whole-pixel shift."""
-        similarity = DETAIL_CROPS.of_pairs(self.detail, first, second)
+    def detail_of(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Similarity of each index pair on the detail thumbnails, read as crops of each other
+        (similarity.DETAIL_CROPS)."""
+        return DETAIL_CROPS.of_pairs(self.detail, first, second)
+
+    def exact(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Native similarity of each index pair where the pair is comparable on its native patches
+        and reaches NATIVE_EXACT (the same pixels, up to brightness and contrast, at a whole-pixel
+        shift), else -inf."""
+        found = np.full(len(first), -np.inf, dtype=np.float32)
         if self.native is not None and self.shape is not None and len(first):
             which = np.flatnonzero(comparable(self.shape, self.native, first, second))
             native = native_similarities(self.shape, self.native, first[which], second[which])
-            exact = native >= NATIVE_EXACT
-            similarity[which[exact]] = native[exact]
-        return similarity
+            found[which] = np.where(native >= NATIVE_EXACT, native, -np.inf)
+        return found
+
+    def of_pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Similarity of each index pair: the native one where exact, else the detail one."""
+        exact = self.exact(first, second)
+        return np.where(np.isfinite(exact), exact, self.detail_of(first, second)).astype(np.float32)
 
 
 def close_look(detail: np.ndarray | CloseLook | None) -> CloseLook | None:

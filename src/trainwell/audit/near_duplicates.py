@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainwell.audit.candidates import crop_pairs, neighbour_pairs
+from trainwell.audit.candidates import block_pairs, crop_pairs, neighbour_pairs
 from trainwell.audit.close_look import CloseLook, close_look
 from trainwell.audit.hamming import hamming_pairs, pairs_in_ranges
 from trainwell.audit.similarity import (
@@ -92,15 +92,22 @@ def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confi
     for offset in range(0, len(pairs), _THUMBNAIL_CHUNK):
         first, second = pairs[offset:offset + _THUMBNAIL_CHUNK].T
         similarity, strong = similarities(fine, first, second, confirm)
+        # The same pixels at a whole-pixel shift, whatever the thumbnails say (a lossless crop of
+        # a 25-pixel face can be 0.82 alike on them): -inf where the native patches cannot tell.
+        exact = np.full(len(first), -np.inf, dtype=np.float32)
+        if look is not None:
+            weak = np.flatnonzero(~strong)
+            exact[weak] = look.exact(first[weak], second[weak])
         # Colours first: a pair they refuse is never kept, whatever the detail thumbnails say
         # (on 12,000 drawn shapes, 149,000 candidates, most of them other colours).
-        floor = confirm.rival_floor if detail is None else min(confirm.rival_floor, _DETAIL_FLOOR)
-        alike = strong | (similarity >= floor)
+        floor = confirm.rival_floor if look is None else min(confirm.rival_floor, _DETAIL_FLOOR)
+        alike = strong | (similarity >= floor) | np.isfinite(exact)
         alike[alike] = colour_differences(thumbnails[first[alike]], thumbnails[second[alike]], fine[first[alike]],
                                           fine[second[alike]]) <= confirm.max_colour_difference
         if look is not None:
             looked = np.flatnonzero(alike & ~strong & (similarity >= _DETAIL_FLOOR))
-            similarity[looked] = look.of_pairs(first[looked], second[looked])
+            similarity[looked] = look.detail_of(first[looked], second[looked])
+            similarity = np.where(np.isfinite(exact), exact, similarity)
         kept = alike & (strong | (similarity >= confirm.rival_floor))
         parts.append((similarity.astype(np.float32), strong & kept, kept))
     return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
@@ -360,8 +367,11 @@ def scored_pairs(
                                                                         queries=None if rows is None else queried > 0)]),
                                axis=0)
     if neighbours:
-        bundle_pairs = np.unique(np.concatenate([bundle_pairs, neighbour_pairs(
-            fine[representatives], queries=None if rows is None else queried > 0)]), axis=0)
+        asking = None if rows is None else queried > 0
+        more = [neighbour_pairs(fine[representatives], queries=asking)]
+        if look is not None and look.native is not None and look.shape is not None:
+            more.append(block_pairs(look.native[representatives], look.shape[representatives], queries=asking))
+        bundle_pairs = np.unique(np.concatenate([bundle_pairs, *more]), axis=0)
     similarity, strong, kept = scored(bundle_pairs, fine=fine[representatives], thumbnails=thumbnails[representatives],
                                       confirm=confirm, detail=None if look is None else look[representatives])
     first, second = bundle_pairs[kept].T

@@ -40,6 +40,16 @@ def similarity_features(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return code, _as_bytes(fine), _as_bytes(detail)
 
 
+def beyond_plane(pictures: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """The spread (standard deviation, grey levels) of what is left of each flattened rows x columns
+    picture after its best-fitting plane (brightness, left-right and top-down gradient), in
+    float64 (a float32 product's last bit depends on the other rows)."""
+    down, across = np.mgrid[0:rows, 0:columns]
+    basis = np.stack([np.ones(rows * columns), across.ravel() - (columns - 1) / 2, down.ravel() - (rows - 1) / 2], axis=1)
+    values = pictures.reshape(len(pictures), rows * columns).astype(np.float64)
+    return (values - values @ (basis @ np.linalg.pinv(basis)).T).std(axis=1)
+
+
 def _as_bytes(thumbnail: np.ndarray) -> np.ndarray:
     """A float thumbnail rounded to uint8 grey levels, flattened."""
     return np.clip(np.rint(thumbnail), 0, 255).astype(np.uint8).ravel()
