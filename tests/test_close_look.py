@@ -16,6 +16,7 @@ from trainwell.audit.close_look import (
     comparable,
     native_patch,
     native_similarities,
+    share_a_block,
 )
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.near_duplicates import distinctive, scored_pairs
@@ -206,7 +207,7 @@ def generated_patches(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
 
 def brute_block_pairs(native: np.ndarray, shapes: np.ndarray) -> set[tuple[int, int]]:
     """block_pairs' definition read literally, one pair and one shift at a time."""
-    from trainwell.audit.candidates import _BLOCK, _BLOCK_REACH
+    from trainwell.audit.close_look import _BLOCK, _BLOCK_REACH
     from trainwell.audit.similarity import LOW_CONTRAST, beyond_plane
 
     def block(index: int, down: int, across: int) -> bytes | None:
@@ -241,6 +242,9 @@ def test_block_pairs_are_every_pair_sharing_a_centre_block_and_a_query_gets_its_
     native, shapes = generated_patches(rng)
     full = {tuple(pair) for pair in block_pairs(native, shapes).tolist()}
     assert full == brute_block_pairs(native, shapes)
+    first, second = np.triu_indices(len(native), k=1)
+    shared = share_a_block(native, shapes, first, second)  # what the close look asks of a pair, the same rule
+    assert {(a, b) for a, b, both in zip(first.tolist(), second.tolist(), shared.tolist()) if both} == full
     queries = rng.random(len(native)) < 0.3
     asked = {tuple(pair) for pair in block_pairs(native, shapes, queries=queries).tolist()}
     assert asked == {pair for pair in full if queries[pair[0]] or queries[pair[1]]}

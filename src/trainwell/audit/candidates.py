@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainwell.audit.close_look import NATIVE_SIDE
+from trainwell.audit.close_look import centre_keys, shifted_keys
 from trainwell.audit.hamming import cross_pairs
 from trainwell.audit.similarity import LOW_CONTRAST, beyond_plane, standardised
 
@@ -116,64 +116,32 @@ def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> n
 
 
 
-# A block of this side (pixels) at the centre of each native patch is looked up, byte for byte,
-# among every other patch's blocks shifted up to _BLOCK_REACH pixels each way: a lossless crop of a
-# small picture cut 0-3 pixels a side holds its original's centre block within that reach.
-_BLOCK = 8
-_BLOCK_REACH = 3
-
-
-def _blocks(native: np.ndarray, sides: np.ndarray, down: int, across: int) -> tuple[np.ndarray, np.ndarray]:
-    """(which, blocks): the patches whose _BLOCK x _BLOCK block `down`, `across` pixels from their
-    centre block lies inside the part of the patch that shows their picture, and those blocks flattened."""
-    top = sides[:, 0] // 2 - _BLOCK // 2 + down
-    left = sides[:, 1] // 2 - _BLOCK // 2 + across
-    which = np.flatnonzero((top >= 0) & (left >= 0) & (top + _BLOCK <= sides[:, 0]) & (left + _BLOCK <= sides[:, 1]))
-    offsets = np.arange(_BLOCK)
-    patches = native.reshape(len(native), NATIVE_SIDE, NATIVE_SIDE)
-    blocks = patches[which[:, None, None], top[which, None, None] + offsets[None, :, None],
-                     left[which, None, None] + offsets[None, None, :]]
-    return which, blocks.reshape(len(which), _BLOCK * _BLOCK)
-
-
-def _keys(blocks: np.ndarray) -> np.ndarray:
-    """A 64-bit key per flattened block, never 0 (FNV-style mixing of its eight 64-bit words; a
-    collision only adds a candidate for the confirmation to refuse)."""
-    words = np.ascontiguousarray(blocks, dtype=np.uint8).view(np.uint64)
-    mixed = np.full(len(blocks), 0xCBF29CE484222325, dtype=np.uint64)
-    for word in words.T:
-        mixed = (mixed ^ word) * np.uint64(0x100000001B3)
-    return mixed | np.uint64(1)
-
-
 def block_pairs(native: np.ndarray, shapes: np.ndarray, *, queries: np.ndarray | None = None) -> np.ndarray:
-    """Index pairs (i < j) where the block at the centre of one's native patch
-    (close_look.native_patch) appears, byte for byte, within _BLOCK_REACH pixels of the other's
-    centre: a lossless crop of a small picture and its original, which a one-pixel cut of a
-    25-pixel face moves too far for pHashes and thumbnails (8-14 bits; 0.82-0.95 alike unshifted).
-    Only pictures their patch shows a quarter of take part, and only centre blocks holding more
-    than a tilted plane (black MNIST background and clear sky are shared by thousands). With a
+    """Index pairs (i < j) where the block at the centre of one's native patch appears, byte for
+    byte, within a few pixels of the other's centre (close_look.centre_keys, shifted_keys): a
+    lossless crop of a small picture and its original, which a one-pixel cut of a 25-pixel face
+    moves too far for pHashes and thumbnails (8-14 bits; 0.82-0.95 alike unshifted). With a
     boolean `queries` mask, only the pairs with a queried end (a pair is found by its two files'
     bytes alone, so these are the full search's pairs there)."""
-    sides = np.minimum(shapes.astype(np.int64), NATIVE_SIDE)
-    covered = 4 * sides.prod(axis=1) >= shapes.astype(np.float64).prod(axis=1)
-    which, blocks = _blocks(native, sides, 0, 0)
-    keep = covered[which] & (beyond_plane(blocks, _BLOCK, _BLOCK) >= LOW_CONTRAST)
-    owners, keys = which[keep], _keys(blocks[keep])
-    order = np.argsort(keys, kind="stable")
-    keys, owners = keys[order], owners[order]
-    found: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)]
-    for down in range(-_BLOCK_REACH, _BLOCK_REACH + 1):
-        for across in range(-_BLOCK_REACH, _BLOCK_REACH + 1):
-            holders, shifted = _blocks(native, sides, down, across)
-            holders, shifted = holders[covered[holders]], shifted[covered[holders]]
-            looked_up = _keys(shifted)
-            start, stop = np.searchsorted(keys, looked_up, side="left"), np.searchsorted(keys, looked_up, side="right")
-            counts = stop - start
-            first = np.repeat(holders, counts)
-            second = owners[np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) +
-                            np.repeat(start, counts)]
-            apart = first != second
-            found.append(np.stack([np.minimum(first, second), np.maximum(first, second)], axis=1)[apart])
-    pairs = np.unique(np.concatenate(found), axis=0)
-    return pairs if queries is None else pairs[queries[pairs[:, 0]] | queries[pairs[:, 1]]]
+    everyone = np.arange(len(native))
+    centre, shifted = centre_keys(native, shapes, everyone), shifted_keys(native, shapes, everyone)
+    owners = np.flatnonzero(centre)
+    if queries is not None:
+        # Queried centres looked up among every file's blocks, every centre among queried files' blocks.
+        return np.unique(np.concatenate([_joined(centre, shifted, owners[queries[owners]], everyone),
+                                         _joined(centre, shifted, owners, np.flatnonzero(queries))]), axis=0)
+    return _joined(centre, shifted, owners, everyone)
+
+
+def _joined(centre: np.ndarray, shifted: np.ndarray, owners: np.ndarray, holders: np.ndarray) -> np.ndarray:
+    """Pairs (i < j, distinct, sorted) of an owner whose centre key is among a holder's shifted keys."""
+    order = np.argsort(centre[owners], kind="stable")
+    keys, owners = centre[owners][order], owners[order]
+    looked_up = shifted[holders].ravel()
+    start, stop = np.searchsorted(keys, looked_up, side="left"), np.searchsorted(keys, looked_up, side="right")
+    counts = np.where(looked_up == 0, 0, stop - start)
+    first = np.repeat(np.repeat(holders, shifted.shape[1]), counts)
+    second = owners[np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(start, counts)]
+    apart = first != second
+    pairs = np.stack([np.minimum(first, second), np.maximum(first, second)], axis=1)[apart]
+    return np.unique(np.concatenate([np.zeros((0, 2), dtype=np.int64), pairs]), axis=0)

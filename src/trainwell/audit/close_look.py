@@ -63,6 +63,10 @@ def comparable(shapes: np.ndarray, patches: np.ndarray, first: np.ndarray, secon
     return able & informative[first] & informative[second]
 
 
+# Pairs measured at once: two 1,024 x 576 float64 patches and their summed-area tables are ~20 MiB.
+_NATIVE_CHUNK = 1024
+
+
 def native_similarities(shapes: np.ndarray, patches: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """How alike the native patches of each index pair are, at most 1: the best, over whole-pixel
     shifts of up to one more than the pictures' size difference, of 1 minus half the mean squared
@@ -70,33 +74,124 @@ def native_similarities(shapes: np.ndarray, patches: np.ndarray, first: np.ndarr
     LOW_CONTRAST), as the fine comparison measures. A lossless crop of a small picture is its
     original at some whole-pixel shift (1.0); re-encoded, brighter or contrast-changed copies reach
     0.995-0.999 on MNIST digits; another writer's look-alike, which the blurred 24-pixel thumbnails
-    put at 0.997, at most 0.986. Pairs that are not `comparable` must not be asked."""
+    put at 0.997, at most 0.986. Pairs that are not `comparable` must not be asked.
+
+    Each overlap's sums (of pixels, their squares and their products) are whole numbers, exact in
+    float64: a pair measures the same bits in any batch, alone or among thousands."""
     sides = _patch_sides(shapes)
     best = np.full(len(first), -np.inf)
     reach = np.abs(shapes[first].astype(np.int64) - shapes[second].astype(np.int64)).max(axis=1, initial=0) + 1
     keys = np.concatenate([sides[first], sides[second], reach[:, None]], axis=1)
     for key in {tuple(row) for row in keys.tolist()}:
         which = np.flatnonzero((keys == key).all(axis=1))
-        (rows_a, columns_a, rows_b, columns_b, shift) = key
-        a = patches[first[which]].reshape(-1, NATIVE_SIDE, NATIVE_SIDE).astype(np.float64)
-        b = patches[second[which]].reshape(-1, NATIVE_SIDE, NATIVE_SIDE).astype(np.float64)
-        for down in range(-shift, shift + 1):
-            for across in range(-shift, shift + 1):
-                # a[y, x] against b[y + down, x + across], where both exist.
-                top, bottom = max(0, -down), min(rows_a, rows_b - down)
-                left, right = max(0, -across), min(columns_a, columns_b - across)
-                if 2 * (bottom - top) * (right - left) < min(rows_a * columns_a, rows_b * columns_b):
-                    continue  # under half the smaller patch overlaps: too little to judge by
-                mine = _standardised(a[:, top:bottom, left:right])
-                theirs = _standardised(b[:, top + down:bottom + down, left + across:right + across])
-                best[which] = np.maximum(best[which], 1.0 - 0.5 * np.square(mine - theirs).mean(axis=1))
+        for start in range(0, len(which), _NATIVE_CHUNK):
+            part = which[start:start + _NATIVE_CHUNK]
+            best[part] = _best_shift(patches[first[part]], patches[second[part]], *key)
     return np.minimum(best, 1.0).astype(np.float32)
 
 
-def _standardised(windows: np.ndarray) -> np.ndarray:
-    rows = windows.reshape(len(windows), -1)
-    rows = rows - rows.mean(axis=1, keepdims=True)
-    return rows / np.maximum(rows.std(axis=1, keepdims=True), LOW_CONTRAST)
+def _summed_areas(pictures: np.ndarray) -> np.ndarray:
+    """(n, rows + 1, columns + 1) summed-area tables: [k, y, x] is the sum of pictures[k, :y, :x]."""
+    table = np.zeros((len(pictures), pictures.shape[1] + 1, pictures.shape[2] + 1))
+    table[:, 1:, 1:] = pictures.cumsum(axis=1).cumsum(axis=2)
+    return table
+
+
+def _window_sums(table: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    return table[:, bottom, right] - table[:, top, right] - table[:, bottom, left] + table[:, top, left]
+
+
+def _best_shift(first: np.ndarray, second: np.ndarray, rows_a: int, columns_a: int, rows_b: int, columns_b: int,
+                shift: int) -> np.ndarray:
+    """native_similarities for patches of one pair of sizes: (n,) float64."""
+    a = first.reshape(-1, NATIVE_SIDE, NATIVE_SIDE)[:, :rows_a, :columns_a].astype(np.float64)
+    b = second.reshape(-1, NATIVE_SIDE, NATIVE_SIDE)[:, :rows_b, :columns_b].astype(np.float64)
+    sums_a, squares_a = _summed_areas(a), _summed_areas(np.square(a))
+    sums_b, squares_b = _summed_areas(b), _summed_areas(np.square(b))
+    best = np.full(len(a), -np.inf)
+    for down in range(-shift, shift + 1):
+        for across in range(-shift, shift + 1):
+            # a[y, x] against b[y + down, x + across], where both exist.
+            top, bottom = max(0, -down), min(rows_a, rows_b - down)
+            left, right = max(0, -across), min(columns_a, columns_b - across)
+            count = (bottom - top) * (right - left)
+            if 2 * count < min(rows_a * columns_a, rows_b * columns_b):
+                continue  # under half the smaller patch overlaps: too little to judge by
+            window_b = (top + down, bottom + down, left + across, right + across)
+            mean_a = _window_sums(sums_a, top, bottom, left, right) / count
+            mean_b = _window_sums(sums_b, *window_b) / count
+            variance_a = np.maximum(_window_sums(squares_a, top, bottom, left, right) / count - mean_a ** 2, 0.0)
+            variance_b = np.maximum(_window_sums(squares_b, *window_b) / count - mean_b ** 2, 0.0)
+            products = np.einsum("kij,kij->k", a[:, top:bottom, left:right],
+                                 b[:, window_b[0]:window_b[1], window_b[2]:window_b[3]]) / count
+            spread_a = np.maximum(np.sqrt(variance_a), LOW_CONTRAST)
+            spread_b = np.maximum(np.sqrt(variance_b), LOW_CONTRAST)
+            # mean((u/su - v/sv)^2) of the centred windows u, v, expanded.
+            difference = (variance_a / spread_a ** 2 + variance_b / spread_b ** 2
+                          - 2 * (products - mean_a * mean_b) / (spread_a * spread_b))
+            np.maximum(best, 1.0 - 0.5 * difference, out=best)
+    return best
+
+
+# A block of this side (pixels) at the centre of each native patch is looked up, byte for byte,
+# among another patch's blocks shifted up to _BLOCK_REACH pixels each way: a lossless crop of a
+# small picture cut 0-3 pixels a side holds its original's centre block within that reach.
+_BLOCK = 8
+_BLOCK_REACH = 3
+_SHIFTS = [(down, across) for down in range(-_BLOCK_REACH, _BLOCK_REACH + 1)
+           for across in range(-_BLOCK_REACH, _BLOCK_REACH + 1)]
+
+
+def _keys(blocks: np.ndarray) -> np.ndarray:
+    """A 64-bit key per (n, _BLOCK, _BLOCK) block, never 0 (FNV-style mixing of its eight 64-bit
+    words; a collision only adds a candidate for the confirmation to refuse)."""
+    words = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(len(blocks), _BLOCK * _BLOCK).view(np.uint64)
+    mixed = np.full(len(blocks), 0xCBF29CE484222325, dtype=np.uint64)
+    for word in words.T:
+        mixed = (mixed ^ word) * np.uint64(0x100000001B3)
+    return mixed | np.uint64(1)
+
+
+def shifted_keys(native: np.ndarray, shapes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), 49) keys of each listed patch's blocks `down`, `across` pixels (each -3..3) from
+    its centre block, 0 where that block leaves the part of the patch that shows the picture or the
+    patch shows under a quarter of it (a centre alike says little of a large picture)."""
+    sides = _patch_sides(shapes[rows])
+    covered = 4 * sides.prod(axis=1) >= shapes[rows].astype(np.float64).prod(axis=1)
+    keys = np.zeros((len(rows), len(_SHIFTS)), dtype=np.uint64)
+    patches = native[rows].reshape(len(rows), NATIVE_SIDE, NATIVE_SIDE)
+    for (height, width) in {tuple(side) for side in sides.tolist()}:
+        which = np.flatnonzero((sides[:, 0] == height) & (sides[:, 1] == width) & covered)
+        for index, (down, across) in enumerate(_SHIFTS):
+            top, left = height // 2 - _BLOCK // 2 + down, width // 2 - _BLOCK // 2 + across
+            if len(which) and top >= 0 and left >= 0 and top + _BLOCK <= height and left + _BLOCK <= width:
+                keys[which, index] = _keys(patches[which, top:top + _BLOCK, left:left + _BLOCK])
+    return keys
+
+
+def centre_keys(native: np.ndarray, shapes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The key of each listed patch's centre block (shifted_keys' unshifted one), 0 where there is
+    none or it holds no more than a tilted plane (black MNIST background and clear sky are shared
+    by thousands of unrelated pictures)."""
+    keys = shifted_keys(native, shapes, rows)[:, _SHIFTS.index((0, 0))]
+    sides = _patch_sides(shapes[rows])
+    top, left = sides[:, 0] // 2 - _BLOCK // 2, sides[:, 1] // 2 - _BLOCK // 2
+    holding = np.flatnonzero(keys)
+    patches = native[rows[holding]].reshape(len(holding), NATIVE_SIDE, NATIVE_SIDE)
+    offsets = np.arange(_BLOCK)
+    blocks = patches[np.arange(len(holding))[:, None, None], top[holding, None, None] + offsets[None, :, None],
+                     left[holding, None, None] + offsets[None, None, :]]
+    keys[holding[beyond_plane(blocks, _BLOCK, _BLOCK) < LOW_CONTRAST]] = 0
+    return keys
+
+
+def share_a_block(native: np.ndarray, shapes: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Whether, for each index pair, either's centre key is among the other's shifted keys."""
+    involved, inverse = np.unique(np.concatenate([first, second]), return_inverse=True)
+    centre, shifted = centre_keys(native, shapes, involved), shifted_keys(native, shapes, involved)
+    one, other = inverse[:len(first)], inverse[len(first):]
+    return (((centre[one] != 0) & (shifted[other] == centre[one][:, None]).any(axis=1)) |
+            ((centre[other] != 0) & (shifted[one] == centre[other][:, None]).any(axis=1)))
 
 
 @dataclass(frozen=True)
@@ -124,12 +219,14 @@ class CloseLook:
         return DETAIL_CROPS.of_pairs(self.detail, first, second)
 
     def exact(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """Native similarity of each index pair where the pair is comparable on its native patches
-        and reaches NATIVE_EXACT (the same pixels, up to brightness and contrast, at a whole-pixel
-        shift), else -inf."""
+        """Native similarity of each index pair where the two share a centre block byte for byte
+        (share_a_block), are comparable on their native patches and reach NATIVE_EXACT there (the
+        same pixels, up to brightness and contrast, at a whole-pixel shift), else -inf."""
         found = np.full(len(first), -np.inf, dtype=np.float32)
         if self.native is not None and self.shape is not None and len(first):
-            which = np.flatnonzero(comparable(self.shape, self.native, first, second))
+            # Only pairs sharing a centre block byte for byte can be exact (and the few are cheap).
+            which = np.flatnonzero(share_a_block(self.native, self.shape, first, second))
+            which = which[comparable(self.shape, self.native, first[which], second[which])]
             native = native_similarities(self.shape, self.native, first[which], second[which])
             found[which] = np.where(native >= NATIVE_EXACT, native, -np.inf)
         return found
