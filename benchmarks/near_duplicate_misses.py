@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audit_precision
 import real_data
 from trainwell.audit import dataset as audit_dataset_module
+from trainwell.audit.candidates import block_pairs
+from trainwell.audit.close_look import CloseLook
 from trainwell.audit.hamming import cross_pairs, hamming_pairs, popcount
 from trainwell.audit.near_duplicates import Confirm, nearest_rivals, neighbour_pairs, scored
 from trainwell.audit.similarity import colour_differences, detail_similarities, fine_similarities
@@ -51,16 +53,18 @@ audit_dataset_module._near_duplicate_findings = _capturing
 
 
 def candidate_pairs(codes: np.ndarray, crops: np.ndarray, fine: np.ndarray, max_distance: int,
-                    crop_distance: int) -> np.ndarray:
+                    crop_distance: int, look: CloseLook) -> np.ndarray:
     """Every candidate pair (i < j) the audit's search makes: pHash or crop hash matches (the
     crop hashes within crop_distance bits: the audit's is max_distance; more, to see what a
-    wider crop search would find) and fine thumbnails alike unshifted (neighbour_pairs)."""
+    wider crop search would find), fine thumbnails alike unshifted (neighbour_pairs) and native
+    centre blocks shared (block_pairs)."""
     plain = hamming_pairs(codes, max_distance=max_distance)
     probes = crops.shape[1]
     flat = np.ascontiguousarray(crops).view(np.uint64).ravel()
     found = cross_pairs(flat, codes, max_distance=crop_distance, owners=np.repeat(np.arange(len(codes)), probes))
     cropped = np.stack([found[:, 0] // probes, found[:, 1]], axis=1)
-    both = np.concatenate([plain, np.sort(cropped, axis=1), neighbour_pairs(fine)])
+    both = np.concatenate([plain, np.sort(cropped, axis=1), neighbour_pairs(fine),
+                           block_pairs(look.native, look.shape)])
     return np.unique(both, axis=0)
 
 
@@ -84,14 +88,15 @@ def measure(name: str, planted_count: int, seed: int, scratch: Path) -> list[dic
     paths = [table.paths[row] for row in decoded.tolist()]
     index = {path: position for position, path in enumerate(paths)}
     columns = {key: table.columns[key][decoded] for key in ("perceptual_hash", "crop_hashes", "fine", "detail",
-                                                             "thumbnail")}
+                                                             "thumbnail", "native", "native_shape")}
     codes = np.ascontiguousarray(columns["perceptual_hash"]).view(np.uint64).ravel()
     max_distance = Params().audit.near_duplicate_distance
     fine, detail, thumbnails = columns["fine"], columns["detail"], columns["thumbnail"]
-    pairs = candidate_pairs(codes, columns["crop_hashes"], fine, max_distance, CROP_DISTANCE[0] or max_distance)
+    look = CloseLook(detail, columns["native"], columns["native_shape"])
+    pairs = candidate_pairs(codes, columns["crop_hashes"], fine, max_distance, CROP_DISTANCE[0] or max_distance, look)
     confirm = _confirm()
     # What the audit weighs: each candidate's similarity (detail for kept pairs), strength and whether it is kept.
-    score, strong, kept = scored(pairs, fine=fine, thumbnails=thumbnails, confirm=confirm, detail=detail)
+    score, strong, kept = scored(pairs, fine=fine, thumbnails=thumbnails, confirm=confirm, detail=look)
     # Copies of one original are also copies of each other: not look-alikes.
     origin = np.arange(len(paths))
     for original, copy, _ in planted:
@@ -114,7 +119,7 @@ def measure(name: str, planted_count: int, seed: int, scratch: Path) -> list[dic
         colour = float(colour_differences(thumbnails[[low]], thumbnails[[high]], fine[[low]], fine[[high]])[0])
         rival = [float(score[((pairs[:, 0] == end) | (pairs[:, 1] == end)) & false & kept & ~strong].max(initial=-1.0))
                  for end in (a, b)]
-        nearest = nearest_rivals(np.array([[low, high]]), fine, copies=np.zeros((0, 2), np.int64), detail=detail)
+        nearest = nearest_rivals(np.array([[low, high]]), fine, copies=np.zeros((0, 2), np.int64), detail=look)
         rows.append({"set": name, "edit": edit, "found": original in group_of and group_of.get(copy) == group_of[original],
                      "candidate": len(where) > 0, "kept": bool(len(where) and kept[where[0]]),
                      "strong": bool(len(where) and strong[where[0]]), "distance": distance,
