@@ -1,11 +1,11 @@
 """Benchmark: trainwell's `train` and `label-review` against the scripts a user would otherwise run, end to end, in one run.
 
-Usage: python benchmarks/end_to_end.py [--dataset mnist|demo|both] [--runs 3] [--epochs 15]
-                                       [--flip-fraction 0.05] [--tutorial-onednn] [--skip-train]
+Usage: python benchmarks/end_to_end.py [--dataset mnist|demo|sklearn_digits|both] [--runs 3] [--epochs 15]
+                                       [--flip-fraction 0.05] [--flip-seed 123] [--tutorial-onednn] [--skip-train]
                                        [--skip-review] [--keep FOLDER]
 
 Datasets: `mnist` is benchmarks/real_data.py's held-back set (5,131 real 28x28 MNIST digits 0-4,
-PNG); `demo` is trainwell's demo set (synthetic JPEGs, as `trainwell demo` writes them). Each is
+PNG); `sklearn_digits` its 901 scikit-learn digits 0-4 (32x32, the issue's small real set); `demo` is trainwell's demo set (synthetic JPEGs, as `trainwell demo` writes them). Each is
 audited, split and built by trainwell once (the shipped params: data.image_size 48, Adam 1e-3,
 15 epochs unless --epochs); the baseline reads the very same files of each split, copied into
 class folders, at the same side.
@@ -65,7 +65,7 @@ DEFAULTS = Params()  # the shipped params: both contenders train at their side, 
 
 # Keras' line at each epoch's end with verbose=2: "99/99 - 3s - 30ms/step - accuracy: ...".
 EPOCH_END = re.compile(r"^\s*\d+/\d+ - \d+m?s")
-NATIVE_SIZE = {"mnist": 28, "demo": DEFAULTS.demo.image_size}
+NATIVE_SIZE = {"mnist": 28, "sklearn_digits": 32, "demo": DEFAULTS.demo.image_size}
 
 
 @dataclass
@@ -104,10 +104,10 @@ def trainwell(*arguments: str) -> list[str]:
 
 
 def write_images(name: str, folder: Path) -> None:
-    if name == "mnist":
+    if name != "demo":
         import real_data
 
-        real_data.write("mnist", folder)
+        real_data.write(name, folder)
     else:
         from trainwell.data.demo import generate
 
@@ -229,11 +229,11 @@ def compare_training(project: Path, folders: Path, args: argparse.Namespace, wor
     return ours
 
 
-def flipped_copy(images: Path, target: Path, fraction: float) -> dict[str, str]:
+def flipped_copy(images: Path, target: Path, fraction: float, seed: int) -> dict[str, str]:
     from tests.label_faults import flip_labels
 
     shutil.copytree(images, target)
-    return flip_labels(target, fraction=fraction, rng=np.random.default_rng(123))
+    return flip_labels(target, fraction=fraction, rng=np.random.default_rng(seed))
 
 
 def scores(flagged: set[str], flips: set[str]) -> tuple[float, float, float]:
@@ -247,7 +247,7 @@ def scores(flagged: set[str], flips: set[str]) -> tuple[float, float, float]:
 def compare_review(name: str, images: Path, args: argparse.Namespace, workspace: Path,
                    train_walls: list[float]) -> None:
     flipped_images = workspace / "images_flipped"
-    flips = set(flipped_copy(images, flipped_images, args.flip_fraction))
+    flips = set(flipped_copy(images, flipped_images, args.flip_fraction, args.flip_seed))
     project = workspace / "project_flipped"
     counts = make_project(project, flipped_images, args.epochs)
     print(f"  {len(flips)} of {sum(counts.values())} labels flipped ({args.flip_fraction:.0%}), in every split",
@@ -285,10 +285,12 @@ def compare_review(name: str, images: Path, args: argparse.Namespace, workspace:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["mnist", "demo", "both"], default="both")
+    parser.add_argument("--dataset", choices=["mnist", "demo", "sklearn_digits", "both"], default="both",
+                        help="both: mnist and demo; sklearn_digits: scikit-learn's 901 digits 0-4 (real_data.py)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each contender, alternating")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.train.epochs)
     parser.add_argument("--flip-fraction", type=float, default=0.05)
+    parser.add_argument("--flip-seed", type=int, default=123, help="which files are flipped (another draw)")
     parser.add_argument("--tutorial-onednn", action="store_true",
                         help="run the tutorial with TF_ENABLE_ONEDNN_OPTS=1 too (default: as TensorFlow chooses)")
     parser.add_argument("--skip-train", action="store_true")
