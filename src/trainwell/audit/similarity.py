@@ -47,7 +47,8 @@ def beyond_plane(pictures: np.ndarray, rows: int, columns: int) -> np.ndarray:
     down, across = np.mgrid[0:rows, 0:columns]
     basis = np.stack([np.ones(rows * columns), across.ravel() - (columns - 1) / 2, down.ravel() - (rows - 1) / 2], axis=1)
     values = pictures.reshape(len(pictures), rows * columns).astype(np.float64)
-    return (values - values @ (basis @ np.linalg.pinv(basis)).T).std(axis=1)
+    # The plane's three coefficients, then the plane: 3 multiply-adds a pixel, not rows x columns.
+    return (values - (values @ np.linalg.pinv(basis).T) @ basis.T).std(axis=1)
 
 
 def _as_bytes(thumbnail: np.ndarray) -> np.ndarray:
