@@ -85,7 +85,9 @@ def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confi
     similarity: the distinctive test then weighs a pair and its rivals at 24 pixels, where a
     cropped digit is told from a look-alike. (Requiring strong pairs to pass on them too grouped
     nothing less on the real sets, lost a third of JPEG copies of low-contrast tiles and measured
-    every pair of 2,000 near-identical pictures: 3.3x the time.)"""
+    every pair of 2,000 near-identical pictures: 3.3x the time.) Given the files' native patches
+    too (a close_look.CloseLook), a pair that is not strong and is the same pixels at a
+    whole-pixel shift there (CloseLook.exact) takes that similarity, whatever its fine one."""
     look = close_look(detail)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [(np.zeros(0, np.float32), np.zeros(0, bool),
                                                                 np.zeros(0, bool))]
@@ -429,8 +431,11 @@ def near_duplicate_pairs(
     seconds, not the hours comparing every pair would. With `neighbours`, pairs whose fine
     thumbnails are alike unshifted are candidates too (neighbour_pairs: every pair compared, for
     sets small enough), whatever their hashes: a re-encoded low-contrast tile or a cropped face can
-    move its pHash by 8-16 bits. With `detail`, the pairs neither clearly alike nor clearly not
-    are decided on the 24x24 detail thumbnails (scored).
+    move its pHash by 8-16 bits; so are pairs sharing a native centre block byte for byte, given
+    the native patches (candidates.block_pairs: a lossless crop of a small picture). With `detail`
+    (an array of detail thumbnails or a close_look.CloseLook), the pairs neither clearly alike nor
+    clearly not are decided on the 24x24 detail thumbnails, or the native patches where those
+    call the pair the same pixels (scored).
     """
     return scored_pairs(hashes=hashes, crops=crops, fine=fine, thumbnails=thumbnails, max_distance=max_distance,
                         confirm=confirm, detail=detail, neighbours=neighbours, rows=rows,
