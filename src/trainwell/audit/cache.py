@@ -204,9 +204,10 @@ class AuditCache:
         # Kept candidate pairs (near_duplicates.scored): [path, path, similarity, strong].
         self.previous_near_pairs: list[list] = []
         self.near_valid = False  # previous_near_pairs were computed with today's settings
-        # Which candidate searches found them ([crop hashes, thumbnails]): each runs below a file
-        # count, so a set crossing one must search afresh (audit/dataset.py compares).
-        self.previous_near_searches: list[bool] | None = None
+        # Which candidate searches found them ([crop hashes, thumbnails and centre blocks, the
+        # common blocks' digest]): each runs below a file count, so a set crossing one, or another
+        # common set, must search afresh (audit/dataset.py compares).
+        self.previous_near_searches: list | None = None
         if self.path:
             self._refuse_unusable(dataset)
             self._refuse_foreign()
@@ -360,7 +361,7 @@ class AuditCache:
 
     def save(self, *, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray, columns: dict[str, np.ndarray],
              findings: dict[str, list], near_pairs: list[list], unchanged: bool,
-             near_searches: list[bool] | None = None) -> None:
+             near_searches: list | None = None) -> None:
         """Write this run's rows (JSON + sidecar) atomically; skip when `unchanged` and the pairs match.
 
         Rows whose bytes could not be read (empty content digest) are left out: they are checked

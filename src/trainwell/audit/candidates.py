@@ -116,15 +116,19 @@ def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> n
 
 
 
-def block_pairs(native: np.ndarray, shapes: np.ndarray, *, queries: np.ndarray | None = None) -> np.ndarray:
+def block_pairs(native: np.ndarray, shapes: np.ndarray, *, queries: np.ndarray | None = None,
+                common: np.ndarray | None = None) -> np.ndarray:
     """Index pairs (i < j) where the block at the centre of one's native patch appears, byte for
     byte, within a few pixels of the other's centre (close_look.centre_keys, shifted_keys): a
     lossless crop of a small picture and its original, which a one-pixel cut of a 25-pixel face
-    moves too far for pHashes and thumbnails (8-14 bits; 0.82-0.95 alike unshifted). With a
-    boolean `queries` mask, only the pairs with a queried end (a pair is found by its two files'
-    bytes alone, so these are the full search's pairs there)."""
+    moves too far for pHashes and thumbnails (8-14 bits; 0.82-0.95 alike unshifted). Centre keys
+    in the sorted array `common` (close_look.common_centre_keys: held by many files) are left out.
+    With a boolean `queries` mask, only the pairs with a queried end (a pair is found by its two
+    files' bytes and `common` alone, so these are the full search's pairs there)."""
     everyone = np.arange(len(native))
     centre, shifted = centre_keys(native, shapes, everyone), shifted_keys(native, shapes, everyone)
+    if common is not None and len(common):
+        centre[np.isin(centre, common)] = 0
     owners = np.flatnonzero(centre)
     if queries is not None:
         # Queried centres looked up among every file's blocks, every centre among queried files' blocks.

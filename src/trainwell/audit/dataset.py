@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 from trainwell import storage
 from trainwell.audit.cache import AuditCache
 from trainwell.audit.checks import new_columns
-from trainwell.audit.close_look import CloseLook
+from trainwell.audit.close_look import CloseLook, common_centre_keys
 from trainwell.audit.near_duplicates import Confirm, Scored, distinctive, near_duplicate_groups, scored_pairs
 from trainwell.audit.properties import property_findings
 from trainwell.audit.report import AuditReport
@@ -107,12 +108,13 @@ def _duplicate_findings(table: FileTable) -> tuple[list[Finding], list[list[str]
 
 def _near_duplicate_findings(
     table: FileTable, *, policy: AuditParams, stable: np.ndarray, previous_pairs: list[list],
-    previous_searches: list[bool] | None = None,
-) -> tuple[list[Finding], list[dict], list[list], list[bool]]:
+    previous_searches: list | None = None,
+) -> tuple[list[Finding], list[dict], list[list], list]:
     """Near-duplicate issues and groups (pHash candidates confirmed by finer thumbnails, grouped
     around representatives), leaving out groups that are only exact copies; also the kept
     candidate pairs as [path, path, similarity, strong] and the searches that found them
-    ([crop hashes, thumbnails], each on below a file count), for the cache.
+    ([crop hashes, thumbnails and centre blocks, each on below a file count; the digest of the
+    centre blocks left out as common]), for the cache.
 
     Pairs between two `stable` files (bytes unchanged since `previous_pairs` were found with
     today's settings and the same searches) are taken from those; only the other files are compared against the rest,
@@ -125,8 +127,8 @@ def _near_duplicate_findings(
         return [], [], [], []
     hashes = table.columns["perceptual_hash"][decoded]
     fine = table.columns["fine"][decoded]
-    detail = CloseLook(table.columns["detail"][decoded], table.columns["native"][decoded],
-                       table.columns["native_shape"][decoded])
+    native, native_shape = table.columns["native"][decoded], table.columns["native_shape"][decoded]
+    detail = CloseLook(table.columns["detail"][decoded], native, native_shape)
     thumbnails = table.columns["thumbnail"][decoded]
     confirm = Confirm(min_similarity=policy.near_duplicate_similarity,
                       max_colour_difference=policy.near_duplicate_pixel_difference,
@@ -135,9 +137,12 @@ def _near_duplicate_findings(
                       distinctive_ratio=policy.near_duplicate_distinctive_ratio)
     crops = table.columns["crop_hashes"][decoded] if len(decoded) <= CROP_SEARCH_MAX_FILES else None
     neighbours = len(decoded) <= NEIGHBOUR_SEARCH_MAX_FILES
+    # Centre blocks many files share are left out of the block search; a pair's candidacy then
+    # depends on the pair and this set, so another set means a fresh search, as a crossed cap does.
+    common = common_centre_keys(native, native_shape) if neighbours else np.zeros(0, np.uint64)
     settings: dict = dict(crops=crops, fine=fine, thumbnails=thumbnails, detail=detail, neighbours=neighbours,
-                          max_distance=policy.near_duplicate_distance, confirm=confirm)
-    searches = [crops is not None, neighbours]
+                          max_distance=policy.near_duplicate_distance, confirm=confirm, common_blocks=common)
+    searches = [crops is not None, neighbours, hashlib.sha256(common.tobytes()).hexdigest()[:16]]
     # A set that crossed a search's file count must not keep pairs only the other search finds.
     changed = np.flatnonzero(~stable[decoded]) if previous_searches == searches else np.arange(len(decoded))
     if len(changed) == len(decoded):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainwell.audit.candidates import block_pairs, crop_pairs, neighbour_pairs
-from trainwell.audit.close_look import CloseLook, close_look
+from trainwell.audit.close_look import CloseLook, close_look, common_centre_keys
 from trainwell.audit.hamming import hamming_pairs, pairs_in_ranges
 from trainwell.audit.similarity import (
     FINE_CROPS,
@@ -337,9 +337,12 @@ def scored_pairs(
     neighbours: bool = False,
     rows: np.ndarray | None = None,
     method: str = "auto",
+    common_blocks: np.ndarray | None = None,
 ) -> Scored:
     """Every kept candidate pair (i < j; see scored) with its similarity and strength; with
-    `rows`, only pairs that involve one of those indices. near_duplicate_pairs explains the search."""
+    `rows`, only pairs that involve one of those indices; `common_blocks` are the centre keys the
+    block search leaves out (close_look.common_centre_keys of every file; found here when not
+    given). near_duplicate_pairs explains the search."""
     count = len(hashes)
     look = close_look(detail)
     empty = Scored(np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.float32), np.zeros(0, bool), fine, look)
@@ -373,7 +376,9 @@ def scored_pairs(
         asking = None if rows is None else queried > 0
         more = [neighbour_pairs(fine[representatives], queries=asking)]
         if look is not None and look.native is not None and look.shape is not None:
-            more.append(block_pairs(look.native[representatives], look.shape[representatives], queries=asking))
+            common = common_centre_keys(look.native, look.shape) if common_blocks is None else common_blocks
+            more.append(block_pairs(look.native[representatives], look.shape[representatives], queries=asking,
+                                    common=common))
         bundle_pairs = np.unique(np.concatenate([bundle_pairs, *more]), axis=0)
     similarity, strong, kept = scored(bundle_pairs, fine=fine[representatives], thumbnails=thumbnails[representatives],
                                       confirm=confirm, detail=None if look is None else look[representatives])

@@ -42,13 +42,23 @@ def similarity_features(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def beyond_plane(pictures: np.ndarray, rows: int, columns: int) -> np.ndarray:
     """The spread (standard deviation, grey levels) of what is left of each flattened rows x columns
-    picture after its best-fitting plane (brightness, left-right and top-down gradient), in
-    float64 (a float32 product's last bit depends on the other rows)."""
+    uint8 picture after its best-fitting plane (brightness, left-right and top-down gradient).
+
+    On a whole grid the plane's three terms are orthogonal, so the fit needs only each row's sum,
+    sum of squares and two weighted sums, all whole numbers summed exactly in int64: a row's value
+    is the same bits whatever other rows it is measured with (a float matrix product's last bit
+    depended on them, so a picture at exactly 8.0 was informative alone and not among others)."""
     down, across = np.mgrid[0:rows, 0:columns]
-    basis = np.stack([np.ones(rows * columns), across.ravel() - (columns - 1) / 2, down.ravel() - (rows - 1) / 2], axis=1)
-    values = pictures.reshape(len(pictures), rows * columns).astype(np.float64)
-    # The plane's three coefficients, then the plane: 3 multiply-adds a pixel, not rows x columns.
-    return (values - (values @ np.linalg.pinv(basis).T) @ basis.T).std(axis=1)
+    # Twice each pixel's offset from the centre: whole numbers.
+    across2, down2 = (2 * across - (columns - 1)).ravel(), (2 * down - (rows - 1)).ravel()
+    values = pictures.reshape(len(pictures), rows * columns).astype(np.int64)
+    count = rows * columns
+    total, squares = values.sum(axis=1), np.square(values).sum(axis=1)
+    tilt_across, tilt_down = values @ across2, values @ down2  # int64 products: exact, no BLAS
+    explained = (total.astype(np.float64) ** 2 / count
+                 + (tilt_across.astype(np.float64) ** 2 / max(1, int(np.square(across2).sum())))
+                 + (tilt_down.astype(np.float64) ** 2 / max(1, int(np.square(down2).sum()))))
+    return np.sqrt(np.maximum(squares - explained, 0.0) / count)
 
 
 def _as_bytes(thumbnail: np.ndarray) -> np.ndarray:
