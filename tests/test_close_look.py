@@ -348,3 +348,36 @@ def test_an_incremental_audit_whose_common_blocks_change_reports_what_a_full_one
         assert cached["issues"] == full["issues"], present
         reports.append(len(full["near_duplicate_groups"]))
     assert reports == [1, 0, 1]  # the pair found, refused while its block is common, found again
+
+
+def test_blocks_many_files_hold_off_centre_pair_none_of_them_either(monkeypatch):
+    """60 pictures carry one 14x14 emblem at their centre (its centre block common) and so hold its
+    48 off-centre 8x8 windows, each the centre block of 3 other pictures (under the owner bar, set
+    at 4): counting owners alone, every picture paired with 144 others (8,640 pairs, all different
+    pictures; 5,000 such pictures took 232 s). Blocks that many files hold within reach are common
+    too: the search's pairs stay within COMMON_BLOCK_HOLDERS a file."""
+    from trainwell.audit.candidates import block_pairs
+    from trainwell.audit.close_look import COMMON_BLOCK_HOLDERS, common_centre_keys
+
+    monkeypatch.setattr(close_look, "COMMON_BLOCK_FILES", 4)
+    rng = np.random.default_rng(12)
+    emblem = rng.integers(0, 256, size=(14, 14), dtype=np.uint8)
+    pictures = []
+    for _ in range(60):
+        host = rng.integers(0, 256, size=(32, 32), dtype=np.uint8)
+        host[9:23, 9:23] = emblem
+        pictures.append(host)
+    for down in range(7):
+        for across in range(7):
+            if (down, across) == (3, 3):
+                continue  # the emblem's own centre block: the hosts' common one
+            for _ in range(3):
+                owner = rng.integers(0, 256, size=(28, 28), dtype=np.uint8)
+                owner[10:18, 10:18] = emblem[down:down + 8, across:across + 8]
+                pictures.append(owner)
+    native, shapes = (np.stack(column) for column in zip(*map(native_patch, pictures)))
+    common = common_centre_keys(native, shapes)
+    assert len(common) == 49
+    pairs = block_pairs(native, shapes, common=common)
+    assert len(pairs) <= COMMON_BLOCK_HOLDERS * len(pictures)
+    assert not ((pairs[:, 0] < 60) & (pairs[:, 1] >= 60)).any()  # no host paired with an owner

@@ -25,6 +25,10 @@ EXACT_DETAIL_FLOOR = 0.99
 # (a mark every picture carries): block_pairs leaves it out, or its pairs grow with the square of
 # their number (5,000 such pictures took 814 s where the audit took 4.6 s without the block search).
 COMMON_BLOCK_FILES = 16
+# ... and so is one this many files or more hold anywhere within reach of their centre: each of
+# 5,000 pictures carrying one 14x14 emblem held its 48 off-centre blocks, each the centre of 15
+# others (232 s). A block's pairs are then at most 16 x 32 and the search's at most 32 a file.
+COMMON_BLOCK_HOLDERS = 32
 
 
 def native_patch(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,12 +204,23 @@ def centre_keys(native: np.ndarray, shapes: np.ndarray, rows: np.ndarray) -> np.
 
 
 def common_centre_keys(native: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-    """The centre keys (centre_keys) that COMMON_BLOCK_FILES or more of these files hold, sorted:
-    the audit finds them over every decoded file, so whether a pair is a block candidate depends
-    on the pair and this set alone (the audit cache keeps its digest: another set, another search)."""
-    keys = centre_keys(native, shapes, np.arange(len(native)))
-    held, counts = np.unique(keys[keys != 0], return_counts=True)
-    return held[counts >= COMMON_BLOCK_FILES]
+    """The centre keys (centre_keys) that COMMON_BLOCK_FILES or more of these files have at their
+    centre, or COMMON_BLOCK_HOLDERS or more hold within reach of it (shifted_keys), sorted. The audit
+    finds them over every decoded file, so whether a pair is a block candidate depends on the pair
+    and this set alone (the audit cache keeps its digest: another set, another search)."""
+    everyone = np.arange(len(native))
+    centre = centre_keys(native, shapes, everyone)
+    owned, owners = np.unique(centre[centre != 0], return_counts=True)
+    shifted = shifted_keys(native, shapes, everyone)
+    # Each file counted once per key it holds, whatever the shifts it holds it at.
+    holding = np.unique(np.stack([np.repeat(everyone, shifted.shape[1]), shifted.ravel()], axis=1)[shifted.ravel() != 0],
+                        axis=0)
+    held, holders = np.unique(holding[:, 1], return_counts=True)
+    crowded = np.zeros(len(owned), dtype=bool)
+    where = np.asarray(np.searchsorted(held, owned))
+    found = where < len(held)
+    crowded[found] = (held[where[found]] == owned[found]) & (holders[where[found]] >= COMMON_BLOCK_HOLDERS)
+    return owned[(owners >= COMMON_BLOCK_FILES) | crowded]
 
 
 def share_a_block(native: np.ndarray, shapes: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
