@@ -27,7 +27,7 @@ EXACT_DETAIL_FLOOR = 0.99
 COMMON_BLOCK_FILES = 16
 # ... and so is one this many files or more hold anywhere within reach of their centre: each of
 # 5,000 pictures carrying one 14x14 emblem held its 48 off-centre blocks, each the centre of 15
-# others (232 s). A block's pairs are then at most 16 x 32 and the search's at most 32 a file.
+# others (232 s). A block's pairs are then under 16 x 32, and the search's under 32 times its files.
 COMMON_BLOCK_HOLDERS = 32
 
 
