@@ -31,7 +31,7 @@ import audit_precision
 import real_data
 from trainwell.audit import dataset as audit_dataset_module
 from trainwell.audit.candidates import block_pairs
-from trainwell.audit.close_look import CloseLook
+from trainwell.audit.close_look import CloseLook, common_centre_keys
 from trainwell.audit.hamming import cross_pairs, hamming_pairs, popcount
 from trainwell.audit.near_duplicates import Confirm, nearest_rivals, neighbour_pairs, scored
 from trainwell.audit.similarity import colour_differences, detail_similarities, fine_similarities
@@ -64,7 +64,7 @@ def candidate_pairs(codes: np.ndarray, crops: np.ndarray, fine: np.ndarray, max_
     found = cross_pairs(flat, codes, max_distance=crop_distance, owners=np.repeat(np.arange(len(codes)), probes))
     cropped = np.stack([found[:, 0] // probes, found[:, 1]], axis=1)
     both = np.concatenate([plain, np.sort(cropped, axis=1), neighbour_pairs(fine),
-                           block_pairs(look.native, look.shape)])
+                           block_pairs(look.native, look.shape, common=common_centre_keys(look.native, look.shape))])
     return np.unique(both, axis=0)
 
 

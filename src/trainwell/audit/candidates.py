@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainwell.audit.close_look import centre_keys, shifted_keys
+from trainwell.audit.close_look import block_keys
 from trainwell.audit.hamming import cross_pairs
 from trainwell.audit.similarity import LOW_CONTRAST, beyond_plane, standardised
 
@@ -115,18 +115,17 @@ def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> n
     return pairs[value >= NEIGHBOUR_FLOOR]
 
 
-
 def block_pairs(native: np.ndarray, shapes: np.ndarray, *, queries: np.ndarray | None = None,
                 common: np.ndarray | None = None) -> np.ndarray:
     """Index pairs (i < j) where the block at the centre of one's native patch appears, byte for
-    byte, within a few pixels of the other's centre (close_look.centre_keys, shifted_keys): a
+    byte, within a few pixels of the other's centre (close_look.block_keys): a
     lossless crop of a small picture and its original, which a one-pixel cut of a 25-pixel face
     moves too far for pHashes and thumbnails (8-14 bits; 0.82-0.95 alike unshifted). Centre keys
     in the sorted array `common` (close_look.common_centre_keys: held by many files) are left out.
     With a boolean `queries` mask, only the pairs with a queried end (a pair is found by its two
     files' bytes and `common` alone, so these are the full search's pairs there)."""
     everyone = np.arange(len(native))
-    centre, shifted = centre_keys(native, shapes, everyone), shifted_keys(native, shapes, everyone)
+    centre, shifted = block_keys(native, shapes, everyone)
     if common is not None and len(common):
         centre[np.isin(centre, common)] = 0
     owners = np.flatnonzero(centre)

@@ -170,48 +170,41 @@ def _keys(blocks: np.ndarray) -> np.ndarray:
     return mixed | np.uint64(1)
 
 
-def shifted_keys(native: np.ndarray, shapes: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), 49) keys of each listed patch's blocks `down`, `across` pixels (each -3..3) from
-    its centre block, 0 where that block leaves the part of the patch that shows the picture or the
-    patch shows under half of it (_covered)."""
+_CENTRE = _SHIFTS.index((0, 0))
+
+
+def block_keys(native: np.ndarray, shapes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, shifted) keys of each listed patch. `shifted` is (len(rows), 49): the keys of its
+    blocks `down`, `across` pixels (each -3..3) from its centre block, 0 where that block leaves
+    the part of the patch that shows the picture or the patch shows under half of it (_covered).
+    `centre` is the unshifted one, 0 also where that block holds no more than a tilted plane (black
+    MNIST background and clear sky are shared by thousands of unrelated pictures). Each block is
+    cut and keyed once, a slice per patch size."""
     sides = _patch_sides(shapes[rows])
     covered = _covered(shapes[rows])
-    keys = np.zeros((len(rows), len(_SHIFTS)), dtype=np.uint64)
+    shifted = np.zeros((len(rows), len(_SHIFTS)), dtype=np.uint64)
+    informative = np.zeros(len(rows), dtype=bool)
     patches = native[rows].reshape(len(rows), NATIVE_SIDE, NATIVE_SIDE)
     for (height, width) in {tuple(side) for side in sides.tolist()}:
         which = np.flatnonzero((sides[:, 0] == height) & (sides[:, 1] == width) & covered)
         for index, (down, across) in enumerate(_SHIFTS):
             top, left = height // 2 - _BLOCK // 2 + down, width // 2 - _BLOCK // 2 + across
             if len(which) and top >= 0 and left >= 0 and top + _BLOCK <= height and left + _BLOCK <= width:
-                keys[which, index] = _keys(patches[which, top:top + _BLOCK, left:left + _BLOCK])
-    return keys
-
-
-def centre_keys(native: np.ndarray, shapes: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The key of each listed patch's centre block (shifted_keys' unshifted one), 0 where there is
-    none or it holds no more than a tilted plane (black MNIST background and clear sky are shared
-    by thousands of unrelated pictures)."""
-    keys = shifted_keys(native, shapes, rows)[:, _SHIFTS.index((0, 0))]
-    sides = _patch_sides(shapes[rows])
-    top, left = sides[:, 0] // 2 - _BLOCK // 2, sides[:, 1] // 2 - _BLOCK // 2
-    holding = np.flatnonzero(keys)
-    patches = native[rows[holding]].reshape(len(holding), NATIVE_SIDE, NATIVE_SIDE)
-    offsets = np.arange(_BLOCK)
-    blocks = patches[np.arange(len(holding))[:, None, None], top[holding, None, None] + offsets[None, :, None],
-                     left[holding, None, None] + offsets[None, None, :]]
-    keys[holding[beyond_plane(blocks, _BLOCK, _BLOCK) < LOW_CONTRAST]] = 0
-    return keys
+                blocks = patches[which, top:top + _BLOCK, left:left + _BLOCK]
+                shifted[which, index] = _keys(blocks)
+                if index == _CENTRE:
+                    informative[which] = beyond_plane(blocks, _BLOCK, _BLOCK) >= LOW_CONTRAST
+    return np.where(informative, shifted[:, _CENTRE], np.uint64(0)), shifted
 
 
 def common_centre_keys(native: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-    """The centre keys (centre_keys) that COMMON_BLOCK_FILES or more of these files have at their
-    centre, or COMMON_BLOCK_HOLDERS or more hold within reach of it (shifted_keys), sorted. The audit
+    """The centre keys (block_keys) that COMMON_BLOCK_FILES or more of these files have at their
+    centre, or COMMON_BLOCK_HOLDERS or more hold within reach of it, sorted. The audit
     finds them over every decoded file, so whether a pair is a block candidate depends on the pair
     and this set alone (the audit cache keeps its digest: another set, another search)."""
     everyone = np.arange(len(native))
-    centre = centre_keys(native, shapes, everyone)
+    centre, shifted = block_keys(native, shapes, everyone)
     owned, owners = np.unique(centre[centre != 0], return_counts=True)
-    shifted = shifted_keys(native, shapes, everyone)
     # Each file counted once per key it holds, whatever the shifts it holds it at.
     holding = np.unique(np.stack([np.repeat(everyone, shifted.shape[1]), shifted.ravel()], axis=1)[shifted.ravel() != 0],
                         axis=0)
@@ -226,7 +219,7 @@ def common_centre_keys(native: np.ndarray, shapes: np.ndarray) -> np.ndarray:
 def share_a_block(native: np.ndarray, shapes: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Whether, for each index pair, either's centre key is among the other's shifted keys."""
     involved, inverse = np.unique(np.concatenate([first, second]), return_inverse=True)
-    centre, shifted = centre_keys(native, shapes, involved), shifted_keys(native, shapes, involved)
+    centre, shifted = block_keys(native, shapes, involved)
     one, other = inverse[:len(first)], inverse[len(first):]
     return (((centre[one] != 0) & (shifted[other] == centre[one][:, None]).any(axis=1)) |
             ((centre[other] != 0) & (shifted[one] == centre[other][:, None]).any(axis=1)))
