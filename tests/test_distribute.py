@@ -180,6 +180,30 @@ def test_two_localhost_workers_train_to_the_same_weights(project, tmp_path, memo
 
 
 @pytest.mark.tf_process
+def test_a_cluster_gets_a_heartbeat_that_survives_busy_cores():
+    # TensorFlow's own 10 s heartbeat timeout failed a two-worker run on two loaded cores; the
+    # coordination service must be configured (before the strategy) with trainwell's, once.
+    script = textwrap.dedent("""
+        import json, os
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                                              "task": {"type": "worker", "index": 1}})
+        from tensorflow.python.eager import context
+        from trainwell.training.tensorflow_internals import configure_cluster_heartbeat
+        configure_cluster_heartbeat(heartbeat_timeout_s=120)
+        configure_cluster_heartbeat(heartbeat_timeout_s=5)  # a second call keeps the first configuration
+        config = context.context().coordination_service
+        print(json.dumps({"timeout_ms": config.heartbeat_timeout_in_ms, "leader": config.service_leader,
+                          "jobs": [(job.name, job.num_tasks) for job in config.coordinated_job_list]}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], env=tool_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout.strip().splitlines()[-1])
+    assert config == {"timeout_ms": 120_000, "leader": "/job:worker/replica:0/task:0", "jobs": [["worker", 2]]}
+    assert distribute.HEARTBEAT_TIMEOUT_S >= 60
+
+
+@pytest.mark.tf_process
 def test_multi_worker_without_tf_config_says_what_to_set(project, tmp_path):
     folder = _copy_project(project, tmp_path / "alone", strategy="multi_worker")
     env = tool_env()
