@@ -58,7 +58,7 @@ def _covered(shapes: np.ndarray) -> np.ndarray:
 def _informative(patches: np.ndarray, sides: np.ndarray) -> np.ndarray:
     """Whether each patch (its sides' part) holds more than a tilted plane: what is left after its
     best-fitting plane spreads at least LOW_CONTRAST grey levels (two hazy skies correlate 0.999
-    whatever they show; candidates.informative_rows says the same of fine thumbnails)."""
+    whatever they show; candidates.informative_rows, a search, asks less of fine thumbnails)."""
     found = np.zeros(len(patches), dtype=bool)
     for (rows, columns) in {tuple(side) for side in sides.tolist()}:
         which = np.flatnonzero((sides[:, 0] == rows) & (sides[:, 1] == columns))
