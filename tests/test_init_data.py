@@ -62,7 +62,7 @@ def test_tracked_data_is_not_told_to_dvc_add(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("side", "expected"), [(4, SMALLEST_SIZE), (15, SMALLEST_SIZE), (16, 16), (32, 32), (75, 75),
-                                                (76, 75), (4000, 75)])
+                                                (76, 75), (400, 75)])
 def test_the_size_chosen_is_native_within_the_cnn_minimum_and_the_default(tmp_path, side, expected):
     write_images(tmp_path / "data", {"a": 1, "b": 1}, size=(side, side * 2), mode="RGB")
     size, reason = choose_image_size(survey_folder(tmp_path / "data", extensions=[".png"], max_pixels=10**8))
