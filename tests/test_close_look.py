@@ -17,9 +17,7 @@ from trainwell.audit.close_look import (
     comparable,
     native_patch,
     native_similarities,
-    resolution_pairs,
     share_a_block,
-    soften,
 )
 from trainwell.audit.dataset import audit_dataset
 from trainwell.audit.near_duplicates import distinctive, scored_pairs
@@ -369,61 +367,3 @@ def test_blocks_many_files_hold_off_centre_pair_none_of_them_either(monkeypatch)
     pairs = block_pairs(native, shapes, common=common)
     assert len(pairs) <= COMMON_BLOCK_HOLDERS * len(pictures)
     assert not ((pairs[:, 0] < 60) & (pairs[:, 1] >= 60)).any()  # no host paired with an owner
-
-
-def test_pairs_are_softened_only_where_one_picture_fills_fewer_thumbnail_pixels():
-    """Generated shapes, hostile ones included (0, 1 and 2^32 - 1 pixels a side, long strips):
-    a pair is softened, symmetrically, only when a side differs by more than the crop allowance
-    and the smaller picture is under the thumbnail's side; softening keeps shape and dtype."""
-    rng = np.random.default_rng(5)
-    sides = np.concatenate([rng.integers(0, 80, size=(200, 2)), [[0, 0], [1, 1], [1, 4000], [2**32 - 1, 2**32 - 1]]])
-    shapes = sides.astype(np.uint32)
-    first, second = rng.integers(0, len(shapes), 2000), rng.integers(0, len(shapes), 2000)
-    coarser, which = resolution_pairs(shapes, first, second)
-    swapped, which_swapped = resolution_pairs(shapes, second, first)
-    assert np.array_equal(coarser, swapped) and np.array_equal(which, which_swapped)
-    one, other = sides[first].astype(np.int64), sides[second].astype(np.int64)
-    expected = (np.abs(one - other) > NATIVE_MAX_SIZE_DIFFERENCE).any(axis=1) & (np.minimum(one, other) < 32).any(axis=1)
-    assert np.array_equal(np.sort(which), np.flatnonzero(expected))
-    assert coarser.min() >= 4 and coarser.max() <= 24
-    thumbnails = rng.integers(0, 256, size=(7, 576), dtype=np.uint8)
-    for rows, columns in ((4, 4), (10, 23), (23, 10)):
-        softened = soften(thumbnails, sides=np.array([rows, columns]))
-        assert softened.shape == thumbnails.shape and softened.dtype == np.uint8
-        assert np.abs(softened.astype(int) - thumbnails).mean() > 10  # noise does not survive 24 -> 10 pixels
-    assert soften(thumbnails[:0], sides=np.array([10, 10])).shape == (0, 576)
-
-
-def scribble(rng: np.random.Generator) -> np.ndarray:
-    """A 28x28 grey digit-like scribble: a thick three-segment stroke drawn 4x larger and
-    area-resized, like a scan."""
-    canvas = np.zeros((112, 112), dtype=np.uint8)
-    points = rng.uniform(24, 88, size=(4, 2))
-    cv2.polylines(canvas, [np.round(points).astype(np.int32)], False, int(rng.integers(200, 256)),
-                  int(rng.integers(7, 11)))
-    return cv2.resize(canvas, (28, 28), interpolation=cv2.INTER_AREA)
-
-
-def test_halved_copies_pair_with_their_originals_and_never_with_a_look_alike():
-    """200 generated scribbles, 150 "1"s written alike, and 14x14 copies (half size, bicubic, as
-    a resized MNIST digit) of 20 of each: compared at the copy's own resolution, the scribbles'
-    copies pair with their originals (on the thumbnails as they are, many halved ones fall under
-    the distinctive bar), and no copy pairs with another picture: a halved "1" is as close to
-    other writers' as to its own, so it is refused rather than grouped with the wrong one."""
-    rng = np.random.default_rng(2)
-    originals = [scribble(rng) for _ in range(200)] + [crowded_stroke(rng) for _ in range(150)]
-    sources = list(range(20)) + list(range(200, 220))
-    halved = [cv2.resize(originals[source], (14, 14), interpolation=cv2.INTER_CUBIC) for source in sources]
-    found = features([np.repeat(grey[:, :, None], 3, axis=2) for grey in originals + halved])
-    results = {}
-    for name, look in (("softened", found["detail"]), ("as they are", CloseLook(found["detail"].detail))):
-        scored = scored_pairs(max_distance=POLICY.near_duplicate_distance, confirm=DISTINCTIVE, neighbours=True,
-                              **{**found, "detail": look})
-        accepted = distinctive(scored.pairs, scored.similarity, scored.strong, DISTINCTIVE, fine=found["fine"],
-                               detail=look)
-        pairs = {tuple(pair) for pair in scored.pairs[accepted].tolist()}
-        own = {(source, 350 + index) for index, source in enumerate(sources)}
-        results[name] = (len(pairs & own & {(source, 350 + index) for index, source in enumerate(sources[:20])}),
-                         {pair for pair in pairs - own if pair[1] >= 350})
-    assert results["softened"][0] >= 19 and results["softened"][0] > results["as they are"][0], results
-    assert not results["softened"][1] and not results["as they are"][1], results

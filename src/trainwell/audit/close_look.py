@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from trainwell.audit.similarity import DETAIL_CROPS, DETAIL_SIDE, LOW_CONTRAST, THUMBNAIL_SIDE, beyond_plane
+from trainwell.audit.similarity import DETAIL_CROPS, LOW_CONTRAST, beyond_plane
 
 # The native patch's side (pixels): the centre of the decoded picture, not resampled (576 bytes a file).
 NATIVE_SIDE = 24
@@ -58,7 +57,7 @@ def _covered(shapes: np.ndarray) -> np.ndarray:
 def _informative(patches: np.ndarray, sides: np.ndarray) -> np.ndarray:
     """Whether each patch (its sides' part) holds more than a tilted plane: what is left after its
     best-fitting plane spreads at least LOW_CONTRAST grey levels (two hazy skies correlate 0.999
-    whatever they show; candidates.informative_rows, a search, asks less of fine thumbnails)."""
+    whatever they show; candidates.informative_rows says the same of fine thumbnails)."""
     found = np.zeros(len(patches), dtype=bool)
     for (rows, columns) in {tuple(side) for side in sides.tolist()}:
         which = np.flatnonzero((sides[:, 0] == rows) & (sides[:, 1] == columns))
@@ -247,18 +246,8 @@ class CloseLook:
 
     def detail_of(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Similarity of each index pair on the detail thumbnails, read as crops of each other
-        (similarity.DETAIL_CROPS); a pair of which one picture holds fewer pixels than the other's
-        thumbnail shows (resolution_pairs), on both thumbnails softened to the coarser one's."""
-        similarity = DETAIL_CROPS.of_pairs(self.detail, first, second)
-        if self.shape is None:
-            return similarity
-        coarser, which = resolution_pairs(self.shape, first, second)
-        for sides in np.unique(coarser[which], axis=0):
-            group = which[(coarser[which] == sides).all(axis=1)]
-            used, inverse = np.unique(np.concatenate([first[group], second[group]]), return_inverse=True)
-            softened = soften(self.detail[used], sides=sides)
-            similarity[group] = DETAIL_CROPS.of_pairs(softened, inverse[:len(group)], inverse[len(group):])
-        return similarity
+        (similarity.DETAIL_CROPS)."""
+        return DETAIL_CROPS.of_pairs(self.detail, first, second)
 
     def exact(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Native similarity of each index pair where the two share a centre block byte for byte
@@ -280,36 +269,6 @@ class CloseLook:
         """Similarity of each index pair: the native one where exact, else the detail one."""
         exact = self.exact(first, second)
         return np.where(np.isfinite(exact), exact, self.detail_of(first, second)).astype(np.float32)
-
-
-def resolution_pairs(shapes: np.ndarray, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sides, which): per index pair, the (rows, columns) of detail-thumbnail pixels the coarser
-    of its two pictures fills; and the pairs to compare at those, where a side of the pictures
-    differs by more than NATIVE_MAX_SIZE_DIFFERENCE and one of them is below THUMBNAIL_SIDE.
-
-    A 14x14 copy of a 28x28 digit is upsampled into its thumbnails: its detail thumbnail holds
-    about 10 pixels of information a side, the original's 21, and the two read 0.981-0.997 alike
-    (150 MNIST digits halved), under the distinctive bar, while another writer's digit holds as
-    much as the original. Both softened to 10 pixels, the copy reads 0.996-0.9999 and the closest
-    of the other 5,130 digits 0.977 (median), so the ratio test passes 86% of halved digits (9%
-    on the thumbnails as they are). Crops change sides by at most a few pixels, and pictures at
-    least THUMBNAIL_SIDE a side fill their thumbnails whatever their size: neither is softened."""
-    sides = np.minimum(shapes.astype(np.int64), THUMBNAIL_SIDE)
-    one, other = sides[first], sides[second]
-    apart = (np.abs(shapes[first].astype(np.int64) - shapes[second].astype(np.int64)) > NATIVE_MAX_SIZE_DIFFERENCE).any(axis=1)
-    coarser = np.minimum(one, other) * DETAIL_SIDE // THUMBNAIL_SIDE
-    return np.maximum(coarser, 4), np.flatnonzero(apart & (coarser < DETAIL_SIDE).any(axis=1))
-
-
-def soften(thumbnails: np.ndarray, *, sides: np.ndarray) -> np.ndarray:
-    """Detail thumbnails (n, DETAIL_SIDE^2) uint8 area-resized to `sides` (rows, columns) pixels and
-    back (bilinear): what a picture that fills only that many of them shows, rounded to uint8."""
-    rows, columns = int(sides[0]), int(sides[1])
-    softened = [cv2.resize(cv2.resize(picture.reshape(DETAIL_SIDE, DETAIL_SIDE).astype(np.float32), (columns, rows),
-                                      interpolation=cv2.INTER_AREA), (DETAIL_SIDE, DETAIL_SIDE),
-                           interpolation=cv2.INTER_LINEAR) for picture in thumbnails]
-    return np.clip(np.rint(np.stack(softened)), 0, 255).astype(np.uint8).reshape(len(thumbnails), -1) \
-        if softened else thumbnails.copy()
 
 
 def close_look(detail: np.ndarray | CloseLook | None) -> CloseLook | None:
