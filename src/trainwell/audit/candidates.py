@@ -6,7 +6,7 @@ import numpy as np
 
 from trainwell.audit.close_look import block_keys
 from trainwell.audit.hamming import cross_pairs
-from trainwell.audit.similarity import beyond_plane, standardised
+from trainwell.audit.similarity import LOW_CONTRAST, beyond_plane, standardised
 
 
 def crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
@@ -37,22 +37,14 @@ def crop_pairs(crops: np.ndarray, codes: np.ndarray, *, max_distance: int,
     return np.stack([np.minimum(owners, partners), np.maximum(owners, partners)], axis=1).astype(np.int64)
 
 
-# Fine thumbnails whose spread beyond their best-fitting plane is under this (grey levels) are left
-# out of the thumbnail search (informative_rows). On the photograph tiles' clean tiles a search of
-# every thumbnail grouped 14 files of skies, one from 0.5 up 9, from 1.0 up none; from 2.0 up
-# none, while planted copies of near-uniform LFW patches and sky tiles are found (LFW 0.945 ->
-# 0.960, photographs 0.915 -> 0.930 against this at LOW_CONTRAST, 8).
-SEARCH_MIN_SPREAD = 2.0
-
-
 def informative_rows(fine: np.ndarray) -> np.ndarray:
     """Whether each fine thumbnail holds more than a tilted plane: the spread (grey levels) of what
     is left after its best-fitting plane (brightness, left-right and top-down gradient) reaches
-    SEARCH_MIN_SPREAD. Below it a picture's shape is noise (a clear sky's tiles, JPEG's and the
-    sensor's grain) or a gradient, and gradients differ from each other only by angle and
-    strength, which the standardised comparison leaves out: such tiles are alike to 0.999 and
-    clearly closer than any third without being copies."""
-    return beyond_plane(fine, 16, 16) >= SEARCH_MIN_SPREAD
+    LOW_CONTRAST. Below it a picture's shape is noise-sized (a hazy tile) or a gradient, and
+    gradients differ from each other only by angle and strength, which the standardised
+    comparison leaves out (200 generated tiles of sky, gradients of different angles and
+    strengths, made 39 groups when searched)."""
+    return beyond_plane(fine, 16, 16) >= LOW_CONTRAST
 
 
 # Fine thumbnails alike unshifted to at least this (1 minus half the mean squared difference of
@@ -85,10 +77,10 @@ def neighbour_pairs(fine: np.ndarray, *, queries: np.ndarray | None = None) -> n
     with a boolean `queries` mask, only the pairs with a queried end (the same pairs a full
     search finds there: each pair's value is its own, see unshifted_similarities).
 
-    Only informative thumbnails take part (informative_rows: more than a tilted plane and noise):
-    two tiles of one clear sky are alike to 0.999 and clearly closer than any third (on the
-    photographs' clean tiles, searching every thumbnail made 14 files into groups). Such pictures
-    stay candidates where their hashes agree.
+    Only informative thumbnails take part (informative_rows: more than a tilted plane): two tiles
+    of one clear sky are alike to 0.999 and clearly closer than any third (on the photographs'
+    clean tiles, searching near-uniform ones too made 17 files into 7 groups). Such pictures stay
+    candidates where their hashes agree, as before.
 
     Every pair is compared (len(fine)^2 x 256 multiply-adds as matrix products: 20,000 files in
     ~5 s on 2 cores), so the audit only asks below a file count (audit/dataset.py)."""
