@@ -128,6 +128,36 @@ def test_look_alikes_in_a_chain_never_form_one_group():
     assert fine_similarities(fine[:1], fine[-1:])[0] < 0.9 and not (first == last).all()
 
 
+def test_blank_pictures_of_different_colours_are_never_near_duplicates(tmp_path):
+    """One-colour pictures of greys and hues in any format and size (a fogged tile, a blank scan)
+    are each reported constant; the near-duplicate search leaves them out, as any blank is a
+    brightness shift of another (411 such tiles once made one 469-file group), in a fresh audit
+    and in one from the cache. Pixel-identical ones stay exact duplicates; a picture with content
+    beside them still pairs with its copy."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    colours = [(level, level, level) for level in range(150, 215, 5)] + [tuple(rng.integers(0, 256, 3)) for _ in range(8)]
+    for index, colour in enumerate(colours):
+        side = int(rng.choice([16, 32, 75]))
+        blank = Image.new("RGB", (side, side), tuple(int(value) for value in colour))
+        fmt = "PNG" if index % 3 else "BMP"
+        faults.write(root / f"class{index % 3}" / f"blank{index:02d}.{fmt.lower()}", faults.encode(blank, fmt))
+        if index == 0:  # the same pixels in another format
+            faults.write(root / "class0" / "blank_again.png", faults.encode(blank, "PNG"))
+    texture = rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8)
+    faults.write(root / "class1" / "texture.png", faults.encode(Image.fromarray(texture), "PNG"))
+    faults.write(root / "class2" / "texture_copy.jpg", faults.encode(Image.fromarray(texture), "JPEG"))
+    data, cache = DataParams(dir=str(root)), tmp_path / "audit_cache.npz"
+    for report in (audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache),
+                   audit_dataset(root=root, data=data, policy=AuditParams(), cache_file=cache)):
+        kinds = {(issue.path, issue.kind) for issue in report.issues}
+        assert all((f"class{index % 3}/blank{index:02d}.{'png' if index % 3 else 'bmp'}", "constant") in kinds
+                   for index in range(len(colours)))
+        assert [sorted(group["members"]) for group in report.near_duplicate_groups] == [
+            ["class1/texture.png", "class2/texture_copy.jpg"]]
+        assert sorted(map(sorted, report.duplicate_groups)) == [["class0/blank00.bmp", "class0/blank_again.png"]]
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_star_groups_never_chain_whatever_the_pairs(seed):
     """Generated graphs (chains, stars, cliques, random): groups are disjoint, each member is paired
