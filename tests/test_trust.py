@@ -130,10 +130,11 @@ def test_look_alikes_in_a_chain_never_form_one_group():
 
 def test_blank_pictures_of_different_colours_are_never_near_duplicates(tmp_path):
     """One-colour pictures of greys and hues in any format and size (a fogged tile, a blank scan)
-    are each reported constant; the near-duplicate search leaves them out, as any blank is a
-    brightness shift of another (411 such tiles once made one 469-file group), in a fresh audit
-    and in one from the cache. Pixel-identical ones stay exact duplicates; a picture with content
-    beside them still pairs with its copy."""
+    are each reported constant; they are grouped by exact colour, never by the search, to which
+    any blank is a brightness shift of another (411 such tiles once made one 469-file group), in
+    a fresh audit and in one from the cache. Pixel-identical ones stay exact duplicates, the same
+    colour at another size is a near-duplicate, and a picture with content beside them still
+    pairs with its copy, not with a blank."""
     rng = np.random.default_rng(0)
     root = tmp_path / "data"
     colours = [(level, level, level) for level in range(150, 215, 5)] + [tuple(rng.integers(0, 256, 3)) for _ in range(8)]
@@ -144,6 +145,8 @@ def test_blank_pictures_of_different_colours_are_never_near_duplicates(tmp_path)
         faults.write(root / f"class{index % 3}" / f"blank{index:02d}.{fmt.lower()}", faults.encode(blank, fmt))
         if index == 0:  # the same pixels in another format
             faults.write(root / "class0" / "blank_again.png", faults.encode(blank, "PNG"))
+        if index == 1:  # the same colour at another size
+            faults.write(root / "class2" / "blank_larger.png", faults.encode(blank.resize((side + 9, side + 4)), "PNG"))
     texture = rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8)
     faults.write(root / "class1" / "texture.png", faults.encode(Image.fromarray(texture), "PNG"))
     faults.write(root / "class2" / "texture_copy.jpg", faults.encode(Image.fromarray(texture), "JPEG"))
@@ -153,8 +156,8 @@ def test_blank_pictures_of_different_colours_are_never_near_duplicates(tmp_path)
         kinds = {(issue.path, issue.kind) for issue in report.issues}
         assert all((f"class{index % 3}/blank{index:02d}.{'png' if index % 3 else 'bmp'}", "constant") in kinds
                    for index in range(len(colours)))
-        assert [sorted(group["members"]) for group in report.near_duplicate_groups] == [
-            ["class1/texture.png", "class2/texture_copy.jpg"]]
+        assert sorted(sorted(group["members"]) for group in report.near_duplicate_groups) == [
+            ["class1/blank01.png", "class2/blank_larger.png"], ["class1/texture.png", "class2/texture_copy.jpg"]]
         assert sorted(map(sorted, report.duplicate_groups)) == [["class0/blank00.bmp", "class0/blank_again.png"]]
 
 

@@ -131,13 +131,19 @@ def _near_duplicate_findings(
     decided afresh over all of them (near_duplicates.distinctive), so a new file that is a closer
     rival undoes a distinctive match, exactly as a full audit would.
     """
-    # A one-colour picture (its own `constant` finding) is a brightness shift of every other one of
-    # its hue: nothing tells a copy of it from another blank, so it joins no near-duplicate group
-    # (pixel-identical ones stay exact duplicates). Searched, 411 blank tiles of 13 fogged
-    # photographs made one 469-file group of greys 170 to 207.
-    decoded = np.flatnonzero(table.decoded & ~_constant_rows(table))
+    # A one-colour picture (its own `constant` finding) is a brightness shift of every other blank
+    # of its hue, so the search (which evens out brightness and contrast) would pair them all:
+    # 411 blank tiles of 13 fogged photographs made one 469-file group of greys 170 to 207. Blanks
+    # are grouped by their exact colour instead (_blank_groups), and searched with nothing.
+    constant = _constant_rows(table) & table.decoded
+    issues: list[Finding] = []
+    path_groups: list[dict] = []
+    for representative, members in _blank_groups(table, np.flatnonzero(constant)):
+        _report_group(table, representative=representative, members=members, lowest=1.0, issues=issues,
+                      path_groups=path_groups)
+    decoded = np.flatnonzero(table.decoded & ~constant)
     if len(decoded) < 2:
-        return [], [], [], []
+        return issues, path_groups, [], []
     hashes = table.columns["perceptual_hash"][decoded]
     fine = table.columns["fine"][decoded]
     native, native_shape = table.columns["native"][decoded], table.columns["native_shape"][decoded]
@@ -179,23 +185,40 @@ def _near_duplicate_findings(
     named = decoded[found.pairs].reshape(-1, 2).tolist()
     kept_pairs = [[table.paths[a], table.paths[b], float(similarity), bool(strong)]
                   for (a, b), similarity, strong in zip(named, found.similarity.tolist(), found.strong.tolist())]
-    issues, path_groups = [], []
     for group in near_duplicate_groups(pairs, count=len(decoded), fine=fine, similarity=pair_similarity):
-        members = decoded[group.members]
-        if len(set(table.columns["pixel_hash"][members].tolist())) == 1:
-            continue  # identical pixels: already reported as exact_duplicate or label_conflict
-        group_paths = [table.paths[member] for member in members.tolist()]
-        representative = table.paths[decoded[group.representative]]
-        path_groups.append({"representative": representative, "members": group_paths, "size": len(group_paths),
-                            "lowest_similarity": group.lowest_similarity})
-        labels = sorted({table.labels[member] for member in members.tolist()})
-        across = f" across classes {labels}" if len(labels) > 1 else ""
-        for position, path in enumerate(group_paths):
-            role = "the representative" if path == representative else f"like {representative}"
-            issues.append(Finding(path, "near_duplicate", f"{role} of a group of {len(group_paths)} near-duplicates "
-                                  f"(each correlates >= {group.lowest_similarity:.3f} with the representative)"
-                                  f"{across}: {_others(group_paths, position)}"))
+        _report_group(table, representative=int(decoded[group.representative]), members=decoded[group.members],
+                      lowest=group.lowest_similarity, issues=issues, path_groups=path_groups)
     return issues, path_groups, kept_pairs, searches
+
+
+def _blank_groups(table: FileTable, blanks: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(representative, member rows) of the one-colour pictures that share their exact colour (a
+    blank resized or cropped is the same blank), the first by path representing each; a colour
+    held by one file makes no group."""
+    by_colour: dict[bytes, list[int]] = {}
+    for row in sorted(blanks.tolist(), key=lambda row: table.paths[row]):
+        # A one-colour picture's colour thumbnail is that colour in every cell, whatever its size.
+        by_colour.setdefault(table.columns["thumbnail"][row].tobytes(), []).append(row)
+    return [(rows[0], np.array(rows, dtype=np.int64)) for rows in by_colour.values() if len(rows) > 1]
+
+
+def _report_group(table: FileTable, *, representative: int, members: np.ndarray, lowest: float,
+                  issues: list[Finding], path_groups: list[dict]) -> None:
+    """A near-duplicate group (table rows) as a finding per member and an entry of the report's
+    groups; nothing when its pixels are identical (already exact_duplicate or label_conflict)."""
+    if len(set(table.columns["pixel_hash"][members].tolist())) == 1:
+        return
+    group_paths = [table.paths[member] for member in members.tolist()]
+    named = table.paths[representative]
+    path_groups.append({"representative": named, "members": group_paths, "size": len(group_paths),
+                        "lowest_similarity": lowest})
+    labels = sorted({table.labels[member] for member in members.tolist()})
+    across = f" across classes {labels}" if len(labels) > 1 else ""
+    for position, path in enumerate(group_paths):
+        role = "the representative" if path == named else f"like {named}"
+        issues.append(Finding(path, "near_duplicate", f"{role} of a group of {len(group_paths)} near-duplicates "
+                              f"(each correlates >= {lowest:.3f} with the representative)"
+                              f"{across}: {_others(group_paths, position)}"))
 
 
 # Below this many images a class needs more images, not a larger loss weight (params' split.min_images_per_class default).
