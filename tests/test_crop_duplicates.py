@@ -305,7 +305,9 @@ def test_kept_pairs_are_recomputed_when_the_code_that_scored_them_changes(tmp_pa
     # The same code: the kept pairs are used, no pair is searched for again.
     again = audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
     assert again.files_decoded == 0 and searches == [] and again.near_duplicate_groups == first.near_duplicate_groups
-    # Other pair code (another trainwell): every pair scored again from the cached columns.
+    # Other pair code (another trainwell): every pair scored again from the cached columns. The
+    # module that chooses which files are searched (blanks are not) counts as pair code.
+    assert {"audit/dataset.py", "audit/candidates.py", "audit/near_duplicates.py"} <= set(audit_cache._PAIR_CODE)
     monkeypatch.setattr(audit_cache, "pair_code_digest", lambda: "another version")
     rescored = audit_dataset(root=root, data=data, policy=policy, cache_file=cache)
     assert rescored.files_decoded == 0 and searches == ["every file"]

@@ -38,9 +38,12 @@ _DIGEST_KEY = ', "digest": "'
 # each registered check's `measure` is added to them (fingerprint).
 _CODE = ("data/decode.py", "audit/checks.py", "audit/file_checks.py", "audit/workers.py", "audit/watchdog.py",
          "audit/similarity.py", "audit/close_look.py")
-# The modules that find and confirm the kept near-duplicate pairs from the cached per-file columns:
-# a change to them makes the kept pairs stale (recomputed), not the files' results (not re-decoded).
-_PAIR_CODE = ("audit/near_duplicates.py", "audit/candidates.py", "audit/close_look.py", "audit/hamming.py")
+# The modules that find and confirm the kept near-duplicate pairs from the cached per-file columns
+# (dataset.py chooses the files searched: one-colour pictures are not): a change to them makes the
+# kept pairs stale (recomputed), not the files' results (not re-decoded). Without dataset.py, an
+# older trainwell reading a newer cache missed a group of blanks a fresh audit reports.
+_PAIR_CODE = ("audit/near_duplicates.py", "audit/candidates.py", "audit/close_look.py", "audit/hamming.py",
+              "audit/dataset.py")
 
 
 def _library_versions() -> str:
