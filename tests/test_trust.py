@@ -161,6 +161,32 @@ def test_blank_pictures_of_different_colours_are_never_near_duplicates(tmp_path)
         assert sorted(map(sorted, report.duplicate_groups)) == [["class0/blank00.bmp", "class0/blank_again.png"]]
 
 
+def test_near_blank_pictures_of_different_greys_are_never_near_duplicates(tmp_path):
+    """A flat grey with a speck, a one-level step or a level of noise is not one colour (not
+    constant), yet its thumbnails hold nothing but its brightness, which the search evens out:
+    near-blanks 10 grey levels apart or more never pair (greys 150 to 205 once made one group),
+    while a texture and its JPEG copy beside them still do."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    for index, grey in enumerate(range(100, 230, 10)):
+        picture = np.full((48, 48), grey, dtype=np.int16)
+        if index % 3 == 0:
+            picture[rng.integers(0, 48), rng.integers(0, 48)] += 1
+        elif index % 3 == 1:
+            picture[:, rng.integers(1, 47):] += 1
+        else:
+            picture += rng.integers(-1, 2, picture.shape)
+        image = Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).convert("RGB")
+        faults.write(root / f"class{index % 2}" / f"near_blank{grey}.png", faults.encode(image, "PNG"))
+    texture = rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8)
+    faults.write(root / "class0" / "texture.png", faults.encode(Image.fromarray(texture), "PNG"))
+    faults.write(root / "class1" / "texture_copy.jpg", faults.encode(Image.fromarray(texture), "JPEG"))
+    report = audit(root)
+    assert not any(issue.kind == "constant" for issue in report.issues)
+    assert [sorted(group["members"]) for group in report.near_duplicate_groups] == [
+        ["class0/texture.png", "class1/texture_copy.jpg"]]
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_star_groups_never_chain_whatever_the_pairs(seed):
     """Generated graphs (chains, stars, cliques, random): groups are disjoint, each member is paired
