@@ -162,22 +162,36 @@ def test_blank_pictures_of_different_colours_are_never_near_duplicates(tmp_path)
 
 
 def test_near_blank_pictures_of_different_greys_are_never_near_duplicates(tmp_path):
-    """A flat grey with a speck, a one-level step or a level of noise is not one colour (not
-    constant), yet its thumbnails hold nothing but its brightness, which the search evens out:
-    near-blanks 10 grey levels apart or more never pair (greys 150 to 205 once made one group),
-    while a texture and its JPEG copy beside them still do."""
+    """A flat grey with a speck, a one- or two-level step, a level of noise, a small dot or a faint
+    line is not one colour (not constant), yet its thumbnails hold little but its brightness,
+    which the search evens out: near-blanks 10 grey levels apart or more never pair (greys 100 to
+    220 once made one group, and two-level steps of greys 1 to 255 one of 614 files), while a
+    texture and its JPEG copy beside them still do."""
     rng = np.random.default_rng(1)
     root = tmp_path / "data"
-    for index, grey in enumerate(range(100, 230, 10)):
+    for index, grey in enumerate(range(20, 240, 10)):
         picture = np.full((48, 48), grey, dtype=np.int16)
-        if index % 3 == 0:
+        kind = index % 5
+        if kind == 0:
             picture[rng.integers(0, 48), rng.integers(0, 48)] += 1
-        elif index % 3 == 1:
-            picture[:, rng.integers(1, 47):] += 1
-        else:
+        elif kind == 1:  # a one- or two-level step: either side of the 1-level spread the cut once was
+            picture[:, rng.integers(1, 47):] += 1 + index % 2
+        elif kind == 2:
             picture += rng.integers(-1, 2, picture.shape)
+        elif kind == 3:  # a small bright dot
+            row, column = rng.integers(0, 45, size=2)
+            picture[row:row + 3, column:column + 3] += 40
+        else:  # a faint line, as on a scanned page
+            picture[rng.integers(0, 48), :] -= 6
         image = Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).convert("RGB")
         faults.write(root / f"class{index % 2}" / f"near_blank{grey}.png", faults.encode(image, "PNG"))
+    for grey in range(60, 220, 40):  # one shape at several greys: a two-level step, a 3x3 dot
+        step, dot = np.full((48, 48), grey, dtype=np.uint8), np.full((48, 48), grey, dtype=np.uint8)
+        step[:, 24:] += 2
+        dot[21:24, 30:33] += 40
+        for name, picture in (("step", step), ("dot", dot)):
+            image = Image.fromarray(picture).convert("RGB")
+            faults.write(root / f"class{grey % 3}" / f"{name}{grey}.png", faults.encode(image, "PNG"))
     texture = rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8)
     faults.write(root / "class0" / "texture.png", faults.encode(Image.fromarray(texture), "PNG"))
     faults.write(root / "class1" / "texture_copy.jpg", faults.encode(Image.fromarray(texture), "JPEG"))
