@@ -74,12 +74,10 @@ def similarities(fine: np.ndarray, first: np.ndarray, second: np.ndarray,
 _DETAIL_FLOOR = 0.88
 
 
-# A fine thumbnail spreading less than this (grey levels) is nearly blank: a flat colour with a
-# speck, a small dot, a two-level step or JPEG noise. Such a picture holds little but its
-# brightness, which the other measures even out: 2,000 generated near-blanks of random colours
-# made 503 groups, the largest of 388 files of different greys; at a 1-level cut, two-level steps
-# still made a 614-file group of greys 1 to 255. At 3 the five real sets lose 3 brightened copies
-# of 1,200 planted on faces and photograph tiles; at LOW_CONTRAST (8) about 23.
+# Under this spread (grey levels) a fine thumbnail is nearly blank (a speck, a dot, a two-level
+# step, JPEG noise) and holds little but the brightness the other measures even out: two-level
+# steps of greys 1 to 255 made a 614-file group. At 3 the real sets lose 3 brightened copies of
+# 1,200 planted on faces and photograph tiles; at LOW_CONTRAST (8) about 23.
 NEAR_BLANK_SPREAD = 3.0
 
 
