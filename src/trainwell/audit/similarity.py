@@ -11,6 +11,8 @@ def grey_of(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
+# The side (pixels) of the area-resized copy every thumbnail and the pHash are made from.
+WORKING_SIDE = 32
 # The fine thumbnail's side (pixels): what confirms a pHash match (see fine_similarities).
 FINE_SIDE = 16
 # The detail thumbnail's side (pixels): what decides a pair neither clearly alike nor clearly not
@@ -33,7 +35,7 @@ def similarity_features(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     thumbnail is the 32x32 copy at 24x24 (576 uint8 values): what decides the pairs the fine one
     finds alike but not alike enough (detail_similarities).
     """
-    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(grey, (WORKING_SIDE, WORKING_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
     code = _phash(small)
     fine = cv2.resize(small, (FINE_SIDE, FINE_SIDE), interpolation=cv2.INTER_AREA)
     detail = cv2.resize(small, (DETAIL_SIDE, DETAIL_SIDE), interpolation=cv2.INTER_AREA)
@@ -186,7 +188,7 @@ def crop_hashes(grey: np.ndarray) -> np.ndarray:
     the difference) by two small matrix products: 65-140 us a file, about what similarity_features
     costs, where cutting each from a 128-pixel copy took 820-950 us (and found one crop more in 40).
     """
-    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(grey, (WORKING_SIDE, WORKING_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
     probes = len(CROP_PROBES)
     rows = (_PROBE_ROWS.reshape(probes * 8, 32) @ small).reshape(probes, 8, 32)  # one product for all
     lows = np.einsum("pik,pjk->pij", rows, _PROBE_COLUMNS).reshape(probes, 64)
