@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainwell.audit.candidates import block_pairs, crop_pairs, neighbour_pairs
-from trainwell.audit.close_look import CloseLook, close_look, common_centre_keys
+from trainwell.audit.close_look import CloseLook, blanks_apart, close_look, common_centre_keys, distinctive_bars
 from trainwell.audit.hamming import hamming_pairs, pairs_in_ranges
 from trainwell.audit.similarity import (
     FINE_CROPS,
@@ -74,23 +74,6 @@ def similarities(fine: np.ndarray, first: np.ndarray, second: np.ndarray,
 _DETAIL_FLOOR = 0.88
 
 
-# Under this spread (grey levels) a fine thumbnail is nearly blank (a speck, a dot, a two-level
-# step, JPEG noise) and holds little but the brightness the other measures even out: two-level
-# steps of greys 1 to 255 made a 614-file group. At 3 the real sets lose 3 brightened copies of
-# 1,200 planted on faces and photograph tiles; at LOW_CONTRAST (8) about 23.
-NEAR_BLANK_SPREAD = 3.0
-
-
-def _blanks_apart(first: np.ndarray, second: np.ndarray, limit: float) -> np.ndarray:
-    """Per pair of fine thumbnails: either nearly blank (NEAR_BLANK_SPREAD) and their mean
-    brightness more than `limit` grey levels apart, so not copies (a brightened blank is another
-    blank). Either, not both: a picture just past the cut must not pair with one just under it
-    across greys (two 101-file groups of mixed steps spanned 13 grey levels when both had to be)."""
-    values_first, values_second = first.astype(np.float32), second.astype(np.float32)
-    blank = (values_first.std(axis=1) < NEAR_BLANK_SPREAD) | (values_second.std(axis=1) < NEAR_BLANK_SPREAD)
-    return blank & (np.abs(values_first.mean(axis=1) - values_second.mean(axis=1)) > limit)
-
-
 def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confirm: Confirm,
            detail: np.ndarray | CloseLook | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(similarity, strong, kept) of candidate index pairs: `strong` passed the fine or crop bar
@@ -123,7 +106,7 @@ def scored(pairs: np.ndarray, *, fine: np.ndarray, thumbnails: np.ndarray, confi
         alike = strong | (similarity >= floor) | np.isfinite(exact)
         alike[alike] = colour_differences(thumbnails[first[alike]], thumbnails[second[alike]], fine[first[alike]],
                                           fine[second[alike]]) <= confirm.max_colour_difference
-        alike[alike] = ~_blanks_apart(fine[first[alike]], fine[second[alike]], confirm.max_colour_difference)
+        alike[alike] = ~blanks_apart(fine[first[alike]], fine[second[alike]], confirm.max_colour_difference)
         if look is not None:
             looked = np.flatnonzero(alike & ~strong & (similarity >= _DETAIL_FLOOR))
             similarity[looked] = look.detail_of(first[looked], second[looked])
@@ -171,7 +154,8 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
     within = _within_own_gap(ends, np.concatenate([pairs[weak, 1], pairs[weak, 0]]), values, confirm=confirm,
                              close=close)
     distance = 1.0 - value[weak]
-    passed = (value[weak] >= confirm.min_distinctive_similarity) & within[:len(weak)] & within[len(weak):]
+    bars = distinctive_bars(close_look(detail), pairs[weak, 0], pairs[weak, 1], confirm.min_distinctive_similarity)
+    passed = (value[weak] >= bars) & within[:len(weak)] & within[len(weak):]
     if fine is not None and passed.any():
         survivors = weak[passed]
         # Each end's own group (the matches before its gap) is left out of its rivals, as its copies are.
