@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainwell.audit.candidates import block_pairs, crop_pairs, neighbour_pairs
-from trainwell.audit.close_look import CloseLook, blanks_apart, close_look, common_centre_keys, distinctive_bars
+from trainwell.audit.close_look import CloseLook, blanks_apart, close_look, common_centre_keys
 from trainwell.audit.hamming import hamming_pairs, pairs_in_ranges
 from trainwell.audit.similarity import (
     FINE_CROPS,
@@ -154,8 +154,7 @@ def distinctive(pairs: np.ndarray, similarity: np.ndarray, strong: np.ndarray, c
     within = _within_own_gap(ends, np.concatenate([pairs[weak, 1], pairs[weak, 0]]), values, confirm=confirm,
                              close=close)
     distance = 1.0 - value[weak]
-    bars = distinctive_bars(close_look(detail), pairs[weak, 0], pairs[weak, 1], confirm.min_distinctive_similarity)
-    passed = (value[weak] >= bars) & within[:len(weak)] & within[len(weak):]
+    passed = (value[weak] >= confirm.min_distinctive_similarity) & within[:len(weak)] & within[len(weak):]
     if fine is not None and passed.any():
         survivors = weak[passed]
         # Each end's own group (the matches before its gap) is left out of its rivals, as its copies are.
