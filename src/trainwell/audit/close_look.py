@@ -326,10 +326,12 @@ def _bands(shapes: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndar
     more than NATIVE_MAX_SIZE_DIFFERENCE and the smaller is under DETAIL_SIDE, the larger end goes
     to the smaller's side, unless a side of either is under MIN_BAND_SIDE; 0 elsewhere (the
     thumbnail as it is).
+
     A difference of a few pixels is a crop's (a 25-pixel face cut by a pixel a side), which the
-    crop-tolerant comparison reads as it is; mapping it lost one of LFW's planted crops in 40. The smaller end is never mapped: its thumbnail
-    already shows what its pixels hold, and mapping it too blurred it a second time (the map is
-    not idempotent), so its match was compared blurred and its rivals of its own size were not."""
+    crop-tolerant comparison reads as it is: mapping it lost one of LFW's planted crops in 40. The
+    smaller end is never mapped: its thumbnail already shows what its pixels hold, and mapping it
+    too blurred it a second time (the map is not idempotent), so its match was compared blurred
+    and its rivals of its own size were not."""
     one, other = shapes[first].astype(np.int64), shapes[second].astype(np.int64)
     smaller = np.minimum(one, other)
     banded = ((np.abs(one - other) > NATIVE_MAX_SIZE_DIFFERENCE) & (smaller < DETAIL_SIDE)
@@ -357,8 +359,8 @@ def _band_matrix(side: int) -> np.ndarray:
 def band_matched(detail: np.ndarray, shapes: np.ndarray, first: np.ndarray,
                  second: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thumbnails, one, other): the index pairs' detail thumbnails, the larger picture of a pair
-    of different sizes brought to the smaller one's resolution along each axis where that is
-    under DETAIL_SIDE (_bands, _band_matrix), and each pair's rows in them.
+    of different sizes brought to the smaller one's resolution along each axis where _bands says
+    so (_band_matrix), and each pair's rows in them.
 
     A picture's copy at half its size has lost the detail its original's thumbnail still holds: a
     half-size copy of an MNIST digit measured 0.989-0.997 against its original on the detail
