@@ -335,7 +335,7 @@ def _bands(shapes: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndar
     one, other = shapes[first].astype(np.int64), shapes[second].astype(np.int64)
     smaller = np.minimum(one, other)
     banded = ((np.abs(one - other) > NATIVE_MAX_SIZE_DIFFERENCE) & (smaller < DETAIL_SIDE)
-              & (smaller.min(axis=1, initial=DETAIL_SIDE) >= MIN_BAND_SIDE)[:, None])
+              & (smaller.min(axis=1) >= MIN_BAND_SIDE)[:, None])
     return np.concatenate([np.where(banded & (one > other), smaller, 0),
                            np.where(banded & (other > one), smaller, 0)], axis=1)
 

@@ -167,7 +167,7 @@ def _cropped_positions(first_cut: float, last_cut: float, size: int) -> np.ndarr
 def _probe_matrices() -> tuple[np.ndarray, np.ndarray]:
     """Per probe, (8, 32) maps from the 32x32 copy to the lowest 8 DCT terms of its crop, for rows
     and for columns: low = rows @ small @ columns.T, cv2.dct's orthonormal DCT-II of the crop."""
-    side = 32
+    side = WORKING_SIDE
     dct = np.cos(np.pi * (2 * np.arange(side) + 1) * np.arange(8)[:, None] / (2 * side)) * np.sqrt(2 / side)
     dct[0] /= np.sqrt(2)
     rows = [dct @ _interpolation(_cropped_positions(top, bottom, side), side) for _, top, _, bottom in CROP_PROBES]
@@ -190,7 +190,7 @@ def crop_hashes(grey: np.ndarray) -> np.ndarray:
     """
     small = cv2.resize(grey, (WORKING_SIDE, WORKING_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
     probes = len(CROP_PROBES)
-    rows = (_PROBE_ROWS.reshape(probes * 8, 32) @ small).reshape(probes, 8, 32)  # one product for all
+    rows = (_PROBE_ROWS.reshape(probes * 8, WORKING_SIDE) @ small).reshape(probes, 8, WORKING_SIDE)  # one product for all
     lows = np.einsum("pik,pjk->pij", rows, _PROBE_COLUMNS).reshape(probes, 64)
     # As _phash_bits, for every probe at once.
     return np.packbits(lows > np.partition(lows[:, 1:], 31, axis=1)[:, 31:32], axis=1)
