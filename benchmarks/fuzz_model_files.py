@@ -25,17 +25,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
 
-import keras
 import numpy as np
 
 from tests import fuzzing, model_fuzzing
 from trainwell.errors import UsageError
-from trainwell.training.model_files import load_model_file
 
 GROWTH_LIMIT_MIB = 256
 
 
 def good_model(folder: Path) -> Path:
+    import keras  # here, not at the top: it starts TensorFlow, and `--help` should not wait for it
+
     inputs = keras.Input((12, 12, 3))
     x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs))
     outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.Dense(6)(keras.layers.Flatten()(x)))
@@ -71,6 +71,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--out", default="fuzz-failures", help="where failing files are saved (default: %(default)s)")
     args = parser.parse_args()
+    import keras  # after the arguments: keras and the loader start TensorFlow
+
+    from trainwell.training.model_files import load_model_file
+
     with tempfile.TemporaryDirectory(prefix="trainwell-model-fuzz-") as scratch:
         folder = Path(scratch)
         source = good_model(folder)

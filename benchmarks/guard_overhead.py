@@ -17,16 +17,19 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras
 import numpy as np
 
 from trainwell.params import GuardParams
-from trainwell.training.guard import DivergenceGuard
-from trainwell.training.inputs import BatchSpec, make_train_dataset, steps_per_epoch
-from trainwell.training.network import build_model
 
 
 def one_run(*, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int, guard: bool) -> float:
+    # Imported here, not at the top: they start TensorFlow, and `--help` should not wait for it.
+    import keras
+
+    from trainwell.training.guard import DivergenceGuard
+    from trainwell.training.inputs import BatchSpec, make_train_dataset, steps_per_epoch
+    from trainwell.training.network import build_model
+
     keras.utils.set_random_seed(0)
     model = build_model(num_classes=5, image_size=images.shape[1], conv_filters=[16, 16, 32], kernel_size=2,
                         dense_units=128)
@@ -38,20 +41,23 @@ def one_run(*, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: 
     callbacks = []
     if guard:
         callbacks.append(DivergenceGuard(num_classes=5, policy=GuardParams()))
-    clock = EpochClock()
+    clock = epoch_clock(keras)
     model.fit(data, epochs=epochs + 1, steps_per_epoch=steps, callbacks=[*callbacks, clock], verbose=0)
     return len(images) * epochs / (clock.end - clock.start)
 
 
-class EpochClock(keras.callbacks.Callback):
-    """Times everything after the first (tracing) epoch."""
+def epoch_clock(keras):
+    """A callback timing everything after the first (tracing) epoch (made here: keras loads with TensorFlow)."""
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch == 1:
-            self.start = time.perf_counter()
+    class EpochClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 1:
+                self.start = time.perf_counter()
 
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.end = time.perf_counter()
+        def on_train_end(self, logs: dict | None = None) -> None:
+            self.end = time.perf_counter()
+
+    return EpochClock()
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-import tensorflow as tf
 
 from trainwell.data.cache import build_cache, load_split
 from trainwell.data.demo import SHAPES, draw_shape, encode_jpeg
@@ -40,7 +39,6 @@ from trainwell.data.splits import write_split_csv
 from trainwell.outputs import write_json
 from trainwell.params import AugmentStep
 from trainwell.training.augment import BatchAugmenter, default_processes
-from trainwell.training.inputs import BatchSpec, make_train_dataset, steps_per_epoch
 
 
 def make_folder(root: Path, images: int) -> list[tuple[str, str]]:
@@ -112,6 +110,8 @@ def compare_augmentation(train, *, batch: int, repeats: int) -> None:
     albumentations' own loop over the same images with the same transforms, in this process."""
     import albumentations
 
+    from trainwell.training.inputs import BatchSpec, make_train_dataset
+
     bare = albumentations.Compose([getattr(albumentations, step.name)(**step.params) for step in AUGMENT])
     count = len(train.labels)
     augmenter = BatchAugmenter(AUGMENT, processes=default_processes())
@@ -155,6 +155,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    # After the arguments: these start TensorFlow, and `--help` should not wait for it.
+    import tensorflow as tf
+
+    from trainwell.training.inputs import BatchSpec, make_train_dataset, steps_per_epoch
+
     workspace = Path(tempfile.mkdtemp(prefix="trainwell-bench-input-"))
     try:
         root = workspace / "images"

@@ -30,7 +30,6 @@ from trainwell.audit.target_checks import check_targets
 from trainwell.data.demo import SHAPES, draw_shape, encode_jpeg
 from trainwell.data.targets import collect_targets
 from trainwell.params import Params
-from trainwell.training.predict import predict_files
 
 
 def make_folder(root: Path, images: int, size: int) -> None:
@@ -51,6 +50,8 @@ def load_or_build_model(path: str | None, size: int):
 
 
 def trainwell_run(folder: Path, model, params: Params, *, checks: bool) -> np.ndarray:
+    from trainwell.training.predict import predict_files  # starts TensorFlow: not at the top, for `--help`
+
     targets = collect_targets([str(folder)], manifest=None, extensions=params.data.extensions)
     locations = targets.locations
     if checks:

@@ -9,8 +9,9 @@ import pytest
 
 from tests.helpers import REPO_ROOT, tool_env
 
-# Each script starts in a Python of its own, and several import TensorFlow before parsing --help.
-pytestmark = pytest.mark.tf_process
+# Each script starts in a Python of its own and parses --help before it imports TensorFlow (it starts
+# none: the tier guard would fail the test). Seventeen Python starts are ~10 s of CPU: not the fast tier.
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("script", sorted(path.name for path in (REPO_ROOT / "benchmarks").glob("*.py")))
