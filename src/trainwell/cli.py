@@ -251,9 +251,6 @@ def set_tensorflow_defaults(*, quiet: bool) -> None:
     # epoch 1.42 -> 0.87 s at 48x48, and reruns stay bit-identical under op determinism (the same
     # model file, byte for byte; tests/test_train.py). TF_ENABLE_ONEDNN_OPTS=0 keeps them off.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    # Keras imports scikit-learn, pandas and matplotlib at start-up when installed; trainwell uses none of
-    # them through Keras: 2.4 s of the 7.5 s that starting TensorFlow took (keras_startup).
-    start_keras_without_optional_integrations()
 
 
 def _main(argv: list[str] | None) -> int:
@@ -287,7 +284,11 @@ def run(argv: list[str] | None = None) -> None:
     """Console entry point: main()'s status as the exit code, safely after object-store I/O."""
     from trainwell.storage import exit_process
 
-    # Only a process of its own: a caller of main() (a test, a notebook) keeps its signal handlers.
+    # Only a process of its own: a caller of main() (a test, a notebook) keeps its signal handlers, and
+    # its Keras keeps the scikit-learn, pandas and matplotlib integrations it may use.
     stop_on_signals()
     stop_with_dvc()  # a killed `dvc repro` takes its stage's command with it
+    # Keras imports those three at start-up when installed; commands use none of them through Keras:
+    # about 2 s of the 7 that starting TensorFlow took (keras_startup).
+    start_keras_without_optional_integrations()
     exit_process(main(argv))

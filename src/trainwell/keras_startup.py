@@ -2,14 +2,17 @@
 
 Keras 3 imports each of them at start-up when it is installed (`keras.wrappers` for scikit-learn
 estimators, pandas for DataFrame inputs to fit(), matplotlib.pyplot for its plotting helpers),
-each inside `try: import ... except ImportError`. trainwell installs all three (cleanlab needs
-scikit-learn and pandas), so every command that starts TensorFlow paid for them: measured on the
-2-core machine of docs/development.md, `import tensorflow, keras` took 7.5-7.9 s, of which
-scikit-learn 1.1 s, pandas 0.6 s and pyplot 0.7 s. While TensorFlow or Keras is first imported,
+each inside `try: import ... except ImportError`. cleanlab brings scikit-learn and pandas with
+trainwell, and matplotlib is often installed beside it, so every command that starts TensorFlow
+paid for them: measured on the 2-core machine of docs/development.md, `import tensorflow, keras`
+took 7.1-8.6 s in a venv of trainwell alone and 5.2-6.1 s without the two (1.9 s saved); where
+matplotlib is installed too, pyplot added 0.7 s more. While TensorFlow or Keras is first imported,
 those three are marked absent (None in sys.modules: an import of them raises ImportError, which
 Keras catches); the marks are lifted when that import ends, so cleanlab and anything else
 imports them normally afterwards. Keras's scikit-learn wrappers, DataFrame inputs and plotting
-helpers are then unavailable in that process; trainwell uses none of them.
+helpers are then unavailable in that process; trainwell uses none of them. Only the `trainwell`
+command arranges this (cli.run, a process of its own): a program calling trainwell's functions or
+cli.main keeps Keras as it comes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ class _WithoutOptionalIntegrations(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Sequence[str] | None, target: ModuleType | None = None):
         if name not in _STARTERS:
             return None
-        sys.meta_path.remove(self)  # once: the rest of the process imports as usual
+        try:
+            sys.meta_path.remove(self)  # once: the rest of the process imports as usual
+        except ValueError:  # another thread's first import of the other one took it a moment ago
+            return None
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
             return spec
