@@ -117,6 +117,7 @@ def crowded(seed: int, count: int = 300, crops: int = 30) -> tuple[list[np.ndarr
     return ones, [edited(one, "crop", rng) for one in ones[:crops]]
 
 
+@pytest.mark.slow  # 6 s of generated strokes, measured twice: kept out of the 3-minute fast tier
 def test_lossless_crops_of_look_alike_strokes_are_found_and_the_look_alikes_still_are_not():
     """300 generated "1"s written alike and lossless crops of 30: with the native patches every
     crop that is a candidate pairs with its original (on the detail thumbnails alone, another

@@ -88,6 +88,7 @@ def test_npy_that_is_not_pixels_is_a_finding(array):
     assert raised.value.kind == "not_an_image"
 
 
+@pytest.mark.slow  # compressing 733 MiB of zeros takes 5-6 s: kept out of the 3-minute fast tier
 def test_memory_is_bounded_from_the_header_not_the_pixel_count():
     # 400x400 pixels pass max_pixels, but 600 float64 samples a pixel would take 733 MiB.
     buffer = io.BytesIO()

@@ -133,6 +133,7 @@ def apart(pictures: list[np.ndarray], pairs: np.ndarray) -> np.ndarray:
     return np.array([np.abs(pictures[a].astype(np.int16) - pictures[b]).mean() for a, b in pairs.tolist()])
 
 
+@pytest.mark.slow  # three draws of 330 strokes: 7-8 s, kept out of the 3-minute fast tier
 def test_the_detail_thumbnails_tell_more_cropped_strokes_from_look_alikes():
     """300 generated "1"s written alike and crops of 30 of them, over three draws: deciding the
     pairs on the 24x24 detail thumbnails finds more crops than on the 16x16 fine ones alone, the

@@ -75,6 +75,7 @@ def test_full_disk_while_saving_the_model_leaves_no_half_model(small_disk):
     assert list(small_disk.iterdir()) == []  # neither a half model at the final path nor a temporary
 
 
+@pytest.mark.slow  # a build killed at many moments: 5.5 s, kept out of the 3-minute fast tier
 def test_build_killed_at_any_moment_recovers_on_the_next_run(demo_copy, workdir):
     assert audit.main() == 0 and split.main() == 0
     cache = workdir / "data" / "cache"
