@@ -41,13 +41,14 @@ def one_run(*, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: 
     callbacks = []
     if guard:
         callbacks.append(DivergenceGuard(num_classes=5, policy=GuardParams()))
-    clock = epoch_clock(keras)
+    clock = epoch_clock()
     model.fit(data, epochs=epochs + 1, steps_per_epoch=steps, callbacks=[*callbacks, clock], verbose=0)
     return len(images) * epochs / (clock.end - clock.start)
 
 
-def epoch_clock(keras):
-    """A callback timing everything after the first (tracing) epoch (made here: keras loads with TensorFlow)."""
+def epoch_clock():
+    """A callback timing everything after the first (tracing) epoch (defined here: keras starts TensorFlow)."""
+    import keras
 
     class EpochClock(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

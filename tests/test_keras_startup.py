@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -64,8 +65,9 @@ THROUGH_THE_COMMAND = textwrap.dedent("""
 """)
 
 
-def _run_script(script: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", script], env=tool_env(), capture_output=True, text=True,
+def _run_script(script: str, cwd: Path | None = None) -> dict:
+    """What a fresh Python running `script` printed last, as JSON."""
+    result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=tool_env(), capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -95,9 +97,7 @@ def test_a_program_calling_cli_main_keeps_its_keras_as_it_comes(tmp_path):
     # fresh Python, as this test process has imported Keras already (nothing would be arranged here).
     script = ("import json, sys; from trainwell import cli; before = list(sys.meta_path); cli.main(['gate']); "
               "print(json.dumps({'keras': 'keras' in sys.modules, 'same_finders': sys.meta_path == before}))")
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=tool_env(), capture_output=True,
-                            text=True, timeout=120)
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"keras": False, "same_finders": True}, result.stderr
+    assert _run_script(script, cwd=tmp_path) == {"keras": False, "same_finders": True}
 
 
 def test_nothing_is_arranged_once_keras_is_imported():
